@@ -1,0 +1,39 @@
+"""Names shared by every component: the API group, kinds, labels, features and event types."""
+
+from typing import Final, Literal
+
+API_GROUP: Final = "tailor.dev"
+API_VERSION: Final = "v1alpha1"
+FINALIZER: Final = f"{API_GROUP}/finalizer"
+
+STACK_KIND: Final = "PersonalizationStack"
+STACK_PLURAL: Final = "personalizationstacks"
+RULE_KIND: Final = "PersonalizationRule"
+RULE_PLURAL: Final = "personalizationrules"
+VARIANT_KIND: Final = "ContentVariant"
+VARIANT_PLURAL: Final = "contentvariants"
+
+# Behaviour features a rule can match on, and the event types that feed them.
+Feature = Literal["views", "clicks", "cartAdds", "searches", "purchases"]
+FEATURES: Final[tuple[Feature, ...]] = ("views", "clicks", "cartAdds", "searches", "purchases")
+FEATURE_OF_EVENT_TYPE: Final[dict[str, Feature]] = {
+    "page_view": "views",
+    "click": "clicks",
+    "add_to_cart": "cartAdds",
+    "search": "searches",
+    "purchase": "purchases",
+}
+
+# Standard labels on every child object the operator creates.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+ANNOTATION_CONFIG_CHECKSUM: Final = f"{API_GROUP}/config-checksum"
+ANNOTATION_PAUSED: Final = f"{API_GROUP}/paused"
+
+# Environment variables the CLI and the components read.
+ENV_REDIS_URL: Final = "TAILOR_REDIS_URL"
+ENV_KAFKA_BOOTSTRAP: Final = "TAILOR_KAFKA_BOOTSTRAP"
+ENV_ADMIN_TOKEN: Final = "TAILOR_ADMIN_TOKEN"

@@ -1,0 +1,155 @@
+"""The compiled ruleset: the one document the operator publishes and every worker and API replica reads.
+
+It is the contract between the control plane and the data plane. The operator compiles a namespace's
+PersonalizationStack, PersonalizationRules and ContentVariants into one immutable, versioned Ruleset;
+workers take their Kafka and feature settings from `config`, the content API its rules and variants.
+Everything here is already validated, defaulted, resolved (variant selectors become names) and
+sanitized (variant HTML), so readers trust it and do no further checks on the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tailor.core.constants import Feature
+
+FORMAT = 1
+
+ContentType = Literal["html", "text", "json", "image"]
+Operator = Literal["gte", "gt", "lte", "lt", "eq", "ne"]
+Strategy = Literal["weighted", "sticky", "roundRobin", "bandit"]
+
+
+class Model(BaseModel):
+    """Immutable, camelCase on the wire, strict about unknown fields."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class Window(Model):
+    """A sliding window: counts are kept in buckets of `bucket_seconds` and summed over `seconds`."""
+
+    name: str
+    seconds: int
+    bucket_seconds: int
+
+
+class FeatureConfig(Model):
+    windows: tuple[Window, ...]
+    dimensions: tuple[str, ...]
+    allowed_lateness_seconds: int
+    recent_limit: int = 20
+    session_timeout_seconds: int = 1800
+    dedup_ttl_seconds: int = 86400
+
+    def window(self, name: str) -> Window:
+        for window in self.windows:
+            if window.name == name:
+                return window
+        raise KeyError(name)
+
+
+class KafkaConfig(Model):
+    bootstrap_servers: str
+    events_topic: str
+    dead_letter_topic: str
+    partitions: int = 6
+
+
+class ApiConfig(Model):
+    cors_origins: tuple[str, ...] = ()
+    suppression_seconds: int = 7 * 86400
+    max_batch_events: int = 500
+    max_body_bytes: int = 1_048_576
+
+
+class StackConfig(Model):
+    namespace: str
+    name: str
+    kafka: KafkaConfig
+    features: FeatureConfig
+    api: ApiConfig = ApiConfig()
+    kill_switch: bool = False
+
+    @property
+    def key(self) -> str:
+        """The stack's identity, `namespace/name`, as `tailor worker --stack` takes it."""
+        return f"{self.namespace}/{self.name}"
+
+
+class Variant(Model):
+    name: str
+    slot: str
+    content_type: ContentType
+    body: str | None = None  # html (already sanitized) or text
+    data: Any = None  # json payload, or {src, alt, href} for images
+    weight: float = 1.0
+    tags: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+    fallback: bool = False
+    start: float | None = None  # schedule, epoch seconds; served only within [start, end)
+    end: float | None = None
+
+
+class Matcher(Model):
+    """`feature` count (of events with `dimension` == `value`, or the top value when no value is
+    given) within `window`, compared with `threshold` by `op`."""
+
+    feature: Feature
+    dimension: str | None = None
+    value: str | None = None
+    window: str
+    op: Operator = "gte"
+    threshold: float = 1
+
+
+class FrequencyCap(Model):
+    per_session: int | None = None
+    per_user_count: int | None = None
+    per_user_window_seconds: int | None = None
+
+
+class Rule(Model):
+    name: str
+    slot: str
+    priority: int = 0
+    enabled: bool = True
+    audience: tuple[Matcher, ...] = ()
+    when: str | None = None  # CEL over the profile
+    variants: tuple[str, ...]
+    strategy: Strategy = "weighted"
+    seed: str = ""
+    frequency_cap: FrequencyCap | None = None
+    rollout_percentage: float = 100.0
+    generation: int = 0
+
+
+class Ruleset(Model):
+    format: int = FORMAT
+    version: int = 0  # assigned when published
+    stack: str
+    checksum: str = ""  # of everything but version and publishedAt: equal checksums, same behaviour
+    published_at: float | None = None
+    config: StackConfig
+    variants: dict[str, Variant]
+    rules: tuple[Rule, ...]  # ordered: slot, then priority (highest first), then name
+
+    def content_checksum(self) -> str:
+        content = self.model_dump(mode="json", by_alias=True, exclude={"version", "checksum", "published_at"})
+        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def sealed(self) -> Ruleset:
+        """This ruleset with its checksum filled in, ready to publish."""
+        return self.model_copy(update={"checksum": self.content_checksum()})
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Ruleset:
+        return cls.model_validate_json(raw)
