@@ -1,0 +1,28 @@
+"""The local real stack: kube-apiserver (+ etcd, controller-manager, scheduler, kwok),
+Apache Kafka and Redis on 127.0.0.1, built from registries and cached by version.
+
+Public API::
+
+    stack = Stack("default")      # state in $TAILOR_HOME/default
+    stack.up()                    # build if needed, start in parallel, wait for health
+    stack.env()                   # {"KUBECONFIG": ..., "TAILOR_KAFKA_BOOTSTRAP": ..., ...}
+    stack.restart("redis")        # also start/stop/kill per component
+    stack.down()
+"""
+
+from tailor.devstack.endpoints import Endpoints, render_exports
+from tailor.devstack.errors import BuildFailed, ComponentFailed, DevstackError, ToolchainMissing
+from tailor.devstack.paths import DEFAULT_STACK_NAME
+from tailor.devstack.stack import ComponentStatus, Stack
+
+__all__ = [
+    "DEFAULT_STACK_NAME",
+    "BuildFailed",
+    "ComponentFailed",
+    "ComponentStatus",
+    "DevstackError",
+    "Endpoints",
+    "Stack",
+    "ToolchainMissing",
+    "render_exports",
+]

@@ -1,0 +1,116 @@
+"""`tailor dev up|down|status|env|build`: the local real stack (design §5, §6).
+
+Thin: parses arguments, calls ``tailor.devstack.Stack``, prints. Errors of the stack are
+written as their message (which says what to do) with exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tailor import devstack
+
+
+def register(subparsers: Any) -> None:
+    """Add `dev` and its verbs to the top-level parser."""
+    dev = subparsers.add_parser("dev", help="run the local real stack (Kubernetes, Kafka, Redis)")
+    dev.add_argument(
+        "--name",
+        default=devstack.DEFAULT_STACK_NAME,
+        help="stack name; its state lives in $TAILOR_HOME/<name> (default: %(default)s)",
+    )
+    dev.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="parent of stack state dirs (default: $TAILOR_HOME or ~/.local/state/tailor)",
+    )
+    verbs = dev.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs.add_parser("up", help="build if needed, start and wait until healthy").set_defaults(
+        handler=_guarded(_up)
+    )
+    down = verbs.add_parser("down", help="stop every process this stack started")
+    down.add_argument("--purge", action="store_true", help="also delete the stack's data")
+    down.set_defaults(handler=_guarded(_down))
+    verbs.add_parser("status", help="what runs where").set_defaults(handler=_guarded(_status))
+    verbs.add_parser("env", help="print export lines for eval").set_defaults(handler=_guarded(_env))
+    verbs.add_parser("build", help="build and cache every component").set_defaults(handler=_guarded(_build))
+
+
+def _say(message: str) -> None:
+    print(f"tailor dev: {message}", file=sys.stderr, flush=True)
+
+
+def _stack(args: argparse.Namespace) -> devstack.Stack:
+    return devstack.Stack(args.name, args.home, report=_say)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except devstack.DevstackError as error:
+            print(f"tailor dev {args.verb}: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"tailor dev {args.verb}: interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+def _up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    stack = _stack(args)
+    stack.up()
+    _print_status(stack)
+    _say(f'up in {time.monotonic() - started:.1f}s; use it with: eval "$(tailor dev env)"')
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    stopped = stack.down(purge=args.purge)
+    _say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    rows = stack.status()
+    if not rows:
+        _say(f"stack {args.name!r} has never been started (run `tailor dev up`)")
+        return 3
+    _print_status(stack)
+    return 0 if stack.is_up() else 3
+
+
+def _print_status(stack: devstack.Stack) -> None:
+    rows = stack.status()
+    width = max(len(row.name) for row in rows)
+    print(f"stack {stack.name!r} in {stack.paths.root}")
+    for row in rows:
+        pid = f"pid {row.pid}" if row.pid else ""
+        print(f"  {row.name:<{width}}  {row.state:<8} {row.endpoint:<28} {pid:<11} {row.log}")
+
+
+def _env(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    env = stack.env()
+    if not env:
+        _say(f"stack {args.name!r} is not up: run `tailor dev up` first")
+        return 1
+    sys.stdout.write(devstack.render_exports(env))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    _stack(args).build()
+    _say(f"everything built and cached in {time.monotonic() - started:.1f}s")
+    return 0

@@ -1,0 +1,26 @@
+"""Pinned versions of everything the local stack builds or downloads.
+
+One place to bump. Artifacts are cached under a directory named after these versions (and
+``RECIPE``), so a bump builds anew while an unchanged pin reuses the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+KUBERNETES: Final = "v1.36.3"
+#: Staging modules (k8s.io/api, ...) are published as v0.<minor>.<patch> of the release.
+KUBERNETES_STAGING: Final = "v0.36.3"
+ETCD: Final = "v3.6.16"
+KWOK: Final = "v0.8.0"
+HELM: Final = "v3.22.0"
+KAFKA: Final = "4.3.1"
+KAFKA_SCALA: Final = "2.13"
+#: Kafka 4.3 logs through slf4j 1.7 and ships log4j-core 2.25.4; this binds the two so the
+#: broker logs to its log file instead of warning about a NOP logger.
+SLF4J_BACKEND: Final = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.4")
+#: Pinned so `mvn dependency:copy-dependencies` behaves the same on every machine.
+MAVEN_DEPENDENCY_PLUGIN: Final = "3.8.1"
+
+#: Bump when the way we build changes (flags, layout) so caches are rebuilt once.
+RECIPE: Final = "1"
