@@ -1,0 +1,114 @@
+"""Event schema v1: what is accepted, what is refused and how the refusal reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tailor.core import events
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    return {"id": "e-1", "type": "page_view", "userId": "u-1", **fields}
+
+
+def errors(data: Any) -> dict[str, str]:
+    parsed, problems = events.validate(data)
+    assert parsed is None
+    return {problem["field"]: problem["message"] for problem in problems}
+
+
+def test_a_full_event_is_accepted_and_exposes_what_workers_count() -> None:
+    parsed, problems = events.validate(
+        event(
+            sessionId="s-1",
+            timestamp="2026-11-29T10:00:00.250Z",
+            page={"url": "https://shop.example/p/1", "referrer": "https://shop.example/", "title": "Shoes"},
+            properties={"category": "shoes", "productId": 1234, "value": 59.5, "brand": "acme", "size": 42.0},
+            context={"device": "mobile", "locale": "en-US", "userAgent": "Mozilla/5.0"},
+        )
+    )
+    assert problems == []
+    assert parsed is not None
+    assert parsed.user == "u-1"
+    assert parsed.epoch_seconds(0.0) == 1795946400.25
+    assert parsed.properties.get("productId") == "1234"  # numeric ids count as their text
+    assert parsed.properties.get("brand") == "acme"
+    assert parsed.properties.get("size") == "42"
+    assert parsed.properties.get("value") == "59.5"
+    assert parsed.properties.get("missing") is None
+
+
+def test_anonymous_events_are_kept_under_the_anonymous_id() -> None:
+    parsed, _ = events.validate({"id": "e", "type": "click", "anonymousId": "anon-9"})
+    assert parsed is not None
+    assert parsed.user == "anon-9"
+    assert parsed.epoch_seconds(123.0) == 123.0  # no timestamp: the caller's default
+
+
+def test_an_event_without_any_identity_names_the_field_to_add() -> None:
+    assert errors({"id": "e", "type": "click"}) == {"userId": "either userId or anonymousId is required"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (event(type="hover"), "type"),
+        (event(id=""), "id"),
+        (event(id="has space"), "id"),
+        (event(id="x" * 129), "id"),
+        (event(userId="u" * 129), "userId"),
+        (event(timestamp="2026-11-29T10:00:00"), "timestamp"),  # no zone: ambiguous
+        (event(timestamp=True), "timestamp"),
+        (event(page={"url": "u" * 2049}), "page.url"),
+        (event(page={"url": "/", "bogus": 1}), "page.bogus"),
+        (event(properties={"value": "12"}), "properties.value"),
+        (event(properties={"query": "q" * 513}), "properties.query"),
+        (event(properties={"flag": True}), "properties.flag"),
+        (event(properties={"nested": {"a": 1}}), "properties.nested"),
+        (event(properties={"long": "v" * 257}), "properties.long"),
+        (event(properties={"bad name": "v"}), "properties"),
+        (event(properties={f"p{i}": i for i in range(33)}), "properties"),
+        (event(context={"device": "d" * 65}), "context.device"),
+        (event(extra=1), "extra"),
+        ([1, 2], "(event)"),
+    ],
+)
+def test_each_violation_is_reported_on_its_own_field(data: Any, field: str) -> None:
+    assert field in errors(data)
+
+
+def test_every_problem_of_an_event_is_reported_at_once() -> None:
+    found = errors({"id": "a b", "type": "nope", "userId": "u", "page": {"url": "/", "x": 1}})
+    assert set(found) == {"id", "type", "page.x"}
+
+
+def test_json_and_python_validation_agree() -> None:
+    data = event(properties={"productId": 7, "brand": "acme"}, timestamp=1700000000)
+    from_json, _ = events.validate_json(orjson.dumps(data))
+    from_python, _ = events.validate(data)
+    assert from_json == from_python
+
+
+def test_undecodable_json_is_an_error_not_an_exception() -> None:
+    parsed, problems = events.validate_json(b"\xff{not json")
+    assert parsed is None
+    assert problems
+
+
+def test_the_committed_json_schema_is_current() -> None:
+    """Regenerate with `python -m tailor.core.events` after changing the models."""
+    assert events.SCHEMA_PATH.read_bytes() == events.json_schema_text(), (
+        "schemas/event-v1.json is stale: run `python -m tailor.core.events`"
+    )
+
+
+def test_the_json_schema_states_the_limits() -> None:
+    schema = events.json_schema()
+    properties = schema["$defs"]["Properties"]
+    assert properties["maxProperties"] == events.MAX_PROPERTIES
+    assert schema["anyOf"] == [{"required": ["userId"]}, {"required": ["anonymousId"]}]
+    assert schema["properties"]["type"]["enum"] == list(events.EVENT_TYPES)
+    assert schema["additionalProperties"] is False
