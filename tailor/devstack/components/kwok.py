@@ -9,6 +9,7 @@ from tailor.devstack import probes
 from tailor.devstack.components.base import Component
 
 NODE_NAME = "kwok-node-0"
+POD_CIDR = "10.244.0.0/16"
 
 
 def fake_node(name: str = NODE_NAME) -> dict[str, Any]:
@@ -51,6 +52,8 @@ class Kwok(Component):
             f"--kubeconfig={self.context.paths.kubeconfig}",
             f"--config={self.context.tools.kube.kwok_stages}",
             "--manage-all-nodes=true",
+            # kwok's default pod CIDR (10.0.0.0/24) is our Service range; keep them apart.
+            f"--cidr={POD_CIDR}",
             f"--server-address=127.0.0.1:{self.context.port('kwok')}",
         ]
 

@@ -1,0 +1,153 @@
+"""Session fixtures on the local real stack (tailor.devstack), shared by every test.
+
+The first test that needs Kubernetes, Kafka or Redis starts a dedicated stack under a
+temporary TAILOR_HOME on free ports (built artifacts come from the shared cache); it is
+torn down at the end of the session. Endpoints given in the environment (KUBECONFIG,
+TAILOR_KAFKA_BOOTSTRAP, TAILOR_REDIS_URL) are used instead of starting those parts.
+If the stack cannot start, the tests that need it fail with the reason; nothing skips.
+
+Tests that use a stack fixture get the matching marker (kube, kafka, redis) added
+automatically, so `pytest -m "not kube"` deselects them even when a marker was forgotten.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from tailor import devstack
+
+#: Fixture name -> marker it implies.
+_FIXTURE_MARKERS = {
+    "kubeconfig": "kube",
+    "kube_api": "kube",
+    "kubectl": "kube",
+    "helm": "kube",
+    "namespace": "kube",
+    "kafka_bootstrap": "kafka",
+    "redis_url": "redis",
+    "redis_client": "redis",
+}
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in fixtures and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+def _report(message: str) -> None:
+    sys.stderr.write(f"[devstack] {message}\n")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    """A running stack for this test session; stopped and deleted afterwards."""
+    home = tmp_path_factory.mktemp("tailor-home")
+    test_stack = devstack.Stack("test", home, report=_report)
+    try:
+        test_stack.up()
+    except devstack.DevstackError as error:
+        test_stack.down(purge=False)  # keep the logs the message points at
+        pytest.fail(f"the local stack did not start:\n{error}", pytrace=False)
+    try:
+        yield test_stack
+    finally:
+        test_stack.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(stack: devstack.Stack) -> Path:
+    return stack.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: devstack.Stack) -> str:
+    return stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: devstack.Stack) -> str:
+    return stack.redis_url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client per test (a test may restart the server under it); text replies."""
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def kube_api(kubeconfig: Path) -> Iterator[k8s_client.ApiClient]:
+    """A kubernetes ApiClient for the stack's apiserver as the system:masters admin."""
+    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def _runner(binary: Path, kubeconfig: Path) -> Runner:
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        result = subprocess.run(
+            [str(binary), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{binary.name} {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kubectl(stack: devstack.Stack, kubeconfig: Path) -> Runner:
+    """``kubectl("get", "pods", "-n", ns)`` -> CompletedProcess; raises on failure
+    unless ``check=False``; ``input=`` feeds stdin (e.g. ``apply -f -``)."""
+    return _runner(stack.kubectl, kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def helm(stack: devstack.Stack, kubeconfig: Path) -> Runner:
+    """``helm("install", ...)`` with the stack's kubeconfig; same contract as ``kubectl``."""
+    return _runner(stack.helm, kubeconfig)
+
+
+@pytest.fixture
+def namespace(kube_api: k8s_client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (deletion is not awaited)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = k8s_client.CoreV1Api(kube_api)
+    core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
