@@ -1,0 +1,248 @@
+"""The decision for one slot, as a pure function of the engine, the user's state and the time.
+
+It lists the candidates in the order they would be served: rules that match (audience, CEL `when`,
+rollout), are not known to be over a frequency cap, and still have a variant the user may see. The list
+stops at the first rule without a cap; capped ones before it are confirmed atomically in Redis (the
+first whose cap still holds wins). With a `trace`, it records why each rule did or did not apply:
+that is what /v1/explain shows.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailor.core import constants
+from tailor.core.profile import Profile
+from tailor_api import hashing, rotation
+from tailor_api.engine import CompiledRule, CompiledVariant, Engine, SlotPlan
+
+COMPARE: Mapping[str, Callable[[float, float], bool]] = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}
+
+Trace = list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class UserState:
+    """What one pipelined Redis read returns about a user, for all requested slots."""
+
+    profile: Profile
+    session: str = ""
+    memory: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # slot -> (rule, variant)
+    session_caps: Mapping[str, int] = field(default_factory=dict)  # rule -> impressions this session
+    user_caps: Mapping[str, int] = field(default_factory=dict)  # rule -> impressions in its window
+    suppressed: frozenset[str] = frozenset()  # "v:<variant>", "t:<tag>"
+    round_robin: Mapping[str, int] = field(default_factory=dict)  # rule -> variants served so far
+
+    @property
+    def user(self) -> str:
+        return self.profile.user
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    rule: CompiledRule
+    variant: CompiledVariant
+    remembered: bool  # the session already saw this rule's variant in this slot
+
+
+@dataclass(frozen=True, slots=True)
+class SlotDecision:
+    plan: SlotPlan
+    candidates: tuple[Candidate, ...]
+    fallback: CompiledVariant | None
+
+    @property
+    def needs_cap_check(self) -> bool:
+        return any(c.rule.capped for c in self.candidates)
+
+
+class CelActivation:
+    """The profile as CEL variables, built at most once per request and only if a rule has `when`."""
+
+    __slots__ = ("_engine", "_profile", "_value")
+
+    def __init__(self, engine: Engine, profile: Profile) -> None:
+        self._engine, self._profile = engine, profile
+        self._value: dict[str, Any] | None = None
+
+    def get(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = self._profile.as_cel(
+                self._engine.cel_windows, constants.FEATURES, self._engine.cel_dimensions
+            )
+        return self._value
+
+
+def is_true(result: Any) -> bool:
+    """CEL `when` matches only on a boolean true (celpy's BoolType is an int subclass)."""
+    if result is True:
+        return True
+    return isinstance(result, int) and type(result).__name__ == "BoolType" and bool(result)
+
+
+def audience_matches(rule: CompiledRule, profile: Profile, trace: dict[str, Any] | None) -> bool:
+    matched = True
+    for matcher in rule.audience:
+        actual = profile.count(matcher.window, matcher.feature, matcher.dimension, matcher.value)
+        holds = COMPARE[matcher.op](actual, matcher.threshold)
+        if trace is not None:
+            trace.setdefault("audience", []).append(
+                {**matcher.model_dump(by_alias=True), "actual": actual, "matched": holds}
+            )
+        elif not holds:
+            return False
+        matched = matched and holds
+    return matched
+
+
+def when_matches(rule: CompiledRule, cel: CelActivation, trace: dict[str, Any] | None) -> bool:
+    if rule.when is None:
+        return True
+    try:
+        result = rule.when(cel.get())
+    except Exception as error:  # a runtime CEL error (e.g. a missing key) means "does not match"
+        if trace is not None:
+            trace["when"] = {"expression": rule.when_source, "result": None, "error": str(error)}
+        return False
+    matched = is_true(result)
+    if trace is not None:
+        trace["when"] = {"expression": rule.when_source, "result": matched}
+    return matched
+
+
+def rollout_bucket(rule: CompiledRule, user: str) -> float:
+    return hashing.percent_bucket(rule.seed, rule.name, "rollout", user)
+
+
+def under_caps(rule: CompiledRule, state: UserState, trace: dict[str, Any] | None) -> bool:
+    session_count = state.session_caps.get(rule.name, 0)
+    user_count = state.user_caps.get(rule.name, 0)
+    session_ok = rule.per_session <= 0 or session_count < rule.per_session
+    user_ok = rule.per_user <= 0 or user_count < rule.per_user
+    if trace is not None:
+        trace["caps"] = {
+            "perSession": {"limit": rule.per_session or None, "count": session_count, "ok": session_ok},
+            "perUser": {
+                "limit": rule.per_user or None,
+                "windowSeconds": rule.per_user_window_seconds or None,
+                "count": user_count,
+                "ok": user_ok,
+            },
+        }
+    return session_ok and user_ok
+
+
+def visible(variants: tuple[CompiledVariant, ...], state: UserState, now: float) -> list[CompiledVariant]:
+    suppressed = state.suppressed
+    return [
+        v
+        for v in variants
+        if v.live(now) and not (suppressed and any(mark in suppressed for mark in v.suppression_marks))
+    ]
+
+
+def pick_fallback(plan: SlotPlan, state: UserState, now: float) -> CompiledVariant | None:
+    choices = visible(plan.fallbacks, state, now)
+    if not choices:
+        return None
+    return rotation.weighted_pick(choices, hashing.unit(plan.name, "fallback", state.user, state.session))
+
+
+def decide_slot(
+    engine: Engine,
+    plan: SlotPlan,
+    state: UserState,
+    now: float,
+    bandit: Mapping[str, rotation.BanditStats],
+    cel: CelActivation,
+    trace: Trace | None = None,
+) -> SlotDecision:
+    """Candidates for `plan`'s slot in serving order, and its fallback; see the module docstring."""
+    candidates: list[Candidate] = []
+    remembered_rule, remembered_variant = state.memory.get(plan.name, ("", ""))
+    if engine.kill_switch:
+        if trace is not None:
+            trace.append({"rule": None, "outcome": "killSwitch", "reason": "the stack's kill switch is on"})
+        return SlotDecision(plan, (), pick_fallback(plan, state, now))
+    for rule in plan.rules:
+        entry: dict[str, Any] | None = None
+        if trace is not None:
+            entry = {"rule": rule.name, "priority": rule.priority, "strategy": rule.strategy}
+            trace.append(entry)
+        decided = candidates and not candidates[-1].rule.capped
+        if decided:
+            if entry is not None:
+                entry["outcome"] = "notReached"
+            continue
+        outcome = _consider(rule, plan, state, now, bandit, cel, entry, remembered_rule, remembered_variant)
+        if isinstance(outcome, Candidate):
+            candidates.append(outcome)
+            if entry is not None:
+                entry["outcome"] = "candidate" if rule.capped else "chosen"
+                entry["variant"] = outcome.variant.name
+                entry["remembered"] = outcome.remembered
+        elif entry is not None:
+            entry["outcome"] = outcome
+    if trace is not None:
+        trace.extend({"rule": rule.name, "outcome": "disabled"} for rule in plan.disabled)
+    return SlotDecision(plan, tuple(candidates), pick_fallback(plan, state, now))
+
+
+def _consider(
+    rule: CompiledRule,
+    plan: SlotPlan,
+    state: UserState,
+    now: float,
+    bandit: Mapping[str, rotation.BanditStats],
+    cel: CelActivation,
+    entry: dict[str, Any] | None,
+    remembered_rule: str,
+    remembered_variant: str,
+) -> Candidate | str:
+    """A candidate, or the name of the first check that failed. Without a trace it stops at the first
+    failure; with one it evaluates every check, because a reviewer wants to see them all."""
+    tracing = entry is not None
+    failed = None if audience_matches(rule, state.profile, entry) else "audience"
+    if (failed is None or tracing) and not when_matches(rule, cel, entry):
+        failed = failed or "when"
+    if failed is None or tracing:
+        bucket = rollout_bucket(rule, state.user)
+        rolled_in = bucket < rule.rollout_percentage
+        if entry is not None:
+            entry["rollout"] = {
+                "bucket": round(bucket, 4),
+                "percentage": rule.rollout_percentage,
+                "in": rolled_in,
+            }
+        if not rolled_in:
+            failed = failed or "rollout"
+    if (failed is None or tracing) and not under_caps(rule, state, entry):
+        failed = failed or "frequencyCap"
+    if failed is not None:
+        return failed
+    eligible = visible(rule.variants, state, now)
+    if entry is not None:
+        entry["variants"] = {
+            "eligible": [v.name for v in eligible],
+            "hidden": [v.name for v in rule.variants if v not in eligible],
+        }
+    if not eligible:
+        return "noVariant"
+    if remembered_rule == rule.name:
+        for variant in eligible:
+            if variant.name == remembered_variant:
+                return Candidate(rule, variant, remembered=True)
+    variant = rotation.choose(
+        rule, eligible, state.user, state.session, state.round_robin.get(rule.name, 0), bandit.get(rule.name)
+    )
+    return Candidate(rule, variant, remembered=False)

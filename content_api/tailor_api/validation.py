@@ -1,0 +1,62 @@
+"""What the API accepts from outside: lengths and character sets of user, session, slot and tokens.
+
+Identifiers end up inside Redis keys (users are the Redis Cluster hash tag, so braces are refused) and
+inside signed decision tokens, so they are checked before anything else touches them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+USER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
+SESSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+SLOT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
+MAX_SLOTS_PER_REQUEST: Final = 16
+MAX_DECISION_ID_LENGTH: Final = 1024
+
+_USER = re.compile(USER_PATTERN)
+_SESSION = re.compile(SESSION_PATTERN)
+_SLOT = re.compile(SLOT_PATTERN)
+
+
+class InvalidParameter(ValueError):
+    """A parameter from outside is missing or malformed; `parameter` names it, the message says why."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def user(value: str | None, parameter: str = "user") -> str:
+    if not value:
+        raise InvalidParameter(parameter, f"`{parameter}` is required: the user (or anonymous) id")
+    if not _USER.match(value):
+        raise InvalidParameter(
+            parameter,
+            f"`{parameter}` must be 1-128 characters of letters, digits and . _ : @ + -, "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+def session(value: str | None) -> str:
+    """The session id; optional (an empty session is one long session for the user)."""
+    if value is None or value == "":
+        return ""
+    if not _SESSION.match(value):
+        raise InvalidParameter("session", "`session` must be 1-128 characters of letters, digits and . _ : -")
+    return value
+
+
+def slots(values: list[str]) -> tuple[str, ...]:
+    if not values:
+        raise InvalidParameter("slot", "at least one `slot` is required (repeat it for several slots)")
+    if len(values) > MAX_SLOTS_PER_REQUEST:
+        raise InvalidParameter("slot", f"at most {MAX_SLOTS_PER_REQUEST} slots per request")
+    for value in values:
+        if not _SLOT.match(value):
+            raise InvalidParameter(
+                "slot", f"slot {value[:70]!r} must be 1-63 characters of letters, digits and . _ -"
+            )
+    return tuple(dict.fromkeys(values))  # a slot asked for twice is decided once

@@ -1,0 +1,85 @@
+"""The per-version engine: slots resolved, rules ordered, content serialized once, bad input refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import celpy
+import orjson
+import pytest
+from tailor_api import engine, sample
+
+from tailor.core import ruleset
+
+
+def celpy_when(source: str, variables: Sequence[str]) -> engine.Expression:
+    """Real CEL (cel-python) for the engine's `when`, used until tailor.core.cel is wired in."""
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(source))
+
+    def evaluate(activation: Mapping[str, Any]) -> Any:
+        return program.evaluate({name: celpy.json_to_cel(value) for name, value in activation.items()})
+
+    return evaluate
+
+
+def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:
+    published = sample.build(
+        [sample.html_variant("a", "hero"), sample.html_variant("b", "hero", fallback=True)],
+        [
+            ruleset.Rule(name="low", slot="hero", priority=1, variants=("a",)),
+            ruleset.Rule(name="high", slot="hero", priority=9, variants=("a",)),
+            ruleset.Rule(name="off", slot="hero", priority=99, enabled=False, variants=("a",)),
+        ],
+    )
+    built = engine.build(published, celpy_when)
+    plan = built.slots["hero"]
+    assert [r.name for r in plan.rules] == ["high", "low"]
+    assert [r.name for r in plan.disabled] == ["off"]
+    assert [v.name for v in plan.fallbacks] == ["b"]
+
+
+def test_content_is_serialized_once_per_version() -> None:
+    published = sample.build(
+        [
+            sample.html_variant("h", "hero", fallback=True),
+            ruleset.Variant(name="j", slot="hero", content_type="json", data={"sku": 7}, fallback=True),
+        ],
+        [],
+    )
+    fallbacks = {v.name: v for v in engine.build(published, celpy_when).slots["hero"].fallbacks}
+    assert orjson.loads(orjson.dumps(fallbacks["h"].content)) == {"type": "html", "body": "<p>h</p>"}
+    assert orjson.loads(orjson.dumps(fallbacks["j"].content)) == {"type": "json", "data": {"sku": 7}}
+    assert fallbacks["h"].suppression_marks == ("v:h",)
+
+
+def test_caps_and_cel_are_compiled_with_the_rule() -> None:
+    published = sample.build(
+        [sample.html_variant("a", "hero")],
+        [
+            ruleset.Rule(
+                name="capped",
+                slot="hero",
+                variants=("a",),
+                when='views["30m"].total > 2',
+                frequency_cap=ruleset.FrequencyCap(
+                    per_session=2, per_user_count=5, per_user_window_seconds=3600
+                ),
+            )
+        ],
+    )
+    rule = engine.build(published, celpy_when).slots["hero"].rules[0]
+    assert (rule.per_session, rule.per_user, rule.per_user_window_seconds) == (2, 5, 3600)
+    assert rule.capped
+    assert rule.when is not None
+    assert rule.when({"views": {"30m": {"total": 3}}}) == True  # noqa: E712 (celpy's BoolType)
+
+
+def test_a_rule_naming_an_unknown_variant_is_refused() -> None:
+    published = sample.build([sample.html_variant("a", "hero")], [])
+    broken = published.model_copy(
+        update={"rules": (ruleset.Rule(name="r", slot="hero", variants=("a", "ghost")),)}
+    )
+    with pytest.raises(ValueError, match="ghost"):
+        engine.build(broken, celpy_when)
