@@ -1,0 +1,255 @@
+"""Typed models of the three custom resources' specs, as users write them (camelCase on the wire).
+
+The CRDs in crds/ are the schema the API server enforces; these models are how Python reads a spec that
+passed it: the compiler, `tailor validate`, `tailor diff` and `tailor simulate` all parse manifests
+here. Defaults equal the CRDs' defaults, so a manifest read offline means what the API server stores.
+Cross-resource meaning (does that variant exist? is that window declared?) is the compiler's job.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tailor.core import constants
+from tailor.core.constants import Feature
+from tailor.core.ruleset import ContentType, Operator, Strategy
+
+DEFAULT_IMAGE = "ghcr.io/tailor-dev/tailor:0.1.0"
+
+
+class SpecModel(BaseModel):
+    """camelCase aliases, Python names; unknown fields are an error (the API server prunes them)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+# --- PersonalizationStack ----------------------------------------------------------------------------
+
+
+class SecretKeyRef(SpecModel):
+    name: str
+    key: str
+
+
+class PasswordSecretRef(SecretKeyRef):
+    key: str = "password"
+
+
+class TokenSecretRef(SecretKeyRef):
+    key: str = "token"
+
+
+class KafkaTopics(SpecModel):
+    events: str = "tailor.events"
+    dead_letter: str = "tailor.events.deadletter"
+
+
+class KafkaSpec(SpecModel):
+    bootstrap_servers: str
+    partitions: int = 6
+    topics: KafkaTopics = KafkaTopics()
+
+
+class RedisSpec(SpecModel):
+    managed: bool = False
+    url: str | None = None
+    password_secret_ref: PasswordSecretRef | None = None
+    image: str = "redis:7.4-alpine"
+    storage: str = "1Gi"
+
+
+class FeaturesSpec(SpecModel):
+    windows: tuple[str, ...] = ("5m", "30m", "24h")
+    dimensions: tuple[str, ...] = ("category", "productId", "query")
+    allowed_lateness: str = "30s"
+    session_timeout: str = "30m"
+    recent_limit: int = 20
+
+
+class WorkersSpec(SpecModel):
+    replicas: int = 1
+    resources: dict[str, Any] | None = None
+
+
+class ContentApiSpec(SpecModel):
+    replicas: int = 2
+    resources: dict[str, Any] | None = None
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    cors_origins: tuple[str, ...] = ()
+    admin_token_secret_ref: TokenSecretRef | None = None
+    suppression: str = "168h"
+    max_batch_events: int = 500
+    max_body_bytes: int = 1_048_576
+
+
+class StackSpec(SpecModel):
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    kill_switch: bool = False
+    kafka: KafkaSpec
+    redis: RedisSpec
+    features: FeaturesSpec = FeaturesSpec()
+    workers: WorkersSpec = WorkersSpec()
+    content_api: ContentApiSpec = ContentApiSpec()
+
+
+# --- ContentVariant ----------------------------------------------------------------------------------
+
+
+class Content(SpecModel):
+    type: ContentType
+    body: str | None = None
+    data: Any = None
+
+
+class Schedule(SpecModel):
+    start: datetime.datetime | None = None
+    end: datetime.datetime | None = None
+
+
+class VariantSpec(SpecModel):
+    slot: str
+    content: Content
+    weight: float = 1.0
+    tags: tuple[str, ...] = ()
+    fallback: bool = False
+    schedule: Schedule | None = None
+
+
+# --- PersonalizationRule -----------------------------------------------------------------------------
+
+
+class MatcherSpec(SpecModel):
+    feature: Feature
+    dimension: str | None = None
+    value: str | None = None
+    window: str
+    op: Operator = "gte"
+    threshold: float = 1
+
+
+class SelectorRequirement(SpecModel):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(SpecModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes label-selector semantics: every label and every expression must hold."""
+        for key, value in self.match_labels.items():
+            if labels.get(key) != value:
+                return False
+        for requirement in self.match_expressions:
+            present = requirement.key in labels
+            if requirement.operator == "In":
+                ok = present and labels[requirement.key] in requirement.values
+            elif requirement.operator == "NotIn":
+                ok = not present or labels[requirement.key] not in requirement.values
+            elif requirement.operator == "Exists":
+                ok = present
+            else:
+                ok = not present
+            if not ok:
+                return False
+        return True
+
+
+class VariantsRef(SpecModel):
+    names: tuple[str, ...] | None = None
+    selector: LabelSelector | None = None
+
+
+class Rotation(SpecModel):
+    strategy: Strategy = "weighted"
+    seed: str | None = None
+
+
+class PerUserCap(SpecModel):
+    count: int
+    window: str
+
+
+class FrequencyCapSpec(SpecModel):
+    per_session: int | None = None
+    per_user: PerUserCap | None = None
+
+
+class Rollout(SpecModel):
+    percentage: float = 100.0
+
+
+class RuleSpec(SpecModel):
+    slot: str
+    priority: int = 0
+    enabled: bool = True
+    audience: tuple[MatcherSpec, ...] = ()
+    when: str | None = None
+    variants: VariantsRef
+    rotation: Rotation = Rotation()
+    frequency_cap: FrequencyCapSpec | None = None
+    rollout: Rollout = Rollout()
+
+
+# --- Manifests ---------------------------------------------------------------------------------------
+
+Kind = Literal["PersonalizationStack", "PersonalizationRule", "ContentVariant"]
+KINDS: tuple[Kind, ...] = (constants.STACK_KIND, constants.RULE_KIND, constants.VARIANT_KIND)
+SPEC_MODELS: dict[str, type[SpecModel]] = {
+    constants.STACK_KIND: StackSpec,
+    constants.RULE_KIND: RuleSpec,
+    constants.VARIANT_KIND: VariantSpec,
+}
+
+
+class Source(BaseModel):
+    """One custom resource as the compiler sees it: identity, labels and the raw spec.
+
+    The spec stays raw (a dict) so that one malformed resource fails on its own, with its own error,
+    instead of failing the parse of the whole namespace.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Kind
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    created: str = ""  # metadata.creationTimestamp; older wins a priority tie
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """`Kind/name`, as error lines and Events name a resource."""
+        return f"{self.kind}/{self.name}"
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any], default_namespace: str = "default") -> Source:
+        metadata = manifest.get("metadata") or {}
+        return cls(
+            kind=manifest["kind"],
+            name=metadata.get("name", ""),
+            namespace=metadata.get("namespace") or default_namespace,
+            uid=metadata.get("uid", ""),
+            generation=int(metadata.get("generation") or 0),
+            created=str(metadata.get("creationTimestamp") or ""),
+            labels=dict(metadata.get("labels") or {}),
+            annotations=dict(metadata.get("annotations") or {}),
+            spec=dict(manifest.get("spec") or {}),
+        )
+
+
+def is_tailor_manifest(manifest: Mapping[str, Any]) -> bool:
+    api_version = str(manifest.get("apiVersion", ""))
+    return api_version.split("/")[0] == constants.API_GROUP and manifest.get("kind") in KINDS
