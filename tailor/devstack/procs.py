@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: Popen objects of children of this Python process, reaped when they stop (no zombies).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: Children of this Python process with their start ticks, reaped when they stop.
+_CHILDREN: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
 
 
 @dataclass(frozen=True)
@@ -92,27 +92,30 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
-    _CHILDREN[child.pid] = child
-    ticks = start_ticks(child.pid)
-    return ProcessRecord(pid=child.pid, start_ticks=ticks or 0, argv=list(argv), log=str(log))
-
-
-def _reap(pid: int) -> None:
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        del _CHILDREN[pid]
+    ticks = start_ticks(child.pid) or 0
+    _CHILDREN[child.pid] = (child, ticks)
+    return ProcessRecord(pid=child.pid, start_ticks=ticks, argv=list(argv), log=str(log))
 
 
 def exited(record: ProcessRecord) -> bool:
-    """True once the process is gone (reaping it if it is our own child)."""
-    _reap(record.pid)
+    """True once the process is gone, reaping it when it is a child of this process.
+
+    For our own children only ``waitpid`` (``poll``) tells: the main thread of a
+    multi-threaded program (Go, Java) shows as a zombie in /proc while its other threads
+    are still exiting, and cannot be reaped until they have.
+    """
+    child, ticks = _CHILDREN.get(record.pid, (None, 0))
+    if child is not None and ticks == record.start_ticks:
+        if child.poll() is None:
+            return False
+        del _CHILDREN[record.pid]
+        return True
     return not is_running(record)
 
 
 def stop(record: ProcessRecord, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
     """Signal the process group of ``record``, wait, then SIGKILL what is left."""
-    if not is_running(record):
-        _reap(record.pid)
+    if exited(record):
         return
     _signal_group(record, sig)
     deadline = time.monotonic() + timeout
@@ -120,7 +123,7 @@ def stop(record: ProcessRecord, timeout: float = 15.0, sig: int = signal.SIGTERM
         if exited(record):
             return
         time.sleep(0.05)
-    if is_running(record):
+    if not exited(record):
         _signal_group(record, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not exited(record):
