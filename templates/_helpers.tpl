@@ -1,0 +1,107 @@
+{{/*
+Shared names, labels and snippets. Every template uses these, so object names and
+selectors are computed in one place (selectors must never change between releases).
+*/}}
+
+{{/* The chart name, overridable with nameOverride. */}}
+{{- define "tailor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The base name of every object: fullnameOverride, else "<release>" when the release name
+already contains the chart name, else "<release>-<chart>". 63 characters is the DNS label limit.
+*/}}
+{{- define "tailor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "name-version" for the helm.sh/chart label. */}}
+{{- define "tailor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator's pods; they must stay the same across upgrades. */}}
+{{- define "tailor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tailor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "tailor.labels" -}}
+helm.sh/chart: {{ include "tailor.chart" . }}
+app.kubernetes.io/name: {{ include "tailor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tailor
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "tailor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tailor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference shared by the operator, the test hook and the default stack. */}}
+{{- define "tailor.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The default stack's name. */}}
+{{- define "tailor.stackName" -}}
+{{- default (include "tailor.fullname" .) .Values.stack.name }}
+{{- end }}
+
+{{/*
+The restricted Pod Security Standard, at pod level. runAsUser/runAsGroup come from values
+so platforms that assign UIDs themselves (OpenShift) can set them to null.
+*/}}
+{{- define "tailor.podSecurityContext" -}}
+runAsNonRoot: true
+{{- with .Values.podSecurity.runAsUser }}
+runAsUser: {{ . }}
+{{- end }}
+{{- with .Values.podSecurity.runAsGroup }}
+runAsGroup: {{ . }}
+{{- end }}
+{{- with .Values.podSecurity.fsGroup }}
+fsGroup: {{ . }}
+{{- end }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The restricted Pod Security Standard, at container level. */}}
+{{- define "tailor.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
