@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import dev
+from tailor.cli import dev, validate
 
-COMMANDS = (dev,)
+COMMANDS = (dev, validate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,612 @@
+"""Compiles one namespace's PersonalizationStack, PersonalizationRules and ContentVariants into a Ruleset.
+
+The operator calls `compile_namespace` on every change; `tailor validate` calls it on manifest files.
+Each resource is checked on its own (its spec, then its meaning against the stack and the variants),
+and every failure is reported against that resource as a `Problem` (kind/name, CamelCase reason,
+message). What gets published follows the last-good policy, so that a bad push never blanks a site:
+
+1. The stack must be valid. If there is none, or it fails, nothing is published (`held`): the ruleset
+   already in Redis keeps serving, whatever state the rules and variants are in.
+2. A rule or variant that fails keeps its *last good compiled form*, the one in `previous` (the
+   ruleset currently served), so an edit that breaks a live rule leaves the live rule as it was.
+3. A failing resource that was never published is left out; everything else publishes.
+4. The kept forms must still fit the rest of the new ruleset: a kept rule's variants must all be in
+   it, on the rule's slot, and its windows and dimensions still declared by the stack. If one does
+   not fit, nothing is published (`held`), with a problem naming that rule: serving it changed would
+   be a bad push, dropping it would be one too.
+5. Two rules of one slot at one priority: the rule that held that place in `previous` keeps it, else
+   the older one (creation time, then name); the other fails with PriorityConflict (and then follows 2-3).
+6. Deleting a resource removes it from the next ruleset (through 4: a rule that names a deleted variant
+   holds publishing until the rule is fixed).
+
+Per-resource work is cached by spec content in a `Cache` so that the operator recompiles a namespace
+of thousands of resources in milliseconds when one of them changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import pydantic
+
+from tailor.core import cel, constants, durations, ruleset, sanitize, specs
+from tailor.core.profile import Profile
+
+MAX_BUCKETS = 60
+
+Outcome = Literal["published", "kept", "omitted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one resource, in words its author can act on."""
+
+    kind: str
+    name: str
+    reason: str  # CamelCase, for conditions and Events
+    message: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceResult:
+    """What became of one resource: `published` (this generation is in the ruleset), `kept` (its
+    previous compiled form is), or `omitted` (it is not in the ruleset)."""
+
+    source: specs.Source
+    outcome: Outcome
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    namespace: str
+    ruleset: ruleset.Ruleset | None  # None: nothing may be published (see `held`)
+    held: Problem | None  # why nothing may be published; the served ruleset stays
+    resources: dict[tuple[str, str], ResourceResult]  # (kind, name) -> result
+
+    @property
+    def problems(self) -> list[Problem]:
+        found = [problem for result in self.resources.values() for problem in result.problems]
+        if self.held is not None and self.held not in found:
+            found.append(self.held)
+        return found
+
+
+@dataclass
+class Cache:
+    """Per-resource compile results keyed by everything they depend on."""
+
+    variants: dict[tuple[str, bytes, bytes], ruleset.Variant | Problem] = field(default_factory=dict)
+    rules: dict[tuple[str, int, bytes, bytes], tuple[specs.RuleSpec, ruleset.Rule] | Problem] = field(
+        default_factory=dict
+    )
+    cel: dict[tuple[str, bytes], str | None] = field(default_factory=dict)  # source -> error or None
+
+    def trim(self, limit: int = 50_000) -> None:
+        for table in (self.variants, self.rules, self.cel):
+            if len(table) > limit:
+                table.clear()
+
+
+# --- the stack ---------------------------------------------------------------------------------------
+
+
+def bucket_seconds(window_seconds: int) -> int:
+    """The smallest bucket that divides the window into at most MAX_BUCKETS buckets (5m -> 5s, 24h -> 24m)."""
+    smallest = max(1, math.ceil(window_seconds / MAX_BUCKETS))
+    return next(size for size in range(smallest, window_seconds + 1) if window_seconds % size == 0)
+
+
+def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.StackConfig:
+    """The data plane's configuration from a stack spec; ValueError names the bad field."""
+    windows = []
+    for text in spec.features.windows:
+        seconds = _duration(f"features.windows[{text}]", text)
+        windows.append(ruleset.Window(name=text, seconds=seconds, bucket_seconds=bucket_seconds(seconds)))
+    return ruleset.StackConfig(
+        namespace=namespace,
+        name=name,
+        kafka=ruleset.KafkaConfig(
+            bootstrap_servers=spec.kafka.bootstrap_servers,
+            events_topic=spec.kafka.topics.events,
+            dead_letter_topic=spec.kafka.topics.dead_letter,
+            partitions=spec.kafka.partitions,
+        ),
+        features=ruleset.FeatureConfig(
+            windows=tuple(windows),
+            dimensions=tuple(spec.features.dimensions),
+            allowed_lateness_seconds=_duration("features.allowedLateness", spec.features.allowed_lateness),
+            recent_limit=spec.features.recent_limit,
+            session_timeout_seconds=_duration("features.sessionTimeout", spec.features.session_timeout),
+        ),
+        api=ruleset.ApiConfig(
+            cors_origins=tuple(spec.content_api.cors_origins),
+            suppression_seconds=_duration("contentApi.suppression", spec.content_api.suppression),
+            max_batch_events=spec.content_api.max_batch_events,
+            max_body_bytes=spec.content_api.max_body_bytes,
+        ),
+        kill_switch=spec.kill_switch,
+    )
+
+
+def _duration(where: str, text: str) -> int:
+    try:
+        return durations.parse_seconds(text)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def choose_stack(stacks: Sequence[specs.Source]) -> tuple[specs.Source | None, list[Problem]]:
+    """The namespace's stack (the oldest, if several) and a problem for each extra one."""
+    ordered = sorted(stacks, key=lambda source: (source.created, source.name))
+    extras = [
+        Problem(
+            source.kind,
+            source.name,
+            "OneStackPerNamespace",
+            f"namespace {source.namespace} already has PersonalizationStack {ordered[0].name}; "
+            "delete this one (one stack serves a namespace)",
+        )
+        for source in ordered[1:]
+    ]
+    return (ordered[0] if ordered else None), extras
+
+
+def compile_stack(source: specs.Source) -> tuple[specs.StackSpec, ruleset.StackConfig] | Problem:
+    try:
+        spec = specs.StackSpec.model_validate(source.spec)
+        return spec, stack_config(source.namespace, source.name, spec)
+    except pydantic.ValidationError as error:
+        return Problem(source.kind, source.name, "InvalidSpec", describe(error))
+    except ValueError as error:
+        return Problem(source.kind, source.name, "InvalidSpec", str(error))
+
+
+# --- variants ----------------------------------------------------------------------------------------
+
+
+def compile_variant(source: specs.Source) -> ruleset.Variant | Problem:
+    def problem(reason: str, message: str) -> Problem:
+        return Problem(source.kind, source.name, reason, message)
+
+    try:
+        spec = specs.VariantSpec.model_validate(source.spec)
+    except pydantic.ValidationError as error:
+        return problem("InvalidSpec", describe(error))
+    content = spec.content
+    body, data = content.body, content.data
+    if content.type in ("html", "text") and body is None:
+        return problem("InvalidContent", f"{content.type} content needs content.body")
+    if content.type in ("json", "image") and data is None:
+        return problem("InvalidContent", f"{content.type} content needs content.data")
+    if content.type == "image":
+        if not isinstance(data, dict) or not isinstance(data.get("src"), str) or not data["src"]:
+            return problem("InvalidContent", "image content needs content.data.src (the image URL)")
+        if not str(data["src"]).startswith(("https://", "http://", "/")):
+            return problem("InvalidContent", "content.data.src must be an http(s) URL or a path from /")
+    if content.type == "html" and body is not None:
+        body = sanitize.clean_html(body)
+    start = end = None
+    if spec.schedule is not None:
+        start = _epoch(spec.schedule.start)
+        end = _epoch(spec.schedule.end)
+        if start is not None and end is not None and end <= start:
+            return problem("InvalidSchedule", "schedule.end must be after schedule.start")
+    return ruleset.Variant(
+        name=source.name,
+        slot=spec.slot,
+        content_type=content.type,
+        body=body,
+        data=data,
+        weight=spec.weight,
+        tags=spec.tags,
+        labels=dict(source.labels),
+        fallback=spec.fallback,
+        start=start,
+        end=end,
+    )
+
+
+def _epoch(moment: datetime.datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+
+def cel_variables(features: ruleset.FeatureConfig) -> frozenset[str]:
+    """The names a rule's `when` may use: one per feature, plus recent, session and user (see
+    tailor.core.profile.Profile.as_cel for their shape)."""
+    example = Profile(user="").as_cel(
+        [window.name for window in features.windows], constants.FEATURES, features.dimensions
+    )
+    return frozenset(example)
+
+
+def compile_rule(
+    source: specs.Source, features: ruleset.FeatureConfig, cache: Cache
+) -> tuple[specs.RuleSpec, ruleset.Rule] | Problem:
+    """The rule on its own: spec, matchers against the stack's features, CEL, caps. Variants are
+    resolved later (`resolve_variants`), against the whole namespace."""
+
+    def problem(reason: str, message: str) -> Problem:
+        return Problem(source.kind, source.name, reason, message)
+
+    try:
+        spec = specs.RuleSpec.model_validate(source.spec)
+    except pydantic.ValidationError as error:
+        return problem("InvalidSpec", describe(error))
+    windows = {window.name for window in features.windows}
+    for index, matcher in enumerate(spec.audience):
+        where = f"audience[{index}]"
+        if matcher.window not in windows:
+            return problem(
+                "WindowNotDeclared",
+                f"{where}.window {matcher.window!r} is not one of the stack's features.windows "
+                f"({', '.join(sorted(windows))}); use one of them or declare it in the stack",
+            )
+        if matcher.value is not None and matcher.dimension is None:
+            return problem("InvalidSpec", f"{where}: a value needs its dimension")
+        if matcher.dimension is not None and matcher.dimension not in features.dimensions:
+            return problem(
+                "DimensionNotDeclared",
+                f"{where}.dimension {matcher.dimension!r} is not one of the stack's features.dimensions "
+                f"({', '.join(features.dimensions) or 'none'}); declare it so workers count it",
+            )
+    if spec.when is not None:
+        cel_error = check_cel(spec.when, features, cache)
+        if cel_error is not None:
+            return problem("InvalidCel", f"when: {cel_error}")
+    cap = None
+    if spec.frequency_cap is not None:
+        per_user = spec.frequency_cap.per_user
+        window_seconds = None
+        if per_user is not None:
+            try:
+                window_seconds = durations.parse_seconds(per_user.window)
+            except ValueError as error:
+                return problem("InvalidSpec", f"frequencyCap.perUser.window: {error}")
+        cap = ruleset.FrequencyCap(
+            per_session=spec.frequency_cap.per_session,
+            per_user_count=per_user.count if per_user else None,
+            per_user_window_seconds=window_seconds,
+        )
+    if not 0 <= spec.rollout.percentage <= 100:
+        return problem("InvalidSpec", "rollout.percentage must be between 0 and 100")
+    rule = ruleset.Rule(
+        name=source.name,
+        slot=spec.slot,
+        priority=spec.priority,
+        enabled=spec.enabled,
+        audience=tuple(
+            ruleset.Matcher(
+                feature=m.feature,
+                dimension=m.dimension,
+                value=m.value,
+                window=m.window,
+                op=m.op,
+                threshold=m.threshold,
+            )
+            for m in spec.audience
+        ),
+        when=spec.when,
+        variants=(),
+        strategy=spec.rotation.strategy,
+        seed=spec.rotation.seed or source.name,
+        frequency_cap=cap,
+        rollout_percentage=spec.rollout.percentage,
+        generation=source.generation,
+    )
+    return spec, rule
+
+
+def check_cel(source: str, features: ruleset.FeatureConfig, cache: Cache) -> str | None:
+    """None if `source` compiles against the profile's variables, else the error in words."""
+    key = (source, _features_key(features))
+    if key not in cache.cel:
+        try:
+            cel.compile(source, cel_variables(features))
+            cache.cel[key] = None
+        except cel.CelError as error:
+            cache.cel[key] = str(error)
+    return cache.cel[key]
+
+
+def resolve_variants(
+    source: specs.Source,
+    spec: specs.RuleSpec,
+    by_slot: Mapping[str, Mapping[str, ruleset.Variant]],
+    variants: Mapping[str, ruleset.Variant],
+    invalid: Mapping[str, Problem],
+) -> tuple[str, ...] | Problem:
+    """The rule's variant names: the named ones (all on the rule's slot), or those of its slot that the
+    selector matches, sorted by name."""
+
+    def problem(reason: str, message: str) -> Problem:
+        return Problem(source.kind, source.name, reason, message)
+
+    if spec.variants.names is not None:
+        for name in spec.variants.names:
+            variant = variants.get(name)
+            if variant is None:
+                if name in invalid:
+                    return problem(
+                        "InvalidVariant",
+                        f"variant {name!r} is invalid ({invalid[name].message}); fix ContentVariant/{name}",
+                    )
+                return problem(
+                    "UnknownVariant",
+                    f"variant {name!r} does not exist in namespace {source.namespace}; "
+                    "create the ContentVariant or remove it from variants.names",
+                )
+            if variant.slot != spec.slot:
+                return problem(
+                    "VariantSlotMismatch",
+                    f"variant {name!r} is for slot {variant.slot!r}, not this rule's slot {spec.slot!r}",
+                )
+        return tuple(dict.fromkeys(spec.variants.names))
+    selector = spec.variants.selector
+    assert selector is not None  # the schema requires names or selector
+    on_slot = by_slot.get(spec.slot, {})
+    chosen = tuple(sorted(name for name, variant in on_slot.items() if selector.matches(variant.labels)))
+    if not chosen:
+        return problem(
+            "NoVariantsSelected",
+            f"variants.selector matches no ContentVariant of slot {spec.slot!r}; "
+            "label some variants of this slot or change the selector",
+        )
+    return chosen
+
+
+def rule_fits(
+    rule: ruleset.Rule, variants: Mapping[str, ruleset.Variant], features: ruleset.FeatureConfig
+) -> str | None:
+    """None if a compiled rule is consistent with these variants and features, else why not."""
+    for name in rule.variants:
+        variant = variants.get(name)
+        if variant is None:
+            return f"its variant {name!r} is no longer in the ruleset"
+        if variant.slot != rule.slot:
+            return f"its variant {name!r} is now on slot {variant.slot!r}"
+    windows = {window.name for window in features.windows}
+    for matcher in rule.audience:
+        if matcher.window not in windows:
+            return f"the stack no longer declares window {matcher.window!r}"
+        if matcher.dimension is not None and matcher.dimension not in features.dimensions:
+            return f"the stack no longer declares dimension {matcher.dimension!r}"
+    return None
+
+
+# --- the namespace -----------------------------------------------------------------------------------
+
+
+def compile_namespace(
+    namespace: str,
+    sources: Iterable[specs.Source],
+    previous: ruleset.Ruleset | None = None,
+    cache: Cache | None = None,
+) -> CompileResult:
+    """Everything of one namespace, compiled by the last-good policy in this module's docstring."""
+    cache = cache if cache is not None else Cache()
+    cache.trim()
+    stacks: list[specs.Source] = []
+    variant_sources: list[specs.Source] = []
+    rule_sources: list[specs.Source] = []
+    for source in sources:
+        {
+            constants.STACK_KIND: stacks,
+            constants.VARIANT_KIND: variant_sources,
+            constants.RULE_KIND: rule_sources,
+        }[source.kind].append(source)
+    results: dict[tuple[str, str], ResourceResult] = {}
+
+    stack, extras = choose_stack(stacks)
+    for problem in extras:
+        extra = _find(stacks, problem.name)
+        results[(problem.kind, problem.name)] = ResourceResult(extra, "omitted", (problem,))
+    if stack is None:
+        message = f"namespace {namespace} has no PersonalizationStack"
+        held = Problem(constants.STACK_KIND, "", "NoStack", message)
+        return _held(namespace, held, variant_sources + rule_sources, results)
+    compiled_stack = compile_stack(stack)
+    if isinstance(compiled_stack, Problem):
+        results[(stack.kind, stack.name)] = ResourceResult(stack, "omitted", (compiled_stack,))
+        return _held(namespace, compiled_stack, variant_sources + rule_sources, results)
+    config = compiled_stack[1]
+    features = config.features
+    results[(stack.kind, stack.name)] = ResourceResult(stack, "published")
+    previous_variants = previous.variants if previous is not None else {}
+    previous_rules = {rule.name: rule for rule in previous.rules} if previous is not None else {}
+
+    # Variants: each on its own.
+    variants: dict[str, ruleset.Variant] = {}
+    invalid_variants: dict[str, Problem] = {}
+    for source in variant_sources:
+        key = (source.name, _spec_key(source.spec), _spec_key(source.labels))
+        compiled_variant = cache.variants.get(key)
+        if compiled_variant is None:
+            compiled_variant = cache.variants[key] = compile_variant(source)
+        if isinstance(compiled_variant, Problem):
+            invalid_variants[source.name] = compiled_variant
+            kept_variant = previous_variants.get(source.name)
+            if kept_variant is not None:
+                variants[source.name] = kept_variant
+                results[(source.kind, source.name)] = ResourceResult(source, "kept", (compiled_variant,))
+            else:
+                results[(source.kind, source.name)] = ResourceResult(source, "omitted", (compiled_variant,))
+        else:
+            variants[source.name] = compiled_variant
+            results[(source.kind, source.name)] = ResourceResult(source, "published")
+    by_slot: dict[str, dict[str, ruleset.Variant]] = defaultdict(dict)
+    for variant in variants.values():
+        by_slot[variant.slot][variant.name] = variant
+
+    # Rules: on their own, then their variants.
+    fresh: dict[str, ruleset.Rule] = {}
+    failed: dict[str, Problem] = {}
+    by_name = {source.name: source for source in rule_sources}
+    features_key = _features_key(features)
+    for source in rule_sources:
+        rule_key = (source.name, source.generation, _spec_key(source.spec), features_key)
+        compiled_rule = cache.rules.get(rule_key)
+        if compiled_rule is None:
+            compiled_rule = cache.rules[rule_key] = compile_rule(source, features, cache)
+        if isinstance(compiled_rule, Problem):
+            failed[source.name] = compiled_rule
+            continue
+        spec, rule = compiled_rule
+        resolved = resolve_variants(source, spec, by_slot, variants, invalid_variants)
+        if isinstance(resolved, Problem):
+            failed[source.name] = resolved
+        else:
+            fresh[source.name] = rule.model_copy(update={"variants": resolved})
+
+    # Priority conflicts among the fresh rules and the kept forms of the failed ones, until stable.
+    while True:
+        candidates = dict(fresh)
+        for name in failed:
+            if name in previous_rules:
+                candidates[name] = previous_rules[name]
+        loser = _priority_loser(candidates, fresh.keys(), previous_rules, by_name)
+        if loser is None:
+            break
+        name, winner = loser
+        rule = candidates[name]
+        del fresh[name]
+        failed[name] = Problem(
+            constants.RULE_KIND,
+            name,
+            "PriorityConflict",
+            f"rule {winner!r} already has priority {rule.priority} on slot {rule.slot!r}; "
+            "give one of them another priority",
+        )
+
+    held_by: Problem | None = None
+    for name, problem in failed.items():
+        source = by_name[name]
+        kept_rule = previous_rules.get(name)
+        if kept_rule is None:
+            results[(source.kind, name)] = ResourceResult(source, "omitted", (problem,))
+            continue
+        misfit = rule_fits(kept_rule, variants, features)
+        if misfit is not None and held_by is None:
+            held_by = Problem(
+                source.kind,
+                name,
+                problem.reason,
+                f"{problem.message}; its last published form cannot stay either ({misfit}), "
+                "so nothing is published until it is fixed",
+            )
+        candidates[name] = kept_rule
+        results[(source.kind, name)] = ResourceResult(source, "kept", (problem,))
+    for name in fresh:
+        results[(constants.RULE_KIND, name)] = ResourceResult(by_name[name], "published")
+    if held_by is not None:
+        return _held(namespace, held_by, [], results)
+
+    rules = sorted(candidates.values(), key=lambda rule: (rule.slot, -rule.priority, rule.name))
+    compiled = ruleset.Ruleset(
+        stack=f"{namespace}/{stack.name}",
+        config=config,
+        variants=dict(sorted(variants.items())),
+        rules=tuple(rules),
+    )
+    return CompileResult(namespace, compiled, None, results)
+
+
+def _priority_loser(
+    candidates: Mapping[str, ruleset.Rule],
+    fresh: Collection[str],
+    previous_rules: Mapping[str, ruleset.Rule],
+    sources: Mapping[str, specs.Source],
+) -> tuple[str, str] | None:
+    """(loser, winner) of the first slot/priority tie, or None. The loser is always a fresh rule."""
+    places: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for name, rule in candidates.items():
+        places[(rule.slot, rule.priority)].append(name)
+    for (slot, priority), names in sorted(places.items()):
+        if len(names) < 2:
+            continue
+
+        def rank(name: str, place: tuple[str, int] = (slot, priority)) -> tuple[bool, str, str]:
+            before = previous_rules.get(name)
+            held_place = before is not None and (before.slot, before.priority) == place
+            return (not held_place, sources[name].created, name)
+
+        ordered = sorted(names, key=rank)
+        # Kept forms held their place in `previous`, so they rank first; a loser is always fresh.
+        losers = [name for name in reversed(ordered) if name in fresh]
+        if losers:
+            return losers[0], ordered[0]
+    return None
+
+
+def _held(
+    namespace: str,
+    held: Problem,
+    others: Iterable[specs.Source],
+    results: dict[tuple[str, str], ResourceResult],
+) -> CompileResult:
+    for source in others:
+        results.setdefault((source.kind, source.name), ResourceResult(source, "omitted"))
+    return CompileResult(namespace, None, held, results)
+
+
+def _find(sources: Sequence[specs.Source], name: str) -> specs.Source:
+    return next(source for source in sources if source.name == name)
+
+
+def _spec_key(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _features_key(features: ruleset.FeatureConfig) -> bytes:
+    return orjson.dumps([[window.name for window in features.windows], list(features.dimensions)])
+
+
+def describe(error: pydantic.ValidationError) -> str:
+    """A pydantic error as `spec.field.path: what is wrong` lines joined by '; '."""
+    parts = []
+    for item in error.errors():
+        path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        parts.append(f"{path}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def sources_from_manifests(manifests: Iterable[Mapping[str, Any]], namespace: str) -> list[specs.Source]:
+    """The Tailor resources among `manifests` that belong to `namespace` (unset namespace = it)."""
+    found = []
+    for manifest in manifests:
+        if specs.is_tailor_manifest(manifest):
+            source = specs.Source.from_manifest(manifest, namespace)
+            if source.namespace == namespace:
+                found.append(source)
+    return found
+
+
+def summary(result: CompileResult) -> dict[str, int]:
+    counts = {"published": 0, "kept": 0, "omitted": 0}
+    for item in result.resources.values():
+        counts[item.outcome] += 1
+    return counts
