@@ -97,11 +97,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def kube_api(kubeconfig: Path) -> Iterator[k8s_client.ApiClient]:
     """A kubernetes ApiClient for the stack's apiserver as the system:masters admin."""
-    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    api: k8s_client.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
     try:
         yield api
     finally:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def _runner(binary: Path, kubeconfig: Path) -> Runner:

@@ -96,7 +96,8 @@ def _print_status(stack: devstack.Stack) -> None:
     print(f"stack {stack.name!r} in {stack.paths.root}")
     for row in rows:
         pid = f"pid {row.pid}" if row.pid else ""
-        print(f"  {row.name:<{width}}  {row.state:<8} {row.endpoint:<28} {pid:<11} {row.log}")
+        line = f"  {row.name:<{width}}  {row.state:<8} {row.endpoint:<28} {pid:<11} {row.log}"
+        print(line.rstrip())
 
 
 def _env(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tailor.devstack import gobuild
+from tailor.devstack.errors import BuildFailed
 
 #: Node initialize + heartbeat keep the fake Node Ready; pod ready/complete/delete move
 #: Pods through their lifecycle the way a kubelet would (the "fast" variants: no delays).
@@ -39,7 +40,7 @@ def ensure(program: gobuild.GoProgram) -> Path:
     source = gobuild.module_dir(program)
     missing = [name for name in STAGE_FILES if not (source / name).exists()]
     if missing:
-        raise FileNotFoundError(
+        raise BuildFailed(
             f"kwok {program.version} has no {', '.join(missing)} under {source}: "
             "pin a kwok version that ships these stages in tailor/devstack/versions.py"
         )

@@ -218,9 +218,10 @@ class Stack:
         return rows
 
     def is_up(self) -> bool:
-        return bool(self.state.components) and all(
-            self._components[name].is_running() for name in self.state.components
-        )
+        """True when every component this stack runs is running (all-external: True)."""
+        if not self.state.components:
+            return bool(self.state.external.as_env())
+        return all(self._components[name].is_running() for name in self.state.components)
 
     # --- single components (tests restart Redis and the Kafka broker) -----------------
 
@@ -293,6 +294,9 @@ class Stack:
 
     def _start_parallel(self, components: list[Component]) -> None:
         """Start each component once its dependencies are healthy; all in threads."""
+        if not components:
+            self.report(f"stack {self.name!r}: every part is external, nothing to start")
+            return
         futures: dict[str, Future[None]] = {}
         names = {c.name for c in components}
         started_at = time.monotonic()

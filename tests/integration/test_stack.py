@@ -86,6 +86,7 @@ def test_crd_applied_with_kubectl_is_served_and_a_resource_round_trips(
         served = k8s_client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
             "stack-test.tailor.dev", "v1", namespace, "gadgets", "g1"
         )
+        assert isinstance(served, dict)
         assert served["spec"] == {"size": 3, "colors": ["red", "blue"]}
         # The structural schema is enforced by the apiserver itself.
         bad = {**gadget, "metadata": {"name": "g2", "namespace": namespace}}
@@ -120,14 +121,23 @@ def test_deployment_becomes_ready_through_scheduler_controllers_and_kwok(
             ),
         ),
     )
+
+    def ready_replicas() -> int:
+        status = apps.read_namespaced_deployment_status("web", namespace).status
+        return (status.ready_replicas or 0) if status is not None else 0
+
     eventually(
-        lambda: apps.read_namespaced_deployment_status("web", namespace).status.ready_replicas == 2,
+        lambda: ready_replicas() == 2,
         timeout=60,
         what="Deployment web with 2 ready replicas",
     )
     pods = k8s_client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
     assert len(pods) == 2
     for pod in pods:
+        assert pod.spec is not None
+        assert pod.status is not None
+        assert pod.metadata is not None
+        assert pod.metadata.owner_references is not None
         assert pod.spec.node_name == "kwok-node-0"  # bound by kube-scheduler
         assert pod.status.phase == "Running"  # made so by kwok
         assert pod.metadata.owner_references[0].kind == "ReplicaSet"  # controller-manager

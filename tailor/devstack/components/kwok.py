@@ -7,6 +7,7 @@ from typing import Any
 
 from tailor.devstack import probes
 from tailor.devstack.components.base import Component
+from tailor.devstack.errors import ComponentFailed
 
 NODE_NAME = "kwok-node-0"
 POD_CIDR = "10.244.0.0/16"
@@ -77,7 +78,7 @@ class Kwok(Component):
         if status == 404:
             status, body = self._api("POST", "/api/v1/nodes", fake_node())
             if status not in (201, 409):
-                raise RuntimeError(f"creating node {NODE_NAME} failed: {status} {body}")
+                raise ComponentFailed(f"creating node {NODE_NAME} failed: {status} {body}")
         probes.wait_until(
             lambda: node_ready(self._api("GET", f"/api/v1/nodes/{NODE_NAME}")[1]),
             what=f"fake node {NODE_NAME} Ready (kwok)",
