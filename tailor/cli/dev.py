@@ -96,8 +96,12 @@ def _print_status(stack: devstack.Stack) -> None:
     print(f"stack {stack.name!r} in {stack.paths.root}")
     for row in rows:
         pid = f"pid {row.pid}" if row.pid else ""
-        line = f"  {row.name:<{width}}  {row.state:<8} {row.endpoint:<28} {pid:<11} {row.log}"
+        rss = f"{row.rss_kib / 1024:.0f} MiB" if row.rss_kib else ""
+        line = f"  {row.name:<{width}}  {row.state:<8} {row.endpoint:<28} {pid:<11} {rss:>8}  {row.log}"
         print(line.rstrip())
+    total = sum(row.rss_kib for row in rows)
+    if total:
+        print(f"  total resident memory: {total / 1024:.0f} MiB")
 
 
 def _env(args: argparse.Namespace) -> int:

@@ -152,3 +152,19 @@ def group_members(pgid: int) -> list[int]:
         if fields and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             members.append(int(entry.name))
     return members
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def group_rss_kib(pgid: int) -> int:
+    """Resident memory of a whole process group in KiB."""
+    return sum(rss_kib(pid) for pid in group_members(pgid))

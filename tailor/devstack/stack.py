@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from tailor.devstack import certs, endpoints, kubeconfig, paths, ports, probes
+from tailor.devstack import certs, endpoints, kubeconfig, paths, ports, probes, procs
 from tailor.devstack.artifacts import Toolbox
 from tailor.devstack.components.apiserver import ApiServer
 from tailor.devstack.components.base import Component, StackContext
@@ -60,6 +60,8 @@ class ComponentStatus:
     endpoint: str
     pid: int | None
     log: str
+    #: Resident memory of the component's process group, KiB (0 when not running).
+    rss_kib: int = 0
 
 
 class Stack:
@@ -205,6 +207,7 @@ class Stack:
                     endpoint=component.endpoint(),
                     pid=pid,
                     log=str(component.log),
+                    rss_kib=procs.group_rss_kib(pid) if pid is not None else 0,
                 )
             )
         ext = self.state.external
