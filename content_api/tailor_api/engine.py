@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from tailor.core import constants, ruleset
+from tailor.core import cel, constants, profile_store, ruleset
 
 
 class Expression(Protocol):
@@ -25,6 +25,11 @@ class Expression(Protocol):
 
 
 CompileWhen = Callable[[str, Sequence[str]], Expression]
+
+
+def compile_when(source: str, variables: Sequence[str]) -> Expression:
+    """tailor.core.cel: compiled to a Python function once per ruleset version."""
+    return cel.compile(source, variables).evaluate
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class Engine:
     cel_windows: tuple[str, ...]
     cel_dimensions: tuple[str, ...]
     version_header: bytes
+    profile_reader: profile_store.ProfileReader
     built_at: float = field(default_factory=time.time)
 
     @property
@@ -146,7 +152,7 @@ def _compile_rule(
     )
 
 
-def build(published: ruleset.Ruleset, compile_when: CompileWhen) -> Engine:
+def build(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) -> Engine:
     """The engine for `published`; raises (and nothing is swapped) if any part cannot be compiled."""
     variants = {name: _compile_variant(variant) for name, variant in published.variants.items()}
     rules = [_compile_rule(rule, variants, compile_when) for rule in published.rules]
@@ -174,4 +180,5 @@ def build(published: ruleset.Ruleset, compile_when: CompileWhen) -> Engine:
         cel_windows=tuple(w.name for w in features.windows),
         cel_dimensions=features.dimensions,
         version_header=str(published.version).encode(),
+        profile_reader=profile_store.ProfileReader(published.config),
     )

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import ssl
 import time
+import typing
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,8 +86,7 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

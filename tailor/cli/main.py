@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import dev, validate
+from tailor.cli import api, dev, validate
 
-COMMANDS = (dev, validate)
+COMMANDS = (dev, validate, api)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,139 @@
+"""GET /v1/explain and GET /v1/profiles/{user}: what a reviewer needs to understand a decision.
+
+Both need `Authorization: Bearer <TAILOR_ADMIN_TOKEN>` (compared in constant time); without a
+configured token they are disabled. Explain reads the same state as /v1/decide and runs the same
+decision with a trace, but counts nothing: caps are shown, not consumed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import urllib.parse
+from typing import Any
+
+from tailor_api import decide, decisions, resp, validation, web
+from tailor_api.runtime import Runtime
+
+NO_STORE = (b"cache-control", b"no-store")
+
+
+def authorize(runtime: Runtime, scope: web.Scope) -> web.Reply | None:
+    """None if the request carries the admin token, else the problem to answer."""
+    token = runtime.settings.admin_token
+    if token is None:
+        detail = "set TAILOR_ADMIN_TOKEN (from a Secret) to enable /v1/explain and /v1/profiles"
+        return web.problem(403, "admin-disabled", "Admin endpoints disabled", detail)
+    given = web.header(scope, b"authorization") or b""
+    scheme, _, credentials = given.partition(b" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), expected):
+        return web.problem(401, "unauthorized", "Unauthorized", "send Authorization: Bearer <admin token>")
+    return None
+
+
+async def explain(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    denied = authorize(runtime, scope)
+    if denied is not None:
+        return denied
+    served = runtime.engine
+    if served is None:
+        return web.not_ready()
+    params = web.query(scope)
+    try:
+        user, session, plans = decisions.parse_request(params, served)
+    except validation.InvalidParameter as error:
+        return web.invalid_parameter(error)
+    except LookupError as error:
+        return decisions.unknown_slots(error.args[0], served)
+    now = time.time()
+    try:
+        state = await decisions.read_state(runtime, served, user, session, plans, now)
+    except (resp.RedisUnavailable, resp.ReplyError) as error:
+        return web.redis_unavailable(error)
+    cel = decide.CelActivation(served, state.profile)
+    slots = []
+    for plan in plans:
+        trace: decide.Trace = []
+        decision = decide.decide_slot(served, plan, state, now, runtime.bandit, cel, trace)
+        slots.append({"slot": plan.name, "rules": trace, "decision": _outcome(decision)})
+    document = {
+        "user": user,
+        "session": session,
+        "rulesetVersion": served.version,
+        "killSwitch": served.kill_switch,
+        "state": {
+            "memory": {slot: {"rule": r, "variant": v} for slot, (r, v) in state.memory.items()},
+            "sessionCaps": dict(state.session_caps),
+            "userCaps": dict(state.user_caps),
+            "suppressed": sorted(state.suppressed),
+            "roundRobin": dict(state.round_robin),
+        },
+        "profile": profile_document(state.profile),
+        "slots": slots,
+    }
+    return web.json_reply(200, document, [NO_STORE])
+
+
+def _outcome(decision: decide.SlotDecision) -> dict[str, Any]:
+    candidates = [{"rule": c.rule.name, "variant": c.variant.name, "capped": c.rule.capped,
+                   "remembered": c.remembered} for c in decision.candidates]  # fmt: skip
+    if decision.candidates:
+        first = decision.candidates[0]
+        why = (
+            "the session already saw it" if first.remembered else f"chosen by {first.rule.strategy} rotation"
+        )
+        if first.rule.capped:
+            why += (
+                "; its frequency cap is confirmed atomically when served, the next candidate follows if not"
+            )
+        return {
+            "rule": first.rule.name,
+            "variant": first.variant.name,
+            "reason": why,
+            "candidates": candidates,
+        }
+    fallback = decision.fallback
+    return {
+        "rule": None,
+        "variant": fallback.name if fallback else None,
+        "reason": "no rule applies: the slot's fallback"
+        if fallback
+        else "no rule applies and no fallback is visible",
+        "candidates": [],
+    }
+
+
+def profile_document(profile: Any) -> dict[str, Any]:
+    session = profile.session
+    return {
+        "user": profile.user,
+        "counts": {window: dict(counters) for window, counters in profile.counts.items()},
+        "recent": {dimension: list(values) for dimension, values in profile.recent.items()},
+        "session": None
+        if session is None
+        else {"id": session.id, "pageViews": session.page_views, "events": session.events,
+              "startedAt": session.started_at, "lastSeenAt": session.last_seen_at},
+    }  # fmt: skip
+
+
+async def profile(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    denied = authorize(runtime, scope)
+    if denied is not None:
+        return denied
+    served = runtime.engine
+    if served is None:
+        return web.not_ready()
+    raw_user = urllib.parse.unquote(scope["path"][len("/v1/profiles/") :])
+    try:
+        user = validation.user(raw_user)
+        session = validation.session(web.single(web.query(scope), "session"))
+    except validation.InvalidParameter as error:
+        return web.invalid_parameter(error)
+    now = time.time()
+    try:
+        state = await decisions.read_state(runtime, served, user, session, [], now)
+    except (resp.RedisUnavailable, resp.ReplyError) as error:
+        return web.redis_unavailable(error)
+    document = profile_document(state.profile) | {"suppressed": sorted(state.suppressed)}
+    return web.json_reply(200, document, [NO_STORE])

@@ -1,0 +1,211 @@
+"""The content API as one ASGI application: `create_app(settings)`.
+
+Routing is a dict lookup, not a framework router: measured on this machine, Starlette's routing and
+middleware stack took about 40 % of a bare route's throughput (docs/content-api.md), and every route
+here is fixed. What middleware would add is done inline, once: security headers (strict CSP, nosniff)
+on every response, CORS from the served ruleset's `config.api.corsOrigins`, request metrics, and a
+problem+json 500 for anything unexpected. POST /v1/events is handed, as a Starlette Request, to the
+pipeline's Collector, whose Response is sent with the same headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from starlette.requests import Request
+
+from tailor_api import admin, decisions, feedback, metrics, openapi, ops, web
+from tailor_api.engine import Engine
+from tailor_api.runtime import Collector, Runtime, load_collector
+from tailor_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, web.Scope, web.Receive], Awaitable[web.Reply]]
+SECURITY_HEADERS: web.Headers = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+PROFILES_PREFIX = "/v1/profiles/"
+CORS_METHODS = b"GET, POST, OPTIONS"
+CORS_HEADERS = b"content-type"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    label: str  # the `route` label of the request metrics
+    methods: frozenset[str]
+    handler: Handler | None  # None: the collector
+
+
+class TailorApp:
+    """The ASGI callable. `runtime` is reachable for tests and the CLI."""
+
+    def __init__(self, settings: ApiSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        get, post = frozenset({"GET"}), frozenset({"POST"})
+        self.routes: dict[str, Route] = {
+            "/v1/decide": Route("/v1/decide", get, decisions.handle),
+            "/v1/feedback": Route("/v1/feedback", post, feedback.handle),
+            "/v1/events": Route("/v1/events", post, None),
+            "/v1/explain": Route("/v1/explain", get, admin.explain),
+            "/healthz": Route("/healthz", get, ops.healthz),
+            "/readyz": Route("/readyz", get, ops.readyz),
+            "/metrics": Route("/metrics", get, ops.metrics),
+            "/openapi.json": Route("/openapi.json", get, self._openapi),
+            "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path)),
+        }
+        self.profiles = Route("/v1/profiles/{user}", get, admin.profile)
+        self.cors_origins: frozenset[bytes] = frozenset()
+        self.cors_any = False
+        self.openapi_body = orjson.dumps(openapi.document(()))
+        runtime.on_engine(self._on_engine)
+
+    def _on_engine(self, served: Engine) -> None:
+        origins = served.config.api.cors_origins
+        self.cors_any = "*" in origins
+        self.cors_origins = frozenset(origin.rstrip("/").encode() for origin in origins if origin != "*")
+        self.openapi_body = orjson.dumps(openapi.document(tuple(served.slots)))
+
+    async def _openapi(self, runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+        return web.Reply(200, self.openapi_body, web.JSON)
+
+    async def __call__(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: web.Receive, send: web.Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as error:
+                    log.exception("content API failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _cors(self, origin: bytes | None) -> web.Headers:
+        if origin is None:
+            return []
+        if self.cors_any:
+            return [(b"access-control-allow-origin", b"*")]
+        if origin in self.cors_origins:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return []
+
+    async def _http(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        route = self.routes.get(path)
+        if route is None and path.startswith(PROFILES_PREFIX):
+            route = self.profiles
+        origin = web.header(scope, b"origin") if (self.cors_any or self.cors_origins) else None
+        cors = self._cors(origin)
+        label = route.label if route is not None else "unmatched"
+        if route is None:
+            reply = web.problem(404, "not-found", "Not found", f"no route {path[:100]}; see /openapi.json")
+        elif method == "OPTIONS" and origin is not None:
+            reply = self._preflight(route, cors)
+        elif method not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            reply = web.problem(405, "method-not-allowed", "Method not allowed", f"{path} takes {allow}")
+            reply.headers.append((b"allow", allow.encode()))
+        elif route.handler is None:
+            status = await self._collect(scope, receive, send, cors)
+            self._observe(label, method, status, started)
+            return
+        else:
+            try:
+                reply = await route.handler(self.runtime, scope, receive)
+            except Exception:
+                log.exception("%s %s failed", method, path)
+                reply = web.problem(
+                    500, "internal", "Internal error", "the server failed; it has been logged"
+                )
+        await self._send(send, reply, cors)
+        self._observe(label, method, reply.status, started)
+
+    def _preflight(self, route: Route, cors: web.Headers) -> web.Reply:
+        if not cors:
+            return web.problem(
+                403, "cors-origin", "Origin not allowed", "this origin is not in config.api.corsOrigins"
+            )
+        return web.Reply(
+            204,
+            b"",
+            b"text/plain",
+            [
+                (b"access-control-allow-methods", CORS_METHODS),
+                (b"access-control-allow-headers", CORS_HEADERS),
+                (b"access-control-max-age", b"600"),
+            ],
+        )
+
+    async def _collect(
+        self, scope: web.Scope, receive: web.Receive, send: web.Send, cors: web.Headers
+    ) -> int:
+        collector = self.runtime.collector
+        if collector is None or self.runtime.collector_config is None:
+            detail = "the event collector is not running (no ruleset with Kafka settings yet)"
+            await self._send(
+                send, web.problem(503, "collector-unavailable", "Collector unavailable", detail), cors
+            )
+            return 503
+        status = 500
+
+        async def send_with_headers(message: web.Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, *cors]
+            await send(message)
+
+        response = await collector.handle(Request(scope, receive))
+        await response(scope, receive, send_with_headers)
+        return status
+
+    async def _send(self, send: web.Send, reply: web.Reply, cors: web.Headers) -> None:
+        headers = [
+            (b"content-type", reply.content_type),
+            (b"content-length", b"%d" % len(reply.body)),
+            *SECURITY_HEADERS,
+            *reply.headers,
+            *cors,
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def _observe(self, label: str, method: str, status: int, started: float) -> None:
+        metrics.request_counter(label, method, status).inc()
+        metrics.request_duration(label).observe(time.perf_counter() - started)
+
+
+def create_app(settings: ApiSettings, *, collector: Collector | None = None) -> TailorApp:
+    """The app for `settings.stack`; the collector defaults to tailor_api.collector's, if installed."""
+    return TailorApp(settings, Runtime(settings, collector if collector is not None else load_collector()))
+
+
+def app_from_environment() -> TailorApp:
+    """The factory the server calls in each worker process (`tailor api` sets TAILOR_STACK)."""
+    from tailor_api import settings as settings_module
+
+    return create_app(settings_module.from_environment())

@@ -1,0 +1,136 @@
+"""GET /v1/decide: the hot path. One pipelined Redis read, pure decisions, at most one atomic cap check.
+
+Per request: validate; read the user's profile and API state in one round trip; decide every slot with
+the engine the request started on; confirm capped candidates with commit.lua only when a capped rule
+is in play; send session-memory and round-robin writes without waiting; sign a decisionId per slot;
+count impressions in memory (flushed in the background). The response embeds each variant's content
+as pre-serialized JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from tailor.core import profile_store
+from tailor_api import decide, metrics, resp, userstate, validation, web
+from tailor_api.decide import Candidate, SlotDecision, UserState
+from tailor_api.engine import Engine, SlotPlan
+from tailor_api.runtime import Runtime
+
+CACHE_PRIVATE = (b"cache-control", b"private, no-cache")
+
+
+def parse_request(params: dict[str, list[str]], served: Engine) -> tuple[str, str, list[SlotPlan]]:
+    """(user, session, slot plans), or InvalidParameter / LookupError for the problem reply."""
+    user = validation.user(web.single(params, "user"))
+    session = validation.session(web.single(params, "session"))
+    names = validation.slots(params.get("slot", []))
+    unknown = [name for name in names if name not in served.slots]
+    if unknown:
+        raise LookupError(unknown)
+    return user, session, [served.slots[name] for name in names]
+
+
+def unknown_slots(unknown: list[str], served: Engine) -> web.Reply:
+    known = ", ".join(sorted(served.slots)[:20]) or "none"
+    return web.problem(
+        404, "unknown-slot", "Unknown slot",
+        f"no rule or variant serves slot {', '.join(unknown)} in ruleset v{served.version}; "
+        f"known slots: {known}",
+        parameter="slot",
+    )  # fmt: skip
+
+
+async def read_state(
+    runtime: Runtime, served: Engine, user: str, session: str, plans: Sequence[SlotPlan], now: float
+) -> UserState:
+    read = userstate.StateRead(served, served.profile_reader, user, session, plans, now)
+    replies = await runtime.connection.execute(read.commands)
+    if isinstance(replies[0], resp.ReplyError) and "function" in str(replies[0]).lower():
+        await profile_store.install(runtime.redis)  # Redis restarted without its functions
+        replies = await runtime.connection.execute(read.commands)
+    return read.parse(replies, served.profile_reader)
+
+
+async def confirm_caps(
+    runtime: Runtime, served: Engine, state: UserState, decisions: list[SlotDecision], now: float
+) -> list[Candidate | None]:
+    """The candidate served per slot: the first whose caps hold, checked and counted atomically."""
+    capped = [d for d in decisions if d.needs_cap_check]
+    chosen: dict[int, Candidate | None] = {}
+    if capped:
+        command = userstate.commit_command(served, state, capped, now)
+        (reply,) = await runtime.connection.execute([command])
+        if userstate.is_missing_script(reply):
+            (reply,) = await runtime.connection.execute([userstate.with_script_source(command)])
+        if isinstance(reply, resp.ReplyError):
+            raise reply
+        for decision, index in zip(capped, reply, strict=True):
+            chosen[id(decision)] = decision.candidates[index - 1] if index else None
+    return [
+        chosen[id(d)] if d.needs_cap_check else (d.candidates[0] if d.candidates else None) for d in decisions
+    ]
+
+
+async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    served = runtime.engine
+    signer = runtime.signer
+    if served is None or signer is None:
+        return web.not_ready()
+    started = time.perf_counter()
+    try:
+        user, session, plans = parse_request(web.query(scope), served)
+    except validation.InvalidParameter as error:
+        return web.problem(
+            400, "invalid-parameter", "Invalid parameter", str(error), parameter=error.parameter
+        )
+    except LookupError as error:
+        return unknown_slots(error.args[0], served)
+    now = time.time()
+    try:
+        state = await read_state(runtime, served, user, session, plans, now)
+        cel = decide.CelActivation(served, state.profile)
+        decisions = [decide.decide_slot(served, plan, state, now, runtime.bandit, cel) for plan in plans]
+        served_candidates = await confirm_caps(runtime, served, state, decisions, now)
+    except (resp.RedisUnavailable, resp.ReplyError) as error:
+        return web.redis_unavailable(error)
+    writes: list[resp.Command] = []
+    out: list[dict[str, Any]] = []
+    version = served.version
+    for decision, candidate in zip(decisions, served_candidates, strict=True):
+        slot = decision.plan.name
+        if candidate is not None:
+            rule, variant = candidate.rule, candidate.variant
+            if not candidate.remembered:
+                if not rule.capped:  # commit.lua already remembered capped ones
+                    writes += userstate.memory_writes(served, state, slot, rule.name, variant.name)
+                if rule.strategy == "roundRobin":
+                    writes += userstate.round_robin_writes(served, user, rule.name)
+            runtime.count_impression(rule.name, variant.name)
+            metrics.decision_counter(slot, "rule").inc()
+            token = signer.issue(version, slot, rule.name, variant.name, user, session, now)
+            out.append({"slot": slot, "variant": variant.name, "rule": rule.name, "content": variant.content,
+                        "decisionId": token, "rulesetVersion": version})  # fmt: skip
+        else:
+            fallback = decision.fallback
+            metrics.decision_counter(slot, "fallback" if fallback else "empty").inc()
+            token = signer.issue(version, slot, None, fallback.name if fallback else None, user, session, now)
+            out.append({"slot": slot, "variant": None, "rule": None,
+                        "content": fallback.content if fallback else None,
+                        "decisionId": token, "rulesetVersion": version})  # fmt: skip
+    if writes:
+        # If Redis is away the decision still stands; the session just is not remembered this time.
+        with contextlib.suppress(resp.RedisUnavailable):
+            await runtime.connection.send_nowait(writes)
+    metrics.decide_duration.observe(time.perf_counter() - started)
+    return web.Reply(
+        200,
+        orjson.dumps({"decisions": out}),
+        web.JSON,
+        [(b"x-tailor-ruleset-version", served.version_header), CACHE_PRIVATE],
+    )

@@ -1,0 +1,110 @@
+"""POST /v1/feedback: what the user did with a decision — click, dismiss, notInterested, conversion.
+
+The decisionId is verified (it is signed, see tokens.py) and carries rule, variant, user and session,
+so nothing is looked up. Each (decision, type) counts once: a retried request is acknowledged and not
+counted again. Clicks feed the per-variant statistics the bandit and the operator read; conversions and
+dismissals are counted beside them; notInterested hides the variant and its tags from that user for
+`config.api.suppressionSeconds`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import orjson
+
+from tailor.core import stats
+from tailor_api import metrics, resp, tokens, userstate, validation, web
+from tailor_api.runtime import Runtime
+
+TYPES: Final = ("click", "dismiss", "notInterested", "conversion")
+MEASURE: Final = {"click": stats.CLICKS, "conversion": "conversions", "dismiss": "dismissals"}
+MAX_BODY_BYTES: Final = 4096
+
+
+def _invalid(field: str, detail: str) -> web.Reply:
+    return web.problem(400, "invalid-feedback", "Invalid feedback", detail, parameter=field)
+
+
+def parse(body: bytes) -> tuple[str, str] | web.Reply:
+    try:
+        document: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _invalid("body", 'the body must be JSON: {"decisionId": "...", "type": "click"}')
+    if not isinstance(document, dict):
+        return _invalid("body", 'the body must be a JSON object: {"decisionId": "...", "type": "click"}')
+    decision_id, kind = document.get("decisionId"), document.get("type")
+    if not isinstance(decision_id, str) or not 0 < len(decision_id) <= validation.MAX_DECISION_ID_LENGTH:
+        return _invalid("decisionId", "`decisionId` must be the string a /v1/decide response gave")
+    if kind not in TYPES:
+        return _invalid("type", f"`type` must be one of {', '.join(TYPES)}")
+    return decision_id, kind
+
+
+async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    signer = runtime.signer
+    if signer is None:
+        return web.not_ready()
+    try:
+        body = await web.read_body(receive, MAX_BODY_BYTES)
+    except web.BodyTooLarge:
+        return web.problem(
+            413, "too-large", "Body too large", f"feedback bodies are at most {MAX_BODY_BYTES} bytes"
+        )
+    parsed = parse(body)
+    if isinstance(parsed, web.Reply):
+        return parsed
+    decision_id, kind = parsed
+    try:
+        ref = signer.verify(decision_id)
+    except tokens.InvalidToken as error:
+        return _invalid("decisionId", str(error))
+    now = time.time()
+    max_age = runtime.settings.feedback_max_age_seconds
+    if now - ref.issued_at > max_age:
+        return _invalid(
+            "decisionId", f"the decision is older than {max_age} seconds; feedback is no longer taken"
+        )
+    stack = runtime.stack
+    once_key = f"{userstate.api_prefix(stack, ref.user)}fb:{ref.nonce}:{kind}"
+    try:
+        (first,) = await runtime.connection.execute([("SET", once_key, 1, "NX", "EX", max_age)])
+        if first is None:
+            return web.json_reply(202, {"status": "duplicate"})
+        commands: list[resp.Command] = []
+        if ref.rule and ref.variant and kind in MEASURE:
+            commands.append(
+                ("HINCRBY", stats.key(stack, ref.rule), stats.field(ref.variant, MEASURE[kind]), 1)
+            )
+        if kind == "notInterested" and ref.variant:
+            commands += suppression_writes(runtime, ref.user, ref.variant, now)
+        if commands:
+            for reply in await runtime.connection.execute(commands):
+                if isinstance(reply, resp.ReplyError):
+                    raise reply
+    except (resp.RedisUnavailable, resp.ReplyError) as error:
+        return web.redis_unavailable(error)
+    metrics.feedback.labels(kind).inc()
+    if kind == "click" and ref.rule and ref.variant:
+        metrics.clicks.labels(ref.rule, ref.variant).inc()
+    return web.json_reply(202, {"status": "accepted"})
+
+
+def suppression_writes(runtime: Runtime, user: str, variant: str, now: float) -> list[resp.Command]:
+    """Hide `variant`, and every variant sharing one of its tags, from `user` for the configured time."""
+    served = runtime.engine
+    seconds = served.config.api.suppression_seconds if served else 7 * 86400
+    marks = [f"v:{variant}"]
+    if served is not None:
+        for plan in served.slots.values():
+            for known in (*plan.fallbacks, *(v for rule in plan.rules for v in rule.variants)):
+                if known.name == variant:
+                    marks = list(known.suppression_marks)
+    key = userstate.suppression_key(runtime.stack, user)
+    until = now + seconds
+    return [
+        ("ZREMRANGEBYSCORE", key, "-inf", now),
+        ("ZADD", key, *[part for mark in marks for part in (until, mark)]),
+        ("EXPIRE", key, seconds + 60),
+    ]

@@ -1,0 +1,49 @@
+"""The content API's Prometheus metrics (names are a contract: docs/metrics.md).
+
+They live in the process-wide registry, like the collector's, so /metrics shows both. Labelled
+children are cached: looking one up by labels costs more than incrementing it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+http_requests = Counter("tailor_http_requests_total", "HTTP requests", ["route", "method", "code"])
+http_duration = Histogram(
+    "tailor_http_request_duration_seconds", "HTTP request duration", ["route"], buckets=LATENCY_BUCKETS
+)
+decisions = Counter("tailor_decisions_total", "Slot decisions", ["slot", "outcome"])
+decide_duration = Histogram(
+    "tailor_decide_duration_seconds", "Decide request duration", buckets=LATENCY_BUCKETS
+)
+feedback = Counter("tailor_feedback_total", "Feedback received", ["type"])
+impressions = Counter("tailor_variant_impressions_total", "Variant impressions", ["rule", "variant"])
+clicks = Counter("tailor_variant_clicks_total", "Variant clicks", ["rule", "variant"])
+ruleset_version = Gauge("tailor_ruleset_version", "Ruleset version served", ["stack", "component"])
+ruleset_loaded = Gauge(
+    "tailor_ruleset_loaded_timestamp_seconds", "When the served ruleset was loaded", ["stack", "component"]
+)
+
+
+@lru_cache(maxsize=4096)
+def request_counter(route: str, method: str, code: int) -> Counter:
+    return http_requests.labels(route, method, str(code))
+
+
+@lru_cache(maxsize=256)
+def request_duration(route: str) -> Histogram:
+    return http_duration.labels(route)
+
+
+@lru_cache(maxsize=4096)
+def decision_counter(slot: str, outcome: str) -> Counter:
+    return decisions.labels(slot, outcome)
+
+
+@lru_cache(maxsize=4096)
+def impression_counter(rule: str, variant: str) -> Counter:
+    return impressions.labels(rule, variant)

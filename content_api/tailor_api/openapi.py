@@ -1,0 +1,317 @@
+"""The OpenAPI 3.1 document of the content API, rebuilt for each ruleset version.
+
+Written by hand against the handlers (schemathesis runs against it in tests), with one live part:
+the `slot` parameter lists the slots the served ruleset knows, so generated requests are meaningful.
+The event schema is tailor.core.events' own JSON Schema, so the collector and this document agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from tailor.core import events
+from tailor_api import feedback, validation
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    titles = {
+        400: "Missing or malformed parameters or body",
+        401: "Missing or wrong admin token",
+        403: "Admin endpoints are disabled (no TAILOR_ADMIN_TOKEN)",
+        404: "Unknown slot",
+        413: "Body too large",
+        503: "Not ready (no ruleset yet) or Redis/Kafka unavailable; retry after Retry-After",
+    }
+    return {
+        str(s): {"description": titles[s], "content": {"application/problem+json": {"schema": _PROBLEM}}}
+        for s in statuses
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, *, required: bool) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def _event_schemas() -> dict[str, Any]:
+    """tailor.core.events' schema, its $defs moved to components (refs rewritten to match)."""
+    schema = events.json_schema()
+    definitions = schema.pop("$defs", {})
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    text = orjson.dumps({"Event": schema, **definitions}).replace(b'"#/$defs/', b'"#/components/schemas/')
+    loaded: dict[str, Any] = orjson.loads(text)
+    return loaded
+
+
+def document(slots: Sequence[str]) -> dict[str, Any]:
+    slot_schema: dict[str, Any] = {"type": "string", "pattern": validation.SLOT_PATTERN, "maxLength": 63}
+    if slots:
+        slot_schema = {"type": "string", "enum": sorted(slots)}
+    user = {"type": "string", "pattern": validation.USER_PATTERN, "maxLength": 128}
+    session = {"type": "string", "pattern": validation.SESSION_PATTERN, "maxLength": 128}
+    decide_params = [
+        {
+            **_query(
+                "slot",
+                {
+                    "type": "array",
+                    "items": slot_schema,
+                    "minItems": 1,
+                    "maxItems": validation.MAX_SLOTS_PER_REQUEST,
+                },
+                "slot(s) to decide; repeat for several",
+                required=True,
+            ),
+            "style": "form",
+            "explode": True,
+        },
+        _query("user", user, "user or anonymous id", required=True),
+        _query("session", session, "session id (keeps a slot stable within the session)", required=False),
+    ]
+    explain_params = decide_params
+    bearer: list[dict[str, list[str]]] = [{"adminToken": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tailor content API",
+            "version": "1",
+            "description": "Real-time personalization decisions, event collection and feedback.",
+        },
+        "paths": {
+            "/v1/decide": {
+                "get": {
+                    "operationId": "decide",
+                    "summary": "Decide the content of one or more slots for a user",
+                    "parameters": decide_params,
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Decisions"}, "One decision per slot")
+                        | {"headers": {"X-Tailor-Ruleset-Version": {"schema": {"type": "string"}}}},
+                        **_problems(400, 404, 503),
+                    },
+                }
+            },
+            "/v1/feedback": {
+                "post": {
+                    "operationId": "feedback",
+                    "summary": "Report what the user did with a decision",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}
+                        },
+                    },
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/FeedbackAccepted"}, "Recorded"),
+                        **_problems(400, 413, 503),
+                    },
+                }
+            },
+            "/v1/events": {
+                "post": {
+                    "operationId": "collectEvents",
+                    "summary": "Collect one event or a batch; 202 once Kafka acknowledged every accepted one",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Event"},
+                                        {
+                                            "type": "object",
+                                            "required": ["events"],
+                                            "properties": {
+                                                "events": {
+                                                    "type": "array",
+                                                    "items": {"$ref": "#/components/schemas/Event"},
+                                                }
+                                            },
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/EventsAccepted"}, "Accepted"),
+                        **_problems(400, 413, 503),
+                    },
+                }
+            },
+            "/v1/explain": {
+                "get": {
+                    "operationId": "explain",
+                    "summary": "Why a decision comes out as it does (admin)",
+                    "security": bearer,
+                    "parameters": explain_params,
+                    "responses": {
+                        "200": _json({"type": "object"}, "Every rule considered, with values and outcomes"),
+                        **_problems(400, 401, 403, 404, 503),
+                    },
+                }
+            },
+            "/v1/profiles/{user}": {
+                "get": {
+                    "operationId": "profile",
+                    "summary": "A user's live features (admin)",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "user", "in": "path", "required": True, "schema": user},
+                        _query("session", session, "include this session's counters", required=False),
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Profile"}, "The profile"),
+                        **_problems(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "responses": {"200": _json({"type": "object"}, "The process is alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready"),
+                        "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not ready, and why"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {"200": _json({"type": "object"}, "This document")},
+                }
+            },
+            "/sdk/tailor.js": {
+                "get": {
+                    "operationId": "sdk",
+                    "responses": {
+                        "200": {
+                            "description": "The browser SDK",
+                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        },
+                        "404": {
+                            "description": "The SDK is not part of this installation",
+                            "content": {"application/problem+json": {"schema": _PROBLEM}},
+                        },
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "parameter": {"type": "string"},
+                    },
+                },
+                "Content": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"enum": ["html", "text", "json", "image"]},
+                        "body": {"type": "string"},
+                        "data": {},
+                    },
+                },
+                "Decision": {
+                    "type": "object",
+                    "required": ["slot", "variant", "rule", "content", "decisionId", "rulesetVersion"],
+                    "properties": {
+                        "slot": {"type": "string"},
+                        "variant": {"type": ["string", "null"]},
+                        "rule": {"type": ["string", "null"]},
+                        "content": {"oneOf": [{"$ref": "#/components/schemas/Content"}, {"type": "null"}]},
+                        "decisionId": {"type": "string"},
+                        "rulesetVersion": {"type": "integer"},
+                    },
+                },
+                "Decisions": {
+                    "type": "object",
+                    "required": ["decisions"],
+                    "properties": {
+                        "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}}
+                    },
+                },
+                "Feedback": {
+                    "type": "object",
+                    "required": ["decisionId", "type"],
+                    "properties": {
+                        "decisionId": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": validation.MAX_DECISION_ID_LENGTH,
+                        },
+                        "type": {"enum": list(feedback.TYPES)},
+                    },
+                },
+                "FeedbackAccepted": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"enum": ["accepted", "duplicate"]}},
+                },
+                "EventsAccepted": {
+                    "type": "object",
+                    "required": ["accepted", "rejected"],
+                    "properties": {
+                        "accepted": {"type": "integer"},
+                        "rejected": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"index": {"type": "integer"}, "errors": {"type": "array"}},
+                            },
+                        },
+                    },
+                },
+                "Profile": {
+                    "type": "object",
+                    "required": ["user", "counts", "recent", "session"],
+                    "properties": {
+                        "user": {"type": "string"},
+                        "counts": {"type": "object", "additionalProperties": {"type": "object"}},
+                        "recent": {"type": "object"},
+                        "session": {"type": ["object", "null"]},
+                        "suppressed": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Readiness": {
+                    "type": "object",
+                    "required": ["ready", "checks"],
+                    "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object"}},
+                },
+                **_event_schemas(),
+            },
+        },
+    }

@@ -1,0 +1,223 @@
+"""The process's live state: Redis connections, the engine being served, and the background work.
+
+`Runtime.start` connects, then follows the stack's published rulesets (tailor.core.store.follow).
+Each new version is built into a complete Engine first and then swapped in with one assignment: a
+request holds the engine it started with, so in-flight requests finish on the old version and a
+half-built one is never served. A version that fails to build is logged and the last good one keeps
+serving. In the background the runtime refreshes the bandit's statistics and flushes impression counts,
+so neither costs the hot path a Redis call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from tailor.core import profile_store, ruleset, stats, store
+from tailor_api import engine as engine_module
+from tailor_api import metrics, resp, tokens
+from tailor_api.settings import ApiSettings
+from tailor_api.web import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+
+class Collector(Protocol):
+    """tailor_api.collector.Collector: POST /v1/events (the pipeline engineer's module)."""
+
+    async def start(self, config: ruleset.StackConfig) -> None: ...
+    async def reconfigure(self, config: ruleset.StackConfig) -> None: ...
+    async def close(self) -> None: ...
+    async def handle(self, request: Any) -> Any: ...
+
+
+def load_collector() -> Collector | None:
+    """The collector, if its module is installed; /v1/events answers 503 without it."""
+    try:
+        module = importlib.import_module("tailor_api.collector")
+    except ModuleNotFoundError as error:
+        if error.name != "tailor_api.collector":
+            raise
+        return None
+    collector: Collector = module.Collector()
+    return collector
+
+
+class Runtime:
+    def __init__(self, settings: ApiSettings, collector: Collector | None = None) -> None:
+        if not settings.stack or "/" not in settings.stack:
+            raise ValueError(f"stack {settings.stack!r}: give the PersonalizationStack as namespace/name")
+        self.settings = settings
+        self.stack = settings.stack
+        self.engine: engine_module.Engine | None = None
+        timeout = settings.redis_timeout_seconds
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout)
+        self.follow_redis = aioredis.Redis.from_url(settings.redis_url)  # pub/sub waits: no socket timeout
+        self.connection = resp.Connection(settings.redis_url, timeout_seconds=timeout)
+        self.signer: tokens.Signer | None = None
+        self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
+        self.impressions: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.collector = collector
+        self.collector_config: ruleset.StackConfig | None = None
+        self.load_errors = 0
+        self.last_load_error: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Callable[[engine_module.Engine], None]] = []
+        self._kafka_checked: tuple[float, bool, str] = (0.0, False, "not checked yet")
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.signer = tokens.Signer(await tokens.stack_key(self.redis, self.stack))
+        await profile_store.install(self.redis)
+        settings = self.settings
+        poll = settings.ruleset_poll_seconds
+        self._spawn(store.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll), "follow")
+        self._spawn(self._every(settings.bandit_refresh_seconds, self.refresh_bandit), "bandit-refresh")
+        self._spawn(self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.flush_impressions()
+        if self.collector is not None and self.collector_config is not None:
+            await self.collector.close()
+        await self.connection.close()
+        await self.redis.aclose()
+        await self.follow_redis.aclose()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except Exception as error:  # Redis away for a moment: the next round retries
+                log.warning("%s failed: %s", getattr(work, "__name__", work), error)
+
+    def on_engine(self, listener: Callable[[engine_module.Engine], None]) -> None:
+        """Call `listener` after every swap (the router uses it to refresh its CORS allowlist)."""
+        self._listeners.append(listener)
+
+    # --- rulesets --------------------------------------------------------------------------------
+
+    async def on_ruleset(self, published: ruleset.Ruleset) -> None:
+        try:
+            built = engine_module.build(published)
+        except Exception as error:
+            self.load_errors += 1
+            self.last_load_error = f"version {published.version}: {error}"
+            log.error("ruleset %s v%s not served, the last good one stays: %s",
+                      self.stack, published.version, error)  # fmt: skip
+            return
+        self.engine = built  # the swap: one assignment
+        for listener in self._listeners:
+            listener(built)
+        metrics.ruleset_version.labels(self.stack, "api").set(built.version)
+        metrics.ruleset_loaded.labels(self.stack, "api").set(time.time())
+        log.info("serving ruleset %s v%s", self.stack, built.version)
+        if built.bandit_rules:
+            with contextlib.suppress(Exception):
+                await self.refresh_bandit()
+        await self._configure_collector(built.config)
+
+    async def _configure_collector(self, config: ruleset.StackConfig) -> None:
+        if self.collector is None or config == self.collector_config:
+            return
+        try:
+            if self.collector_config is None:
+                await self.collector.start(config)
+            else:
+                await self.collector.reconfigure(config)
+            self.collector_config = config
+        except Exception as error:
+            log.error("the event collector could not take the stack's Kafka settings: %s", error)
+
+    # --- background work -------------------------------------------------------------------------
+
+    async def refresh_bandit(self) -> None:
+        """Per-variant impressions and clicks of every bandit rule, read in one pipeline."""
+        served = self.engine
+        if served is None or not served.bandit_rules:
+            self.bandit = {}
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rule in served.bandit_rules:
+                pipe.hgetall(stats.key(self.stack, rule))
+            replies = await pipe.execute()
+        self.bandit = {rule: stats.parse(raw) for rule, raw in zip(served.bandit_rules, replies, strict=True)}
+
+    def count_impression(self, rule: str, variant: str) -> None:
+        self.impressions[(rule, variant)] += 1
+        metrics.impression_counter(rule, variant).inc()
+
+    async def flush_impressions(self) -> None:
+        pending, self.impressions = self.impressions, collections.Counter()
+        if not pending:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (rule, variant), n in pending.items():
+                    pipe.hincrby(stats.key(self.stack, rule), stats.field(variant, stats.IMPRESSIONS), n)
+                await pipe.execute()
+        except Exception:
+            self.impressions.update(pending)  # counted next time: impressions are never dropped
+            raise
+
+    # --- readiness -------------------------------------------------------------------------------
+
+    async def redis_ready(self) -> tuple[bool, str]:
+        try:
+            (reply,) = await self.connection.execute([("PING",)])
+        except resp.RedisUnavailable as error:
+            return False, str(error)
+        return reply == b"PONG", "ok" if reply == b"PONG" else f"unexpected reply {reply!r}"
+
+    async def kafka_ready(self) -> tuple[bool, str]:
+        """Can the brokers of the stack's Kafka be reached (metadata of the events topic)? Cached."""
+        served = self.engine
+        if served is None:
+            return False, "no ruleset yet, so no Kafka settings"
+        checked_at, ok, detail = self._kafka_checked
+        if time.monotonic() - checked_at < self.settings.kafka_check_seconds:
+            return ok, detail
+        kafka = served.config.kafka
+        ok, detail = await asyncio.to_thread(_kafka_metadata, kafka.bootstrap_servers, kafka.events_topic)
+        self._kafka_checked = (time.monotonic(), ok, detail)
+        return ok, detail
+
+
+def _kafka_metadata(bootstrap: str, topic: str) -> tuple[bool, str]:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}).list_topics(
+            topic, timeout=2
+        )
+    except Exception as error:
+        return False, f"Kafka at {bootstrap}: {error}"
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        return (
+            False,
+            f"Kafka at {bootstrap}: topic {topic} unavailable ({found.error if found else 'missing'})",
+        )
+    return True, "ok"
+
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]

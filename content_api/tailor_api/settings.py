@@ -1,0 +1,30 @@
+"""Settings of `tailor api`, from the environment (prefix TAILOR_). Only TAILOR_REDIS_URL is required:
+everything else about the stack comes from the ruleset the operator publishes."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(description="Redis holding the stack's rulesets, profiles and API state")
+    stack: str = Field(default="", description="namespace/name of the PersonalizationStack to serve")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token for /v1/explain, /v1/profiles"
+    )
+    redis_timeout_seconds: float = 2.0
+    ruleset_poll_seconds: float = 5.0  # pub/sub brings updates at once; the poll covers missed messages
+    bandit_refresh_seconds: float = 2.0
+    impressions_flush_seconds: float = 1.0
+    feedback_max_age_seconds: int = 7 * 86400  # decisionIds older than this are refused
+    kafka_check_seconds: float = 5.0  # how long a readiness check of Kafka is reused
+    sdk_path: str | None = None  # tailor.js to serve at /sdk/tailor.js; found in the package otherwise
+    readiness_checks_kafka: bool = True  # false for replicas that only decide (no /v1/events)
+
+
+def from_environment() -> ApiSettings:
+    """Settings from TAILOR_* variables; a missing TAILOR_REDIS_URL fails with pydantic's clear error."""
+    return ApiSettings()

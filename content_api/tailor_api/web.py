@@ -1,0 +1,107 @@
+"""The few HTTP pieces the lean router and its handlers share: replies, problems, query, headers, body.
+
+Problems follow RFC 9457 (formerly 7807): `application/problem+json` with `type`, `title`, `status`,
+`detail` and, for a bad parameter, `parameter`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from tailor_api import validation
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON: Final = b"application/json"
+PROBLEM_JSON: Final = b"application/problem+json"
+PROBLEM_BASE: Final = "https://tailor.dev/problems/"
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: Headers = field(default_factory=list)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def json_reply(status: int, document: Any, headers: Headers | None = None) -> Reply:
+    return Reply(status, orjson.dumps(document), JSON, headers or [])
+
+
+def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Reply:
+    document = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+    headers: Headers = []
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="tailor-admin"'))
+    return Reply(status, orjson.dumps(document), PROBLEM_JSON, headers)
+
+
+def query(scope: Scope) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    raw: bytes = scope.get("query_string", b"")
+    if raw:
+        for name, value in urllib.parse.parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+    return params
+
+
+def single(params: Mapping[str, list[str]], name: str) -> str | None:
+    """The parameter's value; a parameter given twice is ambiguous and refused."""
+    values = params.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise validation.InvalidParameter(name, f"`{name}` was given {len(values)} times; give it once")
+    return values[0]
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def invalid_parameter(error: validation.InvalidParameter) -> Reply:
+    return problem(400, "invalid-parameter", "Invalid parameter", str(error), parameter=error.parameter)
+
+
+def not_ready() -> Reply:
+    return problem(503, "not-ready", "Not ready", "no ruleset is loaded yet for this stack; retry shortly")
+
+
+def redis_unavailable(error: Exception) -> Reply:
+    return problem(503, "redis-unavailable", "Redis unavailable", f"Redis did not answer: {error}")

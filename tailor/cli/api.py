@@ -1,0 +1,72 @@
+"""`tailor api --stack NS/NAME [--port P]`: the content API (decisions, events, feedback, explain).
+
+It needs only TAILOR_REDIS_URL: the rules, variants and Kafka settings come from the ruleset the
+operator publishes for the stack, and are followed live. TAILOR_ADMIN_TOKEN enables the admin endpoints.
+The server is granian (chosen by measurement, docs/content-api.md) running the ASGI app with uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import pydantic
+
+from tailor.core import constants
+
+DEFAULT_PORT = 8080
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "api",
+        help="serve the content API for one PersonalizationStack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--stack", required=True, metavar="NS/NAME", help="the PersonalizationStack to serve")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (default 1: scale with replicas)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+    from tailor_api import settings
+
+    namespace, slash, name = args.stack.partition("/")
+    if not slash or not namespace or not name:
+        print(f"tailor api: --stack {args.stack!r} must be NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    os.environ["TAILOR_STACK"] = args.stack  # the app factory runs in the server's worker processes
+    try:
+        settings.from_environment()
+    except pydantic.ValidationError as error:
+        missing = [".".join(map(str, e["loc"])) for e in error.errors()]
+        print(
+            f"tailor api: set {constants.ENV_REDIS_URL} (missing or invalid: {', '.join(missing)})",
+            file=sys.stderr,
+        )
+        return 2
+    Granian(
+        "tailor_api.app:app_from_environment",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=LogLevels(args.log_level),
+        log_access=False,
+    ).serve()
+    return 0
