@@ -1,0 +1,121 @@
+"""A thin typed wrapper over confluent-kafka's consumer, configured for at-least-once processing.
+
+Offsets are stored by the worker only after a batch is safely in Redis (`enable.auto.offset.store`
+is off); librdkafka's auto-commit then commits what was stored, and a revoke or close commits it at
+once. A crash between the Redis write and the commit replays the batch, which dedup makes harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from tailor_worker import metrics
+
+log = logging.getLogger(__name__)
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        *,
+        instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.topic = topic
+        config: dict[str, str | int | bool] = {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            # Incremental rebalances: a joining worker does not stop the others.
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": session_timeout_ms,
+            "enable.partition.eof": False,
+        }
+        if instance_id:
+            config["group.instance.id"] = instance_id
+        self._consumer = Consumer(config, logger=log)
+        self._consumer.subscribe(
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.assigned: set[int] = set()
+
+    def take(self, batch_size: int, wait_seconds: float) -> list[Message]:
+        """Up to `batch_size` messages: wait for the first, then take only what has already arrived,
+        so a quiet topic still gets each event processed at once (freshness)."""
+        first = self._consumer.consume(1, timeout=wait_seconds)
+        if not first or batch_size <= 1:
+            return first
+        return first + self._consumer.consume(batch_size - 1, timeout=0)
+
+    def store(self, messages: Sequence[Message]) -> None:
+        """Mark `messages` processed: the next offset of each partition, committed soon after."""
+        newest: dict[tuple[str, int], int] = {}
+        for message in messages:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if message.error() is None and topic is not None and partition is not None and offset is not None:
+                newest[(topic, partition)] = max(newest.get((topic, partition), -1), offset)
+        if not newest:
+            return
+        offsets = [
+            TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in newest.items()
+        ]
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as error:
+            # The partition was revoked while the batch was processed: its new owner replays it.
+            log.warning("could not store offsets %s: %s", offsets, error)
+        self._update_lag(newest)
+
+    def _update_lag(self, newest: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in newest.items():
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                metrics.LAG.labels(topic, str(partition)).set(max(0, high - offset - 1))
+
+    def commit(self) -> None:
+        """Commit stored offsets now (revoke, shutdown); nothing stored is not an error."""
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("offset commit failed: %s", error)
+
+    def close(self) -> None:
+        """Leave the group cleanly, committing what was stored."""
+        self.commit()
+        self._consumer.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.update(p.partition for p in partitions)
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are processed between consume calls, so everything taken so far is stored already;
+        # commit it before another worker starts on these partitions.
+        self.commit()
+        self._forget(partitions)
+        log.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: the group moved on without us, committing could overwrite the new owner.
+        self._forget(partitions)
+        log.warning("lost %s", sorted(p.partition for p in partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.assigned.discard(p.partition)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(self.topic, str(p.partition))

@@ -1,0 +1,32 @@
+"""Worker settings: only the Redis URL is required; Kafka and features come from the published ruleset."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tailor.core import constants
+
+
+class WorkerSettings(BaseSettings):
+    """Environment `TAILOR_WORKER_*`, and `TAILOR_REDIS_URL` as everywhere else."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_WORKER_", extra="ignore")
+
+    redis_url: str = Field(validation_alias=AliasChoices(constants.ENV_REDIS_URL, "TAILOR_WORKER_REDIS_URL"))
+    metrics_port: int = 9102
+    metrics_host: str = "0.0.0.0"
+    # Messages taken per batch; one batch is one Redis round trip and one offset store.
+    batch_size: int = 2000
+    # How long an idle consume waits for the first message of a batch.
+    poll_seconds: float = 0.5
+    # How often the published ruleset is checked for new Kafka or feature settings.
+    config_check_seconds: float = 1.0
+    # Consumer group; default `tailor-worker.<namespace>.<name>`.
+    group_id: str | None = None
+    # Static group membership (e.g. the pod name): a restarted worker takes its partitions back at
+    # once instead of after the session timeout.
+    instance_id: str | None = None
+    session_timeout_ms: int = 10_000
+    # Backoff between retries of a batch whose Redis write or dead-lettering failed.
+    retry_seconds: float = 0.5

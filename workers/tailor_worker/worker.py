@@ -1,0 +1,228 @@
+"""The worker loop: consume a batch, sort it, write it to Redis atomically, dead-letter the rest,
+then store the offsets — and follow the stack's published ruleset for Kafka and feature settings.
+
+Nothing acknowledged is lost and nothing is counted twice: offsets are stored only after the Redis
+write (and the dead-lettering) of their batch succeeded, and the write deduplicates by event id in
+the same atomic call that counts. A batch that cannot be written is retried until it is, or until
+the worker stops — then it is simply not stored, and whoever owns the partition next replays it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from confluent_kafka import KafkaException, Message
+
+from tailor.core import profile_store, store, topics
+from tailor.core.ruleset import StackConfig
+from tailor_worker import batch, metrics
+from tailor_worker.consumer import EventConsumer
+from tailor_worker.deadletter import DeadLetterProducer
+from tailor_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+COMPONENT = "worker"
+
+
+class Worker:
+    def __init__(
+        self,
+        stack: str,
+        settings: WorkerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        redis_client: redis.Redis | None = None,
+    ) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.clock = clock
+        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
+        self._stopping = threading.Event()
+        self.config: StackConfig | None = None
+        self.version = 0
+        self._consumer: EventConsumer | None = None
+        self._dead_letters: DeadLetterProducer | None = None
+        self._writer: profile_store.ProfileWriter | None = None
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, leave the group (safe from a signal handler)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """Process events until `stop()`."""
+        if not self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis)):
+            return
+        config = self._wait_for_ruleset()
+        if config is None:
+            return
+        try:
+            self._apply(config)
+            next_check = time.monotonic() + self.settings.config_check_seconds
+            while not self.stopping:
+                if time.monotonic() >= next_check:
+                    self._follow_ruleset()
+                    next_check = time.monotonic() + self.settings.config_check_seconds
+                assert self._consumer is not None
+                messages = self._consumer.take(self.settings.batch_size, self.settings.poll_seconds)
+                if messages:
+                    self._process(messages)
+        finally:
+            self._close()
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        assert self.config is not None
+        assert self._consumer is not None
+        started = time.perf_counter()
+        now = self.clock()
+        metrics.CONSUMED.labels(self.config.kafka.events_topic).inc(len(messages))
+        work = batch.sort(messages, self.config.features, now)
+        while True:
+            written = self._write(work, now)
+            if written is not None and self._dead_letter(work):
+                break
+            if self._stopping.wait(self.settings.retry_seconds):
+                log.info("stopping with a batch not written; it will be replayed")
+                return
+        counted, duplicates = written
+        self._consumer.store(messages)
+        metrics.PROCESSED.labels("counted").inc(counted)
+        metrics.PROCESSED.labels("duplicate").inc(duplicates)
+        metrics.DEDUP_HITS.inc(duplicates)
+        metrics.PROCESSED.labels("late").inc(work.late)
+        metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    def _write(self, work: batch.SortedBatch, now: float) -> tuple[int, int] | None:
+        """(counted, duplicates), or None when Redis failed (the whole batch is retried: dedup makes
+        the calls that did succeed harmless)."""
+        if not work.by_user:
+            return 0, 0
+        assert self._writer is not None
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            self._writer.queue_write(pipe, work.by_user, now)
+            replies = pipe.execute()
+        except redis.RedisError as error:
+            metrics.REDIS_ERRORS.inc()
+            log.warning("Redis write failed, retrying the batch: %s", error)
+            if profile_store.is_missing_function(error):
+                self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis))
+            return None
+        counted = duplicates = 0
+        for reply in replies:
+            c, d = profile_store.parse_write(reply)
+            counted += c
+            duplicates += d
+        return counted, duplicates
+
+    def _dead_letter(self, work: batch.SortedBatch) -> bool:
+        if not work.dead:
+            return True
+        assert self._dead_letters is not None
+        if not self._dead_letters.send(work.dead):
+            return False
+        for letter in work.dead:
+            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+        return True
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def _wait_for_ruleset(self) -> StackConfig | None:
+        warned = False
+        while not self.stopping:
+            try:
+                ruleset = store.load_sync(self.redis, self.stack)
+            except redis.RedisError as error:
+                log.warning("cannot read the ruleset of %s: %s", self.stack, error)
+                ruleset = None
+            if ruleset is not None:
+                self._loaded(ruleset.version)
+                return ruleset.config
+            if not warned:
+                log.info("waiting for the operator to publish a ruleset for %s", self.stack)
+                warned = True
+            self._stopping.wait(1.0)
+        return None
+
+    def _follow_ruleset(self) -> None:
+        try:
+            version = store.current_version_sync(self.redis, self.stack)
+            if not version or version == self.version:
+                return
+            ruleset = store.load_sync(self.redis, self.stack)
+        except redis.RedisError as error:
+            log.warning("cannot check the ruleset of %s: %s", self.stack, error)
+            return
+        if ruleset is None:
+            return
+        self._loaded(ruleset.version)
+        if ruleset.config != self.config:
+            log.info("stack settings changed in ruleset v%d; applying", ruleset.version)
+            self._apply(ruleset.config)
+
+    def _loaded(self, version: int) -> None:
+        self.version = version
+        metrics.RULESET_VERSION.labels(self.stack, COMPONENT).set(version)
+        metrics.RULESET_LOADED.labels(self.stack, COMPONENT).set(time.time())
+
+    def _apply(self, config: StackConfig) -> None:
+        previous = self.config
+        self.config = config
+        self._writer = profile_store.ProfileWriter(config)
+        if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
+            return  # features only: the next batch is counted with them
+        self._close_kafka()
+        kafka = config.kafka
+        self._retry(
+            "ensure the topics exist",
+            lambda: topics.ensure(
+                kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
+            ),
+        )
+        group = self.settings.group_id or f"tailor-worker.{config.namespace}.{config.name}"
+        self._consumer = EventConsumer(
+            kafka.bootstrap_servers,
+            kafka.events_topic,
+            group,
+            instance_id=self.settings.instance_id,
+            session_timeout_ms=self.settings.session_timeout_ms,
+        )
+        self._dead_letters = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic)
+        log.info(
+            "consuming %s as %s (dead letters to %s)", kafka.events_topic, group, kafka.dead_letter_topic
+        )
+
+    def _retry(self, what: str, action: Callable[[], object]) -> bool:
+        """Run `action` until it succeeds (True) or the worker stops (False)."""
+        delay = self.settings.retry_seconds
+        while not self.stopping:
+            try:
+                action()
+                return True
+            except (redis.RedisError, KafkaException) as error:
+                log.warning("could not %s (%s); retrying in %.1fs", what, error, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    def _close_kafka(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+            self._dead_letters = None
+
+    def _close(self) -> None:
+        self._close_kafka()
+        log.info("worker for %s stopped", self.stack)
