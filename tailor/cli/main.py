@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import api, dev, validate
+from tailor.cli import api, dev, validate, worker
 
-COMMANDS = (dev, validate, api)
+COMMANDS = (dev, validate, api, worker)
 
 
 def build_parser() -> argparse.ArgumentParser:
