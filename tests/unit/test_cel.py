@@ -57,7 +57,7 @@ def fails(source: str) -> str:
         ("size(s) == s.size() && size(l) == 3 && size(m) == 2", True),
         ("t ? 1 : 2", 1),
         ("n == null", True),
-        ('has(m.a) && !has(m.x)', True),
+        ("has(m.a) && !has(m.x)", True),
         ('{"x": [1, 2]}.x[1]', 2),
         ("int('12') + int(2.9) + int(-2.9)", 12),
         ("double(3) == 3.0", True),
@@ -130,7 +130,9 @@ def test_compile_errors_say_what_and_where(source: str, message: str) -> None:
 
 
 def test_validation_rule_has_self_and_old_self() -> None:
-    rule = cel.validation_rule("self.managed != has(self.url) && (oldSelf == null || oldSelf.managed == self.managed)")
+    rule = cel.validation_rule(
+        "self.managed != has(self.url) && (oldSelf == null || oldSelf.managed == self.managed)"
+    )
     assert rule.matches({"self": {"managed": True}, "oldSelf": None}) is True
     assert rule.matches({"self": {"managed": True, "url": "redis://x"}, "oldSelf": None}) is False
     with pytest.raises(cel.CelError, match="undeclared reference to 'other'"):
