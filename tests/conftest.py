@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,10 +146,23 @@ def helm(stack: devstack.Stack, kubeconfig: Path) -> Runner:
 
 @pytest.fixture
 def namespace(kube_api: k8s_client.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (deletion is not awaited)."""
+    """A fresh namespace per test, deleted afterwards (deletion is not awaited).
+
+    Yielded once its ``default`` ServiceAccount exists: the ServiceAccount admission
+    plugin refuses Pods until kube-controller-manager has created it, as in a real cluster.
+    """
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = k8s_client.CoreV1Api(kube_api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except k8s_client.ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     try:
         yield name
     finally:

@@ -15,11 +15,10 @@ class _KubeController(Component):
     depends_on = ("kube-apiserver",)
 
     def common_flags(self) -> list[str]:
-        kubeconfig = self.context.paths.kubeconfig
+        # No --authentication/--authorization-kubeconfig: /healthz is always allowed, and
+        # delegated authentication would poll for a request-header CA we do not configure.
         return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
+            f"--kubeconfig={self.context.paths.kubeconfig}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={self.context.port(self.port_keys[0])}",

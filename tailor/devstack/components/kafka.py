@@ -14,7 +14,8 @@ from tailor.devstack.errors import ComponentFailed
 
 HEAP = "-Xmx512m"
 
-#: log4j2 configuration: INFO to stdout (our log file), chatty request loggers quieter.
+#: log4j2 configuration: INFO to stdout (our log file); request logs and the full config
+#: dumps (hundreds of lines per client the broker creates) only from WARN up.
 LOG4J2 = """\
 status = warn
 appender.out.type = Console
@@ -27,6 +28,8 @@ logger.request.name = kafka.request.logger
 logger.request.level = warn
 logger.state.name = state.change.logger
 logger.state.level = warn
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
 """
 
 
