@@ -1,0 +1,205 @@
+"""The profile store on the real Redis: exact counts, dedup, windows in time, late events, one-call reads."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from tailor.core import events, profile_store
+from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
+
+NOW = 1_800_000_000.0  # a fixed, bucket-aligned instant; tests move time from here
+
+
+def stack_config(**features: Any) -> StackConfig:
+    defaults: dict[str, Any] = {
+        "windows": (
+            Window(name="5m", seconds=300, bucket_seconds=10),
+            Window(name="30m", seconds=1800, bucket_seconds=60),
+            Window(name="24h", seconds=86400, bucket_seconds=3600),
+        ),
+        "dimensions": ("category", "productId", "query"),
+        "allowed_lateness_seconds": 600,
+        "recent_limit": 3,
+    }
+    return StackConfig(
+        namespace=f"ns-{uuid.uuid4().hex[:6]}",
+        name="shop",
+        kafka=KafkaConfig(bootstrap_servers="unused:9092", events_topic="events", dead_letter_topic="dead"),
+        features=FeatureConfig(**{**defaults, **features}),
+    )
+
+
+def occurrence(
+    config: StackConfig, type_: str = "page_view", *, user: str = "alice", at: float = NOW, **props: Any
+) -> profile_store.Occurrence:
+    data = {"id": uuid.uuid4().hex, "type": type_, "userId": user, "sessionId": "s1", "timestamp": at}
+    event = events.Event.model_validate({**data, "properties": props})
+    return profile_store.occurrence(event, at, config.features.dimensions)
+
+
+def write(
+    client: redis.Redis, config: StackConfig, batch: list[profile_store.Occurrence], now: float = NOW
+) -> tuple[int, int]:
+    grouped: dict[str, list[profile_store.Occurrence]] = {}
+    for item in batch:
+        grouped.setdefault(item.user, []).append(item)
+    pipe = client.pipeline(transaction=False)
+    profile_store.ProfileWriter(config, users_per_call=2).queue_write(pipe, grouped, now)
+    totals = [profile_store.parse_write(reply) for reply in pipe.execute()]
+    return sum(c for c, _ in totals), sum(d for _, d in totals)
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis) -> redis.Redis:
+    profile_store.install_sync(redis_client)
+    return redis_client
+
+
+def test_a_burst_is_counted_exactly_per_window_type_and_dimension(client: redis.Redis) -> None:
+    config = stack_config()
+    burst = [occurrence(config, category="shoes", productId=f"p{i % 4}", at=NOW - i) for i in range(120)]
+    burst += [
+        occurrence(config, "add_to_cart", category="shoes", productId="p1", at=NOW - 30) for _ in range(7)
+    ]
+    burst += [occurrence(config, "search", query="red shoes", at=NOW - 5) for _ in range(3)]
+    burst += [occurrence(config, user="bob", category="hats") for _ in range(11)]
+    assert write(client, config, burst) == (141, 0)
+
+    alice = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    for window in ("5m", "30m", "24h"):
+        assert alice.count(window, "views") == 120
+        assert alice.count(window, "views", "category", "shoes") == 120
+        assert alice.count(window, "views", "productId", "p3") == 30
+        assert alice.count(window, "cartAdds", "productId", "p1") == 7
+        assert alice.count(window, "searches", "query", "red shoes") == 3
+        assert alice.count(window, "views", "category", "hats") == 0
+    assert alice.top("24h", "views", "productId")[1] == 30
+    assert alice.session is not None
+    assert (alice.session.page_views, alice.session.events) == (120, 130)
+    assert (alice.session.started_at, alice.session.last_seen_at) == (NOW - 119, NOW)
+    bob = profile_store.read_sync(client, config, "bob", None, NOW)
+    assert bob.count("5m", "views", "category", "hats") == 11
+    assert bob.session is None  # not asked for
+
+
+def test_replaying_the_same_events_changes_nothing(client: redis.Redis) -> None:
+    config = stack_config()
+    batch = [occurrence(config, "click", category="bags", at=NOW - i) for i in range(50)]
+    assert write(client, config, batch) == (50, 0)
+    before = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert write(client, config, batch) == (0, 50)
+    assert write(client, config, [*batch[10:20], occurrence(config, "click", category="bags")]) == (1, 10)
+    after = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert after.count("5m", "clicks") == before.count("5m", "clicks") + 1 == 51
+    assert after.session is not None
+    assert after.session.events == 51
+
+
+def test_windows_empty_as_time_passes(client: redis.Redis) -> None:
+    config = stack_config()
+    write(client, config, [occurrence(config, category="shoes") for _ in range(4)])
+    counts = {
+        offset: [profile_store.read_sync(client, config, "alice", None, NOW + offset).count(w, "views")
+                 for w in ("5m", "30m", "24h")]
+        for offset in (0, 299, 301, 1799, 1801, 86399, 86401)
+    }  # fmt: skip
+    assert counts == {
+        0: [4, 4, 4],
+        299: [4, 4, 4],
+        301: [0, 4, 4],
+        1799: [0, 4, 4],
+        1801: [0, 0, 4],
+        86399: [0, 0, 4],
+        86401: [0, 0, 0],
+    }
+
+
+def test_late_events_land_in_their_own_bucket_and_too_late_ones_are_judged_late(client: redis.Redis) -> None:
+    config = stack_config()
+    ingested = NOW
+    late = occurrence(config, category="shoes", at=NOW - 400)  # behind the 5m window, inside 30m
+    assert not profile_store.is_late(late, ingested, config.features.allowed_lateness_seconds)
+    write(client, config, [late, occurrence(config, category="shoes")])
+    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    assert (profile.count("5m", "views"), profile.count("30m", "views")) == (1, 2)
+    too_late = occurrence(config, at=NOW - 601)
+    assert profile_store.is_late(too_late, ingested, config.features.allowed_lateness_seconds)
+
+
+def test_a_client_clock_ahead_counts_at_ingestion_time(client: redis.Redis) -> None:
+    config = stack_config()
+    event = events.Event.model_validate(
+        {"id": "x", "type": "page_view", "userId": "alice", "timestamp": NOW + 3600}
+    )
+    counted = profile_store.occurrence(event, NOW, config.features.dimensions)
+    assert counted.at == NOW
+    write(client, config, [counted])
+    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 1
+
+
+def test_recent_values_are_distinct_newest_first_and_bounded(client: redis.Redis) -> None:
+    config = stack_config()
+    views = [
+        occurrence(config, productId=p, at=NOW - 100 + i) for i, p in enumerate(["a", "b", "c", "a", "d"])
+    ]
+    write(client, config, views[:2])
+    write(client, config, views[2:])
+    write(client, config, [occurrence(config, productId="z", at=NOW - 500)])  # late: older than all
+    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    assert profile.recent["productId"] == ("d", "a", "c")
+
+
+def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> None:
+    config = stack_config()
+    write(client, config, [occurrence(config, category="shoes")])
+    reader = profile_store.ProfileReader(config)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(f"caller:{config.key}", "1")
+    reader.queue_read(pipe, "alice", "s1", NOW)
+    pipe.get(f"caller:{config.key}")
+    _, raw, mine = pipe.execute()
+    assert mine == "1"
+    profile = reader.parse_read(raw, "alice", "s1")
+    assert profile.count("5m", "views", "category", "shoes") == 1
+    empty = profile_store.read_sync(client, config, "nobody", "s1", NOW)
+    assert empty.counts == {"5m": {}, "30m": {}, "24h": {}}
+    assert (dict(empty.recent), empty.session) == ({}, None)
+
+
+def test_every_key_is_hash_tagged_by_user_and_expires(client: redis.Redis) -> None:
+    config = stack_config()
+    write(client, config, [occurrence(config, user="carol", category="shoes", productId="p")])
+    keys = client.keys(f"tailor:{config.key}:*")
+    assert keys, "nothing written"
+    for key in keys:
+        assert key.startswith(f"tailor:{config.key}:{{carol}}:")
+        assert 0 < client.ttl(key) <= 90000  # memory stays bounded
+    # The slot Redis Cluster would route each key to: one, the user's.
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"carol")}
+    assert key_slot(b"carol") != key_slot(b"dave")  # the check could tell users apart
+
+
+def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> None:
+    config = stack_config()
+    flood = [
+        occurrence(config, "search", query=f"q{i}") for i in range(profile_store.MAX_FIELDS_PER_BUCKET + 50)
+    ]
+    write(client, config, flood)
+    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    assert profile.count("5m", "searches") == len(flood)  # every event counted
+    assert len(profile.counts["5m"]) <= profile_store.MAX_FIELDS_PER_BUCKET
+
+
+def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> None:
+    config = stack_config()
+    client.function_delete(profile_store.LIBRARY)
+    with pytest.raises(redis.ResponseError) as caught:
+        write(client, config, [occurrence(config)])
+    assert profile_store.is_missing_function(caught.value)
+    profile_store.install_sync(client)
+    assert write(client, config, [occurrence(config)]) == (1, 0)
