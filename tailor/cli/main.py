@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import api, dev, validate, worker
+from tailor.cli import api, dev, operator, validate, worker
 
-COMMANDS = (dev, validate, api, worker)
+COMMANDS = (dev, validate, api, worker, operator)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,40 @@
+"""The operator's own names: field manager, label values, component names, condition types, handler ids."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tailor.core import constants
+
+FIELD_MANAGER: Final = "tailor-operator"
+MANAGED_BY: Final = "tailor-operator"
+APP_NAME: Final = "tailor"
+
+WORKER: Final = "worker"
+CONTENT_API: Final = "content-api"
+REDIS: Final = "redis"
+
+API_PORT: Final = 8080
+REDIS_PORT: Final = 6379
+
+# Condition types.
+READY: Final = "Ready"
+RECONCILED: Final = "Reconciled"
+WORKERS_READY: Final = "WorkersReady"
+CONTENT_API_READY: Final = "ContentApiReady"
+REDIS_READY: Final = "RedisReady"
+RULESET_PUBLISHED: Final = "RulesetPublished"
+RECONCILIATION_PAUSED: Final = "ReconciliationPaused"
+COMPONENT_CONDITIONS: Final = {WORKER: WORKERS_READY, CONTENT_API: CONTENT_API_READY, REDIS: REDIS_READY}
+
+# Handler ids (kopf records progress under them: never rename one).
+HANDLER_STACK_RECONCILE: Final = "stack-reconcile"
+HANDLER_STACK_DELETE: Final = "stack-delete"
+HANDLER_STACK_DRIFT: Final = "stack-drift"
+HANDLER_STACK_STATS: Final = "stack-stats"
+HANDLER_STACK_EVENT: Final = "stack-event"
+HANDLER_RULE_EVENT: Final = "rule-event"
+HANDLER_VARIANT_EVENT: Final = "variant-event"
+HANDLER_CHILD_EVENT: Final = "child-event"
+
+PAUSED_ANNOTATION: Final = constants.ANNOTATION_PAUSED

@@ -1,0 +1,304 @@
+"""The kopf handlers: the only module with `@kopf.on…`. Each is thin and calls a reconcile function.
+
+What is watched, and why:
+- PersonalizationStacks: create/update/resume apply the children; a timer re-applies them (drift), a
+  second copies live stats into rules; delete (behind our finalizer) withdraws the published ruleset.
+- PersonalizationRules, ContentVariants, stacks: indexed per namespace (kopf indexes: the compile loop
+  reads them instead of listing the API), and every event wakes the namespace's compile loop.
+- Deployments, StatefulSets, Services labelled managed-by=tailor-operator: an edit or deletion is
+  restored at once, and their status becomes the stack's component conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from tailor.core import constants
+from tailor_operator import constants as names
+from tailor_operator import kube, metrics, observed, redis_access
+from tailor_operator import settings as operator_settings
+from tailor_operator.reconcile import children, publishing, stack_status, stats
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = constants.API_GROUP, constants.API_VERSION
+DRIFT_SECONDS = operator_settings.OperatorSettings.model_fields["drift_interval_seconds"].default
+STATS_SECONDS = operator_settings.OperatorSettings.model_fields["stats_interval_seconds"].default
+CHILD_SELECTOR = {constants.LABEL_MANAGED_BY: names.MANAGED_BY}
+
+Index = Mapping[str, Any]  # kopf.Index: namespace -> store of Observed
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share, built once the event loop runs."""
+
+    settings: operator_settings.OperatorSettings
+    kube: kube.Kube
+    redis: redis_access.RedisConnections
+    book: stack_status.StackStatusBook
+    children: children.ChildrenReconciler
+    publisher: publishing.Publisher
+
+    @classmethod
+    def create(cls, ours: operator_settings.OperatorSettings) -> Runtime:
+        client = kube.Kube(kube.load_configuration())
+        book = stack_status.StackStatusBook(client)
+        connections = redis_access.RedisConnections(client, ours.redis_url)
+        return cls(
+            settings=ours,
+            kube=client,
+            redis=connections,
+            book=book,
+            children=children.ChildrenReconciler(client, book),
+            publisher=publishing.Publisher(client, connections, book, ours.debounce_seconds),
+        )
+
+    async def close(self) -> None:
+        await self.publisher.close()
+        await self.redis.close()
+        await self.kube.close()
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+def _items(index: Index, namespace: str | None) -> list[observed.Observed]:
+    return list(index.get(namespace or "", ()))
+
+
+def _request(memo: Any, namespace: str | None, indexes: Mapping[str, Any]) -> None:
+    """Wake the namespace's compile loop; it reads the live kopf indexes, which kopf passes as keyword
+    arguments named after the indexing handlers' ids."""
+    stacks, rules, variants = indexes["tailor_stacks"], indexes["tailor_rules"], indexes["tailor_variants"]
+
+    def snapshot() -> list[observed.Observed]:
+        return [*_items(stacks, namespace), *_items(rules, namespace), *_items(variants, namespace)]
+
+    _runtime(memo).publisher.request(namespace or "", snapshot)
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    ours: operator_settings.OperatorSettings = memo.settings
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.lifetime = ours.peering_lifetime_seconds
+    settings.peering.stealth = True
+    settings.posting.level = logging.WARNING
+    settings.batching.batch_window = 0.01  # collapse bursts per object, but add little latency
+    memo.runtime = Runtime.create(ours)
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    await _runtime(memo).close()
+
+
+# --- indexes -----------------------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, constants.STACK_PLURAL, id="tailor_stacks")
+def tailor_stacks(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, observed.Observed]:
+    return {namespace or "": observed.Observed.from_body(body)}
+
+
+@kopf.index(GROUP, VERSION, constants.RULE_PLURAL, id="tailor_rules")
+def tailor_rules(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, observed.Observed]:
+    return {namespace or "": observed.Observed.from_body(body)}
+
+
+@kopf.index(GROUP, VERSION, constants.VARIANT_PLURAL, id="tailor_variants")
+def tailor_variants(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, observed.Observed]:
+    return {namespace or "": observed.Observed.from_body(body)}
+
+
+# --- rules, variants: recompile ----------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, constants.RULE_PLURAL, id=names.HANDLER_RULE_EVENT)
+async def rule_event(
+    namespace: str | None,
+    memo: Any,
+    **indexes: Any,
+) -> None:
+    _request(memo, namespace, indexes)
+
+
+@kopf.on.event(GROUP, VERSION, constants.VARIANT_PLURAL, id=names.HANDLER_VARIANT_EVENT)
+async def variant_event(
+    namespace: str | None,
+    memo: Any,
+    **indexes: Any,
+) -> None:
+    _request(memo, namespace, indexes)
+
+
+@kopf.on.event(GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_EVENT)
+async def stack_event(
+    type: str,
+    name: str,
+    namespace: str | None,
+    memo: Any,
+    **indexes: Any,
+) -> None:
+    if type == "DELETED":
+        _runtime(memo).children.forget(namespace or "", name)
+    _request(memo, namespace, indexes)
+
+
+# --- stacks: children --------------------------------------------------------------------------------
+
+
+async def _reconcile_stack(body: kopf.Body, memo: Any) -> None:
+    item = observed.Observed.from_body(body)
+    try:
+        await _runtime(memo).children.reconcile(item.source, item.status)
+    except children.InvalidStack as error:
+        raise kopf.PermanentError(f"invalid spec: {error}") from error
+    except children.MissingSecret as error:
+        raise kopf.TemporaryError(str(error), delay=10) from error
+    except kube.ApiError as error:
+        raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=5) from error
+
+
+@kopf.on.create(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-create")
+async def stack_created(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_stack(body, memo)
+
+
+@kopf.on.update(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-update")
+async def stack_updated(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_stack(body, memo)
+
+
+@kopf.on.resume(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-resume")
+async def stack_resumed(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_stack(body, memo)
+
+
+@kopf.timer(
+    GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_DRIFT, interval=DRIFT_SECONDS, idle=5
+)
+async def stack_drift(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_stack(body, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_DELETE, retries=3, backoff=5)
+async def stack_deleted(body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Withdraw the stack's rulesets from Redis (children go by owner reference)."""
+    runtime = _runtime(memo)
+    item = observed.Observed.from_body(body)
+    runtime.children.forget(namespace or "", name)
+    try:
+        stack = children.parse_stack(item.source)
+        client = await runtime.redis.for_stack(stack)
+        removed = await publishing.withdraw(client, stack.key)
+        log.info("withdrew %d ruleset keys of %s", removed, stack.key)
+    except (children.InvalidStack, LookupError) as error:
+        log.info("nothing to withdraw for %s/%s: %s", namespace, name, error)
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels=CHILD_SELECTOR, id=f"{names.HANDLER_CHILD_EVENT}-deployment"
+)
+@kopf.on.event(
+    "apps", "v1", "statefulsets", labels=CHILD_SELECTOR, id=f"{names.HANDLER_CHILD_EVENT}-statefulset"
+)
+@kopf.on.event("v1", "services", labels=CHILD_SELECTOR, id=f"{names.HANDLER_CHILD_EVENT}-service")
+async def child_event(type: str, body: kopf.Body, namespace: str | None, memo: Any, **indexes: Any) -> None:
+    owners = {ref.get("uid") for ref in body.get("metadata", {}).get("ownerReferences", [])}
+    stack = next(
+        (item for item in _items(indexes["tailor_stacks"], namespace) if item.source.uid in owners), None
+    )
+    if stack is None:
+        return  # not ours, or its stack is being deleted
+    try:
+        await _runtime(memo).children.on_child(stack.source, stack.status, dict(body), type)
+    except (children.InvalidStack, kube.ApiError) as error:
+        log.warning(
+            "could not restore %s %s/%s: %s", body.get("kind"), namespace, body["metadata"]["name"], error
+        )
+
+
+# --- stacks: stats -----------------------------------------------------------------------------------
+
+
+@kopf.timer(
+    GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_STATS, interval=STATS_SECONDS, idle=5
+)
+async def stack_stats(body: kopf.Body, namespace: str | None, memo: Any, **indexes: Any) -> None:
+    runtime = _runtime(memo)
+    item = observed.Observed.from_body(body)
+    try:
+        stack = children.parse_stack(item.source)
+        client = await runtime.redis.for_stack(stack)
+        with metrics.reconciling("Stats"):
+            await stats.copy_stats(
+                runtime.kube, client, stack.key, _items(indexes["tailor_rules"], namespace)
+            )
+    except (children.InvalidStack, LookupError, ConnectionError, OSError) as error:
+        log.debug("stats of %s/%s not copied: %s", namespace, item.source.name, error)
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+
+async def ensure_peering(ours: operator_settings.OperatorSettings) -> None:
+    """Create the peering object operators meet in, unless it exists (kopf requires it)."""
+    if ours.standalone:
+        return
+    client = kube.Kube(kube.load_configuration())
+    try:
+        manifest: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ours.peering}}
+        if ours.namespace:
+            manifest["kind"] = "KopfPeering"
+            manifest["metadata"]["namespace"] = ours.namespace
+            await client.ensure("kopf.dev/v1", "kopfpeerings", manifest)
+        else:
+            manifest["kind"] = "ClusterKopfPeering"
+            await client.ensure("kopf.dev/v1", "clusterkopfpeerings", manifest)
+    except kube.ApiError as error:
+        log.warning("could not create the peering object %s: %s", ours.peering, error)
+    finally:
+        await client.close()
+
+
+async def operate(ours: operator_settings.OperatorSettings, stop: asyncio.Event | None = None) -> None:
+    await ensure_peering(ours)
+    await kopf.operator(
+        clusterwide=ours.namespace is None,
+        namespaces=[ours.namespace] if ours.namespace else (),
+        standalone=ours.standalone,
+        priority=ours.priority,
+        peering_name=None if ours.standalone else ours.peering,
+        liveness_endpoint=ours.liveness_url,
+        memo=kopf.Memo(settings=ours),
+        stop_flag=stop,
+    )
+
+
+def run(ours: operator_settings.OperatorSettings) -> int:
+    metrics.serve(ours.metrics_port)
+    log.info(
+        "tailor operator: %s, peering %s (priority %d)",
+        f"namespace {ours.namespace}" if ours.namespace else "all namespaces",
+        "off" if ours.standalone else ours.peering,
+        ours.priority,
+    )
+    asyncio.run(operate(ours))
+    return 0

@@ -1,0 +1,1 @@
+"""Reconcile functions: plain async functions and classes that kopf handlers call, testable without kopf."""

@@ -1,0 +1,165 @@
+"""A stack's children: apply them all, restore one that drifted, report each component's readiness."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from tailor.core import compiler, constants, specs
+from tailor_operator import builders, conditions, kube, metrics
+from tailor_operator import constants as names
+from tailor_operator.reconcile import stack_status
+
+log = logging.getLogger(__name__)
+
+
+class InvalidStack(Exception):
+    """The stack's spec cannot be acted on; retrying will not help until it is edited."""
+
+
+class MissingSecret(Exception):
+    """A referenced Secret does not exist (yet); retrying may help."""
+
+
+def parse_stack(source: specs.Source) -> builders.Stack:
+    try:
+        spec = specs.StackSpec.model_validate(source.spec)
+    except pydantic.ValidationError as error:
+        raise InvalidStack(compiler.describe(error)) from None
+    return builders.Stack(namespace=source.namespace, name=source.name, uid=source.uid, spec=spec)
+
+
+def is_paused(source: specs.Source) -> bool:
+    return source.annotations.get(names.PAUSED_ANNOTATION, "").lower() in ("true", "1", "yes")
+
+
+def component_of(body: Mapping[str, Any]) -> str | None:
+    return ((body.get("metadata") or {}).get("labels") or {}).get(constants.LABEL_COMPONENT)
+
+
+def component_condition(body: Mapping[str, Any], generation: int) -> conditions.Condition | None:
+    """WorkersReady / ContentApiReady / RedisReady from a Deployment's or StatefulSet's status."""
+    kind = body.get("kind")
+    component = component_of(body)
+    if kind not in ("Deployment", "StatefulSet") or component not in names.COMPONENT_CONDITIONS:
+        return None
+    type_ = names.COMPONENT_CONDITIONS[component]
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    name = meta.get("name")
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return conditions.make(
+            type_, False, "Progressing", f"{kind} {name}: change not yet observed", generation
+        )
+    if wanted == 0:
+        return conditions.make(type_, True, "ScaledToZero", f"{kind} {name} has 0 replicas", generation)
+    if ready >= wanted and updated >= wanted:
+        return conditions.make(type_, True, "Ready", f"{kind} {name}: {ready}/{wanted} ready", generation)
+    return conditions.make(
+        type_, False, "Progressing", f"{kind} {name}: {ready}/{wanted} ready, {updated} updated", generation
+    )
+
+
+class ChildrenReconciler:
+    def __init__(self, client: kube.Kube, book: stack_status.StackStatusBook) -> None:
+        self._kube = client
+        self._book = book
+        self._checksums: dict[str, str] = {}  # stack key -> config checksum last applied
+
+    async def reconcile(self, source: specs.Source, status: Mapping[str, Any]) -> None:
+        """Apply every child of the stack (creating, updating or restoring it) and report readiness."""
+        self._book.seed(source.namespace, source.name, status)
+        with metrics.reconciling(constants.STACK_KIND):
+            if is_paused(source):
+                message = (
+                    f"annotation {names.PAUSED_ANNOTATION} is set: children and rulesets are left as they are"
+                )
+                paused = conditions.make(
+                    names.RECONCILIATION_PAUSED, True, "Paused", message, source.generation
+                )
+                await self._book.update(source.namespace, source.name, source.generation, [paused])
+                return
+            try:
+                stack = parse_stack(source)
+                checksum = builders.config_checksum(stack, await self._secret_digests(stack))
+            except (InvalidStack, MissingSecret) as error:
+                reason = "InvalidSpec" if isinstance(error, InvalidStack) else "SecretMissing"
+                await self._book.update(
+                    source.namespace,
+                    source.name,
+                    source.generation,
+                    [conditions.make(names.RECONCILED, False, reason, str(error), source.generation)],
+                )
+                raise
+            self._checksums[stack.key] = checksum
+            updates = []
+            for manifest in builders.children(stack, checksum):
+                applied = await self._kube.apply(manifest)
+                condition = component_condition(applied, source.generation)
+                if condition is not None:
+                    updates.append(condition)
+            for api_version, kind, name in builders.unwanted(stack):
+                if await self._kube.delete(api_version, kind, stack.namespace, name):
+                    log.info(
+                        "deleted %s %s/%s: the stack no longer manages Redis", kind, stack.namespace, name
+                    )
+            updates.append(
+                conditions.make(
+                    names.RECONCILED, True, "Applied", "every child is applied", source.generation
+                )
+            )
+            removed = [names.RECONCILIATION_PAUSED] + (
+                [] if stack.spec.redis.managed else [names.REDIS_READY]
+            )
+            await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
+
+    async def on_child(
+        self, source: specs.Source, status: Mapping[str, Any], child: Mapping[str, Any], event: str | None
+    ) -> None:
+        """A child changed or vanished: re-apply it (a no-op when it is as we want it) and report."""
+        if is_paused(source):
+            return
+        stack = parse_stack(source)
+        checksum = self._checksums.get(stack.key)
+        if checksum is None:
+            await self.reconcile(source, status)
+            return
+        wanted = {
+            (manifest["kind"], manifest["metadata"]["name"]): manifest
+            for manifest in builders.children(stack, checksum)
+        }
+        meta = child.get("metadata") or {}
+        manifest = wanted.get((str(child.get("kind")), str(meta.get("name"))))
+        if manifest is None:
+            return  # a child the stack no longer wants; reconcile deletes it
+        with metrics.reconciling(str(child.get("kind"))):
+            if event == "DELETED":
+                log.info("restoring deleted %s %s/%s", child.get("kind"), stack.namespace, meta.get("name"))
+            applied = await self._kube.apply(manifest)
+        condition = component_condition(applied, source.generation)
+        if condition is not None:
+            self._book.seed(source.namespace, source.name, status)
+            await self._book.update(stack.namespace, stack.name, source.generation, [condition])
+
+    async def _secret_digests(self, stack: builders.Stack) -> dict[str, str]:
+        digests = {}
+        refs = [stack.spec.redis.password_secret_ref, stack.spec.content_api.admin_token_secret_ref]
+        for ref in refs:
+            if ref is None:
+                continue
+            data = await self._kube.read_secret(stack.namespace, ref.name)
+            if data is None or ref.key not in data:
+                raise MissingSecret(
+                    f"Secret {ref.name} with key {ref.key} does not exist in {stack.namespace}"
+                )
+            digests[ref.name] = builders.secret_digest(data)
+        return digests
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._checksums.pop(f"{namespace}/{name}", None)
+        self._book.forget(namespace, name)

@@ -1,0 +1,52 @@
+"""The operator's settings: command-line flags over TAILOR_OPERATOR_* environment variables over defaults."""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _random_priority() -> int:
+    # kopf pauses every operator of a peering that sees a peer of the same priority, so replicas of
+    # one Deployment need distinct priorities: the highest acts, the others stand by.
+    return random.randint(1, 1_000_000)
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAILOR_OPERATOR_", frozen=True)
+
+    namespace: str | None = None
+    """Watch only this namespace (and use a namespaced KopfPeering there); None watches all."""
+
+    redis_url: str | None = None
+    """Reach every stack's Redis here instead of at spec.redis.url or the managed Service's in-cluster
+    address: for an operator running outside the cluster (port-forward, or a local Redis in tests)."""
+
+    metrics_port: int = 9090
+    """Prometheus /metrics; 0 disables it."""
+
+    liveness_url: str | None = "http://0.0.0.0:8080/healthz"
+    """kopf's liveness endpoint; None disables it."""
+
+    peering: str = "tailor"
+    """Name of the (Cluster)KopfPeering; created at start when missing."""
+
+    standalone: bool = False
+    """No peering at all (a single operator, e.g. in development)."""
+
+    priority: int = Field(default_factory=_random_priority)
+    """Peering priority: the highest live one acts."""
+
+    peering_lifetime_seconds: int = 20
+    """How long a silent peer still counts as alive: the failover time after an operator dies."""
+
+    debounce_seconds: float = 0.02
+    """How long a namespace's recompile waits for more changes (a `kubectl apply -f dir/` is a burst)."""
+
+    drift_interval_seconds: float = 30.0
+    """How often every stack's children are re-applied, besides the watch on them."""
+
+    stats_interval_seconds: float = 15.0
+    """How often live per-variant stats are copied into the rules' status."""
