@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainValidator,
     StringConstraints,
     ValidationError,
@@ -32,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_ID: Final = "https://tailor.dev/schemas/event-v1.json"
@@ -174,6 +175,9 @@ class Properties(BaseModel):
         return str(value)
 
 
+_IDENTITY_MISSING = PydanticCustomError("identity_missing", "either userId or anonymousId is required")
+
+
 class Event(_Part):
     """One behaviour event. Either `userId` (known user) or `anonymousId` (cookie) is required."""
 
@@ -205,11 +209,32 @@ class Event(_Part):
             )
         return value
 
-    @model_validator(mode="after")
-    def _identified(self) -> Event:
-        if self.user_id is None and self.anonymous_id is None:
-            raise PydanticCustomError("identity_missing", "either userId or anonymousId is required")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _identified(cls, data: Any, handler: ModelWrapValidatorHandler[Event]) -> Event:
+        # A wrap validator, so that a missing identity is reported together with every other
+        # problem of the event rather than only once those are fixed.
+        anonymous = isinstance(data, dict) and not any(
+            data.get(name) is not None for name in ("userId", "anonymousId", "user_id", "anonymous_id")
+        )
+        try:
+            event = handler(data)
+        except ValidationError as error:
+            if not anonymous:
+                raise
+            details: list[InitErrorDetails] = [
+                {
+                    "type": PydanticCustomError(item["type"], item["msg"]),
+                    "loc": item["loc"],
+                    "input": item["input"],
+                }
+                for item in error.errors(include_url=False)
+            ]
+            details.append({"type": _IDENTITY_MISSING, "loc": ("userId",), "input": data})
+            raise ValidationError.from_exception_data(error.title, details) from None
+        if anonymous:
+            raise _IDENTITY_MISSING
+        return event
 
     @property
     def user(self) -> str:

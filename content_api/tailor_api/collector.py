@@ -1,0 +1,233 @@
+"""POST /v1/events: validate a browser's events and hand them to Kafka, answering only once Kafka has them.
+
+One event, or `{"events": [...]}`. Each event is validated on its own (tailor.core.events): the valid
+ones are produced to the stack's events topic as CloudEvents in binary mode (`ce_*` headers, the
+event JSON as value), keyed by the user so one user's events stay in order on one partition; the
+invalid ones are reported by index with per-field errors. The answer:
+
+- 202 `{"accepted", "rejected"}` once the broker acknowledged every accepted event (acks=all);
+- 400 when no event is valid (nothing was produced); 413 over the byte or count limit;
+- 503 with Retry-After when Kafka did not acknowledge them all. Some may have been written: the
+  client resends the whole batch and the workers' dedup by event id makes that safe.
+
+The app (tailor_api.app) owns routing, CORS and security headers; it calls `start`, `reconfigure`
+and `close` from its lifespan and ruleset follower, and `handle` for each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from prometheus_client import Counter
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from tailor.core import events, topics
+from tailor.core.ruleset import StackConfig
+from tailor_api import producer
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS: Final = 2
+CLOUDEVENTS_TYPE_PREFIX: Final = "dev.tailor.event."
+PROBLEM_BASE: Final = "https://tailor.dev/problems/"
+
+RECEIVED = Counter("tailor_events_received", "Events received by the collector.", ["outcome"])
+PRODUCED = Counter("tailor_events_produced", "Events acknowledged by Kafka.", ["topic"])
+UNAVAILABLE = Counter(
+    "tailor_collector_unavailable", "Requests answered 503 because Kafka did not acknowledge."
+)
+_ACCEPTED = RECEIVED.labels("accepted")
+_REJECTED = RECEIVED.labels("rejected")
+
+
+class Collector:
+    def __init__(
+        self,
+        *,
+        delivery_timeout_seconds: float = 5.0,
+        linger_ms: float = 2.0,
+        delivery_mode: str = "thread",
+        producer_extra: dict[str, str | int | float | bool] | None = None,
+    ) -> None:
+        self.delivery_timeout_seconds = delivery_timeout_seconds
+        self.linger_ms = linger_ms
+        self.delivery_mode = delivery_mode
+        self.producer_extra = producer_extra
+        self.config: StackConfig | None = None
+        self._producer: producer.AsyncProducer | None = None
+        self._source = b""
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    async def start(self, config: StackConfig) -> None:
+        await self._use(config)
+
+    async def reconfigure(self, config: StackConfig) -> None:
+        """Limits apply at once; new Kafka settings get a new producer (the old one drains first)."""
+        await self._use(config)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.close()
+            self._producer = None
+
+    async def _use(self, config: StackConfig) -> None:
+        previous = self.config
+        self.config = config
+        self._source = f"/tailor/{config.namespace}/{config.name}".encode()
+        if previous is not None and previous.kafka == config.kafka and self._producer is not None:
+            return
+        kafka = config.kafka
+        try:
+            await asyncio.to_thread(
+                topics.ensure,
+                kafka.bootstrap_servers,
+                [kafka.events_topic, kafka.dead_letter_topic],
+                kafka.partitions,
+            )
+        except Exception as error:  # Kafka away at start: requests get 503s until it is back
+            log.warning("could not check the topics of %s: %s", config.key, error)
+        old, self._producer = (
+            self._producer,
+            producer.AsyncProducer(
+                kafka.bootstrap_servers,
+                delivery_timeout_seconds=self.delivery_timeout_seconds,
+                linger_ms=self.linger_ms,
+                mode="loop" if self.delivery_mode == "loop" else "thread",
+                extra=self.producer_extra,
+            ),
+        )
+        if old is not None:
+            await old.close()
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        config, kafka = self.config, self._producer
+        if config is None or kafka is None:
+            return _problem(
+                503,
+                "collector-unavailable",
+                "Collector unavailable",
+                "no stack configuration yet",
+                retry=True,
+            )
+        limits = config.api
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return _too_large(f"the body has {declared} bytes; at most {limits.max_body_bytes} are accepted")
+        body = await _read_body(request, limits.max_body_bytes)
+        if body is None:
+            return _too_large(f"the body is over {limits.max_body_bytes} bytes")
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            return _problem(400, "invalid-json", "Body is not JSON", str(error))
+        if isinstance(document, dict) and "events" in document:
+            items = document["events"]
+            if not isinstance(items, list) or len(document) != 1:
+                detail = 'send one event, or {"events": [...]} with nothing else beside "events"'
+                return _problem(400, "invalid-batch", "Invalid batch", detail)
+        elif isinstance(document, dict):
+            items = [document]
+        else:
+            return _problem(
+                400, "invalid-batch", "Invalid batch", 'send one event object, or {"events": [...]}'
+            )
+        if len(items) > limits.max_batch_events:
+            return _too_large(
+                f"the batch has {len(items)} events; at most {limits.max_batch_events} are accepted"
+            )
+
+        received_at = time.time()
+        outgoing, rejected = self._prepare(items, received_at)
+        if rejected:
+            _REJECTED.inc(len(rejected))
+        if not outgoing:
+            return _json(400, {
+                "type": PROBLEM_BASE + "invalid-events", "title": "No valid event", "status": 400,
+                "detail": f"none of the {len(items)} events is valid; see rejected",
+                "accepted": 0, "rejected": rejected,
+            }, problem=True)  # fmt: skip
+        topic = config.kafka.events_topic
+        try:
+            await kafka.send_all(topic, outgoing)
+        except producer.Unavailable as error:
+            UNAVAILABLE.inc()
+            log.warning("events not acknowledged by Kafka: %s", error)
+            detail = "Kafka did not acknowledge the events; send the whole batch again"
+            return _problem(503, "kafka-unavailable", "Events not stored", detail, retry=True)
+        _ACCEPTED.inc(len(outgoing))
+        PRODUCED.labels(topic).inc(len(outgoing))
+        return _json(202, {"accepted": len(outgoing), "rejected": rejected})
+
+    def _prepare(
+        self, items: list[Any], received_at: float
+    ) -> tuple[list[producer.Outgoing], list[dict[str, Any]]]:
+        outgoing: list[producer.Outgoing] = []
+        rejected: list[dict[str, Any]] = []
+        received_text: str | None = None
+        validate = events.Event.model_validate
+        for index, item in enumerate(items):
+            try:
+                event = validate(item)
+            except ValidationError as error:
+                rejected.append({"index": index, "errors": events.field_errors(error)})
+                continue
+            when = item.get("timestamp")
+            if when is None:
+                # Stamped once, here: a replay of the Kafka message then counts it at the same time.
+                received_text = received_text or events.to_wire_timestamp(
+                    datetime.fromtimestamp(received_at, UTC)
+                )
+                item["timestamp"] = when = received_text
+            elif not isinstance(when, str):
+                when = events.to_wire_timestamp(event.timestamp or datetime.fromtimestamp(received_at, UTC))
+            headers: producer.Headers = [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", event.id),
+                ("ce_source", self._source),
+                ("ce_type", CLOUDEVENTS_TYPE_PREFIX + event.type),
+                ("ce_time", when),
+                ("ce_dataschema", events.SCHEMA_ID),
+                ("content-type", b"application/json"),
+            ]
+            outgoing.append((event.user.encode(), orjson.dumps(item), headers))
+        return outgoing, rejected
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (a lying Content-Length gains nothing)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""
+    return b"".join(chunks)
+
+
+def _json(status: int, body: dict[str, Any], *, problem: bool = False, retry: bool = False) -> Response:
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if retry else None
+    media_type = "application/problem+json" if problem else "application/json"
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=media_type)
+
+
+def _problem(status: int, kind: str, title: str, detail: str, *, retry: bool = False) -> Response:
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+    return _json(status, body, problem=True, retry=retry)
+
+
+def _too_large(detail: str) -> Response:
+    return _problem(413, "too-large", "Request too large", detail)

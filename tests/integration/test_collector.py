@@ -1,0 +1,197 @@
+"""POST /v1/events on the real broker: what is accepted reaches Kafka as CloudEvents, what is not is
+explained per field, and nothing of a good batch is lost beside a bad event."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Consumer, Message
+from starlette.applications import Starlette
+from starlette.routing import Route
+from tailor_api.collector import Collector
+
+from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, StackConfig, Window
+
+pytestmark = pytest.mark.kafka
+
+
+def stack_config(bootstrap: str, **api: Any) -> StackConfig:
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(
+        namespace="collector-test",
+        name=suffix,
+        kafka=KafkaConfig(
+            bootstrap_servers=bootstrap,
+            events_topic=f"events-{suffix}",
+            dead_letter_topic=f"dead-{suffix}",
+            partitions=2,
+        ),
+        features=FeatureConfig(
+            windows=(Window(name="5m", seconds=300, bucket_seconds=10),),
+            dimensions=("category",),
+            allowed_lateness_seconds=60,
+        ),
+        api=ApiConfig(**api),
+    )
+
+
+Client = Callable[..., AsyncIterator[httpx.AsyncClient]]
+
+
+async def serve(collector: Collector) -> httpx.AsyncClient:
+    app = Starlette(routes=[Route("/v1/events", collector.handle, methods=["POST"])])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tailor.test")
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list[Message]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    try:
+        deadline = timeout
+        while len(found) < expected and deadline > 0:
+            batch = consumer.consume(expected - len(found), timeout=1.0)
+            found += [m for m in batch if m.error() is None]
+            deadline -= 1.0
+        found += [m for m in consumer.consume(10, timeout=1.0) if m.error() is None]  # nothing more?
+    finally:
+        consumer.close()
+    return found
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "type": "page_view", "userId": "alice", **fields}
+
+
+async def test_good_events_reach_kafka_as_cloudevents_beside_bad_ones(kafka_bootstrap: str) -> None:
+    config = stack_config(kafka_bootstrap)
+    collector = Collector()
+    await collector.start(config)
+    good = [
+        event(properties={"category": "shoes"}, timestamp="2026-11-29T10:00:00.000Z"),
+        event(anonymousId="anon-1", userId=None),
+        event(type="search", properties={"query": "red"}),
+    ]
+    good[1].pop("userId")
+    batch = [good[0], {"id": "x", "type": "hover", "userId": "a"}, good[1], {"type": "click"}, good[2]]
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json={"events": batch})
+    finally:
+        await collector.close()
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 3
+    assert [item["index"] for item in body["rejected"]] == [1, 3]
+    assert {e["field"] for e in body["rejected"][0]["errors"]} == {"type"}
+    assert {e["field"] for e in body["rejected"][1]["errors"]} == {"id", "userId"}
+
+    messages = read_topic(kafka_bootstrap, config.kafka.events_topic, 3)
+    assert len(messages) == 3
+    by_id = {orjson.loads(m.value() or b"")["id"]: m for m in messages}
+    assert set(by_id) == {e["id"] for e in good}
+    first = by_id[good[0]["id"]]
+    headers = dict(first.headers() or [])
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"] == good[0]["id"].encode()
+    assert headers["ce_type"] == b"dev.tailor.event.page_view"
+    assert headers["ce_time"] == b"2026-11-29T10:00:00.000Z"
+    assert headers["ce_source"] == f"/tailor/{config.key}".encode()
+    assert headers["content-type"] == b"application/json"
+    assert first.key() == b"alice"
+    assert by_id[good[1]["id"]].key() == b"anon-1"  # anonymous users are keyed by their cookie id
+    stamped = orjson.loads(by_id[good[2]["id"]].value() or b"")
+    assert stamped["timestamp"].endswith("Z")  # filled in at collection
+
+
+async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
+    config = stack_config(kafka_bootstrap)
+    collector = Collector()
+    await collector.start(config)
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json=event())
+    finally:
+        await collector.close()
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "rejected": []}
+    assert len(read_topic(kafka_bootstrap, config.kafka.events_topic, 1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (b"{not json", 400, "invalid-json"),
+        (b"[1, 2]", 400, "invalid-batch"),
+        (b'{"events": {"id": 1}}', 400, "invalid-batch"),
+        (orjson.dumps({"events": [{"type": "click"}, {"id": ""}]}), 400, "invalid-events"),
+        (orjson.dumps({"events": [event() for _ in range(6)]}), 413, "too-large"),
+        (orjson.dumps(event(page={"url": "x" * 600})), 413, "too-large"),
+    ],
+)
+async def test_bad_requests_get_clear_errors_and_produce_nothing(
+    kafka_bootstrap: str, body: bytes, status: int, kind: str
+) -> None:
+    config = stack_config(kafka_bootstrap, max_batch_events=5, max_body_bytes=512)
+    collector = Collector()
+    await collector.start(config)
+    try:
+        async with await serve(collector) as client:
+            response = await client.post(
+                "/v1/events", content=body, headers={"content-type": "application/json"}
+            )
+    finally:
+        await collector.close()
+    assert response.status_code == status, response.text
+    problem = response.json()
+    assert problem["type"].endswith(kind)
+    assert problem["detail"]
+    if kind == "invalid-events":
+        assert [r["index"] for r in problem["rejected"]] == [0, 1]
+    assert read_topic(kafka_bootstrap, config.kafka.events_topic, 0, timeout=1.0) == []
+
+
+async def test_a_body_larger_than_it_claims_is_cut_off(kafka_bootstrap: str) -> None:
+    config = stack_config(kafka_bootstrap, max_body_bytes=256)
+    collector = Collector()
+    await collector.start(config)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 100
+
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", content=chunks())  # streamed, no Content-Length
+    finally:
+        await collector.close()
+    assert response.status_code == 413
+
+
+def closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+async def test_kafka_unavailable_gives_503_with_retry_after() -> None:
+    config = stack_config(closed_port())
+    collector = Collector(delivery_timeout_seconds=1.0)
+    await collector.start(config)
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json={"events": [event(), event()]})
+    finally:
+        await collector.close()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["type"].endswith("kafka-unavailable")
