@@ -105,3 +105,14 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+The selector labels the operator puts on a stack's pods (operator/tailor_operator/builders.py):
+name=tailor, instance=<stack name>, component=worker|content-api|redis.
+Call with (dict "context" $ "component" "worker").
+*/}}
+{{- define "tailor.stackSelectorLabels" -}}
+app.kubernetes.io/name: tailor
+app.kubernetes.io/instance: {{ include "tailor.stackName" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}

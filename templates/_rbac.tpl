@@ -1,31 +1,52 @@
 {{/*
-What the operator may do, shared by the ClusterRole (all namespaces) and the per-namespace
-Roles (operator.watchNamespaces). Least privilege: nothing here is a wildcard, Secrets are
-read-only and only by name (no list/watch), and nothing can touch RBAC objects.
+What the operator may do, shared by the ClusterRole (every namespace) and the Role
+(operator.watchNamespace). Least privilege, checked against the operator's code by running it
+under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
+are written by server-side apply, status by merge patch), Secrets read by name only (no
+list/watch), deletes only for what the operator removes (a managed Redis switched off), and
+nothing about RBAC, Pods or ConfigMaps.
 */}}
-{{- define "tailor.operatorNamespacedRules" -}}
-# The three Tailor kinds: watch them, patch kopf's bookkeeping annotations and finalizer.
+{{- define "tailor.operatorRules" -}}
+# The three Tailor kinds: kopf watches them and patches its annotations and finalizer.
 - apiGroups: ["tailor.dev"]
   resources: ["personalizationstacks", "personalizationrules", "contentvariants"]
   verbs: ["get", "list", "watch", "patch"]
-# Their status: conditions, observedGeneration, rulesetVersion, stats.
+# Their status: conditions, observedGeneration, rulesetVersion, live stats.
 - apiGroups: ["tailor.dev"]
   resources: ["personalizationstacks/status", "personalizationrules/status", "contentvariants/status"]
-  verbs: ["get", "patch", "update"]
-# The children of a stack: worker and content-API Deployments, managed Redis StatefulSet.
+  verbs: ["get", "patch"]
+# A stack's children: worker and content-API Deployments, managed-Redis StatefulSet, their
+# Services. Server-side apply needs create (first apply) and patch; the watch restores drift.
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# The content API's and managed Redis' Services.
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Secrets a stack references (e.g. the Redis password): read by name only.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Secrets a stack references (Redis password, admin token): read by name, never listed.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# kopf reports handler progress and errors as Events on the objects it handles.
+# Events on the objects it handles (kopf's and the operator's own), for `kubectl describe`.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/* kopf peering: the operator creates its peering object at start and keeps it fresh. */}}
+{{- define "tailor.peeringRules" -}}
+{{- $plural := ternary "kopfpeerings" "clusterkopfpeerings" (not (empty .Values.operator.watchNamespace)) -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $plural | quote }}]
+  verbs: ["create"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $plural | quote }}]
+  resourceNames: [{{ .Values.operator.peering | quote }}]
+  verbs: ["get", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $plural | quote }}]
+  verbs: ["list", "watch"]
 {{- end }}

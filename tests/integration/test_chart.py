@@ -1,0 +1,855 @@
+"""The Helm chart at the repository root: lint, render, package, and install on the real stack.
+
+Offline (helm only): every ci/*-values.yaml lints and renders; values are documented and
+schema-checked; every pod is restricted; RBAC has no wildcards; the packaged chart holds only
+chart files; the monitoring kinds (whose CRDs the local API server lacks) are validated here.
+
+On the local stack: the rendered manifests pass the API server's own validation (server-side
+dry run, CRDs applied); `helm install` creates every object; `helm upgrade` and `helm uninstall`
+leave nothing behind; and the real operator, running under exactly the chart's RBAC, reconciles
+the default stack to Ready.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tailor.core import constants, specs
+from tailor.devstack import artifacts, toolchain
+
+ROOT = Path(__file__).resolve().parents[2]
+CI_VALUES = sorted((ROOT / "ci").glob("*-values.yaml"))
+KUBE_VERSION = "1.36.0"
+MONITORING_GROUP = "monitoring.coreos.com/v1"
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+Manifest = dict[str, Any]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm_binary() -> Path:
+    """helm from the devstack's build cache (built once if missing); no cluster needed."""
+    return artifacts.Toolbox().helm
+
+
+def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if args[0] in ("template", "lint"):
+        # Without it `helm template` assumes Kubernetes 1.20, below the chart's kubeVersion.
+        args = (*args, "--kube-version", KUBE_VERSION)
+    result = subprocess.run([str(helm), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"helm {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def render(
+    helm: Path,
+    *values_files: Path,
+    sets: tuple[str, ...] = (),
+    namespace: str = "shop",
+    release: str = "rel",
+) -> list[Manifest]:
+    args = ["template", release, ".", "--namespace", namespace]
+    for values_file in values_files:
+        args += ["--values", str(values_file)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    output = run_helm(helm, *args).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = by_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(manifests: list[Manifest]) -> list[tuple[str, Manifest]]:
+    """(object name, pod spec) of every workload and bare pod."""
+    pods = []
+    for manifest in manifests:
+        if manifest["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            pods.append((manifest["metadata"]["name"], manifest["spec"]["template"]["spec"]))
+        elif manifest["kind"] == "Pod":
+            pods.append((manifest["metadata"]["name"], manifest["spec"]))
+    return pods
+
+
+def values_file_id(path: Path) -> str:
+    return path.name.removesuffix("-values.yaml")
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+# --- lint, values, schema ----------------------------------------------------------------------
+
+
+def test_ci_values_cover_the_tested_configurations() -> None:
+    assert {values_file_id(p) for p in CI_VALUES} >= {
+        "default", "namespaced", "external-redis", "operator-only", "monitoring",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=values_file_id)
+def test_helm_lint_is_clean(helm_binary: Path, values_file: Path) -> None:
+    result = run_helm(helm_binary, "lint", ".", "--strict", "--values", str(values_file))
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+    assert "[ERROR]" not in result.stdout
+
+
+def test_values_schema_rejects_unknown_keys_with_their_path(helm_binary: Path) -> None:
+    typo_in_chart = run_helm(helm_binary, "template", "r", ".", "--set", "operator.replicas=2", check=False)
+    assert typo_in_chart.returncode != 0
+    assert "/operator" in typo_in_chart.stderr
+    assert "replicas" in typo_in_chart.stderr
+    # stack.spec carries the CRD's schema, so a typo there fails before anything is applied.
+    typo_in_spec = run_helm(
+        helm_binary, "template", "r", ".", "--set", "stack.spec.kafka.bootstrapServer=kafka:9092", check=False
+    )
+    assert typo_in_spec.returncode != 0
+    assert "/stack/spec/kafka" in typo_in_spec.stderr
+    assert "bootstrapServer" in typo_in_spec.stderr
+    wrong_type = run_helm(
+        helm_binary, "template", "r", ".", "--set", "stack.spec.workers.replicas=-1", check=False
+    )
+    assert wrong_type.returncode != 0
+    assert "/stack/spec/workers/replicas" in wrong_type.stderr
+
+
+def test_values_schema_carries_the_crds_stack_spec() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import sync_values_schema
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    current = json.loads((ROOT / "values.schema.json").read_text())
+    assert current == sync_values_schema.synced_values_schema(current), (
+        "values.schema.json is behind crds/: run `python scripts/sync_values_schema.py`"
+    )
+    spec = current["properties"]["stack"]["properties"]["spec"]
+    assert spec["additionalProperties"] is False
+    assert spec["properties"]["kafka"]["additionalProperties"] is False
+    # Free-form parts of the CRD (resources) stay open.
+    assert "additionalProperties" not in spec["properties"]["workers"]["properties"]["resources"]
+
+
+def test_every_schema_object_is_closed() -> None:
+    """additionalProperties: false everywhere the chart defines the keys (not free-form maps)."""
+    schema = json.loads((ROOT / "values.schema.json").read_text())
+    open_objects: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        declared = node.get("type") == "object" and "properties" in node
+        if (
+            declared
+            and "additionalProperties" not in node
+            and "x-kubernetes-preserve-unknown-fields" not in node
+        ):
+            open_objects.append(path)
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{name}")
+        for name, child in node.get("definitions", {}).items():
+            walk(child, f"definitions.{name}")
+
+    walk(schema, "")
+    assert open_objects == []
+
+
+# Subtrees documented as a whole by the comment on their parent key.
+_DOCUMENTED_AS_A_WHOLE = (
+    "stack.spec.",
+    "operator.resources.",
+    "operator.livenessProbe.",
+    "monitoring.dashboard.labels.",
+)
+
+
+def _value_paths() -> list[tuple[str, int]]:
+    """(dotted path, line index) of every key in values.yaml, in order."""
+    lines = (ROOT / "values.yaml").read_text().splitlines()
+    enclosing: list[tuple[int, str]] = []  # (indent, key) of the keys around the current line
+    paths = []
+    for number, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):", line)
+        if not match:
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while enclosing and enclosing[-1][0] >= indent:
+            enclosing.pop()
+        paths.append((".".join([k for _, k in enclosing] + [key]), number))
+        enclosing.append((indent, key))
+    return paths
+
+
+def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None:
+    lines = (ROOT / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for path, number in _value_paths():
+        if path.startswith(_DOCUMENTED_AS_A_WHOLE):
+            continue
+        previous = number - 1
+        while previous >= 0 and lines[previous].strip().startswith("#"):
+            previous -= 1
+        comment = [line.strip() for line in lines[previous + 1 : number]]
+        if not comment or not comment[0].startswith(f"# {path} --"):
+            undocumented.append(path)
+    assert undocumented == []
+    assert len(_value_paths()) > 40, "the walk above must see the whole file"
+
+
+def test_values_are_camel_case() -> None:
+    # Label keys are data (grafana_dashboard), not value names.
+    names = [
+        path.rsplit(".", 1)[-1]
+        for path, _ in _value_paths()
+        if not path.startswith("monitoring.dashboard.labels.")
+    ]
+    assert names
+    assert [name for name in names if not re.fullmatch(r"[a-z][A-Za-z0-9]*", name)] == []
+
+
+# --- rendered objects ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=values_file_id)
+def test_every_pod_runs_under_the_restricted_pod_security_standard(
+    helm_binary: Path, values_file: Path
+) -> None:
+    manifests = render(helm_binary, values_file)
+    pods = pod_specs(manifests)
+    assert pods, "the chart always has the operator"
+    for name, pod in pods:
+        pod_security = pod["securityContext"]
+        assert pod_security["runAsNonRoot"] is True, name
+        assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod.get(host_namespace), name
+        for volume in pod.get("volumes", []):
+            assert "hostPath" not in volume, name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["runAsNonRoot"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert security.get("privileged", False) is False, name
+            assert container.get("resources", {}).get("requests"), f"{name} has no resource requests"
+
+
+def test_pods_run_as_the_images_user(helm_binary: Path) -> None:
+    """The chart's UID, the image's USER and the operator's children all agree (10001)."""
+    values = yaml.safe_load((ROOT / "values.yaml").read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, flags=re.MULTILINE)
+    assert user, "the Dockerfile must switch to a numeric user (runAsNonRoot checks it)"
+    assert int(user.group(1)) == values["podSecurity"]["runAsUser"]
+    assert int(user.group(2)) == values["podSecurity"]["runAsGroup"]
+    operator_builders = pytest.importorskip("tailor_operator.builders")
+    assert values["podSecurity"]["runAsUser"] == operator_builders.RUN_AS_USER
+    deployment = one(render(helm_binary), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_operator_deployment_is_a_single_recreated_replica_with_a_liveness_probe(helm_binary: Path) -> None:
+    deployment = one(render(helm_binary), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    container = one_container(spec["template"]["spec"])
+    assert container["args"] == ["operator"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    # The probe and the Service's target port are the ports the operator is told to listen on.
+    assert env["TAILOR_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
+    assert env["TAILOR_OPERATOR_LIVENESS_URL"] == f"http://0.0.0.0:{ports['health']}/healthz"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "TAILOR_OPERATOR_NAMESPACE" not in env  # all namespaces by default
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert "/tmp" in mounts, "a read-only root filesystem needs a writable /tmp"
+
+
+def one_container(pod: Manifest) -> Manifest:
+    assert len(pod["containers"]) == 1
+    container: Manifest = pod["containers"][0]
+    return container
+
+
+def test_operator_settings_match_the_operator(helm_binary: Path) -> None:
+    """Every TAILOR_OPERATOR_* variable the chart sets is a field of the operator's settings."""
+    operator_settings = pytest.importorskip("tailor_operator.settings")
+    fields = {f"TAILOR_OPERATOR_{name.upper()}" for name in operator_settings.OperatorSettings.model_fields}
+    for values_file in CI_VALUES:
+        container = one_container(
+            one(render(helm_binary, values_file), "Deployment")["spec"]["template"]["spec"]
+        )
+        chart_settings = {e["name"] for e in container["env"] if e["name"].startswith("TAILOR_OPERATOR_")}
+        assert chart_settings <= fields, values_file.name
+
+
+def _rules(manifests: list[Manifest]) -> list[Manifest]:
+    return [
+        rule
+        for kind in ("ClusterRole", "Role")
+        for role in by_kind(manifests, kind)
+        for rule in role["rules"]
+    ]
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=values_file_id)
+def test_rbac_is_least_privilege(helm_binary: Path, values_file: Path) -> None:
+    manifests = render(helm_binary, values_file)
+    for rule in _rules(manifests):
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        assert not set(rule["resources"]) & {
+            "pods/exec",
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+        }
+        assert "update" not in rule["verbs"], "children are applied server-side; nothing needs update"
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"], "Secrets are read by name only"
+        if "escalate" in rule["verbs"] or "bind" in rule["verbs"] or "impersonate" in rule["verbs"]:
+            pytest.fail(f"privilege-escalating verb in {rule}")
+
+
+def test_watching_one_namespace_grants_nothing_cluster_wide(helm_binary: Path) -> None:
+    manifests = render(helm_binary, ROOT / "ci" / "namespaced-values.yaml")
+    assert by_kind(manifests, "ClusterRole") == []
+    assert by_kind(manifests, "ClusterRoleBinding") == []
+    role = one(manifests, "Role")
+    assert role["metadata"]["namespace"] == "shop"
+    assert one(manifests, "RoleBinding")["metadata"]["namespace"] == "shop"
+    peering = [rule for rule in role["rules"] if rule["apiGroups"] == ["kopf.dev"]]
+    assert peering
+    assert all(rule["resources"] == ["kopfpeerings"] for rule in peering)
+    container = one_container(one(manifests, "Deployment")["spec"]["template"]["spec"])
+    assert {"name": "TAILOR_OPERATOR_NAMESPACE", "value": "shop"} in container["env"]
+
+
+def test_rbac_and_service_account_can_be_left_to_an_admin(helm_binary: Path) -> None:
+    manifests = render(helm_binary, ROOT / "ci" / "operator-only-values.yaml")
+    kinds = {m["kind"] for m in manifests}
+    assert kinds.isdisjoint({"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"})
+    assert "PersonalizationStack" not in kinds
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tailor-operator"
+
+
+def test_default_stack_takes_the_charts_image_and_the_values_spec(helm_binary: Path) -> None:
+    stack = one(render(helm_binary, sets=("image.tag=9.9.9",)), "PersonalizationStack")
+    assert stack["apiVersion"] == f"{constants.API_GROUP}/{constants.API_VERSION}"
+    assert stack["metadata"]["namespace"] == "shop"
+    assert stack["spec"]["image"] == "ghcr.io/tailor-dev/tailor:9.9.9"
+    assert stack["spec"]["imagePullPolicy"] == "IfNotPresent"
+    assert stack["spec"]["redis"] == {"managed": True}
+    # What the operator will read: the spec parses with the shared spec model.
+    parsed = specs.StackSpec.model_validate(stack["spec"])
+    assert parsed.workers.replicas == 2
+    assert parsed.redis.managed
+    pinned = one(render(helm_binary, ROOT / "ci" / "external-redis-values.yaml"), "PersonalizationStack")
+    assert pinned["spec"]["image"].startswith("ghcr.io/tailor-dev/tailor@sha256:")
+
+
+def test_default_stack_can_be_switched_off(helm_binary: Path) -> None:
+    manifests = render(helm_binary, sets=("stack.create=false",))
+    assert by_kind(manifests, "PersonalizationStack") == []
+    assert by_kind(manifests, "Pod") == [], "the helm test targets the default stack's API"
+
+
+def test_a_redis_url_beside_managed_redis_fails_with_advice(helm_binary: Path) -> None:
+    result = run_helm(
+        helm_binary, "template", "r", ".", "--set", "stack.spec.redis.url=redis://redis:6379/0", check=False
+    )
+    assert result.returncode != 0
+    assert "redis.managed=false" in result.stderr
+
+
+def test_helm_test_hook_targets_the_service_the_operator_creates(helm_binary: Path) -> None:
+    builders = pytest.importorskip("tailor_operator.builders")
+    manifests = render(helm_binary)
+    stack_manifest = one(manifests, "PersonalizationStack")
+    stack = builders.Stack(
+        namespace="shop",
+        name=stack_manifest["metadata"]["name"],
+        uid="0",
+        spec=specs.StackSpec.model_validate(stack_manifest["spec"]),
+    )
+    service = builders.api_service(stack)
+    [port] = service["spec"]["ports"]
+    hook = one(manifests, "Pod")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = {e["name"]: e["value"] for e in one_container(hook["spec"])["env"]}
+    host_port = "" if port["port"] == 80 else f":{port['port']}"
+    assert env["TAILOR_API_URL"] == f"http://{service['metadata']['name']}.shop.svc{host_port}"
+
+
+def test_helm_test_hook_fails_when_the_api_does_not_answer(helm_binary: Path) -> None:
+    """The hook's script, run here as the pod would run it, against a port nobody listens on."""
+    container = one_container(one(render(helm_binary), "Pod")["spec"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env.update(TAILOR_API_URL="http://127.0.0.1:9", TAILOR_TEST_TIMEOUT_SECONDS="1")
+    command = [sys.executable if part == "python" else part for part in container["command"]]
+    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "the content API at http://127.0.0.1:9 failed /healthz" in result.stderr
+
+
+def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path) -> None:
+    builders = pytest.importorskip("tailor_operator.builders")
+    operator_names = pytest.importorskip("tailor_operator.constants")
+    manifests = render(helm_binary, ROOT / "ci" / "monitoring-values.yaml")
+    stack_manifest = one(manifests, "PersonalizationStack")
+    stack = builders.Stack(
+        namespace="shop",
+        name=stack_manifest["metadata"]["name"],
+        uid="0",
+        spec=specs.StackSpec.model_validate(stack_manifest["spec"]),
+    )
+    policies = {p["metadata"]["name"]: p for p in by_kind(manifests, "NetworkPolicy")}
+    children = {
+        (child["kind"], child["metadata"]["labels"][constants.LABEL_COMPONENT]): child
+        for child in builders.children(stack, "checksum")
+    }
+    for component, kind, suffix in (
+        (operator_names.CONTENT_API, "Deployment", "api"),
+        (operator_names.WORKER, "Deployment", "worker"),
+        (operator_names.REDIS, "StatefulSet", "redis"),
+    ):
+        policy = policies[f"{stack.name}-{suffix}"]
+        pod_template = children[(kind, component)]["spec"]["template"]
+        assert (
+            policy["spec"]["podSelector"]["matchLabels"].items() <= pod_template["metadata"]["labels"].items()
+        )
+        if component != operator_names.WORKER:  # workers expose no port yet; see docs/operating.md
+            port_names = {p["name"] for c in pod_template["spec"]["containers"] for p in c.get("ports", [])}
+            assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} <= port_names
+    # Redis admits the stack's workers and API and the operator, nobody else.
+    redis_sources = policies[f"{stack.name}-redis"]["spec"]["ingress"][0]["from"]
+    operator_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        source["podSelector"].get("matchLabels", {}).items() <= operator_labels.items()
+        and source["podSelector"].get("matchLabels")
+        for source in redis_sources
+    )
+    assert by_kind(render(helm_binary), "NetworkPolicy") == [], "off by default"
+
+
+# --- monitoring kinds, validated offline --------------------------------------------------------
+
+
+def test_monitoring_kinds_render_only_when_enabled(helm_binary: Path) -> None:
+    assert [m for m in render(helm_binary) if m["apiVersion"] == MONITORING_GROUP] == []
+    enabled = render(helm_binary, ROOT / "ci" / "monitoring-values.yaml")
+    assert {m["kind"] for m in enabled if m["apiVersion"] == MONITORING_GROUP} == {
+        "ServiceMonitor", "PodMonitor", "PrometheusRule",
+    }  # fmt: skip
+
+
+def test_service_monitor_scrapes_the_operators_metrics_service(helm_binary: Path) -> None:
+    manifests = render(helm_binary, ROOT / "ci" / "monitoring-values.yaml")
+    monitor = one(manifests, "ServiceMonitor")
+    service = one(manifests, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
+    assert endpoint["path"] == "/metrics"
+    # The Service reaches the operator pod's metrics port.
+    pod = one(manifests, "Deployment")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] in {
+        p["name"] for p in one_container(pod["spec"])["ports"]
+    }
+
+
+def test_pod_monitor_selects_the_stacks_pods_and_their_metrics_ports(helm_binary: Path) -> None:
+    builders = pytest.importorskip("tailor_operator.builders")
+    manifests = render(helm_binary, ROOT / "ci" / "monitoring-values.yaml")
+    monitor = one(manifests, "PodMonitor")
+    stack_manifest = one(manifests, "PersonalizationStack")
+    stack = builders.Stack(
+        namespace="shop", name=stack_manifest["metadata"]["name"], uid="0",
+        spec=specs.StackSpec.model_validate(stack_manifest["spec"]),
+    )  # fmt: skip
+    selector = monitor["spec"]["selector"]
+    ports = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
+    selected = []
+    for child in builders.children(stack, "checksum"):
+        if "template" not in child["spec"]:
+            continue
+        labels = child["spec"]["template"]["metadata"]["labels"]
+        matches = selector["matchLabels"].items() <= labels.items() and all(
+            labels.get(expression["key"]) in expression["values"]
+            for expression in selector["matchExpressions"]
+        )
+        if matches:
+            selected.append(labels[constants.LABEL_COMPONENT])
+    assert sorted(selected) == ["content-api", "worker"], "Redis is not scraped; API and workers are"
+    api = builders.api_deployment(stack, "checksum")["spec"]["template"]["spec"]["containers"][0]
+    assert {port["name"] for port in api["ports"]} & ports, "the API's /metrics port is scraped"
+
+
+def _prometheus_rule_groups(helm: Path, *sets: str) -> list[Manifest]:
+    manifests = render(helm, sets=("monitoring.prometheusRule.enabled=true", *sets))
+    groups: list[Manifest] = one(manifests, "PrometheusRule")["spec"]["groups"]
+    return groups
+
+
+def test_prometheus_rule_is_the_unit_tested_rule_file(helm_binary: Path, tmp_path: Path) -> None:
+    """The rules the chart ships pass the same promtool unit tests as monitoring/alerts.yaml."""
+    groups = _prometheus_rule_groups(helm_binary)
+    assert groups == yaml.safe_load((ROOT / "monitoring" / "alerts.yaml").read_text())["groups"]
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "alerts_test.yaml").write_text(
+        (ROOT / "monitoring" / "tests" / "alerts_test.yaml").read_text()
+    )
+    promtool = toolchain.find_tool("promtool")
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(tmp_path / "tests" / "alerts_test.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_adds_routing_labels_and_runbook_urls(helm_binary: Path, tmp_path: Path) -> None:
+    groups = _prometheus_rule_groups(
+        helm_binary,
+        "monitoring.prometheusRule.additionalRuleLabels.team=web",
+        "monitoring.prometheusRule.additionalRuleLabels.severity=info",
+        "monitoring.prometheusRule.runbookBaseUrl=https://git.example.com/tailor/blob/main/",
+    )
+    alerts = [rule for group in groups for rule in group["rules"]]
+    assert alerts
+    for rule in alerts:
+        assert rule["labels"]["team"] == "web"
+        assert rule["labels"]["severity"] in {"critical", "warning"}, "a rule's own severity wins"
+        assert rule["annotations"]["runbook_url"] == (
+            f"https://git.example.com/tailor/blob/main/docs/operating.md#{rule['alert'].lower()}"
+        )
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    promtool = toolchain.find_tool("promtool")
+    check = subprocess.run(
+        [str(promtool), "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_dashboard_config_map_carries_the_dashboard(helm_binary: Path) -> None:
+    config_map = one(render(helm_binary), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["tailor.json"]) == json.loads(
+        (ROOT / "monitoring" / "dashboard.json").read_text()
+    )
+    other_namespace = one(render(helm_binary, sets=("monitoring.dashboard.namespace=grafana",)), "ConfigMap")
+    assert other_namespace["metadata"]["namespace"] == "grafana"
+
+
+# --- packaging ----------------------------------------------------------------------------------
+
+# Everything the packaged chart may hold; anything else is a .helmignore gap.
+_CHART_FILES = re.compile(
+    r"^(Chart\.yaml|values\.yaml|values\.schema\.json|\.helmignore|README\.md|LICENSE"
+    r"|templates/[^/]+\.(yaml|tpl|txt)|templates/tests/[^/]+\.yaml"
+    r"|crds/[^/]+\.yaml|charts/.+\.tgz|monitoring/alerts\.yaml|monitoring/dashboard\.json)$"
+)
+
+
+def test_packaged_chart_holds_only_chart_files(helm_binary: Path, tmp_path: Path) -> None:
+    run_helm(helm_binary, "package", ".", "--destination", str(tmp_path))
+    [archive] = list(tmp_path.glob("tailor-*.tgz"))
+    with tarfile.open(archive) as tar:
+        files = sorted(name.split("/", 1)[1] for name in tar.getnames() if tar.getmember(name).isfile())
+    strays = [name for name in files if not _CHART_FILES.match(name)]
+    assert strays == [], f"add these to .helmignore: {strays}"
+    for required in ("Chart.yaml", "values.schema.json", "templates/deployment.yaml", "templates/NOTES.txt",
+                     "monitoring/alerts.yaml", "monitoring/dashboard.json"):  # fmt: skip
+        assert required in files
+    crds = {name for name in files if name.startswith("crds/")}
+    assert crds == {f"crds/{path.name}" for path in (ROOT / "crds").glob("*.yaml")}
+
+
+# --- on the local stack -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crds_applied(kubectl: Runner) -> None:
+    """The CRDs as docs/install.md says to apply them (server-side, so re-applying is safe)."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for crd in (ROOT / "crds").glob("*.yaml"):
+        for doc in yaml.safe_load_all(crd.read_text()):
+            kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{doc['metadata']['name']}")
+
+
+def _server_side_dry_run(kubectl: Runner, manifests: list[Manifest]) -> subprocess.CompletedProcess[str]:
+    documents = "\n---\n".join(yaml.safe_dump(m) for m in manifests)
+    return kubectl(
+        "apply", "--dry-run=server", "--server-side", "--field-manager=chart-test", "--validate=strict",
+        "-f", "-", input=documents, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=values_file_id)
+def test_rendered_manifests_pass_the_api_servers_validation(
+    helm_binary: Path, kubectl: Runner, namespace: str, crds_applied: None, values_file: Path
+) -> None:
+    # The namespaced configuration's Role lives in the watched namespace: point it at ours.
+    sets = ("operator.watchNamespace=" + namespace,) if "namespaced" in values_file.name else ()
+    manifests = render(helm_binary, values_file, sets=sets, namespace=namespace)
+    # The local API server has no prometheus-operator CRDs: those kinds are checked offline above.
+    checked = [m for m in manifests if m["apiVersion"] != MONITORING_GROUP]
+    result = _server_side_dry_run(kubectl, checked)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(checked)
+
+
+def test_the_api_server_refuses_what_the_crd_forbids(
+    helm_binary: Path, kubectl: Runner, namespace: str, crds_applied: None
+) -> None:
+    """Guards the dry run above: it is the API server that validates, CEL rules included."""
+    same_topic = ("stack.spec.kafka.topics.events=same", "stack.spec.kafka.topics.deadLetter=same")
+    manifests = render(helm_binary, namespace=namespace, sets=same_topic)
+    result = _server_side_dry_run(kubectl, [one(manifests, "PersonalizationStack")])
+    assert result.returncode != 0
+    assert "topics.events and topics.deadLetter must be different topics" in result.stderr
+
+
+def _release_objects(kubectl: Runner, release: str, namespace: str) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of everything labelled with the release, cluster-scoped included."""
+    kinds = (
+        "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,networkpolicies,roles,"
+        "rolebindings,personalizationstacks"
+    )
+    found = set()
+    for scope, resources in (("-n", kinds), ("", "clusterroles,clusterrolebindings")):
+        args = ["get", resources, "-l", f"app.kubernetes.io/instance={release}", "-o", "json"]
+        args += [scope, namespace] if scope else []
+        for item in json.loads(kubectl(*args).stdout)["items"]:
+            meta = item["metadata"]
+            found.add((item["kind"], meta.get("namespace", ""), meta["name"]))
+    return found
+
+
+def _declared(objects: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Without what controllers derive from the chart's objects (the operator's ReplicaSet, Pod)."""
+    return {obj for obj in objects if obj[0] not in ("ReplicaSet", "Pod")}
+
+
+def _stack_children(kubectl: Runner, namespace: str) -> set[tuple[str, str]]:
+    result = kubectl(
+        "get", "deployments,statefulsets,services", "-n", namespace,
+        "-l", f"{constants.LABEL_MANAGED_BY}=tailor-operator", "-o", "json",
+    )  # fmt: skip
+    return {(item["kind"], item["metadata"]["name"]) for item in json.loads(result.stdout)["items"]}
+
+
+def test_install_upgrade_and_uninstall_leave_no_orphans(
+    helm: Runner, kubectl: Runner, namespace: str, crds_applied: None
+) -> None:
+    release = f"r{uuid.uuid4().hex[:6]}"
+    chart = str(ROOT)
+    install = helm("install", release, chart, "-n", namespace, "--wait", "--timeout", "120s")
+    assert "helm test" in install.stdout, "NOTES tell the user what to do next"
+    assert f"personalizationstack/{release}-tailor" in install.stdout
+    manifest = [m for m in yaml.safe_load_all(helm("get", "manifest", release, "-n", namespace).stdout) if m]
+    expected = {(m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]) for m in manifest}
+    installed = _release_objects(kubectl, release, namespace)
+    assert _declared(installed) == expected, "install created every object"
+    assert {kind for kind, _, _ in installed - expected} == {"ReplicaSet", "Pod"}, "the operator pod runs"
+    assert ("PersonalizationStack", namespace, f"{release}-tailor") in expected
+
+    # Upgrade: turn the network policies on, then off again; change the stack.
+    helm("upgrade", release, chart, "-n", namespace, "--set", "networkPolicy.enabled=true", "--wait")
+    with_policies = _declared(_release_objects(kubectl, release, namespace))
+    assert {kind for kind, _, _ in with_policies - expected} == {"NetworkPolicy"}
+    helm("upgrade", release, chart, "-n", namespace, "--set", "stack.spec.workers.replicas=3", "--wait")
+    assert _declared(_release_objects(kubectl, release, namespace)) == expected, (
+        "the upgrade removed the policies"
+    )
+    stack = json.loads(kubectl("get", "pstack", f"{release}-tailor", "-n", namespace, "-o", "json").stdout)
+    assert stack["spec"]["workers"]["replicas"] == 3
+
+    helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
+    eventually(lambda: not _release_objects(kubectl, release, namespace), 60, "every release object gone")
+    assert helm("list", "-n", namespace, "-q").stdout.strip() == ""
+
+
+# --- with the operator --------------------------------------------------------------------------
+
+
+def _service_account_kubeconfig(
+    kubectl: Runner, kubeconfig: Path, namespace: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token), so
+    the operator runs with exactly the chart's RBAC, as it would in its pod."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def operator_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(env: dict[str, str]) -> subprocess.Popen[str]:
+        tailor = Path(sys.executable).parent / "tailor"
+        log = (tmp_path / f"operator-{len(started)}.log").open("w")
+        process = subprocess.Popen(
+            [str(tailor), "operator"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _operator_log(tmp_path: Path) -> str:
+    return "\n".join(path.read_text() for path in sorted(tmp_path.glob("operator-*.log")))
+
+
+@pytest.mark.slow
+def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
+    helm: Runner,
+    kubectl: Runner,
+    kubeconfig: Path,
+    namespace: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    crds_applied: None,
+    operator_process: Callable[[dict[str, str]], subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    release = f"r{uuid.uuid4().hex[:6]}"
+    stack_name = f"{release}-tailor"
+    # The operator runs here, watching only this test's namespace, under the ServiceAccount the
+    # chart created and only the rights the chart's Role grants; it reaches the stack's Redis
+    # at the local one (TAILOR_OPERATOR_REDIS_URL), as an operator outside the cluster does.
+    helm(
+        "install", release, str(ROOT), "-n", namespace, "--wait", "--timeout", "120s",
+        "--set", f"operator.watchNamespace={namespace}",
+        "--set", f"stack.spec.kafka.bootstrapServers={kafka_bootstrap}",
+        "--set", "stack.spec.workers.replicas=1",
+        "--set", "stack.spec.contentApi.replicas=1",
+    )  # fmt: skip
+    account_kubeconfig = _service_account_kubeconfig(
+        kubectl, kubeconfig, namespace, f"{release}-tailor", tmp_path / "operator.kubeconfig"
+    )
+    process = operator_process(
+        {
+            "KUBECONFIG": str(account_kubeconfig),
+            "TAILOR_OPERATOR_NAMESPACE": namespace,
+            "TAILOR_OPERATOR_REDIS_URL": redis_url,
+            "TAILOR_OPERATOR_METRICS_PORT": "0",
+            "TAILOR_OPERATOR_LIVENESS_URL": "",
+            "TAILOR_OPERATOR_PEERING": "tailor",
+        }
+    )
+
+    def ready() -> bool:
+        assert process.poll() is None, f"the operator exited:\n{_operator_log(tmp_path)}"
+        stack = json.loads(kubectl("get", "pstack", stack_name, "-n", namespace, "-o", "json").stdout)
+        conditions = {c["type"]: c["status"] for c in stack.get("status", {}).get("conditions", [])}
+        return conditions.get("Ready") == "True"
+
+    eventually(ready, 120, f"stack {stack_name} Ready")
+    children = _stack_children(kubectl, namespace)
+    assert {kind for kind, _ in children} == {"Deployment", "StatefulSet", "Service"}
+    log = _operator_log(tmp_path)
+    for refusal in ("Forbidden", " 403"):
+        assert refusal not in log, f"the chart's RBAC is missing a right:\n{log}"
+
+    # Uninstall while the operator runs: the stack goes, and its children with it.
+    helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
+    eventually(lambda: not _stack_children(kubectl, namespace), 90, "the stack's children garbage-collected")
+    eventually(lambda: not _release_objects(kubectl, release, namespace), 60, "every release object gone")
+    assert "Forbidden" not in _operator_log(tmp_path)
+
+
+def test_secret_reads_are_by_name_only(
+    kubectl: Runner, helm: Runner, namespace: str, crds_applied: None
+) -> None:
+    """The chart's ServiceAccount can read a Secret it is told about, but not list Secrets."""
+    release = f"r{uuid.uuid4().hex[:6]}"
+    helm("install", release, str(ROOT), "-n", namespace, "--set", f"operator.watchNamespace={namespace}")
+    try:
+        account = f"system:serviceaccount:{namespace}:{release}-tailor"
+        token = base64.b64encode(b"s3cret").decode()
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis-pass"},
+            "data": {"password": token},
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))
+        assert (
+            kubectl("get", "secret", "redis-pass", "-n", namespace, "--as", account, check=False).returncode
+            == 0
+        )
+        denied = kubectl("get", "secrets", "-n", namespace, "--as", account, check=False)
+        assert denied.returncode != 0
+        assert "forbidden" in denied.stderr.lower()
+        elsewhere = kubectl("get", "deployments", "-n", "default", "--as", account, check=False)
+        assert elsewhere.returncode != 0, "a namespaced operator has no rights outside its namespace"
+    finally:
+        helm("uninstall", release, "-n", namespace)
