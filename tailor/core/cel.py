@@ -57,18 +57,28 @@ class EvaluationError(CelError):
 
 
 Function = Callable[[Mapping[str, Any]], Any]
+Matcher = Callable[[Mapping[str, Any]], bool]
 
 
 class Program:
-    """A compiled expression. Immutable and thread-safe; evaluate it as often as you like."""
+    """A compiled expression. Immutable and thread-safe; evaluate it as often as you like.
 
-    __slots__ = ("_function", "python_source", "source", "variables")
+    `matches(activation) -> bool` is True only when the expression evaluates to boolean true; any
+    error (a missing key, a type mismatch) counts as no match, and it never raises: it is the content
+    API's hot path, so it is the generated function itself rather than a method wrapping it."""
 
-    def __init__(self, source: str, variables: frozenset[str], python_source: str, function: Function):
+    __slots__ = ("_function", "matches", "python_source", "source", "variables")
+
+    matches: Matcher
+
+    def __init__(
+        self, source: str, variables: frozenset[str], python_source: str, function: Function, match: Matcher
+    ) -> None:
         self.source = source
         self.variables = variables
         self.python_source = python_source  # what the expression became, for debugging
         self._function = function
+        self.matches = match
 
     def evaluate(self, activation: Mapping[str, Any]) -> Any:
         """The expression's value; EvaluationError when CEL says the result is an error."""
@@ -76,14 +86,6 @@ class Program:
             return self._function(activation)
         except Exception as error:
             raise EvaluationError(_describe(error)) from error
-
-    def matches(self, activation: Mapping[str, Any]) -> bool:
-        """True only when the expression evaluates to boolean true; any error counts as no match.
-        Never raises: this is the content API's hot path."""
-        try:
-            return self._function(activation) is True
-        except Exception:
-            return False
 
     def __repr__(self) -> str:
         return f"Program({self.source!r})"
@@ -111,7 +113,7 @@ def _compile(source: str, variables: frozenset[str]) -> Program:
     except (SyntaxError, RecursionError, MemoryError) as error:
         # CPython limits statically nested blocks (20) and parser depth; CEL rules never come close.
         raise CelError(f"unsupported: expression nested too deeply ({error})") from None
-    return Program(source, variables, python_source, namespace["_cel"])
+    return Program(source, variables, python_source, namespace["_cel"], namespace["_match"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,6 +166,10 @@ def _describe(error: BaseException) -> str:
 # The names generated code may use besides its own locals: nothing else is reachable from a program.
 _RUNTIME: dict[str, Any] = {
     "Exception": Exception,  # for the `try` around && / || operands and macro predicates
+    "int": int,  # for the exact type checks of inlined comparisons
+    "float": float,
+    "str": str,
+    "list": list,
     "_logic_fail": cel_runtime.logic_fail,
     "_condition": cel_runtime.condition,
     "_predicate": cel_runtime.predicate,
@@ -209,6 +215,16 @@ _RELATIONS = {
     "relation_ge": "_ge",
     "relation_in": "_in",
 }
+_PYTHON_RELATIONS = {
+    "relation_eq": "==",
+    "relation_ne": "!=",
+    "relation_lt": "<",
+    "relation_le": "<=",
+    "relation_gt": ">",
+    "relation_ge": ">=",
+}
+# CEL types whose values compare in Python exactly as in CEL when both sides have that type.
+_PYTHON_TYPES = {"int": "int", "double": "float", "string": "str"}
 _ARITHMETIC = {
     "addition_add": "_add",
     "addition_sub": "_sub",
@@ -300,13 +316,17 @@ class _Translator:
         self.constants: dict[str, Any] = {}
 
     def function_source(self, tree: Tree[Any]) -> str:
+        """Two functions over the same body: `_cel` returns the value (errors raise), `_match` returns
+        whether it is boolean true (errors are false), so that matches() costs no extra call."""
         self._depth = 1
         result = self._expr(tree)
-        body = "\n".join(self._lines)
+        body = "".join(line + "\n" for line in self._lines)
+        guarded = "".join("    " + line + "\n" for line in self._lines)
+        is_true = repr(result.value is True) if result.literal else f"{result.text} is True"
         return (
-            f"def _cel(_a):\n{body}\n    return {result.text}\n"
-            if body
-            else (f"def _cel(_a):\n    return {result.text}\n")
+            f"def _cel(_a):\n{body}    return {result.text}\n"
+            f"def _match(_a):\n    try:\n{guarded}        return {is_true}\n"
+            "    except Exception:\n        return False\n"
         )
 
     # -- emitting --------------------------------------------------------------------------------------
@@ -475,7 +495,39 @@ class _Translator:
         operator, right_tree = tree.children
         left = self._expr(operator.children[0])
         right = self._expr(right_tree)
-        return _Code(f"{_RELATIONS[operator.data]}({left.text}, {right.text})", "bool")
+        relation = operator.data
+        helper = _RELATIONS[relation]
+        symbol = _PYTHON_RELATIONS.get(relation)
+        if symbol is not None:
+            # Against a literal, the common case `views["30m"].total >= 3` compares inline when the
+            # other side has the literal's type, and leaves every other case (errors too) to the helper.
+            null_test = left.kind == "null" or right.kind == "null"
+            if symbol in ("==", "!=") and null_test and left.literal != right.literal:
+                other = right if left.literal else left
+                return _Code(f"({other.text} {'is' if symbol == '==' else 'is not'} None)", "bool")
+            if right.literal and right.kind in _PYTHON_TYPES and not left.literal:
+                value = self._temp()
+                check = f"({value} := {left.text}).__class__ is {_PYTHON_TYPES[right.kind]}"
+                fallback = f"{helper}({value}, {right.text})"
+                return _Code(f"({value} {symbol} {right.text} if {check} else {fallback})", "bool")
+            if left.literal and left.kind in _PYTHON_TYPES and not right.literal:
+                value = self._temp()
+                check = f"({value} := {right.text}).__class__ is {_PYTHON_TYPES[left.kind]}"
+                fallback = f"{helper}({left.text}, {value})"
+                return _Code(f"({left.text} {symbol} {value} if {check} else {fallback})", "bool")
+        if relation == "relation_in":
+            strings = right.literal and right.kind == "list" and all(type(v) is str for v in right.value)
+            if strings and right.value:
+                value = self._temp()
+                names = self._constant(frozenset(right.value))
+                elements = self._constant(list(right.value))
+                check = f"({value} := {left.text}).__class__ is str"
+                return _Code(f"({value} in {names} if {check} else _in({value}, {elements}))", "bool")
+            if left.literal and left.kind == "string" and not right.literal:
+                value = self._temp()
+                found = f"({value} := {right.text}).__class__ is list and {left.text} in {value}"
+                return _Code(f"(True if {found} else _in({left.text}, {value}))", "bool")
+        return _Code(f"{helper}({left.text}, {right.text})", "bool")
 
     def _arithmetic(self, tree: Tree[Any]) -> _Code:
         operator, right_tree = tree.children
@@ -708,7 +760,10 @@ class _Translator:
         elements = [
             self._expr(child) for child in self._arguments(tree.children[0] if tree.children else None)
         ]
-        return _Code(f"[{', '.join(code.text for code in elements)}]", "list")
+        text = f"[{', '.join(code.text for code in elements)}]"
+        if all(code.literal for code in elements):
+            return _Code(text, "list", True, [code.value for code in elements])
+        return _Code(text, "list")
 
     def _map(self, tree: Tree[Any]) -> _Code:
         children = self._arguments(tree.children[0] if tree.children else None)
