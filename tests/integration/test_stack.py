@@ -275,3 +275,31 @@ def test_tailor_dev_down_leaves_no_process_of_its_stack(tmp_path: Path) -> None:
         assert "running" not in status.stdout
     finally:
         subprocess.run([*tailor, "down", "--purge"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.kube
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_endpoints_given_in_the_environment_are_used_instead_of_starting_them(
+    stack: devstack.Stack, tmp_path: Path
+) -> None:
+    given = {
+        "KUBECONFIG": str(stack.kubeconfig),
+        "TAILOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+    }
+    partial = devstack.Stack("partial", tmp_path, environ=given)
+    try:
+        partial.up()
+        assert partial.state.components == ["redis"]  # only what was not given
+        assert partial.env()["KUBECONFIG"] == given["KUBECONFIG"]
+        assert partial.env()["TAILOR_KAFKA_BOOTSTRAP"] == given["TAILOR_KAFKA_BOOTSTRAP"]
+        assert partial.redis_url != stack.redis_url
+        states = {row.name: row.state for row in partial.status()}
+        assert states == {"redis": "running", "kubernetes": "external", "kafka": "external"}
+        # What `eval "$(tailor dev env)"` exports counts as the stack's own next time.
+        again = devstack.Stack("partial", tmp_path, environ={**given, **partial.env()})
+        again.up()
+        assert again.state.components == ["redis"]
+        assert again.redis_url == partial.redis_url
+    finally:
+        partial.down(purge=True)
