@@ -1,0 +1,314 @@
+"""`tailor worker` as a real process on the real broker and Redis: exact counts, replays that change
+nothing, poison messages dead-lettered, and a SIGKILL mid-stream that loses and doubles nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from tailor.core import profile_store, store, topics
+from tailor.core.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+def stack_config(bootstrap: str, dimensions: tuple[str, ...] = ("category",)) -> StackConfig:
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(
+        namespace="worker-test",
+        name=suffix,
+        kafka=KafkaConfig(
+            bootstrap_servers=bootstrap,
+            events_topic=f"events-{suffix}",
+            dead_letter_topic=f"dead-{suffix}",
+            partitions=3,
+        ),
+        features=FeatureConfig(
+            windows=(Window(name="5m", seconds=300, bucket_seconds=10), Window(name="24h", seconds=86400,
+                                                                                 bucket_seconds=3600)),
+            dimensions=dimensions,
+            allowed_lateness_seconds=3600,
+        ),
+    )  # fmt: skip
+
+
+async def publish(redis_url: str, config: StackConfig) -> None:
+    """Publish the stack's ruleset, and create its topics as the collector would before any event."""
+    kafka = config.kafka
+    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+    finally:
+        await client.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class WorkerProcess:
+    """`tailor worker` in a subprocess, with its log kept for failure messages."""
+
+    def __init__(self, stack: str, redis_url: str, **env: str) -> None:
+        self.metrics_port = free_port()
+        self.log = open(f"/tmp/tailor-worker-{uuid.uuid4().hex[:8]}.log", "w+b")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tailor.cli.main", "worker", "--stack", stack,
+             "--metrics-port", str(self.metrics_port)],
+            env={**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1",
+                 "TAILOR_WORKER_POLL_SECONDS": "0.2", "TAILOR_WORKER_SESSION_TIMEOUT_MS": "6000", **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples; NaN while the process is not serving yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return float("nan")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+
+
+def event(user: str, type_: str = "page_view", **props: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "type": type_, "userId": user, "sessionId": f"s-{user}",
+            "timestamp": time.time(), "properties": props}  # fmt: skip
+
+
+def send(kafka: Producer, topic: str, items: list[dict[str, Any]]) -> None:
+    for item in items:
+        kafka.produce(topic, orjson.dumps(item), item["userId"].encode())
+    assert kafka.flush(30) == 0
+
+
+def views(client: redis.Redis, config: StackConfig, user: str, window: str = "24h") -> int:
+    return profile_store.read_sync(client, config, user, None, time.time()).count(window, "views")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout}s:\n{explain()}")
+
+
+def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        consumer.list_topics(topic, timeout=10)  # metadata first, or the watermarks are "unknown"
+        lag = 0
+        for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+async def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    await publish(redis_url, config)
+    users = [f"u{i}" for i in range(40)]
+    burst = [event(users[i % 40], category=("shoes", "hats")[i % 2]) for i in range(4000)]
+    resent = burst[:500]  # a client resending part of a batch after a 503: same ids
+    kafka = producer(kafka_bootstrap)
+    workers.append(WorkerProcess(config.key, redis_url))
+    send(kafka, config.kafka.events_topic, burst + resent)
+
+    expected = {user: 100 for user in users}
+
+    def counts() -> dict[str, int]:
+        return {user: views(redis_client, config, user) for user in users}
+
+    wait_until(lambda: counts() == expected, 60, lambda: f"{counts()}\n{workers[0].output()}")
+    assert workers[0].metric("tailor_worker_dedup_hits_total") == 500
+    assert profile_store.read_sync(redis_client, config, "u0", None, time.time()).count(
+        "5m", "views", "category", "shoes") == 100  # fmt: skip
+    assert workers[0].terminate() == 0, workers[0].output()  # SIGTERM: clean exit ...
+    group = f"tailor-worker.{config.namespace}.{config.name}"
+    assert (
+        committed_lag(kafka_bootstrap, group, config.kafka.events_topic, 3) == 0
+    )  # ... everything committed
+
+    # Another consumer group reads the whole topic again: every event is a duplicate now.
+    replay = WorkerProcess(config.key, redis_url, TAILOR_WORKER_GROUP_ID=f"replay-{uuid.uuid4().hex[:6]}")
+    workers.append(replay)
+    wait_until(lambda: replay.metric("tailor_worker_dedup_hits_total") == 4500, 60, replay.output)
+    assert counts() == expected
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    await publish(redis_url, config)
+    kafka = producer(kafka_bootstrap)
+    topic = config.kafka.events_topic
+    workers.append(WorkerProcess(config.key, redis_url))
+    send(kafka, topic, [event("alice")])
+    kafka.produce(topic, b"\xff\x00 not json", b"alice", headers=[("ce_id", b"poison-1")])
+    kafka.produce(topic, orjson.dumps({"id": "bad", "type": "hover", "userId": "alice"}), b"alice")
+    kafka.produce(topic, None, b"alice")
+    send(kafka, topic, [event("alice"), event("alice")])
+    wait_until(lambda: views(redis_client, config, "alice") == 3, 60, workers[0].output)
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer.subscribe([config.kafka.dead_letter_topic])
+    letters: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < 3 and time.monotonic() < deadline:
+        letters += [m for m in consumer.consume(3, timeout=1.0) if m.error() is None]
+    consumer.close()
+    assert len(letters) == 3
+    by_reason = {}
+    for letter in letters:
+        headers = dict(letter.headers() or [])
+        by_reason.setdefault(headers["tailor-dlq-reason"], []).append((letter, headers))
+    assert sorted((k, len(v)) for k, v in by_reason.items()) == [(b"invalid", 1), (b"undecodable", 2)]
+    invalid, invalid_headers = by_reason[b"invalid"][0]
+    assert b'"field":"type"' in invalid_headers["tailor-dlq-error"]
+    assert invalid_headers["tailor-dlq-source"].startswith(f"{topic}/".encode())
+    poison = next(h for _, h in by_reason[b"undecodable"] if "ce_id" in h)
+    assert poison["ce_id"] == b"poison-1"  # the original headers are kept
+    assert workers[0].metric("tailor_worker_dead_letters_total") == 3
+
+
+async def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    await publish(redis_url, config)
+    users = [f"k{i}" for i in range(20)]
+    acknowledged = dict.fromkeys(users, 0)
+    stop = threading.Event()
+
+    def stream() -> None:
+        kafka = producer(kafka_bootstrap)
+
+        def delivered(error: Any, message: Message) -> None:
+            if error is None:
+                acknowledged[(message.key() or b"").decode()] += 1
+
+        n = 0
+        while not stop.is_set():
+            item = event(users[n % len(users)])
+            kafka.produce(
+                config.kafka.events_topic, orjson.dumps(item), item["userId"].encode(), on_delivery=delivered
+            )
+            n += 1
+            if n % 200 == 0:
+                kafka.poll(0)
+                time.sleep(0.02)
+        kafka.flush(30)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    instance = f"w-{uuid.uuid4().hex[:6]}"
+    first = WorkerProcess(config.key, redis_url, TAILOR_WORKER_INSTANCE_ID=instance)
+    workers.append(first)
+    try:
+        wait_until(lambda: sum(views(redis_client, config, u) for u in users) > 3000, 60, first.output)
+        first.kill()  # SIGKILL: no commit of the offsets stored since the last auto-commit
+        counted_at_kill = sum(views(redis_client, config, u) for u in users)
+        time.sleep(0.5)
+        second = WorkerProcess(config.key, redis_url, TAILOR_WORKER_INSTANCE_ID=instance)
+        workers.append(second)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        streamer.join(60)
+
+    total = sum(acknowledged.values())
+    assert total > counted_at_kill
+    wait_until(
+        lambda: {u: views(redis_client, config, u) for u in users} == acknowledged,
+        90,
+        lambda: f"{acknowledged} vs {[views(redis_client, config, u) for u in users]}\n{second.output()}",
+    )
+    # The restarted worker really did replay what the killed one had counted but not committed.
+    assert second.metric("tailor_worker_dedup_hits_total") > 0
+    time.sleep(1.0)
+    assert {u: views(redis_client, config, u) for u in users} == acknowledged  # and nothing more arrives
+
+
+async def test_the_worker_follows_published_feature_changes(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap, dimensions=("category",))
+    await publish(redis_url, config)
+    kafka = producer(kafka_bootstrap)
+    workers.append(WorkerProcess(config.key, redis_url))
+    send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
+    wait_until(lambda: views(redis_client, config, "bob") == 1, 60, workers[0].output)
+
+    wider = config.model_copy(
+        update={"features": config.features.model_copy(update={"dimensions": ("category", "brand")})}
+    )
+    await publish(redis_url, wider)
+    time.sleep(2.5)  # the worker checks the published ruleset every second
+    send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
+
+    def brand() -> int:
+        return profile_store.read_sync(redis_client, wider, "bob", None, time.time()).count(
+            "24h", "views", "brand", "acme")  # fmt: skip
+
+    wait_until(lambda: brand() == 1, 60, workers[0].output)
+    assert views(redis_client, config, "bob") == 2
