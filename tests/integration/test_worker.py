@@ -3,6 +3,7 @@ nothing, poison messages dead-lettered, and a SIGKILL mid-stream that loses and 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -47,15 +48,19 @@ def stack_config(bootstrap: str, dimensions: tuple[str, ...] = ("category",)) ->
     )  # fmt: skip
 
 
-async def publish(redis_url: str, config: StackConfig) -> None:
+def publish(redis_url: str, config: StackConfig) -> None:
     """Publish the stack's ruleset, and create its topics as the collector would before any event."""
     kafka = config.kafka
     topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
-    finally:
-        await client.aclose()
+
+    async def publish_ruleset() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(publish_ruleset())
 
 
 def free_port() -> int:
@@ -160,11 +165,11 @@ def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> in
         consumer.close()
 
 
-async def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
+def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
     config = stack_config(kafka_bootstrap)
-    await publish(redis_url, config)
+    publish(redis_url, config)
     users = [f"u{i}" for i in range(40)]
     burst = [event(users[i % 40], category=("shoes", "hats")[i % 2]) for i in range(4000)]
     resent = burst[:500]  # a client resending part of a batch after a 503: same ids
@@ -194,11 +199,11 @@ async def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     assert counts() == expected
 
 
-async def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
+def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
     config = stack_config(kafka_bootstrap)
-    await publish(redis_url, config)
+    publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     topic = config.kafka.events_topic
     workers.append(WorkerProcess(config.key, redis_url))
@@ -223,7 +228,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_stil
         headers = dict(letter.headers() or [])
         by_reason.setdefault(headers["tailor-dlq-reason"], []).append((letter, headers))
     assert sorted((k, len(v)) for k, v in by_reason.items()) == [(b"invalid", 1), (b"undecodable", 2)]
-    invalid, invalid_headers = by_reason[b"invalid"][0]
+    _, invalid_headers = by_reason[b"invalid"][0]
     assert b'"field":"type"' in invalid_headers["tailor-dlq-error"]
     assert invalid_headers["tailor-dlq-source"].startswith(f"{topic}/".encode())
     poison = next(h for _, h in by_reason[b"undecodable"] if "ce_id" in h)
@@ -231,11 +236,11 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_stil
     assert workers[0].metric("tailor_worker_dead_letters_total") == 3
 
 
-async def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
+def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
     config = stack_config(kafka_bootstrap)
-    await publish(redis_url, config)
+    publish(redis_url, config)
     users = [f"k{i}" for i in range(20)]
     acknowledged = dict.fromkeys(users, 0)
     stop = threading.Event()
@@ -289,11 +294,11 @@ async def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_o
     assert {u: views(redis_client, config, u) for u in users} == acknowledged  # and nothing more arrives
 
 
-async def test_the_worker_follows_published_feature_changes(
+def test_the_worker_follows_published_feature_changes(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
     config = stack_config(kafka_bootstrap, dimensions=("category",))
-    await publish(redis_url, config)
+    publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     workers.append(WorkerProcess(config.key, redis_url))
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
@@ -302,7 +307,7 @@ async def test_the_worker_follows_published_feature_changes(
     wider = config.model_copy(
         update={"features": config.features.model_copy(update={"dimensions": ("category", "brand")})}
     )
-    await publish(redis_url, wider)
+    publish(redis_url, wider)
     time.sleep(2.5)  # the worker checks the published ruleset every second
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
 
