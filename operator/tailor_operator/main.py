@@ -28,8 +28,10 @@ from tailor_operator.reconcile import children, publishing, stack_status, stats
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = constants.API_GROUP, constants.API_VERSION
-DRIFT_SECONDS = operator_settings.OperatorSettings.model_fields["drift_interval_seconds"].default
-STATS_SECONDS = operator_settings.OperatorSettings.model_fields["stats_interval_seconds"].default
+# Timer intervals are fixed when the handlers are registered, at import: from the environment only.
+_AT_IMPORT = operator_settings.OperatorSettings()
+DRIFT_SECONDS = _AT_IMPORT.drift_interval_seconds
+STATS_SECONDS = _AT_IMPORT.stats_interval_seconds
 CHILD_SELECTOR = {constants.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 Index = Mapping[str, Any]  # kopf.Index: namespace -> store of Observed
@@ -207,6 +209,7 @@ async def stack_deleted(body: kopf.Body, name: str, namespace: str | None, memo:
     try:
         stack = children.parse_stack(item.source)
         client = await runtime.redis.for_stack(stack)
+        await runtime.publisher.stop(namespace or "")
         removed = await publishing.withdraw(client, stack.key)
         log.info("withdrew %d ruleset keys of %s", removed, stack.key)
     except (children.InvalidStack, LookupError) as error:

@@ -16,6 +16,7 @@ class Observed:
     source: specs.Source
     status: Mapping[str, Any] = field(default_factory=dict)
     resource_version: str = ""
+    deleting: bool = False  # metadata.deletionTimestamp is set
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Observed:
@@ -23,6 +24,7 @@ class Observed:
             source=specs.Source.from_manifest(body),
             status=dict(body.get("status") or {}),
             resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+            deleting=bool((body.get("metadata") or {}).get("deletionTimestamp")),
         )
 
     def involved(self) -> dict[str, Any]:

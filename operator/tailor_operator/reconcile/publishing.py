@@ -74,6 +74,14 @@ class Publisher:
             state.task = asyncio.create_task(self._loop(namespace, state), name=f"compile {namespace}")
         state.wake.set()
 
+    async def stop(self, namespace: str) -> None:
+        """Cancel the namespace's compile loop and wait for it (before withdrawing a deleted stack, so
+        that no round in flight publishes after the withdrawal)."""
+        state = self._namespaces.pop(namespace, None)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+            await asyncio.gather(state.task, return_exceptions=True)
+
     async def close(self) -> None:
         tasks = [state.task for state in self._namespaces.values() if state.task is not None]
         for task in tasks:
@@ -103,6 +111,8 @@ class Publisher:
         return await self.round(namespace, state, items)
 
     async def round(self, namespace: str, state: Namespace, items: list[observed.Observed]) -> Report:
+        # A stack being deleted has withdrawn its ruleset (finalizer): publishing again would revive it.
+        items = [item for item in items if not (item.deleting and item.source.kind == constants.STACK_KIND)]
         fingerprint = _fingerprint(items)
         stack_item = _the_stack(items)
         paused = stack_item is not None and children.is_paused(stack_item.source)

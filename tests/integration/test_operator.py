@@ -1,0 +1,542 @@
+"""The operator as users run it (`tailor operator`, a real subprocess) against the real kube-apiserver
+(kube-controller-manager and kwok make pods Ready) and a real Redis."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import yaml
+from kubernetes import client as k8s_client
+
+from tailor.core import store
+
+pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "examples" / "shop"
+GROUP, VERSION = "tailor.dev", "v1alpha1"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 45.0, every: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (k8s_client.ApiException, redis.RedisError, OSError) as error:
+            last = error
+        if last is not None and last is not False and not isinstance(last, Exception):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Operator:
+    """One `tailor operator` process; its log is kept for failure messages."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.metrics_port = free_port()
+        self.log = log
+        command = [
+            sys.executable, "-m", "tailor.cli.main", "operator",
+            "--metrics-port", str(self.metrics_port),
+            "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
+            *args,
+        ]  # fmt: skip
+        environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})}
+        self._sink = log.open("ab")
+        self.process = subprocess.Popen(command, stdout=self._sink, stderr=subprocess.STDOUT, env=environment)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._sink.close()
+
+    def reconciles(self, kind: str = "Ruleset") -> float:
+        """tailor_operator_reconciles_total{kind} from the process's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f'tailor_operator_reconciles_total{{kind="{kind}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl: Callable[..., Any]) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for name in ("personalizationstacks", "personalizationrules", "contentvariants"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s")
+
+
+@pytest.fixture
+def start_operator(
+    crds: None, kubeconfig: Path, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Operator]]:
+    started: list[Operator] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Operator:
+        log = tmp_path / f"operator-{len(started)}.log"
+        operator = Operator(kubeconfig, log, "--redis-url", redis_url, *args, env=env)
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+def shop_documents(redis_url: str | None = None) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for path in sorted(SHOP.glob("*.yaml")):
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    if redis_url is not None:
+        for doc in documents:
+            if doc["kind"] == "PersonalizationStack":
+                doc["spec"]["redis"] = {"url": redis_url}
+    return documents
+
+
+def the_stack(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(doc for doc in documents if doc["kind"] == "PersonalizationStack")
+
+
+def apply(kubectl: Callable[..., Any], namespace: str, documents: list[dict[str, Any]]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+
+
+def custom(kube_api: k8s_client.ApiClient) -> k8s_client.CustomObjectsApi:
+    return k8s_client.CustomObjectsApi(kube_api)
+
+
+def get(kube_api: k8s_client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = custom(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return result
+
+
+def listed(kube_api: k8s_client.ApiClient, namespace: str, plural: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = custom(kube_api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural
+    )["items"]
+    return items
+
+
+def ready(body: dict[str, Any]) -> dict[str, Any]:
+    for condition in (body.get("status") or {}).get("conditions") or ():
+        if condition["type"] == "Ready":
+            return dict(condition)
+    return {}
+
+
+def all_ready(kube_api: k8s_client.ApiClient, namespace: str) -> bool:
+    stacks = listed(kube_api, namespace, "personalizationstacks")
+    others = listed(kube_api, namespace, "personalizationrules") + listed(
+        kube_api, namespace, "contentvariants"
+    )
+    return bool(stacks) and all(ready(body).get("status") == "True" for body in stacks + others)
+
+
+def served(redis_url: str, stack: str) -> Any:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return store.load_sync(client, stack)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def managed_redis_volume(kube_api: k8s_client.ApiClient, namespace: str) -> Iterator[None]:
+    """A PersistentVolume pre-bound to the managed Redis' claim (the test cluster has no provisioner)."""
+    core = k8s_client.CoreV1Api(kube_api)
+    name = f"pv-{namespace}"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": f"/tmp/{name}"},
+            "claimRef": {"namespace": namespace, "name": "data-shop-redis-0"},
+        },
+    }
+    core.create_persistent_volume(volume)
+    try:
+        yield
+    finally:
+        core.delete_persistent_volume(name)
+
+
+# --- the tests ---------------------------------------------------------------------------------------
+
+
+def test_the_shop_example_applies_and_every_resource_becomes_ready(
+    managed_redis_volume: None,
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    apply(kubectl, namespace, shop_documents())
+    operator = start_operator("--namespace", namespace, "--standalone")
+    wait_for("every stack, rule and variant Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+
+    ruleset = served(redis_url, f"{namespace}/shop")
+    assert ruleset is not None
+    rules = listed(kube_api, namespace, "personalizationrules")
+    assert sorted(rule.name for rule in ruleset.rules) == sorted(r["metadata"]["name"] for r in rules)
+    assert len(ruleset.variants) == 9
+    stack = get(kube_api, namespace, "personalizationstacks", "shop")
+    assert stack["status"]["rulesetVersion"] == ruleset.version
+    conditions = {c["type"]: c["status"] for c in stack["status"]["conditions"]}
+    assert conditions == {
+        "Ready": "True", "Reconciled": "True", "WorkersReady": "True", "ContentApiReady": "True",
+        "RedisReady": "True", "RulesetPublished": "True",
+    }  # fmt: skip
+    for rule in rules:
+        assert rule["status"]["publishedVersion"] == ruleset.version
+        assert rule["status"]["observedGeneration"] == rule["metadata"]["generation"]
+
+    apps = k8s_client.AppsV1Api(kube_api)
+    api = apps.read_namespaced_deployment("shop-api", namespace).to_dict()
+    pod = api["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["api", "--stack", f"{namespace}/shop", "--port", "8080"]
+    assert pod["automount_service_account_token"] is False
+    assert pod["security_context"]["run_as_non_root"] is True
+    assert pod["security_context"]["seccomp_profile"]["type"] == "RuntimeDefault"
+    assert container["security_context"]["read_only_root_filesystem"] is True
+    assert container["security_context"]["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TAILOR_REDIS_URL"] == f"redis://shop-redis.{namespace}.svc:6379/0"
+    owner = api["metadata"]["owner_references"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("PersonalizationStack", "shop", True)
+    assert "tailor.dev/config-checksum" in api["spec"]["template"]["metadata"]["annotations"]
+    assert operator.process.poll() is None, operator.output()
+
+
+def test_schema_invalid_manifests_are_refused_by_the_api_server_with_our_message(
+    crds: None, kubectl: Callable[..., Any], namespace: str
+) -> None:
+    bad_rule = {
+        "apiVersion": "tailor.dev/v1alpha1",
+        "kind": "PersonalizationRule",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "slot": "home-hero",
+            "audience": [{"feature": "views", "window": "5mins"}],
+            "variants": {"names": ["a"], "selector": {"matchLabels": {"a": "b"}}},
+            "rollout": {"percentage": 150},
+        },
+    }
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad_rule), check=False)
+    assert result.returncode != 0
+    assert "rollout.percentage must be between 0 and 100" in result.stderr
+    assert "window must be a duration like 5m, 24h or 1h30m" in result.stderr
+    assert "variants must be named (variants.names) or selected (variants.selector)" in result.stderr
+    bad_stack = the_stack(shop_documents())
+    bad_stack["spec"]["redis"] = {"managed": True, "url": "redis://elsewhere:6379/0"}
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad_stack), check=False)
+    assert result.returncode != 0
+    assert "set exactly one of redis.managed: true or redis.url" in result.stderr
+
+
+def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serving(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    documents = shop_documents(redis_url)
+    apply(kubectl, namespace, documents)
+    start_operator("--namespace", namespace, "--standalone")
+    key = f"{namespace}/shop"
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    good = served(redis_url, key)
+    assert good is not None
+
+    # An edit that breaks a live rule: Ready=False with the reason; the served ruleset is unchanged.
+    searcher = next(doc for doc in documents if doc["metadata"]["name"] == "searcher")
+    broken = copy.deepcopy(searcher)
+    broken["spec"]["audience"] = [{"feature": "searches", "window": "7m", "op": "gte", "threshold": 2}]
+    apply(kubectl, namespace, [broken])
+    condition = wait_for(
+        "searcher Ready=False",
+        lambda: (
+            (c := ready(get(kube_api, namespace, "personalizationrules", "searcher"))).get("status")
+            == "False"
+            and c
+        ),
+    )
+    assert condition["reason"] == "WindowNotDeclared"
+    assert "'7m' is not one of the stack's features.windows" in condition["message"]
+    events = k8s_client.CoreV1Api(kube_api).list_namespaced_event(namespace)
+    assert any(e.reason == "WindowNotDeclared" and e.involved_object.name == "searcher" for e in events.items)
+    now = served(redis_url, key)
+    assert now is not None
+    assert now.version == good.version
+    assert now.rules == good.rules
+
+    # A new rule naming a variant that does not exist is left out; the rest still publishes.
+    newcomer = copy.deepcopy(searcher)
+    newcomer["metadata"]["name"] = "newcomer"
+    newcomer["spec"] = {"slot": "home-hero", "priority": 77, "variants": {"names": ["no-such-variant"]}}
+    apply(kubectl, namespace, [newcomer])
+    condition = wait_for(
+        "newcomer Ready=False",
+        lambda: (
+            (c := ready(get(kube_api, namespace, "personalizationrules", "newcomer"))).get("status")
+            == "False"
+            and c
+        ),
+    )
+    assert condition["reason"] == "UnknownVariant"
+    stack_ready = ready(get(kube_api, namespace, "personalizationstacks", "shop"))
+    assert stack_ready["status"] == "True"  # the stack serves; the rules say what is wrong with them
+
+    # Fixing the rule publishes a new version that has it.
+    fixed = copy.deepcopy(searcher)
+    fixed["spec"]["priority"] = 55
+    apply(kubectl, namespace, [fixed])
+    newer = wait_for(
+        "a new version with the fixed rule",
+        lambda: (
+            (r := served(redis_url, key)) is not None
+            and r.version > good.version
+            and any(rule.name == "searcher" and rule.priority == 55 for rule in r.rules)
+            and r
+        ),
+    )
+    assert "newcomer" not in {rule.name for rule in newer.rules}
+    wait_for(
+        "searcher Ready again",
+        lambda: ready(get(kube_api, namespace, "personalizationrules", "searcher")).get("status") == "True",
+    )
+
+
+def children_of(kube_api: k8s_client.ApiClient, namespace: str) -> dict[str, list[str]]:
+    apps, core = k8s_client.AppsV1Api(kube_api), k8s_client.CoreV1Api(kube_api)
+    selector = "app.kubernetes.io/managed-by=tailor-operator"
+    deployments = apps.list_namespaced_deployment(namespace, label_selector=selector).items
+    statefulsets = apps.list_namespaced_stateful_set(namespace, label_selector=selector).items
+    services = core.list_namespaced_service(namespace, label_selector=selector).items
+    return {
+        "deployments": sorted(item.metadata.name for item in deployments),
+        "statefulsets": sorted(item.metadata.name for item in statefulsets),
+        "services": sorted(item.metadata.name for item in services),
+    }
+
+
+def test_an_operator_killed_mid_change_converges_after_restart_without_duplicates(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    documents = shop_documents(redis_url)
+    apply(kubectl, namespace, documents)
+    first = start_operator("--namespace", namespace, "--standalone")
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+
+    # A burst of changes, and the operator dies with SIGKILL in the middle of handling it.
+    template = next(doc for doc in documents if doc["metadata"]["name"] == "engaged-browser")
+    burst = []
+    for index in range(40):
+        rule = copy.deepcopy(template)
+        rule["metadata"]["name"] = f"burst-{index:02d}"
+        rule["spec"]["priority"] = 1000 + index
+        burst.append(rule)
+    stack = copy.deepcopy(the_stack(documents))
+    stack["spec"]["workers"]["replicas"] = 3
+    apply(kubectl, namespace, [stack, *burst[:20]])
+    time.sleep(0.3)
+    first.kill()
+    apply(kubectl, namespace, burst[20:])
+
+    start_operator("--namespace", namespace, "--standalone")
+    key = f"{namespace}/shop"
+    wait_for(
+        "every burst rule published",
+        lambda: (
+            (r := served(redis_url, key)) is not None
+            and {rule["metadata"]["name"] for rule in burst} <= {rule.name for rule in r.rules}
+        ),
+        timeout=60,
+    )
+    wait_for("every resource Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    assert children_of(kube_api, namespace) == {
+        "deployments": ["shop-api", "shop-worker"],
+        "statefulsets": [],
+        "services": ["shop-api"],
+    }
+    workers = k8s_client.AppsV1Api(kube_api).read_namespaced_deployment("shop-worker", namespace)
+    assert workers.spec.replicas == 3
+    replica_sets = k8s_client.AppsV1Api(kube_api).list_namespaced_replica_set(namespace).items
+    assert len({rs.metadata.name for rs in replica_sets}) == 2  # one per Deployment: no config churn
+
+
+def test_drift_is_restored(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    apply(kubectl, namespace, shop_documents(redis_url))
+    start_operator("--namespace", namespace, "--standalone")
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    apps, core = k8s_client.AppsV1Api(kube_api), k8s_client.CoreV1Api(kube_api)
+
+    original_uid = apps.read_namespaced_deployment("shop-api", namespace).metadata.uid
+    apps.delete_namespaced_deployment("shop-api", namespace)
+    wait_for(
+        "a new shop-api Deployment",
+        lambda: apps.read_namespaced_deployment("shop-api", namespace).metadata.uid != original_uid,
+        timeout=15,
+    )
+    core.delete_namespaced_service("shop-api", namespace)
+    wait_for(
+        "the shop-api Service back", lambda: core.read_namespaced_service("shop-api", namespace), timeout=15
+    )
+
+    apps.patch_namespaced_deployment("shop-worker", namespace, {"spec": {"replicas": 7}})
+    apps.patch_namespaced_deployment(
+        "shop-worker",
+        namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": "evil:latest"}]}}}},
+    )
+    wait_for(
+        "shop-worker restored",
+        lambda: (
+            (d := apps.read_namespaced_deployment("shop-worker", namespace)).spec.replicas == 2
+            and d.spec.template.spec.containers[0].image == "ghcr.io/tailor-dev/tailor:0.1.0"
+        ),
+        timeout=15,
+    )
+    wait_for("the shop Ready again", lambda: all_ready(kube_api, namespace), timeout=60)
+
+
+def test_with_two_peered_operators_only_one_acts(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    quick = {"TAILOR_OPERATOR_PEERING_LIFETIME_SECONDS": "6"}
+    low = start_operator("--namespace", namespace, "--peering", "tailor", "--priority", "100", env=quick)
+    high = start_operator("--namespace", namespace, "--peering", "tailor", "--priority", "200", env=quick)
+    wait_for("both operators serving metrics", lambda: high.reconciles() >= 0 and low.reconciles() >= 0)
+    time.sleep(2)  # let them see each other in the peering object
+    documents = shop_documents(redis_url)
+    apply(kubectl, namespace, documents)
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    assert high.reconciles() > 0, high.output()
+    assert low.reconciles() == 0, low.output()
+    assert low.reconciles("PersonalizationStack") == 0
+
+    # The acting operator dies: the standby takes over once the peering lifetime has passed.
+    high.kill()
+    key = f"{namespace}/shop"
+    before = served(redis_url, key)
+    assert before is not None
+    rule = copy.deepcopy(next(doc for doc in documents if doc["metadata"]["name"] == "searcher"))
+    rule["spec"]["priority"] = 51
+    apply(kubectl, namespace, [rule])
+    wait_for(
+        "the standby publishing the change",
+        lambda: (r := served(redis_url, key)) is not None and r.version > before.version,
+        timeout=45,
+    )
+    assert low.reconciles() > 0
+
+
+def test_stats_are_copied_into_rule_status(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    apply(kubectl, namespace, shop_documents(redis_url))
+    start_operator(
+        "--namespace", namespace, "--standalone", env={"TAILOR_OPERATOR_STATS_INTERVAL_SECONDS": "1"}
+    )
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        from tailor.core import stats
+
+        key = stats.key(f"{namespace}/shop", "abandoned-cart")
+        client.hset(key, mapping={"promo-cart-discount|impressions": 200, "promo-cart-discount|clicks": 10})
+        expected = {"promo-cart-discount": {"impressions": 200, "clicks": 10, "ctr": 0.05}}
+        wait_for(
+            "stats in status",
+            lambda: (
+                get(kube_api, namespace, "personalizationrules", "abandoned-cart")["status"].get("stats")
+                == expected
+            ),
+            timeout=20,
+        )
+    finally:
+        client.close()
+
+
+def test_deleting_a_rule_removes_it_from_the_next_ruleset(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    apply(kubectl, namespace, shop_documents(redis_url))
+    start_operator("--namespace", namespace, "--standalone")
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    kubectl("delete", "-n", namespace, "prule", "engaged-browser")
+    key = f"{namespace}/shop"
+    wait_for(
+        "a ruleset without engaged-browser",
+        lambda: (
+            (r := served(redis_url, key)) is not None and "engaged-browser" not in {x.name for x in r.rules}
+        ),
+    )
+
+    # Deleting the stack (behind our finalizer) withdraws its ruleset: nothing serves a deleted stack.
+    kubectl("delete", "-n", namespace, "pstack", "shop", "--timeout=30s")
+    assert served(redis_url, key) is None

@@ -1,0 +1,167 @@
+"""Children of a stack, built without an API server: names, labels, owners, security, env, checksum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tailor_operator import builders, conditions, observed
+from tailor_operator.reconcile import children, publishing, stack_status
+
+from tailor.core import specs
+
+
+def stack(**spec: Any) -> builders.Stack:
+    base: dict[str, Any] = {"kafka": {"bootstrapServers": "k:9092"}, "redis": {"managed": True}}
+    base.update(spec)
+    return builders.Stack("shop", "shop", "uid-1", specs.StackSpec.model_validate(base))
+
+
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = manifest["spec"]["template"]["spec"]
+    return spec
+
+
+def test_managed_stack_owns_redis_workers_and_api_with_fixed_names() -> None:
+    owned = builders.children(stack(), "c1")
+    assert [(m["kind"], m["metadata"]["name"]) for m in owned] == [
+        ("Service", "shop-redis"),
+        ("StatefulSet", "shop-redis"),
+        ("Deployment", "shop-worker"),
+        ("Deployment", "shop-api"),
+        ("Service", "shop-api"),
+    ]
+    for manifest in owned:
+        owner = manifest["metadata"]["ownerReferences"][0]
+        assert owner == {
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "PersonalizationStack", "name": "shop",
+            "uid": "uid-1", "controller": True, "blockOwnerDeletion": True,
+        }  # fmt: skip
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "tailor-operator"
+        assert labels["app.kubernetes.io/instance"] == "shop"
+
+
+def test_external_redis_stack_owns_no_redis_and_prunes_it() -> None:
+    external = stack(redis={"url": "redis://r.example:6379/0"})
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in builders.children(external, "c")]
+    assert ("StatefulSet", "shop-redis") not in kinds
+    assert builders.unwanted(external) == [
+        ("apps/v1", "StatefulSet", "shop-redis"),
+        ("v1", "Service", "shop-redis"),
+    ]
+
+
+def test_pods_are_restricted_and_need_no_api_access() -> None:
+    for manifest in (builders.worker_deployment(stack(), "c"), builders.api_deployment(stack(), "c")):
+        pod = pod_spec(manifest)
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = pod["containers"][0]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }  # fmt: skip
+        assert container["resources"]["requests"]["cpu"]
+        assert manifest["spec"]["template"]["metadata"]["annotations"] == {"tailor.dev/config-checksum": "c"}
+
+
+def test_commands_and_env_follow_the_cli_contract() -> None:
+    with_secrets = stack(
+        redis={"url": "redis://r.example:6379/0", "passwordSecretRef": {"name": "redis-auth"}},
+        contentApi={"adminTokenSecretRef": {"name": "admin"}},
+    )
+    api = pod_spec(builders.api_deployment(with_secrets, "c"))["containers"][0]
+    assert api["command"] == ["tailor"]
+    assert api["args"] == ["api", "--stack", "shop/shop", "--port", "8080"]
+    env = {e["name"]: e for e in api["env"]}
+    assert env["TAILOR_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-auth", "key": "password"}
+    }
+    assert env["TAILOR_REDIS_URL"]["value"] == "redis://:$(TAILOR_REDIS_PASSWORD)@r.example:6379/0"
+    names = [e["name"] for e in api["env"]]
+    assert names.index("TAILOR_REDIS_PASSWORD") < names.index("TAILOR_REDIS_URL")  # $(VAR) needs order
+    assert env["TAILOR_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "admin", "key": "token"}}
+    worker = pod_spec(builders.worker_deployment(with_secrets, "c"))["containers"][0]
+    assert worker["args"] == ["worker", "--stack", "shop/shop"]
+    assert "TAILOR_ADMIN_TOKEN" not in {e["name"] for e in worker["env"]}
+
+
+def test_the_checksum_moves_with_secret_content_and_not_with_replicas() -> None:
+    base = builders.config_checksum(stack(), {"s": builders.secret_digest({"password": "YQ=="})})
+    rotated = builders.config_checksum(stack(), {"s": builders.secret_digest({"password": "Yg=="})})
+    scaled = builders.config_checksum(
+        stack(workers={"replicas": 9}), {"s": builders.secret_digest({"password": "YQ=="})}
+    )
+    assert base != rotated
+    assert base == scaled
+
+
+def test_component_condition_reads_deployment_status() -> None:
+    body: dict[str, Any] = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "shop-api",
+            "generation": 2,
+            "labels": {"app.kubernetes.io/component": "content-api"},
+        },
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 2, "readyReplicas": 1, "updatedReplicas": 2},
+    }
+    condition = children.component_condition(body, 5)
+    assert condition is not None
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "ContentApiReady",
+        "False",
+        "Progressing",
+    )
+    body["status"]["readyReplicas"] = 2
+    condition = children.component_condition(body, 5)
+    assert condition is not None
+    assert condition["status"] == "True"
+    body["metadata"]["generation"] = 3
+    condition = children.component_condition(body, 5)
+    assert condition is not None
+    assert condition["status"] == "False"
+
+
+def test_stack_ready_names_the_first_component_that_is_not() -> None:
+    current = [
+        conditions.make("Reconciled", True, "Applied", "", 1),
+        conditions.make("WorkersReady", True, "Ready", "", 1),
+        conditions.make("ContentApiReady", False, "Progressing", "1/2 ready", 1),
+        conditions.make("RulesetPublished", True, "Published", "", 1),
+    ]
+    ready = stack_status.ready_condition(current, 1)
+    assert (ready["status"], ready["reason"]) == ("False", "Progressing")
+    assert "ContentApiReady" in ready["message"]
+
+
+def test_condition_transition_time_moves_only_when_status_changes() -> None:
+    first = conditions.merge([], [conditions.make("Ready", True, "A", "m", 1)])
+    first[0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    same = conditions.merge(first, [conditions.make("Ready", True, "B", "other", 2)])
+    assert same[0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    flipped = conditions.merge(first, [conditions.make("Ready", False, "B", "m", 2)])
+    assert flipped[0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def test_published_version_is_the_version_that_first_served_the_generation() -> None:
+    from tailor.core import compiler
+
+    source = specs.Source(kind="PersonalizationRule", name="r", generation=3)
+    result = compiler.ResourceResult(source, "published")
+    fresh = publishing.resource_status(observed.Observed(source), result, None, 7)
+    assert fresh is not None
+    assert fresh["publishedVersion"] == 7
+    assert fresh["observedGeneration"] == 3
+    # Later versions (other resources changed) do not move it, and nothing needs patching.
+    settled = observed.Observed(source, status=fresh)
+    assert publishing.resource_status(settled, result, None, 9) is None
+    # A new generation is published in version 10.
+    edited = specs.Source(kind="PersonalizationRule", name="r", generation=4)
+    again = publishing.resource_status(
+        observed.Observed(edited, status=fresh), compiler.ResourceResult(edited, "published"), None, 10
+    )
+    assert again is not None
+    assert again["publishedVersion"] == 10
