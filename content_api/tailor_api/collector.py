@@ -20,11 +20,12 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -47,18 +48,29 @@ _ACCEPTED = RECEIVED.labels("accepted")
 _REJECTED = RECEIVED.labels("rejected")
 
 
+class CollectorSettings(BaseSettings):
+    """Tuning from the environment (`TAILOR_COLLECTOR_*`); everything else comes from the ruleset."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_COLLECTOR_", extra="ignore")
+
+    # How long Kafka may take to acknowledge before the request gets a 503.
+    delivery_timeout_seconds: float = 5.0
+    # How long librdkafka waits to fill a produce request: throughput against latency.
+    linger_ms: float = 2.0
+    # Who serves delivery reports: a poll thread, or the event loop (bench/collector.py compares).
+    delivery_mode: Literal["thread", "loop"] = "thread"
+
+
 class Collector:
     def __init__(
         self,
+        settings: CollectorSettings | None = None,
         *,
-        delivery_timeout_seconds: float = 5.0,
-        linger_ms: float = 2.0,
-        delivery_mode: str = "thread",
         producer_extra: dict[str, str | int | float | bool] | None = None,
+        **overrides: Any,
     ) -> None:
-        self.delivery_timeout_seconds = delivery_timeout_seconds
-        self.linger_ms = linger_ms
-        self.delivery_mode = delivery_mode
+        settings = settings or CollectorSettings()
+        self.settings = settings.model_copy(update=overrides) if overrides else settings
         self.producer_extra = producer_extra
         self.config: StackConfig | None = None
         self._producer: producer.AsyncProducer | None = None
@@ -98,9 +110,9 @@ class Collector:
             self._producer,
             producer.AsyncProducer(
                 kafka.bootstrap_servers,
-                delivery_timeout_seconds=self.delivery_timeout_seconds,
-                linger_ms=self.linger_ms,
-                mode="loop" if self.delivery_mode == "loop" else "thread",
+                delivery_timeout_seconds=self.settings.delivery_timeout_seconds,
+                linger_ms=self.settings.linger_ms,
+                mode=self.settings.delivery_mode,
                 extra=self.producer_extra,
             ),
         )
