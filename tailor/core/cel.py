@@ -112,6 +112,8 @@ def _compile(source: str, variables: frozenset[str]) -> Program:
         exec(code, namespace)
     except (SyntaxError, RecursionError, MemoryError) as error:
         # CPython limits statically nested blocks (20) and parser depth; CEL rules never come close.
+        if isinstance(error, SyntaxError) and not re.search(r"nest|too many|recursion", str(error)):
+            raise CelError(f"internal error: the translation does not compile: {error}") from error
         raise CelError(f"unsupported: expression nested too deeply ({error})") from None
     return Program(source, variables, python_source, namespace["_cel"], namespace["_match"])
 
@@ -148,12 +150,26 @@ def _parse_problem(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else "cannot parse"
 
 
+_UNSUBSCRIPTABLE = re.compile(r"'(\w+)' object is not subscriptable|(string|list) indices must be integers")
+_CEL_TYPE_NAMES = {
+    "float": "double",
+    "str": "string",
+    "NoneType": "null_type",
+    "Duration": "google.protobuf.Duration",
+}
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, cel_runtime.EvalFailure):
         return str(error)
     if isinstance(error, KeyError):
         return f"no such key: {error.args[0]!r}" if error.args else "no such key"
     if isinstance(error, TypeError):
+        # Inlined field selection on something that is not a map: say it as the helpers do.
+        unsubscriptable = _UNSUBSCRIPTABLE.match(str(error))
+        if unsubscriptable:
+            python_type = unsubscriptable.group(1) or unsubscriptable.group(2)
+            return f"{_CEL_TYPE_NAMES.get(python_type, python_type)} does not support field selection"
         return f"no matching overload: {error}"
     if isinstance(error, RecursionError):
         return "value nested too deeply"
@@ -189,6 +205,7 @@ _RUNTIME: dict[str, Any] = {
     "_mod": cel_runtime.modulo,
     "_neg": cel_runtime.negate,
     "_index": cel_runtime.index,
+    "_select": cel_runtime.select,
     "_has": cel_runtime.has_field,
     "_make_map": cel_runtime.make_map,
     "_iterable": cel_runtime.iterable,
@@ -225,6 +242,8 @@ _PYTHON_RELATIONS = {
 }
 # CEL types whose values compare in Python exactly as in CEL when both sides have that type.
 _PYTHON_TYPES = {"int": "int", "double": "float", "string": "str"}
+# Values known not to be maps are never subscripted inline with a string (`[x]["k"]` warns in CPython).
+_NOT_MAPS = frozenset({"bool", "int", "double", "string", "null", "list", "duration"})
 _ARITHMETIC = {
     "addition_add": "_add",
     "addition_sub": "_sub",
@@ -541,6 +560,8 @@ class _Translator:
     def _select(self, tree: Tree[Any]) -> _Code:
         target_tree, field = tree.children
         target = self._expr(target_tree)
+        if target.literal or target.kind in _NOT_MAPS:  # Python warns at compile time about "abc"["x"]
+            return _Code(f"_select({target.text}, {str(field)!r})")
         # A map's field is its string key: a dict lookup that raises KeyError when absent and
         # TypeError for a list, string, number or null, which are exactly CEL's errors.
         return _Code(f"{target.text}[{str(field)!r}]")
@@ -549,7 +570,7 @@ class _Translator:
         target_tree, key_tree = tree.children
         target = self._expr(target_tree)
         key = self._expr(key_tree)
-        if key.literal and key.kind == "string":
+        if key.literal and key.kind == "string" and not (target.literal or target.kind in _NOT_MAPS):
             return _Code(f"{target.text}[{key.text}]")
         return _Code(f"_index({target.text}, {key.text})")
 

@@ -304,7 +304,9 @@ def make_map(entries: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
     for key, value in entries:
         if type(key) not in (str, int, bool):
             raise EvalFailure(f"unsupported map key type: {type_name(key)}")
-        if key in result:  # Python's dict cannot hold both 1 and true as keys: refuse that, too
+        if key in result:
+            if not _has_key(result, key):  # Python's dict cannot hold both 1 and true as keys
+                raise EvalFailure("unsupported: a map with both 1 and true (or 0 and false) as keys")
             raise EvalFailure(f"repeated key in map literal: {to_string(key)}")
         result[key] = value
     return result
