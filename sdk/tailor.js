@@ -56,8 +56,8 @@
     maxBackoff: 60000,
     decideTimeout: 1000,     // ms to wait for decisions before the slots keep their fallback markup
     cacheTtl: 30000,         // ms a decision may be reused while the visitor's behaviour is unchanged
-    live: false,             // re-decide once the page's events are accepted (a second decide call)
-    liveDelay: 150,          // ms between that acceptance and the re-decide (the workers' freshness)
+    live: false,             // decide only once this page's view is counted, and again after later actions
+    liveDelay: 150,          // ms between the collector's 202 and that decide (the workers' freshness)
     debug: false,
   };
 
@@ -503,7 +503,7 @@
         const accepted = batch.length - verdict.rejected.length;
         t.stats.sent += accepted;
         t.emit('sent', { events: batch.map((entry) => entry.event), accepted });
-        if (accepted > 0) t.onAccepted();
+        if (accepted > 0) t.onAccepted(batch.map((entry) => entry.event));
         return 'accepted';
       }
       // 400: the rejected are dropped, the rest (if any) stay queued for the next batch.
@@ -810,8 +810,8 @@
       this.t.feedback(decision.decisionId, 'click');
     }
 
-    /** Live mode: once the collector accepted this page's events, decide again and swap the slots
-     *  whose variant changed (their space is reserved, so nothing shifts). */
+    /** Live mode: once the collector accepted actions taken on this page, decide again and swap the
+     *  slots whose variant changed (their space is reserved, so nothing shifts). */
     scheduleRefresh() {
       if (this.refreshTimer !== null || !this.t.env.document || !this.t.started) return;
       this.refreshTimer = this.t.env.setTimeout(() => {
@@ -862,6 +862,8 @@
       this.cleanups = [];
       this.stats = { sent: 0, rejected: 0, retries: 0, requests: 0, decideCalls: 0, cacheHits: 0 };
       this.pendingConsent = undefined; // consent() called before init()
+      this.liveArmed = false;          // live mode: the page's slots were decided; later actions refresh
+      this.liveIds = new Set();        // ids of those later actions, until a 202 covers them
       this.readyResolve = null;
       this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
     }
@@ -889,9 +891,15 @@
       if (this.pendingConsent !== undefined) this.consent(this.pendingConsent);
       // After the DOM is parsed: the title and <meta name="tailor:..."> are known, the slots exist.
       // The page view is recorded before deciding, so the decision cache knows behaviour moved on.
-      const rendered = this.whenReady(() => {
-        if (this.config.autoPageView && this.started) this.page();
-        return this.config.autoRender && this.started ? this.renderer.render() : [];
+      // In live mode the one decide of this page view waits until the view itself is counted, so the
+      // slots reflect it (no second call, no second swap); later actions re-decide as they are counted.
+      const rendered = this.whenReady(async () => {
+        const view = this.config.autoPageView && this.started ? this.page() : null;
+        if (!this.config.autoRender || !this.started) return [];
+        if (this.config.live && view && this.canSend()) await this.counted(view);
+        const slots = await this.renderer.render();
+        this.liveArmed = this.config.live;
+        return slots;
       });
       rendered.then(
         (slots) => this.readyResolve({ slots }),
@@ -995,6 +1003,7 @@
       const dropped = this.queue.push(event);
       if (dropped) this.emit('dropped', { count: dropped });
       this.store.set(PREFIX + 'lastEvent', event.id);
+      if (this.liveArmed) this.liveIds.add(event.id);
       const full = this.queue.size() >= this.config.batchSize;
       this.sender.schedule(eventType === 'page_view' || full ? 0 : this.config.flushInterval);
       return event.id;
@@ -1049,7 +1058,31 @@
       return this.sender.flush();
     }
 
-    onAccepted() { if (this.config.live) this.renderer.scheduleRefresh(); }
+    /** Resolves `liveDelay` ms after a 202 covered event `id`, or after `decideTimeout` ms without
+     *  one (the collector is slow or away: the slots are not held back longer than that). */
+    counted(id) {
+      return new Promise((resolve) => {
+        let off = null;
+        let timer = null;
+        const done = (delay) => {
+          off();
+          this.env.clearTimeout(timer);
+          this.env.setTimeout(resolve, delay);
+        };
+        off = this.on('sent', (detail) => {
+          if (detail.events.some((event) => event.id === id)) done(this.config.liveDelay);
+        });
+        timer = this.env.setTimeout(() => done(0), this.config.decideTimeout);
+      });
+    }
+
+    /** Live mode: actions tracked after the slots were decided, once counted, re-decide them. */
+    onAccepted(events) {
+      if (!this.liveArmed || !this.liveIds.size) return;
+      let fresh = false;
+      for (const event of events) fresh = this.liveIds.delete(event.id) || fresh;
+      if (fresh) this.renderer.scheduleRefresh();
+    }
 
     /** POST /v1/feedback; keepalive so it survives the navigation a click often starts. */
     feedback(decisionId, type) {

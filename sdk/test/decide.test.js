@@ -83,13 +83,13 @@ test('the cache lives in sessionStorage, for the same visitor only', async () =>
 });
 
 test('a slow decide times out and every slot keeps its fallback', async () => {
-  server.respond = (request) => request.path === '/v1/decide' && { status: 200, delay: 600, body: { decisions: [server.decisions.hero] } };
+  server.respond = (request) => request.path === '/v1/decide' && { status: 200, delay: 2000, body: { decisions: [server.decisions.hero] } };
   const { tailor } = started({ decideTimeout: 100 });
   const began = Date.now();
   const decisions = await tailor.renderer.decide(['hero']);
   const took = Date.now() - began;
   assert.equal(decisions.get('hero'), null);
-  assert.ok(took >= 90 && took < 500, `gave up after ${took} ms`);
+  assert.ok(took >= 90 && took < 1500, `gave up after ${took} ms, not when the answer came`);
   server.respond = null;
   const retry = await tailor.renderer.decide(['hero']);
   assert.equal(retry.get('hero').variant, 'hero-shoes', 'a failure is not cached');

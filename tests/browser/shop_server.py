@@ -16,12 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
-
 
 REPO = Path(__file__).resolve().parents[2]
 STOREFRONT = REPO / "examples" / "storefront"
@@ -76,7 +74,8 @@ Responder = Callable[[Recorded], Answer | None]
 
 class ShopServer:
     """One origin on 127.0.0.1: the storefront and/or the API routes. Tests set `respond_events`,
-    `respond_decide`, `decisions`, `csp`, `script_attributes` and `sdk_src` to shape the answers."""
+    `respond_decide`, `decisions`, `decide_delay`, `csp`, `script_attributes`, `sdk_src` and
+    `extra_pages` to shape the answers."""
 
     def __init__(self, root: Path = STOREFRONT) -> None:
         self.root = root
@@ -85,6 +84,7 @@ class ShopServer:
         self.decisions: dict[str, dict[str, Any]] = {}
         self.respond_events: Responder | None = None
         self.respond_decide: Responder | None = None
+        self.decide_delay = 0.0  # seconds before the default /v1/decide answer (a slow network)
         self.csp: str | None = None
         self.cors_origin: str | None = None  # set to allow a storefront on another origin
         self.script_attributes = ""  # added to the storefront's tailor.js <script> tag
@@ -127,7 +127,9 @@ class ShopServer:
                 kept.setdefault(event["id"], event)
         return list(kept.values())
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "a condition") -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "a condition"
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -142,7 +144,7 @@ class ShopServer:
             return custom
         payload = request.json
         if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
-            return Answer(400, {"accepted": 0, "rejected": [], "detail": "expected {\"events\": [...]}"})
+            return Answer(400, {"accepted": 0, "rejected": [], "detail": 'expected {"events": [...]}'})
         return Answer(202, {"accepted": len(payload["events"]), "rejected": []})
 
     def answer_decide(self, request: Recorded) -> Answer:
@@ -153,11 +155,19 @@ class ShopServer:
         for slot in request.query.get("slot", []):
             decision = self.decisions.get(slot)
             if decision is None:
-                out.append({"slot": slot, "variant": None, "rule": None, "content": None,
-                            "decisionId": None, "rulesetVersion": 1})  # fmt: skip
+                out.append(
+                    {
+                        "slot": slot,
+                        "variant": None,
+                        "rule": None,
+                        "content": None,
+                        "decisionId": None,
+                        "rulesetVersion": 1,
+                    }
+                )
             else:
                 out.append({"slot": slot, "rulesetVersion": 1, **decision})
-        return Answer(200, {"decisions": out}, {"X-Tailor-Ruleset-Version": "1"})
+        return Answer(200, {"decisions": out}, {"X-Tailor-Ruleset-Version": "1"}, delay=self.decide_delay)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -181,8 +191,14 @@ class ShopServer:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Recorded(method, parts.path, parse_qs(parts.query), dict(self.headers.items()),
-                                   body, time.monotonic())  # fmt: skip
+                request = Recorded(
+                    method,
+                    parts.path,
+                    parse_qs(parts.query),
+                    dict(self.headers.items()),
+                    body,
+                    time.monotonic(),
+                )
                 if parts.path.startswith("/v1/"):
                     with server.lock:
                         server.requests.append(request)
@@ -227,11 +243,15 @@ class ShopServer:
                 if target.suffix == ".html" and (server.script_attributes or server.sdk_src):
                     src = server.sdk_src or "/sdk/tailor.js"
                     extra = server.script_attributes
-                    content = SDK_TAG.sub(lambda m: f'<script src="{src}"{m.group(1)} {extra}>', content.decode())
+                    content = SDK_TAG.sub(
+                        lambda m: f'<script src="{src}"{m.group(1)} {extra}>', content.decode()
+                    )
                     content = content.encode()
                 self._send(200, content, TYPES.get(target.suffix, "application/octet-stream"))
 
-            def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from shop_server import Answer, Recorded, ShopServer
 
 from tailor.core import events as event_schema
-
-from shop_server import Answer, Recorded, ShopServer
 
 pytestmark = pytest.mark.browser
 
@@ -65,8 +64,13 @@ def test_datalayer_pushes_and_searches_become_tailor_events(page: Page, shop: Sh
     shop.wait_for(lambda: len(shop.kept_events()) == 3, what="page view, add to cart, wishlist click")
     cart = of_type(shop.kept_events(), "add_to_cart")[0]
     assert cart["properties"] == {
-        "productId": "weekender", "category": "bags", "value": 119, "currency": "EUR", "quantity": 1, "items": 1,
-    }  # fmt: skip
+        "productId": "weekender",
+        "category": "bags",
+        "value": 119,
+        "currency": "EUR",
+        "quantity": 1,
+        "items": 1,
+    }
     wishlist = of_type(shop.kept_events(), "click")[0]
     assert wishlist["properties"] == {"action": "wishlist", "category": "bags", "productId": "weekender"}
 
@@ -82,7 +86,8 @@ def test_datalayer_pushes_and_searches_become_tailor_events(page: Page, shop: Sh
     page.click("#checkout")
     shop.wait_for(lambda: len(of_type(shop.kept_events(), "purchase")) == 1, what="the purchase")
     purchase = of_type(shop.kept_events(), "purchase")[0]["properties"]
-    assert purchase["productId"] == "trail-runner" and purchase["value"] == 89
+    assert purchase["productId"] == "trail-runner"
+    assert purchase["value"] == 89
     assert purchase["transactionId"].startswith("T-")
     assert_valid(shop.kept_events())
 
@@ -145,8 +150,14 @@ def test_a_collector_outage_across_pages_loses_nothing(page: Page, shop: ShopSer
 
 def test_nothing_is_stored_or_sent_before_consent(page: Page, shop: ShopServer) -> None:
     shop.script_attributes = "data-require-consent"
-    shop.decisions = {"home-hero": {"variant": "v", "rule": "r", "decisionId": "d",
-                                    "content": {"type": "text", "body": "Personal"}}}  # fmt: skip
+    shop.decisions = {
+        "home-hero": {
+            "variant": "v",
+            "rule": "r",
+            "decisionId": "d",
+            "content": {"type": "text", "body": "Personal"},
+        }
+    }
     page.goto(f"{shop.url}/c/bags/")
     page.click(".site-nav a[href='/c/jackets/']")
     page.wait_for_url("**/c/jackets/")
@@ -171,8 +182,14 @@ def test_a_storefront_on_another_origin_than_the_api(page: Page, shop: ShopServe
     api = ShopServer().start()
     try:
         api.cors_origin = shop.url
-        api.decisions = {"home-hero": {"variant": "hero-x", "rule": "r", "decisionId": "d-x",
-                                       "content": {"type": "text", "body": "From the API origin"}}}  # fmt: skip
+        api.decisions = {
+            "home-hero": {
+                "variant": "hero-x",
+                "rule": "r",
+                "decisionId": "d-x",
+                "content": {"type": "text", "body": "From the API origin"},
+            }
+        }
         # As a shop would embed it: tailor.js from the content API, which is then also the endpoint.
         shop.sdk_src = f"{api.url}/sdk/tailor.js"
         page.goto(f"{shop.url}/")
@@ -184,7 +201,11 @@ def test_a_storefront_on_another_origin_than_the_api(page: Page, shop: ShopServe
         page.click("a.tile[data-tailor-product-id='down-parka']")  # leaves the page: keepalive or beacon
         page.wait_for_url("**/p/down-parka/")
         api.wait_for(lambda: len(api.kept_events()) == 3, what="the click and the next page view")
-        beacons = [r for r in api.recorded("/v1/events") if r.headers.get("Content-Type", "").startswith("text/plain")]
+        beacons = [
+            r
+            for r in api.recorded("/v1/events")
+            if r.headers.get("Content-Type", "").startswith("text/plain")
+        ]
         for beacon in beacons:  # cross-origin beacons must be "simple" requests, sent as text/plain
             assert isinstance(beacon.json, dict), "a beacon's body is the same JSON document"
     finally:

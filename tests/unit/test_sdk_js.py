@@ -1,0 +1,57 @@
+"""The browser SDK's JavaScript tests (Node's built-in runner, no npm packages) as part of pytest, and
+the contract between the SDK and the collector: every event tailor.js makes passes tailor.core.events."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tailor.core import events
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(
+    NODE is None, reason="Node.js 18+ is needed for the SDK's tests: apt-get install nodejs"
+)
+
+
+def node(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    assert NODE is not None
+    return subprocess.run(
+        [NODE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@needs_node
+def test_the_sdk_javascript_tests_pass() -> None:
+    result = node("--test", "sdk/")
+    summary = dict(re.findall(r"^# (tests|pass|fail|cancelled) (\d+)$", result.stdout, re.MULTILINE))
+    assert result.returncode == 0, (
+        f"node --test sdk/ failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    )
+    assert summary.get("fail") == "0", summary
+    assert summary.get("cancelled") == "0", summary
+    assert int(summary.get("pass", "0")) >= 40, f"the SDK's tests did not all run: {summary}"
+
+
+@needs_node
+def test_every_event_the_sdk_makes_passes_the_collectors_validation() -> None:
+    result = node("sdk/testing/emit-events.js", timeout=60)
+    assert result.returncode == 0, result.stderr
+    made = json.loads(result.stdout)
+    types = {event["type"] for event in made}
+    assert types == {"page_view", "click", "add_to_cart", "search", "purchase", "custom"}, types
+    assert len(made) == 16  # 7 from the dataLayer, the automatic page view, 8 tracked
+    for event in made:
+        parsed, errors = events.validate(event)
+        assert not errors, (event, errors)
+        assert parsed is not None
+    identified = [event for event in made if event.get("userId")]
+    # The tracked page view and the automatic one, which runs once the script's synchronous part ended.
+    assert [event["type"] for event in identified] == ["page_view", "page_view"]
+    assert identified[0]["userId"] == "customer-42@example.com"
