@@ -209,7 +209,8 @@ def compile_variant(source: specs.Source) -> ruleset.Variant | Problem:
         end = _epoch(spec.schedule.end)
         if start is not None and end is not None and end <= start:
             return problem("InvalidSchedule", "schedule.end must be after schedule.start")
-    return ruleset.Variant(
+    # Every value was validated by VariantSpec above; constructing skips validating it twice.
+    return ruleset.Variant.model_construct(
         name=source.name,
         slot=spec.slot,
         content_type=content.type,
@@ -339,9 +340,11 @@ def resolve_variants(
     by_slot: Mapping[str, Mapping[str, ruleset.Variant]],
     variants: Mapping[str, ruleset.Variant],
     invalid: Mapping[str, Problem],
+    selections: dict[tuple[str, bytes], tuple[str, ...]],
 ) -> tuple[str, ...] | Problem:
     """The rule's variant names: the named ones (all on the rule's slot), or those of its slot that the
-    selector matches, sorted by name."""
+    selector matches, sorted by name. `selections` memoizes selectors within one compile: rules of a
+    slot often share one."""
 
     def problem(reason: str, message: str) -> Problem:
         return Problem(source.kind, source.name, reason, message)
@@ -368,8 +371,12 @@ def resolve_variants(
         return tuple(dict.fromkeys(spec.variants.names))
     selector = spec.variants.selector
     assert selector is not None  # the schema requires names or selector
-    on_slot = by_slot.get(spec.slot, {})
-    chosen = tuple(sorted(name for name, variant in on_slot.items() if selector.matches(variant.labels)))
+    key = (spec.slot, _spec_key(selector.model_dump()))
+    chosen = selections.get(key)
+    if chosen is None:
+        on_slot = by_slot.get(spec.slot, {})
+        chosen = tuple(sorted(name for name, variant in on_slot.items() if selector.matches(variant.labels)))
+        selections[key] = chosen
     if not chosen:
         return problem(
             "NoVariantsSelected",
@@ -466,6 +473,7 @@ def compile_namespace(
     fresh: dict[str, ruleset.Rule] = {}
     failed: dict[str, Problem] = {}
     by_name = {source.name: source for source in rule_sources}
+    selections: dict[tuple[str, bytes], tuple[str, ...]] = {}
     features_key = _features_key(features)
     for source in rule_sources:
         rule_key = (source.name, source.generation, _spec_key(source.spec), features_key)
@@ -476,7 +484,7 @@ def compile_namespace(
             failed[source.name] = compiled_rule
             continue
         spec, rule = compiled_rule
-        resolved = resolve_variants(source, spec, by_slot, variants, invalid_variants)
+        resolved = resolve_variants(source, spec, by_slot, variants, invalid_variants, selections)
         if isinstance(resolved, Problem):
             failed[source.name] = resolved
         else:
