@@ -16,8 +16,6 @@ from typing import Any
 
 from prometheus_client import start_http_server
 from pydantic import ValidationError
-from tailor_worker import settings as worker_settings
-from tailor_worker import worker
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +33,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the worker's metrics register in the process-wide registry,
+    # and `tailor api` (same CLI, same process) registers its own `tailor_ruleset_version`.
+    from tailor_worker import settings as worker_settings
+    from tailor_worker import worker
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.stack.count("/") != 1 or not all(args.stack.split("/")):
         print(f"tailor worker: --stack must be NAMESPACE/NAME, got {args.stack!r}", file=sys.stderr)
