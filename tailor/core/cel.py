@@ -2,39 +2,48 @@
 
 PersonalizationRules carry `spec.when`, a CEL expression the content API evaluates on every decision,
 and `tailor validate` checks the CRDs' `x-kubernetes-validations` rules offline. celpy's interpreter
-takes 400-700 µs per evaluation, so this module reuses only celpy's parser (its lark grammar is what
-the dependency is for) and translates the tree into the source of one Python function, compiled with
-no builtins. Operations whose CEL typing differs from Python's call tailor.core.cel_runtime; the rest
-(field selection and string-keyed indexing, literals, logic) is inlined. `&&` and `||` keep CEL's
-commutative error absorption by evaluating each operand under `try` (free in CPython 3.11 when
-nothing is raised) instead of threading error values through every operation.
+takes 0.3-1 ms per evaluation; this module reuses only celpy's parser (its lark grammar is what the
+dependency is for), translates the tree into Python source (tailor.core.cel_translate) and compiles
+it with no builtins; operations whose CEL typing differs from Python's call tailor.core.cel_runtime.
 
-Generated source was chosen over nested closures by measurement (bench/cel.py has both figures'
-successor; the prototype numbers are in the report of the commit that introduced this module).
+Why generated source: on the rule expressions of bench/cel.py, a prototype of the same translation as
+nested closures took 0.38-1.27 µs per evaluation, generated source 0.19-0.77 µs (celpy: 150-600 µs),
+measured side by side; the `try` that gives && and || CEL's error absorption is free in CPython 3.11.
 
-Values are JSON-like: bool, int, float, str, None, list, dict, plus cel_runtime.Duration from
-duration(). Supported subset, and what is refused at compile time: see `_FUNCTIONS`, `_METHODS`,
-`_MACROS` and the "unsupported:" errors below; docs in the module's tests (tests/unit/test_cel*.py).
+    program = cel.compile('views["30m"].total >= 3 && "shoes" in recent.category', variables)
+    program.matches(profile.as_cel(...))   # bool; any evaluation error is False, never raises
+    program.evaluate(activation)           # the value; EvaluationError on a CEL error
+    cel.validation_rule("self.managed != has(self.url)").matches({"self": spec.redis})
+
+Values are plain: bool, int, float (double), str, None (null), list, dict (map), and Duration from
+duration(). The supported subset and where it follows the CEL specification rather than celpy:
+docs/cel.md. Anything outside it is a CelError "unsupported: ..." at compile time.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
-import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import celpy
 from celpy import celparser
 from lark import Token, Tree
 
-from tailor.core import cel_runtime
+from tailor.core import cel_runtime, cel_translate
 from tailor.core.cel_runtime import Duration
 
-__all__ = ["CelError", "Duration", "EvaluationError", "Program", "compile", "validation_rule"]
+__all__ = [
+    "CelError",
+    "Duration",
+    "EvaluationError",
+    "Program",
+    "compile",
+    "kubernetes_value",
+    "validation_rule",
+]
 
 VALIDATION_VARIABLES = frozenset({"self", "oldSelf"})
 
@@ -101,12 +110,38 @@ def validation_rule(source: str) -> Program:
     return _compile(source, VALIDATION_VARIABLES)
 
 
+def kubernetes_value(value: Any, schema: Mapping[str, Any]) -> Any:
+    """`value` (parsed YAML/JSON) as the API server hands it to a validation rule at a node of this
+    OpenAPI v3 schema: `type: number` is a double even when written `100`, a string with
+    `format: duration` is a duration; objects, additionalProperties and items recursively."""
+    kind = schema.get("type")
+    if kind == "number" and type(value) is int:
+        return float(value)
+    if kind == "string" and schema.get("format") == "duration" and type(value) is str:
+        try:
+            return cel_runtime.parse_duration(value)
+        except cel_runtime.EvalFailure:
+            return value  # the schema's own format check reports it
+    if type(value) is dict:
+        properties = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        other = additional if isinstance(additional, Mapping) else {}
+        return {key: kubernetes_value(item, properties.get(key, other)) for key, item in value.items()}
+    if type(value) is list:
+        items = schema.get("items")
+        return [kubernetes_value(item, items if isinstance(items, Mapping) else {}) for item in value]
+    return value
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str, variables: frozenset[str]) -> Program:
     tree = _parse(source)
-    translator = _Translator(source, variables)
-    python_source = translator.function_source(tree)
-    namespace: dict[str, Any] = {"__builtins__": {}, **_RUNTIME, **translator.constants}
+    translator = cel_translate.Translator(source, variables)
+    try:
+        python_source = translator.function_source(tree)
+    except cel_translate.TranslationError as problem:
+        raise CelError(problem.reason, line=problem.line, column=problem.column) from None
+    namespace: dict[str, Any] = {"__builtins__": {}, **cel_translate.NAMESPACE, **translator.constants}
     try:
         code = builtins.compile(python_source, "<cel>", "exec")
         exec(code, namespace)
@@ -174,623 +209,3 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, RecursionError):
         return "value nested too deeply"
     return f"{type(error).__name__}: {error}"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Translation
-
-# The names generated code may use besides its own locals: nothing else is reachable from a program.
-_RUNTIME: dict[str, Any] = {
-    "Exception": Exception,  # for the `try` around && / || operands and macro predicates
-    "int": int,  # for the exact type checks of inlined comparisons
-    "float": float,
-    "str": str,
-    "list": list,
-    "_logic_fail": cel_runtime.logic_fail,
-    "_condition": cel_runtime.condition,
-    "_predicate": cel_runtime.predicate,
-    "_predicate_error": cel_runtime.predicate_error,
-    "_not": cel_runtime.logical_not,
-    "_eq": cel_runtime.equals,
-    "_ne": cel_runtime.not_equals,
-    "_lt": cel_runtime.less,
-    "_le": cel_runtime.less_equal,
-    "_gt": cel_runtime.greater,
-    "_ge": cel_runtime.greater_equal,
-    "_in": cel_runtime.contained,
-    "_add": cel_runtime.add,
-    "_sub": cel_runtime.subtract,
-    "_mul": cel_runtime.multiply,
-    "_div": cel_runtime.divide,
-    "_mod": cel_runtime.modulo,
-    "_neg": cel_runtime.negate,
-    "_index": cel_runtime.index,
-    "_select": cel_runtime.select,
-    "_has": cel_runtime.has_field,
-    "_make_map": cel_runtime.make_map,
-    "_iterable": cel_runtime.iterable,
-    "_size": cel_runtime.size,
-    "_contains": cel_runtime.contains,
-    "_starts_with": cel_runtime.starts_with,
-    "_ends_with": cel_runtime.ends_with,
-    "_matches": cel_runtime.matches,
-    "_int": cel_runtime.to_int,
-    "_double": cel_runtime.to_double,
-    "_string": cel_runtime.to_string,
-    "_duration": cel_runtime.to_duration,
-    "_get_hours": cel_runtime.get_hours,
-    "_get_minutes": cel_runtime.get_minutes,
-    "_get_seconds": cel_runtime.get_seconds,
-}
-
-_RELATIONS = {
-    "relation_eq": "_eq",
-    "relation_ne": "_ne",
-    "relation_lt": "_lt",
-    "relation_le": "_le",
-    "relation_gt": "_gt",
-    "relation_ge": "_ge",
-    "relation_in": "_in",
-}
-_PYTHON_RELATIONS = {
-    "relation_eq": "==",
-    "relation_ne": "!=",
-    "relation_lt": "<",
-    "relation_le": "<=",
-    "relation_gt": ">",
-    "relation_ge": ">=",
-}
-# CEL types whose values compare in Python exactly as in CEL when both sides have that type.
-_PYTHON_TYPES = {"int": "int", "double": "float", "string": "str"}
-# Values known not to be maps are never subscripted inline with a string (`[x]["k"]` warns in CPython).
-_NOT_MAPS = frozenset({"bool", "int", "double", "string", "null", "list", "duration"})
-_ARITHMETIC = {
-    "addition_add": "_add",
-    "addition_sub": "_sub",
-    "multiplication_mul": "_mul",
-    "multiplication_div": "_div",
-    "multiplication_mod": "_mod",
-}
-# Global functions: name -> (arity, runtime helper, static result kind). `has` is a macro, below.
-_FUNCTIONS: dict[str, tuple[int, str, str | None]] = {
-    "size": (1, "_size", "int"),
-    "int": (1, "_int", "int"),
-    "double": (1, "_double", "double"),
-    "string": (1, "_string", "string"),
-    "duration": (1, "_duration", "duration"),
-    "matches": (2, "_matches", "bool"),
-}
-# Receiver-style functions: target.name(args) -> helper(target, *args).
-_METHODS: dict[str, tuple[int, str, str | None]] = {
-    "size": (0, "_size", "int"),
-    "contains": (1, "_contains", "bool"),
-    "startsWith": (1, "_starts_with", "bool"),
-    "endsWith": (1, "_ends_with", "bool"),
-    "matches": (1, "_matches", "bool"),
-    "getHours": (0, "_get_hours", "int"),
-    "getMinutes": (0, "_get_minutes", "int"),
-    "getSeconds": (0, "_get_seconds", "int"),
-}
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-
-# Wrappers that hold a single child carry no meaning of their own.
-_WRAPPERS = frozenset(
-    {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-        "paren_expr",
-    }
-)
-
-_ESCAPE = re.compile(
-    r"""\\(?:([abfnrtv"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))""",
-    re.DOTALL,
-)
-_SIMPLE_ESCAPES = {
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-    '"': '"',
-    "'": "'",
-    "\\": "\\",
-    "`": "`",
-    "?": "?",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Code:
-    """A Python expression, and what is known statically about its CEL value."""
-
-    text: str
-    kind: str | None = None  # "bool", "int", "double", "string", "null", "list", "map", "duration"
-    literal: bool = False
-    value: Any = None  # the value of a literal
-
-
-class _Translator:
-    """Walks celpy's parse tree and writes the body of `def _cel(_a):`.
-
-    Each node becomes a Python expression; nodes that need control flow (&&, ||, ?: with side
-    statements, macros) first emit statements into the current block and stand for a temporary."""
-
-    def __init__(self, source: str, variables: frozenset[str]) -> None:
-        self._source = source
-        self._variables = variables
-        self._lines: list[str] = []
-        self._depth = 0
-        self._count = 0
-        self._scope: dict[str, str] = {}  # macro iteration variables: CEL name -> Python local
-        self.constants: dict[str, Any] = {}
-
-    def function_source(self, tree: Tree[Any]) -> str:
-        """Two functions over the same body: `_cel` returns the value (errors raise), `_match` returns
-        whether it is boolean true (errors are false), so that matches() costs no extra call."""
-        self._depth = 1
-        result = self._expr(tree)
-        body = "".join(line + "\n" for line in self._lines)
-        guarded = "".join("    " + line + "\n" for line in self._lines)
-        is_true = repr(result.value is True) if result.literal else f"{result.text} is True"
-        return (
-            f"def _cel(_a):\n{body}    return {result.text}\n"
-            f"def _match(_a):\n    try:\n{guarded}        return {is_true}\n"
-            "    except Exception:\n        return False\n"
-        )
-
-    # -- emitting --------------------------------------------------------------------------------------
-
-    def _emit(self, line: str) -> None:
-        self._lines.append("    " * self._depth + line)
-
-    def _temp(self, prefix: str = "_t") -> str:
-        self._count += 1
-        return f"{prefix}{self._count}"
-
-    def _constant(self, value: Any) -> str:
-        name = self._temp("_k")
-        self.constants[name] = value
-        return name
-
-    def _capture(self, tree: Tree[Any]) -> tuple[list[str], _Code]:
-        """Translate `tree` into a separate block, to be placed under a branch by the caller."""
-        saved = self._lines, self._depth
-        self._lines, self._depth = [], 0
-        try:
-            code = self._expr(tree)
-            return self._lines, code
-        finally:
-            self._lines, self._depth = saved
-
-    def _splice(self, lines: list[str]) -> None:
-        prefix = "    " * self._depth
-        self._lines.extend(prefix + line for line in lines)
-
-    def _guarded(self, tree: Tree[Any]) -> str:
-        """Evaluate `tree` into a temporary that holds either its value or the exception it raised."""
-        lines, code = self._capture(tree)
-        value = self._temp()
-        error = self._temp("_e")
-        self._emit("try:")
-        self._depth += 1
-        self._splice(lines)
-        self._emit(f"{value} = {code.text}")
-        self._depth -= 1
-        self._emit(f"except Exception as {error}:")
-        self._emit(f"    {value} = {error}")
-        return value
-
-    # -- errors ----------------------------------------------------------------------------------------
-
-    def _error(self, reason: str, node: Tree[Any] | Token) -> CelError:
-        if isinstance(node, Token):
-            return CelError(reason, line=node.line, column=node.column)
-        meta = node.meta
-        if getattr(meta, "empty", True):
-            return CelError(reason)
-        return CelError(reason, line=meta.line, column=meta.column)
-
-    # -- dispatch --------------------------------------------------------------------------------------
-
-    def _expr(self, tree: Tree[Any]) -> _Code:
-        while tree.data in _WRAPPERS and len(tree.children) == 1 and isinstance(tree.children[0], Tree):
-            tree = tree.children[0]
-        kind = tree.data
-        if kind == "expr":
-            return self._ternary(tree)
-        if kind == "conditionalor":
-            return self._logical(tree, "conditionalor")
-        if kind == "conditionaland":
-            return self._logical(tree, "conditionaland")
-        if kind == "relation":
-            return self._relation(tree)
-        if kind in ("addition", "multiplication"):
-            return self._arithmetic(tree)
-        if kind == "unary":
-            return self._unary(tree)
-        if kind == "member_dot":
-            return self._select(tree)
-        if kind == "member_dot_arg":
-            return self._method(tree)
-        if kind == "member_index":
-            return self._index(tree)
-        if kind == "literal":
-            return self._literal(cast(Token, tree.children[0]))
-        if kind == "ident":
-            return self._ident(cast(Token, tree.children[0]))
-        if kind == "ident_arg":
-            return self._function(tree)
-        if kind == "list_lit":
-            return self._list(tree)
-        if kind == "map_lit":
-            return self._map(tree)
-        if kind == "member_object":
-            raise self._error("unsupported: message construction", tree)
-        if kind in ("dot_ident", "dot_ident_arg"):
-            raise self._error("unsupported: leading-dot (root namespace) names", tree)
-        raise self._error(f"unsupported: {kind}", tree)
-
-    # -- logic -----------------------------------------------------------------------------------------
-
-    def _ternary(self, tree: Tree[Any]) -> _Code:
-        condition_tree, then_tree, else_tree = tree.children
-        condition = self._expr(condition_tree)
-        then_lines, then_code = self._capture(then_tree)
-        else_lines, else_code = self._capture(else_tree)
-        kind = then_code.kind if then_code.kind == else_code.kind else None
-        test = condition.text if condition.kind == "bool" else f"_condition({condition.text})"
-        if not then_lines and not else_lines:
-            return _Code(f"({then_code.text} if {test} else {else_code.text})", kind)
-        result = self._temp()
-        self._emit(f"if {test}:")
-        self._depth += 1
-        self._splice(then_lines)
-        self._emit(f"{result} = {then_code.text}")
-        self._depth -= 1
-        self._emit("else:")
-        self._depth += 1
-        self._splice(else_lines)
-        self._emit(f"{result} = {else_code.text}")
-        self._depth -= 1
-        return _Code(result, kind)
-
-    def _logical(self, tree: Tree[Any], node: str) -> _Code:
-        operands: list[Tree[Any]] = []
-        while tree.data == node and len(tree.children) == 2:
-            operands.append(tree.children[1])
-            tree = tree.children[0]
-        operands.append(tree)
-        operands.reverse()
-        is_and = node == "conditionaland"
-        absorbing, other = ("False", "True") if is_and else ("True", "False")
-        operator = "_&&_" if is_and else "_||_"
-        result = self._temp()
-        self._emit(f"{result} = {absorbing}")
-        # A one-pass loop, so that the absorbing value can `break` out without nesting every operand.
-        self._emit("while True:")
-        self._depth += 1
-        values = []
-        for operand in operands:
-            value = self._guarded(operand)
-            self._emit(f"if {value} is {absorbing}:")
-            self._emit("    break")
-            values.append(value)
-        undecided = " or ".join(f"{value} is not {other}" for value in values)
-        self._emit(f"if {undecided}:")
-        self._emit(f"    _logic_fail({operator!r}, {', '.join(values)})")
-        self._emit(f"{result} = {other}")
-        self._emit("break")
-        self._depth -= 1
-        return _Code(result, "bool")
-
-    def _unary(self, tree: Tree[Any]) -> _Code:
-        operators = []
-        while tree.data == "unary" and len(tree.children) == 2:
-            operators.append(tree.children[0].data)
-            tree = tree.children[1]
-        code = self._expr(tree)
-        for operator in reversed(operators):
-            if operator == "unary_not":
-                text = f"(not {code.text})" if code.kind == "bool" else f"_not({code.text})"
-                code = _Code(text, "bool")
-            else:
-                kind = code.kind if code.kind in ("int", "double") else None
-                code = _Code(f"_neg({code.text})", kind)
-        return code
-
-    # -- operators -------------------------------------------------------------------------------------
-
-    def _relation(self, tree: Tree[Any]) -> _Code:
-        operator, right_tree = tree.children
-        left = self._expr(operator.children[0])
-        right = self._expr(right_tree)
-        relation = operator.data
-        helper = _RELATIONS[relation]
-        symbol = _PYTHON_RELATIONS.get(relation)
-        if symbol is not None:
-            # Against a literal, the common case `views["30m"].total >= 3` compares inline when the
-            # other side has the literal's type, and leaves every other case (errors too) to the helper.
-            null_test = left.kind == "null" or right.kind == "null"
-            if symbol in ("==", "!=") and null_test and left.literal != right.literal:
-                other = right if left.literal else left
-                return _Code(f"({other.text} {'is' if symbol == '==' else 'is not'} None)", "bool")
-            if right.literal and right.kind in _PYTHON_TYPES and not left.literal:
-                value = self._temp()
-                check = f"({value} := {left.text}).__class__ is {_PYTHON_TYPES[right.kind]}"
-                fallback = f"{helper}({value}, {right.text})"
-                return _Code(f"({value} {symbol} {right.text} if {check} else {fallback})", "bool")
-            if left.literal and left.kind in _PYTHON_TYPES and not right.literal:
-                value = self._temp()
-                check = f"({value} := {right.text}).__class__ is {_PYTHON_TYPES[left.kind]}"
-                fallback = f"{helper}({left.text}, {value})"
-                return _Code(f"({left.text} {symbol} {value} if {check} else {fallback})", "bool")
-        if relation == "relation_in":
-            strings = right.literal and right.kind == "list" and all(type(v) is str for v in right.value)
-            if strings and right.value:
-                value = self._temp()
-                names = self._constant(frozenset(right.value))
-                elements = self._constant(list(right.value))
-                check = f"({value} := {left.text}).__class__ is str"
-                return _Code(f"({value} in {names} if {check} else _in({value}, {elements}))", "bool")
-            if left.literal and left.kind == "string" and not right.literal:
-                value = self._temp()
-                found = f"({value} := {right.text}).__class__ is list and {left.text} in {value}"
-                return _Code(f"(True if {found} else _in({left.text}, {value}))", "bool")
-        return _Code(f"{helper}({left.text}, {right.text})", "bool")
-
-    def _arithmetic(self, tree: Tree[Any]) -> _Code:
-        operator, right_tree = tree.children
-        left = self._expr(operator.children[0])
-        right = self._expr(right_tree)
-        kind = left.kind if left.kind == right.kind else None
-        return _Code(f"{_ARITHMETIC[operator.data]}({left.text}, {right.text})", kind)
-
-    # -- selection -------------------------------------------------------------------------------------
-
-    def _select(self, tree: Tree[Any]) -> _Code:
-        target_tree, field = tree.children
-        target = self._expr(target_tree)
-        if target.literal or target.kind in _NOT_MAPS:  # Python warns at compile time about "abc"["x"]
-            return _Code(f"_select({target.text}, {str(field)!r})")
-        # A map's field is its string key: a dict lookup that raises KeyError when absent and
-        # TypeError for a list, string, number or null, which are exactly CEL's errors.
-        return _Code(f"{target.text}[{str(field)!r}]")
-
-    def _index(self, tree: Tree[Any]) -> _Code:
-        target_tree, key_tree = tree.children
-        target = self._expr(target_tree)
-        key = self._expr(key_tree)
-        if key.literal and key.kind == "string" and not (target.literal or target.kind in _NOT_MAPS):
-            return _Code(f"{target.text}[{key.text}]")
-        return _Code(f"_index({target.text}, {key.text})")
-
-    def _ident(self, token: Token) -> _Code:
-        name = str(token)
-        local = self._scope.get(name)
-        if local is not None:
-            return _Code(local)
-        if name not in self._variables:
-            raise self._error(f"undeclared reference to {name!r}", token)
-        return _Code(f"_a[{name!r}]")
-
-    # -- calls -----------------------------------------------------------------------------------------
-
-    def _arguments(self, exprlist: Any) -> list[Tree[Any]]:
-        if exprlist is None:
-            return []
-        return [child for child in exprlist.children if isinstance(child, Tree)]
-
-    def _function(self, tree: Tree[Any]) -> _Code:
-        name_token = tree.children[0]
-        name = str(name_token)
-        arguments = self._arguments(tree.children[1] if len(tree.children) > 1 else None)
-        if name == "has":
-            return self._has(arguments, tree)
-        if name == "dyn":
-            if len(arguments) != 1:
-                raise self._error("dyn() takes one argument", tree)
-            return _Code(self._expr(arguments[0]).text)
-        signature = _FUNCTIONS.get(name)
-        if signature is None:
-            raise self._error(f"unsupported: function {name}()", name_token)
-        arity, helper, kind = signature
-        if len(arguments) != arity:
-            raise self._error(f"{name}() takes {arity} argument{'s' if arity != 1 else ''}", tree)
-        codes = [self._expr(argument) for argument in arguments]
-        if name == "matches":
-            return self._matches(codes[0], codes[1], tree)
-        return _Code(f"{helper}({', '.join(code.text for code in codes)})", kind)
-
-    def _method(self, tree: Tree[Any]) -> _Code:
-        target_tree, name_token = tree.children[0], tree.children[1]
-        name = str(name_token)
-        arguments = self._arguments(tree.children[2] if len(tree.children) > 2 else None)
-        if name in _MACROS:
-            return self._macro(name, target_tree, arguments, tree)
-        signature = _METHODS.get(name)
-        if signature is None:
-            raise self._error(f"unsupported: method .{name}()", name_token)
-        arity, helper, kind = signature
-        if len(arguments) != arity:
-            raise self._error(f".{name}() takes {arity} argument{'s' if arity != 1 else ''}", tree)
-        target = self._expr(target_tree)
-        codes = [self._expr(argument) for argument in arguments]
-        if name == "matches":
-            return self._matches(target, codes[0], tree)
-        return _Code(f"{helper}({', '.join([target.text, *(code.text for code in codes)])})", kind)
-
-    def _matches(self, text: _Code, pattern: _Code, tree: Tree[Any]) -> _Code:
-        if pattern.literal and pattern.kind == "string":
-            try:
-                compiled = cel_runtime.Pattern(pattern.value)
-            except cel_runtime.EvalFailure as error:
-                raise self._error(str(error), tree) from None
-            return _Code(f"{self._constant(compiled)}.search({text.text})", "bool")
-        return _Code(f"_matches({text.text}, {pattern.text})", "bool")
-
-    def _has(self, arguments: list[Tree[Any]], tree: Tree[Any]) -> _Code:
-        argument = arguments[0] if len(arguments) == 1 else None
-        while argument is not None and argument.data in _WRAPPERS and len(argument.children) == 1:
-            argument = argument.children[0]
-        if argument is None or argument.data != "member_dot":
-            raise self._error("has() takes one field selection, like has(self.spec.url)", tree)
-        target_tree, field = argument.children
-        target = self._expr(target_tree)
-        return _Code(f"_has({target.text}, {str(field)!r})", "bool")
-
-    # -- macros ----------------------------------------------------------------------------------------
-
-    def _macro(self, name: str, target_tree: Tree[Any], arguments: list[Tree[Any]], tree: Tree[Any]) -> _Code:
-        arities = (2, 3) if name == "map" else (2,)
-        if len(arguments) not in arities:
-            wanted = "one or two expressions" if name == "map" else "a predicate"
-            raise self._error(f".{name}() takes a variable and {wanted}", tree)
-        variable = arguments[0]
-        while variable.data in _WRAPPERS and len(variable.children) == 1:
-            variable = variable.children[0]
-        if variable.data != "ident":
-            raise self._error(f".{name}() needs a variable name as its first argument", arguments[0])
-        target = self._expr(target_tree)
-        items = self._temp()
-        self._emit(f"{items} = _iterable({target.text})")
-        local = self._temp("_v")
-        outer = self._scope
-        self._scope = {**outer, str(variable.children[0]): local}
-        try:
-            if name in ("all", "exists"):
-                return self._quantifier(name, items, local, arguments[1])
-            if name == "exists_one":
-                return self._exists_one(items, local, arguments[1])
-            return self._collect(name, items, local, arguments[1:])
-        finally:
-            self._scope = outer
-
-    def _quantifier(self, name: str, items: str, local: str, predicate: Tree[Any]) -> _Code:
-        # all/exists are && and || over the elements: a deciding element absorbs any other's error.
-        deciding, other = ("False", "True") if name == "all" else ("True", "False")
-        result = self._temp()
-        error = self._temp("_err")
-        self._emit(f"{result} = {other}")
-        self._emit(f"{error} = None")
-        self._emit(f"for {local} in {items}:")
-        self._depth += 1
-        value = self._guarded(predicate)
-        self._emit(f"if {value} is {deciding}:")
-        self._emit(f"    {result} = {deciding}")
-        self._emit("    break")
-        self._emit(f"if {value} is not {other}:")
-        self._emit(f"    {error} = _predicate_error({name!r}, {value})")
-        self._depth -= 1
-        self._emit(f"if {result} is {other} and {error} is not None:")
-        self._emit(f"    raise {error}")
-        return _Code(result, "bool")
-
-    def _exists_one(self, items: str, local: str, predicate: Tree[Any]) -> _Code:
-        count = self._temp()
-        self._emit(f"{count} = 0")
-        self._emit(f"for {local} in {items}:")
-        self._depth += 1
-        lines, code = self._capture(predicate)
-        self._splice(lines)
-        self._emit(f"if _predicate('exists_one', {code.text}):")
-        self._emit(f"    {count} += 1")
-        self._depth -= 1
-        return _Code(f"({count} == 1)", "bool")
-
-    def _collect(self, name: str, items: str, local: str, expressions: list[Tree[Any]]) -> _Code:
-        result = self._temp()
-        self._emit(f"{result} = []")
-        self._emit(f"for {local} in {items}:")
-        self._depth += 1
-        if name == "filter" or len(expressions) == 2:
-            lines, code = self._capture(expressions[0])
-            self._splice(lines)
-            self._emit(f"if not _predicate({name!r}, {code.text}):")
-            self._emit("    continue")
-        if name == "filter":
-            self._emit(f"{result}.append({local})")
-        else:
-            lines, code = self._capture(expressions[-1])
-            self._splice(lines)
-            self._emit(f"{result}.append({code.text})")
-        self._depth -= 1
-        return _Code(result, "list")
-
-    # -- literals --------------------------------------------------------------------------------------
-
-    def _literal(self, token: Token) -> _Code:
-        text = str(token)
-        if token.type == "BOOL_LIT":
-            return _Code(text.capitalize(), "bool", True, text == "true")
-        if token.type == "NULL_LIT":
-            return _Code("None", "null", True, None)
-        if token.type == "INT_LIT":
-            negative = text.startswith("-")
-            digits = text.lstrip("-")
-            value = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits)
-            value = -value if negative else value
-            if not cel_runtime.INT_MIN <= value <= cel_runtime.INT_MAX:
-                raise self._error(f"integer literal out of range: {text}", token)
-            return _Code(repr(value), "int", True, value)
-        if token.type == "FLOAT_LIT":
-            number = float(text)
-            source = repr(number) if math.isfinite(number) else self._constant(number)
-            return _Code(source, "double", True, number)
-        if token.type in ("STRING_LIT", "MLSTRING_LIT"):
-            string = self._string(text, token)
-            return _Code(repr(string), "string", True, string)
-        if token.type == "UINT_LIT":
-            raise self._error(f"unsupported: unsigned integer literal {text} (use an int)", token)
-        if token.type == "BYTES_LIT":
-            raise self._error("unsupported: bytes literal", token)
-        raise self._error(f"unsupported: literal {text}", token)
-
-    def _string(self, text: str, token: Token) -> str:
-        raw = text[0] in "rR"
-        if raw:
-            text = text[1:]
-        quote = 3 if text[:3] in ('"""', "'''") else 1
-        body = text[quote:-quote]
-        if raw:
-            return body
-
-        def decode(match: re.Match[str]) -> str:
-            simple, octal, hex2, hex4, hex8, other = match.groups()
-            if simple is not None:
-                return _SIMPLE_ESCAPES[simple]
-            if other is not None:
-                raise self._error(f"invalid escape sequence \\{other} in string literal", token)
-            code = int(octal, 8) if octal else int(hex2 or hex4 or hex8, 16)
-            if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
-                raise self._error(f"invalid code point \\{match.group(0)[1:]} in string literal", token)
-            return chr(code)
-
-        return _ESCAPE.sub(decode, body)
-
-    def _list(self, tree: Tree[Any]) -> _Code:
-        elements = [
-            self._expr(child) for child in self._arguments(tree.children[0] if tree.children else None)
-        ]
-        text = f"[{', '.join(code.text for code in elements)}]"
-        if all(code.literal for code in elements):
-            return _Code(text, "list", True, [code.value for code in elements])
-        return _Code(text, "list")
-
-    def _map(self, tree: Tree[Any]) -> _Code:
-        children = self._arguments(tree.children[0] if tree.children else None)
-        pairs = [(self._expr(children[i]), self._expr(children[i + 1])) for i in range(0, len(children), 2)]
-        keys = [key.value for key, _ in pairs if key.literal and key.kind == "string"]
-        if len(keys) == len(pairs) and len(set(keys)) == len(keys):
-            return _Code("{" + ", ".join(f"{key.text}: {value.text}" for key, value in pairs) + "}", "map")
-        entries = ", ".join(f"({key.text}, {value.text})" for key, value in pairs)
-        return _Code(f"_make_map(({entries},))" if pairs else "{}", "map")
