@@ -28,6 +28,7 @@ from tailor_operator.reconcile import children, publishing, stack_status, stats
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = constants.API_GROUP, constants.API_VERSION
+KOPF_PREFIX = f"kopf.{GROUP}"
 # Timer intervals are fixed when the handlers are registered, at import: from the environment only.
 _AT_IMPORT = operator_settings.OperatorSettings()
 DRIFT_SECONDS = _AT_IMPORT.drift_interval_seconds
@@ -95,9 +96,11 @@ def _request(memo: Any, namespace: str | None, indexes: Mapping[str, Any]) -> No
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     ours: operator_settings.OperatorSettings = memo.settings
     settings.persistence.finalizer = constants.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf ignores, when diffing, every annotation under its storage prefix: a prefix of its own keeps
+    # tailor.dev/paused a change that triggers the update handler.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.peering.stealth = True

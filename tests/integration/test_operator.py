@@ -540,3 +540,50 @@ def test_deleting_a_rule_removes_it_from_the_next_ruleset(
     # Deleting the stack (behind our finalizer) withdraws its ruleset: nothing serves a deleted stack.
     kubectl("delete", "-n", namespace, "pstack", "shop", "--timeout=30s")
     assert served(redis_url, key) is None
+
+
+def test_a_paused_stack_is_left_alone_until_resumed(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    documents = shop_documents(redis_url)
+    apply(kubectl, namespace, documents)
+    start_operator("--namespace", namespace, "--standalone")
+    wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    key = f"{namespace}/shop"
+    before = served(redis_url, key)
+    assert before is not None
+
+    kubectl("annotate", "-n", namespace, "pstack", "shop", "tailor.dev/paused=true")
+    paused = wait_for(
+        "ReconciliationPaused",
+        lambda: next(
+            (
+                c
+                for c in get(kube_api, namespace, "personalizationstacks", "shop")["status"]["conditions"]
+                if c["type"] == "ReconciliationPaused" and c["status"] == "True"
+            ),
+            None,
+        ),
+    )
+    assert "tailor.dev/paused" in paused["message"]
+    apps = k8s_client.AppsV1Api(kube_api)
+    apps.delete_namespaced_deployment("shop-api", namespace)
+    rule = copy.deepcopy(next(doc for doc in documents if doc["metadata"]["name"] == "searcher"))
+    rule["spec"]["priority"] = 52
+    apply(kubectl, namespace, [rule])
+    time.sleep(3)
+    assert served(redis_url, key).version == before.version  # type: ignore[union-attr]
+    with pytest.raises(k8s_client.ApiException):
+        apps.read_namespaced_deployment("shop-api", namespace)
+
+    kubectl("annotate", "-n", namespace, "pstack", "shop", "tailor.dev/paused-")
+    wait_for("shop-api restored", lambda: apps.read_namespaced_deployment("shop-api", namespace), timeout=20)
+    wait_for(
+        "the held change published",
+        lambda: (r := served(redis_url, key)) is not None and r.version > before.version,
+        timeout=20,
+    )

@@ -102,8 +102,28 @@ class Publisher:
                 # Redis down, API hiccup: keep the namespace dirty and try again.
                 log.warning("compiling %s failed, retrying in %.0fs: %s", namespace, RETRY_SECONDS, error)
                 state.inputs = b""
+                await self._report_failure(state, error)
                 await asyncio.sleep(RETRY_SECONDS)
                 state.wake.set()
+
+    async def _report_failure(self, state: Namespace, error: Exception) -> None:
+        """Say on the stack why nothing was published (best effort: the API may be what failed)."""
+        stack_item = _the_stack(state.snapshot())
+        if stack_item is None:
+            return
+        source = stack_item.source
+        reason = (
+            "RedisUnavailable" if isinstance(error, ConnectionError | redis.RedisError) else "PublishFailed"
+        )
+        served = f"; version {state.last.version} keeps serving" if state.last is not None else ""
+        condition = conditions.make(
+            names.RULESET_PUBLISHED, False, reason, f"{error}{served}; retrying", source.generation
+        )
+        self._book.seed(source.namespace, source.name, stack_item.status)
+        try:
+            await self._book.update(source.namespace, source.name, source.generation, [condition])
+        except Exception as report_error:  # the API itself may be down; the retry loop goes on
+            log.debug("could not report on %s: %s", source.ref, report_error)
 
     async def compile_now(self, namespace: str, items: list[observed.Observed]) -> Report:
         """One round outside the loop (tests, benchmarks)."""
