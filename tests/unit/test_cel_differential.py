@@ -289,7 +289,7 @@ def same(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=expressions(), activation=activations())
 def test_agrees_with_celpy(source: str, activation: dict[str, Any]) -> None:
     program = cel.compile(source, [*VARIABLES, "mm"])
