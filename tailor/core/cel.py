@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import functools
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -76,15 +77,24 @@ class Program:
     error (a missing key, a type mismatch) counts as no match, and it never raises: it is the content
     API's hot path, so it is the generated function itself rather than a method wrapping it."""
 
-    __slots__ = ("_function", "matches", "python_source", "source", "variables")
+    __slots__ = ("_function", "matches", "python_source", "references", "source", "variables")
 
     matches: Matcher
 
     def __init__(
-        self, source: str, variables: frozenset[str], python_source: str, function: Function, match: Matcher
+        self,
+        source: str,
+        variables: frozenset[str],
+        references: frozenset[str],
+        python_source: str,
+        function: Function,
+        match: Matcher,
     ) -> None:
         self.source = source
         self.variables = variables
+        # The declared variables the expression uses: a validation rule that uses oldSelf is a
+        # transition rule (checked on update only); a `when` without profile variables needs no profile.
+        self.references = references
         self.python_source = python_source  # what the expression became, for debugging
         self._function = function
         self.matches = match
@@ -136,11 +146,14 @@ def kubernetes_value(value: Any, schema: Mapping[str, Any]) -> Any:
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str, variables: frozenset[str]) -> Program:
     tree = _parse(source)
-    translator = cel_translate.Translator(source, variables)
+    translator = cel_translate.Translator(variables)
+    nested_too_deeply = "unsupported: expression nested too deeply"
     try:
         python_source = translator.function_source(tree)
     except cel_translate.TranslationError as problem:
         raise CelError(problem.reason, line=problem.line, column=problem.column) from None
+    except RecursionError:
+        raise CelError(nested_too_deeply) from None
     namespace: dict[str, Any] = {"__builtins__": {}, **cel_translate.NAMESPACE, **translator.constants}
     try:
         code = builtins.compile(python_source, "<cel>", "exec")
@@ -149,8 +162,15 @@ def _compile(source: str, variables: frozenset[str]) -> Program:
         # CPython limits statically nested blocks (20) and parser depth; CEL rules never come close.
         if isinstance(error, SyntaxError) and not re.search(r"nest|too many|recursion", str(error)):
             raise CelError(f"internal error: the translation does not compile: {error}") from error
-        raise CelError(f"unsupported: expression nested too deeply ({error})") from None
-    return Program(source, variables, python_source, namespace["_cel"], namespace["_match"])
+        raise CelError(f"{nested_too_deeply} ({error})") from None
+    return Program(
+        source,
+        variables,
+        frozenset(translator.references),
+        python_source,
+        namespace["_cel"],
+        namespace["_match"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,7 +182,11 @@ _environment: celpy.Environment | None = None
 def _parse(source: str) -> Tree[Any]:
     global _environment
     if _environment is None:
+        # Environment() sets the interpreter's recursion limit for celpy's own evaluator, which we
+        # do not use: keep the process's limit as it was.
+        limit = sys.getrecursionlimit()
         _environment = celpy.Environment()
+        sys.setrecursionlimit(limit)
     try:
         tree: Tree[Any] = _environment.compile(source)
     except celparser.CELParseError as error:

@@ -97,10 +97,6 @@ def no_overload(operator: str, *operands: object) -> EvalFailure:
     return EvalFailure(f"no matching overload for '{operator}' applied to ({types})")
 
 
-def fail_overload(operator: str, *operands: object) -> NoReturn:
-    raise no_overload(operator, *operands)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Logic: && and || absorb errors from either side (CEL's commutative short-circuit), so generated code
 # evaluates each operand under try, keeps an exception as a value, and calls these only when no operand

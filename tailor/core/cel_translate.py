@@ -1,6 +1,6 @@
 """Translation of a CEL parse tree (celpy's lark grammar) into the source of two Python functions.
 
-`Translator(source, variables).function_source(tree)` writes `def _cel(_a)` (the value; CEL errors
+`Translator(variables).function_source(tree)` writes `def _cel(_a)` (the value; CEL errors
 raise) and `def _match(_a)` (is it boolean true; errors are false) over the activation `_a`. The
 source's only free names are those in NAMESPACE, which maps them to tailor.core.cel_runtime, plus the
 translator's `constants` (compiled patterns, sets for `in`); tailor.core.cel compiles it with no
@@ -182,9 +182,9 @@ class Translator:
     Each node becomes a Python expression; nodes that need control flow (&&, ||, ?: with side
     statements, macros) first emit statements into the current block and stand for a temporary."""
 
-    def __init__(self, source: str, variables: frozenset[str]) -> None:
-        self._source = source
+    def __init__(self, variables: frozenset[str]) -> None:
         self._variables = variables
+        self.references: set[str] = set()  # the declared variables the expression uses
         self._lines: list[str] = []
         self._depth = 0
         self._count = 0
@@ -438,6 +438,7 @@ class Translator:
             return _Code(local)
         if name not in self._variables:
             raise self._error(f"undeclared reference to {name!r}", token)
+        self.references.add(name)
         return _Code(f"_a[{name!r}]")
 
     # -- calls -----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ celpy does not (those cases are left out of the differential test, so they are p
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -517,3 +518,26 @@ def test_too_deep_nesting_is_a_compile_error_not_a_crash() -> None:
         source = f"l.all(x{depth}, {source})"
     with pytest.raises(cel.CelError, match="unsupported: expression nested too deeply"):
         cel.compile(source, NAMES)
+
+
+def test_pathological_nesting_is_a_compile_error_not_a_crash() -> None:
+    with pytest.raises(cel.CelError, match="unsupported: expression nested too deeply"):
+        cel.compile("-(" * 3000 + "1" + ")" * 3000, NAMES)
+
+
+def test_references_are_the_declared_variables_the_expression_uses() -> None:
+    assert cel.compile("m.a == 1 && l.exists(x, x > 1)", NAMES).references == {"m", "l"}
+    assert cel.compile("l.all(m, m > 0)", NAMES).references == {"l"}  # here m is the iteration variable
+    assert cel.validation_rule("self.x == oldSelf.x").references == {"self", "oldSelf"}
+    assert cel.validation_rule("size(self) < 3").references == {"self"}
+
+
+def test_reusing_celpys_parser_leaves_the_recursion_limit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cel, "_environment", None)  # so that compile() creates celpy's Environment
+    original = sys.getrecursionlimit()
+    sys.setrecursionlimit(1234)
+    try:
+        cel.compile("m.a == 'recursion limit'", NAMES)
+        assert sys.getrecursionlimit() == 1234
+    finally:
+        sys.setrecursionlimit(original)
