@@ -24,16 +24,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     PlainValidator,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_ID: Final = "https://tailor.dev/schemas/event-v1.json"
@@ -100,7 +99,7 @@ class _Part(BaseModel):
     """camelCase on the wire, unknown fields refused (a typo should fail loudly, not vanish)."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", allow_inf_nan=False
+        alias_generator=to_camel, populate_by_name=False, frozen=True, extra="forbid", allow_inf_nan=False
     )
 
 
@@ -121,7 +120,7 @@ class Properties(BaseModel):
 
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
+        populate_by_name=False,
         frozen=True,
         extra="allow",
         allow_inf_nan=False,
@@ -141,7 +140,9 @@ class Properties(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> Properties:
-        extra = self.__pydantic_extra__ or {}
+        extra = self.__pydantic_extra__
+        if not extra:
+            return self  # the four well-known properties alone are within every limit
         known = sum(v is not None for v in (self.category, self.product_id, self.query, self.value))
         if known + len(extra) > MAX_PROPERTIES:
             raise PydanticCustomError(
@@ -200,41 +201,11 @@ class Event(_Part):
     properties: Properties = Properties()
     context: Context | None = None
 
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise PydanticCustomError(
-                "datetime_type", "Input should be an RFC 3339 date-time or Unix seconds"
-            )
-        return value
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _identified(cls, data: Any, handler: ModelWrapValidatorHandler[Event]) -> Event:
-        # A wrap validator, so that a missing identity is reported together with every other
-        # problem of the event rather than only once those are fixed.
-        anonymous = isinstance(data, dict) and not any(
-            data.get(name) is not None for name in ("userId", "anonymousId", "user_id", "anonymous_id")
-        )
-        try:
-            event = handler(data)
-        except ValidationError as error:
-            if not anonymous:
-                raise
-            details: list[InitErrorDetails] = [
-                {
-                    "type": PydanticCustomError(item["type"], item["msg"]),
-                    "loc": item["loc"],
-                    "input": item["input"],
-                }
-                for item in error.errors(include_url=False)
-            ]
-            details.append({"type": _IDENTITY_MISSING, "loc": ("userId",), "input": data})
-            raise ValidationError.from_exception_data(error.title, details) from None
-        if anonymous:
+    @model_validator(mode="after")
+    def _identified(self) -> Event:
+        if self.user_id is None and self.anonymous_id is None:
             raise _IDENTITY_MISSING
-        return event
+        return self
 
     @property
     def user(self) -> str:
@@ -245,16 +216,32 @@ class Event(_Part):
         return self.timestamp.timestamp() if self.timestamp is not None else default
 
 
-def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """Pydantic's errors as `{"field", "message"}` with dotted camelCase paths a client can act on."""
+def _anonymous(data: Any) -> bool:
+    return isinstance(data, dict) and not any(
+        data.get(name) is not None for name in ("userId", "anonymousId")
+    )
+
+
+def field_errors(error: ValidationError, data: Any = None) -> list[dict[str, str]]:
+    """Pydantic's errors as `{"field", "message"}` with dotted camelCase paths a client can act on.
+
+    Given the input `data`, a missing identity is reported too when other fields failed (pydantic
+    checks it only once they pass): the client then fixes everything in one go.
+    """
+    return _as_fields(error.errors(include_url=False), data)
+
+
+def _as_fields(items: Sequence[ErrorDetails], data: Any) -> list[dict[str, str]]:
     result = []
-    for item in error.errors(include_url=False):
-        loc: Sequence[str | int] = item["loc"]
+    for item in items:
         if item["type"] == "identity_missing":
             path = "userId"
         else:
+            loc = item["loc"]
             path = ".".join(f"[{part}]" if isinstance(part, int) else part for part in loc).replace(".[", "[")
         result.append({"field": path or "(event)", "message": item["msg"]})
+    if _anonymous(data) and not any(item["type"] == "identity_missing" for item in items):
+        result.append({"field": "userId", "message": _IDENTITY_MISSING.message()})
     return result
 
 
@@ -263,7 +250,27 @@ def validate(data: Any) -> tuple[Event | None, list[dict[str, str]]]:
     try:
         return Event.model_validate(data), []
     except ValidationError as error:
-        return None, field_errors(error)
+        return None, field_errors(error, data)
+
+
+BATCH: Final = TypeAdapter(list[Event])
+
+
+def validate_batch(items: list[Any]) -> tuple[list[Event] | None, dict[int, list[dict[str, str]]]]:
+    """All events of a batch in one call (the fast path when they are all valid), else the field
+    errors of each invalid one by index; the events not named there are valid."""
+    try:
+        return BATCH.validate_python(items), {}
+    except ValidationError as error:
+        by_index: dict[int, list[ErrorDetails]] = {}
+        for item in error.errors(include_url=False):
+            loc = item["loc"]
+            index = loc[0] if loc and isinstance(loc[0], int) else -1
+            by_index.setdefault(index, []).append({**item, "loc": loc[1:]})
+        return None, {
+            index: _as_fields(errors, items[index] if 0 <= index < len(items) else None)
+            for index, errors in by_index.items()
+        }
 
 
 def validate_json(raw: bytes | str) -> tuple[Event | None, list[dict[str, str]]]:

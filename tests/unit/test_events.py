@@ -112,3 +112,27 @@ def test_the_json_schema_states_the_limits() -> None:
     assert schema["anyOf"] == [{"required": ["userId"]}, {"required": ["anonymousId"]}]
     assert schema["properties"]["type"]["enum"] == list(events.EVENT_TYPES)
     assert schema["additionalProperties"] is False
+
+
+def test_a_batch_is_validated_at_once_and_errors_are_grouped_by_index() -> None:
+    good = event()
+    parsed, problems = events.validate_batch([good, good])
+    assert parsed is not None
+    assert [e.id for e in parsed] == ["e-1", "e-1"]
+    assert problems == {}
+
+    parsed, problems = events.validate_batch([good, {"id": "a b", "type": "x"}, good, "text", event(id="")])
+    assert parsed is None
+    assert sorted(problems) == [1, 3, 4]
+    assert {p["field"] for p in problems[1]} == {"id", "type", "userId"}
+    assert problems[3] == [
+        {"field": "(event)", "message": "Input should be a valid dictionary or instance of Event"}
+    ]
+    assert [p["field"] for p in problems[4]] == ["id"]
+
+
+def test_snake_case_names_are_not_part_of_the_wire_format() -> None:
+    assert errors({"id": "e", "type": "click", "user_id": "u"}) == {
+        "user_id": "Extra inputs are not permitted",
+        "userId": "either userId or anonymousId is required",
+    }
