@@ -529,11 +529,13 @@
       }
     }
 
+    /** Retry later: after the exponential backoff, and never before the server's Retry-After (plus
+     *  jitter). A long outage answered with "Retry-After: 1" thus still spreads clients out. */
     backOff(retryAfter) {
       const config = this.t.config;
-      const delay = retryAfter !== null
-        ? retryAfter + Math.round(retryAfter * 0.2 * this.t.env.random())
-        : backoffDelay(this.failures, config.minBackoff, config.maxBackoff, this.t.env.random);
+      const random = this.t.env.random;
+      let delay = backoffDelay(this.failures, config.minBackoff, config.maxBackoff, random);
+      if (retryAfter !== null) delay = Math.max(delay, retryAfter + Math.round(retryAfter * 0.2 * random()));
       this.failures++;
       this.t.stats.retries++;
       this.retryAt = this.t.now() + delay;
@@ -974,7 +976,7 @@
       if (!PRINTABLE_ID.test(id)) {
         throw new TypeError('tailor.identify: the user id must be 1 to 128 printable ASCII characters without spaces');
       }
-      this.store.set(PREFIX + 'userId', id);
+      if (this.consentState !== 'denied') this.store.set(PREFIX + 'userId', id);
       return id;
     }
 

@@ -61,7 +61,8 @@ test('consent(false) forgets the visitor, drops the queue and tracks nothing mor
   assert.ok(env.local.length > 1);
   assert.equal(tailor.consent(false), 'denied');
   assert.equal(tailor.track('click'), null);
-  assert.deepEqual(Array.from(env.local.items.keys()), ['tailor.consent']);
+  tailor.identify('customer-2');
+  assert.deepEqual(Array.from(env.local.items.keys()), ['tailor.consent'], 'identify() stores nothing either');
   assert.equal(env.local.getItem('tailor.consent'), 'denied');
   await tailor.flush();
   env.window.dispatchEvent(new Event('pagehide'));

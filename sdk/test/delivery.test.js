@@ -95,6 +95,17 @@ test('a 503 keeps the events and the retry honours Retry-After', async () => {
   assert.deepEqual(ids(server.eventsOnWire()), [id, id], 'the retry resends the same id, so the server dedups it');
 });
 
+test('Retry-After is a minimum: a long outage still backs off exponentially', async () => {
+  server.respond = (request) => request.path === '/v1/events' && { status: 503, headers: { 'Retry-After': '0' }, body: {} };
+  const { tailor } = started({ minBackoff: 40, maxBackoff: 10000 });
+  tailor.track('page_view');
+  await sleep(700);
+  const attempts = server.posts().length;
+  // 40 ms doubling: at most 20+40+80+160+320 ms of waits fit in 700 ms, a tight loop would make hundreds.
+  assert.ok(attempts >= 3 && attempts <= 6, `${attempts} attempts in 700 ms`);
+  assert.equal(tailor.queue.size(), 1);
+});
+
 test('5xx answers are retried with exponential backoff and jitter', async () => {
   let failures = 4;
   server.respond = (request) => request.path === '/v1/events' && failures-- > 0 && { status: 500, body: {} };

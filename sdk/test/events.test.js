@@ -43,7 +43,8 @@ test('every event carries the v1 fields and a fresh UUID as its id', () => {
 
 test('a UUID is made even where crypto.randomUUID is missing (insecure contexts)', () => {
   const made = new Set();
-  for (let i = 0; i < 200; i++) made.add(sdk.internals.uuid({ getRandomValues: (a) => globalThis.crypto.getRandomValues(a) }));
+  const { webcrypto } = require('node:crypto');
+  for (let i = 0; i < 200; i++) made.add(sdk.internals.uuid({ getRandomValues: (a) => webcrypto.getRandomValues(a) }));
   assert.equal(made.size, 200);
   for (const id of made) assert.match(id, UUID);
 });

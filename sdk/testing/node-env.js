@@ -4,6 +4,7 @@
  * Storage kept in memory and a clock a test can move forward. No DOM: the renderer's DOM work and
  * click tracking are tested in Chromium (tests/browser); everything else runs here.
  */
+const { webcrypto } = require('node:crypto'); // globalThis.crypto only from Node 19 on; Debian 12 has 18
 const { MemoryStorage } = require('./memory-storage.js');
 
 function nodeEnv(options) {
@@ -27,7 +28,7 @@ function nodeEnv(options) {
     document: null,
     location: { href: 'https://shop.example/category/shoes?page=2', origin: 'https://shop.example' },
     navigator,
-    crypto: globalThis.crypto,
+    crypto: webcrypto,
     fetch: globalThis.fetch,
     setTimeout,
     clearTimeout,
