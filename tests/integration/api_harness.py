@@ -1,0 +1,119 @@
+"""A content API on the real Redis for integration tests: its own stack name, a published ruleset,
+the app's lifespan running, and an httpx client talking ASGI to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+import redis.asyncio as aioredis
+from tailor_api import app as app_module
+from tailor_api.settings import ApiSettings
+
+from tailor.core import profile_store, ruleset, store
+from tailor.core.events import Event
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def new_stack() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}/main"
+
+
+@dataclass
+class Api:
+    app: app_module.TailorApp
+    client: httpx.AsyncClient
+    redis: aioredis.Redis
+    stack: str
+    kafka_bootstrap: str | None = None
+
+    async def publish(self, published: ruleset.Ruleset) -> ruleset.Ruleset:
+        namespace, _, name = self.stack.partition("/")
+        config = published.config.model_copy(update={"namespace": namespace, "name": name})
+        if self.kafka_bootstrap:
+            kafka = config.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
+            config = config.model_copy(update={"kafka": kafka})
+        return await store.publish(
+            self.redis, published.model_copy(update={"stack": self.stack, "config": config})
+        )
+
+    async def wait_for_version(self, version: int, within_seconds: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while self.app.runtime.engine is None or self.app.runtime.engine.version < version:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"ruleset v{version} was not loaded within {within_seconds}s")
+            await asyncio.sleep(0.01)
+
+    async def decide(self, user: str, session: str = "s1", *slots: str) -> httpx.Response:
+        params = [("slot", slot) for slot in (slots or ("hero",))] + [("user", user), ("session", session)]
+        return await self.client.get("/v1/decide", params=params)
+
+    async def record_events(self, user: str, events: list[dict[str, object]], now: float) -> None:
+        """Write events into the user's profile exactly as a worker does (profile_store's write)."""
+        config = self.app.runtime.engine.config if self.app.runtime.engine else None
+        assert config is not None, "publish a ruleset first"
+        writer = profile_store.ProfileWriter(config)
+        occurrences = [
+            profile_store.occurrence(Event.model_validate(event), now, config.features.dimensions)
+            for event in events
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            writer.queue_write(pipe, {user: occurrences}, now)
+            await pipe.execute()
+
+
+def page_view(user: str, category: str, n: int, session: str = "s1") -> list[dict[str, object]]:
+    return [
+        {"id": f"{uuid.uuid4()}", "type": "page_view", "userId": user, "sessionId": session,
+         "properties": {"category": category}}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_api(
+    redis_url: str,
+    published: ruleset.Ruleset | None,
+    *,
+    kafka_bootstrap: str | None = None,
+    **settings: object,
+) -> AsyncIterator[Api]:
+    """A started API for a fresh stack; with `published`, that ruleset is served when this yields.
+    `kafka_bootstrap` replaces the rulesets' Kafka servers, so the collector talks to the real broker."""
+    stack = new_stack()
+    options: dict[str, object] = {
+        "redis_url": redis_url, "stack": stack, "admin_token": ADMIN_TOKEN, "readiness_checks_kafka": False,
+        "bandit_refresh_seconds": 0.1, "impressions_flush_seconds": 0.05, "ruleset_poll_seconds": 1.0,
+    }  # fmt: skip
+    options.update(settings)
+    app = app_module.create_app(ApiSettings.model_validate(options))
+    client = aioredis.Redis.from_url(redis_url)
+    transport = httpx.ASGITransport(app=app)
+    api = Api(
+        app, httpx.AsyncClient(transport=transport, base_url="http://api"), client, stack, kafka_bootstrap
+    )
+    if published is not None:
+        await api.publish(published)
+    await app.runtime.start()
+    try:
+        if published is not None:
+            await api.wait_for_version(1)
+        yield api
+    finally:
+        await api.client.aclose()
+        await app.runtime.stop()
+        await client.aclose()
+
+
+Live = Callable[..., contextlib.AbstractAsyncContextManager[Api]]
+
+
+def live_factory(redis_url: str, kafka_bootstrap: str) -> Live:
+    """For a test module's `live` fixture: `async with live(ruleset, **settings) as api`."""
+    return functools.partial(running_api, redis_url, kafka_bootstrap=kafka_bootstrap)
