@@ -457,7 +457,8 @@ class Translator:
         if name == "dyn":
             if len(arguments) != 1:
                 raise self._error("dyn() takes one argument", tree)
-            return _Code(self._expr(arguments[0]).text)
+            code = self._expr(arguments[0])
+            return _Code(code.text, None, code.literal, code.value)  # the same value, its type unknown
         signature = _FUNCTIONS.get(name)
         if signature is None:
             raise self._error(f"unsupported: function {name}()", name_token)

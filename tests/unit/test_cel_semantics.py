@@ -114,6 +114,7 @@ def test_errors_where_celpy_answers(source: str, message: str) -> None:
         ("double('-inf') < 0.0", True),
         ("string(-1.5) + string(10)", "-1.510"),
         ("dyn(3) == 3", True),
+        ("dyn(3) == null || null == dyn('a') || dyn(null) != null", False),
     ],
 )
 def test_numbers(source: str, expected: Any) -> None:
@@ -489,6 +490,14 @@ def test_values_may_come_from_any_mapping_for_the_activation() -> None:
         pass
 
     assert cel.compile("m.a == 1", NAMES).matches(Activation(ACTIVATION)) is True
+
+
+def test_activation_values_must_be_plain_json_like_data() -> None:
+    program = cel.compile("'a' in l", NAMES)
+    assert program.matches({"l": ["a"]}) is True
+    assert program.matches({"l": ("a",)}) is False
+    with pytest.raises(cel.EvaluationError, match=r"applied to \(string, tuple\)"):
+        program.evaluate({"l": ("a",)})
 
 
 def test_expressions_cannot_reach_python_attributes_or_builtins() -> None:
