@@ -29,8 +29,6 @@ COPY tailor ./tailor
 COPY operator ./operator
 COPY workers ./workers
 COPY content_api ./content_api
-COPY crds ./crds
-COPY sdk ./sdk
 RUN /opt/tailor/bin/pip install --no-deps . \
  && /opt/tailor/bin/python -m compileall -q /opt/tailor/lib \
  && /opt/tailor/bin/tailor --help > /dev/null

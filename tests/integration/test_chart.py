@@ -977,3 +977,65 @@ def test_secret_reads_are_by_name_only(
         assert elsewhere.returncode != 0, "a namespaced operator has no rights outside its namespace"
     finally:
         helm("uninstall", release, "-n", namespace)
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+    """Every COPY source is in the build context, and local state (.venv, .git) is not."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    sources = [
+        part
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for part in line.split()[1:-1]
+    ]
+    assert sources
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    for source in sources:
+        assert source in allowed, f"COPY {source}: excluded by .dockerignore"
+        assert (ROOT / source).exists(), f"COPY {source}: no such path"
+    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert patterns[0] == "*", "the context is an allowlist: everything not re-included stays out"
+
+
+@pytest.mark.slow
+def test_the_images_install_step_gives_a_working_tailor_command(tmp_path: Path) -> None:
+    """What the Dockerfile does (`pip install .`, not editable) yields every component and its
+    package data, and `tailor <component> --help` runs outside the checkout."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", str(ROOT), "--wheel-dir", str(wheels)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    [wheel] = list(wheels.glob("tailor-*.whl"))
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "site")
+    packages = {name.split("/")[0] for name in names if not name.startswith("tailor-")}
+    assert packages == {"tailor", "tailor_operator", "tailor_worker", "tailor_api"}
+    for data in ("tailor/core/profile_store.lua", "tailor_api/commit.lua"):
+        assert data in names, f"{data} is missing from the installed package"
+    assert "operator/__init__.py" not in names, "operator/ must never shadow the stdlib `operator`"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    cli = "import sys; from tailor.cli.main import main; sys.argv[0] = 'tailor'; sys.exit(main())"
+    for command in ([], ["operator"], ["worker"], ["api"]):
+        result = subprocess.run(
+            [sys.executable, "-c", cli, *command, "--help"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "usage: tailor" in result.stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "import tailor; print(tailor.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(tmp_path / "site")), "the installed copy, not the checkout, was tested"
