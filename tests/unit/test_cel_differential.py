@@ -304,3 +304,29 @@ def test_agrees_with_celpy(source: str, activation: dict[str, Any]) -> None:
     if ours_ok:
         assert same(actual, expected), f"{source} -> ours {actual!r}, celpy {expected!r}"
     assert program.matches(activation) is (celpy_ok and expected is True)
+
+
+TOKENS = [
+    *["i", "s", "li", "m", "mm", "x", "v", "u", "b"],
+    *[".", "(", ")", "[", "]", "{", "}", ",", ":", "?", "!", "-", "+", "*", "/", "%"],
+    *["==", "!=", "<", ">=", "&&", "||", "in", "1", "0", "-1", "2.5", "'a'", '"b"', "true", "null"],
+    *["size", "has", "all", "exists", "exists_one", "map", "filter", "int", "double", "string"],
+    *["duration", "matches", "startsWith", "contains", "dyn", "type", "1u", "b'x'", "'1h'", "'('", "'\\q'"],
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=9), activation=activations())
+def test_any_input_compiles_or_is_a_cel_error_and_matches_never_raises(
+    tokens: list[str], activation: dict[str, Any]
+) -> None:
+    source = " ".join(tokens)
+    try:
+        program = cel.compile(source, [*VARIABLES, "mm"])
+    except cel.CelError:
+        return
+    try:
+        result = program.evaluate(activation)
+    except cel.EvaluationError:
+        result = None
+    assert program.matches(activation) is (result is True)
