@@ -35,8 +35,10 @@ def parse(body: bytes) -> tuple[str, str] | web.Reply:
     if not isinstance(document, dict):
         return _invalid("body", 'the body must be a JSON object: {"decisionId": "...", "type": "click"}')
     decision_id, kind = document.get("decisionId"), document.get("type")
-    if not isinstance(decision_id, str) or not 0 < len(decision_id) <= validation.MAX_DECISION_ID_LENGTH:
-        return _invalid("decisionId", "`decisionId` must be the string a /v1/decide response gave")
+    try:
+        decision_id = validation.decision_id(decision_id)
+    except validation.InvalidParameter as error:
+        return _invalid("decisionId", str(error))
     if kind not in TYPES:
         return _invalid("type", f"`type` must be one of {', '.join(TYPES)}")
     return decision_id, kind
@@ -58,8 +60,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     decision_id, kind = parsed
     try:
         ref = signer.verify(decision_id)
-    except tokens.InvalidToken as error:
-        return _invalid("decisionId", str(error))
+    except tokens.InvalidToken as error:  # well-formed but not ours (or altered): refused, not malformed
+        return web.problem(
+            403, "decision-not-verified", "Decision not verified", str(error), parameter="decisionId"
+        )
     now = time.time()
     max_age = runtime.settings.feedback_max_age_seconds
     if now - ref.issued_at > max_age:

@@ -22,7 +22,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
     titles = {
         400: "Missing or malformed parameters or body",
         401: "Missing or wrong admin token",
-        403: "Admin endpoints are disabled (no TAILOR_ADMIN_TOKEN)",
+        403: "Refused: admin endpoints disabled (no TAILOR_ADMIN_TOKEN), or a decisionId not issued here",
         404: "Unknown slot",
         413: "Body too large",
         503: "Not ready (no ruleset yet) or Redis/Kafka unavailable; retry after Retry-After",
@@ -111,7 +111,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/FeedbackAccepted"}, "Recorded"),
-                        **_problems(400, 413, 503),
+                        **_problems(400, 403, 413, 503),
                     },
                 }
             },
@@ -268,11 +268,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                     "type": "object",
                     "required": ["decisionId", "type"],
                     "properties": {
-                        "decisionId": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": validation.MAX_DECISION_ID_LENGTH,
-                        },
+                        "decisionId": {"type": "string", "pattern": validation.DECISION_ID_PATTERN},
                         "type": {"enum": list(feedback.TYPES)},
                     },
                 },

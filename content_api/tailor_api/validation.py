@@ -10,14 +10,23 @@ import re
 from typing import Final
 
 USER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
-SESSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+SESSION_PATTERN: Final = r"^(?:[A-Za-z0-9][A-Za-z0-9._:\-]{0,127})?$"  # empty: no session
 SLOT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
 MAX_SLOTS_PER_REQUEST: Final = 16
-MAX_DECISION_ID_LENGTH: Final = 1024
+DECISION_ID_PATTERN: Final = (
+    r"^[A-Za-z0-9_-]{1,1000}[.][A-Za-z0-9_-]{1,23}$"  # base64url payload "." base64url MAC
+)
 
 _USER = re.compile(USER_PATTERN)
 _SESSION = re.compile(SESSION_PATTERN)
 _SLOT = re.compile(SLOT_PATTERN)
+_DECISION_ID = re.compile(DECISION_ID_PATTERN)
+
+
+def decision_id(value: object) -> str:
+    if not isinstance(value, str) or not _DECISION_ID.match(value):
+        raise InvalidParameter("decisionId", "`decisionId` must be the string a /v1/decide response gave")
+    return value
 
 
 class InvalidParameter(ValueError):
