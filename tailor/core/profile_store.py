@@ -5,9 +5,10 @@ user is the hash tag, so a user's keys live in one Redis Cluster slot and one fu
 update them atomically (profile_store.lua documents each key). The stack-wide keys of
 `tailor.core.store` use the stack as their hash tag instead; the two never meet in one call.
 
-Write side (workers): `ProfileWriter.queue_write` adds one function call per user to a pipeline; the
-call deduplicates by event id and applies every increment atomically, so a worker killed at any
-point leaves each event either counted and marked seen, or neither — replaying it is always safe.
+Write side (workers): `ProfileWriter.queue_write` adds function calls (a few dozen users each) to a
+pipeline; each call deduplicates by event id and applies every increment atomically, so a worker
+killed at any point leaves each event either counted and marked seen, or neither — replaying it is
+always safe.
 
 Read side (content API): `ProfileReader.queue_read` adds one read-only function call to the caller's
 pipeline (which may carry its own commands too) and `parse_read` turns its reply into a
@@ -63,8 +64,9 @@ def profile_key(stack: str, user: str) -> str:
     return f"{user_prefix(stack, user)}p"
 
 
-def dedup_key(stack: str, user: str, event_id: str) -> str:
-    return f"{user_prefix(stack, user)}d:{event_id}"
+def seen_key(stack: str, user: str) -> str:
+    """The sorted set of the user's counted event ids (dedup), scored by when they were counted."""
+    return f"{user_prefix(stack, user)}seen"
 
 
 def install_sync(client: redis.Redis) -> None:
@@ -191,9 +193,8 @@ class ProfileReader:
     def queue_read(self, pipe: Any, user: str, session: str | None, now: float) -> None:
         """Add the profile read to `pipe` (sync or asyncio pipeline, or a client for a lone call)."""
         pipe.execute_command(
-            "FCALL_RO", READ_FUNCTION, 1, profile_key(self.stack, user), user_prefix(self.stack, user), now,
-            session or "", *self._tail,
-        )  # fmt: skip
+            "FCALL_RO", READ_FUNCTION, 1, profile_key(self.stack, user), now, session or "", *self._tail
+        )
 
     def parse_read(self, raw: bytes | str, user: str, session: str | None) -> Profile:
         return parse_read(raw, user, session, self.window_names)
