@@ -315,7 +315,7 @@ TOKENS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=9), activation=activations())
 def test_any_input_compiles_or_is_a_cel_error_and_matches_never_raises(
     tokens: list[str], activation: dict[str, Any]
