@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,27 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What `check` found: problem lines, notes, and each namespace's compile result (for `tailor diff`
+    and `tailor simulate`, which compare or run what the operator would publish)."""
+
+    lines: list[str]  # `file: Kind/name: message`
+    notes: list[str]
+    results: dict[str, compiler.CompileResult]  # namespace -> result
+    stand_ins: frozenset[str]  # namespaces compiled against the stand-in stack (none in the files)
+
+
 def validate(
     paths: Sequence[Path], default_namespace: str = DEFAULT_NAMESPACE
 ) -> tuple[list[str], list[str]]:
     """(problem lines, notes): the lines are `file: Kind/name: message`."""
+    checked = check(paths, default_namespace)
+    return checked.lines, checked.notes
+
+
+def check(paths: Sequence[Path], default_namespace: str = DEFAULT_NAMESPACE) -> Checked:
+    """Load, schema-check and compile every namespace in the manifests under `paths`."""
     lines: list[str] = []
     notes: list[str] = []
     origin: dict[tuple[str, str, str], Path] = {}  # (namespace, kind, name) -> file
@@ -89,8 +107,11 @@ def validate(
             origin[key] = path
             by_namespace[source.namespace].append(source)
 
+    results: dict[str, compiler.CompileResult] = {}
+    stand_ins: set[str] = set()
     for namespace, sources in sorted(by_namespace.items()):
         if not any(source.kind == constants.STACK_KIND for source in sources):
+            stand_ins.add(namespace)
             notes.append(
                 f"note: namespace {namespace} has no PersonalizationStack in these files; its rules are "
                 "checked against the default features (windows 5m, 30m, 24h; dimensions category, "
@@ -104,7 +125,7 @@ def validate(
                 kind=constants.STACK_KIND, name=_STAND_IN_STACK, spec=stand_in["spec"]
             )
             sources = [*sources, stand_in_source]
-        result = compiler.compile_namespace(namespace, sources)
+        result = results[namespace] = compiler.compile_namespace(namespace, sources)
         reported = set()
         for problem in result.problems:
             if problem in reported or problem.name == _STAND_IN_STACK:
@@ -112,4 +133,4 @@ def validate(
             reported.add(problem)
             where = origin.get((namespace, problem.kind, problem.name))
             lines.append(f"{where or namespace}: {problem.ref}: {problem.message}")
-    return lines, notes
+    return Checked(lines, notes, results, frozenset(stand_ins))
