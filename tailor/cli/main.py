@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import api, demo, dev, diff, operator, validate, worker
+from tailor.cli import api, dev, diff, operator, validate, worker
 
-COMMANDS = (dev, validate, diff, api, worker, operator, demo)
+COMMANDS = (dev, validate, diff, api, worker, operator)
 
 
 def build_parser() -> argparse.ArgumentParser:
