@@ -932,6 +932,33 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
     assert {kind for kind, _ in children} == {"Deployment", "StatefulSet", "Service"}
     assert _refusals(_operator_log(tmp_path)) == [], "the chart's RBAC is missing a right"
 
+    # `helm test`: kwok only pretends to run the hook pod, so run its script here against a real
+    # content API serving this stack (what the operator published is all it needs).
+    hook_pod = next(m for m in yaml.safe_load_all(helm("get", "hooks", release, "-n", namespace).stdout)
+                    if m and m["kind"] == "Pod")  # fmt: skip
+    port = _free_port()
+    api_log = (tmp_path / "api.log").open("w")
+    api = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tailor"), "api", "--stack", f"{namespace}/{stack_name}",
+         "--port", str(port)],
+        env={**os.environ, "TAILOR_REDIS_URL": redis_url}, stdout=api_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        container = one_container(hook_pod["spec"])
+        hook_env = {e["name"]: e["value"] for e in container["env"]}
+        hook_env["TAILOR_API_URL"] = f"http://127.0.0.1:{port}"
+        command = [sys.executable if part == "python" else part for part in container["command"]]
+        check = subprocess.run(
+            command, env={**os.environ, **hook_env}, capture_output=True, text=True, timeout=90
+        )
+        assert check.returncode == 0, check.stderr + (tmp_path / "api.log").read_text()
+        assert "/healthz: 200" in check.stdout
+        assert "/readyz: 200" in check.stdout
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+        api_log.close()
+
     # Uninstall while the operator runs. Helm first runs the pre-delete hook, which deletes the
     # stack and waits for the operator to finalize it; kwok would only pretend to run the hook's
     # pod, so its command runs here, then Helm deletes the rest (without re-running the hook).
