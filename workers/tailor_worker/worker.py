@@ -9,10 +9,12 @@ the worker stops — then it is simply not stored, and whoever owns the partitio
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 from confluent_kafka import KafkaException, Message
@@ -26,6 +28,17 @@ from tailor_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 COMPONENT = "worker"
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A sorted batch whose Redis write is under way."""
+
+    messages: list[Message]
+    work: batch.SortedBatch
+    now: float
+    started: float
+    write: concurrent.futures.Future[tuple[int, int] | None]
 
 
 class Worker:
@@ -63,44 +76,64 @@ class Worker:
         config = self._wait_for_ruleset()
         if config is None:
             return
+        # One batch's Redis write runs in this thread while the loop sorts the next batch: Python and
+        # Redis work at the same time. Batches still complete strictly in order.
+        writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-write")
+        pending: _InFlight | None = None
         try:
             self._apply(config)
             next_check = time.monotonic() + self.settings.config_check_seconds
             while not self.stopping:
                 if time.monotonic() >= next_check:
+                    if pending is not None:  # settings apply between batches, never under one
+                        self._finish(pending)
+                        pending = None
                     self._follow_ruleset()
                     next_check = time.monotonic() + self.settings.config_check_seconds
                 assert self._consumer is not None
-                messages = self._consumer.take(self.settings.batch_size, self.settings.poll_seconds)
-                if messages:
-                    self._process(messages)
+                # With a write in flight, take only what has arrived, so it is finished without delay.
+                wait = 0.0 if pending is not None else self.settings.poll_seconds
+                messages = self._consumer.take(self.settings.batch_size, wait)
+                started = time.perf_counter()
+                work = self._sort(messages) if messages else None
+                if pending is not None:
+                    self._finish(pending)
+                    pending = None
+                if work is not None:
+                    now = self.clock()
+                    pending = _InFlight(messages, work, now, started, writer.submit(self._write, work, now))
+            if pending is not None:
+                self._finish(pending)
         finally:
+            writer.shutdown(wait=True)
             self._close()
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def _process(self, messages: list[Message]) -> None:
+    def _sort(self, messages: list[Message]) -> batch.SortedBatch:
         assert self.config is not None
-        assert self._consumer is not None
-        started = time.perf_counter()
-        now = self.clock()
         metrics.CONSUMED.labels(self.config.kafka.events_topic).inc(len(messages))
-        work = batch.sort(messages, self.config.features, now)
-        while True:
-            written = self._write(work, now)
-            if written is not None and self._dead_letter(work):
-                break
+        return batch.sort(messages, self.config.features, self.clock())
+
+    def _finish(self, flight: _InFlight) -> None:
+        """Wait for the batch's write (retrying it here if it failed), dead-letter, store offsets."""
+        assert self._consumer is not None
+        written = flight.write.result()
+        work = flight.work
+        while written is None or not self._dead_letter(work):
             if self._stopping.wait(self.settings.retry_seconds):
                 log.info("stopping with a batch not written; it will be replayed")
                 return
+            if written is None:
+                written = self._write(work, flight.now)
         counted, duplicates = written
-        self._consumer.store(messages)
+        self._consumer.store(flight.messages)
         metrics.PROCESSED.labels("counted").inc(counted)
         metrics.PROCESSED.labels("duplicate").inc(duplicates)
         metrics.DEDUP_HITS.inc(duplicates)
         metrics.PROCESSED.labels("late").inc(work.late)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
-        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
 
     def _write(self, work: batch.SortedBatch, now: float) -> tuple[int, int] | None:
         """(counted, duplicates), or None when Redis failed (the whole batch is retried: dedup makes
