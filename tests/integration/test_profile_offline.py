@@ -1,0 +1,201 @@
+"""The offline profile store agrees with profile_store.lua on a real Redis, write for write.
+
+`tailor simulate` aggregates events in Python (tailor.core.profile_offline); the workers do it in the
+Redis functions. Random event streams — several users and sessions, duplicates, late events, more
+distinct values than a bucket may hold, gaps longer than sessions and windows — are written to both
+at the same `now`, and every read, at many instants and for every session, must give the same Profile.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+import redis
+
+from tailor.core import compiler, constants, profile_offline, profile_store
+from tailor.core.profile import Profile
+from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
+
+START = 1_800_000_003.25  # not bucket-aligned on purpose
+USERS = ("alice", "bob", "carol")
+SESSIONS = ("s1", "s2", "")
+TYPES = ("page_view", "page_view", "page_view", "click", "add_to_cart", "search", "purchase", "custom")
+
+
+def stack_config() -> StackConfig:
+    windows = tuple(
+        Window(name=name, seconds=seconds, bucket_seconds=compiler.bucket_seconds(seconds))
+        for name, seconds in (("5m", 300), ("30m", 1800), ("24h", 86400))
+    )
+    return StackConfig(
+        namespace=f"ns-{uuid.uuid4().hex[:8]}",
+        name="shop",
+        kafka=KafkaConfig(bootstrap_servers="unused:9092", events_topic="events", dead_letter_topic="dead"),
+        features=FeatureConfig(
+            windows=windows,
+            dimensions=("category", "productId", "query"),
+            allowed_lateness_seconds=600,
+            recent_limit=3,
+            session_timeout_seconds=600,
+        ),
+    )
+
+
+def random_occurrence(
+    rng: random.Random, now: float, ids: list[str], times: list[float]
+) -> profile_store.Occurrence:
+    if ids and rng.random() < 0.1:
+        event_id = rng.choice(ids)  # a redelivery: must count once
+    else:
+        event_id = uuid.UUID(int=rng.getrandbits(128)).hex
+        ids.append(event_id)
+    type_ = rng.choice(TYPES)
+    dimensions = []
+    if rng.random() < 0.8:
+        dimensions.append(("category", rng.choice(["shoes", "bags", "hats", "coats"])))
+    if rng.random() < 0.5:
+        dimensions.append(("productId", f"p{rng.randrange(12)}"))
+    if type_ == "search":
+        dimensions.append(("query", rng.choice(["red shoes", "tote", "rain coat"])))
+    # Mostly recent, sometimes late (up to ten minutes back), with sub-second times; now and then at
+    # exactly the time of an earlier event (ties decide the order of recent values).
+    if times and rng.random() < 0.15:
+        at = rng.choice(times)
+    else:
+        at = now - (rng.random() * 600 if rng.random() < 0.2 else rng.random() * 5)
+        times.append(at)
+    return profile_store.Occurrence(
+        event_id,
+        rng.choice(USERS),
+        at,
+        constants.FEATURE_OF_EVENT_TYPE.get(type_, profile_store.CUSTOM_COUNTER),
+        rng.choice(SESSIONS),
+        tuple(dimensions),
+    )
+
+
+def lua_write(
+    client: redis.Redis, config: StackConfig, batch: list[profile_store.Occurrence], now: float
+) -> tuple[int, int]:
+    grouped: dict[str, list[profile_store.Occurrence]] = {}
+    for item in batch:
+        grouped.setdefault(item.user, []).append(item)
+    pipe = client.pipeline(transaction=False)
+    profile_store.ProfileWriter(config, users_per_call=2).queue_write(pipe, grouped, now)
+    totals = [profile_store.parse_write(reply) for reply in pipe.execute()]
+    return sum(c for c, _ in totals), sum(d for _, d in totals)
+
+
+def assert_same_reads(
+    client: redis.Redis, config: StackConfig, offline: profile_offline.OfflineProfileStore, now: float
+) -> None:
+    for user in USERS:
+        for session in (None, "s1", "s2"):
+            expected: Profile = profile_store.read_sync(client, config, user, session, now)
+            assert offline.read(user, session, now) == expected, (user, session, now - START)
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis) -> redis.Redis:
+    profile_store.install_sync(redis_client)
+    return redis_client
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_streams_read_back_the_same(client: redis.Redis, seed: int) -> None:
+    rng = random.Random(seed)
+    config = stack_config()
+    offline = profile_offline.OfflineProfileStore(config)
+    ids: list[str] = []
+    times: list[float] = []
+    now = START
+    for _ in range(40):
+        # Mostly seconds apart; now and then longer than a session, a 5m or a 30m window.
+        now += rng.choice([0.5, 1.0, 3.7, 12.0, 45.0, 130.0, 400.0, 700.0, 2000.0])
+        batch = [random_occurrence(rng, now, ids, times) for _ in range(rng.randrange(1, 30))]
+        assert offline.write(batch, now) == lua_write(client, config, batch, now)
+        assert_same_reads(client, config, offline, now)
+    # Reads later on, as windows and sessions run out (Redis's own key TTLs are far longer).
+    for later in (1, 59, 301, 599, 601, 1801, 3600, 86399):
+        assert_same_reads(client, config, offline, now + later)
+
+
+def test_the_cap_on_distinct_counters_per_bucket_agrees(client: redis.Redis) -> None:
+    config = stack_config()
+    offline = profile_offline.OfflineProfileStore(config)
+    burst = [
+        profile_store.Occurrence(
+            f"e{i}", "alice", START + i * 0.001, "views", "s1", (("productId", f"p{i}"),)
+        )
+        for i in range(profile_store.MAX_FIELDS_PER_BUCKET + 40)
+    ]
+    now = START + 10
+    assert offline.write(burst, now) == lua_write(client, config, burst, now) == (len(burst), 0)
+    profile = offline.read("alice", "s1", now)
+    assert profile == profile_store.read_sync(client, config, "alice", "s1", now)
+    assert profile.count("5m", "views") == len(burst)  # totals always count
+    distinct = [name for name in profile.counts["5m"] if name.startswith("views|productId|")]
+    assert len(distinct) < len(burst)  # new values stop once a bucket is full
+    assert profile.recent["productId"][0] == f"p{len(burst) - 1}"
+
+
+def view(event_id: str, at: float, session: str = "s1", **dimensions: str) -> profile_store.Occurrence:
+    return profile_store.Occurrence(event_id, "alice", at, "views", session, tuple(dimensions.items()))
+
+
+def test_a_session_that_timed_out_starts_over(client: redis.Redis) -> None:
+    config = stack_config()  # sessions time out after 600 s
+    offline = profile_offline.OfflineProfileStore(config)
+    t = 1_800_000_000.0
+    steps = [
+        ([view("a", t), view("b", t + 1)], t + 1),
+        ([view("c", t + 601, session="s2")], t + 601),  # prunes s1: last seen + 600 <= now
+        ([view("d", t + 602)], t + 602),
+    ]
+    for batch, now in steps:
+        assert offline.write(batch, now) == lua_write(client, config, batch, now)
+    profile = offline.read("alice", "s1", t + 602)
+    assert profile == profile_store.read_sync(client, config, "alice", "s1", t + 602)
+    assert profile.session is not None
+    assert (profile.session.page_views, profile.session.started_at) == (1, t + 602)
+
+
+def test_dedup_marks_last_the_dedup_ttl(client: redis.Redis) -> None:
+    config = stack_config()
+    offline = profile_offline.OfflineProfileStore(config)
+    ttl = config.features.dedup_ttl_seconds
+    t = 1_800_000_000.0
+    steps = [
+        ([view("e1", t)], t, (1, 0)),
+        ([view("e2", t + ttl - 0.5)], t + ttl - 0.5, (1, 0)),  # prunes marks older than ttl: not e1's
+        ([view("e1", t + ttl - 0.4)], t + ttl - 0.4, (0, 1)),  # still a duplicate
+        ([view("e3", t + ttl + 10)], t + ttl + 10, (1, 0)),  # now e1's mark goes
+        ([view("e1", t + ttl + 11)], t + ttl + 11, (1, 0)),  # and a redelivery counts again
+    ]
+    for batch, now, expected in steps:
+        assert offline.write(batch, now) == lua_write(client, config, batch, now) == expected
+    assert offline.read("alice", "s1", t + ttl + 11) == profile_store.read_sync(
+        client, config, "alice", "s1", t + ttl + 11
+    )
+
+
+def test_recent_values_are_newest_first_by_event_time(client: redis.Redis) -> None:
+    config = stack_config()  # at most 3 recent values
+    offline = profile_offline.OfflineProfileStore(config)
+    t = 1_800_000_000.0
+    writes = [
+        view("1", t, category="shoes"),
+        view("2", t, category="bags"),  # a tie goes behind
+        view("3", t, category="shoes"),  # the same value at the same time changes nothing
+        view("4", t - 10, category="hats"),  # a late event lands behind newer ones
+        view("5", t - 20, category="coats"),  # and past the limit falls off
+        view("6", t + 5, category="hats"),  # a newer sighting moves a value to the front
+    ]
+    for number, event in enumerate(writes):
+        now = t + 5 + number
+        assert offline.write([event], now) == lua_write(client, config, [event], now)
+    profile = offline.read("alice", None, t + 20)
+    assert profile == profile_store.read_sync(client, config, "alice", None, t + 20)
+    assert profile.recent["category"] == ("hats", "shoes", "bags")
