@@ -184,7 +184,13 @@ class Event(_Part):
 
     model_config = ConfigDict(
         title="Tailor event v1",
-        json_schema_extra={"anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}]},
+        # null does not identify anyone: the schema says so too, as the validator does.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["userId"], "properties": {"userId": {"type": "string"}}},
+                {"required": ["anonymousId"], "properties": {"anonymousId": {"type": "string"}}},
+            ]
+        },
     )
 
     id: Identifier = Field(description="Client-made unique id; the deduplication key.")

@@ -109,7 +109,10 @@ def test_the_json_schema_states_the_limits() -> None:
     schema = events.json_schema()
     properties = schema["$defs"]["Properties"]
     assert properties["maxProperties"] == events.MAX_PROPERTIES
-    assert schema["anyOf"] == [{"required": ["userId"]}, {"required": ["anonymousId"]}]
+    assert schema["anyOf"] == [
+        {"required": ["userId"], "properties": {"userId": {"type": "string"}}},
+        {"required": ["anonymousId"], "properties": {"anonymousId": {"type": "string"}}},
+    ]
     assert schema["properties"]["type"]["enum"] == list(events.EVENT_TYPES)
     assert schema["additionalProperties"] is False
 
