@@ -1,0 +1,161 @@
+"""Shared pieces of the event-pipeline benchmarks (collector.py, worker.py, freshness.py).
+
+They run against the stack in the environment (`eval "$(tailor dev env)"`: TAILOR_KAFKA_BOOTSTRAP and
+TAILOR_REDIS_URL), publish a ruleset for a fresh bench stack, and start real `tailor api` /
+`tailor worker` processes. CPU is read from /proc for a process and its children (granian serves
+from a child process), so "per core" figures are events per CPU-second actually spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tailor.core import store, topics
+from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def environment() -> tuple[str, str]:
+    kafka, redis_url = os.environ.get("TAILOR_KAFKA_BOOTSTRAP"), os.environ.get("TAILOR_REDIS_URL")
+    if not kafka or not redis_url:
+        sys.exit('set TAILOR_KAFKA_BOOTSTRAP and TAILOR_REDIS_URL first: eval "$(tailor dev env)"')
+    return kafka, redis_url
+
+
+def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(
+        namespace="bench",
+        name=suffix,
+        kafka=KafkaConfig(
+            bootstrap_servers=kafka,
+            events_topic=f"bench-events-{suffix}",
+            dead_letter_topic=f"bench-dead-{suffix}",
+            partitions=partitions,
+        ),
+        features=FeatureConfig(
+            windows=(
+                Window(name="5m", seconds=300, bucket_seconds=10),
+                Window(name="30m", seconds=1800, bucket_seconds=60),
+                Window(name="24h", seconds=86400, bucket_seconds=3600),
+            ),
+            dimensions=("category", "productId", "query"),
+            allowed_lateness_seconds=300,
+        ),
+        api=ApiConfig(max_batch_events=500),
+    )
+
+
+def publish(redis_url: str, config: StackConfig) -> None:
+    kafka = config.kafka
+    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+CATEGORIES = ("shoes", "hats", "bags", "socks", "coats", "belts")
+
+
+def shopper_event(user: str, now: float | None = None) -> dict[str, Any]:
+    """A realistic event: mostly page views with a category and product, some searches and carts."""
+    kind = random.choices(("page_view", "click", "add_to_cart", "search"), (6, 2, 1, 1))[0]
+    properties: dict[str, Any] = {"category": random.choice(CATEGORIES), "productId": f"sku-{random.randrange(500)}"}
+    if kind == "search":
+        properties = {"query": random.choice(("red shoes", "wool hat", "leather bag", "socks"))}
+    return {
+        "id": uuid.uuid4().hex,
+        "type": kind,
+        "userId": user,
+        "sessionId": f"s-{user}",
+        "timestamp": now if now is not None else time.time(),
+        "page": {"url": "https://shop.example/p/sku-1", "referrer": "https://shop.example/", "title": "Product"},
+        "properties": properties,
+        "context": {"device": "mobile", "locale": "en-US", "userAgent": "Mozilla/5.0 (bench)"},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def tailor(args: Sequence[str], redis_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tailor.cli.main", *args],
+        env={**os.environ, "TAILOR_REDIS_URL": redis_url, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer 200 within {timeout}s")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child, parent = int(entry), int(fields[1])
+        children.setdefault(parent, []).append(child)
+        cpu[child] = (int(fields[11]) + int(fields[12])) / TICKS
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += cpu.get(current, 0.0)
+        stack.extend(children.get(current, ()))
+    return total
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def table(rows: Sequence[Sequence[object]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for number, row in enumerate(rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if number == 0:
+            print("  ".join("-" * width for width in widths))

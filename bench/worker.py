@@ -1,0 +1,152 @@
+"""Benchmark: one worker process against the raw consume rate and Redis's own pipelined rate.
+
+A topic is filled first (not timed) with --events realistic events of --users users. Then, in one run:
+
+1. ceiling: a bare confluent-kafka consumer reading them all, doing nothing with them;
+2. `tailor worker` (a real process, its own consumer group) consuming, validating, deduplicating,
+   aggregating into Redis and storing offsets: events/s from its first to its last event, read from
+   its /metrics; with the CPU it and Redis spent per event;
+3. ceiling: `redis-benchmark` pipelined (SET, -P 64) on the same Redis.
+
+    eval "$(tailor dev env)"; .venv/bin/python bench/worker.py [--events 200000] [--users 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import _pipeline
+import orjson
+import redis
+from confluent_kafka import Consumer, Producer
+
+TARGET = 50_000
+
+
+def fill(kafka: str, topic: str, count: int, users: int) -> None:
+    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
+    now = time.time()
+    for i in range(count):
+        event = _pipeline.shopper_event(f"user-{i % users}", now - (count - i) * 60 / count)
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(event), event["userId"].encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+    assert producer.flush(120) == 0
+
+
+def raw_consume(kafka: str, topic: str, count: int) -> tuple[float, float]:
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen = 0
+    start = cpu = 0.0
+    while seen < count:
+        messages = consumer.consume(1000, timeout=1.0)
+        if messages and not start:
+            start, cpu = time.perf_counter(), time.process_time()
+        seen += sum(1 for m in messages if m.error() is None)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    consumer.close()
+    return count / wall, count / cpu
+
+
+def metric_sum(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float, float]:
+    """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen)."""
+    port = _pipeline.free_port()
+    log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-{uuid.uuid4().hex[:6]}.log"
+    client = redis.Redis.from_url(redis_url)
+    process = _pipeline.tailor(
+        ["worker", "--stack", stack, "--metrics-port", str(port)],
+        redis_url,
+        log,
+        TAILOR_WORKER_METRICS_HOST="127.0.0.1",
+        TAILOR_WORKER_GROUP_ID=f"bench-{uuid.uuid4().hex[:6]}",
+    )
+    try:
+        processed = "tailor_worker_events_processed_total"
+        deadline = time.monotonic() + 600
+        while metric_sum(port, processed) == 0:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit(f"the worker processed nothing; see {log}")
+            time.sleep(0.01)
+        start, cpu0, redis0 = time.perf_counter(), _pipeline.tree_cpu_seconds(process.pid), redis_cpu(client)
+        first = metric_sum(port, processed)
+        while (done := metric_sum(port, processed)) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker processed only {done} of {count}; see {log}")
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        cpu = _pipeline.tree_cpu_seconds(process.pid) - cpu0
+        redis_spent = redis_cpu(client) - redis0
+        duplicates = metric_sum(port, "tailor_worker_dedup_hits_total")
+    finally:
+        process.terminate()
+        process.wait(30)
+    events = done - first
+    return events / wall, cpu / events, redis_spent / events, duplicates
+
+
+def redis_benchmark(redis_url: str) -> float:
+    parts = urllib.parse.urlparse(redis_url)
+    output = subprocess.run(
+        ["redis-benchmark", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379),
+         "-P", "64", "-n", "1000000", "-t", "set", "-q", "-r", "1000000"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(re.findall(r"SET: ([\d.]+) requests per second", output.replace("\r", "\n"))[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    args = parser.parse_args()
+    kafka, redis_url = _pipeline.environment()
+    config = _pipeline.stack_config(kafka)
+    _pipeline.publish(redis_url, config)
+    fill(kafka, config.kafka.events_topic, args.events, args.users)
+
+    consume_rate, consume_per_cpu = raw_consume(kafka, config.kafka.events_topic, args.events)
+    rate, worker_cpu, redis_spent, duplicates = worker(redis_url, config.key, args.events)
+    set_rate = redis_benchmark(redis_url)
+    verdict = "met" if rate >= TARGET else "MISSED"
+    _pipeline.table([
+        ["stage", "events/s", "ratio", "CPU µs/event", "note"],
+        ["raw consume, 1 process (ceiling)", f"{consume_rate:,.0f}", "1.00", f"{1e6 / consume_per_cpu:.1f}",
+         "consumer only"],
+        ["tailor worker, 1 process", f"{rate:,.0f}", f"{rate / consume_rate:.2f}", f"{worker_cpu * 1e6:.1f}",
+         f"target {TARGET:,} ({verdict}); {duplicates:.0f} duplicates"],
+        ["  Redis CPU for the worker's writes", "-", "-", f"{redis_spent * 1e6:.1f}",
+         f"= {1 / redis_spent:,.0f} events/s per Redis core"],
+        ["redis-benchmark SET -P 64 (ceiling)", f"{set_rate:,.0f} ops/s", f"{rate / set_rate:.2f}",
+         f"{1e6 / set_rate:.1f}", "simplest write, pipelined"],
+    ])  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
