@@ -38,6 +38,15 @@ from tailor.core.describe import (
 Action = Literal["added", "removed", "changed"]
 NOUNS = {constants.RULE_KIND: "rule", constants.VARIANT_KIND: "variant", constants.STACK_KIND: "stack"}
 LISTED = 3  # rules named in one effect before "…"
+# Labels that deployment tools put on what they apply (Helm, Argo CD, Flux, kustomize): present in the
+# cluster, absent from Git, so comparing them would flag every variant. Selectors do not use them.
+TOOL_LABEL_PREFIXES = (
+    "app.kubernetes.io/",
+    "helm.sh/",
+    "argocd.argoproj.io/",
+    "kustomize.toolkit.fluxcd.io/",
+    "kustomize.config.k8s.io/",
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,10 @@ def variant_fields(variant: ruleset.Variant) -> dict[str, str]:
         "content": content(variant),
         "weight": number(variant.weight),
         "tags": ", ".join(variant.tags) or "none",
-        "labels": ", ".join(f"{k}={v}" for k, v in sorted(variant.labels.items())) or "none",
+        "labels": ", ".join(
+            f"{k}={v}" for k, v in sorted(variant.labels.items()) if not k.startswith(TOOL_LABEL_PREFIXES)
+        )
+        or "none",
         "fallback": str(variant.fallback).lower(),
         "schedule": schedule(variant),
     }
@@ -535,6 +547,9 @@ class _SlotEffects:
                 if not via:
                     effects.append(f"{code(name)} is new here, but no enabled rule or fallback serves it yet")
                 continue
+            served_before = old.fallback or any(name in r.variants for r in self.old_plan)
+            if serving and served_before and not via:
+                effects.append(f"{code(name)} is no longer served: no enabled rule or fallback uses it")
             if _content_key(old) != _content_key(new):
                 if via:
                     effects.append(f"users shown {code(name)} ({' or '.join(via)}) now see: {content(new)}")
