@@ -116,8 +116,9 @@ local function write_user(config, profile, prefix, events)
     end
   end
 
-  -- Now and then (once per smallest bucket) drop buckets no window reads any more, ended sessions
-  -- and dedup marks past their TTL; in between they cost memory only, and key TTLs bound it all.
+  -- Now and then (once per smallest bucket, at most once a minute) drop buckets no window reads any
+  -- more, ended sessions and dedup marks past their TTL; in between they cost memory only (reads
+  -- skip them by their start time), and key TTLs bound it all.
   local prune = now >= meta.p
   if prune then
     meta.p = math.floor(now + config.prune_every)
@@ -174,6 +175,8 @@ local function write(keys, args)
     config.keeps[size] = tonumber(args[7 + 2 * i])
     config.prune_every = math.min(config.prune_every, size)
   end
+  -- A prune lists the hash's fields: at most once a minute per user, however small the buckets.
+  config.prune_every = math.max(config.prune_every, 60)
   local first = 8 + 2 * n_sizes
   local counted, duplicates = 0, 0
   for u = 1, #keys do
