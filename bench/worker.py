@@ -103,6 +103,10 @@ def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float,
         cpu = _pipeline.tree_cpu_seconds(process.pid) - cpu0
         redis_spent = redis_cpu(client) - redis0
         duplicates = metric_sum(port, "tailor_worker_dedup_hits_total")
+        batches = metric_sum(port, "tailor_worker_processing_seconds_count")
+        batch_seconds = metric_sum(port, "tailor_worker_processing_seconds_sum")
+        print(f"[worker] {batches:.0f} batches, {done / max(batches, 1):.0f} events and "
+              f"{1000 * batch_seconds / max(batches, 1):.1f} ms per batch (take to offsets stored)")
     finally:
         process.terminate()
         process.wait(30)
