@@ -1,0 +1,127 @@
+"""`tailor rollback --stack NS/NAME --to VERSION`: serve an earlier published ruleset again, now.
+
+For emergencies: the earlier version is published again under a new version number (the history stays
+linear) and every content-API replica and worker switches to it within a second, without waiting for
+Git, CI or the operator. `--list` shows the versions Redis still keeps (the last 50).
+
+The operator stays the owner of the ruleset: it compiles the namespace again and publishes the result
+on the next change of any rule, variant or the stack there, and when it restarts — which undoes the
+rollback unless the cluster holds the rolled-back content by then. So: pause the stack first
+(`kubectl annotate pstack NAME tailor.dev/paused=true`: the operator then publishes nothing for it),
+roll back, revert the change in Git and let it sync, then remove the annotation.
+
+Exit status: 0, or 1 when the version is not kept or Redis is unreachable (the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from tailor.core import constants, describe, ruleset
+
+FAILED = 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "rollback",
+        help="serve an earlier published ruleset again (emergency)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--stack", required=True, metavar="NS/NAME", help="the PersonalizationStack")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", type=int, metavar="VERSION", help="the version to serve again")
+    target.add_argument("--list", action="store_true", help="list the versions that can be served again")
+    parser.add_argument("--redis-url", help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL})")
+    parser.set_defaults(handler=run)
+
+
+class RollbackError(Exception):
+    """Why nothing was rolled back, in words."""
+
+
+def run(args: argparse.Namespace) -> int:
+    namespace, slash, name = args.stack.partition("/")
+    url = args.redis_url or os.environ.get(constants.ENV_REDIS_URL)
+    try:
+        if not slash or not namespace or not name:
+            raise RollbackError(f"--stack {args.stack!r} must be NAMESPACE/NAME")
+        if not url:
+            raise RollbackError(f"set {constants.ENV_REDIS_URL} or --redis-url")
+        if args.list:
+            print("\n".join(asyncio.run(history(url, args.stack))))
+        else:
+            print("\n".join(asyncio.run(roll_back(url, args.stack, args.to))))
+    except RollbackError as error:
+        print(f"tailor rollback: {error}", file=sys.stderr)
+        return FAILED
+    return 0
+
+
+def _line(published: ruleset.Ruleset, current: int) -> str:
+    marker = "  <- serving" if published.version == current else ""
+    return (
+        f"v{published.version}  {describe.moment(published.published_at)}  {published.checksum[:12]}  "
+        f"{len(published.rules)} rules, {len(published.variants)} variants{marker}"
+    )
+
+
+async def history(url: str, stack: str) -> list[str]:
+    """The kept versions of `stack`, newest first, one line each."""
+    import redis
+    import redis.asyncio as aioredis
+
+    from tailor.core import store
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        current = await store.current_version(client, stack)
+        newest = int(await client.get(store.seq_key(stack)) or 0)
+        lines = []
+        for version in range(newest, max(0, newest - store.HISTORY), -1):
+            published = await store.load(client, stack, version)
+            if published is not None:
+                lines.append(_line(published, current))
+    except (redis.RedisError, OSError) as error:
+        raise RollbackError(f"cannot read {stack} from {url}: {error}") from None
+    finally:
+        await client.aclose()
+    if not lines:
+        raise RollbackError(f"nothing is published for {stack} in {url}")
+    return lines
+
+
+async def roll_back(url: str, stack: str, version: int) -> list[str]:
+    """Serve `version` of `stack` again; lines saying what is served now."""
+    import redis
+    import redis.asyncio as aioredis
+
+    from tailor.core import store
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        current = await store.load(client, stack)
+        earlier = await store.load(client, stack, version)
+        if earlier is None:
+            kept = f"; see tailor rollback --stack {stack} --list"
+            raise RollbackError(f"{stack}: version {version} is not among the versions kept{kept}")
+        if current is not None and current.checksum == earlier.checksum:
+            return [f"{stack}: version {current.version} already serves the content of version {version}"]
+        served = await store.rollback(client, stack, version)
+    except (redis.RedisError, OSError) as error:
+        raise RollbackError(f"cannot roll {stack} back in {url}: {error}") from None
+    finally:
+        await client.aclose()
+    was = f" (was version {current.version})" if current is not None else ""
+    namespace = stack.partition("/")[0]
+    return [
+        f"{stack}: version {served.version} now serves the content of version {version}{was}",
+        f"note: the operator publishes what the cluster holds on the next change in namespace {namespace} "
+        "or when it restarts; pause the stack (tailor.dev/paused=true) to keep this, and revert the "
+        "change in Git",
+    ]
