@@ -15,7 +15,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check, mypy, lint-imports"
 	@echo "make unit    fast tests (tests/unit)"
 	@echo "make test    setup + lint + the whole test suite (starts its own stack)"
-	@echo "make demo    setup + tailor demo (or: dev stack up + smoke check)"
+	@echo "make demo    setup + tailor demo (DEMO_ARGS=\"--traffic 50\" or \"--check\")"
 	@echo "make up | down | status | env   the default dev stack"
 
 setup:
@@ -35,16 +35,10 @@ unit:
 test: setup lint
 	$(BIN)/pytest
 
-# `tailor demo` belongs to the demo work; until it exists, show the stack itself.
+# The README's main command: set-up (a no-op when warm), then `tailor demo` until Ctrl-C.
+# Flags go in DEMO_ARGS: `make demo DEMO_ARGS="--traffic 50"`, or "--check" to check and exit.
 demo: setup
-	@if $(TAILOR) demo --help >/dev/null 2>&1; then \
-		$(TAILOR) demo; \
-	else \
-		$(TAILOR) dev up; \
-		bash scripts/smoke.sh; \
-		echo; echo "Use it:  eval \"\$$($(TAILOR) dev env)\""; \
-		$(TAILOR) dev env; \
-	fi
+	$(TAILOR) demo $(DEMO_ARGS)
 
 up:
 	$(TAILOR) dev up

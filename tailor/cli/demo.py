@@ -37,6 +37,18 @@ from tailor.cli.demo_client import ApiClient
 from tailor.cli.demo_storefront import StorefrontServer
 from tailor.core import constants
 
+DESCRIPTION = """\
+Run the whole product on this machine and check that it works end to end:
+
+  the local stack (reused if running) -> the CRDs and examples/shop applied -> tailor operator,
+  tailor worker, tailor api as child processes -> every resource Ready -> the storefront on
+  127.0.0.1 -> a self-check without a browser (page views through POST /v1/events switch a
+  synthetic shopper's hero in GET /v1/decide; the event->decision time is printed).
+
+The demo takes four consecutive ports from --port: storefront, content API, operator metrics,
+worker metrics. Ctrl-C (or SIGTERM) stops the child processes; the stack stays up (`tailor dev down`).
+Details and things to try: docs/demo.md.
+"""
 DEFAULT_PORT = 8000
 DEFAULT_NAMESPACE = "tailor-demo"
 STACK_NAME = "shop"  # examples/shop/stack.yaml
@@ -54,7 +66,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole product locally: stack, operator, worker, API, storefront, self-check",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

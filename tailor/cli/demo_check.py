@@ -183,7 +183,7 @@ def run(
         try:
             sample = walk(client, storefront_url, first_timeout if first else 10.0, say if first else None)
         except (CheckFailed, demo_client.ApiError) as error:
-            report.problems.append(str(error))
+            report.problems.append(str(error) or repr(error))
             break
         report.samples.append(sample)
     if report.samples and report.median_ms() > PROMISE_SECONDS * 1000:

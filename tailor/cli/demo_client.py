@@ -73,6 +73,15 @@ def make_event(
     return event
 
 
+def retry_after(headers: Mapping[str, str], default: float = 0.2, cap: float = 5.0) -> float:
+    """Seconds from a Retry-After header (delay-seconds form), else `default`."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "")
+    try:
+        return min(max(float(value), 0.0), cap)
+    except ValueError:
+        return default
+
+
 class ApiClient:
     """`ApiClient("http://127.0.0.1:8001")`: events, decide, feedback, and the admin routes."""
 
@@ -130,9 +139,19 @@ class ApiClient:
 
     # --- the public routes -----------------------------------------------------------------------
 
-    def send_events(self, events: Sequence[Event]) -> Reply:
-        """POST /v1/events; raises ApiError unless every event was accepted (202, nothing rejected)."""
-        reply = self.request("POST", "/v1/events", {"events": list(events)})
+    def send_events(self, events: Sequence[Event], retry_for: float = 10.0) -> Reply:
+        """POST /v1/events until accepted; raises ApiError unless every event was (202, none rejected).
+
+        A 503 (Kafka unavailable, or the collector still starting) is retried after its Retry-After,
+        as tailor.js does, for up to `retry_for` seconds: the events keep their ids, so a resend that
+        the server had in fact taken is deduplicated by the workers.
+        """
+        deadline = time.monotonic() + retry_for
+        while True:
+            reply = self.request("POST", "/v1/events", {"events": list(events)})
+            if reply.status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(min(retry_after(reply.headers), max(0.0, deadline - time.monotonic())))
         if reply.status != 202 or reply.body.get("rejected"):
             raise ApiError(f"POST /v1/events answered {reply.status}: {reply.body!r}")
         return reply

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tailor.cli import api, dev, diff, operator, rollback, simulate, validate, worker
+from tailor.cli import api, demo, dev, diff, operator, rollback, simulate, validate, worker
 
-COMMANDS = (dev, validate, diff, simulate, rollback, api, worker, operator)
+COMMANDS = (dev, validate, diff, simulate, rollback, api, worker, operator, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
