@@ -202,8 +202,8 @@ def hints(
             "",
             "Try it in a browser:",
             f"  1. Open {storefront}/ : the hero offers 10% off your first order (you are a new visitor).",
-            "  2. View three shoe pages (Shoes in the menu, Trail Runner, City Sneaker): on the third the",
-            "     hero switches to a shoe offer within a second, with no reload and no layout shift.",
+            "  2. View three shoe pages, ending on a page with the hero: Shoes, Trail Runner, Shoes. On",
+            "     the third the hero switches to a shoe offer within a second, with no reload or shift.",
             "  3. Add a product to the cart: the sidebar promo may turn into a cart reminder",
             "     (the abandoned-cart rule is rolled out to 50% of visitors).",
         ]
