@@ -31,7 +31,9 @@ BATCH = 50
 TARGET_P99_MS = 100.0
 
 
-async def load(session: aiohttp.ClientSession, url: str, rate: int, seconds: float, users: int) -> tuple[int, int]:
+async def load(
+    session: aiohttp.ClientSession, url: str, rate: int, seconds: float, users: int
+) -> tuple[int, int]:
     """Post `rate` events/s for `seconds`; (events accepted, requests not 202)."""
     accepted = failed = 0
     interval = BATCH / rate
@@ -67,7 +69,9 @@ async def probe(
     user = f"probe-{uuid.uuid4().hex[:10]}"
     event = _pipeline.shopper_event(user)
     event["type"] = "page_view"
-    async with session.post(url, data=orjson.dumps(event), headers={"content-type": "application/json"}) as reply:
+    async with session.post(
+        url, data=orjson.dumps(event), headers={"content-type": "application/json"}
+    ) as reply:
         await reply.read()
         if reply.status != 202:
             return None
@@ -85,14 +89,16 @@ async def probe(
     return None
 
 
-async def measure(url: str, redis_url: str, config: object, rate: int, seconds: float) -> None:
+async def measure(url: str, redis_url: str, config: object, rate: int, seconds: float, workers: int) -> None:
     from tailor.core.ruleset import StackConfig
 
     assert isinstance(config, StackConfig)
     reader = profile_store.ProfileReader(config)
     # Probes share a bounded pool: waiting for a connection is part of no probe's figure only
     # when the pool is large enough, so keep it well above the probes in flight.
-    client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256))
+    client = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256)
+    )
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm up: the first events pay for producer ids, consumer assignment and connections.
@@ -113,7 +119,8 @@ async def measure(url: str, redis_url: str, config: object, rate: int, seconds: 
     verdict = "met" if p99 <= TARGET_P99_MS and not lost else "MISSED"
     _pipeline.table([
         ["figure", "value", "target / note"],
-        ["load achieved (events/s accepted)", f"{accepted / seconds:,.0f}", f"asked {rate:,}; {failed} requests not 202"],
+        ["load achieved (events/s accepted)", f"{accepted / seconds:,.0f}",
+         f"asked {rate:,}; {failed} requests not 202; {workers} worker process(es)"],
         ["probes (202 → visible)", f"{len(times)}", f"{lost} not visible within 10 s"],
         ["freshness p50", f"{p50:.1f} ms", "-"],
         ["freshness p99", f"{p99:.1f} ms", f"≤ {TARGET_P99_MS:.0f} ms ({verdict})"],
@@ -122,9 +129,12 @@ async def measure(url: str, redis_url: str, config: object, rate: int, seconds: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
     args = parser.parse_args()
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
@@ -136,16 +146,23 @@ def main() -> int:
         redis_url,
         logs / "api.log",
     )
-    worker = _pipeline.tailor(
-        ["worker", "--stack", config.key, "--metrics-port", "0"], redis_url, logs / "worker.log"
-    )
+    workers = [
+        _pipeline.tailor(
+            ["worker", "--stack", config.key, "--metrics-port", "0"], redis_url, logs / f"worker-{n}.log"
+        )
+        for n in range(args.workers)
+    ]
     try:
         _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz")
-        asyncio.run(measure(f"http://127.0.0.1:{port}/v1/events", redis_url, config, args.rate, args.seconds))
+        asyncio.run(
+            measure(
+                f"http://127.0.0.1:{port}/v1/events", redis_url, config, args.rate, args.seconds, args.workers
+            )
+        )
     finally:
-        for process in (api, worker):
+        for process in (api, *workers):
             process.terminate()
-        for process in (api, worker):
+        for process in (api, *workers):
             process.wait(30)
     return 0
 
