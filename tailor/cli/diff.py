@@ -53,7 +53,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--redis-url", help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL})")
     parser.add_argument(
-        "--namespace", "-n", default=validate.DEFAULT_NAMESPACE, help="namespace of manifests that name none"
+        "--namespace",
+        "-n",
+        help="namespace of manifests that name none (default: that of --stack, else default)",
     )
     parser.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     parser.set_defaults(handler=run)
@@ -70,6 +72,9 @@ class Comparison:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.namespace is None:
+        stack_namespace = (args.stack or "").partition("/")[0]
+        args.namespace = stack_namespace or validate.DEFAULT_NAMESPACE
     checked = validate.check(args.paths, args.namespace)
     for note in checked.notes:
         print(note, file=sys.stderr)

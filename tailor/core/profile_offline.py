@@ -25,6 +25,7 @@ from tailor.core.profile import Profile
 from tailor.core.ruleset import StackConfig
 
 _NEVER = math.inf
+PRUNE_AT_MOST_EVERY = 60  # seconds, as profile_store.lua
 
 
 @dataclass
@@ -51,7 +52,8 @@ class OfflineProfileStore:
         plan = profile_store._bucket_plan(features)
         self.sizes = [size for size, _ in plan]
         self.keeps = dict(plan)
-        self.prune_every = min(self.sizes) if self.sizes else _NEVER
+        # Pruning lists the hash's fields, so the Lua does it once per smallest bucket, at most once a minute.
+        self.prune_every = max(min(self.sizes), PRUNE_AT_MOST_EVERY) if self.sizes else _NEVER
         self.ttl = max([keep for _, keep in plan] + [features.session_timeout_seconds])
         self._users: dict[str, _UserState] = {}
 
