@@ -75,13 +75,42 @@ def publish(redis_url: str, config: StackConfig) -> None:
     asyncio.run(run())
 
 
+def cleanup(redis_url: str, config: StackConfig) -> None:
+    """Remove what a run left: the bench stack's Redis keys and its topics (the stack is shared)."""
+    import redis
+    from confluent_kafka import admin
+
+    client = redis.Redis.from_url(redis_url)
+    for pattern in (f"tailor:{config.key}:*", f"tailor:{{{config.key}}}:*"):
+        batch = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    client.close()
+    kafka = config.kafka
+    kafka_admin = admin.AdminClient({"bootstrap.servers": kafka.bootstrap_servers})  # alive until done
+    futures = kafka_admin.delete_topics([kafka.events_topic, kafka.dead_letter_topic], operation_timeout=30)
+    for future in futures.values():
+        try:
+            future.result(30)
+        except Exception as error:  # already gone, or the broker is busy: nothing to undo
+            print(f"[cleanup] {error}", file=sys.stderr)
+
+
 CATEGORIES = ("shoes", "hats", "bags", "socks", "coats", "belts")
 
 
 def shopper_event(user: str, now: float | None = None) -> dict[str, Any]:
     """A realistic event: mostly page views with a category and product, some searches and carts."""
     kind = random.choices(("page_view", "click", "add_to_cart", "search"), (6, 2, 1, 1))[0]
-    properties: dict[str, Any] = {"category": random.choice(CATEGORIES), "productId": f"sku-{random.randrange(500)}"}
+    properties: dict[str, Any] = {
+        "category": random.choice(CATEGORIES),
+        "productId": f"sku-{random.randrange(500)}",
+    }
     if kind == "search":
         properties = {"query": random.choice(("red shoes", "wool hat", "leather bag", "socks"))}
     return {
@@ -90,7 +119,11 @@ def shopper_event(user: str, now: float | None = None) -> dict[str, Any]:
         "userId": user,
         "sessionId": f"s-{user}",
         "timestamp": now if now is not None else time.time(),
-        "page": {"url": "https://shop.example/p/sku-1", "referrer": "https://shop.example/", "title": "Product"},
+        "page": {
+            "url": "https://shop.example/p/sku-1",
+            "referrer": "https://shop.example/",
+            "title": "Product",
+        },
         "properties": properties,
         "context": {"device": "mobile", "locale": "en-US", "userAgent": "Mozilla/5.0 (bench)"},
     }

@@ -6,7 +6,7 @@
 --
 --   <prefix>p     hash, the user's profile, values are MessagePack:
 --      b<size>:<start>   {counter = n} for the bucket of `size` seconds starting at `start`
---      m                 {r = {dimension = {{value, at}, ...}}, newest first, at most recent_limit
+--      m                 {r = {dimension = {value, at, value, at, ...}}, newest first, recent_limit values
 --                         s = {session = {page views, events, started at, last seen}},
 --                         p = when stale buckets and ended sessions are next pruned}
 --   <prefix>seen  sorted set: event id -> when it was first counted (worker clock); the dedup record
@@ -33,51 +33,58 @@ local function write_user(config, profile, prefix, events)
   local duplicates = #events - #fresh
   if #fresh == 0 then return 0, duplicates end
 
-  -- The bucket fields these events fall in (those not expired already), plus the meta field.
+  -- The bucket fields these events fall in (those not expired already), plus the meta field;
+  -- each event's field names are made once and kept beside it.
   local names, index = {'m'}, {m = 1}
-  for _, e in ipairs(fresh) do
-    for _, size in ipairs(sizes) do
+  local fields_of = {}
+  for n, e in ipairs(fresh) do
+    local mine = {}
+    for i, size in ipairs(sizes) do
       local start = math.floor(e[2] / size) * size
-      local name = 'b' .. size .. ':' .. start
-      if not index[name] and start + keeps[size] > now then
-        names[#names + 1] = name
-        index[name] = #names
+      if start + keeps[size] > now then
+        local name = 'b' .. size .. ':' .. start
+        mine[#mine + 1] = name
+        if not index[name] then
+          names[#names + 1] = name
+          index[name] = #names
+        end
       end
     end
+    fields_of[n] = mine
   end
   local current = redis.call('HMGET', profile, unpack(names))
   local meta = unpack_or(current[1], {r = {}, s = {}, p = 0})
   local buckets, counts = {}, {}
-  for i = 2, #names do
-    local bucket = unpack_or(current[i], {})
-    local n = 0
-    for _ in pairs(bucket) do n = n + 1 end
-    buckets[names[i]] = bucket
-    counts[names[i]] = n
-  end
+  for i = 2, #names do buckets[names[i]] = unpack_or(current[i], {}) end
 
-  local max_fields, recent_limit = config.max_fields, config.recent_limit
-  for _, e in ipairs(fresh) do
+  local max_fields, recent_limit = config.max_fields, 2 * config.recent_limit
+  for n, e in ipairs(fresh) do
     local at, counter, session = e[2], e[3], e[4]
-    for _, size in ipairs(sizes) do
-      local name = 'b' .. size .. ':' .. (math.floor(at / size) * size)
+    for _, name in ipairs(fields_of[n]) do
       local bucket = buckets[name]
-      if bucket then
-        if not bucket[counter] then counts[name] = counts[name] + 1 end
-        bucket[counter] = (bucket[counter] or 0) + 1
-        for j = 5, #e, 2 do
-          local field = counter .. '|' .. e[j] .. '|' .. e[j + 1]
-          -- Totals always count; a new dimension value only while the bucket has room, so one user
-          -- with endless distinct values cannot grow memory without bound.
-          if bucket[field] then
-            bucket[field] = bucket[field] + 1
-          elseif counts[name] < max_fields then
-            bucket[field] = 1
-            counts[name] = counts[name] + 1
+      bucket[counter] = (bucket[counter] or 0) + 1
+      for j = 5, #e, 2 do
+        local field = counter .. '|' .. e[j] .. '|' .. e[j + 1]
+        if bucket[field] then
+          bucket[field] = bucket[field] + 1
+        else
+          -- Totals always count; a new dimension value only while the bucket has room, so one
+          -- user with endless distinct values cannot grow memory without bound.
+          local size = counts[name]
+          if not size then
+            size = 0
+            for _ in pairs(bucket) do size = size + 1 end
           end
+          if size < max_fields then
+            bucket[field] = 1
+            size = size + 1
+          end
+          counts[name] = size
         end
       end
     end
+    -- Recent values of a dimension: one flat array {value, at, value, at, ...}, newest first by
+    -- event time (a late event lands behind newer ones), each value once.
     for j = 5, #e, 2 do
       local list = meta.r[e[j]]
       if not list then
@@ -85,22 +92,27 @@ local function write_user(config, profile, prefix, events)
         meta.r[e[j]] = list
       end
       local value, newer = e[j + 1], false
-      for k = #list, 1, -1 do
-        if list[k][1] == value then
-          if list[k][2] >= at then newer = true else table.remove(list, k) end
+      for k = #list - 1, 1, -2 do
+        if list[k] == value then
+          if list[k + 1] >= at then
+            newer = true
+          else
+            table.remove(list, k + 1)
+            table.remove(list, k)
+          end
         end
       end
       if not newer then
-        -- Newest first by event time: a late event lands behind newer ones.
         local position = #list + 1
-        for k, item in ipairs(list) do
-          if item[2] < at then
+        for k = 1, #list - 1, 2 do
+          if list[k + 1] < at then
             position = k
             break
           end
         end
-        table.insert(list, position, {value, at})
-        if #list > recent_limit then table.remove(list) end
+        table.insert(list, position, at)
+        table.insert(list, position, value)
+        while #list > recent_limit do table.remove(list) end
       end
     end
     if session ~= '' then
@@ -239,7 +251,7 @@ local function read(keys, args)
       local meta = cmsgpack.unpack(flat[i + 1])
       for dimension, list in pairs(meta.r) do
         local values = {}
-        for k, item in ipairs(list) do values[k] = item[1] end
+        for k = 1, #list - 1, 2 do values[#values + 1] = list[k] end
         recent[dimension] = values
       end
       local s = session ~= '' and meta.s[session]
