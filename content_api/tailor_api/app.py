@@ -201,7 +201,9 @@ class TailorApp:
 
 def create_app(settings: ApiSettings, *, collector: Collector | None = None) -> TailorApp:
     """The app for `settings.stack`; the collector defaults to tailor_api.collector's, if installed."""
-    return TailorApp(settings, Runtime(settings, collector if collector is not None else load_collector()))
+    if collector is None and settings.collector_enabled:
+        collector = load_collector()
+    return TailorApp(settings, Runtime(settings, collector))
 
 
 def app_from_environment() -> TailorApp:

@@ -66,6 +66,27 @@ class SlotDecision:
         return any(c.rule.capped for c in self.candidates)
 
 
+class _LazyVariables(dict[str, Any]):
+    """CEL variables computed on first use: `purchases["24h"].total` builds `purchases` only.
+
+    The compiled CEL function reads `activation[name]`; a dict's __missing__ makes that lazy while
+    Profile.as_cel stays the one definition of each variable's value."""
+
+    __slots__ = ("_dimensions", "_profile", "_windows")
+
+    def __init__(self, profile: Profile, windows: tuple[str, ...], dimensions: tuple[str, ...]) -> None:
+        super().__init__()
+        self._profile, self._windows, self._dimensions = profile, windows, dimensions
+
+    def __missing__(self, name: str) -> Any:
+        features = (name,) if name in constants.FEATURES else ()
+        variables = self._profile.as_cel(self._windows, features, self._dimensions)
+        if name not in variables:
+            raise KeyError(name)
+        self[name] = variables[name]
+        return variables[name]
+
+
 class CelActivation:
     """The profile as CEL variables, built at most once per request and only if a rule has `when`."""
 
@@ -77,9 +98,7 @@ class CelActivation:
 
     def get(self) -> dict[str, Any]:
         if self._value is None:
-            self._value = self._profile.as_cel(
-                self._engine.cel_windows, constants.FEATURES, self._engine.cel_dimensions
-            )
+            self._value = _LazyVariables(self._profile, self._engine.cel_windows, self._engine.cel_dimensions)
         return self._value
 
 
@@ -195,7 +214,9 @@ def decide_slot(
             entry["outcome"] = outcome
     if trace is not None:
         trace.extend({"rule": rule.name, "outcome": "disabled"} for rule in plan.disabled)
-    return SlotDecision(plan, tuple(candidates), pick_fallback(plan, state, now))
+    # The fallback is needed only if no candidate is certain to be served (none, or all capped).
+    maybe_needed = not candidates or candidates[-1].rule.capped or trace is not None
+    return SlotDecision(plan, tuple(candidates), pick_fallback(plan, state, now) if maybe_needed else None)
 
 
 def _consider(

@@ -27,7 +27,7 @@ async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         checks["ruleset"]["detail"] = runtime.last_load_error
     ok, detail = await runtime.redis_ready()
     checks["redis"] = {"ok": ok, "detail": detail}
-    if runtime.settings.readiness_checks_kafka:
+    if runtime.settings.collector_enabled and runtime.settings.readiness_checks_kafka:
         ok, detail = await runtime.kafka_ready()
         checks["kafka"] = {"ok": ok, "detail": detail}
     ready = all(check["ok"] for check in checks.values())

@@ -36,17 +36,20 @@ ReplyError = hiredis.ReplyError
 
 
 def pack(command: Command) -> bytes:
+    """RESP2 array of bulk strings (floats are written with repr: exact, and Redis parses them)."""
     parts = [b"*%d\r\n" % len(command)]
+    append = parts.append
     for arg in command:
-        if isinstance(arg, bytes):
+        # exact type checks: the cheapest dispatch for the few argument types commands use
+        if type(arg) is bytes:
             data = arg
-        elif isinstance(arg, str):
+        elif type(arg) is str:
             data = arg.encode()
-        elif isinstance(arg, int):
-            data = b"%d" % arg
         else:
             data = repr(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
     return b"".join(parts)
 
 

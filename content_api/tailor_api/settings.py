@@ -22,7 +22,8 @@ class ApiSettings(BaseSettings):
     feedback_max_age_seconds: int = 7 * 86400  # decisionIds older than this are refused
     kafka_check_seconds: float = 5.0  # how long a readiness check of Kafka is reused
     sdk_path: str | None = None  # tailor.js to serve at /sdk/tailor.js; found in the package otherwise
-    readiness_checks_kafka: bool = True  # false for replicas that only decide (no /v1/events)
+    collector_enabled: bool = True  # false: no POST /v1/events (503), no Kafka client in this replica
+    readiness_checks_kafka: bool = True  # readiness includes Kafka (only when the collector is enabled)
 
 
 def from_environment() -> ApiSettings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import itertools
 import os
 import secrets
 from dataclasses import dataclass
@@ -63,10 +64,16 @@ def _unb64(data: str) -> bytes:
 
 
 class Signer:
-    __slots__ = ("_key",)
+    __slots__ = ("_counter", "_key", "_prefix")
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        self._prefix = os.urandom(6).hex()  # per process: nonces never repeat across replicas
+        self._counter = itertools.count()
+
+    def _nonce(self) -> str:
+        """Unique per decision (feedback is counted once per nonce) without a syscall per request."""
+        return f"{self._prefix}{next(self._counter):x}"
 
     def issue(
         self,
@@ -79,7 +86,7 @@ class Signer:
         now: float,
     ) -> str:
         payload = _b64(
-            orjson.dumps([FORMAT, version, slot, rule, variant, user, session, int(now), os.urandom(6).hex()])
+            orjson.dumps([FORMAT, version, slot, rule, variant, user, session, int(now), self._nonce()])
         )
         mac = hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]
         return (payload + b"." + _b64(mac)).decode()

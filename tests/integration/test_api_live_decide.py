@@ -13,7 +13,7 @@ from tailor_api import sample
 
 from tailor.core import ruleset
 
-pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 
 
 @pytest.fixture

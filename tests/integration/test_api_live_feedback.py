@@ -14,7 +14,7 @@ from tailor_api import sample
 
 from tailor.core import ruleset, stats
 
-pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -11,7 +11,7 @@ from tailor_api import sample
 
 from tailor.core import ruleset
 
-pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 RULE_CHANGE_TARGET_SECONDS = 1.0
 
 
