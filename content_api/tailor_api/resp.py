@@ -87,6 +87,19 @@ class _Protocol(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._outgoing: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """Queue `data`; everything queued in one event-loop turn goes out in one send. A syscall per
+        request was a third of a decision's CPU: concurrent requests now share it (and so does Redis)."""
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(data)
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -162,8 +175,7 @@ class Connection:
     async def _roundtrip(self, protocol: _Protocol, commands: Sequence[Command]) -> list[Any]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         protocol.pending.append((future, len(commands), [], time.monotonic()))
-        assert protocol.transport is not None
-        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        protocol.write(b"".join([pack(c) for c in commands]))
         return await future
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
@@ -179,8 +191,7 @@ class Connection:
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         protocol.pending.append((None, len(commands), [], time.monotonic()))
-        assert protocol.transport is not None
-        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        protocol.write(b"".join([pack(c) for c in commands]))
 
     async def _watch(self) -> None:
         """Drop a connection whose oldest request waits longer than the timeout: it fails fast."""

@@ -1,0 +1,500 @@
+"""Benchmark: GET /v1/decide (1 slot, Redis-backed profile) against a bare route on the same server.
+
+    .venv/bin/python bench/decide.py [--seconds 10] [--users 10000]
+
+Everything runs on this 2-core machine, so it is split on purpose: the `tailor api` server (granian +
+the app, one worker) is pinned to core 0; Redis and the load generators share core 1. "per core" is
+therefore decisions per second of one fully used core (the server's CPU-seconds are read from /proc
+as a check). The steps:
+
+1. saturation: wrk (closed loop, 64 connections) against /healthz — the ceiling: the same server,
+   router, headers and metrics with no work — and against /v1/decide over `--users` users whose
+   profiles hold real counters, a ruleset of 8 rules (matchers, CEL, rollout) and a fallback;
+2. latency: an open-loop generator (fixed arrival rate, 70 % of the decide saturation) written
+   here on asyncio; latency counts from each request's scheduled time, so a slow server cannot
+   slow the generator down and hide its own queueing (no coordinated omission);
+3. meanwhile, rule changes: a new ruleset version every 0.4 s, and the time until a decision
+   reports it in X-Tailor-Ruleset-Version.
+
+TAILOR_REDIS_URL is used if set; otherwise a private redis-server is started (Debian's redis-server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+import uvloop
+from tailor_api import sample
+
+from tailor.core import profile_store, ruleset, store
+from tailor.core.events import Event
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = "0", "1"
+CATEGORIES = ("shoes", "hats", "bags", "coats", "watches", "socks")
+TARGET_PER_CORE = 5_000
+TARGET_P99_MS = 10.0
+TARGET_RULE_CHANGE_P99_S = 1.0
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
+    if os.environ.get("TAILOR_REDIS_URL"):
+        return os.environ["TAILOR_REDIS_URL"], None
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit(
+            "bench/decide.py: set TAILOR_REDIS_URL or install redis-server (apt-get install redis-server)"
+        )
+    port = free_port()
+    process = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return url, process
+
+
+def bench_ruleset(stack: str, version_salt: int = 0) -> ruleset.Ruleset:
+    """8 rules in one slot: per-category matchers, a CEL rule, a 50 % rollout, and a fallback."""
+    variants = [sample.html_variant("hero-default", "hero", fallback=True)]
+    rules = []
+    for priority, category in enumerate(CATEGORIES, start=10):
+        names = (f"hero-{category}-a", f"hero-{category}-b")
+        variants += [
+            sample.html_variant(n, "hero", weight=1 + version_salt % 3, tags=(category,)) for n in names
+        ]
+        matcher = ruleset.Matcher(
+            feature="views", dimension="category", value=category, window="30m", threshold=3
+        )
+        rules.append(ruleset.Rule(name=f"{category}-fans", slot="hero", priority=priority,
+                                  audience=(matcher,), variants=names))  # fmt: skip
+    variants.append(sample.html_variant("hero-buyer", "hero"))
+    rules.append(ruleset.Rule(name="buyers", slot="hero", priority=50, when='purchases["24h"].total >= 2',
+                              variants=("hero-buyer",)))  # fmt: skip
+    variants.append(sample.html_variant("hero-trial", "hero"))
+    rules.append(
+        ruleset.Rule(name="trial", slot="hero", priority=1, variants=("hero-trial",), rollout_percentage=50)
+    )
+    return sample.build(variants, rules, stack=stack)
+
+
+def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
+    """Give every user a real profile: a few page views across categories, some purchases."""
+    client = redis.Redis.from_url(url)
+    profile_store.install_sync(client)
+    writer = profile_store.ProfileWriter(published.config)
+    dimensions = published.config.features.dimensions
+    now = time.time()
+    for start in range(0, users, 500):
+        batch: dict[str, list[profile_store.Occurrence]] = {}
+        for i in range(start, min(users, start + 500)):
+            user = f"u{i}"
+            raw = [{"id": f"{user}-{n}", "type": "page_view", "userId": user, "sessionId": f"s{i}",
+                    "properties": {"category": CATEGORIES[(i + n // 3) % len(CATEGORIES)]}}
+                   for n in range(2 + i % 6)]  # fmt: skip
+            raw += [
+                {"id": f"{user}-p{n}", "type": "purchase", "userId": user, "properties": {}}
+                for n in range(i % 3)
+            ]
+            batch[user] = [profile_store.occurrence(Event.model_validate(e), now, dimensions) for e in raw]
+        pipe = client.pipeline(transaction=False)
+        writer.queue_write(pipe, batch, now)
+        pipe.execute()
+    client.close()
+
+
+def start_api(url: str, stack: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    # decisions only: no collector (and no Kafka client threads competing for the server core)
+    env = {**os.environ, "TAILOR_REDIS_URL": url, "TAILOR_COLLECTOR_ENABLED": "false"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, str(BIN / "tailor"), "api", "--stack", stack,
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error"],
+            env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    sys.exit(f"tailor api did not become ready; see {log}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and its children (granian serves from a child process)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return total
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
+# --- closed loop: saturation ----------------------------------------------------------------------
+
+WRK_SCRIPT = """
+local users = {users}
+counter = 0
+request = function()
+  counter = counter + 1
+  local u = counter % users
+  return wrk.format("GET", "/v1/decide?slot=hero&user=u" .. u .. "&session=s" .. u)
+end
+"""
+
+
+def wrk(url: str, seconds: int, script: Path | None) -> dict[str, float]:
+    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rate": rate, "errors": float(errors.group(1)) if errors else 0.0}
+
+
+def saturate(port: int, pid: int, path: str, seconds: int, script: Path | None) -> dict[str, float]:
+    cpu = cpu_seconds(pid)
+    result = wrk(f"http://127.0.0.1:{port}{path}", seconds, script)
+    result["cpu"] = (cpu_seconds(pid) - cpu) / seconds  # cores used by the server
+    return result
+
+
+# --- open loop: latency at a fixed arrival rate ---------------------------------------------------
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with at most one request in flight."""
+
+    def __init__(self, pool: _OpenLoop) -> None:
+        self.pool = pool
+        self.buffer = b""
+        self.scheduled = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, request: bytes, scheduled: float) -> None:
+        self.scheduled = scheduled
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        at = head.find(b"content-length:")
+        length = (
+            int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None])
+            if at >= 0
+            else 0
+        )
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(self.buffer[9:12])
+        self.buffer = self.buffer[end + 4 + length :]
+        self.pool.completed(self, status, self.scheduled)
+
+
+class _OpenLoop:
+    def __init__(self, requests: Sequence[bytes]) -> None:
+        self.requests = requests
+        self.idle: collections.deque[_Client] = collections.deque()
+        self.backlog: collections.deque[tuple[bytes, float]] = collections.deque()
+        self.latencies: list[float] = []
+        self.dispatch_lag: list[float] = []
+        self.errors = 0
+        self.loop = asyncio.get_running_loop()
+        self.expected = -1
+        self.all_done = asyncio.Event()
+
+    def completed(self, client: _Client, status: int, scheduled: float) -> None:
+        self.latencies.append(self.loop.time() - scheduled)
+        if status != 200:
+            self.errors += 1
+        if len(self.latencies) == self.expected:
+            self.all_done.set()
+        if self.backlog:
+            request, when = self.backlog.popleft()
+            client.send(request, when)
+        else:
+            self.idle.append(client)
+
+    async def run(self, port: int, rate: float, seconds: float, connections: int) -> dict[str, float]:
+        for _ in range(connections):
+            _, client = await self.loop.create_connection(lambda: _Client(self), "127.0.0.1", port)
+            self.idle.append(client)
+        total = int(rate * seconds)
+        start = self.loop.time() + 0.05
+        sent = 0
+        while sent < total:
+            now = self.loop.time()
+            due = min(total, int((now - start) * rate) + 1)
+            while sent < due:
+                scheduled = start + sent / rate
+                request = self.requests[sent % len(self.requests)]
+                self.dispatch_lag.append(now - scheduled)
+                if self.idle:
+                    self.idle.popleft().send(request, scheduled)
+                else:
+                    self.backlog.append((request, scheduled))
+                sent += 1
+            await asyncio.sleep(0.0005)
+        self.expected = total
+        if len(self.latencies) < total:
+            await self.all_done.wait()
+        elapsed = self.loop.time() - start
+        return {"offered": rate, "achieved": total / elapsed, "errors": float(self.errors)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def rule_changes(url: str, stack: str, port: int, until: float) -> list[float]:
+    """Publish a new version every 0.4 s; seconds until a decision carries it (polled every 2 ms)."""
+    client = aioredis.Redis.from_url(url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET /v1/decide?slot=hero&user=poller&session=p HTTP/1.1\r\nHost: bench\r\n\r\n"
+    latencies: list[float] = []
+    salt = 1
+    try:
+        while time.monotonic() < until:
+            salt += 1
+            published = await store.publish(client, bench_ruleset(stack, salt))
+            started = time.perf_counter()
+            wanted = f"x-tailor-ruleset-version: {published.version}\r\n".encode()
+            while True:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                if wanted in head.lower():
+                    break
+                await asyncio.sleep(0.002)
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.4)
+    finally:
+        writer.close()
+        await client.aclose()
+    return latencies
+
+
+async def latency_phase(
+    url: str, stack: str, port: int, rate: float, seconds: int, users: int
+) -> tuple[dict[str, float], list[float], list[float], list[float]]:
+    requests = [f"GET /v1/decide?slot=hero&user=u{i}&session=s{i} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+                for i in range(users)]  # fmt: skip
+    generator = _OpenLoop(requests)
+    changes = asyncio.create_task(rule_changes(url, stack, port, time.monotonic() + seconds - 0.5))
+    result = await generator.run(port, rate, seconds, connections=256)
+    return result, generator.latencies, generator.dispatch_lag, await changes
+
+
+# --- server stacks: the measurement behind granian + lean routing ----------------------------------
+
+HELLO_APPS = """
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+async def hello(request):
+    return Response(b"hello", media_type="text/plain")
+
+
+starlette_app = Starlette(routes=[Route("/hello", hello)])
+
+
+async def raw_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+def server_stacks(workdir: Path, seconds: int) -> None:
+    """A bare hello route on each candidate stack, server pinned to one core: requests/s."""
+    (workdir / "hello_apps.py").write_text(HELLO_APPS)
+    print(f"server stacks — hello route, server on core {SERVER_CORE}, wrk -c64 on core {LOAD_CORE}")
+    for server in ("uvicorn", "granian"):
+        for app in ("starlette_app", "raw_app"):
+            port = free_port()
+            if server == "uvicorn":
+                command = [
+                    str(BIN / "uvicorn"),
+                    f"hello_apps:{app}",
+                    "--app-dir",
+                    str(workdir),
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ]
+            else:
+                command = [str(BIN / "granian"), "--interface", "asgi", "--port", str(port), "--workers", "1",
+                           "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning",
+                           "--working-dir", str(workdir), f"hello_apps:{app}"]  # fmt: skip
+            process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)  # fmt: skip
+            try:
+                for _ in range(100):
+                    with socket.socket() as probe:
+                        if probe.connect_ex(("127.0.0.1", port)) == 0:
+                            break
+                    time.sleep(0.1)
+                result = wrk(f"http://127.0.0.1:{port}/hello", seconds, None)
+            finally:
+                process.terminate()
+                process.wait(10)
+            print(f"  {server:8s} {app:14s} {result['rate']:>10,.0f}/s")
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
+    parser.add_argument("--users", type=int, default=10_000, help="distinct users (each with a profile)")
+    parser.add_argument(
+        "--server-stacks", action="store_true", help="only compare uvicorn/granian x starlette/raw"
+    )
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        sys.exit("bench/decide.py needs wrk and taskset: apt-get install wrk util-linux")
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-") as scratch:
+        workdir = Path(scratch)
+        if args.server_stacks:
+            server_stacks(workdir, args.seconds)
+            return 0
+        url, redis_process = start_redis(workdir)
+        stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+        published = bench_ruleset(stack)
+        asyncio.run(_publish(url, published))
+        populate(url, published, args.users)
+        port = free_port()
+        api = start_api(url, stack, port, workdir / "api.log")
+        try:
+            script = workdir / "decide.lua"
+            script.write_text(WRK_SCRIPT.format(users=args.users))
+            saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up: sessions remembered, caches hot
+            hello = saturate(port, api.pid, "/healthz", args.seconds, None)
+            decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+            rate = 0.7 * decide["rate"]
+            opened, latencies, lag, changes = uvloop.run(
+                latency_phase(url, stack, port, rate, args.seconds, args.users)
+            )
+        finally:
+            api.terminate()
+            api.wait(10)
+            if redis_process is not None:
+                redis_process.terminate()
+                redis_process.wait(10)
+    report(hello, decide, opened, latencies, lag, changes)
+    return 0
+
+
+async def _publish(url: str, published: ruleset.Ruleset) -> None:
+    client = aioredis.Redis.from_url(url)
+    await store.publish(client, published)
+    await client.aclose()
+
+
+def rows(hello: dict[str, float], decide: dict[str, float], opened: dict[str, float], latencies: list[float],
+         lag: list[float], changes: list[float]) -> Iterator[tuple[str, str, str, str, str]]:  # fmt: skip
+    ms = [v * 1000 for v in latencies]
+    per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
+    yield (
+        "saturation /healthz (ceiling)",
+        f"{hello['rate']:,.0f}/s",
+        "",
+        "",
+        f"server {hello['cpu']:.2f} cores",
+    )
+    yield ("saturation /v1/decide", f"{decide['rate']:,.0f}/s", f"{decide['rate'] / hello['rate']:.2f}",
+           f">= {TARGET_PER_CORE:,}/s/core",
+           f"{per_cpu:,.0f} per CPU-s; non-2xx {decide['errors']:.0f}")  # fmt: skip
+    offered = f"{opened['offered']:,.0f} / {opened['achieved']:,.0f}/s"
+    yield ("open loop offered / achieved", offered, "", "70 %", f"non-200 {opened['errors']:.0f}")
+    for name, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
+        target = f"<= {TARGET_P99_MS:.0f} ms" if name == "p99" else ""
+        yield (f"decide latency {name} at 70 %", f"{percentile(ms, q):.2f} ms", "", target, "")
+    yield ("generator dispatch lag p99", f"{percentile(lag, 0.99) * 1000:.2f} ms", "", "", "included above")
+    yield (
+        "rule change -> served p50",
+        f"{percentile(changes, 0.5) * 1000:.0f} ms",
+        "",
+        "",
+        f"{len(changes)} changes",
+    )
+    yield ("rule change -> served p99", f"{percentile(changes, 0.99) * 1000:.0f} ms", "",
+           f"<= {TARGET_RULE_CHANGE_P99_S * 1000:.0f} ms", "under the 70 % load")  # fmt: skip
+
+
+def report(*results: object) -> None:
+    table = list(rows(*results))  # type: ignore[arg-type]
+    header = ("measure", "value", "ratio", "target", "note")
+    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(5)]
+    print(f"bench/decide.py — server pinned to core {SERVER_CORE}; wrk, generator, Redis on core {LOAD_CORE}")
+    for row in [header, *table]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
