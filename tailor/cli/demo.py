@@ -330,7 +330,8 @@ class Demo:
 
     def _after_start(self, client: ApiClient, storefront_url: str, api_url: str) -> int:
         say("self-check: synthetic shoppers through POST /v1/events and GET /v1/decide (no browser)")
-        report = demo_check.run(client, storefront_url, say=say)
+        assert self.children is not None
+        report = demo_check.run(client, storefront_url, say=say, tick=self.children.check)
         client.close()
         if not report.ok:
             say("self-check FAILED:\n  " + "\n  ".join(report.problems))

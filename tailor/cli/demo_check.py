@@ -30,6 +30,11 @@ SHOE_PAGE = "/c/shoes/"
 PROMISE_SECONDS = 1.0
 
 Say = Callable[[str], None]
+Tick = Callable[[], None]
+
+
+def _nothing() -> None:
+    """The default tick: no processes to watch."""
 
 
 class CheckFailed(RuntimeError):
@@ -72,7 +77,12 @@ def hero(client: ApiClient, user: str, session: str) -> Decision:
 
 
 def wait_for_hero(
-    client: ApiClient, user: str, session: str, wanted: Callable[[Decision], bool], timeout: float
+    client: ApiClient,
+    user: str,
+    session: str,
+    wanted: Callable[[Decision], bool],
+    timeout: float,
+    tick: Tick = _nothing,
 ) -> tuple[Decision, float]:
     """Poll /v1/decide until `wanted` holds; (decision, monotonic time it was read). Each decide
     takes about a millisecond, so polling without a pause measures freshness to that resolution."""
@@ -83,6 +93,7 @@ def wait_for_hero(
         if wanted(decision):
             return decision, now
         if now > deadline:
+            tick()
             raise CheckFailed(f"after {timeout:.0f} s the hero is still {describe(decision)}")
 
 
@@ -91,9 +102,12 @@ def shoe_views(client: ApiClient, user: str) -> int:
     return int(counts.get("views|category|shoes", 0))
 
 
-def wait_for_shoe_views(client: ApiClient, user: str, wanted: int, timeout: float) -> None:
+def wait_for_shoe_views(
+    client: ApiClient, user: str, wanted: int, timeout: float, tick: Tick = _nothing
+) -> None:
     deadline = time.monotonic() + timeout
     while (seen := shoe_views(client, user)) != wanted:
+        tick()  # a worker that died explains a profile that never counts
         if time.monotonic() > deadline:
             raise CheckFailed(f"after {timeout:.0f} s the profile counts {seen} shoe views, not {wanted}")
         time.sleep(0.005)
@@ -110,7 +124,9 @@ def shoe_view(user: str, session: str, storefront_url: str) -> demo_client.Event
     )
 
 
-def walk(client: ApiClient, storefront_url: str, first_timeout: float, say: Say | None) -> Sample:
+def walk(
+    client: ApiClient, storefront_url: str, first_timeout: float, say: Say | None, tick: Tick = _nothing
+) -> Sample:
     """One new shopper: first-order hero, two shoe views → fallback, a third → shoe hero (timed)."""
     user = f"demo-check-{uuid.uuid4().hex[:12]}"
     session = uuid.uuid4().hex
@@ -124,7 +140,7 @@ def walk(client: ApiClient, storefront_url: str, first_timeout: float, say: Say 
     # Wait on the profile (an admin read that counts nothing), not on /v1/decide: every decide counts
     # an impression, and new-visitor's cap of 3 per session would turn the hero to the fallback by itself.
     # The first shopper also waits for the worker to join its consumer group: a longer timeout.
-    wait_for_shoe_views(client, user, 2, first_timeout)
+    wait_for_shoe_views(client, user, 2, first_timeout, tick)
     middle = hero(client, user, session)
     if middle.rule is not None:
         raise CheckFailed(f"after 2 shoe views the hero should be the fallback, got {describe(middle)}")
@@ -133,7 +149,7 @@ def walk(client: ApiClient, storefront_url: str, first_timeout: float, say: Say 
     posted = time.monotonic()
     accepted = client.send_events([shoe_view(user, session, storefront_url)])
     acked = posted + accepted.seconds
-    switched, seen = wait_for_hero(client, user, session, lambda d: d.rule == SHOE_RULE, timeout=5.0)
+    switched, seen = wait_for_hero(client, user, session, lambda d: d.rule == SHOE_RULE, 5.0, tick)
     sample = Sample(user, switched.variant or "", acked - posted, seen - posted)
     if say:
         say(
@@ -174,14 +190,23 @@ def explain_and_click(client: ApiClient, user: str, session: str, decision: Deci
 
 
 def run(
-    client: ApiClient, storefront_url: str, *, shoppers: int = 5, first_timeout: float = 60.0, say: Say
+    client: ApiClient,
+    storefront_url: str,
+    *,
+    shoppers: int = 5,
+    first_timeout: float = 60.0,
+    say: Say,
+    tick: Tick = _nothing,
 ) -> CheckReport:
-    """Walk `shoppers` new shoppers; the report's problems are empty when everything held."""
+    """Walk `shoppers` new shoppers; the report's problems are empty when everything held. `tick` runs
+    while waiting and may raise (the demo's raises when one of its processes has exited)."""
     report = CheckReport()
     for index in range(shoppers):
         first = index == 0
         try:
-            sample = walk(client, storefront_url, first_timeout if first else 10.0, say if first else None)
+            sample = walk(
+                client, storefront_url, first_timeout if first else 10.0, say if first else None, tick
+            )
         except (CheckFailed, demo_client.ApiError) as error:
             report.problems.append(str(error) or repr(error))
             break

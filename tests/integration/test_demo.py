@@ -101,6 +101,37 @@ def test_demo_check_switches_the_hero_end_to_end_and_fills_the_rules_stats(
     kubectl("delete", "namespace", namespace, "--wait=false")
 
 
+def test_demo_check_fails_with_the_reason_when_the_pipeline_is_broken(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    kubeconfig: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """A worker that cannot start (an invalid TAILOR_WORKER_* setting) must fail the check, fast,
+    naming the worker and quoting its log; nothing may be left running."""
+    env = demo_env(kubeconfig, kafka_bootstrap, redis_url, tmp_path / "home") | {
+        "TAILOR_WORKER_BATCH_SIZE": "not-a-number"
+    }
+    namespace = f"demo-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    result = subprocess.run(
+        tailor("demo", "--check", "--port", "0", "--namespace", namespace),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "`tailor worker` exited with code 2" in result.stderr
+    assert "batch_size" in result.stderr, "the worker's own message is quoted"
+    assert "self-check passed" not in result.stdout
+    assert time.monotonic() - started < 120, "a dead child is noticed at once, not after a timeout"
+    assert "stopped the operator, worker and API" in result.stderr
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 class RunningDemo:
     """`tailor demo` in the background; its stdout collected line by line."""
 
@@ -135,7 +166,11 @@ class RunningDemo:
 
 @pytest.fixture
 def running_demo(
-    kubeconfig: Path, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    kubeconfig: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
 ) -> Iterator[RunningDemo]:
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     demo = RunningDemo(
@@ -152,6 +187,7 @@ def running_demo(
         demo.reader.join(timeout=5)
         if demo.process.stdout is not None:
             demo.process.stdout.close()
+        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 @pytest.mark.browser
