@@ -184,7 +184,7 @@ def hints(
     namespace: str,
     token: str,
     kubectl: str,
-    dev_env: str,
+    dev: str,
     logs: str,
     browser: bool,
 ) -> str:
@@ -210,14 +210,14 @@ def hints(
     lines += [
         "",
         "Poke at it from another terminal:",
-        f'  eval "$({dev_env})"',
+        f'  eval "$({dev} env)"',
         f"  export TAILOR_API={api} TAILOR_ADMIN_TOKEN={token}",
         f"  {kubectl} -n {namespace} get tailor                  # Ready, slot, priority, published version",
         f"  {kubectl} -n {namespace} get prule -o custom-columns=RULE:.metadata.name,STATS:.status.stats",
         '  curl -s "$TAILOR_API/v1/decide?slot=home-hero&slot=sidebar-promo&user=alice"',
         '  curl -s -H "Authorization: Bearer $TAILOR_ADMIN_TOKEN" \\',
         '       "$TAILOR_API/v1/explain?slot=home-hero&user=alice"',
-        "  more in docs/demo.md. Ctrl-C stops the demo; the stack stays up (`tailor dev down` stops it).",
+        f"  more in docs/demo.md. Ctrl-C stops the demo; the stack stays up (`{dev} down` stops it).",
         "",
     ]
     return "\n".join(lines)
@@ -293,8 +293,14 @@ class Demo:
         )
         client = ApiClient(api_url, admin_token=self.token)
         self._wait("the content API to be ready (Kafka, Redis, ruleset)", client.ready, timeout=90)
-        self.storefront = StorefrontServer(demo_manifests.STOREFRONT, api_url, port=ports.storefront).start()
-
+        try:
+            storefront = StorefrontServer(demo_manifests.STOREFRONT, api_url, port=ports.storefront)
+        except OSError as error:
+            raise DemoError(f"cannot serve the storefront on port {ports.storefront}: {error}") from None
+        self.storefront = storefront.start()
+        if self.args.check:
+            say(f"storefront {storefront_url}/, content API {api_url}/ (namespace {self.namespace})")
+            return self._after_start(client, storefront_url, api_url)
         say(
             hints(
                 storefront=storefront_url,
@@ -303,7 +309,7 @@ class Demo:
                 namespace=self.namespace,
                 token=self.token,
                 kubectl=command_name(stack.kubectl, "kubectl"),
-                dev_env=f"{self._dev_command()} env",
+                dev=self._dev_command(),
                 logs=str(stack.paths.logs / "demo-{operator,worker,api}.log"),
                 browser=not self.args.no_browser_hint,
             )

@@ -278,13 +278,15 @@ def test_retry_after_reads_seconds_and_falls_back() -> None:
 # --- ports and the command line -------------------------------------------------------------------
 
 
-def test_a_busy_port_is_named_with_what_to_do() -> None:
+def test_a_busy_port_is_named_with_its_role_and_what_to_do() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(demo.DemoError, match=rf"port {port} \(for the content API\) is in use"):
-            demo.choose_ports(port - 1)
+        # The base is checked first, so the message is about this port whatever else is in use.
+        with pytest.raises(demo.DemoError, match=rf"port {port} \(for the storefront\) is in use") as raised:
+            demo.choose_ports(port)
+    assert "--port 0 for any free ports" in str(raised.value)
 
 
 def test_port_zero_takes_four_free_ports() -> None:
@@ -317,7 +319,7 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
         namespace="tailor-demo",
         token="secret",
         kubectl="kubectl",
-        dev_env="tailor dev env",
+        dev="tailor dev --name x",
         logs="/logs",
         browser=True,
     )
@@ -326,8 +328,10 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
     assert "kubectl -n tailor-demo get prule" in text
     assert "TAILOR_ADMIN_TOKEN=secret" in text
     assert "http://127.0.0.1:8002/metrics (operator)" in text
+    assert 'eval "$(tailor dev --name x env)"' in text
+    assert "`tailor dev --name x down` stops it" in text
     quiet = demo.hints(
         storefront="s", api="a", ports=demo.Ports(1, 2, 3, 4), namespace="n", token="t",
-        kubectl="k", dev_env="e", logs="l", browser=False,
+        kubectl="k", dev="d", logs="l", browser=False,
     )  # fmt: skip
     assert "Try it in a browser" not in quiet
