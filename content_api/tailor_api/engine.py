@@ -8,6 +8,7 @@ and a half-built engine is never visible.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,14 @@ CompileWhen = Callable[[str, Sequence[str]], Expression]
 
 
 def compile_when(source: str, variables: Sequence[str]) -> Expression:
-    """tailor.core.cel: compiled to a Python function once per ruleset version."""
-    return cel.compile(source, variables).evaluate
+    """tailor.core.cel: compiled to a Python function once per expression (programs are immutable,
+    so an unchanged rule's `when` is not parsed again when a new version arrives)."""
+    return _compiled(source, tuple(variables)).evaluate
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str, variables: tuple[str, ...]) -> cel.Program:
+    return cel.compile(source, variables)
 
 
 @dataclass(frozen=True, slots=True)
