@@ -365,7 +365,7 @@ class Demo:
             self.children.check()
             if self.traffic is not None and time.monotonic() >= next_progress:
                 current = self.traffic.counters.snapshot()
-                say(current.line(previous))
+                say(current.line(previous, self.args.traffic))
                 previous, next_progress = current, next_progress + PROGRESS_EVERY
 
     def _finish_check(self) -> int:
@@ -382,7 +382,7 @@ class Demo:
                 time.sleep(0.5)
                 self.children.check()
             final = self.traffic.stop()
-            say(final.line(started))
+            say(final.line(started, self.args.traffic))
             problems = []
             if final.events == 0 or final.decides == 0:
                 problems.append("the traffic generator sent no events or made no decisions")

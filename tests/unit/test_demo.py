@@ -335,3 +335,13 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
         kubectl="k", dev="d", logs="l", browser=False,
     )  # fmt: skip
     assert "Try it in a browser" not in quiet
+
+
+def test_the_progress_line_says_when_the_rate_is_not_reached() -> None:
+    before = demo_traffic.Snapshot(at=10.0, events=0)
+    after = demo_traffic.Snapshot(at=20.0, events=500, decides=350, clicks=20, errors=1, last_error="503")
+    line = after.line(before, target=50)
+    assert line.startswith("traffic: 500 events (50/s), 350 decides")
+    assert "1 errors (last: 503)" in line
+    assert "below" not in line
+    assert "below the 200/s asked for" in after.line(before, target=200)
