@@ -89,11 +89,15 @@ class WorkerProcess:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-4000:]
 
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+            text: str = reply.read().decode()
+            return text
+
     def metric(self, name: str) -> float:
-        """The sum of a metric's samples; NaN while the process is not serving yet."""
+        """The sum of the samples whose line starts with `name`; NaN while the process is not serving yet."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
+            text = self.scrape()
         except OSError:
             return float("nan")
         total = 0.0
@@ -183,7 +187,14 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
         return {user: views(redis_client, config, user) for user in users}
 
     wait_until(lambda: counts() == expected, 60, lambda: f"{counts()}\n{workers[0].output()}")
-    assert workers[0].metric("tailor_worker_dedup_hits_total") == 500
+    worker = workers[0]
+    assert worker.metric("tailor_worker_dedup_hits_total") == 500
+    assert worker.metric("tailor_worker_events_consumed_total") == 4500
+    assert worker.metric('tailor_worker_events_processed_total{outcome="counted"}') == 4000
+    assert worker.metric('tailor_worker_events_processed_total{outcome="duplicate"}') == 500
+    assert worker.metric("tailor_worker_processing_seconds_count") >= 1
+    wait_until(lambda: worker.metric("tailor_worker_consumer_lag") == 0, 10, worker.output)  # caught up
+    assert "tailor_worker_consumer_lag{" in worker.scrape()  # per partition
     assert profile_store.read_sync(redis_client, config, "u0", None, time.time()).count(
         "5m", "views", "category", "shoes") == 100  # fmt: skip
     assert workers[0].terminate() == 0, workers[0].output()  # SIGTERM: clean exit ...
