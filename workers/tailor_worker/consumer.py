@@ -66,13 +66,17 @@ class EventConsumer:
                 newest[(topic, partition)] = max(newest.get((topic, partition), -1), offset)
         if not newest:
             return
+        # Only partitions still ours: one revoked while the batch was written is its new owner's to
+        # replay (dedup makes that harmless), and must not fail the store of the others.
         offsets = [
-            TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in newest.items()
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in newest.items()
+            if partition in self.assigned
         ]
         try:
-            self._consumer.store_offsets(offsets=offsets)
+            if offsets:
+                self._consumer.store_offsets(offsets=offsets)
         except KafkaException as error:
-            # The partition was revoked while the batch was processed: its new owner replays it.
             log.warning("could not store offsets %s: %s", offsets, error)
         self._update_lag(newest)
 
