@@ -4,6 +4,7 @@ nothing, poison messages dead-lettered, and a SIGKILL mid-stream that loses and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -247,17 +248,15 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_coun
     assert workers[0].metric("tailor_worker_dead_letters_total") == 3
 
 
-def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
-    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
-) -> None:
-    config = stack_config(kafka_bootstrap)
-    publish(redis_url, config)
-    users = [f"k{i}" for i in range(20)]
+@contextlib.contextmanager
+def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str, int]]:
+    """Produce events for `users` round-robin until the block ends; yields the count per user of
+    those the broker acknowledged (complete once the block has ended)."""
     acknowledged = dict.fromkeys(users, 0)
     stop = threading.Event()
 
     def stream() -> None:
-        kafka = producer(kafka_bootstrap)
+        kafka = producer(bootstrap)
 
         def delivered(error: Any, message: Message) -> None:
             if error is None:
@@ -266,9 +265,7 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
         n = 0
         while not stop.is_set():
             item = event(users[n % len(users)])
-            kafka.produce(
-                config.kafka.events_topic, orjson.dumps(item), item["userId"].encode(), on_delivery=delivered
-            )
+            kafka.produce(topic, orjson.dumps(item), item["userId"].encode(), on_delivery=delivered)
             n += 1
             if n % 200 == 0:
                 kafka.poll(0)
@@ -277,10 +274,23 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
 
     streamer = threading.Thread(target=stream)
     streamer.start()
-    instance = f"w-{uuid.uuid4().hex[:6]}"
-    first = WorkerProcess(config.key, redis_url, TAILOR_WORKER_INSTANCE_ID=instance)
-    workers.append(first)
     try:
+        yield acknowledged
+    finally:
+        stop.set()
+        streamer.join(60)
+
+
+def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    publish(redis_url, config)
+    users = [f"k{i}" for i in range(20)]
+    instance = f"w-{uuid.uuid4().hex[:6]}"
+    with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+        first = WorkerProcess(config.key, redis_url, TAILOR_WORKER_INSTANCE_ID=instance)
+        workers.append(first)
         wait_until(lambda: sum(views(redis_client, config, u) for u in users) > 3000, 60, first.output)
         first.kill()  # SIGKILL: no commit of the offsets stored since the last auto-commit
         counted_at_kill = sum(views(redis_client, config, u) for u in users)
@@ -288,12 +298,8 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
         second = WorkerProcess(config.key, redis_url, TAILOR_WORKER_INSTANCE_ID=instance)
         workers.append(second)
         time.sleep(2.0)
-    finally:
-        stop.set()
-        streamer.join(60)
 
-    total = sum(acknowledged.values())
-    assert total > counted_at_kill
+    assert sum(acknowledged.values()) > counted_at_kill
     wait_until(
         lambda: {u: views(redis_client, config, u) for u in users} == acknowledged,
         90,
@@ -303,6 +309,32 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
     assert second.metric("tailor_worker_dedup_hits_total") > 0
     time.sleep(1.0)
     assert {u: views(redis_client, config, u) for u in users} == acknowledged  # and nothing more arrives
+
+
+def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    publish(redis_url, config)
+    users = [f"r{i}" for i in range(30)]
+    counted = 'tailor_worker_events_processed_total{outcome="counted"}'
+    with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+        first = WorkerProcess(config.key, redis_url)
+        workers.append(first)
+        wait_until(lambda: first.metric(counted) > 500, 60, first.output)
+        second = WorkerProcess(config.key, redis_url)  # joins: a rebalance hands it partitions
+        workers.append(second)
+        wait_until(lambda: second.metric(counted) > 500, 60, second.output)
+        assert first.terminate() == 0, first.output()  # leaves cleanly: its partitions move over
+        time.sleep(1.5)
+
+    wait_until(
+        lambda: {u: views(redis_client, config, u) for u in users} == acknowledged,
+        90,
+        lambda: f"{acknowledged} vs {[views(redis_client, config, u) for u in users]}\n{second.output()}",
+    )
+    assert "revoked" in first.output()
+    assert "assigned" in second.output()
 
 
 def test_the_worker_follows_published_feature_changes(
