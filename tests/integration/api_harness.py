@@ -82,11 +82,13 @@ async def running_api(
     published: ruleset.Ruleset | None,
     *,
     kafka_bootstrap: str | None = None,
+    stack: str | None = None,
     **settings: object,
 ) -> AsyncIterator[Api]:
     """A started API for a fresh stack; with `published`, that ruleset is served when this yields.
     `kafka_bootstrap` replaces the rulesets' Kafka servers, so the collector talks to the real broker."""
-    stack = new_stack()
+    stack_given = stack is not None  # an existing stack (published by the operator): wait for its ruleset
+    stack = stack or new_stack()
     options: dict[str, object] = {
         "redis_url": redis_url, "stack": stack, "admin_token": ADMIN_TOKEN, "readiness_checks_kafka": False,
         "bandit_refresh_seconds": 0.1, "impressions_flush_seconds": 0.05, "ruleset_poll_seconds": 1.0,
@@ -102,7 +104,7 @@ async def running_api(
         await api.publish(published)
     await app.runtime.start()
     try:
-        if published is not None:
+        if published is not None or stack_given:
             await api.wait_for_version(1)
         yield api
     finally:
