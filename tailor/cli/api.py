@@ -68,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
         websockets=False,
         log_level=LogLevels(args.log_level),
         log_access=False,
+        respawn_failed_workers=True,  # a crashed worker comes back; the pod stays up
     ).serve()
     return 0

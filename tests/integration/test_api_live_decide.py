@@ -235,3 +235,12 @@ async def test_sdk_is_served_as_javascript_or_404_with_a_reason(live: Live) -> N
         missing = await api.client.get("/sdk/tailor.js")
         assert missing.status_code == 404
         assert "/nonexistent/tailor.js" in missing.json()["detail"]
+
+
+async def test_decisions_recover_after_redis_drops_the_connections(live: Live) -> None:
+    async with live(sample.shop()) as api:
+        assert (await api.decide("u1")).status_code == 200
+        await api.redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        statuses = [(await api.decide("u1")).status_code for _ in range(3)]
+        assert statuses[-1] == 200, statuses
+        assert set(statuses) <= {200, 503}  # at most the request caught mid-drop is refused, and says why
