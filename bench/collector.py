@@ -29,9 +29,11 @@ BATCH = 50
 TARGET_PER_CORE = 30_000
 
 
-def cloudevent(event: dict[str, object], source: bytes) -> tuple[bytes, bytes, list[tuple[str, bytes | str]]]:
+def cloudevent(
+    event: dict[str, object], source: bytes
+) -> tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]:
     """What the collector produces for `event` (tailor_api.collector builds the same)."""
-    headers: list[tuple[str, bytes | str]] = [
+    headers: list[tuple[str, str | bytes | None]] = [
         ("ce_specversion", b"1.0"),
         ("ce_id", str(event["id"])),
         ("ce_source", source),
@@ -46,7 +48,9 @@ def cloudevent(event: dict[str, object], source: bytes) -> tuple[bytes, bytes, l
 def raw_producer(kafka: str, topic: str, count: int) -> tuple[float, float]:
     """(events/s wall, events per CPU-second) of producing `count` collector-shaped messages."""
     messages = [cloudevent(_pipeline.shopper_event(f"u{i % 5000}"), b"/tailor/bench") for i in range(5000)]
-    producer = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all", "linger.ms": 2})
+    producer = Producer(
+        {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all", "linger.ms": 2}
+    )
     producer.produce(topic, b"warm-up")
     producer.flush(10)
     delivered = 0
@@ -78,9 +82,7 @@ def wrk_script(body: bytes) -> Path:
     text = body.decode()
     assert "]==]" not in text
     script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [==[{text}]==]\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{text}]==]\n'
     )
     return script
 
@@ -122,11 +124,18 @@ def collector(
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+(\S+)", output)
     good = (requests - failed) * BATCH
-    return rate * BATCH * (requests - failed) / max(requests, 1), good / cpu, failed, p99.group(1) if p99 else "?"
+    return (
+        rate * BATCH * (requests - failed) / max(requests, 1),
+        good / cpu,
+        failed,
+        p99.group(1) if p99 else "?",
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--raw-events", type=int, default=300_000)
@@ -137,17 +146,36 @@ def main() -> int:
 
     raw_rate, raw_per_cpu = raw_producer(kafka, config.kafka.events_topic, args.raw_events)
     rows: list[list[object]] = [
-        ["path", "events/s", "events per CPU-s", "vs raw (per CPU-s)", "non-202", "p99 latency", "target per core"],
-        ["raw producer, 1 process (ceiling)", f"{raw_rate:,.0f}", f"{raw_per_cpu:,.0f}", "1.00", "-", "-", "-"],
+        [
+            "path",
+            "events/s",
+            "events per CPU-s",
+            "vs raw (per CPU-s)",
+            "non-202",
+            "p99 latency",
+            "target per core",
+        ],
+        [
+            "raw producer, 1 process (ceiling)",
+            f"{raw_rate:,.0f}",
+            f"{raw_per_cpu:,.0f}",
+            "1.00",
+            "-",
+            "-",
+            "-",
+        ],
     ]
     for mode in ("thread", "loop"):
-        rate, per_cpu, failed, p99 = collector(kafka, redis_url, config.key, mode, args.seconds, args.connections)
+        rate, per_cpu, failed, p99 = collector(
+            kafka, redis_url, config.key, mode, args.seconds, args.connections
+        )
         verdict = "met" if per_cpu >= TARGET_PER_CORE else "MISSED"
         rows.append([
             f"collector, batches of {BATCH}, {mode} delivery", f"{rate:,.0f}", f"{per_cpu:,.0f}",
             f"{per_cpu / raw_per_cpu:.2f}", failed, p99, f"{TARGET_PER_CORE:,} ({verdict})",
         ])  # fmt: skip
     _pipeline.table(rows)
+    _pipeline.cleanup(redis_url, config)
     return 0
 
 

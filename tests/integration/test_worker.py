@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -76,7 +77,8 @@ class WorkerProcess:
 
     def __init__(self, stack: str, redis_url: str, **env: str) -> None:
         self.metrics_port = free_port()
-        self.log = open(f"/tmp/tailor-worker-{uuid.uuid4().hex[:8]}.log", "w+b")  # noqa: SIM115
+        # Removed when closed: the test reads it (for failure messages) while the worker runs.
+        self.log = tempfile.NamedTemporaryFile(prefix="tailor-worker-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tailor.cli.main", "worker", "--stack", stack,
              "--metrics-port", str(self.metrics_port)],
@@ -235,7 +237,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_coun
         letters += [m for m in consumer.consume(3, timeout=1.0) if m.error() is None]
     consumer.close()
     assert len(letters) == 3
-    by_reason = {}
+    by_reason: dict[Any, list[tuple[Message, dict[Any, Any]]]] = {}
     for letter in letters:
         headers = dict(letter.headers() or [])
         by_reason.setdefault(headers["tailor-dlq-reason"], []).append((letter, headers))
