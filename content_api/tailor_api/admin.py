@@ -12,6 +12,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from tailor.core.profile import Profile
 from tailor_api import decide, decisions, resp, validation, web
 from tailor_api.runtime import Runtime
 
@@ -104,7 +105,7 @@ def _outcome(decision: decide.SlotDecision) -> dict[str, Any]:
     }
 
 
-def profile_document(profile: Any) -> dict[str, Any]:
+def profile_document(profile: Profile) -> dict[str, Any]:
     session = profile.session
     return {
         "user": profile.user,

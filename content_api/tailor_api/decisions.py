@@ -86,9 +86,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     try:
         user, session, plans = parse_request(web.query(scope), served)
     except validation.InvalidParameter as error:
-        return web.problem(
-            400, "invalid-parameter", "Invalid parameter", str(error), parameter=error.parameter
-        )
+        return web.invalid_parameter(error)
     except LookupError as error:
         return unknown_slots(error.args[0], served)
     now = time.time()

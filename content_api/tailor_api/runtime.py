@@ -26,7 +26,6 @@ from tailor.core import profile_store, ruleset, stats, store
 from tailor_api import engine as engine_module
 from tailor_api import metrics, resp, tokens
 from tailor_api.settings import ApiSettings
-from tailor_api.web import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +221,3 @@ def _kafka_metadata(bootstrap: str, topic: str) -> tuple[bool, str]:
             f"Kafka at {bootstrap}: topic {topic} unavailable ({found.error if found else 'missing'})",
         )
     return True, "ok"
-
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
