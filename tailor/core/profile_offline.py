@@ -82,11 +82,15 @@ class OfflineProfileStore:
         self, state: _UserState, events: Sequence[profile_store.Occurrence], now: float
     ) -> tuple[int, int]:
         fresh = []
+        expired = 0
+        oldest = now - self.features.dedup_ttl_seconds
         for event in events:
-            if event.id not in state.seen:
+            if event.at <= oldest:
+                expired += 1  # older than the dedup TTL: not counted at all (profile_store.lua)
+            elif event.id not in state.seen:
                 state.seen[event.id] = now
                 fresh.append(event)
-        duplicates = len(events) - len(fresh)
+        duplicates = len(events) - len(fresh) - expired
         if not fresh:
             return 0, duplicates
 

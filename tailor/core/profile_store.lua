@@ -26,12 +26,19 @@ local function write_user(config, profile, prefix, events)
   local seen = prefix .. 'seen'
 
   -- Dedup first; only new events go on. The marks and the counts below commit together.
-  local fresh = {}
+  -- An event older than the dedup TTL is not counted at all: its mark, if it was counted before,
+  -- may be gone already, and counting it again would count it twice (replays long after).
+  local fresh, expired = {}, 0
+  local oldest = now - config.dedup_ttl
   for _, e in ipairs(events) do
-    if redis.call('ZADD', seen, 'NX', now, e[1]) == 1 then fresh[#fresh + 1] = e end
+    if e[2] <= oldest then
+      expired = expired + 1
+    elseif redis.call('ZADD', seen, 'NX', now, e[1]) == 1 then
+      fresh[#fresh + 1] = e
+    end
   end
-  local duplicates = #events - #fresh
-  if #fresh == 0 then return 0, duplicates end
+  local duplicates = #events - #fresh - expired
+  if #fresh == 0 then return 0, duplicates, expired end
 
   -- The bucket fields these events fall in (those not expired already), plus the meta field;
   -- each event's field names are made once and kept beside it.
@@ -158,7 +165,7 @@ local function write_user(config, profile, prefix, events)
   end
   redis.call('EXPIRE', profile, config.ttl)
   redis.call('EXPIRE', seen, config.dedup_ttl)
-  return #fresh, duplicates
+  return #fresh, duplicates, expired
 end
 
 -- Write: dedup and count the events of one or more users in one atomic step, so that a worker dying
@@ -167,7 +174,7 @@ end
 --   ARGV: now, dedup_ttl, recent_limit, session_ttl, max_fields, ttl, n_sizes, (size, keep) * n_sizes,
 --         then for each user (key): events-json
 --   events-json: [[id, at, counter, session or "", dim1, value1, dim2, value2, ...], ...]
---   returns {counted, duplicates}
+--   returns {counted, duplicates, expired (older than the dedup TTL: not counted)}
 local function write(keys, args)
   local n_sizes = tonumber(args[7])
   local config = {
@@ -190,15 +197,16 @@ local function write(keys, args)
   -- A prune lists the hash's fields: at most once a minute per user, however small the buckets.
   config.prune_every = math.max(config.prune_every, 60)
   local first = 8 + 2 * n_sizes
-  local counted, duplicates = 0, 0
+  local counted, duplicates, expired = 0, 0, 0
   for u = 1, #keys do
     local profile = keys[u]
     -- The user's other keys share the profile key's prefix (it ends in 'p').
-    local c, d = write_user(config, profile, string.sub(profile, 1, -2), cjson.decode(args[first + u - 1]))
+    local c, d, x = write_user(config, profile, string.sub(profile, 1, -2), cjson.decode(args[first + u - 1]))
     counted = counted + c
     duplicates = duplicates + d
+    expired = expired + x
   end
-  return {counted, duplicates}
+  return {counted, duplicates, expired}
 end
 
 -- Read: the user's counters summed per window, recent values and one session, as compact JSON.

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 import redis
@@ -154,7 +154,7 @@ class ProfileWriter:
 
     def queue_write(self, pipe: Any, batch: Mapping[str, Sequence[Occurrence]], now: float) -> int:
         """Add the calls for `batch` (user -> occurrences) to `pipe`; returns how many were added.
-        Each call's reply (see `parse_write`) is [counted, duplicates]."""
+        Each call's reply (see `parse_written`) is [counted, duplicates, expired]."""
         users = list(batch)
         calls = 0
         for first in range(0, len(users), self.users_per_call):
@@ -175,8 +175,22 @@ def _payload(occurrences: Iterable[Occurrence]) -> bytes:
     )
 
 
+class Written(NamedTuple):
+    """What one write call did: events counted, already counted (duplicates), and too old to count
+    safely (older than the dedup TTL, so a duplicate could no longer be recognised)."""
+
+    counted: int
+    duplicates: int
+    expired: int
+
+
+def parse_written(raw: Sequence[int]) -> Written:
+    """One write call's reply in full (sum them over the calls of a batch)."""
+    return Written(int(raw[0]), int(raw[1]), int(raw[2]) if len(raw) > 2 else 0)
+
+
 def parse_write(raw: Sequence[int]) -> tuple[int, int]:
-    """(counted, duplicates) from one write call's reply (sum them over the calls of a batch)."""
+    """(counted, duplicates) of one write call's reply."""
     return int(raw[0]), int(raw[1])
 
 

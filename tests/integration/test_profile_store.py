@@ -203,3 +203,18 @@ def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> Non
     assert profile_store.is_missing_function(caught.value)
     profile_store.install_sync(client)
     assert write(client, config, [occurrence(config)]) == (1, 0)
+
+
+def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Redis) -> None:
+    config = stack_config(dedup_ttl_seconds=600)  # shorter than the 24h window
+    first = occurrence(config, category="shoes", at=NOW)
+    assert write(client, config, [first]) == (1, 0)
+    write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
+    assert client.zscore(profile_store.seen_key(config.key, "alice"), first.id) is None
+
+    pipe = client.pipeline(transaction=False)
+    profile_store.ProfileWriter(config).queue_write(pipe, {"alice": [first]}, NOW + 701)
+    (reply,) = pipe.execute()
+    assert profile_store.parse_written(reply) == profile_store.Written(counted=0, duplicates=0, expired=1)
+    profile = profile_store.read_sync(client, config, "alice", None, NOW + 701)
+    assert profile.count("24h", "views") == 2  # first once, the one at +700 once

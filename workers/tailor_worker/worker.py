@@ -38,7 +38,7 @@ class _InFlight:
     work: batch.SortedBatch
     now: float
     started: float
-    write: concurrent.futures.Future[tuple[int, int] | None]
+    write: concurrent.futures.Future[profile_store.Written | None]
 
 
 class Worker:
@@ -126,20 +126,21 @@ class Worker:
                 return
             if written is None:
                 written = self._write(work, flight.now)
-        counted, duplicates = written
+        counted, duplicates, expired = written
         self._consumer.store(flight.messages)
         metrics.PROCESSED.labels("counted").inc(counted)
         metrics.PROCESSED.labels("duplicate").inc(duplicates)
         metrics.DEDUP_HITS.inc(duplicates)
-        metrics.PROCESSED.labels("late").inc(work.late)
+        # Older than the dedup TTL when finally processed (a replay long after): late, not counted.
+        metrics.PROCESSED.labels("late").inc(work.late + expired)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
 
-    def _write(self, work: batch.SortedBatch, now: float) -> tuple[int, int] | None:
-        """(counted, duplicates), or None when Redis failed (the whole batch is retried: dedup makes
-        the calls that did succeed harmless)."""
+    def _write(self, work: batch.SortedBatch, now: float) -> profile_store.Written | None:
+        """What the batch's write did, or None when Redis failed (the whole batch is retried: dedup
+        makes the calls that did succeed harmless)."""
         if not work.by_user:
-            return 0, 0
+            return profile_store.Written(0, 0, 0)
         assert self._writer is not None
         try:
             pipe = self.redis.pipeline(transaction=False)
@@ -151,12 +152,13 @@ class Worker:
             if profile_store.is_missing_function(error):
                 self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis))
             return None
-        counted = duplicates = 0
+        counted = duplicates = expired = 0
         for reply in replies:
-            c, d = profile_store.parse_write(reply)
-            counted += c
-            duplicates += d
-        return counted, duplicates
+            written = profile_store.parse_written(reply)
+            counted += written.counted
+            duplicates += written.duplicates
+            expired += written.expired
+        return profile_store.Written(counted, duplicates, expired)
 
     def _dead_letter(self, work: batch.SortedBatch) -> bool:
         if not work.dead:
