@@ -45,7 +45,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = worker_settings.WorkerSettings()  # from the environment
     except ValidationError as error:
-        print(f"tailor worker: {error}", file=sys.stderr)
+        for problem in error.errors(include_url=False):
+            name = str(problem["loc"][0]) if problem["loc"] else "settings"
+            if name.islower():  # a field: name the variable that sets it
+                name = f"TAILOR_WORKER_{name.upper()}"
+            if problem["type"] == "missing":
+                print(f"tailor worker: set {name}: the Redis where the operator publishes the stack",
+                      file=sys.stderr)  # fmt: skip
+            else:
+                print(f"tailor worker: {name}: {problem['msg']}", file=sys.stderr)
         return 2
     port = config.metrics_port if args.metrics_port is None else args.metrics_port
     if port:
