@@ -164,6 +164,7 @@ def main() -> int:
             process.terminate()
         for process in (api, *workers):
             process.wait(30)
+        _pipeline.cleanup(redis_url, config)
     return 0
 
 
