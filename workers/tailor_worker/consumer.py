@@ -43,11 +43,12 @@ class EventConsumer:
         }
         if instance_id:
             config["group.instance.id"] = instance_id
+        self.assigned: set[int] = set()
+        self._processed: dict[int, int] = {}  # partition -> next offset to process
         self._consumer = Consumer(config, logger=log)
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        self.assigned: set[int] = set()
 
     def take(self, batch_size: int, wait_seconds: float) -> list[Message]:
         """Up to `batch_size` messages: wait for the first, then take only what has already arrived,
@@ -78,16 +79,29 @@ class EventConsumer:
                 self._consumer.store_offsets(offsets=offsets)
         except KafkaException as error:
             log.warning("could not store offsets %s: %s", offsets, error)
-        self._update_lag(newest)
+        for stored in offsets:
+            self._processed[stored.partition] = stored.offset
+        self.refresh_lag()
 
-    def _update_lag(self, newest: dict[tuple[str, int], int]) -> None:
-        for (topic, partition), offset in newest.items():
+    def refresh_lag(self, *, ask_broker: bool = False) -> None:
+        """Set the lag gauge of every assigned partition: its end minus what is processed.
+
+        Called after each batch (with the end offsets librdkafka saw in its last fetch), and while a
+        batch is stuck being retried (`ask_broker`: the fetcher may have stopped, so ask), so that a
+        worker that does not move shows a lag that grows rather than one that stands still.
+        """
+        for partition in sorted(self.assigned):
+            done = self._processed.get(partition)
+            if done is None:
+                continue  # nothing processed since it was assigned: no honest figure yet
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=2.0, cached=not ask_broker
+                )
             except KafkaException:
                 continue
             if high >= 0:
-                metrics.LAG.labels(topic, str(partition)).set(max(0, high - offset - 1))
+                metrics.LAG.labels(self.topic, str(partition)).set(max(0, high - done))
 
     def commit(self) -> None:
         """Commit stored offsets now (revoke, shutdown); nothing stored is not an error."""
@@ -121,5 +135,6 @@ class EventConsumer:
     def _forget(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.assigned.discard(p.partition)
+            self._processed.pop(p.partition, None)
             with contextlib.suppress(KeyError):
                 metrics.LAG.remove(self.topic, str(p.partition))

@@ -121,6 +121,7 @@ class Worker:
         written = flight.write.result()
         work = flight.work
         while written is None or not self._dead_letter(work):
+            self._consumer.refresh_lag(ask_broker=True)  # stuck here: let the lag show it
             if self._stopping.wait(self.settings.retry_seconds):
                 log.info("stopping with a batch not written; it will be replayed")
                 return
