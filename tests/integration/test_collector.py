@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -39,9 +39,6 @@ def stack_config(bootstrap: str, **api: Any) -> StackConfig:
         ),
         api=ApiConfig(**api),
     )
-
-
-Client = Callable[..., AsyncIterator[httpx.AsyncClient]]
 
 
 async def serve(collector: Collector) -> httpx.AsyncClient:
