@@ -64,7 +64,6 @@ class AsyncProducer:
     ) -> None:
         self.delivery_timeout_seconds = delivery_timeout_seconds
         self.mode = mode
-        self.broker_down = False
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             # Idempotence implies acks=all and ordered, duplicate-free retries per partition.
@@ -112,7 +111,6 @@ class AsyncProducer:
             self._waiting -= 1
         if pending.error is not None:
             raise Unavailable(pending.error.str())
-        self.broker_down = False
 
     def _poll_forever(self) -> None:
         while self._running:
@@ -129,8 +127,7 @@ class AsyncProducer:
             await asyncio.sleep(0.0005)
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.broker_down = True
+        # Brokers down or unreachable: librdkafka keeps retrying; requests meanwhile get 503s.
         log.warning("Kafka producer: %s", error)
 
     async def close(self, flush_seconds: float = 10.0) -> None:
