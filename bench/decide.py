@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import os
 import re
 import shutil
@@ -322,8 +323,8 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def rule_changes(url: str, stack: str, port: int, until: float) -> list[float]:
-    """Publish a new version every 0.4 s; seconds until a decision carries it (polled every 2 ms)."""
+async def rule_changes(url: str, stack: str, port: int, until: float, every: float) -> list[float]:
+    """Publish a new version every `every` s; seconds until a decision carries it (polled every 2 ms)."""
     client = aioredis.Redis.from_url(url)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = b"GET /v1/decide?slot=hero&user=poller&session=p HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -344,7 +345,7 @@ async def rule_changes(url: str, stack: str, port: int, until: float) -> list[fl
                     break
                 await asyncio.sleep(0.002)
             latencies.append(time.perf_counter() - started)
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(every)
     finally:
         writer.close()
         await client.aclose()
@@ -352,14 +353,21 @@ async def rule_changes(url: str, stack: str, port: int, until: float) -> list[fl
 
 
 async def latency_phase(
-    url: str, stack: str, port: int, rate: float, seconds: int, users: int
+    url: str, stack: str, port: int, rate: float, seconds: int, users: int, change_every: float
 ) -> tuple[dict[str, float], list[float], list[float], list[float]]:
     requests = [f"GET /v1/decide?slot=hero&user=u{i}&session=s{i} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
                 for i in range(users)]  # fmt: skip
     generator = _OpenLoop(requests)
-    changes = asyncio.create_task(rule_changes(url, stack, port, time.monotonic() + seconds - 0.5))
+    gc.collect()
+    gc.disable()  # the generator's own collector pauses would show up as server latency
+    until = time.monotonic() + seconds - 0.5
+    changes = (
+        asyncio.create_task(rule_changes(url, stack, port, until, change_every)) if change_every else None
+    )
     result = await generator.run(port, rate, seconds, connections=64)
-    return result, generator.latencies, generator.dispatch_lag, await changes
+    changed = (await changes) if changes else []
+    gc.enable()
+    return result, generator.latencies, generator.dispatch_lag, changed
 
 
 # --- server stacks: the measurement behind granian + lean routing ----------------------------------
@@ -438,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
     parser.add_argument("--users", type=int, default=10_000, help="distinct users (each with a profile)")
     parser.add_argument(
+        "--rule-change-every", type=float, default=0.4, help="seconds between changes (0: none)"
+    )
+    parser.add_argument(
         "--server-stacks", action="store_true", help="only compare uvicorn/granian x starlette/raw"
     )
     args = parser.parse_args(argv)
@@ -464,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = 0.7 * decide["rate"]
             before = decide_histogram(port)
             opened, latencies, lag, changes = uvloop.run(
-                latency_phase(url, stack, port, rate, args.seconds, args.users)
+                latency_phase(url, stack, port, rate, args.seconds, args.users, args.rule_change_every)
             )
             after = decide_histogram(port)
             opened["server_p50"] = histogram_percentile(before, after, 0.5)
@@ -507,6 +518,8 @@ def rows(hello: dict[str, float], decide: dict[str, float], opened: dict[str, fl
     server = f"<= {opened['server_p50'] * 1000:g} / <= {opened['server_p99'] * 1000:g} ms"
     yield ("server-side decide p50 / p99", server, "", "", "histogram bucket bounds")
     yield ("generator dispatch lag p99", f"{percentile(lag, 0.99) * 1000:.2f} ms", "", "", "included above")
+    if not changes:
+        return
     yield (
         "rule change -> served p50",
         f"{percentile(changes, 0.5) * 1000:.0f} ms",

@@ -28,6 +28,7 @@ from tailor_api import metrics, resp, tokens
 from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+CLOSE_SECONDS = 15.0
 
 
 class Collector(Protocol):
@@ -66,7 +67,9 @@ class Runtime:
         self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
         self.impressions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.collector = collector
-        self.collector_config: ruleset.StackConfig | None = None
+        self.collector_config: ruleset.StackConfig | None = None  # what the collector runs with
+        self._collector_target: ruleset.StackConfig | None = None  # what it was last asked to run with
+        self._collector_work: asyncio.Task[None] | None = None
         self.load_errors = 0
         self.last_load_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,8 +96,15 @@ class Runtime:
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.flush_impressions()
+        if self._collector_work is not None:
+            self._collector_work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._collector_work
         if self.collector is not None and self.collector_config is not None:
-            await self.collector.close()
+            try:
+                await asyncio.wait_for(self.collector.close(), CLOSE_SECONDS)
+            except Exception as error:  # shutting down regardless: say what was left behind
+                log.warning("the event collector did not close cleanly: %r", error)
         await self.connection.close()
         await self.redis.aclose()
         await self.follow_redis.aclose()
@@ -137,9 +147,19 @@ class Runtime:
         if built.bandit_rules:
             with contextlib.suppress(Exception):
                 await self.refresh_bandit()
-        await self._configure_collector(built.config)
+        if self.collector is not None and built.config != self._collector_target:
+            # Kafka admin calls can take seconds (or hang while a broker is away): they must never hold
+            # up the next ruleset, so the collector is configured beside the follower, in order.
+            self._collector_target = built.config
+            previous = self._collector_work
+            self._collector_work = asyncio.create_task(self._configure_collector(built.config, previous))
 
-    async def _configure_collector(self, config: ruleset.StackConfig) -> None:
+    async def _configure_collector(
+        self, config: ruleset.StackConfig, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
         if self.collector is None or config == self.collector_config:
             return
         try:
