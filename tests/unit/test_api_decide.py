@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from tailor_api import decide, engine, sample
-from test_api_engine import celpy_when
 
 from tailor.core import ruleset
 from tailor.core.profile import Profile, Session
@@ -69,7 +68,7 @@ def two_rules(**high: Any) -> engine.Engine:
             ),
         ],
     )
-    return engine.build(published, celpy_when)
+    return engine.build(published)
 
 
 def test_audience_matcher_selects_the_rule_and_others_get_the_fallback() -> None:
@@ -95,7 +94,7 @@ def test_top_value_matcher_without_value_uses_the_most_viewed_category() -> None
             )
         ],
     )
-    built = engine.build(published, celpy_when)
+    built = engine.build(published)
     assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=3))))[0] == "browsers"
     assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=2))))[0] is None
 
@@ -127,7 +126,7 @@ def test_rollout_of_30_percent_lands_within_2_points_and_is_sticky() -> None:
         [sample.html_variant("a", "hero"), sample.html_variant("d", "hero", fallback=True)],
         [ruleset.Rule(name="trial", slot="hero", variants=("a",), rollout_percentage=30)],
     )
-    built = engine.build(published, celpy_when)
+    built = engine.build(published)
     included = {
         user
         for user in (f"user-{i}" for i in range(10_000))
@@ -166,7 +165,7 @@ def test_variants_outside_their_schedule_are_not_served() -> None:
         ],
         [ruleset.Rule(name="r", slot="hero", variants=("later", "over", "now"))],
     )
-    built = engine.build(published, celpy_when)
+    built = engine.build(published)
     assert {served(decide_one(built, decide.UserState(Profile(user=f"u{i}"))))[1] for i in range(50)} == {
         "now"
     }
@@ -177,7 +176,7 @@ def test_kill_switch_serves_fallbacks_only() -> None:
     killed = published.model_copy(
         update={"config": published.config.model_copy(update={"kill_switch": True})}
     )
-    built = engine.build(killed, celpy_when)
+    built = engine.build(killed)
     assert served(decide_one(built, decide.UserState(shoe_profile()))) == (None, "hero-default")
 
 
@@ -200,7 +199,7 @@ def test_a_cel_runtime_error_means_no_match_and_is_explained() -> None:
         [sample.html_variant("a", "hero"), sample.html_variant("d", "hero", fallback=True)],
         [ruleset.Rule(name="r", slot="hero", variants=("a",), when='views["30m"].category["shoes"] > 1')],
     )
-    built = engine.build(published, celpy_when)
+    built = engine.build(published)
     trace: decide.Trace = []
     decision = decide_one(built, decide.UserState(Profile(user="u")), trace=trace)
     assert served(decision) == (None, "d")
@@ -208,7 +207,7 @@ def test_a_cel_runtime_error_means_no_match_and_is_explained() -> None:
 
 
 def test_the_cel_activation_is_not_built_when_no_rule_needs_it() -> None:
-    built = engine.build(sample.shop(), celpy_when)
+    built = engine.build(sample.shop())
     state = decide.UserState(shoe_profile())
     cel = decide.CelActivation(built, state.profile)
     decide.decide_slot(built, built.slots["hero"], state, time.time(), {}, cel)

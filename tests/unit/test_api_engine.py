@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import celpy
 import orjson
 import pytest
 from tailor_api import engine, sample
 
 from tailor.core import ruleset
-
-
-def celpy_when(source: str, variables: Sequence[str]) -> engine.Expression:
-    """Real CEL (cel-python) for the engine's `when`, used until tailor.core.cel is wired in."""
-    environment = celpy.Environment()
-    program = environment.program(environment.compile(source))
-
-    def evaluate(activation: Mapping[str, Any]) -> Any:
-        return program.evaluate({name: celpy.json_to_cel(value) for name, value in activation.items()})
-
-    return evaluate
 
 
 def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:
@@ -33,7 +18,7 @@ def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:
             ruleset.Rule(name="off", slot="hero", priority=99, enabled=False, variants=("a",)),
         ],
     )
-    built = engine.build(published, celpy_when)
+    built = engine.build(published)
     plan = built.slots["hero"]
     assert [r.name for r in plan.rules] == ["high", "low"]
     assert [r.name for r in plan.disabled] == ["off"]
@@ -48,7 +33,7 @@ def test_content_is_serialized_once_per_version() -> None:
         ],
         [],
     )
-    fallbacks = {v.name: v for v in engine.build(published, celpy_when).slots["hero"].fallbacks}
+    fallbacks = {v.name: v for v in engine.build(published).slots["hero"].fallbacks}
     assert orjson.loads(orjson.dumps(fallbacks["h"].content)) == {"type": "html", "body": "<p>h</p>"}
     assert orjson.loads(orjson.dumps(fallbacks["j"].content)) == {"type": "json", "data": {"sku": 7}}
     assert fallbacks["h"].suppression_marks == ("v:h",)
@@ -69,7 +54,7 @@ def test_caps_and_cel_are_compiled_with_the_rule() -> None:
             )
         ],
     )
-    rule = engine.build(published, celpy_when).slots["hero"].rules[0]
+    rule = engine.build(published).slots["hero"].rules[0]
     assert (rule.per_session, rule.per_user, rule.per_user_window_seconds) == (2, 5, 3600)
     assert rule.capped
     assert rule.when is not None
@@ -82,4 +67,4 @@ def test_a_rule_naming_an_unknown_variant_is_refused() -> None:
         update={"rules": (ruleset.Rule(name="r", slot="hero", variants=("a", "ghost")),)}
     )
     with pytest.raises(ValueError, match="ghost"):
-        engine.build(broken, celpy_when)
+        engine.build(broken)
