@@ -27,13 +27,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main thread
+# while it is open, and every later test that calls asyncio.run() would then fail.
+@pytest.fixture(scope="module")
 def playwright_session() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright_session: Playwright) -> Iterator[Browser]:
     """Debian's Chromium (Playwright cannot download its own browsers here)."""
     path = CHROMIUM if CHROMIUM.exists() else None
