@@ -88,11 +88,17 @@ class Runtime:
         self._spawn(self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Cancel until done: redis-py's get_message(timeout=...) can swallow a cancellation that
+        # lands as its own timeout fires (seen in tests: the follower then polls on), so one
+        # cancel() is not always enough. Bounded, so shutdown never hangs on it.
+        pending = set(self._tasks)
+        deadline = time.monotonic() + CLOSE_SECONDS / 3
+        while pending and time.monotonic() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in pending:
+            log.warning("background task %s did not stop", task.get_name())
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.flush_impressions()
