@@ -15,6 +15,7 @@ commit.lua, atomically. The API's keys sit under the user's hash tag, beside the
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -23,10 +24,12 @@ from typing import Any, Final
 import orjson
 
 from tailor.core import profile_store
+from tailor.core.profile import Profile
 from tailor_api import resp
 from tailor_api.decide import SlotDecision, UserState
 from tailor_api.engine import Engine, SlotPlan
 
+log = logging.getLogger(__name__)
 MEMORY_SEPARATOR: Final = "\x1f"
 ROUND_ROBIN_TTL_SECONDS: Final = 30 * 86400
 COMMIT_SCRIPT: Final = resources.files("tailor_api").joinpath("commit.lua").read_text()
@@ -94,7 +97,11 @@ class StateRead:
         for reply in replies:
             if isinstance(reply, resp.ReplyError):
                 raise reply
-        profile = reader.parse_read(replies[0], self.user, self.session or None)
+        try:
+            profile = reader.parse_read(replies[0], self.user, self.session or None)
+        except Exception as error:  # an unreadable profile must not take decisions down with it
+            log.warning("profile of %s unreadable, deciding on an empty one: %r", self.user, error)
+            profile = Profile(user=self.user)
         memory: dict[str, tuple[str, str]] = {}
         session_caps: dict[str, int] = {}
         fields = replies[1]

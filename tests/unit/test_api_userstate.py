@@ -1,0 +1,52 @@
+"""Parsing the one pipelined read into a UserState, and the commit call for capped candidates."""
+
+from __future__ import annotations
+
+import orjson
+from tailor_api import decide, engine, sample, userstate
+
+from tailor.core import ruleset
+from tailor.core.profile import Profile
+
+
+def capped_engine() -> engine.Engine:
+    cap = ruleset.FrequencyCap(per_session=2, per_user_count=3, per_user_window_seconds=60)
+    published = sample.build(
+        [sample.html_variant("d", "hero", fallback=True), sample.html_variant("p", "hero")],
+        [ruleset.Rule(name="p", slot="hero", variants=("p",), frequency_cap=cap)],
+    )
+    return engine.build(published)
+
+
+def test_the_read_is_one_pipeline_and_parses_memory_caps_and_suppressions() -> None:
+    built = capped_engine()
+    read = userstate.StateRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], 1000.0)
+    assert [c[0] for c in read.commands][1:] == ["HGETALL", "ZRANGEBYSCORE", "ZCOUNT"]
+    session_hash = [b"m:hero", userstate.memory_value("p", "p").encode(), b"c:p", b"2"]
+    state = read.parse([None, session_hash, [b"v:x", b"t:sale"], 1], built.profile_reader)
+    assert state.memory == {"hero": ("p", "p")}
+    assert state.session_caps == {"p": 2}
+    assert state.user_caps == {"p": 1}
+    assert state.suppressed == frozenset({"v:x", "t:sale"})
+
+
+def test_an_unreadable_profile_means_an_empty_one_not_a_failed_decision() -> None:
+    built = capped_engine()
+    read = userstate.StateRead(built, built.profile_reader, "u1", "", [built.slots["hero"]], 1000.0)
+    state = read.parse([b"\xff\x00 not a profile", [], [], 0], built.profile_reader)
+    assert state.profile.user == "u1"
+    assert state.profile.counts == {} or all(not c for c in state.profile.counts.values())
+
+
+def test_the_commit_call_lists_candidates_in_serving_order_with_their_caps() -> None:
+    built = capped_engine()
+    plan = built.slots["hero"]
+    rule = plan.rules[0]
+    state = decide.UserState(profile=Profile(user="u1"), session="s1")
+    decision = decide.SlotDecision(plan, (decide.Candidate(rule, rule.variants[0], remembered=False),), None)
+    command = userstate.commit_command(built, state, [decision], 1000.0)
+    assert command[0] == "EVALSHA"
+    assert command[2] == 2  # the session hash and the rule's per-user window
+    (slot_plan,) = orjson.loads(command[-1])
+    assert slot_plan[0] == "m:hero"
+    assert slot_plan[1][0][:5] == ["p", 2, 3, 60, 2]
