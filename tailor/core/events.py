@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeGuard
 
 import orjson
 from pydantic import (
@@ -66,15 +66,24 @@ def _property_value(value: Any) -> str | int | float:
                 {"limit": MAX_PROPERTY_VALUE_LENGTH},
             )
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
+    if _finite_number(value):
         return value
     raise PydanticCustomError("property_value", "a property must be a string or a finite number")
 
 
+def _finite_number(value: Any) -> TypeGuard[int | float]:
+    """A number a float can hold: an integer too long for one (JSON allows any length) is refused
+    like infinity, before it can reach str() limits or float arithmetic."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(value: Any) -> int | float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    if _finite_number(value):
         return value
     raise PydanticCustomError("number_type", "must be a finite number")
 

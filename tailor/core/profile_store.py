@@ -1,57 +1,65 @@
-"""The Redis layout of per-user profile state: workers write it, the content API reads it.
+"""The Redis side of per-user profile state: workers write it, the content API reads it.
 
 Keys of one user share the prefix `tailor:<ns>/<name>:{<user>}:` — the stack is plain text and the
 user is the hash tag, so a user's keys live in one Redis Cluster slot and one function call can
-update them atomically (profile_store.lua documents each key). The stack-wide keys of
-`tailor.core.store` use the stack as their hash tag instead; the two never meet in one call.
+update them atomically. The stack-wide keys of `tailor.core.store` use the stack as their hash tag
+instead; the two never meet in one call.
 
-Write side (workers): `ProfileWriter.queue_write` adds function calls (a few dozen users each) to a
-pipeline; each call deduplicates by event id and applies every increment atomically, so a worker
-killed at any point leaves each event either counted and marked seen, or neither — replaying it is
-always safe.
+    …:{u}:profile  string: the user's profile document, JSON (tailor.core.profile_state)
+    …:{u}:seen     sorted set: event id -> when it was counted (the dedup record), and the member
+                   ' version' scored with the profile's version
 
-Read side (content API): `ProfileReader.queue_read` adds one read-only function call to the caller's
-pipeline (which may carry its own commands too) and `parse_read` turns its reply into a
-`tailor.core.profile.Profile`. The function sums the window buckets server-side and answers one
-compact JSON document, so a decision costs one round trip and little Redis CPU.
+Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
+the worker. Kafka gives each user to one worker, which keeps its users' state in memory
+(`ProfileWriter`, an LRU cache), counts a batch's events into it in Python (tailor.core.profile_state)
+and writes each changed profile back through the guard function in profile_store.lua: per user, one
+atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
+writes) and the dedup set (an event is never counted twice), then replaces the document and adds the
+event ids. A refused user is reloaded and counted again; a worker killed at any point leaves each
+event either counted and marked seen, or neither.
+
+Read side (content API): `ProfileReader.queue_read` adds one GET to the caller's pipeline (which may
+carry its own commands too) and `parse_read` turns the reply into a `tailor.core.profile.Profile`,
+correcting the stored window sums by the few buckets that moved since the write.
 
 Time is always passed in (`now`, event times): tests move it, and replays decide the same way.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
-import math
-from collections.abc import Iterable, Mapping, Sequence
+import random
+import secrets
+import time
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, NamedTuple
 
-import orjson
+import hiredis
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import constants
+from tailor.core import constants, profile_state
 from tailor.core.events import Event
-from tailor.core.profile import Profile, Session
-from tailor.core.ruleset import FeatureConfig, StackConfig
+from tailor.core.profile import Profile
+from tailor.core.ruleset import StackConfig
 
-# A bucket keeps at most this many counters; beyond it only existing ones grow (see the Lua).
-MAX_FIELDS_PER_BUCKET: Final = 512
+MAX_FIELDS_PER_BUCKET: Final = profile_state.MAX_FIELDS_PER_BUCKET
 CUSTOM_COUNTER: Final = "custom"
 
 _SOURCE = resources.files("tailor.core").joinpath("profile_store.lua").read_text()
-# The functions are named after their code, so workers and API replicas of different versions can
-# share one Redis during a rolling upgrade without replacing each other's functions.
+# The function is named after its code, so workers of different versions can share one Redis during
+# a rolling upgrade without replacing each other's function.
 CODE_VERSION: Final = hashlib.sha256(_SOURCE.encode()).hexdigest()[:10]
 LIBRARY: Final = f"tailor_profile_{CODE_VERSION}"
 WRITE_FUNCTION: Final = f"tailor_profile_write_{CODE_VERSION}"
-READ_FUNCTION: Final = f"tailor_profile_read_{CODE_VERSION}"
-LIBRARY_CODE: Final = (
-    _SOURCE.replace("__LIBRARY__", LIBRARY)
-    .replace("__WRITE__", WRITE_FUNCTION)
-    .replace("__READ__", READ_FUNCTION)
-)
+LIBRARY_CODE: Final = _SOURCE.replace("__LIBRARY__", LIBRARY).replace("__WRITE__", WRITE_FUNCTION)
+
+# A user refused this many times in one write (other writers keep changing it) fails the write; the
+# worker then retries the batch, which is always safe.
+MAX_ATTEMPTS: Final = 8
 
 
 def user_prefix(stack: str, user: str) -> str:
@@ -60,17 +68,22 @@ def user_prefix(stack: str, user: str) -> str:
 
 
 def profile_key(stack: str, user: str) -> str:
-    """The hash with all of a user's windows, recent values and sessions."""
-    return f"{user_prefix(stack, user)}p"
+    """The user's profile document: windows, recent values and sessions."""
+    return f"{user_prefix(stack, user)}profile"
 
 
 def seen_key(stack: str, user: str) -> str:
-    """The sorted set of the user's counted event ids (dedup), scored by when they were counted."""
+    """The sorted set of the user's counted event ids (dedup), scored by when they were counted, with
+    the profile's version beside them (VERSION_MEMBER)."""
     return f"{user_prefix(stack, user)}seen"
 
 
+# A member no event id can be (ids are printable ASCII without spaces), scored with the version.
+VERSION_MEMBER: Final = " version"
+
+
 def install_sync(client: redis.Redis) -> None:
-    """Load the functions (idempotent). Call at start, and again when a call says they are missing."""
+    """Load the guard function (idempotent). Call at start, and again when a call says it is missing."""
     client.function_load(LIBRARY_CODE, replace=True)
 
 
@@ -79,13 +92,13 @@ async def install(client: aioredis.Redis) -> None:
 
 
 def is_missing_function(error: BaseException) -> bool:
-    """True when Redis lost the functions (a restart without persistence, FUNCTION FLUSH): install again."""
+    """True when Redis lost the function (a restart without persistence, FUNCTION FLUSH): install again."""
     return isinstance(error, redis.ResponseError) and "function not found" in str(error).lower()
 
 
-@dataclass(frozen=True, slots=True)
-class Occurrence:
-    """What a worker counts of one event: its id, time, counter name, session and dimension values."""
+class Occurrence(NamedTuple):
+    """What a worker counts of one event: its id, time, counter name, session and dimension values.
+    (A named tuple: a worker makes one per event, ~5x cheaper than a frozen dataclass.)"""
 
     id: str
     user: str
@@ -114,123 +127,348 @@ def is_late(occurrence: Occurrence, ingested_at: float, allowed_lateness_seconds
     return ingested_at - occurrence.at > allowed_lateness_seconds
 
 
-def _bucket_plan(features: FeatureConfig) -> list[tuple[int, int]]:
-    """(bucket size, seconds a bucket stays readable) per distinct bucket size.
-
-    A bucket starting at `s` is summed while `now < s + n * size` (n buckets per window, see the read),
-    so it must live that long; one more bucket of slack covers clock skew between hosts.
-    """
-    keep: dict[int, int] = {}
-    for window in features.windows:
-        size = window.bucket_seconds
-        needed = math.ceil(window.seconds / size) * size + size
-        keep[size] = max(keep.get(size, 0), needed)
-    return sorted(keep.items())
-
-
-class ProfileWriter:
-    """Queues the atomic dedup-and-count calls for a batch of users' events into a pipeline."""
-
-    def __init__(self, config: StackConfig, *, users_per_call: int = 16) -> None:
-        # Several users per call spreads the call overhead, but a call blocks Redis while it runs:
-        # 16 users keep that well under a millisecond for the API's reads queued behind it.
-        # On Redis Cluster, group users by node or use 1.
-        self.stack = config.key
-        self.users_per_call = users_per_call
-        features = config.features
-        plan = _bucket_plan(features)
-        # The hash outlives its longest-lived bucket and session; recent values live as long.
-        ttl = max([keep for _, keep in plan] + [features.session_timeout_seconds])
-        self._head: list[int] = [
-            features.dedup_ttl_seconds,
-            features.recent_limit,
-            features.session_timeout_seconds,
-            MAX_FIELDS_PER_BUCKET,
-            ttl,
-            len(plan),
-        ]
-        for size, keep in plan:
-            self._head += [size, keep]
-
-    def queue_write(self, pipe: Any, batch: Mapping[str, Sequence[Occurrence]], now: float) -> int:
-        """Add the calls for `batch` (user -> occurrences) to `pipe`; returns how many were added.
-        Each call's reply (see `parse_written`) is [counted, duplicates, expired]."""
-        users = list(batch)
-        calls = 0
-        for first in range(0, len(users), self.users_per_call):
-            chunk = users[first : first + self.users_per_call]
-            keys = [profile_key(self.stack, user) for user in chunk]
-            payloads = [_payload(batch[user]) for user in chunk]
-            pipe.execute_command("FCALL", WRITE_FUNCTION, len(keys), *keys, now, *self._head, *payloads)
-            calls += 1
-        return calls
-
-
-def _payload(occurrences: Iterable[Occurrence]) -> bytes:
-    return orjson.dumps(
-        [
-            [o.id, o.at, o.counter, o.session, *[part for pair in o.dimensions for part in pair]]
-            for o in occurrences
-        ]
-    )
-
-
 class Written(NamedTuple):
-    """What one write call did: events counted, already counted (duplicates), and too old to count
-    safely (older than the dedup TTL, so a duplicate could no longer be recognised)."""
+    """What a write did: events counted, already counted (duplicates), and too old to count safely
+    (older than the dedup TTL, so a duplicate could no longer be recognised)."""
 
     counted: int
     duplicates: int
     expired: int
 
 
-def parse_written(raw: Sequence[int]) -> Written:
-    """One write call's reply in full (sum them over the calls of a batch)."""
-    return Written(int(raw[0]), int(raw[1]), int(raw[2]) if len(raw) > 2 else 0)
+class ProfileConflict(redis.RedisError):
+    """Users kept changing under the write (several writers at once); retrying later is safe."""
 
 
-def parse_write(raw: Sequence[int]) -> tuple[int, int]:
-    """(counted, duplicates) of one write call's reply."""
-    return int(raw[0]), int(raw[1])
+Command = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A cached user: the state, its keys, and the partition (and its generation) it came from."""
+
+    state: profile_state.UserState
+    keys: tuple[str, str]  # profile, dedup set
+    partition: int | None
+    generation: int
+
+
+class ProfileWriter:
+    """Counts batches of users' events into their profiles: an LRU cache of the users' state, the
+    counting in Python, and one guarded write per user (a few dozen users per function call).
+
+    One writer per worker and stack settings; `write_sync`/`write` are not re-entrant (one batch at a
+    time), `forget_partitions` may be called from any thread.
+    """
+
+    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 100_000) -> None:
+        # Several users per call spread the call's overhead; a call blocks Redis while it runs, and 32
+        # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
+        self.stack = config.key
+        self.plan = profile_state.Plan.of(config.features)
+        self.users_per_call = users_per_call
+        self.cache_users = cache_users
+        self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        self._generations: dict[int, int] = {}
+        # Versions: random integers in [2**52, 2**53): exact as sorted-set scores, above every
+        # timestamp (a prune of old marks never drops one), and unique across writers and writes, so a
+        # profile changed and changed back is never mistaken for unchanged.
+        self._random = random.Random(secrets.randbits(128))
+        self.conflicts = 0  # users refused because another writer changed them (rebalances)
+        self.loads = 0  # users read from Redis (not in the cache)
+
+    def forget_partitions(self, partitions: Sequence[int]) -> None:
+        """The users of these partitions are another worker's now (revoked or lost): never trust their
+        cached state again. Safe from the consumer's rebalance callback while a write runs."""
+        for partition in partitions:
+            self._generations[partition] = self._generations.get(partition, 0) + 1
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+    @property
+    def cached_users(self) -> int:
+        return len(self._cache)
+
+    def write_sync(
+        self, client: redis.Redis, batch: Mapping[str, Sequence[Occurrence]], now: float,
+        partitions: Mapping[str, int] | None = None,
+    ) -> Written:  # fmt: skip
+        """Count `batch` (user -> occurrences) at `now`. `partitions` (user -> Kafka partition) lets
+        `forget_partitions` invalidate cached users. Raises redis errors (nothing is then trusted from
+        the cache for these users: retrying the batch is safe).
+
+        Commands stream out on one connection as they are ready (the users' loads first, then each
+        few dozen users' guarded writes) and the replies are read last, so Redis executes one chunk
+        while the worker counts the next."""
+        work = _Batch(self, batch, now, partitions or {})
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            steps = work.steps()
+            action = next(steps)
+            while True:
+                if action[0] == "send":
+                    payload = b"".join([hiredis.pack_command(command) for command in action[1]])
+                    connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
+                    action = next(steps)
+                else:
+                    # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
+                    replies = [connection.read_response(disable_decoding=True) for _ in range(action[1])]
+                    action = steps.send(replies)
+        except StopIteration:
+            return work.written
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # replies may be pending: never reuse
+            work.abandon()
+            raise
+        finally:
+            pool.release(connection)
+
+    async def write(
+        self, client: aioredis.Redis, batch: Mapping[str, Sequence[Occurrence]], now: float,
+        partitions: Mapping[str, int] | None = None,
+    ) -> Written:  # fmt: skip
+        """`write_sync` for asyncio callers (tests, tools): the commands go in pipelines, executed
+        when a reply is needed."""
+        work = _Batch(self, batch, now, partitions or {})
+        queued: list[Command] = []
+        replies: list[Any] = []
+        try:
+            steps = work.steps()
+            action = next(steps)
+            while True:
+                if action[0] == "send":
+                    queued += action[1]
+                    action = next(steps)
+                else:
+                    if len(replies) < action[1]:
+                        async with client.pipeline(transaction=False) as pipe:
+                            for command in queued:
+                                pipe.execute_command(*command)
+                            replies += await pipe.execute()
+                        queued = []
+                    wanted, replies = replies[: action[1]], replies[action[1] :]
+                    action = steps.send(wanted)
+        except StopIteration:
+            return work.written
+        except BaseException:
+            work.abandon()
+            raise
+
+
+Step = tuple[str, Any]  # ("send", commands) or ("read", how many replies)
+
+
+class _Batch:
+    """One batch's write, as steps for a driver: send these commands, or give me the next n replies.
+    Users not cached are loaded (their version and the batch's ids checked against their dedup set,
+    then their document) while the cached ones are counted and written; users refused by the guard go
+    round again."""
+
+    def __init__(
+        self, writer: ProfileWriter, batch: Mapping[str, Sequence[Occurrence]], now: float,
+        partitions: Mapping[str, int],
+    ) -> None:  # fmt: skip
+        self.writer = writer
+        self.now = now
+        self.partitions = partitions
+        self.todo = batch
+        self.counted = self.duplicates = self.expired = 0
+        self._in_flight: list[str] = []
+
+    @property
+    def written(self) -> Written:
+        return Written(self.counted, self.duplicates, self.expired)
+
+    def abandon(self) -> None:
+        """A step failed midway: what Redis holds for these users is unknown, so forget them."""
+        for user in self._in_flight:
+            self.writer._cache.pop(user, None)
+
+    def steps(self) -> Generator[Step, list[Any], None]:
+        writer, plan, stack, now = self.writer, self.writer.plan, self.writer.stack, self.now
+        cache, generations, partitions = writer._cache, writer._generations, self.partitions
+        oldest = now - plan.dedup_ttl
+        head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest)]
+        spans = plan.spans(now)
+        for _ in range(MAX_ATTEMPTS):
+            todo = self.todo
+            if not todo:
+                return
+            self._in_flight = list(todo)
+            hits: list[tuple[str, _Cached]] = []
+            misses: list[tuple[str, _Cached]] = []
+            for user in todo:
+                partition = partitions.get(user)
+                generation = generations.get(partition, 0) if partition is not None else 0
+                entry = cache.get(user)
+                if entry is not None and entry.partition == partition and entry.generation == generation:
+                    cache.move_to_end(user)
+                    hits.append((user, entry))
+                else:
+                    keys = (profile_key(stack, user), seen_key(stack, user))
+                    misses.append((user, _Cached(_UNLOADED, keys, partition, generation)))
+            if misses:
+                # The version and the ids first, then the document: a write landing in between shows as
+                # a version that no longer matches when ours is guarded (never the reverse).
+                loads: list[Command] = []
+                for user, entry in misses:
+                    loads.append(("ZMSCORE", entry.keys[1], VERSION_MEMBER, *[o.id for o in todo[user]]))
+                    loads.append(("GET", entry.keys[0]))
+                yield ("send", loads)
+
+            calls = _Calls(head, writer.users_per_call)
+            for user, entry in hits:
+                self._count(user, todo[user], entry, None, False, calls, spans)
+                if calls.full:
+                    yield ("send", [calls.take()])
+            if misses:
+                replies = yield ("read", 2 * len(misses))
+                writer.loads += len(misses)
+                for i, (user, entry) in enumerate(misses):
+                    scores = replies[2 * i]
+                    entry.state = profile_state.decode(replies[2 * i + 1], plan)
+                    renew = scores[0] is None  # a new dedup set (or an expired one): give it its TTL
+                    if not renew:  # a score: bytes from the lean connection, a float from redis-py
+                        entry.state.version = str(int(float(scores[0])))
+                    known = {
+                        o.id for o, score in zip(todo[user], scores[1:], strict=True) if score is not None
+                    }
+                    self._count(user, todo[user], entry, known, renew, calls, spans)
+                    if calls.full:
+                        yield ("send", [calls.take()])
+            if calls.keys:
+                yield ("send", [calls.take()])
+            if not calls.sent:
+                self.todo = {}
+                return
+
+            replies = yield ("read", calls.sent)
+            outcomes = [outcome for reply in replies for outcome in reply]
+            refused: dict[str, Sequence[Occurrence]] = {}
+            for (user, entry, fresh_count, duplicates, expired), outcome in zip(
+                calls.writes, outcomes, strict=True
+            ):
+                if outcome == 1:
+                    self.counted += fresh_count
+                    self.duplicates += duplicates
+                    self.expired += expired
+                    _keep(writer, user, entry)
+                else:
+                    # Changed by another writer (0), or some events counted already: what Redis holds
+                    # is the truth; reload and count again.
+                    cache.pop(user, None)
+                    if outcome == 0:
+                        writer.conflicts += 1
+                    refused[user] = todo[user]
+            self.todo = refused
+        if self.todo:
+            self.abandon()
+            raise ProfileConflict(f"{len(self.todo)} users kept changing during the write; retry the batch")
+
+    def _count(
+        self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool,
+        calls: _Calls, spans: profile_state.Spans,
+    ) -> None:  # fmt: skip
+        """Count the user's new events into its state and queue its guarded write. `known`: the ids
+        found in its dedup set when it was just loaded (None: cached, the guard checks them)."""
+        writer, now = self.writer, self.now
+        oldest = now - writer.plan.dedup_ttl
+        if known is None and len(events) == 1 and events[0].at > oldest:
+            fresh: Sequence[Occurrence] = events  # the common case: one new event
+            duplicates = expired = 0
+        else:
+            fresh = []
+            taken: set[str] = set(known or ())
+            expired = 0
+            for o in events:
+                if o.at <= oldest:
+                    expired += 1  # its first count's mark may be gone: never count it again
+                elif o.id not in taken:
+                    taken.add(o.id)
+                    fresh.append(o)
+            duplicates = len(events) - len(fresh) - expired
+        if not fresh:
+            self.duplicates += duplicates
+            self.expired += expired
+            _keep(writer, user, entry)
+            return
+        state = entry.state
+        expected = state.version
+        prunes = profile_state.apply(writer.plan, state, fresh, now, spans)
+        state.version = str(writer._random.getrandbits(52) + 2**52)
+        # A user just loaded had its ids checked with the version: if that still holds, so does the
+        # check. A cached user's ids are checked by the guard (a resend of an event counted before the
+        # user was cached).
+        flags = "" if known is not None else "d"
+        if prunes:
+            flags += "p"
+        if renew:
+            flags += "x"
+        calls.writes.append((user, entry, len(fresh), duplicates, expired))
+        calls.keys += entry.keys
+        calls.args += (expected, state.version, flags, profile_state.encode(state), len(fresh))
+        calls.args += [o.id for o in fresh]
+
+
+class _Calls:
+    """Guarded writes gathered into function calls of a few dozen users each."""
+
+    def __init__(self, head: list[Any], users_per_call: int) -> None:
+        self.head = head
+        self.per_call = 2 * users_per_call  # two keys per user
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+        self.writes: list[
+            tuple[str, _Cached, int, int, int]
+        ] = []  # user, entry, counted, duplicates, expired
+        self.sent = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.keys) >= self.per_call
+
+    def take(self) -> Command:
+        command = ("FCALL", WRITE_FUNCTION, len(self.keys), *self.keys, *self.head, *self.args)
+        self.keys, self.args = [], []
+        self.sent += 1
+        return command
+
+
+_UNLOADED: Final = profile_state.UserState()  # a placeholder, never counted into
+
+
+def _keep(writer: ProfileWriter, user: str, entry: _Cached) -> None:
+    cache = writer._cache
+    if cache.get(user) is not entry:
+        cache[user] = entry
+        while len(cache) > writer.cache_users:
+            cache.popitem(last=False)
+
+
+# -- reading --------------------------------------------------------------------------------------------
 
 
 class ProfileReader:
-    """Queues the one read-only call that fetches a user's profile, and parses its answer."""
+    """Queues the one read command that fetches a user's profile, and parses its answer."""
 
     def __init__(self, config: StackConfig) -> None:
         self.stack = config.key
-        features = config.features
-        self.window_names = tuple(window.name for window in features.windows)
-        self.dimensions = features.dimensions
-        self._tail: list[str | int] = [features.session_timeout_seconds, len(features.windows)]
-        for window in features.windows:
-            self._tail += [window.name, window.seconds, window.bucket_seconds]
+        self.plan = profile_state.Plan.of(config.features)
+        self.window_names = tuple(window.name for window in config.features.windows)
+        self.dimensions = config.features.dimensions
 
     def queue_read(self, pipe: Any, user: str, session: str | None, now: float) -> None:
-        """Add the profile read to `pipe` (sync or asyncio pipeline, or a client for a lone call)."""
-        pipe.execute_command(
-            "FCALL_RO", READ_FUNCTION, 1, profile_key(self.stack, user), now, session or "", *self._tail
-        )
+        """Add the profile read to `pipe` (sync or asyncio pipeline, or any object with
+        `execute_command`): one GET, which costs Redis about a microsecond."""
+        pipe.execute_command("GET", profile_key(self.stack, user))
 
-    def parse_read(self, raw: bytes | str, user: str, session: str | None) -> Profile:
-        return parse_read(raw, user, session, self.window_names)
-
-
-def parse_read(raw: bytes | str, user: str, session: str | None, windows: Sequence[str] = ()) -> Profile:
-    """The Profile from a read call's JSON reply. Windows without events are present and empty."""
-    doc = orjson.loads(raw)
-    counts: dict[str, dict[str, int]] = {name: {} for name in windows}
-    for name, counters in doc["c"].items():
-        counts[name] = {counter: int(n) for counter, n in counters.items()}
-    # An empty Lua table encodes as {}: treat it as "no recent values".
-    recent = {dimension: tuple(values) for dimension, values in doc["r"].items()} if doc["r"] else {}
-    stats = doc["s"]
-    found = None
-    if session and stats:
-        page_views, events, started, last = stats
-        found = Session(id=session, page_views=int(page_views), events=int(events), started_at=float(started),
-                        last_seen_at=float(last))  # fmt: skip
-    return Profile(user=user, counts=counts, recent=recent, session=found)
+    def parse_read(self, raw: Any, user: str, session: str | None, now: float | None = None) -> Profile:
+        """The Profile from the read's reply (bytes, text, or None for a user without one), as it
+        stands at `now` (default: the current time; pass the `now` given to queue_read when there is
+        one — tests and replays move time)."""
+        return profile_state.read_profile(self.plan, raw, user, session, time.time() if now is None else now)
 
 
 async def read(
@@ -241,7 +479,7 @@ async def read(
     async with client.pipeline(transaction=False) as pipe:
         reader.queue_read(pipe, user, session, now)
         (raw,) = await pipe.execute()
-    return reader.parse_read(raw, user, session)
+    return reader.parse_read(raw, user, session, now)
 
 
 def read_sync(
@@ -251,4 +489,4 @@ def read_sync(
     pipe = client.pipeline(transaction=False)
     reader.queue_read(pipe, user, session, now)
     (raw,) = pipe.execute()
-    return reader.parse_read(raw, user, session)
+    return reader.parse_read(raw, user, session, now)

@@ -1,4 +1,5 @@
-"""The profile store on the real Redis: exact counts, dedup, windows in time, late events, one-call reads."""
+"""The profile store on the real Redis: exact counts, dedup, windows in time, late events, one-command
+reads, and the guard of the workers' cached writes (zombie writers, revoked partitions, resends)."""
 
 from __future__ import annotations
 
@@ -42,16 +43,21 @@ def occurrence(
     return profile_store.occurrence(event, at, config.features.dimensions)
 
 
-def write(
-    client: redis.Redis, config: StackConfig, batch: list[profile_store.Occurrence], now: float = NOW
-) -> tuple[int, int]:
-    grouped: dict[str, list[profile_store.Occurrence]] = {}
+def grouped(batch: list[profile_store.Occurrence]) -> dict[str, list[profile_store.Occurrence]]:
+    by_user: dict[str, list[profile_store.Occurrence]] = {}
     for item in batch:
-        grouped.setdefault(item.user, []).append(item)
-    pipe = client.pipeline(transaction=False)
-    profile_store.ProfileWriter(config, users_per_call=2).queue_write(pipe, grouped, now)
-    totals = [profile_store.parse_write(reply) for reply in pipe.execute()]
-    return sum(c for c, _ in totals), sum(d for _, d in totals)
+        by_user.setdefault(item.user, []).append(item)
+    return by_user
+
+
+def write(
+    client: redis.Redis, config: StackConfig, batch: list[profile_store.Occurrence], now: float = NOW,
+    writer: profile_store.ProfileWriter | None = None,
+) -> tuple[int, int]:  # fmt: skip
+    """(counted, duplicates); a fresh writer (nothing cached: every user loaded) unless one is given."""
+    writer = writer or profile_store.ProfileWriter(config, users_per_call=2)
+    written = writer.write_sync(client, grouped(batch), now)
+    return written.counted, written.duplicates
 
 
 @pytest.fixture
@@ -161,10 +167,11 @@ def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> No
     pipe = client.pipeline(transaction=False)
     pipe.set(f"caller:{config.key}", "1")
     reader.queue_read(pipe, "alice", "s1", NOW)
+    assert [command[0][0] for command in pipe.command_stack] == ["SET", "GET"]  # one plain command
     pipe.get(f"caller:{config.key}")
     _, raw, mine = pipe.execute()
     assert mine == "1"
-    profile = reader.parse_read(raw, "alice", "s1")
+    profile = reader.parse_read(raw, "alice", "s1", NOW)
     assert profile.count("5m", "views", "category", "shoes") == 1
     empty = profile_store.read_sync(client, config, "nobody", "s1", NOW)
     assert empty.counts == {"5m": {}, "30m": {}, "24h": {}}
@@ -195,6 +202,19 @@ def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> 
     assert len(profile.counts["5m"]) <= profile_store.MAX_FIELDS_PER_BUCKET
 
 
+def test_the_read_parses_bytes_text_and_a_missing_key(client: redis.Redis) -> None:
+    config = stack_config()
+    write(client, config, [occurrence(config, "search", query="red shoes", at=NOW - 3)])
+    raw = redis.Redis(connection_pool=client.connection_pool).get(profile_store.profile_key(config.key, "alice"))
+    reader = profile_store.ProfileReader(config)
+    as_text = reader.parse_read(raw, "alice", "s1", NOW)
+    assert isinstance(raw, str)  # the fixture's client decodes; the content API's connection gets bytes
+    assert reader.parse_read(raw.encode(), "alice", "s1", NOW) == as_text
+    assert as_text == profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert as_text.recent["query"] == ("red shoes",)
+    assert reader.parse_read(None, "nobody", None, NOW).counts["5m"] == {}
+
+
 def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> None:
     config = stack_config()
     client.function_delete(profile_store.LIBRARY)
@@ -212,9 +232,89 @@ def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Re
     write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
     assert client.zscore(profile_store.seen_key(config.key, "alice"), first.id) is None
 
-    pipe = client.pipeline(transaction=False)
-    profile_store.ProfileWriter(config).queue_write(pipe, {"alice": [first]}, NOW + 701)
-    (reply,) = pipe.execute()
-    assert profile_store.parse_written(reply) == profile_store.Written(counted=0, duplicates=0, expired=1)
+    written = profile_store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
+    assert written == profile_store.Written(counted=0, duplicates=0, expired=1)
     profile = profile_store.read_sync(client, config, "alice", None, NOW + 701)
     assert profile.count("24h", "views") == 2  # first once, the one at +700 once
+
+
+def test_a_zombie_writer_cannot_clobber_the_new_owner_and_counts_stay_exact(client: redis.Redis) -> None:
+    """A worker that lost the user's partition (a zombie) still holds the user's state in its cache;
+    its write is refused, it reloads what the new owner wrote, and nothing is lost or doubled."""
+    config = stack_config()
+    zombie = profile_store.ProfileWriter(config)
+    owner = profile_store.ProfileWriter(config)
+    mine = [occurrence(config, category="shoes") for _ in range(3)]
+    assert write(client, config, mine, writer=zombie) == (3, 0)  # cached by the zombie
+    theirs = [occurrence(config, category="hats") for _ in range(2)]
+    assert write(client, config, [*theirs, mine[0]], writer=owner) == (2, 1)  # the new owner replays one
+    # The zombie writes from its stale cache: refused, reloaded, counted on top of the owner's write.
+    late = [occurrence(config, category="bags"), theirs[0]]
+    assert write(client, config, late, writer=zombie) == (1, 1)
+    assert zombie.conflicts == 1
+    profile = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert profile.count("5m", "views") == 6
+    assert [profile.count("5m", "views", "category", c) for c in ("shoes", "hats", "bags")] == [3, 2, 1]
+    assert profile.session is not None
+    assert profile.session.page_views == 6
+    # Its cache now holds the owner's version: the next write goes through at once.
+    assert write(client, config, [occurrence(config)], writer=zombie) == (1, 0)
+    assert zombie.conflicts == 1
+
+
+def test_a_cached_writer_still_refuses_an_event_counted_before(client: redis.Redis) -> None:
+    """The dedup set, not the cache, decides: a client resend hours later hits a warm cache."""
+    config = stack_config()
+    writer = profile_store.ProfileWriter(config)
+    batch = [occurrence(config, category="shoes") for _ in range(4)]
+    assert write(client, config, batch, writer=writer) == (4, 0)
+    loads = writer.loads
+    assert write(client, config, [*batch[:2], occurrence(config)], writer=writer) == (1, 2)
+    assert writer.loads == loads + 1  # refused by the guard, reloaded once, the new event counted
+    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 5
+
+
+def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis) -> None:
+    config = stack_config()
+    writer = profile_store.ProfileWriter(config)
+    on = {"alice": 3, "bob": 4}
+    batch = [occurrence(config, user="alice"), occurrence(config, user="bob")]
+    writer.write_sync(client, grouped(batch), NOW, on)
+    assert writer.loads == 2
+    writer.write_sync(
+        client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
+    )
+    assert writer.loads == 2  # both cached
+    writer.forget_partitions([3])  # alice's partition went to another worker
+    # ... which wrote to her profile meanwhile: a load, not a refused write, brings it in.
+    assert write(client, config, [occurrence(config, user="alice")]) == (1, 0)
+    writer.write_sync(
+        client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
+    )
+    assert (writer.loads, writer.conflicts) == (3, 0)
+    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 4
+    assert profile_store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 3
+
+
+def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> None:
+    """One user's call fails after others ran (here: a key of the wrong type): the writer trusts
+    nothing cached for the batch, and the retry counts every event once (the calls that did run are
+    found in the dedup set)."""
+    config = stack_config()
+    writer = profile_store.ProfileWriter(config, users_per_call=1)
+    users = [f"u{i}" for i in range(6)]
+    write(client, config, [occurrence(config, user=u) for u in users], writer=writer)  # all cached
+    broken = profile_store.seen_key(config.key, "u3")
+    client.delete(broken)
+    client.set(broken, "not a sorted set")
+    batch = [occurrence(config, user=u, category="shoes") for u in users for _ in range(2)]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        writer.write_sync(client, grouped(batch), NOW)
+    assert writer.cached_users == 0  # nothing about these users is trusted any more
+    client.delete(broken)
+    assert write(client, config, batch, writer=writer) == (2, 10)  # five users' events were in already
+    for user in users:
+        assert (
+            profile_store.read_sync(client, config, user, None, NOW).count("5m", "views", "category", "shoes")
+            == 2
+        )

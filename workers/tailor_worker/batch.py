@@ -3,6 +3,9 @@
 Pure: no I/O, so it is the unit-tested heart of the worker. Lateness is judged against the message's
 Kafka timestamp (when the collector accepted the event), not the worker's clock, so a batch replayed
 after a crash is sorted exactly as the first time.
+
+Each value is checked by the lean validator (tailor.core.events_lean, ~4 µs); only what it is unsure
+of goes through the full model (tailor.core.events), which decides and words the dead letter's errors.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from pydantic import ValidationError
 
-from tailor.core import events, profile_store
+from tailor.core import events, events_lean, profile_store
 from tailor.core.ruleset import FeatureConfig
 from tailor_worker import deadletter
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class SortedBatch:
     by_user: dict[str, list[profile_store.Occurrence]] = field(default_factory=dict)
+    partition_of: dict[str, int] = field(default_factory=dict)  # user -> the partition it came from
     dead: list[deadletter.DeadLetter] = field(default_factory=list)
     late: int = 0
     events: int = 0  # messages that carried something (valid or not)
@@ -38,6 +42,7 @@ def sort(messages: Sequence[Message], features: FeatureConfig, now: float) -> So
     result = SortedBatch()
     dimensions = features.dimensions
     lateness = features.allowed_lateness_seconds
+    by_user, partition_of = result.by_user, result.partition_of
     for message in messages:
         if message.error() is not None:
             log.warning("consumer error: %s", message.error())
@@ -49,17 +54,26 @@ def sort(messages: Sequence[Message], features: FeatureConfig, now: float) -> So
                 {"field": "(message)", "message": "the message has no value"}
             ]))  # fmt: skip
             continue
-        try:
-            event = events.Event.model_validate_json(value)
-        except ValidationError as error:
-            undecodable = any(item["type"] == "json_invalid" for item in error.errors(include_url=False))
-            reason = deadletter.UNDECODABLE if undecodable else deadletter.INVALID
-            result.dead.append(deadletter.DeadLetter(message, reason, events.field_errors(error)))
-            continue
         ingested = ingestion_time(message, now)
-        occurrence = profile_store.occurrence(event, ingested, dimensions)
-        if profile_store.is_late(occurrence, ingested, lateness):
+        occurrence = events_lean.occurrence(value, ingested, dimensions)
+        if occurrence is None:
+            try:
+                event = events.Event.model_validate_json(value)
+            except ValidationError as error:
+                undecodable = any(item["type"] == "json_invalid" for item in error.errors(include_url=False))
+                reason = deadletter.UNDECODABLE if undecodable else deadletter.INVALID
+                result.dead.append(deadletter.DeadLetter(message, reason, events.field_errors(error)))
+                continue
+            occurrence = profile_store.occurrence(event, ingested, dimensions)
+        if ingested - occurrence.at > lateness:  # profile_store.is_late
             result.late += 1
             continue
-        result.by_user.setdefault(occurrence.user, []).append(occurrence)
+        user = occurrence.user
+        found = by_user.get(user)
+        if found is None:
+            by_user[user] = [occurrence]
+            partition = message.partition()
+            partition_of[user] = partition if partition is not None else -1
+        else:
+            found.append(occurrence)
     return result

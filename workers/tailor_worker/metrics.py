@@ -19,6 +19,16 @@ LAG = Gauge("tailor_worker_consumer_lag", "Messages behind the partition's end."
 DEAD_LETTERS = Counter("tailor_worker_dead_letters", "Messages sent to the dead-letter topic.", ["reason"])
 DEDUP_HITS = Counter("tailor_worker_dedup_hits", "Events already counted (replays, client resends).")
 REDIS_ERRORS = Counter("tailor_worker_redis_errors", "Failed Redis writes (the batch is retried).")
+PROFILE_CACHE_USERS = Gauge(
+    "tailor_worker_profile_cache_users", "Users whose profile state the worker holds."
+)
+PROFILE_LOADS = Counter(
+    "tailor_worker_profile_loads", "Users' profiles read from Redis because they were not cached."
+)
+PROFILE_CONFLICTS = Counter(
+    "tailor_worker_profile_conflicts",
+    "Users' writes refused because another worker had changed them (rebalances); reloaded and recounted.",
+)
 RULESET_VERSION = Gauge("tailor_ruleset_version", "Ruleset version in use.", ["stack", "component"])
 RULESET_LOADED = Gauge(
     "tailor_ruleset_loaded_timestamp_seconds", "When the ruleset in use was loaded.", ["stack", "component"]

@@ -18,6 +18,10 @@ class WorkerSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     # Messages taken per batch; one batch is one Redis round trip and one offset store.
     batch_size: int = 2000
+    # Users whose profile state the worker keeps in memory (LRU); a user not cached costs one Redis read.
+    cache_users: int = 100_000
+    # How long the broker may hold a fetch while it has nothing new (librdkafka fetch.wait.max.ms).
+    fetch_wait_max_ms: int = 100
     # How long an idle consume waits for the first message of a batch.
     poll_seconds: float = 0.5
     # How often the published ruleset is checked for new Kafka or feature settings.
