@@ -197,6 +197,9 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "command": ["tailor"],
         "args": ["worker", "--stack", stack.key],
         "env": _redis_env(stack),
+        "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
+        # The metrics server runs on its own thread beside the consume loop: alive while the process is.
+        "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
         "resources": spec.workers.resources or dict(WORKER_RESOURCES),
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

@@ -15,6 +15,7 @@ CONTENT_API: Final = "content-api"
 REDIS: Final = "redis"
 
 API_PORT: Final = 8080
+WORKER_METRICS_PORT: Final = 9102  # tailor worker's default TAILOR_WORKER_METRICS_PORT
 REDIS_PORT: Final = 6379
 
 # Condition types.

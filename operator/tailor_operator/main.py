@@ -105,6 +105,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.peering.stealth = True
     settings.posting.level = logging.WARNING
+    # Our resources are known up front: no cluster-wide scan of CRDs and namespaces, which the
+    # chart's least-privilege RBAC refuses (kopf would retry it for about a minute before acting).
+    settings.scanning.disabled = True
     settings.batching.batch_window = 0.01  # collapse bursts per object, but add little latency
     memo.runtime = Runtime.create(ours)
 
