@@ -26,9 +26,11 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
 PY
 RUN /opt/tailor/bin/pip install --requirement /tmp/requirements.txt
 COPY tailor ./tailor
+COPY crds ./crds
 COPY operator ./operator
 COPY workers ./workers
 COPY content_api ./content_api
+COPY sdk/tailor.js ./sdk/tailor.js
 RUN /opt/tailor/bin/pip install --no-deps . \
  && /opt/tailor/bin/python -m compileall -q /opt/tailor/lib \
  && /opt/tailor/bin/tailor --help > /dev/null

@@ -21,7 +21,8 @@ import yaml
 
 from tailor.core import cel, constants
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+# The chart's crds/, reached through the package's crds symlink, so installed copies carry it too.
+CRD_DIR = Path(__file__).parent / "crds"
 
 Schema = Mapping[str, Any]
 
@@ -41,7 +42,7 @@ def schemas(crd_dir: Path = CRD_DIR) -> dict[str, Schema]:
     found: dict[str, Schema] = {}
     if not crd_dir.is_dir():
         raise FileNotFoundError(
-            f"no CRD directory at {crd_dir}: run from a Tailor checkout (crds/ holds the schema)"
+            f"no CRD directory at {crd_dir}: this Tailor installation lacks its CRDs (reinstall it)"
         )
     for path in sorted(crd_dir.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):

@@ -1040,7 +1040,12 @@ def test_the_images_install_step_gives_a_working_tailor_command(tmp_path: Path) 
         archive.extractall(tmp_path / "site")
     packages = {name.split("/")[0] for name in names if not name.startswith("tailor-")}
     assert packages == {"tailor", "tailor_operator", "tailor_worker", "tailor_api"}
-    for data in ("tailor/core/profile_store.lua", "tailor_api/commit.lua"):
+    for data in (
+        "tailor/core/profile_store.lua",
+        "tailor_api/commit.lua",
+        "tailor_api/static/tailor.js",
+        "tailor/core/crds/tailor.dev_personalizationrules.yaml",
+    ):
         assert data in names, f"{data} is missing from the installed package"
     assert "operator/__init__.py" not in names, "operator/ must never shadow the stdlib `operator`"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
@@ -1052,6 +1057,11 @@ def test_the_images_install_step_gives_a_working_tailor_command(tmp_path: Path) 
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "usage: tailor" in result.stdout
+    validate = subprocess.run(
+        [sys.executable, "-c", cli, "validate", str(ROOT / "examples" / "shop")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert validate.returncode == 0, f"`tailor validate` finds its CRDs when installed: {validate.stdout}"
     where = subprocess.run(
         [sys.executable, "-c", "import tailor; print(tailor.__file__)"],
         capture_output=True, text=True, cwd=tmp_path, env=env,
