@@ -18,7 +18,8 @@ async def healthz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> w
 
 
 async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
-    """Ready when a ruleset is served, Redis answers and (unless turned off) Kafka's brokers do."""
+    """Ready when a ruleset is served, Redis answers, the collector runs and (unless turned off)
+    Kafka's brokers answer."""
     served = runtime.engine
     checks: dict[str, dict[str, object]] = {
         "ruleset": {"ok": served is not None, "version": served.version if served else None}
@@ -27,9 +28,13 @@ async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         checks["ruleset"]["detail"] = runtime.last_load_error
     ok, detail = await runtime.redis_ready()
     checks["redis"] = {"ok": ok, "detail": detail}
-    if runtime.settings.collector_enabled and runtime.settings.readiness_checks_kafka:
-        ok, detail = await runtime.kafka_ready()
-        checks["kafka"] = {"ok": ok, "detail": detail}
+    if runtime.settings.collector_enabled:
+        # POST /v1/events answers 503 until the collector runs with the served ruleset's Kafka settings.
+        running = runtime.collector is not None and runtime.collector_config is not None
+        checks["collector"] = {"ok": running, "detail": "running" if running else "starting"}
+        if runtime.settings.readiness_checks_kafka:
+            ok, detail = await runtime.kafka_ready()
+            checks["kafka"] = {"ok": ok, "detail": detail}
     ready = all(check["ok"] for check in checks.values())
     return web.json_reply(
         200 if ready else 503, {"ready": ready, "checks": checks}, [(b"cache-control", b"no-store")]

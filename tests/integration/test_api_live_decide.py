@@ -210,9 +210,16 @@ async def test_not_ready_until_a_ruleset_is_published(live: Live) -> None:
         assert (await api.decide("u1")).status_code == 503
         await api.publish(sample.shop())
         await api.wait_for_version(1)
+        deadline = asyncio.get_running_loop().time() + 20
         ready = await api.client.get("/readyz")
+        while ready.status_code != 200 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            ready = await api.client.get("/readyz")
         assert ready.status_code == 200, ready.json()
         assert (await api.decide("u1")).status_code == 200
+        # Ready means every route serves: the collector too, not a 503 while it starts.
+        posted = await api.client.post("/v1/events", json=page_view("u1", "shoes", 1)[0])
+        assert posted.status_code == 202, posted.text
 
 
 async def test_metrics_use_the_contract_names(live: Live) -> None:
