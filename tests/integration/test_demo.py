@@ -125,7 +125,7 @@ def test_demo_check_fails_with_the_reason_when_the_pipeline_is_broken(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "`tailor worker` exited with code 2" in result.stderr
-    assert "batch_size" in result.stderr, "the worker's own message is quoted"
+    assert "TAILOR_WORKER_BATCH_SIZE" in result.stderr, "the worker's own message is quoted"
     assert "self-check passed" not in result.stdout
     assert time.monotonic() - started < 120, "a dead child is noticed at once, not after a timeout"
     assert "stopped the operator, worker and API" in result.stderr
