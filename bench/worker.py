@@ -95,26 +95,34 @@ def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float,
             if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit(f"the worker processed nothing; see {log}")
             time.sleep(0.01)
-        start, cpu0, redis0 = time.perf_counter(), _pipeline.tree_cpu_seconds(process.pid), redis_cpu(client)
-        first = metric_sum(port, processed)
-        while (done := metric_sum(port, processed)) < count:
+        # Scrapes cost the worker CPU (its /metrics walks /proc): a few per second, and the rate is
+        # taken between the first and last scrape that fell inside the run, so it stays exact.
+        samples: list[tuple[float, float, float, float]] = []  # (time, processed, worker CPU, Redis CPU)
+        while True:
+            now = time.perf_counter()
+            done = metric_sum(port, processed)
+            samples.append((now, done, _pipeline.tree_cpu_seconds(process.pid), redis_cpu(client)))
+            if done >= count:
+                break
             if time.monotonic() > deadline:
                 raise SystemExit(f"the worker processed only {done} of {count}; see {log}")
-            time.sleep(0.05)
-        wall = time.perf_counter() - start
-        cpu = _pipeline.tree_cpu_seconds(process.pid) - cpu0
-        redis_spent = redis_cpu(client) - redis0
+            time.sleep(0.25)
+        inside = [sample for sample in samples if sample[1] < count] or samples[:1]
+        start, end = inside[0], inside[-1] if len(inside) > 1 else samples[-1]
+        wall, events = end[0] - start[0], end[1] - start[1]
+        cpu, redis_spent = end[2] - start[2], end[3] - start[3]
         duplicates = metric_sum(port, "tailor_worker_dedup_hits_total")
         batches = metric_sum(port, "tailor_worker_processing_seconds_count")
         batch_seconds = metric_sum(port, "tailor_worker_processing_seconds_sum")
+        loads = metric_sum(port, "tailor_worker_profile_loads_total")
         print(
             f"[worker] {batches:.0f} batches, {done / max(batches, 1):.0f} events and "
-            f"{1000 * batch_seconds / max(batches, 1):.1f} ms per batch (take to offsets stored)"
+            f"{1000 * batch_seconds / max(batches, 1):.1f} ms per batch (take to offsets stored); "
+            f"{loads:.0f} profiles loaded from Redis"
         )
     finally:
         process.terminate()
         process.wait(30)
-    events = done - first
     return events / wall, cpu / events, redis_spent / events, duplicates
 
 

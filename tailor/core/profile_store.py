@@ -174,14 +174,27 @@ class ProfileWriter:
         # timestamp (a prune of old marks never drops one), and unique across writers and writes, so a
         # profile changed and changed back is never mistaken for unchanged.
         self._random = random.Random(secrets.randbits(128))
+        self._sweep = False
         self.conflicts = 0  # users refused because another writer changed them (rebalances)
         self.loads = 0  # users read from Redis (not in the cache)
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """The users of these partitions are another worker's now (revoked or lost): never trust their
-        cached state again. Safe from the consumer's rebalance callback while a write runs."""
+        cached state again (at once), and drop it from the cache (at the next write). Safe from the
+        consumer's rebalance callback while a write runs."""
         for partition in partitions:
             self._generations[partition] = self._generations.get(partition, 0) + 1
+        self._sweep = True
+
+    def _drop_forgotten(self) -> None:
+        self._sweep = False
+        generations = self._generations
+        stale = [
+            user for user, entry in self._cache.items()
+            if entry.partition is not None and entry.generation != generations.get(entry.partition, 0)
+        ]  # fmt: skip
+        for user in stale:
+            del self._cache[user]
 
     def forget_all(self) -> None:
         self._cache.clear()
@@ -288,6 +301,8 @@ class _Batch:
 
     def steps(self) -> Generator[Step, list[Any], None]:
         writer, plan, stack, now = self.writer, self.writer.plan, self.writer.stack, self.now
+        if writer._sweep:
+            writer._drop_forgotten()
         cache, generations, partitions = writer._cache, writer._generations, self.partitions
         oldest = now - plan.dedup_ttl
         head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest)]

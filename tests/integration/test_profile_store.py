@@ -205,7 +205,9 @@ def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> 
 def test_the_read_parses_bytes_text_and_a_missing_key(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, "search", query="red shoes", at=NOW - 3)])
-    raw = redis.Redis(connection_pool=client.connection_pool).get(profile_store.profile_key(config.key, "alice"))
+    raw = redis.Redis(connection_pool=client.connection_pool).get(
+        profile_store.profile_key(config.key, "alice")
+    )
     reader = profile_store.ProfileReader(config)
     as_text = reader.parse_read(raw, "alice", "s1", NOW)
     assert isinstance(raw, str)  # the fixture's client decodes; the content API's connection gets bytes
@@ -286,14 +288,17 @@ def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis)
     )
     assert writer.loads == 2  # both cached
     writer.forget_partitions([3])  # alice's partition went to another worker
-    # ... which wrote to her profile meanwhile: a load, not a refused write, brings it in.
+    writer.write_sync(client, grouped([occurrence(config, user="bob")]), NOW, on)
+    assert writer.cached_users == 1  # her state has left the cache
+    # The other worker writes to her profile; when she comes back, a load, not a refused write,
+    # brings in what it wrote.
     assert write(client, config, [occurrence(config, user="alice")]) == (1, 0)
     writer.write_sync(
         client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
     )
     assert (writer.loads, writer.conflicts) == (3, 0)
     assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 4
-    assert profile_store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 3
+    assert profile_store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 4
 
 
 def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> None:

@@ -1,11 +1,14 @@
 """`tailor worker` as a real process on the real broker and Redis: exact counts, replays that change
-nothing, poison messages dead-lettered, and a SIGKILL mid-stream that loses and doubles nothing."""
+nothing, poison messages dead-lettered, a SIGKILL mid-stream that loses and doubles nothing, two
+workers writing the same users at once, revoked partitions leaving the cache, and Redis killed and
+restarted from its AOF mid-stream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,6 +30,8 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from tailor.core import profile_store, store, topics
 from tailor.core.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+from tailor.devstack import toolchain
+from tailor.devstack.components import redis as redis_component
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -362,3 +368,134 @@ def test_the_worker_follows_published_feature_changes(
 
     wait_until(lambda: brand() == 1, 60, workers[0].output)
     assert views(redis_client, config, "bob") == 2
+
+
+def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    """The worst a zombie can do: keep writing users another worker owns, from its own cached state.
+    Two consumer groups read the same stream at once, so both workers count the same users all along;
+    the guard refuses every write made from a stale copy (the refused worker reloads and counts again)
+    and the dedup set turns the other worker's events into duplicates."""
+    config = stack_config(kafka_bootstrap)
+    publish(redis_url, config)
+    users = [f"z{i}" for i in range(10)]
+    conflicts = "tailor_worker_profile_conflicts_total"
+    with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+        one = WorkerProcess(config.key, redis_url, TAILOR_WORKER_GROUP_ID=f"one-{uuid.uuid4().hex[:6]}")
+        two = WorkerProcess(config.key, redis_url, TAILOR_WORKER_GROUP_ID=f"two-{uuid.uuid4().hex[:6]}")
+        workers += [one, two]
+        wait_until(lambda: one.metric(conflicts) + two.metric(conflicts) > 20, 60,
+                   lambda: f"{one.output()}\n{two.output()}")  # fmt: skip
+        time.sleep(1.0)
+
+    wait_until(
+        lambda: {u: views(redis_client, config, u) for u in users} == acknowledged,
+        90,
+        lambda: f"{acknowledged} vs {[views(redis_client, config, u) for u in users]}\n{two.output()}",
+    )
+    lag = "tailor_worker_consumer_lag"
+    wait_until(lambda: one.metric(lag) == 0 == two.metric(lag), 30, one.output)
+    counted = 'tailor_worker_events_processed_total{outcome="counted"}'
+    duplicates = 'tailor_worker_events_processed_total{outcome="duplicate"}'
+    total = sum(acknowledged.values())
+    # Each event was counted by exactly one of them, and seen as a duplicate by the other.
+    assert one.metric(counted) + two.metric(counted) == total
+    assert one.metric(duplicates) + two.metric(duplicates) == total
+    assert {u: views(redis_client, config, u) for u in users} == acknowledged
+
+
+def test_revoked_partitions_leave_the_workers_cache(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    config = stack_config(kafka_bootstrap)
+    publish(redis_url, config)
+    users = [f"c{i}" for i in range(30)]
+    cached = "tailor_worker_profile_cache_users"
+    counted = 'tailor_worker_events_processed_total{outcome="counted"}'
+    with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+        first = WorkerProcess(config.key, redis_url)
+        workers.append(first)
+        wait_until(lambda: first.metric(cached) == len(users), 60, first.output)  # every user, all its own
+        second = WorkerProcess(config.key, redis_url)  # joins: some partitions move over
+        workers.append(second)
+        wait_until(lambda: second.metric(counted) > 200, 60, second.output)
+        # The users of the partitions it gave away are no longer in its cache; those it kept still are.
+        wait_until(lambda: 0 < first.metric(cached) < len(users), 30, first.output)
+        assert 0 < second.metric(cached) < len(users)
+        assert first.metric(cached) + second.metric(cached) == len(users)
+
+    wait_until(
+        lambda: {u: views(redis_client, config, u) for u in users} == acknowledged,
+        90,
+        lambda: f"{acknowledged} vs {[views(redis_client, config, u) for u in users]}\n{first.output()}",
+    )
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """A Redis of its own (the shared one must not be killed under other tests), configured as the dev
+    stack's (AOF, fsync on every write); yields a function that SIGKILLs it and starts it again on
+    the same files."""
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(redis_component.redis_conf(port, tmp_path))
+    command = [str(toolchain.find_tool("redis-server")), str(conf)]
+    log = (tmp_path / "redis.log").open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def up() -> None:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()[-2000:]
+                time.sleep(0.05)
+
+    def restart() -> None:
+        nonlocal process
+        process.kill()  # SIGKILL: no chance to save anything beyond what the AOF already holds
+        process.wait(10)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        up()
+
+    up()
+    try:
+        yield restart
+    finally:
+        process.kill()
+        process.wait(10)
+        log.close()
+
+
+def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_nothing(
+    kafka_bootstrap: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """The worker's cache then holds state Redis may not (a write cut off by the kill): the writes
+    that failed are retried from what Redis holds, the version guard refuses anything else."""
+    with private_redis(tmp_path) as restart:
+        port = int(re.findall(r"^port (\d+)$", (tmp_path / "redis.conf").read_text(), re.M)[0])
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url, decode_responses=True)
+        config = stack_config(kafka_bootstrap)
+        publish(url, config)
+        users = [f"a{i}" for i in range(20)]
+        with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+            worker = WorkerProcess(config.key, url, TAILOR_WORKER_RETRY_SECONDS="0.2")
+            workers.append(worker)
+            wait_until(lambda: sum(views(client, config, u) for u in users) > 1500, 60, worker.output)
+            restart()
+            time.sleep(1.0)
+            wait_until(lambda: worker.metric("tailor_worker_redis_errors_total") > 0, 30, worker.output)
+
+        wait_until(
+            lambda: {u: views(client, config, u) for u in users} == acknowledged,
+            90,
+            lambda: f"{acknowledged} vs {[views(client, config, u) for u in users]}\n{worker.output()}",
+        )
+        time.sleep(1.0)
+        assert {u: views(client, config, u) for u in users} == acknowledged  # and nothing more arrives
+        client.close()
