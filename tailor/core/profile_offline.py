@@ -3,7 +3,7 @@
 `tailor simulate` builds the profile a user's events would produce, offline, in a CI job with no
 Redis. The counting is the workers' own code (tailor.core.profile_state); what this module adds is
 what Redis adds around it: the dedup set (an event id counts once; marks are pruned with the buckets
-and expire with their key), key expiry, and the read through the stored document, so that the same
+and expire with their key), key expiry, and the read through the stored fields, so that the same
 writes at the same `now` read back as the same `Profile`. tests/integration/test_profile_offline.py
 holds the two to that on a real Redis; change both together.
 
@@ -77,20 +77,21 @@ class OfflineProfileStore:
         duplicates = len(events) - len(fresh) - expired
         if not fresh:
             return 0, duplicates
+        # As the workers' guard: TTLs are renewed when a write prunes, and a new dedup set gets one.
         if profile_state.apply(self.plan, stored.state, fresh, now):
             stored.seen = {event_id: at for event_id, at in stored.seen.items() if at >= oldest}
             stored.seen_expires_at = now + self.plan.seen_ttl
-        elif stored.seen_expires_at == _NEVER:  # a new set gets its TTL (the workers' 'x')
+            stored.expires_at = now + self.plan.ttl
+        elif stored.seen_expires_at == _NEVER:
             stored.seen_expires_at = now + self.plan.seen_ttl
-        stored.expires_at = now + self.plan.ttl
         return len(fresh), duplicates
 
     def read(self, user: str, session: str | None, now: float) -> Profile:
-        """The profile the content API would read at `now` (its GET of the stored document)."""
+        """The profile the content API would read at `now` (its HMGET of the stored fields)."""
         stored = self._users.get(user)
         if stored is None or now >= stored.expires_at:
             return profile_state.read_profile(self.plan, None, user, session, now)
-        return profile_state.read_profile(self.plan, profile_state.encode(stored.state), user, session, now)
+        return profile_state.read_profile(self.plan, profile_state.fields(stored.state), user, session, now)
 
 
 def replay(config: StackConfig, occurrences: Iterable[profile_store.Occurrence]) -> OfflineProfileStore:

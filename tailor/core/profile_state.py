@@ -1,37 +1,39 @@
 """One user's profile state and the arithmetic on it, in Python: counting, window sums, reading.
 
 The workers own their users (Kafka partitions give each user one worker), so they keep this state in
-memory, count a batch's events into it here, and write it back as one document
-(tailor.core.profile_store does the Redis side). The content API reads that document with one GET
-and turns it into a `Profile` with `read_profile`. `tailor simulate`'s offline store
-(tailor.core.profile_offline) runs the very same code without Redis.
+memory, count a batch's events into it here, and write back what changed (tailor.core.profile_store
+does the Redis side). The content API reads it with one HMGET and turns it into a `Profile` with
+`read_profile`. `tailor simulate`'s offline store (tailor.core.profile_offline) runs the very same
+code without Redis.
 
-The document is two JSON objects on two lines, so that a reader parses only the first one unless it
-needs older buckets:
+The user's profile is a hash of three JSON fields, split by how often they change, because every byte
+written also goes to Redis's append-only file:
 
-    {"w": {"<seconds>/<size>": [oldest, newest, top, {counter: n}, {counter: n} | null]},
-                                       per window, when written: the sum of its buckets from `oldest`
-                                       up to, not including, `newest` (bucket starts); `top`, the
-                                       newest start of that size holding anything; the bucket
-                                       starting at `newest`
-     "r": {dimension: [value, ...]},   recent values, newest first
-     "s": {session: [page views, events, started, last seen]}}
-    {"b": {"<size>:<start>": {counter: n}},   every bucket
-     "t": {dimension: [at, ...]},      the recent values' event times
-     "p": when stale buckets and ended sessions are next pruned}
+    c   written on every write (a few hundred bytes):
+        {"n": {"<size>": [newest start, {counter: n} | null]},  the newest bucket of each size
+         "r": {dimension: [value, ...]},  recent values, newest first
+         "t": {dimension: [at, ...]},     their event times
+         "s": {session: [page views, events, started, last seen]},
+         "p": when stale buckets and ended sessions are next pruned}
+    w   written when a window moves on (about once per bucket of its size), for late events and for
+        ones ahead of the writer's clock:
+        {"<seconds>/<size>": [oldest, newest, top, {counter: n}]}
+        per window, the sum of its buckets from `oldest` up to, not including, `newest` (bucket
+        starts); `top`, the newest start of that size holding anything
+    b   written when a bucket other than the newest changes (it ages, a late event, a prune):
+        {"<size>:<start>": {counter: n}}
 
 A window's count at the moment of the write is its stored sum plus its newest bucket: an event of the
-moment changes only its buckets, never the sums (those move when a bucket leaves a window, or for a
-late event). A reader at `now` corrects that by the few buckets that left the window since it was
-written (or entered it, when events were stamped ahead of the writer's clock), instead of summing up
-to a day of buckets in Python.
+moment changes only `c`. A reader at `now` corrects that by the few buckets that left the window since
+(or entered it, when events were stamped ahead of the writer's clock), and needs `b` only then,
+instead of summing up to a day of buckets in Python.
 
 Counting rules: a window of `W` seconds sums the `ceil(W / bucket)` buckets ending with the current
 one; a bucket is written only while some window can still read it (plus one bucket of slack for clock
 skew); a bucket keeps at most `max_fields` counters (totals always count, a new dimension value only
 while there is room); recent values per dimension are distinct, newest first by event time; stale
-buckets and ended sessions are pruned at most once per smallest bucket and at most once a minute
-(the store prunes old dedup marks at the same moments).
+buckets and ended sessions are pruned at most once per smallest bucket and at most once a minute (the
+store prunes old dedup marks and renews its keys' TTLs at the same moments).
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ from tailor.core.ruleset import FeatureConfig
 
 MAX_FIELDS_PER_BUCKET: Final = 512
 PRUNE_AT_MOST_EVERY: Final = 60  # seconds: a prune walks all of a user's buckets
+CURRENT, SUMS, BUCKETS = "c", "w", "b"
+FIELDS: Final = (SUMS, CURRENT, BUCKETS)  # the order reads ask for them in
 
-Entry = list[Any]  # a window: [oldest, newest, top, {counter: n} of the older buckets, newest bucket]
+Entry = list[Any]  # a window: [oldest, newest, top, {counter: n} of its buckets before the newest]
+Bucket = dict[str, int]
 
 
 class Counted(Protocol):
@@ -79,10 +84,6 @@ def bucket_plan(features: FeatureConfig) -> list[tuple[int, int]]:
     return sorted(keep.items())
 
 
-def bucket_key(size: int, start: int) -> str:
-    return f"{size}:{start}"
-
-
 @dataclass(frozen=True, slots=True)
 class WindowPlan:
     name: str
@@ -98,11 +99,10 @@ class WindowPlan:
 
 @dataclass(frozen=True, slots=True)
 class Spans:
-    """Where every window's sum stands at `now`: computed once per batch, not per user."""
+    """Where every window stands at `now`: computed once per batch, not per user."""
 
     now: float
     windows: tuple[tuple[str, int, int, int], ...]  # (key, size, oldest, newest) per window
-    newest: tuple[tuple[int, int], ...]  # (size, its newest bucket start) per plan size
     levels: tuple[tuple[int, int, str, int], ...]  # (size, bucket lifetime, key prefix, newest start)
 
 
@@ -117,14 +117,17 @@ class Plan:
     session_timeout: int
     dedup_ttl: int
     prune_every: float
-    ttl: int  # the profile outlives its longest-lived bucket and session
-    seen_ttl: int  # the dedup set's TTL, renewed when marks are pruned: every mark outlives dedup_ttl
+    ttl: int  # a profile outlives its longest-lived bucket and session by this after its last renewal
+    seen_ttl: int  # the dedup set's, so that every mark outlives dedup_ttl
     max_fields: int
 
     @classmethod
     def of(cls, features: FeatureConfig, *, max_fields: int = MAX_FIELDS_PER_BUCKET) -> Plan:
         plan = bucket_plan(features)
         prune_every = max(min(dict(plan)), PRUNE_AT_MOST_EVERY) if plan else math.inf
+        # TTLs are renewed when a write prunes, at most `prune_every` apart while a user is active:
+        # that much longer, they still end no earlier than the longest life after the last write.
+        slack = math.ceil(prune_every) if plan else 0
         return cls(
             sizes=tuple((size, keep, f"{size}:") for size, keep in plan),
             keeps=dict(plan),
@@ -141,81 +144,97 @@ class Plan:
             session_timeout=features.session_timeout_seconds,
             dedup_ttl=features.dedup_ttl_seconds,
             prune_every=prune_every,
-            ttl=max([keep for _, keep in plan] + [features.session_timeout_seconds]),
-            seen_ttl=features.dedup_ttl_seconds + math.ceil(prune_every),
+            ttl=max([keep for _, keep in plan] + [features.session_timeout_seconds]) + slack,
+            seen_ttl=features.dedup_ttl_seconds + slack,
             max_fields=max_fields,
         )
 
     def spans(self, now: float) -> Spans:
-        newest = tuple((size, int(now // size) * size) for size, _, _ in self.sizes)
         return Spans(
             now,
             tuple((w.key, w.size, *w.span(now)) for w in self.windows),
-            newest,
-            tuple(
-                (size, keep, prefix, last)
-                for (size, keep, prefix), (_, last) in zip(self.sizes, newest, strict=True)
-            ),
+            tuple((size, keep, prefix, int(now // size) * size) for size, keep, prefix in self.sizes),
         )
 
 
 @dataclass(slots=True)
 class UserState:
-    """A user's document as Python values, kept in the document's own shape (writing it copies
+    """A user's profile as Python values, kept in the stored fields' own shape (writing them copies
     nothing). Bucket keys are "<size>:<start>"."""
 
     sums: dict[str, Entry] = field(default_factory=dict)  # WindowPlan.key -> Entry
+    current: dict[str, list[Any]] = field(default_factory=dict)  # "<size>" -> [newest start, its bucket]
     recent: dict[str, list[str]] = field(default_factory=dict)  # dimension -> values, newest first
-    sessions: dict[str, list[Any]] = field(default_factory=dict)  # [page views, events, start, last]
-    buckets: dict[str, dict[str, int]] = field(default_factory=dict)
     recent_at: dict[str, list[float]] = field(default_factory=dict)  # the recent values' event times
+    sessions: dict[str, list[Any]] = field(default_factory=dict)  # [page views, events, start, last]
+    buckets: dict[str, Bucket] = field(default_factory=dict)
     prune_at: float = 0.0
     version: str = ""  # the version the store last saw or wrote ("" for none)
+    # Which of the rarely changing fields to write next (a new profile: all).
+    sums_changed: bool = True
+    buckets_changed: bool = True
     # Derived, not stored: per plan size, the window entries that use it, and the bucket last counted
     # into (start, counters) so that the next event of the same moment finds it at once.
     by_size: list[list[Entry]] | None = None
-    hot: list[tuple[int, dict[str, int]] | None] = field(default_factory=list)
+    hot: list[tuple[int, Bucket] | None] = field(default_factory=list)
 
 
-_EMPTY: Final[dict[str, int]] = {}
-
-
-def encode(state: UserState) -> bytes:
-    """The document as stored: the readers' line, then the workers' line."""
+def changes(state: UserState) -> list[tuple[str, bytes]]:
+    """The fields to write after a count: `c` always, `w` and `b` when they changed."""
     dumps = orjson.dumps
-    return (
-        dumps({"w": state.sums, "r": state.recent, "s": state.sessions})
-        + b"\n"
-        + dumps({"b": state.buckets, "t": state.recent_at, "p": state.prune_at})
-    )
+    out = [(CURRENT, dumps({"n": state.current, "r": state.recent, "t": state.recent_at, "s": state.sessions,
+                             "p": state.prune_at}))]  # fmt: skip
+    if state.sums_changed:
+        out.append((SUMS, dumps(state.sums)))
+        state.sums_changed = False
+    if state.buckets_changed:
+        out.append((BUCKETS, dumps(state.buckets)))
+        state.buckets_changed = False
+    return out
 
 
-def _lines(raw: bytes | str) -> tuple[bytes | str, bytes | str]:
-    cut = raw.find(b"\n" if isinstance(raw, bytes) else "\n")  # type: ignore[arg-type]
-    return raw[:cut], raw[cut + 1 :]
+def fields(state: UserState) -> list[bytes]:
+    """All three fields as stored, in FIELDS order (what a read gets)."""
+    dumps = orjson.dumps
+    current = {
+        "n": state.current,
+        "r": state.recent,
+        "t": state.recent_at,
+        "s": state.sessions,
+        "p": state.prune_at,
+    }
+    return [dumps(state.sums), dumps(current), dumps(state.buckets)]
 
 
-def decode(raw: bytes | str | None, plan: Plan) -> UserState:
-    """The state a worker loads from the stored document (None: the user has none)."""
-    if raw is None:
+def decode(raw: Sequence[bytes | str | None] | None, plan: Plan) -> UserState:
+    """The state a worker loads from the stored fields (in FIELDS order; None: the user has none)."""
+    current_raw = raw[1] if raw else None
+    if not raw or current_raw is None:
         return UserState()
-    head_raw, tail_raw = _lines(raw)
-    head, tail = orjson.loads(head_raw), orjson.loads(tail_raw)
-    buckets = tail["b"]
+    sums_raw, buckets_raw = raw[0], raw[2]
+    stored_sums = orjson.loads(sums_raw) if sums_raw is not None else {}
+    current = orjson.loads(current_raw)
+    buckets: dict[str, Bucket] = orjson.loads(buckets_raw) if buckets_raw is not None else {}
+    # The newest buckets written with `c` are the truth (`b` may hold older copies of them).
+    newest: dict[str, list[Any]] = current["n"]
+    for size, (start, bucket) in newest.items():
+        key = f"{size}:{start}"
+        if bucket is None:
+            buckets.pop(key, None)
+        else:
+            buckets[key] = bucket
     # Sums of windows the plan does not have are dropped; missing ones are made on the next count.
-    sums = {}
-    for window in plan.windows:
-        entry = head["w"].get(window.key)
-        if entry is not None:  # its newest bucket is the very dict in `buckets`, as when it was counted
-            entry[4] = buckets.get(f"{window.size}:{entry[1]}")
-            sums[window.key] = entry
+    known = {w.key for w in plan.windows}
     return UserState(
-        sums=sums,
-        recent=head["r"],
-        sessions=head["s"],
+        sums={key: entry for key, entry in stored_sums.items() if key in known},
+        current=newest,
+        recent=current["r"],
+        recent_at=current["t"],
+        sessions=current["s"],
         buckets=buckets,
-        recent_at=tail["t"],
-        prune_at=tail["p"],
+        prune_at=current["p"],
+        sums_changed=False,
+        buckets_changed=False,
     )
 
 
@@ -227,10 +246,10 @@ def apply(
 ) -> bool:
     """Count `events` (new ones: deduplicated and not expired by the caller) into `state` at `now`
     (`spans`: plan.spans(now), when the caller counts many users at one `now`). True when this write
-    prunes: the store then drops the dedup marks past their TTL too."""
+    prunes: the store then drops the dedup marks past their TTL and renews its keys' TTLs."""
     spans = spans if spans is not None else plan.spans(now)
     by_size = _advance(plan, state, spans)
-    buckets, max_fields, hot = state.buckets, plan.max_fields, state.hot
+    buckets, max_fields, hot, current = state.buckets, plan.max_fields, state.hot, state.current
     recent, recent_at, sessions, limit = state.recent, state.recent_at, state.sessions, plan.recent_limit
     levels = spans.levels
     for event in events:
@@ -250,9 +269,12 @@ def apply(
                 existing = buckets.get(key)
                 if existing is None:
                     existing = buckets[key] = {}
-                    if start == newest:  # the windows show their newest bucket beside their sums
-                        for entry in by_size[index]:
-                            entry[4] = existing
+                    if start == newest:
+                        current[str(size)][1] = existing
+                    for entry in by_size[index]:
+                        if start > entry[2]:
+                            entry[2] = start
+                            state.sums_changed = True
                 bucket = existing
                 hot[index] = (start, bucket)
             added = names
@@ -273,16 +295,13 @@ def apply(
                         continue
                     added.append(name)
             if start != newest:  # not the newest bucket: a late event (or one from the future)
+                state.buckets_changed = True
                 for entry in by_size[index]:
-                    if start > entry[2]:
-                        entry[2] = start
                     if entry[0] <= start < entry[1]:
                         counters = entry[3]
                         for name in added:
                             counters[name] = counters.get(name, 0) + 1
-            elif start > by_size[index][0][2]:
-                for entry in by_size[index]:
-                    entry[2] = start
+                        state.sums_changed = True
         for dimension, value in dimensions:
             values = recent.get(dimension)
             if values is None:
@@ -308,7 +327,7 @@ def apply(
 
     # Now and then (once per smallest bucket, at most once a minute) drop buckets no window reads any
     # more and ended sessions; in between they cost memory only (reads skip them by their start
-    # time), and the key's TTL bounds it all.
+    # time), and the keys' TTLs bound it all.
     if now < state.prune_at:
         return False
     state.prune_at = math.floor(now + plan.prune_every)
@@ -320,6 +339,7 @@ def apply(
         lifetime = keeps.get(int(size_text))
         if lifetime is None or int(start_text) + lifetime <= now:
             del buckets[name]
+            state.buckets_changed = True
     state.hot = [None] * len(levels)  # they may have gone
     return True
 
@@ -347,30 +367,36 @@ def remember(values: list[str], times: list[float], value: str, at: float, limit
 
 
 def _advance(plan: Plan, state: UserState, spans: Spans) -> list[list[Entry]]:
-    """Move every window sum to its span at `spans.now` (every bucket of it but the newest); the
-    window entries per bucket size."""
-    sums, buckets = state.sums, state.buckets
+    """Move every window to its span at `spans.now` (its sum: every bucket of it but the newest);
+    the window entries per bucket size."""
+    sums, buckets, current = state.sums, state.buckets, state.current
     moved = state.by_size is None
+    for size, _, prefix, newest in spans.levels:
+        last = current.get(str(size))
+        if last is None or last[0] != newest:
+            if last is not None and last[1]:
+                state.buckets_changed = True  # the bucket that was newest is an older one now
+            current[str(size)] = [newest, buckets.get(f"{prefix}{newest}")]
+            moved = True
     for key, size, oldest, newest in spans.windows:
         entry = sums.get(key)
         if entry is not None and entry[0] == oldest and entry[1] == newest:
             continue
-        moved = True
+        moved = state.sums_changed = True
         if not buckets:  # nothing counted yet (a new user): nothing to sum
-            sums[key] = [oldest, newest, oldest - size, {}, None]
+            sums[key] = [oldest, newest, oldest - size, {}]
             continue
         prefix = f"{size}:"
         if entry is None:  # a new window: as if its stored span held nothing
             top = max((int(k[len(prefix) :]) for k in buckets if k.startswith(prefix)), default=oldest - size)
-            entry = [newest + size, newest, top, {}, None]
+            entry = [newest + size, newest, top, {}]
 
         def bucket(start: int, prefix: str = prefix) -> Mapping[str, int] | None:
             return buckets.get(f"{prefix}{start}")
 
         # The stored sum covers [entry[0], entry[1] - size]; the new one [oldest, newest - size].
         base = [entry[0], entry[1] - size, entry[2], entry[3]]
-        counters = _moved(size, base, oldest, newest - size, bucket)
-        sums[key] = [oldest, newest, entry[2], counters, buckets.get(f"{prefix}{newest}")]
+        sums[key] = [oldest, newest, entry[2], _moved(size, base, oldest, newest - size, bucket)]
     if moved:
         state.by_size = [[sums[key] for key, size_of, _, _ in spans.windows if size_of == size]
                          for size, _, _ in plan.sizes]  # fmt: skip
@@ -429,31 +455,39 @@ def _moved(
 # -- reading ---------------------------------------------------------------------------------------------
 
 
-def read_profile(plan: Plan, raw: bytes | str | None, user: str, session: str | None, now: float) -> Profile:
-    """The Profile at `now` from the stored document (None when the user has none). Only the readers'
-    line is parsed, unless a window moved since the write and needs older buckets."""
-    if raw is None:
+def read_profile(
+    plan: Plan, raw: Sequence[bytes | str | None] | None, user: str, session: str | None, now: float
+) -> Profile:
+    """The Profile at `now` from the stored fields (in FIELDS order; None or all None: the user has
+    none). `b` is parsed only when a window moved since the write and needs older buckets."""
+    current_raw = raw[1] if raw else None
+    if not raw or current_raw is None:
         return Profile(user=user, counts={w.name: {} for w in plan.windows})
-    head_raw, tail_raw = _lines(raw)
-    head = orjson.loads(head_raw)
-    stored_sums = head["w"]
+    sums_raw, buckets_raw = raw[0], raw[2]
+    stored_sums = orjson.loads(sums_raw) if sums_raw is not None else {}
+    current = orjson.loads(current_raw)
+    newest_buckets: dict[str, list[Any]] = current["n"]
+    older: list[dict[str, Bucket]] = []
+
+    def buckets() -> dict[str, Bucket]:
+        if not older:
+            older.append(orjson.loads(buckets_raw) if buckets_raw is not None else {})
+        return older[0]
+
     counts: dict[str, Mapping[str, int]] = {}
-    tail: list[dict[str, dict[str, int]]] = []
-
-    def buckets() -> dict[str, dict[str, int]]:
-        if not tail:
-            tail.append(orjson.loads(tail_raw)["b"])
-        return tail[0]
-
     for window in plan.windows:
         oldest, newest = window.span(now)
+        size = window.size
+        last_start, last = newest_buckets.get(str(size)) or (None, None)
         entry = stored_sums.get(window.key)
-        prefix = f"{window.size}:"
+        prefix = f"{size}:"
+
+        def bucket(start: int, prefix: str = prefix, last_start: Any = last_start, last: Any = last) -> Any:
+            return last if start == last_start else buckets().get(f"{prefix}{start}")
+
         if entry is not None:
-            # The count when written: the stored sum plus the newest bucket of that moment.
-            total = entry[3]
-            last = entry[4]
-            if last:
+            total = entry[3]  # the count when written: the stored sum plus the newest bucket then
+            if last and last_start == entry[1]:
                 get = total.get
                 for name, n in last.items():
                     total[name] = get(name, 0) + n
@@ -461,18 +495,16 @@ def read_profile(plan: Plan, raw: bytes | str | None, user: str, session: str | 
                 counts[window.name] = total  # written in this very span: nothing moved
                 continue
         else:  # written under other window settings: sum what is there
-            top = max((int(k[len(prefix) :]) for k in buckets() if k.startswith(prefix)), default=oldest - 1)
-            entry = [newest + window.size, newest, top, {}, None]
-
-        def bucket(start: int, prefix: str = prefix) -> Mapping[str, int] | None:
-            return buckets().get(f"{prefix}{start}")
-
-        counts[window.name] = _moved(window.size, entry, oldest, newest, bucket)
+            starts = [int(k[len(prefix) :]) for k in buckets() if k.startswith(prefix)]
+            if last and last_start is not None:
+                starts.append(last_start)
+            entry = [newest + size, newest, max(starts, default=oldest - 1), {}]
+        counts[window.name] = _moved(size, entry, oldest, newest, bucket)
     found = None
     if session:
-        stats = head["s"].get(session)
+        stats = current["s"].get(session)
         if stats is not None and stats[3] + plan.session_timeout > now:
             found = Session(id=session, page_views=int(stats[0]), events=int(stats[1]),
                             started_at=float(stats[2]), last_seen_at=float(stats[3]))  # fmt: skip
-    recent = {dimension: tuple(values) for dimension, values in head["r"].items()}
+    recent = {dimension: tuple(values) for dimension, values in current["r"].items()}
     return Profile(user=user, counts=counts, recent=recent, session=found)

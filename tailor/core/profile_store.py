@@ -5,7 +5,7 @@ user is the hash tag, so a user's keys live in one Redis Cluster slot and one fu
 update them atomically. The stack-wide keys of `tailor.core.store` use the stack as their hash tag
 instead; the two never meet in one call.
 
-    …:{u}:profile  string: the user's profile document, JSON (tailor.core.profile_state)
+    …:{u}:profile  hash of three JSON fields, split by how often they change (tailor.core.profile_state)
     …:{u}:seen     sorted set: event id -> when it was counted (the dedup record), and the member
                    ' version' scored with the profile's version
 
@@ -14,11 +14,11 @@ the worker. Kafka gives each user to one worker, which keeps its users' state in
 (`ProfileWriter`, an LRU cache), counts a batch's events into it in Python (tailor.core.profile_state)
 and writes each changed profile back through the guard function in profile_store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
-writes) and the dedup set (an event is never counted twice), then replaces the document and adds the
+writes) and the dedup set (an event is never counted twice), then sets the changed fields and adds the
 event ids. A refused user is reloaded and counted again; a worker killed at any point leaves each
 event either counted and marked seen, or neither.
 
-Read side (content API): `ProfileReader.queue_read` adds one GET to the caller's pipeline (which may
+Read side (content API): `ProfileReader.queue_read` adds one HMGET to the caller's pipeline (which may
 carry its own commands too) and `parse_read` turns the reply into a `tailor.core.profile.Profile`,
 correcting the stored window sums by the few buckets that moved since the write.
 
@@ -68,7 +68,7 @@ def user_prefix(stack: str, user: str) -> str:
 
 
 def profile_key(stack: str, user: str) -> str:
-    """The user's profile document: windows, recent values and sessions."""
+    """The user's profile hash: windows, recent values and sessions."""
     return f"{user_prefix(stack, user)}profile"
 
 
@@ -330,7 +330,7 @@ class _Batch:
                 loads: list[Command] = []
                 for user, entry in misses:
                     loads.append(("ZMSCORE", entry.keys[1], VERSION_MEMBER, *[o.id for o in todo[user]]))
-                    loads.append(("GET", entry.keys[0]))
+                    loads.append(("HMGET", entry.keys[0], *profile_state.FIELDS))
                 yield ("send", loads)
 
             calls = _Calls(head, writer.users_per_call)
@@ -421,9 +421,13 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
+        changed = profile_state.changes(state)
         calls.writes.append((user, entry, len(fresh), duplicates, expired))
         calls.keys += entry.keys
-        calls.args += (expected, state.version, flags, profile_state.encode(state), len(fresh))
+        calls.args += (expected, state.version, flags, len(changed))
+        for name, value in changed:
+            calls.args += (name, value)
+        calls.args.append(len(fresh))
         calls.args += [o.id for o in fresh]
 
 
@@ -476,13 +480,13 @@ class ProfileReader:
 
     def queue_read(self, pipe: Any, user: str, session: str | None, now: float) -> None:
         """Add the profile read to `pipe` (sync or asyncio pipeline, or any object with
-        `execute_command`): one GET, which costs Redis about a microsecond."""
-        pipe.execute_command("GET", profile_key(self.stack, user))
+        `execute_command`): one HMGET, which costs Redis a microsecond or two."""
+        pipe.execute_command("HMGET", profile_key(self.stack, user), *profile_state.FIELDS)
 
     def parse_read(self, raw: Any, user: str, session: str | None, now: float | None = None) -> Profile:
-        """The Profile from the read's reply (bytes, text, or None for a user without one), as it
-        stands at `now` (default: the current time; pass the `now` given to queue_read when there is
-        one — tests and replays move time)."""
+        """The Profile from the read's reply (a list of three values, bytes or text, None where
+        absent), as it stands at `now` (default: the current time; pass the `now` given to
+        queue_read when there is one — tests and replays move time)."""
         return profile_state.read_profile(self.plan, raw, user, session, time.time() if now is None else now)
 
 

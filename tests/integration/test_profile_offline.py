@@ -17,11 +17,10 @@ import math
 import random
 import uuid
 
-import orjson
 import pytest
 import redis
 
-from tailor.core import compiler, constants, profile_offline, profile_store
+from tailor.core import compiler, constants, profile_offline, profile_state, profile_store
 from tailor.core.profile import Profile
 from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
@@ -114,8 +113,8 @@ def assert_same_reads(
 def assert_sums_are_bucket_sums(client: redis.Redis, config: StackConfig, user: str, now: float) -> None:
     """The read (stored window sums, corrected by the buckets that moved) equals a plain sum of the
     stored buckets in each window's span."""
-    raw = client.get(profile_store.profile_key(config.key, user))
-    buckets = orjson.loads(raw.split("\n")[1])["b"] if raw is not None else {}  # the workers' line
+    stored = client.hmget(profile_store.profile_key(config.key, user), list(profile_state.FIELDS))
+    buckets = profile_state.decode(stored, profile_state.Plan.of(config.features)).buckets
     profile = profile_store.read_sync(client, config, user, None, now)
     for window in config.features.windows:
         size = window.bucket_seconds

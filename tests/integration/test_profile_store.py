@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tailor.core import events, profile_store
+from tailor.core import events, profile_state, profile_store
 from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
 NOW = 1_800_000_000.0  # a fixed, bucket-aligned instant; tests move time from here
@@ -167,7 +167,7 @@ def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> No
     pipe = client.pipeline(transaction=False)
     pipe.set(f"caller:{config.key}", "1")
     reader.queue_read(pipe, "alice", "s1", NOW)
-    assert [command[0][0] for command in pipe.command_stack] == ["SET", "GET"]  # one plain command
+    assert [command[0][0] for command in pipe.command_stack] == ["SET", "HMGET"]  # one plain command
     pipe.get(f"caller:{config.key}")
     _, raw, mine = pipe.execute()
     assert mine == "1"
@@ -185,7 +185,7 @@ def test_every_key_is_hash_tagged_by_user_and_expires(client: redis.Redis) -> No
     assert keys, "nothing written"
     for key in keys:
         assert key.startswith(f"tailor:{config.key}:{{carol}}:")
-        assert 0 < client.ttl(key) <= 90000  # memory stays bounded
+        assert 0 < client.ttl(key) <= profile_state.Plan.of(config.features).ttl  # memory stays bounded
     # The slot Redis Cluster would route each key to: one, the user's.
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"carol")}
     assert key_slot(b"carol") != key_slot(b"dave")  # the check could tell users apart
@@ -205,16 +205,16 @@ def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> 
 def test_the_read_parses_bytes_text_and_a_missing_key(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, "search", query="red shoes", at=NOW - 3)])
-    raw = redis.Redis(connection_pool=client.connection_pool).get(
-        profile_store.profile_key(config.key, "alice")
-    )
+    raw = client.hmget(profile_store.profile_key(config.key, "alice"), list(profile_state.FIELDS))
     reader = profile_store.ProfileReader(config)
     as_text = reader.parse_read(raw, "alice", "s1", NOW)
-    assert isinstance(raw, str)  # the fixture's client decodes; the content API's connection gets bytes
-    assert reader.parse_read(raw.encode(), "alice", "s1", NOW) == as_text
+    assert all(
+        isinstance(value, str) for value in raw
+    )  # the fixture decodes; the API's connection gets bytes
+    assert reader.parse_read([value.encode() for value in raw], "alice", "s1", NOW) == as_text
     assert as_text == profile_store.read_sync(client, config, "alice", "s1", NOW)
     assert as_text.recent["query"] == ("red shoes",)
-    assert reader.parse_read(None, "nobody", None, NOW).counts["5m"] == {}
+    assert reader.parse_read([None, None, None], "nobody", None, NOW).counts["5m"] == {}
 
 
 def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> None:

@@ -42,7 +42,7 @@ class _InFlight:
     write: concurrent.futures.Future[profile_store.Written | None]
 
 
-def _collect_young_and_freeze() -> None:
+def _freeze_survivors() -> None:
     """After each batch: freeze what survived it — mostly cached profile state — out of every later
     collection. The profile cache holds millions of small long-lived dicts, and with the default
     settings the collector kept walking them: ~20 µs per event in all, and pauses of up to 0.6 s
@@ -148,7 +148,7 @@ class Worker:
         metrics.PROCESSED.labels("late").inc(work.late + expired)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
-        _collect_young_and_freeze()
+        _freeze_survivors()
 
     def _write(self, work: batch.SortedBatch, now: float) -> profile_store.Written | None:
         """What the batch's write did, or None when Redis failed (the whole batch is retried: dedup
