@@ -104,6 +104,7 @@ class Spans:
     now: float
     windows: tuple[tuple[str, int, int, int], ...]  # (key, size, oldest, newest) per window
     levels: tuple[tuple[int, int, str, int], ...]  # (size, bucket lifetime, key prefix, newest start)
+    newest: tuple[tuple[str, str, int], ...]  # ("<size>", key prefix, newest start) per size
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +151,12 @@ class Plan:
         )
 
     def spans(self, now: float) -> Spans:
+        levels = tuple((size, keep, prefix, int(now // size) * size) for size, keep, prefix in self.sizes)
         return Spans(
             now,
             tuple((w.key, w.size, *w.span(now)) for w in self.windows),
-            tuple((size, keep, prefix, int(now // size) * size) for size, keep, prefix in self.sizes),
+            levels,
+            tuple((str(size), prefix, newest) for size, _, prefix, newest in levels),
         )
 
 
@@ -371,12 +374,12 @@ def _advance(plan: Plan, state: UserState, spans: Spans) -> list[list[Entry]]:
     the window entries per bucket size."""
     sums, buckets, current = state.sums, state.buckets, state.current
     moved = state.by_size is None
-    for size, _, prefix, newest in spans.levels:
-        last = current.get(str(size))
+    for size_text, prefix, newest in spans.newest:
+        last = current.get(size_text)
         if last is None or last[0] != newest:
             if last is not None and last[1]:
                 state.buckets_changed = True  # the bucket that was newest is an older one now
-            current[str(size)] = [newest, buckets.get(f"{prefix}{newest}")]
+            current[size_text] = [newest, buckets.get(f"{prefix}{newest}")]
             moved = True
     for key, size, oldest, newest in spans.windows:
         entry = sums.get(key)

@@ -217,15 +217,24 @@ class ProfileWriter:
         work = _Batch(self, batch, now, partitions or {})
         pool = client.connection_pool
         connection = pool.get_connection()
+        outgoing: list[bytes] = []
+        size = 0
         try:
             steps = work.steps()
             action = next(steps)
             while True:
                 if action[0] == "send":
-                    payload = b"".join([hiredis.pack_command(command) for command in action[1]])
-                    connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
+                    for command in action[1]:
+                        outgoing.append(hiredis.pack_command(command))
+                        size += len(outgoing[-1])
+                    if size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
+                        connection.send_packed_command(outgoing)  # type: ignore[no-untyped-call]
+                        outgoing, size = [], 0
                     action = next(steps)
                 else:
+                    if outgoing:
+                        connection.send_packed_command(outgoing)  # type: ignore[no-untyped-call]
+                        outgoing, size = [], 0
                     # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
                     replies = [connection.read_response(disable_decoding=True) for _ in range(action[1])]
                     action = steps.send(replies)
@@ -271,6 +280,8 @@ class ProfileWriter:
 
 
 Step = tuple[str, Any]  # ("send", commands) or ("read", how many replies)
+# Commands go out in writes of about this size: Redis works on one while the worker counts the next.
+_SEND_BYTES: Final = 64 * 1024
 
 
 class _Batch:

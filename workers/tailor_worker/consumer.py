@@ -28,7 +28,6 @@ class EventConsumer:
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
         on_dropped: Callable[[list[int]], None] | None = None,
-        fetch_wait_max_ms: int = 100,
     ) -> None:
         self.topic = topic
         self._on_dropped = on_dropped
@@ -43,9 +42,6 @@ class EventConsumer:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": session_timeout_ms,
             "enable.partition.eof": False,
-            # The broker answers a fetch as soon as it has a byte; while it has none it may hold the
-            # fetch this long. Short, so an event that arrives right after an empty fetch waits little.
-            "fetch.wait.max.ms": fetch_wait_max_ms,
         }
         if instance_id:
             config["group.instance.id"] = instance_id
@@ -139,7 +135,7 @@ class EventConsumer:
         log.warning("lost %s", sorted(p.partition for p in partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        if self._on_dropped is not None:
+        if self._on_dropped is not None:  # the worker stops trusting its cached state of their users
             self._on_dropped([p.partition for p in partitions])
         for p in partitions:
             self.assigned.discard(p.partition)

@@ -245,7 +245,6 @@ class Worker:
             instance_id=self.settings.instance_id,
             session_timeout_ms=self.settings.session_timeout_ms,
             on_dropped=self._partitions_dropped,
-            fetch_wait_max_ms=self.settings.fetch_wait_max_ms,
         )
         self._dead_letters = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic)
         log.info(
