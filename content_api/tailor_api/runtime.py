@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from tailor.core import profile_store, ruleset, stats, store
+from tailor.core import cancellation, profile_store, ruleset, stats, store
 from tailor_api import engine as engine_module
 from tailor_api import metrics, resp, tokens
 from tailor_api.settings import ApiSettings
@@ -61,7 +61,8 @@ class Runtime:
         self.engine: engine_module.Engine | None = None
         timeout = settings.redis_timeout_seconds
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout)
-        self.follow_redis = aioredis.Redis.from_url(settings.redis_url)  # pub/sub waits: no socket timeout
+        # Pub/sub waits pass their own timeout, so redis-py's default socket timeout never cuts them.
+        self.follow_redis = aioredis.Redis.from_url(settings.redis_url)
         self.connection = resp.Connection(settings.redis_url, timeout_seconds=timeout)
         self.signer: tokens.Signer | None = None
         self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
@@ -88,9 +89,10 @@ class Runtime:
         self._spawn(self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions")
 
     async def stop(self) -> None:
-        # Cancel until done: redis-py's get_message(timeout=...) can swallow a cancellation that
-        # lands as its own timeout fires (seen in tests: the follower then polls on), so one
-        # cancel() is not always enough. Bounded, so shutdown never hangs on it.
+        # On Python 3.11 redis-py can swallow a cancellation (its sends go through asyncio.wait_for;
+        # see tailor.core.cancellation). The loops check for it once per round; cancelling again
+        # until they are done also interrupts a round in progress, and the deadline bounds shutdown
+        # whatever a task does.
         pending = set(self._tasks)
         deadline = time.monotonic() + CLOSE_SECONDS / 3
         while pending and time.monotonic() < deadline:
@@ -98,7 +100,7 @@ class Runtime:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.1)
         for task in pending:
-            log.warning("background task %s did not stop", task.get_name())
+            log.error("background task %s did not stop within %.0fs", task.get_name(), CLOSE_SECONDS / 3)
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.flush_impressions()
@@ -125,6 +127,7 @@ class Runtime:
                 await work()
             except Exception as error:  # Redis away for a moment: the next round retries
                 log.warning("%s failed: %s", getattr(work, "__name__", work), error)
+            cancellation.checkpoint()  # `work` talks to Redis, which may have swallowed a cancel
 
     def on_engine(self, listener: Callable[[engine_module.Engine], None]) -> None:
         """Call `listener` after every swap (the router uses it to refresh its CORS allowlist)."""

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import redis
 import redis.asyncio as aioredis
 
+from tailor.core import cancellation
 from tailor.core.ruleset import Ruleset
 
 HISTORY = 50
@@ -123,7 +124,8 @@ async def follow(
     """Call `on_ruleset` with the current ruleset, then with each newly published one, forever.
 
     Pub/sub gives sub-second updates; the periodic poll covers messages missed while disconnected.
-    `on_ruleset` sees versions in increasing order only.
+    `on_ruleset` sees versions in increasing order only. Cancelling the task stops it even when
+    redis-py swallowed the CancelledError (see tailor.core.cancellation): every round checks.
     """
     seen = 0
 
@@ -139,6 +141,7 @@ async def follow(
                     await result
 
     while True:
+        cancellation.checkpoint()
         try:
             async with _subscription(client, channel(stack)) as messages:
                 await refresh()
@@ -159,6 +162,7 @@ async def _subscription(
     async def ticks(poll_seconds: float) -> AsyncIterator[None]:
         # One tick per message, and one per poll interval even when nothing arrives.
         while True:
+            cancellation.checkpoint()  # before the wait: a swallowed cancel must not wait a poll
             await pubsub.get_message(timeout=poll_seconds)
             yield None
 

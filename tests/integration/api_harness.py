@@ -105,6 +105,7 @@ async def running_api(
     )
     if published is not None:
         await api.publish(published)
+    before = asyncio.all_tasks()
     await app.runtime.start()
     try:
         if published is not None or stack_given:
@@ -114,6 +115,11 @@ async def running_api(
         await api.client.aclose()
         await app.runtime.stop()
         await client.aclose()
+        # The tests share one event loop: a task the API left running would poll on in later tests.
+        left = [task for task in asyncio.all_tasks() - before if not task.done()]
+        for task in left:
+            task.cancel()
+        assert not left, f"the content API's stop() left tasks running: {sorted(t.get_name() for t in left)}"
 
 
 Live = Callable[..., contextlib.AbstractAsyncContextManager[Api]]
