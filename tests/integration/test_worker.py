@@ -445,20 +445,21 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def up() -> None:
-        client = redis.Redis(port=port)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()[-2000:]
-                time.sleep(0.05)
+        with redis.Redis(port=port) as client:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()[-2000:]
+                    time.sleep(0.05)
 
     def restart() -> None:
         nonlocal process
         process.kill()  # SIGKILL: no chance to save anything beyond what the AOF already holds
         process.wait(10)
+        time.sleep(1.0)  # down long enough that the worker's writes fail (not only reconnect)
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         up()
 
@@ -488,8 +489,11 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
             workers.append(worker)
             wait_until(lambda: sum(views(client, config, u) for u in users) > 1500, 60, worker.output)
             restart()
-            time.sleep(1.0)
+            counted_at_restart = sum(views(client, config, u) for u in users)
+            # The worker's writes failed while Redis was down, were retried, and it went on counting.
             wait_until(lambda: worker.metric("tailor_worker_redis_errors_total") > 0, 30, worker.output)
+            wait_until(lambda: sum(views(client, config, u) for u in users) > counted_at_restart + 500, 30,
+                       worker.output)  # fmt: skip
 
         wait_until(
             lambda: {u: views(client, config, u) for u in users} == acknowledged,
