@@ -74,8 +74,8 @@ Responder = Callable[[Recorded], Answer | None]
 
 class ShopServer:
     """One origin on 127.0.0.1: the storefront and/or the API routes. Tests set `respond_events`,
-    `respond_decide`, `decisions`, `decide_delay`, `csp`, `script_attributes`, `sdk_src` and
-    `extra_pages` to shape the answers."""
+    `respond_decide`, `decisions`, `decide_delay`, `decide_gate`, `csp`, `script_attributes`,
+    `sdk_src` and `extra_pages` to shape the answers."""
 
     def __init__(self, root: Path = STOREFRONT) -> None:
         self.root = root
@@ -85,6 +85,9 @@ class ShopServer:
         self.respond_events: Responder | None = None
         self.respond_decide: Responder | None = None
         self.decide_delay = 0.0  # seconds before the default /v1/decide answer (a slow network)
+        # When an Event, every /v1/decide answer waits until it is set: a test releases the decision
+        # at the moment it chooses (e.g. once the fallback has been painted), whatever the load.
+        self.decide_gate: threading.Event | None = None
         self.csp: str | None = None
         self.cors_origin: str | None = None  # set to allow a storefront on another origin
         self.script_attributes = ""  # added to the storefront's tailor.js <script> tag
@@ -205,6 +208,8 @@ class ShopServer:
                     if parts.path == "/v1/events" and method == "POST":
                         answer = server.answer_events(request)
                     elif parts.path == "/v1/decide" and method == "GET":
+                        if server.decide_gate is not None:
+                            server.decide_gate.wait(timeout=30)  # bounded: a test that forgets fails
                         answer = server.answer_decide(request)
                     elif parts.path == "/v1/feedback" and method == "POST":
                         answer = Answer(202, {})

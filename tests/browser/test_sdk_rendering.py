@@ -6,8 +6,10 @@ Against the local ShopServer (conftest), whose /v1/decide answers what each test
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import layout_shift
 import pytest
 from playwright.sync_api import Page
 from shop_server import STRICT_CSP, Answer, Recorded, ShopServer
@@ -19,20 +21,6 @@ pytestmark = pytest.mark.browser
 HERO = "[data-tailor-slot='home-hero']"
 PROMO = "[data-tailor-slot='sidebar-promo']"
 
-# Registered before any page script runs; sums layout shifts that no user input caused (the CLS
-# definition, without session windows: any shift at all fails).
-MEASURE_CLS = """
-window.__cls = 0;
-window.__shifts = [];
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    if (entry.hadRecentInput) continue;
-    window.__cls += entry.value;
-    const sources = (entry.sources || []).map((source) => source.node && source.node.nodeName);
-    window.__shifts.push({ value: entry.value, sources });
-  }
-}).observe({ type: 'layout-shift', buffered: true });
-"""
 WATCH_CSP = """
 window.__violations = [];
 document.addEventListener('securitypolicyviolation', (event) => {
@@ -151,12 +139,14 @@ def test_fallback_markup_stays_when_decisions_time_out_or_fail(page: Page, shop:
     assert page.text_content(f"{PROMO} p") == "Free shipping on orders over 50 EUR."
 
 
-def cls_after_personalization(page: Page, url: str, selector: str) -> float:
-    page.add_init_script(MEASURE_CLS)
+def open_with_a_late_decision(page: Page, shop: ShopServer, url: str) -> None:
+    """Open `url` measuring layout shifts, its decision held until the fallback has been painted (a
+    decision that beats the first paint shifts nothing, and would prove nothing), then released."""
+    shop.decide_gate = threading.Event()
+    layout_shift.measure(page)
     page.goto(url)
-    page.wait_for_selector(f"{selector}[data-tailor-state='personalized']", timeout=3000)
-    page.wait_for_timeout(500)  # layout-shift entries are reported after the next frames
-    return float(page.evaluate("() => window.__cls"))
+    layout_shift.painted(page)
+    shop.decide_gate.set()
 
 
 def test_personalized_content_shifts_nothing(page: Page, shop: ShopServer) -> None:
@@ -173,17 +163,19 @@ def test_personalized_content_shifts_nothing(page: Page, shop: ShopServer) -> No
             },
         },
     }
-    # Content arrives well after the first paint, as over a slow network.
-    shop.decide_delay = 0.5
+    # Content arrives after the first paint, as over a slow network (however slow: no decide timeout).
+    shop.script_attributes = 'data-decide-timeout="30000"'
     before: dict[str, Any] = {}
-    page.add_init_script(MEASURE_CLS)
+    shop.decide_gate = threading.Event()
+    layout_shift.measure(page)
     page.goto(f"{shop.url}/")
+    layout_shift.painted(page)
     before["hero"] = page.locator(HERO).bounding_box()
     before["grid"] = page.locator(".grid").bounding_box()
+    shop.decide_gate.set()
     personalized(page, HERO)
     personalized(page, PROMO)
-    page.wait_for_timeout(500)
-    assert page.evaluate("() => window.__cls") == 0, page.evaluate("() => window.__shifts")
+    assert layout_shift.settled_cls(page) == 0, layout_shift.shifts(page)
     assert page.locator(HERO).bounding_box() == before["hero"]
     assert page.locator(".grid").bounding_box() == before["grid"]
 
@@ -191,12 +183,14 @@ def test_personalized_content_shifts_nothing(page: Page, shop: ShopServer) -> No
 def test_the_measurement_sees_a_shift_when_a_slot_reserves_no_space(page: Page, shop: ShopServer) -> None:
     """The control for the test above: the same measurement on a slot without a reserved size."""
     shop.extra_pages["/unreserved/"] = """<!doctype html><html><head><title>no reservation</title>
-<link rel="stylesheet" href="/css/store.css"><script src="/sdk/tailor.js" defer></script></head>
+<link rel="stylesheet" href="/css/store.css">
+<script src="/sdk/tailor.js" data-decide-timeout="30000" defer></script></head>
 <body><div data-tailor-slot="home-hero"><p>short fallback</p></div>
 <p class="below">Content below</p></body></html>"""
     shop.decisions = {"home-hero": html("tall", "<p>line</p>" * 20)}
-    shop.decide_delay = 0.5
-    assert cls_after_personalization(page, f"{shop.url}/unreserved/", HERO) > 0
+    open_with_a_late_decision(page, shop, f"{shop.url}/unreserved/")
+    personalized(page, HERO)
+    assert layout_shift.settled_cls(page) > 0
 
 
 def test_a_strict_csp_without_unsafe_inline_is_enough(page: Page, shop: ShopServer) -> None:
@@ -358,7 +352,7 @@ def test_live_mode_swaps_the_hero_once_browsing_is_counted(page: Page, shop: Sho
         return Answer(200, {"decisions": [{"slot": "home-hero", "rulesetVersion": 1, **hero}]})
 
     shop.respond_decide = decide
-    page.add_init_script(MEASURE_CLS)
+    layout_shift.measure(page)
     for visit in range(1, 4):
         page.goto(f"{shop.url}/c/shoes/")
         shop.wait_for(lambda visit=visit: len(shop.kept_events()) == visit, what=f"page view {visit}")
@@ -372,8 +366,7 @@ def test_live_mode_swaps_the_hero_once_browsing_is_counted(page: Page, shop: Sho
         timeout=1000,
     )
     assert page.get_attribute(HERO, "data-tailor-variant") == "hero-shoes-new-arrivals"
-    page.wait_for_timeout(300)
-    assert page.evaluate("() => window.__cls") == 0
+    assert layout_shift.settled_cls(page) == 0, layout_shift.shifts(page)
     assert len(shop.recorded("/v1/decide")) == 3, "one decide per page view: it waited for the view to count"
 
 
@@ -400,7 +393,7 @@ def test_live_mode_redecides_after_an_action_on_the_page(page: Page, shop: ShopS
         return Answer(200, {"decisions": [{"slot": "sidebar-promo", "rulesetVersion": 1, **promo}]})
 
     shop.respond_decide = decide
-    page.add_init_script(MEASURE_CLS)
+    layout_shift.measure(page)
     page.goto(f"{shop.url}/p/canvas-tote/")
     personalized(page, PROMO)
     assert page.get_attribute(PROMO, "data-tailor-variant") == "promo-free-shipping"
@@ -412,5 +405,4 @@ def test_live_mode_redecides_after_an_action_on_the_page(page: Page, shop: ShopS
     )  # flushInterval 1 s
     assert page.text_content(PROMO) == "You left something in your cart."
     assert len(shop.recorded("/v1/decide")) == 2
-    page.wait_for_timeout(300)
-    assert page.evaluate("() => window.__cls") == 0
+    assert layout_shift.settled_cls(page) == 0, layout_shift.shifts(page)
