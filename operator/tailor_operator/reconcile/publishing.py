@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import redis
 
-from tailor.core import compiler, constants, ruleset, store
+from tailor.core import cancellation, compiler, constants, ruleset, store
 from tailor_operator import conditions, kube, metrics, observed, redis_access
 from tailor_operator import constants as names
 from tailor_operator.reconcile import children, stack_status
@@ -90,6 +90,9 @@ class Publisher:
 
     async def _loop(self, namespace: str, state: Namespace) -> None:
         while True:
+            # A round's Redis calls can swallow the cancel of `stop` (tailor.core.cancellation): without
+            # this check the loop would wait for a wake-up that never comes, and `stop` with it.
+            cancellation.checkpoint()
             await state.wake.wait()
             await asyncio.sleep(self._debounce)
             state.wake.clear()
