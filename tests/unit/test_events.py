@@ -98,6 +98,21 @@ def test_undecodable_json_is_an_error_not_an_exception() -> None:
     assert problems
 
 
+def test_a_number_too_long_for_a_float_is_an_error_not_an_exception() -> None:
+    """JSON allows integers of any length; one that overflows a float used to escape the validator as
+    an OverflowError (a worker would have crashed on that message over and over)."""
+    huge = "1" * 400
+    for name, message in (("value", "must be a finite number"),
+                          ("brand", "a property must be a string or a finite number")):  # fmt: skip
+        raw = f'{{"id": "e", "type": "click", "userId": "u", "properties": {{"{name}": {huge}}}}}'
+        assert events.validate_json(raw) == (None, [{"field": f"properties.{name}", "message": message}])
+    event, errors = events.validate_json(
+        '{"id": "e", "type": "click", "userId": "u", "properties": {"n": 1e300}}'
+    )
+    assert event is not None
+    assert not errors
+
+
 def test_the_committed_json_schema_is_current() -> None:
     """Regenerate with `python -m tailor.core.events` after changing the models."""
     assert events.SCHEMA_PATH.read_bytes() == events.json_schema_text(), (
