@@ -161,7 +161,7 @@ class ProfileWriter:
     time), `forget_partitions` may be called from any thread.
     """
 
-    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 100_000) -> None:
+    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000) -> None:
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, and 32
         # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
