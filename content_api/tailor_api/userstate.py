@@ -73,14 +73,14 @@ def _text(value: bytes | str) -> str:
 class StateRead:
     """The commands of one user's read and, once answered, their parse into a UserState."""
 
-    __slots__ = ("commands", "per_user_rules", "round_robin", "session", "user")
+    __slots__ = ("commands", "now", "per_user_rules", "round_robin", "session", "user")
 
     def __init__(
         self, engine: Engine, reader: profile_store.ProfileReader, user: str, session: str,
         plans: Sequence[SlotPlan], now: float,
     ) -> None:  # fmt: skip
         stack = engine.stack
-        self.user, self.session = user, session
+        self.user, self.session, self.now = user, session, now
         self.commands: list[resp.Command] = []
         reader.queue_read(_Collect(self.commands), user, session, now)
         self.commands.append(("HGETALL", session_key(stack, user, session)))
@@ -98,7 +98,7 @@ class StateRead:
             if isinstance(reply, resp.ReplyError):
                 raise reply
         try:
-            profile = reader.parse_read(replies[0], self.user, self.session or None)
+            profile = reader.parse_read(replies[0], self.user, self.session or None, now=self.now)
         except Exception as error:  # an unreadable profile must not take decisions down with it
             log.warning("profile of %s unreadable, deciding on an empty one: %r", self.user, error)
             profile = Profile(user=self.user)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from tailor_api import decide, engine, sample, userstate
 
-from tailor.core import ruleset
+from tailor.core import profile_state, profile_store, ruleset
 from tailor.core.profile import Profile
 
 
@@ -50,3 +50,20 @@ def test_the_commit_call_lists_candidates_in_serving_order_with_their_caps() -> 
     (slot_plan,) = orjson.loads(command[-1])
     assert slot_plan[0] == "m:hero"
     assert slot_plan[1][0][:5] == ["p", 2, 3, 60, 2]
+
+
+def test_the_profile_is_read_at_the_moment_of_the_request_not_the_wall_clock() -> None:
+    built = capped_engine()
+    plan = built.profile_reader.plan
+    state = profile_state.UserState()
+    viewed = profile_store.Occurrence("e1", "u1", 1000.0, "views", "s1", ())
+    profile_state.apply(plan, state, [viewed], 1000.0)
+    stored = profile_state.fields(state)
+
+    def views_in_5m(now: float) -> int:
+        read = userstate.StateRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], now)
+        return read.parse([stored, [], [], 0], built.profile_reader).profile.count("5m", "views")
+
+    # Requests in the past of the wall clock (replays, tests): the view counts until its window ends.
+    assert views_in_5m(1010.0) == 1
+    assert views_in_5m(1000.0 + 301) == 0
