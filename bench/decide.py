@@ -137,12 +137,7 @@ def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
                 for n in range(i % 3)
             ]
             batch[user] = [profile_store.occurrence(Event.model_validate(e), now, dimensions) for e in raw]
-        if hasattr(writer, "write_sync"):  # the profile store's current writer
-            writer.write_sync(client, batch, now)
-        else:  # its first version queued into a pipeline
-            pipe = client.pipeline(transaction=False)
-            writer.queue_write(pipe, batch, now)
-            pipe.execute()
+        writer.write_sync(client, batch, now)
     client.close()
 
 

@@ -1,11 +1,13 @@
 """The simulation behind `tailor simulate`: a user's events counted offline, then decided by the
 content API's own engine.
 
-The events are counted by tailor.core.profile_offline (the Python twin of the workers' Redis
-functions), as if each arrived when it happened; the decision is tailor_api.decide.decide_slot on an
-engine built by tailor_api.engine.build — the code that serves GET /v1/decide and /v1/explain — with
-a trace, so every rule's checks can be shown. Offline there is no per-user API state: frequency caps
-are fresh (the first candidate is served), nothing is dismissed, the bandit has no click statistics.
+The events are counted by tailor.core.profile_offline — the workers' own counting code
+(tailor.core.profile_state), with what Redis adds around it kept in memory: dedup by event id,
+expiry, the read through the stored fields — as if each arrived when it happened. The decision is
+tailor_api.decide.decide_slot on an engine built by tailor_api.engine.build — the code that serves
+GET /v1/decide and /v1/explain — with a trace, so every rule's checks can be shown. Offline there is
+no per-user API state: frequency caps are fresh (the first candidate is served), nothing is dismissed,
+the bandit has no click statistics.
 """
 
 from __future__ import annotations

@@ -63,12 +63,7 @@ class Api:
             profile_store.occurrence(Event.model_validate(event), now, config.features.dimensions)
             for event in events
         ]
-        if hasattr(writer, "write"):  # the profile store's current writer
-            await writer.write(self.redis, {user: occurrences}, now)
-        else:  # its first version queued into a pipeline
-            async with self.redis.pipeline(transaction=False) as pipe:
-                writer.queue_write(pipe, {user: occurrences}, now)
-                await pipe.execute()
+        await writer.write(self.redis, {user: occurrences}, now)
 
 
 def page_view(user: str, category: str, n: int, session: str = "s1") -> list[dict[str, object]]:
