@@ -73,7 +73,10 @@ class AsyncProducer:
             "compression.type": compression,
             # A message not acknowledged in time fails its request with 503: the client resends.
             "message.timeout.ms": int(delivery_timeout_seconds * 1000),
-            "error_cb": self._on_error,
+            # A function, not a bound method: librdkafka's handle holds its callbacks where the garbage
+            # collector cannot see them, so `self` there would keep this object and its producer (threads,
+            # broker connections) alive forever after close.
+            "error_cb": _log_kafka_error,
             **(extra or {}),
         }
         self._producer = Producer(config, logger=log)
@@ -126,10 +129,6 @@ class AsyncProducer:
             self._producer.poll(0)
             await asyncio.sleep(0.0005)
 
-    def _on_error(self, error: KafkaError) -> None:
-        # Brokers down or unreachable: librdkafka keeps retrying; requests meanwhile get 503s.
-        log.warning("Kafka producer: %s", error)
-
     async def close(self, flush_seconds: float = 10.0) -> None:
         """Deliver what is queued (for up to `flush_seconds`), then stop polling."""
         remaining = await asyncio.to_thread(self._producer.flush, flush_seconds)
@@ -142,3 +141,8 @@ class AsyncProducer:
             self._loop_poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_poller
+
+
+def _log_kafka_error(error: KafkaError) -> None:
+    # Brokers down or unreachable: librdkafka keeps retrying; requests meanwhile get 503s.
+    log.warning("Kafka producer: %s", error)
