@@ -8,6 +8,7 @@ If the stack cannot start, the tests that need it fail with the reason; nothing 
 
 Tests that use a stack fixture get the matching marker (kube, kafka, redis) added
 automatically, so `pytest -m "not kube"` deselects them even when a marker was forgotten.
+session_guards.py keeps one test's leftovers (environment, event loops, processes) out of the others.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import session_guards
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -40,6 +42,10 @@ _FIXTURE_MARKERS = {
 }
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(session_guards, "tailor-session-guards")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
