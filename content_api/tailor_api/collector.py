@@ -58,6 +58,8 @@ class CollectorSettings(BaseSettings):
     linger_ms: float = 2.0
     # Who serves delivery reports: a poll thread, or the event loop (bench/collector.py compares).
     delivery_mode: Literal["thread", "loop"] = "thread"
+    # How long the start-up check of the stack's topics waits for unreachable brokers.
+    topic_check_seconds: float = 15.0
 
 
 class Collector:
@@ -102,6 +104,7 @@ class Collector:
                 kafka.bootstrap_servers,
                 [kafka.events_topic, kafka.dead_letter_topic],
                 kafka.partitions,
+                timeout=self.settings.topic_check_seconds,
             )
         except Exception as error:  # Kafka away at start: requests get 503s until it is back
             log.warning("could not check the topics of %s: %s", config.key, error)
