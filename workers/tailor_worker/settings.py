@@ -20,7 +20,7 @@ class WorkerSettings(BaseSettings):
     # thinner and a user's events in one batch are written once; measured ~1.5x the throughput of
     # 2,000 on a backlog (docs/pipeline.md).
     batch_size: int = 10_000
-    # Users whose profile state the worker keeps in memory (LRU): ~10–30 KiB each (measured: 10 events
+    # Users whose profile state the worker keeps in memory (LRU): ~10-30 KiB each (measured: 10 events
     # in a minute, 50 in half an hour); a user not cached costs one more Redis round trip when it comes.
     cache_users: int = 20_000
     # How long an idle consume waits for the first message of a batch.
