@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from tailor.core.logthrottle import RepeatThrottle
+
 log = logging.getLogger(__name__)
+log.addFilter(RepeatThrottle())  # librdkafka repeats a down broker every few ms
 
 Headers = list[tuple[str, str | bytes | None]]
 Outgoing = tuple[bytes, bytes, Headers]  # key, value, headers

@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from tailor.core.logthrottle import RepeatThrottle
 from tailor_worker import metrics
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatThrottle())  # librdkafka repeats a down broker every few ms
 
 
 class EventConsumer:

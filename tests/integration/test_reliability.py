@@ -1,0 +1,469 @@
+"""Design §8 end to end on the real broker: no acknowledged event lost, none counted twice, while the
+Kafka broker is restarted — cleanly, or SIGKILLed and started again — in the middle of the stream.
+
+Clients that behave like tailor.js (the whole batch resent, with the same event ids, after a 503 or a
+connection error; a batch now and then resent after its 202 too, as when the reply is lost) POST to a
+real `tailor api` process; a real `tailor worker` process counts. The test checks what a user of the
+pipeline would notice: while the broker was away the collector held requests within its delivery
+timeout and answered 503 with Retry-After beyond it (never a 500, never a hang); the collector and
+the worker recovered by themselves; every event that got a 202 — and every event the clients kept
+resending until it did — is counted exactly once in the profiles read through GET /v1/profiles; and
+nothing more arrives afterwards.
+
+It restarts the session's own broker, so it refuses an external one (TAILOR_KAFKA_BOOTSTRAP), and
+leaves the broker running and healthy whatever happens (the `broker` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from tailor import devstack
+from tailor.core import store
+from tailor.core.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+from tailor.devstack import probes
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+ADMIN_TOKEN = "reliability-admin-token"
+USERS = tuple(f"rel-{i}" for i in range(24))
+PARTITIONS = 3
+BATCH_EVENTS = 25
+CLIENTS = 3
+PAUSE_SECONDS = 0.05  # between one client's batches: ~1,000 events/s in all, a busy shop's pace
+RESEND_EVERY = 7  # every 7th batch is sent again after its 202 (a reply lost on the way)
+# The collector answers within its delivery timeout (5 s) plus the margin it allows for a delivery
+# report that never comes (5 s); anything slower is a hang.
+ANSWER_WITHIN_SECONDS = 12.0
+RETRY_AFTER = "2"
+# The worker's group session: a broker away longer than this (the SIGKILL cases keep it down longer)
+# makes the worker lose its partitions and join the group again once the broker is back.
+SESSION_TIMEOUT_MS = 6000
+BROKER_DOWN_SECONDS = 7.0
+
+
+# --- the broker under test ---------------------------------------------------------------------
+
+
+@dataclass
+class Broker:
+    stack: devstack.Stack
+
+    def restart(self) -> None:
+        """SIGTERM (a controlled shutdown), then start and wait until healthy."""
+        self.stack.restart("kafka")
+
+    def kill_and_start(self) -> None:
+        """SIGKILL (a crash: log recovery on start), down a while, then start and wait until healthy."""
+        self.stack.kill("kafka")
+        time.sleep(BROKER_DOWN_SECONDS)
+        self.stack.start("kafka")
+
+
+@pytest.fixture
+def broker(stack: devstack.Stack, kafka_bootstrap: str) -> Iterator[Broker]:
+    """The session's Kafka broker, to restart; running and healthy again when the test ends, whatever
+    happened in it (the tests after this one share the broker)."""
+    if "kafka" not in stack.state.components:
+        pytest.fail("TAILOR_KAFKA_BOOTSTRAP points elsewhere: this test restarts the session's own broker")
+    try:
+        yield Broker(stack)
+    finally:
+        stack.start("kafka")  # no-op when running; waits until healthy either way
+        assert probes.kafka_metadata(kafka_bootstrap, timeout=10.0), "the broker did not come back"
+
+
+# --- the stack's processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Process:
+    """A `tailor` command in a subprocess, its output kept (for failure messages) until closed."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix=f"tailor-{args[0]}-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tailor.cli.main", *args],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self, tail: int = 6000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-tail:]
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of the samples whose line starts with `name` in a Prometheus scrape."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def scrape(url: str) -> str:
+    try:
+        return httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
+@dataclass
+class Pipeline:
+    config: StackConfig
+    api: Process
+    api_url: str
+    worker: Process
+    worker_metrics: str
+
+    def outputs(self) -> str:
+        return f"--- api ---\n{self.api.output()}\n--- worker ---\n{self.worker.output(12000)}"
+
+    def views(self, http: httpx.Client, user: str) -> int:
+        reply = http.get(f"/v1/profiles/{user}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert reply.status_code == 200, reply.text
+        return int(reply.json()["counts"].get("24h", {}).get("views", 0))
+
+    def worker_metric(self, name: str) -> float:
+        return metric(scrape(self.worker_metrics), name)
+
+    def api_metric(self, name: str) -> float:
+        return metric(scrape(f"{self.api_url}/metrics"), name)
+
+
+def stack_config(bootstrap: str) -> StackConfig:
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(
+        namespace="reliability-test",
+        name=suffix,
+        kafka=KafkaConfig(
+            bootstrap_servers=bootstrap,
+            events_topic=f"events-{suffix}",
+            dead_letter_topic=f"dead-{suffix}",
+            partitions=PARTITIONS,
+        ),
+        features=FeatureConfig(
+            windows=(Window(name="1h", seconds=3600, bucket_seconds=60),
+                     Window(name="24h", seconds=86400, bucket_seconds=3600)),
+            dimensions=("category",),
+            allowed_lateness_seconds=3600,
+        ),
+    )  # fmt: skip
+
+
+def publish(redis_url: str, config: StackConfig) -> None:
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> float:
+    """Seconds it took for `check` to hold; AssertionError with `explain()` after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout}s:\n{explain()}")
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str) -> Iterator[Pipeline]:
+    """A fresh stack's ruleset published, its content API and worker running; `request.param` (with
+    indirect parametrization) adds to the worker's environment."""
+    worker_env: dict[str, str] = getattr(request, "param", {})
+    config = stack_config(kafka_bootstrap)
+    publish(redis_url, config)
+    port, metrics_port = free_port(), free_port()
+    api = Process(
+        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    worker = Process(
+        ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
+        {
+            "TAILOR_REDIS_URL": redis_url,
+            "TAILOR_WORKER_METRICS_HOST": "127.0.0.1",
+            "TAILOR_WORKER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            **worker_env,
+        },
+    )
+    running = Pipeline(
+        config, api, f"http://127.0.0.1:{port}", worker, f"http://127.0.0.1:{metrics_port}/metrics"
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{running.api_url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: ready() or not api.alive, 60, running.outputs)
+        assert api.alive, running.outputs()
+        yield running
+    finally:
+        worker.close()
+        api.close()
+
+
+# --- clients that behave like tailor.js ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One POST /v1/events as the client saw it."""
+
+    sent_at: float  # time.monotonic()
+    seconds: float
+    status: int | None  # None: no HTTP answer (connection refused, reset, timed out)
+    retry_after: str | None = None
+    error: str | None = None
+
+
+@dataclass(eq=False)  # a thread: hashed by identity
+class Tracker(threading.Thread):
+    """One browser's tracker: batches of page views, each sent until it gets a 202."""
+
+    base_url: str
+    index: int
+    stop: threading.Event
+    answers: list[Answer] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)  # event id -> user, once it got a 202
+    batches: int = 0
+    resent_after_503: int = 0
+    abandoned: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__(name=f"tracker-{self.index}", daemon=True)
+
+    def run(self) -> None:
+        timeout = httpx.Timeout(ANSWER_WITHIN_SECONDS + 9.0, connect=5.0)
+        with httpx.Client(base_url=self.base_url, timeout=timeout) as http:
+            while not self.stop.is_set():
+                batch = self.new_batch()
+                self.deliver(http, batch)
+                self.batches += 1
+                if self.batches % RESEND_EVERY == 0:
+                    self.deliver(http, batch)  # the 202 was lost on the way: tailor.js sends it again
+                time.sleep(PAUSE_SECONDS)
+
+    def new_batch(self) -> list[dict[str, Any]]:
+        items = []
+        for n in range(BATCH_EVENTS):
+            user = USERS[(self.index * 7 + self.batches + n) % len(USERS)]
+            category = ("shoes", "hats")[n % 2]
+            items.append({"id": uuid.uuid4().hex, "type": "page_view", "userId": user,
+                          "sessionId": f"s-{user}", "properties": {"category": category}})  # fmt: skip
+        return items
+
+    def deliver(self, http: httpx.Client, batch: list[dict[str, Any]]) -> None:
+        """Send `batch` until it is accepted, as tailor.js does: the same body, so the same ids. Once the
+        test has stopped streaming, a batch still not accepted a minute later is abandoned (and fails it)."""
+        body = orjson.dumps({"events": batch})
+        headers = {"content-type": "application/json"}
+        give_up_at: float | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                reply = http.post("/v1/events", content=body, headers=headers)
+            except httpx.TransportError as error:
+                self.answers.append(Answer(started, time.monotonic() - started, None, error=repr(error)))
+                time.sleep(0.5)
+            else:
+                retry_after = reply.headers.get("retry-after")
+                self.answers.append(
+                    Answer(started, time.monotonic() - started, reply.status_code, retry_after)
+                )
+                if reply.status_code == 202:
+                    assert reply.json()["accepted"] == len(batch), reply.text
+                    self.accepted.update((item["id"], item["userId"]) for item in batch)
+                    return
+                self.resent_after_503 += reply.status_code == 503
+                # tailor.js waits at least Retry-After (with jitter); a 5xx without one gets its backoff.
+                time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else 1.0)
+            if self.stop.is_set():
+                give_up_at = give_up_at or time.monotonic() + 60
+                if time.monotonic() > give_up_at:
+                    self.abandoned += 1
+                    return
+
+
+@contextlib.contextmanager
+def trackers(base_url: str) -> Iterator[list[Tracker]]:
+    """CLIENTS trackers posting until the block ends; each has its batch in hand delivered on exit."""
+    stop = threading.Event()
+    running = [Tracker(base_url, index, stop) for index in range(CLIENTS)]
+    for tracker in running:
+        tracker.start()
+    try:
+        yield running
+    finally:
+        stop.set()
+        for tracker in running:
+            tracker.join(120)
+
+
+def accepted_at(clients: list[Tracker], since: float) -> bool:
+    return any(a.status == 202 and a.sent_at >= since for t in clients for a in t.answers)
+
+
+def topic_ids(bootstrap: str, topic: str) -> Counter[str]:
+    """How many times each event id is in the topic (more than once: a 503 after a partial write, or
+    a resend after a lost 202, both resent with the same id)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "enable.auto.commit": False})  # fmt: skip
+    found: Counter[str] = Counter()
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(PARTITIONS)
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        read = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + 60
+        while any(read[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for message in consumer.consume(5000, timeout=1.0):
+                if message.error() is None:
+                    read[message.partition() or 0] = (message.offset() or 0) + 1
+                    found[orjson.loads(message.value() or b"{}")["id"]] += 1
+    finally:
+        consumer.close()
+    return found
+
+
+# --- the test ------------------------------------------------------------------------------------
+
+
+STATIC_MEMBER = {"TAILOR_WORKER_INSTANCE_ID": "reliability-worker-0"}
+
+
+@pytest.mark.parametrize(
+    ("outage", "pipeline"),
+    [("restarted", {}), ("sigkilled", {}), ("sigkilled", STATIC_MEMBER)],
+    ids=["restarted", "sigkilled", "sigkilled-static-member"],
+    indirect=["pipeline"],
+)
+def test_a_broker_outage_mid_stream_loses_no_acknowledged_event_and_counts_none_twice(
+    broker: Broker, pipeline: Pipeline, kafka_bootstrap: str, outage: Literal["restarted", "sigkilled"]
+) -> None:
+    counted = 'tailor_worker_events_processed_total{outcome="counted"}'
+    timings: dict[str, float] = {}
+    with trackers(pipeline.api_url) as clients:
+        # Streaming, and the worker counting, before the broker goes away.
+        wait_until(lambda: pipeline.worker_metric(counted) > 2000, 60, pipeline.outputs)
+        down_at = time.monotonic()
+        if outage == "restarted":
+            broker.restart()
+        else:
+            broker.kill_and_start()
+        up_at = time.monotonic()
+        timings["broker away (s)"] = up_at - down_at
+        # The collector recovers by itself: events posted after the broker is back are accepted.
+        timings["collector back after the broker (s)"] = wait_until(
+            lambda: accepted_at(clients, since=up_at), 60, pipeline.outputs
+        )
+        # The worker recovers by itself: it counts again (and what it counts after this includes
+        # events accepted after the restart; the exact totals below prove all of them were).
+        counted_at_recovery = pipeline.worker_metric(counted)
+        wait_until(lambda: pipeline.worker_metric(counted) > counted_at_recovery + 500, 60, pipeline.outputs)
+        timings["worker counting again after the broker (s)"] = time.monotonic() - up_at
+        time.sleep(2.0)  # and streams on for a while
+    stopped_at = time.monotonic()
+
+    answers = [answer for client in clients for answer in client.answers]
+    statuses = Counter(answer.status for answer in answers)
+    unavailable = [a for a in answers if a.status == 503]
+    accepted = {event_id: user for client in clients for event_id, user in client.accepted.items()}
+    expected = Counter(accepted.values())
+    details = (
+        f"statuses {dict(statuses)}, {len(accepted)} events accepted, "
+        f"slowest answer {max(a.seconds for a in answers):.1f}s\n{pipeline.outputs()}"
+    )
+
+    # Every batch was delivered in the end: the clients gave nothing up.
+    assert sum(client.abandoned for client in clients) == 0, details
+    assert sum(client.batches for client in clients) * BATCH_EVENTS == len(accepted)
+    # While the broker was away the collector said "later" — 503 with Retry-After — and nothing else:
+    # no 500, no connection refused, no request left hanging.
+    assert set(statuses) <= {202, 503}, details
+    if outage == "sigkilled":
+        # Away longer than the delivery timeout: the requests in flight could not wait it out.
+        assert unavailable, f"no 503 while the broker was away {timings['broker away (s)']:.1f}s: {details}"
+    # (A clean restart takes a couple of seconds, which the collector may ride out by holding requests
+    # within its delivery timeout: 202s that come late, which the time limit below still bounds.)
+    assert all(a.retry_after == RETRY_AFTER for a in unavailable), details
+    assert all(a.seconds < ANSWER_WITHIN_SECONDS for a in answers), details
+    assert pipeline.api_metric("tailor_collector_unavailable_total") == len(unavailable)
+    # What Kafka holds: every accepted event (some more than once — resends of the same ids).
+    in_topic = topic_ids(kafka_bootstrap, pipeline.config.kafka.events_topic)
+    missing = set(accepted) - set(in_topic)
+    assert not missing, f"{len(missing)} acknowledged events are not in the topic: {details}"
+
+    # Every accepted event counted exactly once, read the way an operator would (GET /v1/profiles).
+    with httpx.Client(base_url=pipeline.api_url, timeout=10) as http:
+
+        def counts() -> dict[str, int]:
+            return {user: pipeline.views(http, user) for user in USERS}
+
+        wait_until(lambda: counts() == expected, 120, lambda: f"{counts()} != {dict(expected)}\n{details}")
+        timings["all counted after the stream stopped (s)"] = time.monotonic() - stopped_at
+        time.sleep(1.5)
+        assert counts() == expected, details  # and nothing more arrives
+
+    resent = sum(in_topic.values()) - len(in_topic)
+    assert pipeline.worker_metric("tailor_worker_dedup_hits_total") >= resent > 0
+    assert pipeline.worker.alive, details  # recovered by itself, not restarted
+    assert pipeline.api.alive, details
+    summary = ", ".join(f"{name} {value:.1f}" for name, value in timings.items())
+    print(
+        f"\n[{outage}] {len(accepted)} events accepted in {len(answers)} requests "
+        f"({len(unavailable)} answered 503); {resent} duplicate messages in the topic; {summary}"
+    )
