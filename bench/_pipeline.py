@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -127,13 +126,6 @@ def shopper_event(user: str, now: float | None = None) -> dict[str, Any]:
         "properties": properties,
         "context": {"device": "mobile", "locale": "en-US", "userAgent": "Mozilla/5.0 (bench)"},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def tailor(args: Sequence[str], redis_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:

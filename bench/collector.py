@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import Producer
 
 from tailor.core import events
+from tailor.devstack import ports
 
 BATCH = 50
 TARGET_PER_CORE = 30_000
@@ -91,7 +92,7 @@ def collector(
     kafka: str, redis_url: str, stack: str, mode: str, seconds: int, connections: int
 ) -> tuple[float, float, int, str]:
     """(events/s, events per server CPU-second, non-202 responses, wrk latency line)."""
-    port = _pipeline.free_port()
+    port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-api-{mode}-{uuid.uuid4().hex[:6]}.log"
     server = _pipeline.tailor(
         ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

@@ -48,6 +48,7 @@ from tailor_api import sample
 
 from tailor.core import profile_store, ruleset, store
 from tailor.core.events import Event
+from tailor.devstack import ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,12 +63,6 @@ TARGET_RULE_CHANGE_P99_S = 1.0
 # --- setup ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
     if os.environ.get("TAILOR_REDIS_URL"):
         return os.environ["TAILOR_REDIS_URL"], None
@@ -76,7 +71,7 @@ def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
         sys.exit(
             "bench/decide.py: set TAILOR_REDIS_URL or install redis-server (apt-get install redis-server)"
         )
-    port = free_port()
+    port = ports.pick(None)
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir)],
@@ -398,7 +393,7 @@ def server_stacks(workdir: Path, seconds: int) -> None:
     print(f"server stacks — hello route, server on core {SERVER_CORE}, wrk -c64 on core {LOAD_CORE}")
     for server in ("uvicorn", "granian"):
         for app in ("starlette_app", "raw_app"):
-            port = free_port()
+            port = ports.pick(None)
             if server == "uvicorn":
                 command = [
                     str(BIN / "uvicorn"),
@@ -462,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         published = bench_ruleset(stack)
         asyncio.run(_publish(url, published))
         populate(url, published, args.users)
-        port = free_port()
+        port = ports.pick(None)
         api = start_api(url, stack, port, workdir / "api.log")
         try:
             script = workdir / "decide.lua"

@@ -38,6 +38,7 @@ from confluent_kafka import Consumer
 
 from tailor.core import profile_store
 from tailor.core.ruleset import StackConfig
+from tailor.devstack import ports
 
 BATCH = 50
 TARGET_P99_MS = 100.0
@@ -214,7 +215,7 @@ def main() -> int:
     config = _pipeline.stack_config(kafka)
     _pipeline.publish(redis_url, config)
     logs = Path(tempfile.mkdtemp(prefix="tailor-bench-freshness-"))
-    port = _pipeline.free_port()
+    port = ports.pick(None)
     api = _pipeline.tailor(
         ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         redis_url,

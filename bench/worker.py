@@ -33,6 +33,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer
 
+from tailor.devstack import ports
+
 TARGET = 50_000
 
 
@@ -83,7 +85,7 @@ def redis_cpu(client: redis.Redis) -> float:
 
 def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float, float]:
     """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen)."""
-    port = _pipeline.free_port()
+    port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-{uuid.uuid4().hex[:6]}.log"
     client = redis.Redis.from_url(redis_url)
     process = _pipeline.tailor(
@@ -161,7 +163,7 @@ def live(
             producer.poll(0)
         producer.flush(60)
 
-    port = _pipeline.free_port()
+    port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-live-{uuid.uuid4().hex[:6]}.log"
     client = redis.Redis.from_url(redis_url)
     process = _pipeline.tailor(

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hmac
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tailor.core.profile import Profile
 from tailor_api import decide, decisions, resp, validation, web
+from tailor_api.engine import Engine
 from tailor_api.runtime import Runtime
 
 NO_STORE = (b"cache-control", b"no-store")
@@ -33,13 +35,26 @@ def authorize(runtime: Runtime, scope: web.Scope) -> web.Reply | None:
     return None
 
 
-async def explain(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
-    denied = authorize(runtime, scope)
-    if denied is not None:
-        return denied
-    served = runtime.engine
-    if served is None:
-        return web.not_ready()
+AdminHandler = Callable[[Runtime, Engine, web.Scope], Awaitable[web.Reply]]
+
+
+def admin_only(handler: AdminHandler) -> Callable[[Runtime, web.Scope, web.Receive], Awaitable[web.Reply]]:
+    """`handler` behind the admin token, called with the engine being served (503 before there is one)."""
+
+    async def guarded(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+        denied = authorize(runtime, scope)
+        if denied is not None:
+            return denied
+        served = runtime.engine
+        if served is None:
+            return web.not_ready()
+        return await handler(runtime, served, scope)
+
+    return guarded
+
+
+@admin_only
+async def explain(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Reply:
     params = web.query(scope)
     try:
         user, session, plans = decisions.parse_request(params, served)
@@ -118,13 +133,8 @@ def profile_document(profile: Profile) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def profile(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
-    denied = authorize(runtime, scope)
-    if denied is not None:
-        return denied
-    served = runtime.engine
-    if served is None:
-        return web.not_ready()
+@admin_only
+async def profile(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Reply:
     raw_user = urllib.parse.unquote(scope["path"][len("/v1/profiles/") :])
     try:
         user = validation.user(raw_user)

@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from playwright.sync_api import Browser, Page
 from shop_server import STRICT_CSP, ShopServer
 
 from tailor.core import store
+from tailor.devstack import ports
 
 pytestmark = [pytest.mark.browser, pytest.mark.kube, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -47,12 +47,6 @@ INJECTION = (
     """<a href="javascript:window.__pwned='link'">go</a><svg onload="window.__pwned='svg'"></svg>"""
     """<iframe srcdoc="<script>parent.__pwned='iframe'</script>"></iframe>"""
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
@@ -182,7 +176,7 @@ def shop(
     core = k8s_client.CoreV1Api(kube_api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=namespace)))
     logs = tmp_path_factory.mktemp("e2e-logs")
-    api_port = free_port()
+    api_port = ports.pick(None)
     api_url = f"http://127.0.0.1:{api_port}"
     storefront = ShopServer().start()
     storefront.sdk_src = f"{api_url}/sdk/tailor.js"  # the content API serves the SDK and is its endpoint

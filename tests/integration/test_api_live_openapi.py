@@ -4,7 +4,6 @@ generating requests from it (valid and invalid), finds no 5xx and no response th
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ from api_harness import ADMIN_TOKEN, new_stack
 from tailor_api import sample
 
 from tailor.core import ruleset, store
+from tailor.devstack import ports
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def publish_sync(redis_url: str, published: ruleset.Ruleset) -> None:
@@ -53,7 +47,7 @@ def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str
     kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
     config = published.config.model_copy(update={"namespace": namespace, "name": name, "kafka": kafka})
     publish_sync(redis_url, published.model_copy(update={"config": config}))
-    port = free_port()
+    port = ports.pick(None)
     env = {**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN}
     log = tmp_path / "api.log"
     with log.open("w") as output:

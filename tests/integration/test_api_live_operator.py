@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ import yaml
 from api_harness import page_view, running_api
 
 from tailor.core import store
+from tailor.devstack import ports
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow,
               pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(300)]  # fmt: skip
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 CRDS = Path(__file__).resolve().parents[2] / "crds"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def shop_documents(redis_url: str, kafka_bootstrap: str) -> list[dict[str, Any]]:
@@ -60,7 +54,7 @@ def operator_published(
     with log.open("wb") as sink:
         operator = subprocess.Popen(
             [sys.executable, "-m", "tailor.cli.main", "operator", "--namespace", namespace, "--standalone",
-             "--redis-url", redis_url, "--metrics-port", str(free_port()), "--liveness", "off"],
+             "--redis-url", redis_url, "--metrics-port", str(ports.pick(None)), "--liveness", "off"],
             stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         )  # fmt: skip
     stack = f"{namespace}/shop"

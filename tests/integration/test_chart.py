@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
@@ -30,7 +29,7 @@ import pytest
 import yaml
 
 from tailor.core import constants, specs
-from tailor.devstack import artifacts, toolchain
+from tailor.devstack import artifacts, ports, toolchain
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_VALUES = sorted((ROOT / "ci").glob("*-values.yaml"))
@@ -829,13 +828,6 @@ def operator_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subp
         log.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _operator_log(tmp_path: Path) -> str:
     return "\n".join(path.read_text() for path in sorted(tmp_path.glob("operator-*.log")))
 
@@ -903,7 +895,7 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
             "TAILOR_OPERATOR_NAMESPACE": namespace,
             "TAILOR_OPERATOR_REDIS_URL": redis_url,
             "TAILOR_OPERATOR_METRICS_PORT": "0",
-            "TAILOR_OPERATOR_LIVENESS_URL": f"http://127.0.0.1:{_free_port()}/healthz",
+            "TAILOR_OPERATOR_LIVENESS_URL": f"http://127.0.0.1:{ports.pick(None)}/healthz",
             "TAILOR_OPERATOR_PEERING": "tailor",
         }
     )
@@ -927,7 +919,7 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
     # content API serving this stack (what the operator published is all it needs).
     hook_pod = next(m for m in yaml.safe_load_all(helm("get", "hooks", release, "-n", namespace).stdout)
                     if m and m["kind"] == "Pod")  # fmt: skip
-    port = _free_port()
+    port = ports.pick(None)
     api_log = (tmp_path / "api.log").open("w")
     api = subprocess.Popen(
         [str(Path(sys.executable).parent / "tailor"), "api", "--stack", f"{namespace}/{stack_name}",

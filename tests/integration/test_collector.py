@@ -12,32 +12,19 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, Message
+from pipeline_stacks import FIVE_MINUTES, stack_config
 from starlette.applications import Starlette
 from starlette.routing import Route
 from tailor_api.collector import Collector
 
-from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, StackConfig, Window
+from tailor.core.ruleset import StackConfig
 
 pytestmark = pytest.mark.kafka
 
 
-def stack_config(bootstrap: str, **api: Any) -> StackConfig:
-    suffix = uuid.uuid4().hex[:8]
-    return StackConfig(
-        namespace="collector-test",
-        name=suffix,
-        kafka=KafkaConfig(
-            bootstrap_servers=bootstrap,
-            events_topic=f"events-{suffix}",
-            dead_letter_topic=f"dead-{suffix}",
-            partitions=2,
-        ),
-        features=FeatureConfig(
-            windows=(Window(name="5m", seconds=300, bucket_seconds=10),),
-            dimensions=("category",),
-            allowed_lateness_seconds=60,
-        ),
-        api=ApiConfig(**api),
+def collector_stack(bootstrap: str, **api: Any) -> StackConfig:
+    return stack_config(
+        bootstrap, "collector-test", partitions=2, windows=(FIVE_MINUTES,), allowed_lateness_seconds=60, **api
     )
 
 
@@ -69,7 +56,7 @@ def event(**fields: Any) -> dict[str, Any]:
 
 
 async def test_good_events_reach_kafka_as_cloudevents_beside_bad_ones(kafka_bootstrap: str) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = collector_stack(kafka_bootstrap)
     collector = Collector()
     await collector.start(config)
     good = [
@@ -111,7 +98,7 @@ async def test_good_events_reach_kafka_as_cloudevents_beside_bad_ones(kafka_boot
 
 
 async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = collector_stack(kafka_bootstrap)
     collector = Collector()
     await collector.start(config)
     try:
@@ -138,7 +125,7 @@ async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
 async def test_bad_requests_get_clear_errors_and_produce_nothing(
     kafka_bootstrap: str, body: bytes, status: int, kind: str
 ) -> None:
-    config = stack_config(kafka_bootstrap, max_batch_events=5, max_body_bytes=512)
+    config = collector_stack(kafka_bootstrap, max_batch_events=5, max_body_bytes=512)
     collector = Collector()
     await collector.start(config)
     try:
@@ -158,7 +145,7 @@ async def test_bad_requests_get_clear_errors_and_produce_nothing(
 
 
 async def test_a_body_larger_than_it_claims_is_cut_off(kafka_bootstrap: str) -> None:
-    config = stack_config(kafka_bootstrap, max_body_bytes=256)
+    config = collector_stack(kafka_bootstrap, max_body_bytes=256)
     collector = Collector()
     await collector.start(config)
 
@@ -181,7 +168,7 @@ def closed_port() -> str:
 
 
 async def test_kafka_unavailable_gives_503_with_retry_after() -> None:
-    config = stack_config(closed_port())
+    config = collector_stack(closed_port())
     # The topic check at start waits for the unreachable broker too: 1 s instead of 15 s is enough here.
     collector = Collector(delivery_timeout_seconds=1.0, topic_check_seconds=1.0)
     await collector.start(config)

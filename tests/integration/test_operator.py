@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from kubernetes import client as k8s_client
 
 from tailor.core import store
+from tailor.devstack import ports
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.slow]
 
@@ -44,22 +44,16 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 45.0, ev
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Operator:
     """One `tailor operator` process; its log is kept for failure messages."""
 
     def __init__(self, kubeconfig: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.metrics_port = free_port()
+        self.metrics_port = ports.pick(None)
         self.log = log
         command = [
             sys.executable, "-m", "tailor.cli.main", "operator",
             "--metrics-port", str(self.metrics_port),
-            "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
+            "--liveness", f"http://127.0.0.1:{ports.pick(None)}/healthz",
             *args,
         ]  # fmt: skip
         environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})}
@@ -167,6 +161,18 @@ def all_ready(kube_api: k8s_client.ApiClient, namespace: str) -> bool:
         kube_api, namespace, "contentvariants"
     )
     return bool(stacks) and all(ready(body).get("status") == "True" for body in stacks + others)
+
+
+def wait_for_rule_ready(
+    kube_api: k8s_client.ApiClient, namespace: str, rule: str, status: str
+) -> dict[str, Any]:
+    """The rule's Ready condition once its status is `status`."""
+
+    def condition() -> dict[str, Any] | None:
+        found = ready(get(kube_api, namespace, "personalizationrules", rule))
+        return found if found.get("status") == status else None
+
+    return wait_for(f"{rule} Ready={status}", condition)
 
 
 def served(redis_url: str, stack: str) -> Any:
@@ -295,14 +301,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     broken = copy.deepcopy(searcher)
     broken["spec"]["audience"] = [{"feature": "searches", "window": "7m", "op": "gte", "threshold": 2}]
     apply(kubectl, namespace, [broken])
-    condition = wait_for(
-        "searcher Ready=False",
-        lambda: (
-            (c := ready(get(kube_api, namespace, "personalizationrules", "searcher"))).get("status")
-            == "False"
-            and c
-        ),
-    )
+    condition = wait_for_rule_ready(kube_api, namespace, "searcher", "False")
     assert condition["reason"] == "WindowNotDeclared"
     assert "'7m' is not one of the stack's features.windows" in condition["message"]
     events = k8s_client.CoreV1Api(kube_api).list_namespaced_event(namespace)
@@ -317,14 +316,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     newcomer["metadata"]["name"] = "newcomer"
     newcomer["spec"] = {"slot": "home-hero", "priority": 77, "variants": {"names": ["no-such-variant"]}}
     apply(kubectl, namespace, [newcomer])
-    condition = wait_for(
-        "newcomer Ready=False",
-        lambda: (
-            (c := ready(get(kube_api, namespace, "personalizationrules", "newcomer"))).get("status")
-            == "False"
-            and c
-        ),
-    )
+    condition = wait_for_rule_ready(kube_api, namespace, "newcomer", "False")
     assert condition["reason"] == "UnknownVariant"
     stack_ready = ready(get(kube_api, namespace, "personalizationstacks", "shop"))
     assert stack_ready["status"] == "True"  # the stack serves; the rules say what is wrong with them
@@ -343,10 +335,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
         ),
     )
     assert "newcomer" not in {rule.name for rule in newer.rules}
-    wait_for(
-        "searcher Ready again",
-        lambda: ready(get(kube_api, namespace, "personalizationrules", "searcher")).get("status") == "True",
-    )
+    wait_for_rule_ready(kube_api, namespace, "searcher", "True")
 
 
 def children_of(kube_api: k8s_client.ApiClient, namespace: str) -> dict[str, list[str]]:

@@ -16,11 +16,9 @@ leaves the broker running and healthy whatever happens (the `broker` fixture).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,13 +33,12 @@ from typing import Any, Literal
 import httpx
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pipeline_stacks import ONE_DAY, ONE_HOUR, publish, stack_config
 
 from tailor import devstack
-from tailor.core import store
-from tailor.core.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
-from tailor.devstack import probes
+from tailor.core.ruleset import StackConfig
+from tailor.devstack import ports, probes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -94,13 +91,6 @@ def broker(stack: devstack.Stack, kafka_bootstrap: str) -> Iterator[Broker]:
 
 
 # --- the stack's processes ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Process:
@@ -173,37 +163,6 @@ class Pipeline:
         return metric(scrape(f"{self.api_url}/metrics"), name)
 
 
-def stack_config(bootstrap: str) -> StackConfig:
-    suffix = uuid.uuid4().hex[:8]
-    return StackConfig(
-        namespace="reliability-test",
-        name=suffix,
-        kafka=KafkaConfig(
-            bootstrap_servers=bootstrap,
-            events_topic=f"events-{suffix}",
-            dead_letter_topic=f"dead-{suffix}",
-            partitions=PARTITIONS,
-        ),
-        features=FeatureConfig(
-            windows=(Window(name="1h", seconds=3600, bucket_seconds=60),
-                     Window(name="24h", seconds=86400, bucket_seconds=3600)),
-            dimensions=("category",),
-            allowed_lateness_seconds=3600,
-        ),
-    )  # fmt: skip
-
-
-def publish(redis_url: str, config: StackConfig) -> None:
-    async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
-
-
 def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> float:
     """Seconds it took for `check` to hold; AssertionError with `explain()` after `timeout`."""
     started = time.monotonic()
@@ -219,9 +178,9 @@ def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: st
     """A fresh stack's ruleset published, its content API and worker running; `request.param` (with
     indirect parametrization) adds to the worker's environment."""
     worker_env: dict[str, str] = getattr(request, "param", {})
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "reliability-test", windows=(ONE_HOUR, ONE_DAY))
     publish(redis_url, config)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = ports.pick(None), ports.pick(None)
     api = Process(
         ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN},

@@ -5,12 +5,10 @@ restarted from its AOF mid-stream."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,64 +23,22 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from pipeline_stacks import publish, stack_config
 
-from tailor.core import profile_store, store, topics
-from tailor.core.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
-from tailor.devstack import toolchain
+from tailor.core import profile_store
+from tailor.core.ruleset import StackConfig
+from tailor.devstack import ports, toolchain
 from tailor.devstack.components import redis as redis_component
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
-
-
-def stack_config(bootstrap: str, dimensions: tuple[str, ...] = ("category",)) -> StackConfig:
-    suffix = uuid.uuid4().hex[:8]
-    return StackConfig(
-        namespace="worker-test",
-        name=suffix,
-        kafka=KafkaConfig(
-            bootstrap_servers=bootstrap,
-            events_topic=f"events-{suffix}",
-            dead_letter_topic=f"dead-{suffix}",
-            partitions=3,
-        ),
-        features=FeatureConfig(
-            windows=(Window(name="5m", seconds=300, bucket_seconds=10), Window(name="24h", seconds=86400,
-                                                                                 bucket_seconds=3600)),
-            dimensions=dimensions,
-            allowed_lateness_seconds=3600,
-        ),
-    )  # fmt: skip
-
-
-def publish(redis_url: str, config: StackConfig) -> None:
-    """Publish the stack's ruleset, and create its topics as the collector would before any event."""
-    kafka = config.kafka
-    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
-
-    async def publish_ruleset() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
-        finally:
-            await client.aclose()
-
-    asyncio.run(publish_ruleset())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class WorkerProcess:
     """`tailor worker` in a subprocess, with its log kept for failure messages."""
 
     def __init__(self, stack: str, redis_url: str, **env: str) -> None:
-        self.metrics_port = free_port()
+        self.metrics_port = ports.pick(None)
         # Removed when closed: the test reads it (for failure messages) while the worker runs.
         self.log = tempfile.NamedTemporaryFile(prefix="tailor-worker-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -181,7 +137,7 @@ def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> in
 def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     users = [f"u{i}" for i in range(40)]
     burst = [event(users[i % 40], category=("shoes", "hats")[i % 2]) for i in range(4000)]
@@ -222,7 +178,7 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
 def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     topic = config.kafka.events_topic
@@ -292,7 +248,7 @@ def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str
 def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     users = [f"k{i}" for i in range(20)]
     instance = f"w-{uuid.uuid4().hex[:6]}"
@@ -322,7 +278,7 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
 def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     users = [f"r{i}" for i in range(30)]
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
@@ -348,7 +304,7 @@ def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
 def test_the_worker_follows_published_feature_changes(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, dimensions=("category",))
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     workers.append(WorkerProcess(config.key, redis_url))
@@ -377,7 +333,7 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
     Two consumer groups read the same stream at once, so both workers count the same users all along;
     the guard refuses every write made from a stale copy (the refused worker reloads and counts again)
     and the dedup set turns the other worker's events into duplicates."""
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     users = [f"z{i}" for i in range(10)]
     conflicts = "tailor_worker_profile_conflicts_total"
@@ -408,7 +364,7 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
 def test_revoked_partitions_leave_the_workers_cache(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap)
+    config = stack_config(kafka_bootstrap, "worker-test")
     publish(redis_url, config)
     users = [f"c{i}" for i in range(30)]
     cached = "tailor_worker_profile_cache_users"
@@ -437,7 +393,7 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
     """A Redis of its own (the shared one must not be killed under other tests), configured as the dev
     stack's (AOF, fsync on every write); yields a function that SIGKILLs it and starts it again on
     the same files."""
-    port = free_port()
+    port = ports.pick(None)
     conf = tmp_path / "redis.conf"
     conf.write_text(redis_component.redis_conf(port, tmp_path))
     command = [str(toolchain.find_tool("redis-server")), str(conf)]
@@ -481,7 +437,7 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
         port = int(re.findall(r"^port (\d+)$", (tmp_path / "redis.conf").read_text(), re.M)[0])
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url, decode_responses=True)
-        config = stack_config(kafka_bootstrap)
+        config = stack_config(kafka_bootstrap, "worker-test")
         publish(url, config)
         users = [f"a{i}" for i in range(20)]
         with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:

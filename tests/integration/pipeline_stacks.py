@@ -1,0 +1,60 @@
+"""A throwaway stack for the pipeline's tests: its config, with topics of its own, and its ruleset
+published (no rules) as the operator would, so that a collector or `tailor worker` can follow it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tailor.core import store, topics
+from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+
+FIVE_MINUTES = Window(name="5m", seconds=300, bucket_seconds=10)
+ONE_HOUR = Window(name="1h", seconds=3600, bucket_seconds=60)
+ONE_DAY = Window(name="24h", seconds=86400, bucket_seconds=3600)
+
+
+def stack_config(
+    bootstrap: str,
+    namespace: str,
+    *,
+    partitions: int = 3,
+    windows: tuple[Window, ...] = (FIVE_MINUTES, ONE_DAY),
+    dimensions: tuple[str, ...] = ("category",),
+    allowed_lateness_seconds: int = 3600,
+    **api: Any,
+) -> StackConfig:
+    """A stack named at random in `namespace`, with its own events and dead-letter topics."""
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(
+        namespace=namespace,
+        name=suffix,
+        kafka=KafkaConfig(
+            bootstrap_servers=bootstrap,
+            events_topic=f"events-{suffix}",
+            dead_letter_topic=f"dead-{suffix}",
+            partitions=partitions,
+        ),
+        features=FeatureConfig(
+            windows=windows, dimensions=dimensions, allowed_lateness_seconds=allowed_lateness_seconds
+        ),
+        api=ApiConfig(**api),
+    )
+
+
+def publish(redis_url: str, config: StackConfig) -> None:
+    """Publish the stack's ruleset, and create its topics as the collector would before any event."""
+    kafka = config.kafka
+    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+
+    async def publish_ruleset() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(publish_ruleset())
