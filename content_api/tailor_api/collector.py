@@ -149,6 +149,8 @@ class Collector:
             if not isinstance(items, list) or len(document) != 1:
                 detail = 'send one event, or {"events": [...]} with nothing else beside "events"'
                 return _problem(400, "invalid-batch", "Invalid batch", detail)
+            if not items:
+                return _problem(400, "invalid-batch", "Invalid batch", '"events" is empty: send at least one')
         elif isinstance(document, dict):
             items = [document]
         else:

@@ -129,9 +129,13 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                                         {
                                             "type": "object",
                                             "required": ["events"],
+                                            "additionalProperties": False,
                                             "properties": {
                                                 "events": {
                                                     "type": "array",
+                                                    "minItems": 1,
+                                                    "description": "at most the stack's "
+                                                    "spec.api.maxBatchEvents (413 beyond)",
                                                     "items": {"$ref": "#/components/schemas/Event"},
                                                 }
                                             },

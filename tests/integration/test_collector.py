@@ -117,6 +117,7 @@ async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
         (b"{not json", 400, "invalid-json"),
         (b"[1, 2]", 400, "invalid-batch"),
         (b'{"events": {"id": 1}}', 400, "invalid-batch"),
+        (b'{"events": []}', 400, "invalid-batch"),
         (orjson.dumps({"events": [{"type": "click"}, {"id": ""}]}), 400, "invalid-events"),
         (orjson.dumps({"events": [event() for _ in range(6)]}), 413, "too-large"),
         (orjson.dumps(event(page={"url": "x" * 600})), 413, "too-large"),
