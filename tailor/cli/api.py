@@ -32,13 +32,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes (default 1: scale with replicas)"
     )
+    parser.add_argument(
+        "--task-impl",
+        choices=["asyncio", "rust"],
+        default=os.environ.get("TAILOR_API_TASK_IMPL", "asyncio"),
+        help="how granian drives request coroutines: asyncio's tasks (default), or its own Rust tasks "
+        "(granian calls them experimental; Python 3.11 only; a shorter latency tail, "
+        "docs/content-api.md); env TAILOR_API_TASK_IMPL",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.log import LogLevels
     from tailor_api import settings
 
@@ -64,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         workers=args.workers,
         loop=Loops.uvloop,
+        task_impl=TaskImpl(args.task_impl),
         http=HTTPModes.http1,
         websockets=False,
         log_level=LogLevels(args.log_level),
