@@ -8,7 +8,6 @@ from a child process), so "per core" figures are events per CPU-second actually 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import subprocess
@@ -20,10 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from tailor.core import store, topics
-from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+from tailor.core.ruleset import StackConfig, Window
+from tailor.devstack import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,41 +34,16 @@ def environment() -> tuple[str, str]:
 
 
 def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
-    suffix = uuid.uuid4().hex[:8]
-    return StackConfig(
-        namespace="bench",
-        name=suffix,
-        kafka=KafkaConfig(
-            bootstrap_servers=kafka,
-            events_topic=f"bench-events-{suffix}",
-            dead_letter_topic=f"bench-dead-{suffix}",
-            partitions=partitions,
-        ),
-        features=FeatureConfig(
-            windows=(
-                Window(name="5m", seconds=300, bucket_seconds=10),
-                Window(name="30m", seconds=1800, bucket_seconds=60),
-                Window(name="24h", seconds=86400, bucket_seconds=3600),
-            ),
-            dimensions=("category", "productId", "query"),
-            allowed_lateness_seconds=300,
-        ),
-        api=ApiConfig(max_batch_events=500),
+    return scratch.stack_config(
+        kafka,
+        "bench",
+        prefix="bench-",
+        partitions=partitions,
+        windows=(scratch.FIVE_MINUTES, Window(name="30m", seconds=1800, bucket_seconds=60), scratch.ONE_DAY),
+        dimensions=("category", "productId", "query"),
+        allowed_lateness_seconds=300,
+        max_batch_events=500,
     )
-
-
-def publish(redis_url: str, config: StackConfig) -> None:
-    kafka = config.kafka
-    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
-
-    async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
 
 
 def cleanup(redis_url: str, config: StackConfig) -> None:

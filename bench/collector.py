@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import Producer
 
 from tailor.core import events
-from tailor.devstack import ports
+from tailor.devstack import ports, scratch
 
 BATCH = 50
 TARGET_PER_CORE = 30_000
@@ -143,7 +143,7 @@ def main() -> int:
     args = parser.parse_args()
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
-    _pipeline.publish(redis_url, config)
+    scratch.publish(redis_url, config)
 
     raw_rate, raw_per_cpu = raw_producer(kafka, config.kafka.events_topic, args.raw_events)
     rows: list[list[object]] = [

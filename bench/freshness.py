@@ -38,7 +38,7 @@ from confluent_kafka import Consumer
 
 from tailor.core import profile_store
 from tailor.core.ruleset import StackConfig
-from tailor.devstack import ports
+from tailor.devstack import ports, scratch
 
 BATCH = 50
 TARGET_P99_MS = 100.0
@@ -213,7 +213,7 @@ def main() -> int:
     args = parser.parse_args()
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
-    _pipeline.publish(redis_url, config)
+    scratch.publish(redis_url, config)
     logs = Path(tempfile.mkdtemp(prefix="tailor-bench-freshness-"))
     port = ports.pick(None)
     api = _pipeline.tailor(

@@ -33,7 +33,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer
 
-from tailor.devstack import ports
+from tailor.devstack import ports, scratch
 
 TARGET = 50_000
 
@@ -139,7 +139,7 @@ def live(
     """(events/s processed, worker CPU-s per event, Redis CPU-s per event, lag at the end) while
     events are produced at `rate` for `seconds`, after one event per user has warmed the cache."""
     config = _pipeline.stack_config(kafka)
-    _pipeline.publish(redis_url, config)
+    scratch.publish(redis_url, config)
     topic = config.kafka.events_topic
     # Made beforehand, without a timestamp: each counts at its Kafka time, when it is produced.
     payloads = []
@@ -225,7 +225,7 @@ def main() -> int:
     args = parser.parse_args()
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
-    _pipeline.publish(redis_url, config)
+    scratch.publish(redis_url, config)
     fill(kafka, config.kafka.events_topic, args.events, args.users)
 
     consume_rate, consume_per_cpu = raw_consume(kafka, config.kafka.events_topic, args.events)

@@ -9,7 +9,9 @@ port or a consumer-group membership.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -34,17 +36,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         return  # not Linux: the demo's own cleanup still stops the child
 
 
-class Child:
-    """One `tailor <command>` subprocess with its output in a log file."""
+def tailor_command(*args: str) -> list[str]:
+    """`tailor ARGS…` with this interpreter (the demo's own install)."""
+    return [sys.executable, "-m", "tailor.cli.main", *args]
 
-    def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+
+class Child:
+    """One subprocess in a session of its own, with its output in a log file."""
+
+    def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         self.name = name
-        self.args = list(args)
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self._sink: IO[bytes] = log.open("wb")  # one run per file: the tail is this run's
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tailor.cli.main", *self.args],
+            list(command),
             stdin=subprocess.DEVNULL,
             stdout=self._sink,
             stderr=subprocess.STDOUT,
@@ -68,19 +74,27 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; the exit code (None if it could not be reaped)."""
+        """SIGTERM, then SIGKILL after `grace` seconds; the exit code (None if it could not be reaped).
+
+        Signals go to the child's whole process group (its own session): `tailor api` serves from
+        processes granian forks, and one forked while the API was stopping would outlive it."""
         if self.alive():
-            self.process.send_signal(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal_group(signal.SIGKILL)
                 try:
                     self.process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     return None
+        self._signal_group(signal.SIGKILL)  # whatever of the group is left once the child is gone
         self._sink.close()
         return self.process.returncode
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
 
 
 class Children:
@@ -92,7 +106,8 @@ class Children:
         self.started: list[Child] = []
 
     def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
-        child = Child(name, args, {**self.env, **(env or {})}, self.log_dir / f"demo-{name}.log")
+        command = tailor_command(*args)
+        child = Child(name, command, {**self.env, **(env or {})}, self.log_dir / f"demo-{name}.log")
         self.started.append(child)
         return child
 

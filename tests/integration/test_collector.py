@@ -12,19 +12,24 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, Message
-from pipeline_stacks import FIVE_MINUTES, stack_config
 from starlette.applications import Starlette
 from starlette.routing import Route
 from tailor_api.collector import Collector
 
 from tailor.core.ruleset import StackConfig
+from tailor.devstack import scratch
 
 pytestmark = pytest.mark.kafka
 
 
 def collector_stack(bootstrap: str, **api: Any) -> StackConfig:
-    return stack_config(
-        bootstrap, "collector-test", partitions=2, windows=(FIVE_MINUTES,), allowed_lateness_seconds=60, **api
+    return scratch.stack_config(
+        bootstrap,
+        "collector-test",
+        partitions=2,
+        windows=(scratch.FIVE_MINUTES,),
+        allowed_lateness_seconds=60,
+        **api,
     )
 
 

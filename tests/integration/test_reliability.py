@@ -34,11 +34,10 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from pipeline_stacks import ONE_DAY, ONE_HOUR, publish, stack_config
 
 from tailor import devstack
 from tailor.core.ruleset import StackConfig
-from tailor.devstack import ports, probes
+from tailor.devstack import ports, probes, scratch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -178,8 +177,10 @@ def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: st
     """A fresh stack's ruleset published, its content API and worker running; `request.param` (with
     indirect parametrization) adds to the worker's environment."""
     worker_env: dict[str, str] = getattr(request, "param", {})
-    config = stack_config(kafka_bootstrap, "reliability-test", windows=(ONE_HOUR, ONE_DAY))
-    publish(redis_url, config)
+    config = scratch.stack_config(
+        kafka_bootstrap, "reliability-test", windows=(scratch.ONE_HOUR, scratch.ONE_DAY)
+    )
+    scratch.publish(redis_url, config)
     port, metrics_port = ports.pick(None), ports.pick(None)
     api = Process(
         ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

@@ -24,11 +24,10 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from pipeline_stacks import publish, stack_config
 
 from tailor.core import profile_store
 from tailor.core.ruleset import StackConfig
-from tailor.devstack import ports, toolchain
+from tailor.devstack import ports, scratch, toolchain
 from tailor.devstack.components import redis as redis_component
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -137,8 +136,8 @@ def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> in
 def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     users = [f"u{i}" for i in range(40)]
     burst = [event(users[i % 40], category=("shoes", "hats")[i % 2]) for i in range(4000)]
     resent = burst[:500]  # a client resending part of a batch after a 503: same ids
@@ -178,8 +177,8 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
 def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     topic = config.kafka.events_topic
     workers.append(WorkerProcess(config.key, redis_url))
@@ -248,8 +247,8 @@ def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str
 def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     users = [f"k{i}" for i in range(20)]
     instance = f"w-{uuid.uuid4().hex[:6]}"
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -278,8 +277,8 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
 def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     users = [f"r{i}" for i in range(30)]
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -304,8 +303,8 @@ def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
 def test_the_worker_follows_published_feature_changes(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     kafka = producer(kafka_bootstrap)
     workers.append(WorkerProcess(config.key, redis_url))
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
@@ -314,7 +313,7 @@ def test_the_worker_follows_published_feature_changes(
     wider = config.model_copy(
         update={"features": config.features.model_copy(update={"dimensions": ("category", "brand")})}
     )
-    publish(redis_url, wider)
+    scratch.publish(redis_url, wider)
     time.sleep(2.5)  # the worker checks the published ruleset every second
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
 
@@ -333,8 +332,8 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
     Two consumer groups read the same stream at once, so both workers count the same users all along;
     the guard refuses every write made from a stale copy (the refused worker reloads and counts again)
     and the dedup set turns the other worker's events into duplicates."""
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     users = [f"z{i}" for i in range(10)]
     conflicts = "tailor_worker_profile_conflicts_total"
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -364,8 +363,8 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
 def test_revoked_partitions_leave_the_workers_cache(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = stack_config(kafka_bootstrap, "worker-test")
-    publish(redis_url, config)
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
     users = [f"c{i}" for i in range(30)]
     cached = "tailor_worker_profile_cache_users"
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
@@ -437,8 +436,8 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
         port = int(re.findall(r"^port (\d+)$", (tmp_path / "redis.conf").read_text(), re.M)[0])
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url, decode_responses=True)
-        config = stack_config(kafka_bootstrap, "worker-test")
-        publish(url, config)
+        config = scratch.stack_config(kafka_bootstrap, "worker-test")
+        scratch.publish(url, config)
         users = [f"a{i}" for i in range(20)]
         with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
             worker = WorkerProcess(config.key, url, TAILOR_WORKER_RETRY_SECONDS="0.2")

@@ -1,5 +1,6 @@
-"""A throwaway stack for the pipeline's tests: its config, with topics of its own, and its ruleset
-published (no rules) as the operator would, so that a collector or `tailor worker` can follow it."""
+"""Throwaway stacks for tests and benchmarks of the event pipeline: a config with topics of its own,
+and its ruleset published (no rules) as the operator would, so that a collector or `tailor worker`
+can follow it without a kube-apiserver."""
 
 from __future__ import annotations
 
@@ -21,21 +22,23 @@ def stack_config(
     bootstrap: str,
     namespace: str,
     *,
+    prefix: str = "",
     partitions: int = 3,
     windows: tuple[Window, ...] = (FIVE_MINUTES, ONE_DAY),
     dimensions: tuple[str, ...] = ("category",),
     allowed_lateness_seconds: int = 3600,
     **api: Any,
 ) -> StackConfig:
-    """A stack named at random in `namespace`, with its own events and dead-letter topics."""
+    """A stack named at random in `namespace`, with its own events and dead-letter topics (their names
+    start with `prefix`); `api`: ApiConfig fields."""
     suffix = uuid.uuid4().hex[:8]
     return StackConfig(
         namespace=namespace,
         name=suffix,
         kafka=KafkaConfig(
             bootstrap_servers=bootstrap,
-            events_topic=f"events-{suffix}",
-            dead_letter_topic=f"dead-{suffix}",
+            events_topic=f"{prefix}events-{suffix}",
+            dead_letter_topic=f"{prefix}dead-{suffix}",
             partitions=partitions,
         ),
         features=FeatureConfig(
