@@ -48,20 +48,9 @@ def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
 
 def cleanup(redis_url: str, config: StackConfig) -> None:
     """Remove what a run left: the bench stack's Redis keys and its topics (the stack is shared)."""
-    import redis
     from confluent_kafka import admin
 
-    client = redis.Redis.from_url(redis_url)
-    for pattern in (f"tailor:{config.key}:*", f"tailor:{{{config.key}}}:*"):
-        batch = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.unlink(*batch)
-                batch.clear()
-        if batch:
-            client.unlink(*batch)
-    client.close()
+    scratch.forget(redis_url, config.key)
     kafka = config.kafka
     kafka_admin = admin.AdminClient({"bootstrap.servers": kafka.bootstrap_servers})  # alive until done
     futures = kafka_admin.delete_topics([kafka.events_topic, kafka.dead_letter_topic], operation_timeout=30)

@@ -48,7 +48,7 @@ from tailor_api import sample
 
 from tailor.core import profile_store, ruleset, store
 from tailor.core.events import Event
-from tailor.devstack import ports
+from tailor.devstack import ports, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -456,8 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("bench/decide.py needs wrk and taskset: apt-get install wrk util-linux")
-    with tempfile.TemporaryDirectory(prefix="tailor-bench-") as scratch:
-        workdir = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-") as temporary:
+        workdir = Path(temporary)
         if args.server_stacks:
             server_stacks(workdir, args.seconds)
             return 0
@@ -495,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if redis_process is not None:
                 redis_process.terminate()
                 redis_process.wait(10)
+            else:
+                scratch.forget(url, stack)  # a shared Redis: leave nothing of this run behind
     report(hello, decide, opened, latencies, lag, changes)
     return 0
 

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from tailor.core import store, topics
@@ -61,3 +62,20 @@ def publish(redis_url: str, config: StackConfig) -> None:
             await client.aclose()
 
     asyncio.run(publish_ruleset())
+
+
+def forget(redis_url: str, stack: str) -> None:
+    """Delete every Redis key of `stack` (namespace/name): what a run left in a shared Redis."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for pattern in (f"tailor:{stack}:*", f"tailor:{{{stack}}}:*"):
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+    finally:
+        client.close()
