@@ -92,6 +92,13 @@ def workers() -> Iterator[list[WorkerProcess]]:
         worker.close()
 
 
+def worker_stack(bootstrap: str, redis_url: str) -> StackConfig:
+    """A fresh stack, its ruleset published and its topics made: what `tailor worker --stack` follows."""
+    config = scratch.stack_config(bootstrap, "worker-test")
+    scratch.publish(redis_url, config)
+    return config
+
+
 def producer(bootstrap: str) -> Producer:
     return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
 
@@ -136,8 +143,7 @@ def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> in
 def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     users = [f"u{i}" for i in range(40)]
     burst = [event(users[i % 40], category=("shoes", "hats")[i % 2]) for i in range(4000)]
     resent = burst[:500]  # a client resending part of a batch after a 503: same ids
@@ -177,8 +183,7 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
 def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     kafka = producer(kafka_bootstrap)
     topic = config.kafka.events_topic
     workers.append(WorkerProcess(config.key, redis_url))
@@ -247,8 +252,7 @@ def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str
 def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     users = [f"k{i}" for i in range(20)]
     instance = f"w-{uuid.uuid4().hex[:6]}"
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -277,8 +281,7 @@ def test_sigkill_mid_stream_then_restart_counts_every_acknowledged_event_once(
 def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     users = [f"r{i}" for i in range(30)]
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -303,8 +306,7 @@ def test_workers_joining_and_leaving_the_group_split_the_work_and_count_exactly(
 def test_the_worker_follows_published_feature_changes(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     kafka = producer(kafka_bootstrap)
     workers.append(WorkerProcess(config.key, redis_url))
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
@@ -332,8 +334,7 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
     Two consumer groups read the same stream at once, so both workers count the same users all along;
     the guard refuses every write made from a stale copy (the refused worker reloads and counts again)
     and the dedup set turns the other worker's events into duplicates."""
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     users = [f"z{i}" for i in range(10)]
     conflicts = "tailor_worker_profile_conflicts_total"
     with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
@@ -363,8 +364,7 @@ def test_two_workers_counting_the_same_users_at_once_count_every_event_once(
 def test_revoked_partitions_leave_the_workers_cache(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    config = scratch.stack_config(kafka_bootstrap, "worker-test")
-    scratch.publish(redis_url, config)
+    config = worker_stack(kafka_bootstrap, redis_url)
     users = [f"c{i}" for i in range(30)]
     cached = "tailor_worker_profile_cache_users"
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
@@ -436,8 +436,7 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
         port = int(re.findall(r"^port (\d+)$", (tmp_path / "redis.conf").read_text(), re.M)[0])
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url, decode_responses=True)
-        config = scratch.stack_config(kafka_bootstrap, "worker-test")
-        scratch.publish(url, config)
+        config = worker_stack(kafka_bootstrap, url)
         users = [f"a{i}" for i in range(20)]
         with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
             worker = WorkerProcess(config.key, url, TAILOR_WORKER_RETRY_SECONDS="0.2")
