@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 TAILOR := $(BIN)/tailor
-export PATH := $(PATH):/usr/local/go/bin
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
 .PHONY: help setup build lint unit test demo up down status env
 

@@ -3,7 +3,8 @@
 #
 #   1. Debian packages (redis-server, kcat, prometheus, chromium) when one is missing;
 #   2. .venv with `pip install -e '.[dev]'` when pyproject.toml changed since the last install;
-#   3. `tailor dev build`: Kubernetes, etcd, kwok, helm (Go) and Kafka (Maven), cached by
+#   3. the compiled worker hot path (native/, Rust via maturin) when its sources changed;
+#   4. `tailor dev build`: Kubernetes, etcd, kwok, helm (Go) and Kafka (Maven), cached by
 #      version under ${TAILOR_CACHE:-~/.cache/tailor}, so a second run builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,25 @@ else
   echo "setup: .venv up to date"
 fi
 
-# Go's official install lives outside the default PATH of non-login shells.
-export PATH="$PATH:/usr/local/go/bin"
+# Go's and rustup's installs live outside the default PATH of non-login shells.
+export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
+
+# The worker's hot path in Rust (tailor.core falls back to its Python reference without it, slower).
+# Cargo's build output is cached outside the checkout, so a change rebuilds only this crate.
+native_stamp=.venv/.tailor-native
+native_hash=$(cat native/Cargo.toml native/Cargo.lock native/pyproject.toml native/*.pyi native/src/*.rs \
+  | sha256sum | cut -c1-16)
+if [ "$(cat "$native_stamp" 2>/dev/null)" != "$native_hash" ]; then
+  if ! command -v cargo > /dev/null; then
+    echo "setup: cargo is missing: install Rust (rustup, or Debian's cargo package)" >&2
+    exit 1
+  fi
+  echo "setup: building native/ (Rust)"
+  CARGO_TARGET_DIR="${TAILOR_CACHE:-$HOME/.cache/tailor}/native-target" \
+    .venv/bin/pip install --quiet --disable-pip-version-check ./native
+  echo "$native_hash" > "$native_stamp"
+else
+  echo "setup: native/ up to date"
+fi
+
 .venv/bin/tailor dev build
