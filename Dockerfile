@@ -11,6 +11,17 @@
 
 ARG PYTHON_VERSION=3.11
 
+# The worker's hot path (native/, Rust): an abi3 wheel, so it serves any CPython >= 3.11.
+FROM rust:1-slim-bookworm AS native
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/maturin \
+ && /opt/maturin/bin/pip install --no-cache-dir 'maturin>=1.7,<2'
+WORKDIR /src/native
+COPY native ./
+RUN /opt/maturin/bin/maturin build --release --locked --out /wheels
+
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -31,7 +42,8 @@ COPY operator ./operator
 COPY workers ./workers
 COPY content_api ./content_api
 COPY sdk/tailor.js ./sdk/tailor.js
-RUN /opt/tailor/bin/pip install --no-deps . \
+COPY --from=native /wheels /tmp/wheels
+RUN /opt/tailor/bin/pip install --no-deps . /tmp/wheels/*.whl \
  && /opt/tailor/bin/python -m compileall -q /opt/tailor/lib \
  && /opt/tailor/bin/tailor --help > /dev/null
 
