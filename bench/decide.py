@@ -11,9 +11,10 @@ scheduler (pinned beside the generator it starved, beside the server it would co
 1. saturation: wrk (closed loop, 64 connections) against /healthz — the ceiling: the same server,
    router, headers and metrics with no work — and against /v1/decide over `--users` users whose
    profiles hold real counters, a ruleset of 8 rules (matchers, CEL, rollout) and a fallback;
-2. latency: an open-loop generator (fixed arrival rate, --load: 70 % of the decide saturation) written
-   here on asyncio; latency counts from each request's scheduled time, so a slow server cannot
-   slow the generator down and hide its own queueing (no coordinated omission);
+2. latency: an open-loop generator (bench/loadgen, Go, built on first use; a fixed arrival rate,
+   --load: 70 % of the decide saturation); latency counts from each request's due time, so a slow
+   server cannot slow the generator down and hide its own queueing (no coordinated omission). Its
+   ceilings: /healthz at the same rate, and /healthz at the same share of its own saturation;
 3. meanwhile, rule changes: a new ruleset version every 0.4 s, and the time until a decision
    reports it in X-Tailor-Ruleset-Version;
 4. the server's own view of the same run: percentiles of tailor_decide_duration_seconds (from the
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import gc
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ from tailor_api import sample
 
 from tailor.core import profile_store, ruleset, store
 from tailor.core.events import Event
-from tailor.devstack import ports, scratch
+from tailor.devstack import gobuild, paths, ports, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -224,91 +225,32 @@ def histogram_percentile(before: dict[float, float], after: dict[float, float], 
 # --- open loop: latency at a fixed arrival rate ---------------------------------------------------
 
 
-class _Client(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with at most one request in flight."""
-
-    def __init__(self, pool: _OpenLoop) -> None:
-        self.pool = pool
-        self.buffer = b""
-        self.scheduled = 0.0
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def send(self, request: bytes, scheduled: float) -> None:
-        self.scheduled = scheduled
-        assert self.transport is not None
-        self.transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = self.buffer[:end].lower()
-        at = head.find(b"content-length:")
-        length = (
-            int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None])
-            if at >= 0
-            else 0
-        )
-        if len(self.buffer) < end + 4 + length:
-            return
-        status = int(self.buffer[9:12])
-        self.buffer = self.buffer[end + 4 + length :]
-        self.pool.completed(self, status, self.scheduled)
+LOADGEN = ROOT / "bench" / "loadgen"
 
 
-class _OpenLoop:
-    def __init__(self, requests: Sequence[bytes]) -> None:
-        self.requests = requests
-        self.idle: collections.deque[_Client] = collections.deque()
-        self.backlog: collections.deque[tuple[bytes, float]] = collections.deque()
-        self.latencies: list[float] = []
-        self.dispatch_lag: list[float] = []
-        self.errors = 0
-        self.loop = asyncio.get_running_loop()
-        self.expected = -1
-        self.all_done = asyncio.Event()
+def loadgen_binary() -> Path:
+    """bench/loadgen (Go), built once per source version into the tailor cache."""
+    sources = [*sorted(LOADGEN.glob("*.go")), LOADGEN / "go.mod"]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:12]
+    binary = paths.cache_root() / "bench" / f"loadgen-{digest}"
+    if not binary.exists():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=LOADGEN, env=gobuild.go_env(), check=True)
+    return binary
 
-    def completed(self, client: _Client, status: int, scheduled: float) -> None:
-        self.latencies.append(self.loop.time() - scheduled)
-        if status != 200:
-            self.errors += 1
-        if len(self.latencies) == self.expected:
-            self.all_done.set()
-        if self.backlog:
-            request, when = self.backlog.popleft()
-            client.send(request, when)
-        else:
-            self.idle.append(client)
 
-    async def run(self, port: int, rate: float, seconds: float, connections: int) -> dict[str, float]:
-        for _ in range(connections):
-            _, client = await self.loop.create_connection(lambda: _Client(self), "127.0.0.1", port)
-            self.idle.append(client)
-        total = int(rate * seconds)
-        start = self.loop.time() + 0.05
-        sent = 0
-        while sent < total:
-            now = self.loop.time()
-            due = min(total, int((now - start) * rate) + 1)
-            while sent < due:
-                scheduled = start + sent / rate
-                request = self.requests[sent % len(self.requests)]
-                self.dispatch_lag.append(now - scheduled)
-                if self.idle:
-                    self.idle.popleft().send(request, scheduled)
-                else:
-                    self.backlog.append((request, scheduled))
-                sent += 1
-            await asyncio.sleep(0.0005)
-        self.expected = total
-        if len(self.latencies) < total:
-            await self.all_done.wait()
-        elapsed = self.loop.time() - start
-        return {"offered": rate, "achieved": total / elapsed, "errors": float(self.errors)}
+async def open_loop(port: int, rate: float, seconds: float, targets: Sequence[str]) -> dict[str, float]:
+    """bench/loadgen on the load core: a fixed arrival rate, latency from each request's due time."""
+    process = await asyncio.create_subprocess_exec(
+        "taskset", "-c", LOAD_CORE, str(loadgen_binary()), "-addr", f"127.0.0.1:{port}",
+        "-rate", f"{rate:.1f}", "-seconds", str(seconds), "-connections", "64",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    output, _ = await process.communicate("\n".join(targets).encode())
+    if process.returncode != 0:
+        sys.exit(f"bench/loadgen failed (exit {process.returncode})")
+    result: dict[str, float] = json.loads(output)
+    return result
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -345,28 +287,20 @@ async def rule_changes(url: str, stack: str, port: int, until: float, every: flo
     return latencies
 
 
-HEALTHZ_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def decide_requests(users: int) -> list[bytes]:
-    return [f"GET /v1/decide?slot=hero&user=u{i}&session=s{i} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-            for i in range(users)]  # fmt: skip
+def decide_targets(users: int) -> list[str]:
+    return [f"/v1/decide?slot=hero&user=u{i}&session=s{i}" for i in range(users)]
 
 
 async def latency_phase(
-    url: str, stack: str, port: int, rate: float, seconds: int, requests: Sequence[bytes], change_every: float
-) -> tuple[dict[str, float], list[float], list[float], list[float]]:
-    generator = _OpenLoop(requests)
-    gc.collect()
-    gc.disable()  # the generator's own collector pauses would show up as server latency
+    url: str, stack: str, port: int, rate: float, seconds: int, targets: Sequence[str], change_every: float
+) -> tuple[dict[str, float], list[float]]:
+    """The open loop at `rate`, with rule changes every `change_every` s meanwhile (0: none)."""
     until = time.monotonic() + seconds - 0.5
     changes = (
         asyncio.create_task(rule_changes(url, stack, port, until, change_every)) if change_every else None
     )
-    result = await generator.run(port, rate, seconds, connections=64)
-    changed = (await changes) if changes else []
-    gc.enable()
-    return result, generator.latencies, generator.dispatch_lag, changed
+    result = await open_loop(port, rate, seconds, targets)
+    return result, (await changes) if changes else []
 
 
 # --- server stacks: the measurement behind granian + lean routing ----------------------------------
@@ -476,19 +410,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
             rate = args.load * decide["rate"]
             before = decide_histogram(port)
-            opened, latencies, lag, changes = uvloop.run(
-                latency_phase(url, stack, port, rate, args.seconds, decide_requests(args.users),
+            opened, changes = uvloop.run(
+                latency_phase(url, stack, port, rate, args.seconds, decide_targets(args.users),
                               args.rule_change_every)
             )  # fmt: skip
             after = decide_histogram(port)
             opened["server_p50"] = histogram_percentile(before, after, 0.5)
             opened["server_p99"] = histogram_percentile(before, after, 0.99)
-            # The latency ceiling: the same generator, rate and server, on the bare route.
-            _, bare_latencies, _, _ = uvloop.run(
-                latency_phase(url, stack, port, rate, args.seconds, [HEALTHZ_REQUEST], 0)
-            )
-            opened["bare_p99"] = percentile(bare_latencies, 0.99)
             opened["load"] = args.load
+            # Ceilings: the bare route at the same rate (what the generator and server stack add), and
+            # at the same share of its own saturation (the server stack's own queueing at that load).
+            same_rate, _ = uvloop.run(latency_phase(url, stack, port, rate, args.seconds, ["/healthz"], 0))
+            bare_rate = args.load * hello["rate"]
+            same_load, _ = uvloop.run(
+                latency_phase(url, stack, port, bare_rate, args.seconds, ["/healthz"], 0)
+            )
         finally:
             api.terminate()
             api.wait(10)
@@ -497,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_process.wait(10)
             else:
                 scratch.forget(url, stack)  # a shared Redis: leave nothing of this run behind
-    report(hello, decide, opened, latencies, lag, changes)
+    report(hello, decide, opened, same_rate, same_load, changes)
     return 0
 
 
@@ -507,9 +443,10 @@ async def _publish(url: str, published: ruleset.Ruleset) -> None:
     await client.aclose()
 
 
-def rows(hello: dict[str, float], decide: dict[str, float], opened: dict[str, float], latencies: list[float],
-         lag: list[float], changes: list[float]) -> Iterator[tuple[str, str, str, str, str]]:  # fmt: skip
-    ms = [v * 1000 for v in latencies]
+def rows(
+    hello: dict[str, float], decide: dict[str, float], opened: dict[str, float], same_rate: dict[str, float],
+    same_load: dict[str, float], changes: list[float],
+) -> Iterator[tuple[str, str, str, str, str]]:  # fmt: skip
     per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
     yield (
         "saturation /healthz (ceiling)",
@@ -521,18 +458,21 @@ def rows(hello: dict[str, float], decide: dict[str, float], opened: dict[str, fl
     yield ("saturation /v1/decide", f"{decide['rate']:,.0f}/s", f"{decide['rate'] / hello['rate']:.2f}",
            f">= {TARGET_PER_CORE:,}/s/core",
            f"{per_cpu:,.0f} per CPU-s; non-2xx {decide['errors']:.0f}")  # fmt: skip
-    offered = f"{opened['offered']:,.0f} / {opened['achieved']:,.0f}/s"
     load = f"{opened['load']:.0%}"
+    offered = f"{opened['offered']:,.0f} / {opened['achieved']:,.0f}/s"
     yield ("open loop offered / achieved", offered, "", load, f"non-200 {opened['errors']:.0f}")
-    for name, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
+    for name, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")):
         target = f"<= {TARGET_P99_MS:.0f} ms at 70%" if name == "p99" else ""
-        yield (f"decide latency {name} at {load}", f"{percentile(ms, q):.2f} ms", "", target, "")
-    bare = opened["bare_p99"] * 1000
-    yield ("/healthz p99, same rate (ceiling)", f"{bare:.2f} ms", f"{percentile(ms, 0.99) / bare:.1f}", "",
-           "same generator and server")  # fmt: skip
+        yield (f"decide latency {name} at {load}", f"{opened[key]:.2f} ms", "", target, "")
+    p99 = opened["p99_ms"]
+    yield ("/healthz p99, same rate (ceiling)", f"{same_rate['p99_ms']:.2f} ms",
+           f"{p99 / same_rate['p99_ms']:.1f}", "", "the generator and server stack alone")  # fmt: skip
+    yield (f"/healthz p99 at {load} of its saturation", f"{same_load['p99_ms']:.2f} ms",
+           f"{p99 / same_load['p99_ms']:.1f}", "",
+           f"{same_load['offered']:,.0f}/s: the server stack's own queueing")  # fmt: skip
     server = f"<= {opened['server_p50'] * 1000:g} / <= {opened['server_p99'] * 1000:g} ms"
     yield ("server-side decide p50 / p99", server, "", "", "histogram bucket bounds")
-    yield ("generator dispatch lag p99", f"{percentile(lag, 0.99) * 1000:.2f} ms", "", "", "included above")
+    yield ("generator dispatch lag p99", f"{opened['dispatch_lag_p99_ms']:.2f} ms", "", "", "included above")
     if not changes:
         return
     yield (

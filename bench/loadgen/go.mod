@@ -1,0 +1,3 @@
+module tailor.dev/bench/loadgen
+
+go 1.22
