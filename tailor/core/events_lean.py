@@ -11,7 +11,7 @@ caller then asks `events.Event` — which decides, and names the problem for the
 event is accepted exactly when `events.Event` accepts it, and counted the same way;
 tests/unit/test_events_lean.py holds the two to that on generated events.
 
-The same check is compiled in `tailor_native.EventReader` (native/src/event.rs, ~8x faster), used by
+The same check is compiled in `tailor_native.EventReader` (native/src/event.rs, ~5x faster), used by
 `reader` whenever it is built (scripts/setup.sh builds it). `python_occurrence` here stays the
 reference the tests hold it to, and the fallback without it.
 """
