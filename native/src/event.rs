@@ -1,7 +1,444 @@
-//! The lean event check (tailor.core.events_lean), compiled. To be written.
+//! The lean event check (tailor.core.events_lean), compiled: one Kafka message value to the
+//! `profile_store.Occurrence` counted of it, or None when the check is not sure the event is valid
+//! (the worker then asks the model, `tailor.core.events.Event`, which decides and words the error).
+//!
+//! A strict subset of the model, as the Python check is: every limit is read from tailor.core.events
+//! when a reader is made, and anything unusual (duplicate keys, a null where a value is counted, a
+//! long number, a float where text is counted, a timestamp in any but the plain forms) is None.
 
+mod json;
+mod timestamp;
+
+use std::borrow::Cow;
+
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyFloat, PyString, PyTuple};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-    Ok(())
+use json::{Number, Reader};
+
+/// The patterns the checks below implement by hand; a reader refuses to start if events.py changed them.
+const IDENTIFIER_PATTERN: &str = "^[!-~]+$";
+const PROPERTY_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_.-]*$";
+/// Properties the model reads as text: a float there is coerced (the model's call), text is fine.
+const TEXT_PROPERTIES: [&str; 3] = ["category", "productId", "query"];
+/// Integral floats below this are counted as their integer's text; others go the slow way.
+const MAX_INTEGRAL_FLOAT: f64 = 1e15;
+
+/// The schema's limits, in code points as Python counts them.
+struct Limits {
+    id: usize,
+    properties: usize,
+    property_name: usize,
+    property_value: usize,
+    url: usize,
+    device: usize,
+    locale: usize,
+    user_agent: usize,
+}
+
+impl Limits {
+    fn from_events(events: &Bound<'_, PyModule>) -> PyResult<Self> {
+        let limit = |name: &str| events.getattr(name)?.extract::<usize>();
+        Ok(Limits {
+            id: limit("MAX_ID_LENGTH")?,
+            properties: limit("MAX_PROPERTIES")?,
+            property_name: limit("MAX_PROPERTY_NAME_LENGTH")?,
+            property_value: limit("MAX_PROPERTY_VALUE_LENGTH")?,
+            url: limit("MAX_URL_LENGTH")?,
+            device: limit("MAX_DEVICE_LENGTH")?,
+            locale: limit("MAX_LOCALE_LENGTH")?,
+            user_agent: limit("MAX_USER_AGENT_LENGTH")?,
+        })
+    }
+}
+
+enum PropertyValue<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+}
+
+/// The top-level fields as read, each at most once.
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<Cow<'a, str>>,
+    type_index: Option<usize>,
+    user_id: Option<Cow<'a, str>>,
+    anonymous_id: Option<Cow<'a, str>>,
+    session_id: Option<Cow<'a, str>>,
+    micros: Option<i64>,
+    properties: Vec<(Cow<'a, str>, PropertyValue<'a>)>,
+}
+
+/// What a valid event carries that is counted.
+struct Counted<'a> {
+    id: Cow<'a, str>,
+    type_index: usize,
+    user: Cow<'a, str>,
+    session: Option<Cow<'a, str>>,
+    micros: Option<i64>,
+    properties: Vec<(Cow<'a, str>, PropertyValue<'a>)>,
+}
+
+/// The event's fields, numbered for the duplicate check.
+#[derive(Clone, Copy)]
+enum Field {
+    Id,
+    Type,
+    UserId,
+    AnonymousId,
+    SessionId,
+    Timestamp,
+    Page,
+    Properties,
+    Context,
+}
+
+impl Field {
+    fn of(key: &str) -> Option<Field> {
+        Some(match key {
+            "id" => Field::Id,
+            "type" => Field::Type,
+            "userId" => Field::UserId,
+            "anonymousId" => Field::AnonymousId,
+            "sessionId" => Field::SessionId,
+            "timestamp" => Field::Timestamp,
+            "page" => Field::Page,
+            "properties" => Field::Properties,
+            "context" => Field::Context,
+            _ => return None, // extra fields are forbidden
+        })
+    }
+}
+
+/// Reads events for one stack's dimensions. Made once per dimension set; `occurrence` per message.
+#[pyclass(frozen, module = "tailor_native")]
+pub struct EventReader {
+    limits: Limits,
+    /// Each event type (events.EVENT_TYPES) and the counter it feeds.
+    counters: Vec<(String, Py<PyString>)>,
+    dimensions: Vec<(String, Py<PyString>)>,
+    occurrence_type: Py<PyAny>,
+    tuple_new: Py<PyAny>,
+    no_session: Py<PyString>,
+}
+
+#[pymethods]
+impl EventReader {
+    #[new]
+    fn new(py: Python<'_>, dimensions: Vec<Bound<'_, PyString>>) -> PyResult<Self> {
+        let events = py.import("tailor.core.events")?;
+        let profile_store = py.import("tailor.core.profile_store")?;
+        check_pattern(
+            "IDENTIFIER_PATTERN",
+            &events.getattr("IDENTIFIER_PATTERN")?,
+            IDENTIFIER_PATTERN,
+        )?;
+        let property_name = events.getattr("PROPERTY_NAME")?.getattr("pattern")?;
+        check_pattern("PROPERTY_NAME", &property_name, PROPERTY_NAME_PATTERN)?;
+        Ok(EventReader {
+            limits: Limits::from_events(&events)?,
+            counters: counters(py, &events, &profile_store)?,
+            dimensions: dimensions
+                .into_iter()
+                .map(|name| Ok((name.to_str()?.to_owned(), name.unbind())))
+                .collect::<PyResult<_>>()?,
+            occurrence_type: profile_store.getattr("Occurrence")?.unbind(),
+            tuple_new: py.get_type::<PyTuple>().getattr("__new__")?.unbind(),
+            no_session: PyString::new(py, "").unbind(),
+        })
+    }
+
+    /// The Occurrence of the event in `raw` (JSON bytes or text), or None when not sure it is valid.
+    fn occurrence<'py>(
+        &self,
+        raw: &Bound<'py, PyAny>,
+        ingested_at: f64,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = raw.py();
+        let text = if let Ok(bytes) = raw.cast::<PyBytes>() {
+            match std::str::from_utf8(bytes.as_bytes()) {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            }
+        } else {
+            raw.cast::<PyString>()?.to_str()?
+        };
+        let Some(event) = self.read(text) else {
+            return Ok(None);
+        };
+        let Some(values) = self.dimension_values(&event.properties) else {
+            return Ok(None);
+        };
+        self.build(py, &event, values, ingested_at).map(Some)
+    }
+}
+
+fn check_pattern(name: &str, found: &Bound<'_, PyAny>, implemented: &str) -> PyResult<()> {
+    if found.extract::<&str>()? == implemented {
+        return Ok(());
+    }
+    Err(PyValueError::new_err(format!(
+        "events.{name} is now {found}, but native/src/event.rs checks {implemented:?}: \
+         teach it the new pattern and rebuild native/"
+    )))
+}
+
+fn counters(
+    py: Python<'_>,
+    events: &Bound<'_, PyModule>,
+    profile_store: &Bound<'_, PyModule>,
+) -> PyResult<Vec<(String, Py<PyString>)>> {
+    let feature_of = py
+        .import("tailor.core.constants")?
+        .getattr("FEATURE_OF_EVENT_TYPE")?;
+    let custom = profile_store.getattr("CUSTOM_COUNTER")?;
+    let mut counters = Vec::new();
+    for event_type in events.getattr("EVENT_TYPES")?.try_iter()? {
+        let event_type = event_type?;
+        let counter = feature_of.call_method1("get", (&event_type, &custom))?;
+        counters.push((
+            event_type.extract()?,
+            counter.cast_into::<PyString>()?.unbind(),
+        ));
+    }
+    Ok(counters)
+}
+
+impl EventReader {
+    fn read<'a>(&self, text: &'a str) -> Option<Counted<'a>> {
+        let mut reader = Reader::new(text);
+        let mut fields = Fields::default();
+        let mut seen = Seen::default();
+        reader.object(|r, key| {
+            let field = Field::of(&key)?;
+            seen.first(field as u32)?;
+            match field {
+                Field::Id => fields.id = Some(self.identifier(r)?),
+                Field::Type => fields.type_index = Some(self.event_type(r)?),
+                Field::UserId => fields.user_id = nullable(r, |r| self.identifier(r))?,
+                Field::AnonymousId => fields.anonymous_id = nullable(r, |r| self.identifier(r))?,
+                Field::SessionId => fields.session_id = nullable(r, |r| self.identifier(r))?,
+                Field::Timestamp => fields.micros = nullable(r, read_timestamp)?,
+                Field::Page => drop(nullable(r, |r| self.page(r))?),
+                Field::Properties => fields.properties = self.properties(r)?,
+                Field::Context => drop(nullable(r, |r| self.context(r))?),
+            }
+            Some(())
+        })?;
+        reader.at_end().then_some(())?;
+        Some(Counted {
+            id: fields.id?,
+            type_index: fields.type_index?,
+            user: fields.user_id.or(fields.anonymous_id)?, // identified by either, as the model requires
+            session: fields.session_id,
+            micros: fields.micros,
+            properties: fields.properties,
+        })
+    }
+
+    fn identifier<'a>(&self, r: &mut Reader<'a>) -> Option<Cow<'a, str>> {
+        let id = r.string()?;
+        // Printable ASCII only, so bytes are code points.
+        let printable = id.bytes().all(|b| (b'!'..=b'~').contains(&b));
+        (printable && !id.is_empty() && id.len() <= self.limits.id).then_some(id)
+    }
+
+    fn event_type(&self, r: &mut Reader<'_>) -> Option<usize> {
+        let name = r.string()?;
+        self.counters
+            .iter()
+            .position(|(event_type, _)| *event_type == name)
+    }
+
+    fn page(&self, r: &mut Reader<'_>) -> Option<()> {
+        let mut seen = Seen::default();
+        let limits = &self.limits;
+        r.object(|r, key| {
+            let (bit, limit) = match &*key {
+                "url" => (0, limits.url),
+                "referrer" => (1, limits.url),
+                "title" => (2, limits.property_value),
+                _ => return None,
+            };
+            seen.first(bit)?;
+            if bit == 0 {
+                text(r, 0, limit).map(drop) // the url is not nullable
+            } else {
+                nullable(r, |r| text(r, 0, limit)).map(drop)
+            }
+        })?;
+        seen.has(0).then_some(()) // the url is required
+    }
+
+    fn context(&self, r: &mut Reader<'_>) -> Option<()> {
+        let mut seen = Seen::default();
+        let limits = &self.limits;
+        r.object(|r, key| {
+            let (bit, limit) = match &*key {
+                "device" => (0, limits.device),
+                "locale" => (1, limits.locale),
+                "userAgent" => (2, limits.user_agent),
+                _ => return None,
+            };
+            seen.first(bit)?;
+            nullable(r, |r| text(r, 0, limit)).map(drop)
+        })
+    }
+
+    fn properties<'a>(&self, r: &mut Reader<'a>) -> Option<Vec<(Cow<'a, str>, PropertyValue<'a>)>> {
+        let mut properties: Vec<(Cow<'a, str>, PropertyValue<'a>)> = Vec::new();
+        r.object(|r, name| {
+            let room = properties.len() < self.limits.properties;
+            if !room
+                || !self.is_property_name(&name)
+                || properties.iter().any(|(seen, _)| *seen == name)
+            {
+                return None;
+            }
+            let value = self.property_value(r, &name)?;
+            properties.push((name, value));
+            Some(())
+        })?;
+        Some(properties)
+    }
+
+    fn is_property_name(&self, name: &str) -> bool {
+        // ASCII only, so bytes are code points.
+        let mut bytes = name.bytes();
+        let starts_with_letter = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
+        starts_with_letter
+            && name.len() <= self.limits.property_name
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    }
+
+    /// Text, an integer or a finite float; a null, a boolean or a nested value is the model's call.
+    fn property_value<'a>(&self, r: &mut Reader<'a>, name: &str) -> Option<PropertyValue<'a>> {
+        match r.peek()? {
+            b'"' if name != "value" => {
+                text(r, 1, self.limits.property_value).map(PropertyValue::Text)
+            }
+            b'-' | b'0'..=b'9' => match r.number()? {
+                Number::Int(value) => Some(PropertyValue::Int(value)),
+                Number::Float(_) if TEXT_PROPERTIES.contains(&name) => None,
+                Number::Float(value) => Some(PropertyValue::Float(value)),
+            },
+            _ => None,
+        }
+    }
+
+    /// The text of each dimension the event has, in the dimensions' order; None when a value would
+    /// need Python's float formatting.
+    fn dimension_values<'a>(
+        &self,
+        properties: &'a [(Cow<'a, str>, PropertyValue<'a>)],
+    ) -> Option<Vec<(&Py<PyString>, Cow<'a, str>)>> {
+        let mut values = Vec::new();
+        for (dimension, name) in &self.dimensions {
+            let Some((_, value)) = properties.iter().find(|(key, _)| key == dimension) else {
+                continue;
+            };
+            let text = match value {
+                PropertyValue::Text(text) => Cow::Borrowed(&**text),
+                PropertyValue::Int(number) => Cow::Owned(number.to_string()),
+                PropertyValue::Float(number)
+                    if number.fract() == 0.0 && number.abs() < MAX_INTEGRAL_FLOAT =>
+                {
+                    Cow::Owned((*number as i64).to_string()) // Python: str(int(value))
+                }
+                PropertyValue::Float(_) => return None,
+            };
+            values.push((name, text));
+        }
+        Some(values)
+    }
+
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Counted<'_>,
+        values: Vec<(&Py<PyString>, Cow<'_, str>)>,
+        ingested_at: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let at = event
+            .micros
+            .map_or(ingested_at, |micros| micros as f64 / 1e6);
+        let session = match &event.session {
+            Some(session) => PyString::new(py, session),
+            None => self.no_session.bind(py).clone(),
+        };
+        let dimensions = values
+            .into_iter()
+            .map(|(name, text)| PyTuple::new(py, [name.bind(py).clone(), PyString::new(py, &text)]))
+            .collect::<PyResult<Vec<_>>>()?;
+        let fields: [Bound<'py, PyAny>; 6] = [
+            PyString::new(py, &event.id).into_any(),
+            PyString::new(py, &event.user).into_any(),
+            PyFloat::new(py, if at < ingested_at { at } else { ingested_at }).into_any(),
+            self.counters[event.type_index]
+                .1
+                .bind(py)
+                .clone()
+                .into_any(),
+            session.into_any(),
+            PyTuple::new(py, dimensions)?.into_any(),
+        ];
+        // tuple.__new__ as the Python check does: a named tuple's own __new__ is slower Python.
+        self.tuple_new
+            .bind(py)
+            .call1((self.occurrence_type.bind(py), PyTuple::new(py, fields)?))
+    }
+}
+
+/// Which keys of an object were read, so that a duplicate (jiter keeps the last) is refused.
+#[derive(Default)]
+struct Seen(u32);
+
+impl Seen {
+    fn first(&mut self, bit: u32) -> Option<()> {
+        let mask = 1 << bit;
+        let first = self.0 & mask == 0;
+        self.0 |= mask;
+        first.then_some(())
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.0 & (1 << bit) != 0
+    }
+}
+
+/// `null` as `Some(None)`, else the value `read` reads.
+fn nullable<'a, T>(
+    r: &mut Reader<'a>,
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Option<Option<T>> {
+    if r.null() {
+        return Some(None);
+    }
+    read(r).map(Some)
+}
+
+/// A string of `min..=max` code points.
+fn text<'a>(r: &mut Reader<'a>, min: usize, max: usize) -> Option<Cow<'a, str>> {
+    let text = r.string()?;
+    // UTF-8 bytes bound the code points from above, so most texts need no count.
+    let within = if text.len() <= max && min <= 1 {
+        text.len() >= min
+    } else {
+        (min..=max).contains(&text.chars().count())
+    };
+    within.then_some(text)
+}
+
+fn read_timestamp(r: &mut Reader<'_>) -> Option<i64> {
+    match r.peek()? {
+        b'"' => timestamp::rfc3339_micros(&r.string()?),
+        b'-' | b'0'..=b'9' => timestamp::unix_micros(r.number()?),
+        _ => None,
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<EventReader>()
 }

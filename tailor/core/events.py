@@ -47,10 +47,16 @@ MAX_PROPERTY_NAME_LENGTH: Final = 64
 MAX_PROPERTY_VALUE_LENGTH: Final = 256
 MAX_QUERY_LENGTH: Final = 512
 MAX_URL_LENGTH: Final = 2048
+MAX_DEVICE_LENGTH: Final = 64
+MAX_LOCALE_LENGTH: Final = 35
+MAX_USER_AGENT_LENGTH: Final = 512
 PROPERTY_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-
 # Ids are opaque but printable: they become Redis members and Kafka header values.
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[!-~]+$")]
+IDENTIFIER_PATTERN: Final = r"^[!-~]+$"
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)
+]
 Url = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_PROPERTY_VALUE_LENGTH)]
 PropertyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROPERTY_VALUE_LENGTH)]
@@ -119,9 +125,9 @@ class Page(_Part):
 
 
 class Context(_Part):
-    device: Annotated[str, StringConstraints(max_length=64)] | None = None
-    locale: Annotated[str, StringConstraints(max_length=35)] | None = None
-    user_agent: Annotated[str, StringConstraints(max_length=512)] | None = None
+    device: Annotated[str, StringConstraints(max_length=MAX_DEVICE_LENGTH)] | None = None
+    locale: Annotated[str, StringConstraints(max_length=MAX_LOCALE_LENGTH)] | None = None
+    user_agent: Annotated[str, StringConstraints(max_length=MAX_USER_AGENT_LENGTH)] | None = None
 
 
 class Properties(BaseModel):

@@ -4,13 +4,19 @@ Generated events mix valid values with every kind of wrong one (lengths at and p
 patterns, types, nulls, huge and non-finite numbers, naive and millisecond timestamps, unknown
 fields, too many properties). Whenever the lean check accepts, the model must accept too and give
 the same Occurrence; when it refuses, the worker asks the model, so acceptance is the model's.
+
+Both implementations are held to that: the Python reference and the compiled one (tailor_native),
+which must also answer as the Python one does wherever it answers at all.
 """
 
 from __future__ import annotations
 
 import json
+import random
+from datetime import datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +25,17 @@ from tailor.core import events, events_lean, profile_store
 INGESTED = 1_800_000_000.0
 DIMENSIONS = ("category", "productId", "query", "value", "brand", "product_id")
 ABSENT = object()
+READERS = {
+    "python": events_lean.python_reader(DIMENSIONS),
+    "native": events_lean.native_reader(DIMENSIONS) if events_lean.NATIVE_AVAILABLE else None,
+}
+both_readers = pytest.mark.parametrize("implementation", READERS)
+
+
+def read(implementation: str, raw: bytes) -> profile_store.Occurrence | None:
+    reader = READERS[implementation]
+    assert reader is not None, "tailor_native is not built: run scripts/setup.sh"
+    return reader(raw, INGESTED)
 
 
 def texts(*lengths: int) -> st.SearchStrategy[str]:
@@ -41,10 +58,15 @@ numbers = st.one_of(
     st.integers(-(10**6), 10**6), st.sampled_from([0, 10**15 - 1, 10**15, 10**20, 10**400, -(10**400)]),
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1.0, -2.0, 1.5, 1e300, 2.5e-3]),
 )  # fmt: skip
-property_values = mostly(
-    st.one_of(texts(1, 12, 256), st.integers(-(10**6), 10**6), st.sampled_from([1.0, -2.0, 1.5, 2.5e-3])),
-    st.one_of(texts(0, 257, 512, 513), numbers, st.booleans(), st.none(), st.just([1]), st.just({"a": 1})),
+# Lengths count code points: 256 of these are 512 or 1024 bytes of UTF-8, or 12 bytes per escape.
+wide_texts = st.sampled_from(["é", "😀", "a\u00e9", '\n"\\/']).flatmap(
+    lambda unit: st.sampled_from([256, 257]).map(lambda n: (unit * n)[:n])
 )
+property_values = mostly(
+    st.one_of(texts(1, 12, 256), st.integers(-(10**6), 10**6), st.sampled_from([1.0, -2.0, 1.5, 2.5e-3]),
+              wide_texts),
+    st.one_of(texts(0, 257, 512, 513), numbers, st.booleans(), st.none(), st.just([1]), st.just({"a": 1})),
+)  # fmt: skip
 property_names = mostly(
     st.sampled_from(["category", "productId", "query", "value", "brand", "product_id", "a.b-c_d"]),
     st.sampled_from(["1abc", "_x", "has space", "x" * 64, "x" * 65, ""]),
@@ -62,8 +84,22 @@ properties = mostly(
         st.just("not a map"),
     ),
 )
+
+
+@st.composite
+def rfc3339_texts(draw: st.DrawFn) -> str:
+    """Mostly the plain form, with its fields now and then just past their ranges."""
+    year = draw(st.sampled_from([1, 1969, 2024, 2026, 2255, 2300, 9999]))
+    month, day = draw(st.integers(1, 13)), draw(st.integers(1, 31))
+    hour, minute, second = draw(st.integers(0, 24)), draw(st.integers(0, 59)), draw(st.integers(0, 60))
+    fraction = draw(st.sampled_from(["", ".5", ".123", ".000001", ".999999", ".1234567"]))
+    zone = draw(st.sampled_from(["Z", "+00:00", "-00:00", "+02:00", "-05:30", "+23:59", "+24:00", "+0200"]))
+    separator = draw(st.sampled_from("TTTT t"))
+    return f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+
+
 timestamps = mostly(
-    st.one_of(st.floats(1e9, 2e9), st.integers(0, 2 * 10**9),
+    st.one_of(st.floats(1e9, 2e9), st.integers(0, 2 * 10**9), rfc3339_texts(),
               st.sampled_from(["2026-11-29T10:00:00Z", "2026-11-29T10:00:00.123+02:00"]), st.none()),
     st.one_of(st.sampled_from([1.7e12, 1_700_000_000_123, -5, 3e10, "2026-11-29T10:00:00", "yesterday", "",
                                "2026-13-01T00:00:00Z"]), st.booleans()),
@@ -104,8 +140,17 @@ def raw_events(draw: st.DrawFn) -> bytes:
         fields["unknown"] = 1
     if "userId" not in fields and "anonymousId" not in fields and draw(st.integers(0, 9)) > 0:
         fields["userId"] = "u1"
-    # The standard library writes what orjson cannot: huge integers, Infinity and NaN.
-    return json.dumps(fields).encode()
+    # The standard library writes what orjson cannot: huge integers, Infinity and NaN; and escapes
+    # all non-ASCII text, or none of it.
+    text = json.dumps(fields, ensure_ascii=draw(st.booleans()), separators=draw(st.sampled_from(SEPARATORS)))
+    if draw(st.integers(0, 20)) == 0:
+        text = draw(st.sampled_from(DUPLICATES)) + text[1:]
+    return text.encode()
+
+
+SEPARATORS = [(", ", ": "), (",", ":"), (" ,\n\t", " :\r\n")]
+# A key given twice: jiter keeps the last, the lean check must not guess.
+DUPLICATES = ['{"id": "first", ', '{"type": "click", ', '{"userId": "first", ', '{"properties": {}, ']
 
 
 def by_the_model(raw: bytes) -> profile_store.Occurrence | None:
@@ -116,15 +161,35 @@ def by_the_model(raw: bytes) -> profile_store.Occurrence | None:
     return profile_store.occurrence(event, INGESTED, DIMENSIONS)
 
 
+@both_readers
 @settings(max_examples=3000, deadline=None)
-@given(raw_events())
-def test_whatever_the_lean_check_accepts_the_model_accepts_and_counts_alike(raw: bytes) -> None:
-    lean = events_lean.occurrence(raw, INGESTED, DIMENSIONS)
+@given(raw=raw_events())
+def test_whatever_the_lean_check_accepts_the_model_accepts_and_counts_alike(
+    implementation: str, raw: bytes
+) -> None:
+    lean = read(implementation, raw)
     if lean is not None:
         assert by_the_model(raw) == lean
 
 
-def test_ordinary_events_take_the_fast_path() -> None:
+@settings(max_examples=3000, deadline=None)
+@given(raw=raw_events())
+def test_wherever_the_compiled_check_answers_the_python_one_answers_alike(raw: bytes) -> None:
+    native = read("native", raw)
+    if native is not None:
+        assert native == read("python", raw)
+        assert type(native) is profile_store.Occurrence
+
+
+def test_the_compiled_check_is_built_and_used() -> None:
+    import tailor_native
+
+    assert events_lean.NATIVE_AVAILABLE
+    assert isinstance(getattr(events_lean.reader(DIMENSIONS), "__self__", None), tailor_native.EventReader)
+
+
+@both_readers
+def test_ordinary_events_take_the_fast_path(implementation: str) -> None:
     ordinary = [
         {"id": "e1", "type": "page_view", "userId": "u", "sessionId": "s", "timestamp": 1_799_999_990.25,
          "page": {"url": "https://shop.example/p/1", "referrer": None, "title": "P"},
@@ -136,15 +201,16 @@ def test_ordinary_events_take_the_fast_path() -> None:
     ]  # fmt: skip
     for fields in ordinary:
         raw = json.dumps(fields).encode()
-        lean = events_lean.occurrence(raw, INGESTED, DIMENSIONS)
+        lean = read(implementation, raw)
         assert lean is not None, fields
         assert lean == by_the_model(raw)
-    productid = events_lean.occurrence(json.dumps(ordinary[0]).encode(), INGESTED, DIMENSIONS)
+    productid = read(implementation, json.dumps(ordinary[0]).encode())
     assert productid is not None
     assert dict(productid.dimensions) == {"category": "shoes", "productId": "12345", "value": "3"}
 
 
-def test_what_the_lean_check_refuses_gets_the_models_verdict_and_message() -> None:
+@both_readers
+def test_what_the_lean_check_refuses_gets_the_models_verdict_and_message(implementation: str) -> None:
     for fields in (
         {"id": "e1", "type": "click"},  # no identity
         {"id": "e1", "type": "click", "userId": "u", "properties": {"category": None}},  # valid: null
@@ -153,7 +219,7 @@ def test_what_the_lean_check_refuses_gets_the_models_verdict_and_message() -> No
         {"id": "e1", "type": "click", "userId": "u", "properties": {"value": "3"}},  # invalid
     ):
         raw = json.dumps(fields).encode()
-        assert events_lean.occurrence(raw, INGESTED, DIMENSIONS) is None
+        assert read(implementation, raw) is None
     assert (
         by_the_model(b'{"id": "e1", "type": "click", "userId": "u", "properties": {"category": 1.5}}')
         is not None
@@ -161,3 +227,121 @@ def test_what_the_lean_check_refuses_gets_the_models_verdict_and_message() -> No
     assert events.validate_json(b'{"id": "e1", "type": "click"}')[1] == [
         {"field": "userId", "message": "either userId or anonymousId is required"}
     ]
+
+
+def event_with(**fields: Any) -> bytes:
+    return json.dumps({"id": "e1", "type": "click", "userId": "u", **fields}).encode()
+
+
+def test_the_compiled_check_decodes_escapes_and_counts_code_points() -> None:
+    for ensure_ascii in (True, False):
+        for text in ("😀" * 256, "é" * 256, 'quote " backslash \\ tab \t'):
+            fields = {"id": "e1", "type": "click", "userId": "u", "properties": {"brand": text},
+                      "page": {"url": "/", "title": text}}  # fmt: skip
+            raw = json.dumps(fields, ensure_ascii=ensure_ascii).encode()
+            native = read("native", raw)
+            assert native is not None, text
+            assert native == by_the_model(raw)
+            assert dict(native.dimensions)["brand"] == text
+    assert read("native", event_with(properties={"brand": "😀" * 257})) is None
+    escaped_id = read("native", b'{"id": "\\u0041\\/b", "type": "click", "userId": "u"}')
+    assert escaped_id is not None
+    assert escaped_id.id == "A/b"
+    for lone_surrogate in (b'"\\ud800"', b'"\\udc00x"', b'"\\ud800\\u0041"'):
+        raw = b'{"id": "e1", "type": "click", "userId": "u", "properties": {"brand": %s}}' % lone_surrogate
+        assert read("native", raw) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id": "e1", "id": "e2", "type": "click", "userId": "u"}',
+        b'{"id": "e1", "type": "click", "userId": "u", "userId": "v"}',
+        b'{"id": "e1", "type": "click", "userId": "u", "properties": {"brand": "a", "brand": "b"}}',
+        b'{"id": "e1", "type": "click", "userId": "u", "page": {"url": "/", "url": "/b"}}',
+        b'{"id": "e1", "type": "click", "userId": "u", "context": {"device": null, "device": "x"}}',
+    ],
+)
+def test_duplicate_keys_are_left_to_the_model(raw: bytes) -> None:
+    assert read("native", raw) is None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-29T10:00:00Z", "2026-11-29T10:00:00.5Z", "2026-11-29T10:00:00.123456+02:00",
+        "2024-02-29T23:59:59.999999-05:30", "1970-01-01T00:00:00+23:59", "2026-11-29T10:00:00.000001-00:00",
+    ],
+)  # fmt: skip
+def test_plain_rfc3339_timestamps_are_read_to_the_microsecond(stamp: str) -> None:
+    raw = event_with(timestamp=stamp)
+    native = read("native", raw)
+    assert native is not None
+    assert native == by_the_model(raw) == read("python", raw)
+    assert native.at == datetime.fromisoformat(stamp).timestamp()
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-29T10:00:00", "2026-11-29 10:00:00Z", "2026-11-29t10:00:00z", "2026-11-29T10:00:00.1234567Z",
+        "2026-11-29T10:00:00+0200", "2025-02-29T00:00:00Z", "2026-11-29T24:00:00Z", "2026-11-29T10:00:60Z",
+        "2026-11-29T10:00Z", "2026-11-29", "2300-01-01T00:00:00Z", "1700000000", "",
+    ],
+)  # fmt: skip
+def test_other_timestamp_texts_are_left_to_the_model(stamp: str) -> None:
+    assert read("native", event_with(timestamp=stamp)) is None
+
+
+def test_unix_seconds_are_rounded_to_the_microsecond_as_pydantic_does() -> None:
+    rng = random.Random(7)
+    stamps = [rng.uniform(1e9, 2e9) for _ in range(2000)] + [
+        rng.randrange(10**9, 2 * 10**9) for _ in range(50)
+    ]
+    stamps += [1_799_999_990.0000005, 1_799_999_990.9999995, 1_799_999_990.25, 0.0, 1e-7]
+    for stamp in stamps:
+        raw = event_with(timestamp=stamp)
+        native = read("native", raw)
+        assert native is not None, stamp
+        assert native == by_the_model(raw), stamp
+    for beyond in (-1, -0.5, 1e10, 3e10, 1_700_000_000_123):  # before 1970, or milliseconds
+        assert read("native", event_with(timestamp=beyond)) is None
+
+
+def test_integers_are_counted_as_their_text_up_to_fifteen_digits() -> None:
+    for number in (0, -7, 10**15 - 1, -(10**15 - 1)):
+        native = read("native", event_with(properties={"productId": number, "brand": number}))
+        assert native is not None
+        assert dict(native.dimensions) == {"productId": str(number), "brand": str(number)}
+    for big in (10**15, -(10**15), 10**20, 10**400):
+        assert read("native", event_with(properties={"price": big})) is None
+    assert (
+        read("native", b'{"id": "e1", "type": "click", "userId": "u", "properties": {"brand": -0}}') is None
+    )
+
+
+def test_float_dimension_values_count_as_integers_or_go_to_python() -> None:
+    for number, text in ((3.0, "3"), (-2.0, "-2"), (-0.0, "0"), (1e14, "100000000000000")):
+        raw = event_with(properties={"value": number, "brand": number})
+        native = read("native", raw)
+        assert native is not None
+        assert dict(native.dimensions) == {"value": text, "brand": text}
+        assert native == by_the_model(raw)
+    for number in (2.5, 1e300):  # Python's float text, or a long integer: left to the Python check
+        raw = event_with(properties={"brand": number})
+        assert read("native", raw) is None
+        assert read("python", raw) == by_the_model(raw) is not None
+    # A float that is no dimension is checked, not counted.
+    assert read("native", event_with(properties={"price": 9.95})) is not None
+
+
+def test_the_compiled_check_reads_its_limits_from_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tailor_native
+
+    monkeypatch.setattr(events, "MAX_ID_LENGTH", 4)
+    short_ids = tailor_native.EventReader(DIMENSIONS)
+    assert short_ids.occurrence(event_with(id="abcd"), INGESTED) is not None
+    assert short_ids.occurrence(event_with(id="abcde"), INGESTED) is None
+    monkeypatch.setattr(events, "IDENTIFIER_PATTERN", r"^[a-z]+$")
+    with pytest.raises(ValueError, match="IDENTIFIER_PATTERN"):
+        tailor_native.EventReader(DIMENSIONS)

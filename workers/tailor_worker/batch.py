@@ -4,8 +4,9 @@ Pure: no I/O, so it is the unit-tested heart of the worker. Lateness is judged a
 Kafka timestamp (when the collector accepted the event), not the worker's clock, so a batch replayed
 after a crash is sorted exactly as the first time.
 
-Each value is checked by the lean validator (tailor.core.events_lean, ~4 µs); only what it is unsure
-of goes through the full model (tailor.core.events), which decides and words the dead letter's errors.
+Each value is checked by the lean validator (tailor.core.events_lean: compiled, ~1 µs; ~5 µs in
+Python); only what it is unsure of goes through the full model (tailor.core.events), which decides and
+words the dead letter's errors.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def ingestion_time(message: Message, default: float) -> float:
 
 def sort(messages: Sequence[Message], features: FeatureConfig, now: float) -> SortedBatch:
     result = SortedBatch()
-    dimensions = features.dimensions
+    read_occurrence = events_lean.reader(features.dimensions)
     lateness = features.allowed_lateness_seconds
     by_user, partition_of = result.by_user, result.partition_of
     for message in messages:
@@ -55,7 +56,7 @@ def sort(messages: Sequence[Message], features: FeatureConfig, now: float) -> So
             ]))  # fmt: skip
             continue
         ingested = ingestion_time(message, now)
-        occurrence = events_lean.occurrence(value, ingested, dimensions)
+        occurrence = read_occurrence(value, ingested)
         if occurrence is None:
             try:
                 event = events.Event.model_validate_json(value)
@@ -64,7 +65,7 @@ def sort(messages: Sequence[Message], features: FeatureConfig, now: float) -> So
                 reason = deadletter.UNDECODABLE if undecodable else deadletter.INVALID
                 result.dead.append(deadletter.DeadLetter(message, reason, events.field_errors(error)))
                 continue
-            occurrence = profile_store.occurrence(event, ingested, dimensions)
+            occurrence = profile_store.occurrence(event, ingested, features.dimensions)
         if ingested - occurrence.at > lateness:  # profile_store.is_late
             result.late += 1
             continue
