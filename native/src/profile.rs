@@ -100,7 +100,7 @@ impl Plan {
             field_bytes(&sums)?,
             field_bytes(&current)?,
             field_bytes(&buckets)?,
-            |key| windows.iter().any(|window| window.key == key),
+            &|key| windows.iter().any(|window| window.key == key),
         )?;
         Ok(State {
             profile,

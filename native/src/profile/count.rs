@@ -66,7 +66,10 @@ impl Spans {
         let newest = plan
             .levels
             .iter()
-            .map(|level| bucket_start(Num::Float(now), level.size))
+            .map(|level| {
+                bucket_start(Num::Float(now), level.size)?
+                    .ok_or_else(|| PyOverflowError::new_err("now is out of range"))
+            })
             .collect::<PyResult<_>>()?;
         Ok(Spans { now, newest })
     }
@@ -79,15 +82,25 @@ impl Spans {
 }
 
 /// `int(at // size) * size`, with Python's float floor division (via fmod, not floor(at / size)).
-pub fn bucket_start(at: Num, size: i64) -> PyResult<i64> {
+/// None for a start below what an i64 holds: before any bucket's life (Python's ints have no
+/// bounds, and it skips such an event's buckets as long dead).
+pub fn bucket_start(at: Num, size: i64) -> PyResult<Option<i64>> {
     // Plans have positive sizes only (the Plan constructor checks).
     let quotient = match at {
         Num::Int(at) => at.div_euclid(size),
-        Num::Float(at) => float_to_int(float_floor_div(at, size as f64))?,
+        Num::Float(at) => {
+            let quotient = float_floor_div(at, size as f64);
+            if quotient < -4.0e18 {
+                return Ok(None);
+            }
+            float_to_int(quotient)?
+        }
     };
-    quotient
-        .checked_mul(size)
-        .ok_or_else(|| PyOverflowError::new_err("bucket start out of range"))
+    match quotient.checked_mul(size) {
+        Some(start) => Ok(Some(start)),
+        None if quotient < 0 => Ok(None),
+        None => Err(PyOverflowError::new_err("an event time is out of range")),
+    }
 }
 
 /// CPython's float `//` (_float_div_mod in floatobject.c): via fmod, then rounded to the nearest
@@ -362,7 +375,9 @@ pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted)
         ));
     }
     for (index, level) in plan.levels.iter().enumerate() {
-        let start = bucket_start(event.at, level.size)?;
+        let Some(start) = bucket_start(event.at, level.size)? else {
+            continue; // long before any bucket's life
+        };
         if ((start + level.keep) as f64) <= spans.now {
             continue; // no window reads this bucket any more
         }

@@ -2,9 +2,13 @@
 //! writes the Python state: no spaces, keys in insertion order, ints as ints, floats in orjson's
 //! shortest form, non-finite floats as null, strings escaped only where JSON requires it.
 
+use std::fmt;
+
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use serde_json::Value;
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 
 use super::state::{Counters, Entry, Map, Newest, Num, Profile, Session, Slot};
 
@@ -132,6 +136,8 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 }
 
 // -- reading --------------------------------------------------------------------------------------
+//
+// Parsed straight into the state's maps (serde seeds), in the order Python's dicts would have.
 
 /// The state from the stored fields `w`, `c`, `b` (profile_state.decode); `known`: whether a window
 /// key is the plan's (sums of other windows are dropped).
@@ -139,42 +145,29 @@ pub fn decode(
     sums: Option<&[u8]>,
     current: Option<&[u8]>,
     buckets: Option<&[u8]>,
-    known: impl Fn(&str) -> bool,
+    known: &dyn Fn(&str) -> bool,
 ) -> PyResult<Profile> {
     let Some(current) = current else {
         return Ok(Profile::new());
     };
     let mut profile = Profile::new();
     if let Some(sums) = sums {
-        for (key, entry) in object(parse(sums)?)? {
-            if known(&key) {
-                profile.sums.insert(key, sum_entry(entry)?);
-            }
-        }
+        profile.sums = parse(sums, Sums { known })?;
     }
     if let Some(buckets) = buckets {
-        for (key, bucket) in object(parse(buckets)?)? {
-            profile.buckets.insert(key, counters(bucket)?);
-        }
+        profile.buckets = parse(buckets, MapOf(Ints))?;
     }
-    let mut current = object(parse(current)?)?;
-    let mut field = |name: &str| {
-        current
-            .remove(name)
-            .ok_or_else(|| PyKeyError::new_err(name.to_owned()))
-    };
+    let current = parse(current, CurrentSeed)?;
     // The newest buckets written with `c` are the truth (`b` may hold older copies of them).
     let mut newest_keys = Vec::new();
-    for (size, newest) in object(field("n")?)? {
-        let [start, bucket] = array::<2>(newest)?;
-        let start = int(&start)?;
+    for (size, (start, bucket)) in required(current.newest, "n")? {
         let key = format!("{size}:{start}");
         match bucket {
-            Value::Null => {
+            None => {
                 profile.buckets.shift_remove(key.as_str());
             }
-            bucket => {
-                profile.buckets.insert(key.clone(), counters(bucket)?);
+            Some(bucket) => {
+                profile.buckets.insert(key.clone(), bucket);
             }
         }
         newest_keys.push(key);
@@ -191,99 +184,307 @@ pub fn decode(
             newest.bucket = Slot::At(at);
         }
     }
-    for (dimension, values) in object(field("r")?)? {
-        let values = list(values)?
-            .into_iter()
-            .map(string)
-            .collect::<PyResult<_>>()?;
-        profile.recent.insert(dimension, values);
-    }
-    for (dimension, times) in object(field("t")?)? {
-        let times = list(times)?.iter().map(num).collect::<PyResult<_>>()?;
-        profile.recent_at.insert(dimension, times);
-    }
-    for (session, stats) in object(field("s")?)? {
-        let stats = array::<4>(stats)?;
-        let session_stats: Session = [
-            num(&stats[0])?,
-            num(&stats[1])?,
-            num(&stats[2])?,
-            num(&stats[3])?,
-        ];
-        profile.sessions.insert(session, session_stats);
-    }
-    profile.prune_at = num(&field("p")?)?;
+    profile.recent = required(current.recent, "r")?;
+    profile.recent_at = required(current.recent_at, "t")?;
+    profile.sessions = required(current.sessions, "s")?;
+    profile.prune_at = required(current.prune_at, "p")?;
     profile.sums_changed = false;
     profile.buckets_changed = false;
     Ok(profile)
 }
 
-fn parse(raw: &[u8]) -> PyResult<Value> {
-    serde_json::from_slice(raw)
-        .map_err(|e| PyValueError::new_err(format!("a stored profile field is not JSON: {e}")))
+/// A field `c` must have, as Python's `current["n"]` says when it is missing.
+fn required<T>(value: Option<T>, name: &str) -> PyResult<T> {
+    value.ok_or_else(|| PyKeyError::new_err(name.to_owned()))
 }
 
-fn unexpected(what: &str, value: &Value) -> PyErr {
-    PyValueError::new_err(format!(
-        "a stored profile field holds {value} where {what} belongs"
-    ))
+fn parse<'de, S: DeserializeSeed<'de>>(raw: &'de [u8], seed: S) -> PyResult<S::Value> {
+    let mut parser = serde_json::Deserializer::from_slice(raw);
+    seed.deserialize(&mut parser)
+        .and_then(|value| parser.end().map(|()| value))
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "a stored profile field is not JSON of a profile: {e}"
+            ))
+        })
 }
 
-fn object(value: Value) -> PyResult<serde_json::Map<String, Value>> {
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(unexpected("an object", &other)),
+/// What `c` holds, each None until read.
+#[derive(Default)]
+struct Current {
+    newest: Option<Map<(i64, Option<Counters>)>>,
+    recent: Option<Map<Vec<String>>>,
+    recent_at: Option<Map<Vec<Num>>>,
+    sessions: Option<Map<Session>>,
+    prune_at: Option<Num>,
+}
+
+#[derive(Clone, Copy)]
+struct CurrentSeed;
+
+impl<'de> DeserializeSeed<'de> for CurrentSeed {
+    type Value = Current;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Current, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-fn list(value: Value) -> PyResult<Vec<Value>> {
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(unexpected("a list", &other)),
+impl<'de> Visitor<'de> for CurrentSeed {
+    type Value = Current;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of n, r, t, s and p")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Current, A::Error> {
+        let mut current = Current::default();
+        while let Some(key) = access.next_key::<String>()? {
+            match key.as_str() {
+                "n" => current.newest = Some(access.next_value_seed(MapOf(NewestSeed))?),
+                "r" => current.recent = Some(access.next_value_seed(MapOf(ListOf(Text)))?),
+                "t" => current.recent_at = Some(access.next_value_seed(MapOf(ListOf(Number)))?),
+                "s" => current.sessions = Some(access.next_value_seed(MapOf(SessionSeed))?),
+                "p" => current.prune_at = Some(access.next_value_seed(Number)?),
+                _ => {
+                    access.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(current)
     }
 }
 
-fn array<const N: usize>(value: Value) -> PyResult<[Value; N]> {
-    match value {
-        Value::Array(items) if items.len() == N => Ok(items.try_into().expect("length checked")),
-        other => Err(unexpected(&format!("a list of {N}"), &other)),
+/// `w`, keeping only the plan's windows.
+struct Sums<'a> {
+    known: &'a dyn Fn(&str) -> bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Sums<'_> {
+    type Value = Map<Entry>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Map<Entry>, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-fn string(value: Value) -> PyResult<String> {
-    match value {
-        Value::String(text) => Ok(text),
-        other => Err(unexpected("a string", &other)),
+impl<'de> Visitor<'de> for Sums<'_> {
+    type Value = Map<Entry>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of window sums")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Map<Entry>, A::Error> {
+        let mut sums = Map::default();
+        while let Some(key) = access.next_key::<String>()? {
+            if (self.known)(&key) {
+                let entry = access.next_value_seed(EntrySeed)?;
+                sums.insert(key, entry);
+            } else {
+                access.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(sums)
     }
 }
 
-fn int(value: &Value) -> PyResult<i64> {
-    value
-        .as_i64()
-        .ok_or_else(|| unexpected("an integer", value))
+/// Seeds of the values inside the fields. Each is a Visitor of itself.
+macro_rules! seed {
+    ($seed:ty, $value:ty, |$d:ident| $deserialize:expr) => {
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, $d: D) -> Result<$value, D::Error> {
+                let _ = self;
+                $deserialize
+            }
+        }
+    };
 }
 
-fn num(value: &Value) -> PyResult<Num> {
-    match value {
-        Value::Number(n) if n.is_f64() => Ok(Num::Float(n.as_f64().expect("a float"))),
-        Value::Number(n) if n.is_i64() => Ok(Num::Int(n.as_i64().expect("an int"))),
-        other => Err(unexpected("a number", other)),
+#[derive(Clone, Copy)]
+struct Ints;
+seed!(Ints, Counters, |d| MapOf(Int).deserialize(d));
+
+#[derive(Clone, Copy)]
+struct Int;
+seed!(Int, i64, |d| serde::Deserialize::deserialize(d));
+
+#[derive(Clone, Copy)]
+struct Text;
+seed!(Text, String, |d| serde::Deserialize::deserialize(d));
+
+#[derive(Clone, Copy)]
+struct Number;
+seed!(Number, Num, |d| d.deserialize_any(Number));
+
+impl<'de> Visitor<'de> for Number {
+    type Value = Num;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Num, E> {
+        Ok(Num::Int(n))
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Num, E> {
+        i64::try_from(n)
+            .map(Num::Int)
+            .map_err(|_| E::custom("an integer beyond 64 bits"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Num, E> {
+        Ok(Num::Float(n))
     }
 }
 
-fn counters(value: Value) -> PyResult<Counters> {
-    object(value)?
-        .into_iter()
-        .map(|(name, n)| Ok((name, int(&n)?)))
-        .collect()
+#[derive(Clone, Copy)]
+struct MapOf<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for MapOf<S> {
+    type Value = Map<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
 }
 
-fn sum_entry(value: Value) -> PyResult<Entry> {
-    let [oldest, newest, top, counted] = array::<4>(value)?;
-    Ok(Entry {
-        oldest: int(&oldest)?,
-        newest: int(&newest)?,
-        top: int(&top)?,
-        counters: counters(counted)?,
-    })
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for MapOf<S> {
+    type Value = Map<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = Map::default();
+        map.reserve(access.size_hint().unwrap_or(0));
+        while let Some(key) = access.next_key::<String>()? {
+            let value = access.next_value_seed(self.0)?;
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ListOf<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for ListOf<S> {
+    type Value = Vec<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for ListOf<S> {
+    type Value = Vec<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = access.next_element_seed(self.0)? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// The next element of a list of exactly `expected` elements.
+fn element<'de, A: SeqAccess<'de>, S: DeserializeSeed<'de>>(
+    access: &mut A,
+    seed: S,
+    expected: &'static str,
+) -> Result<S::Value, A::Error> {
+    access
+        .next_element_seed(seed)?
+        .ok_or_else(|| A::Error::custom(format!("a short list where {expected} belongs")))
+}
+
+fn end<'de, A: SeqAccess<'de>>(access: &mut A, expected: &'static str) -> Result<(), A::Error> {
+    match access.next_element::<IgnoredAny>()? {
+        None => Ok(()),
+        Some(_) => Err(A::Error::custom(format!(
+            "a long list where {expected} belongs"
+        ))),
+    }
+}
+
+/// `[oldest, newest, top, {counter: n}]`.
+#[derive(Clone, Copy)]
+struct EntrySeed;
+seed!(EntrySeed, Entry, |d| d.deserialize_seq(EntrySeed));
+
+impl<'de> Visitor<'de> for EntrySeed {
+    type Value = Entry;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("[oldest, newest, top, counters]")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Entry, A::Error> {
+        const WHAT: &str = "[oldest, newest, top, counters]";
+        let entry = Entry {
+            oldest: element(&mut access, Int, WHAT)?,
+            newest: element(&mut access, Int, WHAT)?,
+            top: element(&mut access, Int, WHAT)?,
+            counters: element(&mut access, Ints, WHAT)?,
+        };
+        end(&mut access, WHAT)?;
+        Ok(entry)
+    }
+}
+
+/// `[start, {counter: n} | null]`.
+#[derive(Clone, Copy)]
+struct NewestSeed;
+seed!(NewestSeed, (i64, Option<Counters>), |d| d
+    .deserialize_seq(NewestSeed));
+
+impl<'de> Visitor<'de> for NewestSeed {
+    type Value = (i64, Option<Counters>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("[start, bucket]")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        const WHAT: &str = "[start, bucket]";
+        let start = element(&mut access, Int, WHAT)?;
+        let bucket = element(&mut access, Maybe(Ints), WHAT)?;
+        end(&mut access, WHAT)?;
+        Ok((start, bucket))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Maybe<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Maybe<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Maybe<S> {
+    type Value = Option<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// `[page views, events, started, last seen]`.
+#[derive(Clone, Copy)]
+struct SessionSeed;
+seed!(SessionSeed, Session, |d| d.deserialize_seq(SessionSeed));
+
+impl<'de> Visitor<'de> for SessionSeed {
+    type Value = Session;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("[page views, events, started, last seen]")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Session, A::Error> {
+        const WHAT: &str = "[page views, events, started, last seen]";
+        let session = [
+            element(&mut access, Number, WHAT)?,
+            element(&mut access, Number, WHAT)?,
+            element(&mut access, Number, WHAT)?,
+            element(&mut access, Number, WHAT)?,
+        ];
+        end(&mut access, WHAT)?;
+        Ok(session)
+    }
 }
