@@ -5,6 +5,8 @@ from collections.abc import Sequence
 
 from tailor.core import profile_store
 
+# -- the lean event check (native/src/event.rs; reference: tailor.core.events_lean) ------------------
+
 class EventReader:
     """The lean event check (tailor.core.events_lean.python_occurrence) for one set of dimensions.
     Its limits are read from tailor.core.events when it is made."""
@@ -12,3 +14,33 @@ class EventReader:
     def __init__(self, dimensions: Sequence[str]) -> None: ...
     def occurrence(self, raw: bytes | str, ingested_at: float) -> profile_store.Occurrence | None:
         """What is counted of the event in `raw`, or None when not sure it is valid."""
+
+# -- profile counting (native/src/profile.rs; reference: tailor.core.profile_state) -------------------
+
+# What is counted of one event: profile_store.Occurrence, or any tuple of its shape
+# (id, user, at, counter, session, ((dimension, value), ...)).
+Counted = tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]
+
+class State:
+    """One user's profile (profile_state.UserState), opaque but for its version."""
+
+    version: str  # the version the store last saw or wrote ("" for none)
+    def __init__(self) -> None: ...
+
+class Plan:
+    """profile_state.Plan: `sizes` as (size, bucket lifetime), `windows` as (key, size, buckets summed)."""
+
+    def __init__(
+        self,
+        sizes: Sequence[tuple[int, int]],
+        windows: Sequence[tuple[str, int, int]],
+        *,
+        recent_limit: int,
+        session_timeout: int,
+        prune_every: float,
+        max_fields: int,
+    ) -> None: ...
+    def decode(self, raw: Sequence[bytes | str | None] | None) -> State: ...
+    def apply(self, state: State, events: Sequence[Counted], now: float) -> bool: ...
+    def changes(self, state: State) -> list[tuple[str, bytes]]: ...
+    def fields(self, state: State) -> list[bytes]: ...

@@ -30,8 +30,8 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
 # The worker's hot path in Rust (tailor.core falls back to its Python reference without it, slower).
 # Cargo's build output is cached outside the checkout, so a change rebuilds only this crate.
 native_stamp=.venv/.tailor-native
-native_hash=$(cat native/Cargo.toml native/Cargo.lock native/pyproject.toml native/*.pyi native/src/*.rs \
-  | sha256sum | cut -c1-16)
+native_hash=$(cat native/Cargo.toml native/Cargo.lock native/pyproject.toml native/*.pyi \
+  $(find native/src -name '*.rs' | sort) | sha256sum | cut -c1-16)
 if [ "$(cat "$native_stamp" 2>/dev/null)" != "$native_hash" ]; then
   if ! command -v cargo > /dev/null; then
     echo "setup: cargo is missing: install Rust (rustup, or Debian's cargo package)" >&2

@@ -1,7 +1,257 @@
-//! One user's profile state and the counting into it (tailor.core.profile_state), compiled. To be written.
+//! One user's profile state and the counting into it (tailor.core.profile_state), compiled: `Plan`
+//! holds what a stack's feature settings mean, `State` one user's profile, and the plan's methods
+//! `decode`, `apply`, `changes` and `fields` do what the Python functions of those names do, with
+//! the same results and the same JSON bytes.
 
+mod count;
+mod json;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use count::{Counted, Level, WindowPlan};
+use state::{Num, Profile};
+
+// The fields of profile_store.Occurrence this reads, by position.
+const AT: usize = 2;
+const COUNTER: usize = 3;
+const SESSION: usize = 4;
+const DIMENSIONS: usize = 5;
+
+/// Plans get distinct ids, so that a state knows whether its derived positions are for this plan.
+static PLAN_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// profile_state.Plan, compiled. Built from its fields: `sizes` as (size, bucket lifetime) and
+/// `windows` as (key, size, buckets summed).
+#[pyclass(frozen, module = "tailor_native", name = "Plan")]
+pub struct Plan {
+    plan: count::Plan,
+}
+
+#[pymethods]
+impl Plan {
+    #[new]
+    #[pyo3(signature = (sizes, windows, *, recent_limit, session_timeout, prune_every, max_fields))]
+    fn new(
+        sizes: Vec<(i64, i64)>,
+        windows: Vec<(String, i64, i64)>,
+        recent_limit: usize,
+        session_timeout: i64,
+        prune_every: f64,
+        max_fields: i64,
+    ) -> PyResult<Self> {
+        let mut levels: Vec<Level> = Vec::with_capacity(sizes.len());
+        for (size, keep) in sizes {
+            if size < 1 {
+                return Err(PyValueError::new_err(format!(
+                    "bucket size {size}: sizes must be positive"
+                )));
+            }
+            let text = size.to_string();
+            levels.push(Level {
+                size,
+                keep,
+                prefix: format!("{text}:"),
+                text,
+                windows: vec![],
+            });
+        }
+        let mut planned = Vec::with_capacity(windows.len());
+        for (index, (key, size, count)) in windows.into_iter().enumerate() {
+            let Some(level) = levels.iter().position(|level| level.size == size) else {
+                return Err(PyValueError::new_err(format!(
+                    "window {key}: its bucket size {size} is not in sizes"
+                )));
+            };
+            levels[level].windows.push(index);
+            planned.push(WindowPlan {
+                key,
+                size,
+                count,
+                level,
+            });
+        }
+        let plan = count::Plan {
+            id: PLAN_IDS.fetch_add(1, Ordering::Relaxed),
+            levels,
+            windows: planned,
+            recent_limit,
+            session_timeout,
+            prune_every,
+            max_fields,
+        };
+        Ok(Plan { plan })
+    }
+
+    /// The state from the stored fields, in FIELDS order (`w`, `c`, `b`; None: the user has none).
+    #[pyo3(signature = (raw))]
+    fn decode(&self, raw: Option<&Bound<'_, PyAny>>) -> PyResult<State> {
+        let Some(raw) = raw.filter(|raw| raw.is_truthy().unwrap_or(false)) else {
+            return Ok(State::new());
+        };
+        let (sums, current, buckets) = (raw.get_item(0)?, raw.get_item(1)?, raw.get_item(2)?);
+        let windows = &self.plan.windows;
+        let profile = json::decode(
+            field_bytes(&sums)?,
+            field_bytes(&current)?,
+            field_bytes(&buckets)?,
+            &|key| windows.iter().any(|window| window.key == key),
+        )?;
+        Ok(State {
+            profile,
+            version: String::new(),
+        })
+    }
+
+    /// Count `events` (profile_store.Occurrence tuples, new ones) into `state` at `now`. True when
+    /// this write prunes.
+    fn apply(
+        &self,
+        mut state: PyRefMut<'_, State>,
+        events: &Bound<'_, PyAny>,
+        now: f64,
+    ) -> PyResult<bool> {
+        let plan = &self.plan;
+        let profile = &mut state.profile;
+        let spans = count::Spans::at(plan, now)?;
+        count::advance(plan, profile, &spans)?;
+        if let Ok(list) = events.cast::<PyList>() {
+            for event in list.iter() {
+                count_event(plan, profile, &spans, &event)?;
+            }
+        } else {
+            for event in events.try_iter()? {
+                count_event(plan, profile, &spans, &event?)?;
+            }
+        }
+        count::prune(plan, profile, now)
+    }
+
+    /// The fields to write after a count: `c` always, `w` and `b` when they changed.
+    fn changes<'py>(
+        &self,
+        py: Python<'py>,
+        mut state: PyRefMut<'py, State>,
+    ) -> Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
+        let profile = &mut state.profile;
+        let mut out = Vec::with_capacity(1024);
+        json::write_current(profile, &mut out);
+        let mut changed = vec![(intern!(py, "c").clone(), PyBytes::new(py, &out))];
+        if profile.sums_changed {
+            out.clear();
+            json::write_sums(profile, &mut out);
+            changed.push((intern!(py, "w").clone(), PyBytes::new(py, &out)));
+            profile.sums_changed = false;
+        }
+        if profile.buckets_changed {
+            out.clear();
+            json::write_buckets(profile, &mut out);
+            changed.push((intern!(py, "b").clone(), PyBytes::new(py, &out)));
+            profile.buckets_changed = false;
+        }
+        changed
+    }
+
+    /// All three fields as stored, in FIELDS order (what a read gets).
+    fn fields<'py>(&self, py: Python<'py>, state: PyRef<'py, State>) -> Vec<Bound<'py, PyBytes>> {
+        let profile = &state.profile;
+        let writers: [fn(&Profile, &mut Vec<u8>); 3] =
+            [json::write_sums, json::write_current, json::write_buckets];
+        writers
+            .iter()
+            .map(|write| {
+                let mut out = Vec::with_capacity(1024);
+                write(profile, &mut out);
+                PyBytes::new(py, &out)
+            })
+            .collect()
+    }
+}
+
+/// One user's profile (profile_state.UserState): opaque but for the version the store last saw or
+/// wrote ("" for none).
+#[pyclass(module = "tailor_native", name = "State")]
+pub struct State {
+    profile: Profile,
+    #[pyo3(get, set)]
+    version: String,
+}
+
+#[pymethods]
+impl State {
+    /// A user with nothing stored.
+    #[new]
+    fn new() -> Self {
+        State {
+            profile: Profile::new(),
+            version: String::new(),
+        }
+    }
+}
+
+/// A stored field's bytes (Redis gives bytes, or text when the client decodes).
+fn field_bytes<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<Option<&'a [u8]>> {
+    if value.is_none() {
+        Ok(None)
+    } else if let Ok(bytes) = value.cast::<PyBytes>() {
+        Ok(Some(bytes.as_bytes()))
+    } else if let Ok(text) = value.cast::<PyString>() {
+        Ok(Some(text.to_str()?.as_bytes()))
+    } else {
+        Err(PyTypeError::new_err(
+            "a stored profile field must be bytes, str or None",
+        ))
+    }
+}
+
+fn count_event(
+    plan: &count::Plan,
+    profile: &mut Profile,
+    spans: &count::Spans,
+    event: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let event = event.cast::<PyTuple>()?;
+    let at = event.get_item(AT)?;
+    let at = match at.cast::<PyFloat>() {
+        Ok(at) => Num::Float(at.value()),
+        Err(_) => Num::Int(at.extract()?),
+    };
+    let counter = event.get_item(COUNTER)?.cast_into::<PyString>()?;
+    let session = event.get_item(SESSION)?.cast_into::<PyString>()?;
+    let pairs = event.get_item(DIMENSIONS)?.cast_into::<PyTuple>()?;
+    let mut texts = Vec::with_capacity(pairs.len());
+    for pair in pairs.iter() {
+        let pair = pair.cast_into::<PyTuple>()?;
+        if pair.len() != 2 {
+            return Err(PyValueError::new_err(
+                "a dimension must be a (name, value) pair",
+            ));
+        }
+        texts.push((
+            pair.get_item(0)?.cast_into::<PyString>()?,
+            pair.get_item(1)?.cast_into::<PyString>()?,
+        ));
+    }
+    let mut dimensions = Vec::with_capacity(texts.len());
+    for (dimension, value) in &texts {
+        dimensions.push((dimension.to_str()?, value.to_str()?));
+    }
+    let counted = Counted {
+        at,
+        counter: counter.to_str()?,
+        session: session.to_str()?,
+        dimensions,
+    };
+    count::count(plan, profile, spans, &counted)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Plan>()?;
+    m.add_class::<State>()?;
     Ok(())
 }

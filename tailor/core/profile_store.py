@@ -11,8 +11,9 @@ instead; the two never meet in one call.
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
-(`ProfileWriter`, an LRU cache), counts a batch's events into it in Python (tailor.core.profile_state)
-and writes each changed profile back through the guard function in profile_store.lua: per user, one
+(`ProfileWriter`, an LRU cache), counts a batch's events into it (tailor.core.profile_counting:
+compiled when tailor_native is built, else the Python reference in tailor.core.profile_state) and
+writes each changed profile back through the guard function in profile_store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
 writes) and the dedup set (an event is never counted twice), then sets the changed fields and adds the
 event ids. A refused user is reloaded and counted again; a worker killed at any point leaves each
@@ -41,7 +42,7 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import constants, profile_state
+from tailor.core import constants, profile_counting, profile_state
 from tailor.core.events import Event
 from tailor.core.profile import Profile
 from tailor.core.ruleset import StackConfig
@@ -147,7 +148,7 @@ Command = tuple[Any, ...]
 class _Cached:
     """A cached user: the state, its keys, and the partition (and its generation) it came from."""
 
-    state: profile_state.UserState
+    state: profile_counting.Versioned  # the counting's state
     keys: tuple[str, str]  # profile, dedup set
     partition: int | None
     generation: int
@@ -155,17 +156,22 @@ class _Cached:
 
 class ProfileWriter:
     """Counts batches of users' events into their profiles: an LRU cache of the users' state, the
-    counting in Python, and one guarded write per user (a few dozen users per function call).
+    counting (`native`: compiled, or the Python reference; default: compiled when built), and one
+    guarded write per user (a few dozen users per function call).
 
     One writer per worker and stack settings; `write_sync`/`write` are not re-entrant (one batch at a
     time), `forget_partitions` may be called from any thread.
     """
 
-    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000) -> None:
+    def __init__(
+        self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000,
+        native: bool | None = None,
+    ) -> None:  # fmt: skip
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, and 32
         # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
+        self.counting = profile_counting.counting(self.plan, native=native)
         self.users_per_call = users_per_call
         self.cache_users = cache_users
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
@@ -317,7 +323,6 @@ class _Batch:
         cache, generations, partitions = writer._cache, writer._generations, self.partitions
         oldest = now - plan.dedup_ttl
         head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest)]
-        spans = plan.spans(now)
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
             if not todo:
@@ -346,7 +351,7 @@ class _Batch:
 
             calls = _Calls(head, writer.users_per_call)
             for user, entry in hits:
-                self._count(user, todo[user], entry, None, False, calls, spans)
+                self._count(user, todo[user], entry, None, False, calls)
                 if calls.full:
                     yield ("send", [calls.take()])
             if misses:
@@ -354,14 +359,14 @@ class _Batch:
                 writer.loads += len(misses)
                 for i, (user, entry) in enumerate(misses):
                     scores = replies[2 * i]
-                    entry.state = profile_state.decode(replies[2 * i + 1], plan)
+                    entry.state = writer.counting.decode(replies[2 * i + 1])
                     renew = scores[0] is None  # a new dedup set (or an expired one): give it its TTL
                     if not renew:  # a score: bytes from the lean connection, a float from redis-py
                         entry.state.version = str(int(float(scores[0])))
                     known = {
                         o.id for o, score in zip(todo[user], scores[1:], strict=True) if score is not None
                     }
-                    self._count(user, todo[user], entry, known, renew, calls, spans)
+                    self._count(user, todo[user], entry, known, renew, calls)
                     if calls.full:
                         yield ("send", [calls.take()])
             if calls.keys:
@@ -395,7 +400,7 @@ class _Batch:
 
     def _count(
         self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool,
-        calls: _Calls, spans: profile_state.Spans,
+        calls: _Calls,
     ) -> None:  # fmt: skip
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
         found in its dedup set when it was just loaded (None: cached, the guard checks them)."""
@@ -422,7 +427,8 @@ class _Batch:
             return
         state = entry.state
         expected = state.version
-        prunes = profile_state.apply(writer.plan, state, fresh, now, spans)
+        counting = writer.counting
+        prunes = counting.apply(state, fresh, now)
         state.version = str(writer._random.getrandbits(52) + 2**52)
         # A user just loaded had its ids checked with the version: if that still holds, so does the
         # check. A cached user's ids are checked by the guard (a resend of an event counted before the
@@ -432,7 +438,7 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
-        changed = profile_state.changes(state)
+        changed = counting.changes(state)
         calls.writes.append((user, entry, len(fresh), duplicates, expired))
         calls.keys += entry.keys
         calls.args += (expected, state.version, flags, len(changed))

@@ -1,0 +1,225 @@
+"""The compiled profile counting (tailor_native, native/src/profile.rs) is the Python reference
+(tailor.core.profile_state), byte for byte.
+
+Generated plans (several windows and bucket sizes, sometimes sharing a size or a stored sum, a
+bucket's counter cap small enough to hit, a short recent list) count generated batches: time moving
+on by seconds or by hours, late events and events ahead of the clock, sessions, repeated and
+escaped dimension values, far-off event times. After every batch both must have pruned alike and
+give the same changed fields, the same stored fields and the same reads; now and then both reload
+from the stored fields, as a worker does on a cache miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import tailor_native
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tailor.core import profile_counting, profile_state, profile_store
+from tailor.core.ruleset import FeatureConfig, Window
+
+START = 1_800_000_000.0
+SIZES = (1, 5, 10, 60, 3600)
+DIMENSIONS = ("category", "query")
+VALUES = ("a", "b", "c", 'q"uote', "back\\slash", "new\nline", "\x01ctl", "ünï")
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> profile_state.Plan:
+    windows = []
+    for k in range(draw(st.integers(1, 4))):
+        size = draw(st.sampled_from(SIZES))
+        whole = draw(st.booleans())  # a whole number of buckets, or not
+        seconds = size * draw(st.integers(1, 12)) if whole else draw(st.integers(size, 30 * size))
+        windows.append(Window(name=f"w{k}", seconds=seconds, bucket_seconds=size))
+    features = FeatureConfig(
+        windows=tuple(windows),
+        dimensions=DIMENSIONS,
+        allowed_lateness_seconds=600,
+        recent_limit=draw(st.integers(1, 4)),
+        session_timeout_seconds=draw(st.sampled_from([30, 600, 1800])),
+    )
+    return profile_state.Plan.of(features, max_fields=draw(st.sampled_from([1, 2, 3, 5, 512])))
+
+
+# Seconds the clock moves before a batch: not at all, a little, past buckets, by hours.
+moves = st.one_of(
+    st.just(0.0),
+    st.floats(0, 3, allow_nan=False),
+    st.integers(1, 120).map(float),
+    st.integers(3600, 30_000).map(float),
+)
+# Event times against the clock: of the moment, late, ahead of it, or far off in either direction.
+offsets = st.one_of(
+    st.just(0.0),
+    st.floats(-5, 0, allow_nan=False),
+    st.floats(-4000, 0, allow_nan=False),
+    st.floats(0, 200, allow_nan=False),
+    st.integers(-90_000, 60).map(float),
+)
+far_times = st.one_of(
+    st.floats(-1e30, 2e9, allow_nan=False),
+    st.sampled_from([0.0, -0.0, 1e-7, 1e-5, 123.456, 1e16, -1e16, 1.5e15, -9.3e18, 5e-324]),
+)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An event to count: at `now + at`, or at `at` itself when `absolute`."""
+
+    at: float
+    absolute: bool
+    counter: str
+    session: str
+    dimensions: tuple[tuple[str, str], ...]
+
+    def occurrence(self, now: float) -> profile_store.Occurrence:
+        at = self.at if self.absolute else now + self.at
+        return profile_store.Occurrence("-", "u", at, self.counter, self.session, self.dimensions)
+
+
+@dataclass(frozen=True)
+class Batch:
+    move: float
+    events: list[Planned]
+    reload: bool  # both reload their state from the stored fields first
+
+    def occurrences(self, now: float) -> list[profile_store.Occurrence]:
+        return [event.occurrence(now) for event in self.events]
+
+
+def planned(at: st.SearchStrategy[float], absolute: bool) -> st.SearchStrategy[Planned]:
+    return st.builds(
+        Planned,
+        at=at,
+        absolute=st.just(absolute),
+        counter=st.sampled_from(["views", "clicks", "custom"]),
+        session=st.sampled_from(["", "s1", "s2"]),
+        dimensions=st.lists(st.tuples(st.sampled_from(DIMENSIONS), st.sampled_from(VALUES)), max_size=3).map(
+            tuple
+        ),
+    )
+
+
+# One event in twenty at a far-off time of its own.
+events = st.integers(0, 19).flatmap(lambda n: planned(far_times, True) if n == 0 else planned(offsets, False))
+batches = st.builds(
+    Batch,
+    move=moves,
+    events=st.lists(events, min_size=1, max_size=4),
+    reload=st.integers(0, 4).map(lambda n: n == 0),
+)
+
+
+class Pair:
+    """One user's state counted by both implementations."""
+
+    def __init__(self, plan: profile_state.Plan) -> None:
+        self.plan = plan
+        self.reference = profile_counting.ReferenceCounting(plan)
+        self.native = profile_counting.native_plan(plan)
+        self.expected: profile_state.UserState = profile_state.UserState()
+        self.actual = tailor_native.State()
+
+    def count(self, events: list[profile_store.Occurrence], now: float) -> None:
+        pruned = self.reference.apply(self.expected, events, now)
+        assert self.native.apply(self.actual, events, now) == pruned
+        assert self.native.changes(self.actual) == self.reference.changes(self.expected)
+        self.assert_same(now)
+
+    def reload(self) -> None:
+        stored = self.reference.fields(self.expected)
+        self.expected, self.actual = self.reference.decode(stored), self.native.decode(stored)
+
+    def assert_same(self, now: float) -> None:
+        stored = self.reference.fields(self.expected)
+        assert self.native.fields(self.actual) == stored
+        for session in (None, "s1", "s2"):
+            expected = profile_state.read_profile(self.plan, stored, "u", session, now)
+            actual = profile_state.read_profile(self.plan, self.native.fields(self.actual), "u", session, now)
+            assert actual == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans(), st.lists(batches, min_size=1, max_size=12))
+def test_native_counting_writes_what_the_reference_writes(
+    plan: profile_state.Plan, steps: list[Batch]
+) -> None:
+    pair = Pair(plan)
+    now = START
+    for step in steps:
+        now += step.move
+        if step.reload:
+            pair.reload()
+            pair.assert_same(now)
+        pair.count(step.occurrences(now), now)
+
+
+@settings(max_examples=100, deadline=None)
+@given(plans(), plans(), st.lists(batches, min_size=1, max_size=6))
+def test_a_state_written_under_other_windows_decodes_alike(
+    written_under: profile_state.Plan, plan: profile_state.Plan, steps: list[Batch]
+) -> None:
+    """A stack whose windows changed: sums of windows gone are dropped, buckets of sizes gone kept
+    until the next prune, new windows summed from the buckets there are."""
+    before = Pair(written_under)
+    now = START
+    for step in steps:
+        now += step.move
+        before.count(step.occurrences(now), now)
+    after = Pair(plan)
+    stored = before.reference.fields(before.expected)
+    after.expected, after.actual = after.reference.decode(stored), after.native.decode(stored)
+    after.assert_same(now)
+    for step in steps:
+        now += step.move
+        after.count(step.occurrences(now), now)
+
+
+def test_bucket_starts_use_pythons_float_floor_division() -> None:
+    """`at // size` rounds through fmod: 0.3 // 0.1 is 2.0 (0.3 / 0.1 is 2.9999999999999996, but
+    near-integral quotients differ from floor(a / b) elsewhere too); starts of negative times go down."""
+    plan = profile_state.Plan.of(
+        FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),), dimensions=(),
+                      allowed_lateness_seconds=0)
+    )  # fmt: skip
+    pair = Pair(plan)
+    for at in (-0.5, -10.0, -10.000000000000002, 9.999999999999998, 1e17 + 3, 2.5e15 - 0.5):
+        now = at + 1
+        pair.count([profile_store.Occurrence("-", "u", at, "views", "s", ())], now)
+
+
+def test_a_plan_refuses_sizes_it_cannot_count() -> None:
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        tailor_native.Plan([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1)
+    with pytest.raises(ValueError, match="not in sizes"):
+        tailor_native.Plan([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1, prune_every=60,
+                           max_fields=1)  # fmt: skip
+
+
+def test_decode_refuses_a_field_that_is_not_a_profile() -> None:
+    plan = profile_counting.native_plan(
+        profile_state.Plan.of(FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),),
+                                            dimensions=(), allowed_lateness_seconds=0))
+    )  # fmt: skip
+    assert plan.fields(plan.decode(None)) == plan.fields(tailor_native.State())
+    assert plan.fields(plan.decode([None, None, None])) == plan.fields(tailor_native.State())
+    with pytest.raises(ValueError, match="not JSON of a profile"):
+        plan.decode([None, b"{", None])
+    with pytest.raises(KeyError):
+        plan.decode([None, b"{}", None])
+    with pytest.raises(ValueError, match=r"expected \[start, bucket\]"):
+        plan.decode([None, b'{"n":{"10":5},"r":{},"t":{},"s":{},"p":0}', None])
+
+
+def test_the_writer_counts_natively_when_built_and_on_request_in_python() -> None:
+    features = FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),), dimensions=(),
+                             allowed_lateness_seconds=0)  # fmt: skip
+    config: Any = type("Config", (), {"key": "ns/stack", "features": features})()
+    assert isinstance(profile_store.ProfileWriter(config).counting, tailor_native.Plan)
+    reference = profile_store.ProfileWriter(config, native=False).counting
+    assert isinstance(reference, profile_counting.ReferenceCounting)
