@@ -6,7 +6,9 @@ A topic is filled first (not timed) with --events realistic events of --users us
 2. `tailor worker` (a real process, its own consumer group) consuming, validating, deduplicating,
    aggregating into Redis and storing offsets: events/s from its first to its last event, read from
    its /metrics; with the CPU it and Redis spent per event. This is a backlog: every event is older
-   than the worker's clock, so most land in buckets other than the newest (the costlier write);
+   than the worker's clock, so most land in buckets other than the newest (the costlier write).
+   Then the same backlog on a fresh stack with TAILOR_NATIVE=off: the Python references instead of
+   the compiled hot path (native/), for the gain measured in the same run;
 3. live: another worker, with its users warm in its cache, while events are produced at --live-rate
    for --live-seconds, stamped by Kafka as the collector's are (the steady state): the CPU it and
    Redis spend per event, and whether it kept up;
@@ -83,8 +85,11 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float, float]:
-    """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen)."""
+def worker(
+    redis_url: str, stack: str, count: int, *, native: bool = True
+) -> tuple[float, float, float, float]:
+    """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen). `native=False`:
+    the Python references instead of the compiled hot path (TAILOR_NATIVE=off)."""
     port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-{uuid.uuid4().hex[:6]}.log"
     client = redis.Redis.from_url(redis_url)
@@ -94,6 +99,7 @@ def worker(redis_url: str, stack: str, count: int) -> tuple[float, float, float,
         log,
         TAILOR_WORKER_METRICS_HOST="127.0.0.1",
         TAILOR_WORKER_GROUP_ID=f"bench-{uuid.uuid4().hex[:6]}",
+        TAILOR_NATIVE="on" if native else "off",
     )
     try:
         processed = "tailor_worker_events_processed_total"
@@ -222,6 +228,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--live-rate", type=int, default=20_000, help="events/s produced in the live run")
     parser.add_argument("--live-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--no-python-reference", dest="python_reference", action="store_false",
+        help="skip the backlog run with the Python references (TAILOR_NATIVE=off)",
+    )  # fmt: skip
     args = parser.parse_args()
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
@@ -231,6 +241,13 @@ def main() -> int:
     consume_rate, consume_per_cpu = raw_consume(kafka, config.kafka.events_topic, args.events)
     rate, worker_cpu, redis_spent, duplicates = worker(redis_url, config.key, args.events)
     _pipeline.cleanup(redis_url, config)
+    reference: tuple[float, float, float, float] | None = None
+    if args.python_reference:  # the same backlog on a fresh stack, counted by the Python references
+        config = _pipeline.stack_config(kafka)
+        scratch.publish(redis_url, config)
+        fill(kafka, config.kafka.events_topic, args.events, args.users)
+        reference = worker(redis_url, config.key, args.events, native=False)
+        _pipeline.cleanup(redis_url, config)
     live_rate, live_cpu, live_redis, live_lag = live(
         kafka, redis_url, args.users, args.live_rate, args.live_seconds
     )
@@ -244,6 +261,9 @@ def main() -> int:
          f"{worker_cpu * 1e6:.1f}", f"target {TARGET:,} ({verdict}); {duplicates:.0f} duplicates"],
         ["  Redis CPU for the worker's writes", "-", "-", f"{redis_spent * 1e6:.1f}",
          f"= {1 / redis_spent:,.0f} events/s per Redis core"],
+        *([["  the same, Python references", f"{reference[0]:,.0f}", f"{reference[0] / consume_rate:.2f}",
+            f"{reference[1] * 1e6:.1f}", f"TAILOR_NATIVE=off: compiled path {rate / reference[0]:.2f}x"]]
+          if reference else []),
         [f"tailor worker, live at {args.live_rate:,}/s", f"{live_rate:,.0f}",
          f"{live_rate / consume_rate:.2f}", f"{live_cpu * 1e6:.1f}",
          f"= {1 / live_cpu:,.0f} events/s per worker core; lag at the end {live_lag:,.0f}"],

@@ -25,14 +25,12 @@ from typing import Any, Final
 from pydantic_core import SchemaValidator, ValidationError
 from pydantic_core import core_schema as cs
 
-from tailor.core import constants, events, profile_store
+from tailor.core import constants, events, native, profile_store
 
-try:
+if native.BUILT:
     import tailor_native
-except ImportError:  # not built: the Python check serves alone
-    NATIVE_AVAILABLE = False
-else:
-    NATIVE_AVAILABLE = True
+
+NATIVE_AVAILABLE: Final = native.BUILT
 
 # One message value (JSON) and its Kafka time to what is counted of it, for one set of dimensions.
 Reader = Callable[[bytes | str, float], profile_store.Occurrence | None]
@@ -107,8 +105,9 @@ _new: Final = tuple.__new__
 
 @functools.cache
 def reader(dimensions: tuple[str, ...]) -> Reader:
-    """The fastest check for these dimensions: compiled when available. Get it once per batch."""
-    return native_reader(dimensions) if NATIVE_AVAILABLE else python_reader(dimensions)
+    """The fastest check for these dimensions: compiled when built and not switched off
+    (tailor.core.native). Get it once per batch."""
+    return native_reader(dimensions) if native.enabled() else python_reader(dimensions)
 
 
 def occurrence(

@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
+from tailor.core import native as native_build
 from tailor.core import profile_state
 
-try:
+if native_build.BUILT:  # else (scripts/setup.sh builds it) the reference counts
     import tailor_native
-except ImportError:  # not built (scripts/setup.sh builds it): the reference counts
-    NATIVE = False
-else:
-    NATIVE = True
+
+NATIVE = native_build.BUILT
 
 Raw = Sequence[bytes | str | None] | None  # the stored fields in FIELDS order, as HMGET gives them
 Event = tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]  # profile_store.Occurrence
@@ -63,9 +62,10 @@ class ReferenceCounting:
 
 
 def counting(plan: profile_state.Plan, *, native: bool | None = None) -> Counting[Any]:
-    """The compiled counting of `plan` when `native` (default: when built), else the reference."""
+    """The compiled counting of `plan` when `native` (default: when built and not switched off,
+    tailor.core.native), else the reference."""
     if native is None:
-        native = NATIVE
+        native = native_build.enabled()
     if not native:
         return ReferenceCounting(plan)
     if not NATIVE:

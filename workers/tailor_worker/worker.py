@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import profile_store, store, topics
+from tailor.core import native, profile_store, store, topics
 from tailor.core.ruleset import StackConfig
 from tailor_worker import batch, metrics
 from tailor_worker.consumer import EventConsumer
@@ -83,6 +83,11 @@ class Worker:
         """Process events until `stop()`."""
         gc.freeze()  # what start-up made lives as long as the process: never walk it again
         gc.set_threshold(50_000, 20, 100)
+        if native.enabled():
+            log.info("checking and counting events with the compiled hot path (tailor_native)")
+        else:
+            log.warning("tailor_native is %s: checking and counting events in Python, several times slower",
+                        "switched off (TAILOR_NATIVE)" if native.BUILT else "not built")  # fmt: skip
         if not self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis)):
             return
         config = self._wait_for_ruleset()
