@@ -4,10 +4,11 @@
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
+use super::json;
 use super::state::{Counters, Entry, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
-const SEPARATOR: char = '|';
+const SEPARATOR: u8 = b'|';
 /// The counter whose events are page views in a session's stats.
 const VIEWS: &str = "views";
 
@@ -367,11 +368,11 @@ fn add(counters: &mut Counters, name: &str, n: i64) {
 /// Count one event (the body of profile_state.apply's loop); `advance` ran at `spans.now`.
 pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted) -> PyResult<()> {
     let mut names = Vec::with_capacity(1 + event.dimensions.len());
-    names.push(event.counter.to_owned());
-    for (dimension, value) in &event.dimensions {
-        names.push(format!(
-            "{}{SEPARATOR}{dimension}{SEPARATOR}{value}",
-            event.counter
+    names.push(json::quoted_name(&[event.counter], SEPARATOR));
+    for &(dimension, value) in &event.dimensions {
+        names.push(json::quoted_name(
+            &[event.counter, dimension, value],
+            SEPARATOR,
         ));
     }
     for (index, level) in plan.levels.iter().enumerate() {

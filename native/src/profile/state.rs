@@ -5,7 +5,8 @@ use indexmap::IndexMap;
 
 /// Insertion-ordered, with foldhash seeded per process (dimension values come from users).
 pub type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
-/// A bucket, or a window's sum: counter -> n.
+/// A bucket, or a window's sum: counter -> n. Names are kept as JSON text, quoted and escaped, so
+/// that writing a field copies them whole (most of its bytes are names).
 pub type Counters = Map<i64>;
 
 /// A JSON number as Python holds it: event times are floats, bucket starts and counts ints.
