@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
 use super::json;
-use super::state::{Counters, Entry, Newest, Num, Positions, Profile, Slot};
+use super::state::{Bucket, Counters, Entry, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
 const SEPARATOR: u8 = b'|';
@@ -233,7 +233,11 @@ pub fn advance(plan: &Plan, profile: &mut Profile, spans: &Spans) -> PyResult<()
                 (stored_oldest, stored_newest - size, top, stored),
                 oldest,
                 newest - size,
-                |start| buckets.get(format!("{prefix}{start}").as_str()),
+                |start| {
+                    buckets
+                        .get(format!("{prefix}{start}").as_str())
+                        .map(Bucket::counters)
+                },
             );
             Entry {
                 oldest,
@@ -384,7 +388,7 @@ pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted)
         }
         let newest = spans.newest[index];
         let at = bucket_at(plan, profile, index, start, newest);
-        let added = count_into(&mut profile.buckets[at], &names, plan.max_fields);
+        let added = count_into(profile.buckets[at].counters_mut(), &names, plan.max_fields);
         if start != newest {
             // Not the newest bucket: a late event (or one from the future).
             profile.buckets_changed = true;
@@ -441,7 +445,7 @@ fn bucket_at(plan: &Plan, profile: &mut Profile, index: usize, start: i64, newes
     let at = match profile.buckets.get_index_of(key.as_str()) {
         Some(at) => at,
         None => {
-            let (at, _) = profile.buckets.insert_full(key, Counters::default());
+            let (at, _) = profile.buckets.insert_full(key, Bucket::default());
             if start == newest {
                 profile.current[profile.positions.levels[index]].bucket = Slot::At(at);
             }
@@ -598,7 +602,7 @@ fn drop_buckets(profile: &mut Profile, stays: &[bool]) {
             newest.bucket = if stays[at] {
                 Slot::At(moved_to[at])
             } else {
-                Slot::Owned(profile.buckets[at].clone())
+                Slot::Owned(profile.buckets[at].counters().clone())
             };
         }
     }

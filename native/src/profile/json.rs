@@ -10,7 +10,7 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-use super::state::{Counters, Entry, Map, Newest, Num, Profile, Session, Slot};
+use super::state::{Bucket, Counters, Entry, Map, Newest, Num, Profile, Session, Slot};
 
 // -- writing --------------------------------------------------------------------------------------
 
@@ -58,8 +58,34 @@ pub fn write_sums(profile: &Profile, out: &mut Vec<u8>) {
 }
 
 /// `b`: {"<size>:<start>": {counter: n}}.
-pub fn write_buckets(profile: &Profile, out: &mut Vec<u8>) {
-    write_object(out, &profile.buckets, write_counters);
+pub fn write_buckets(profile: &mut Profile, out: &mut Vec<u8>) {
+    // The newest buckets change with nearly every event: not worth keeping their text.
+    let newest: Vec<usize> = profile
+        .current
+        .values()
+        .filter_map(|newest| match newest.bucket {
+            Slot::At(at) => Some(at),
+            _ => None,
+        })
+        .collect();
+    out.push(b'{');
+    for (k, (key, bucket)) in profile.buckets.iter_mut().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        if let Some(json) = bucket.json() {
+            out.extend_from_slice(json);
+        } else {
+            let start = out.len();
+            write_counters(out, bucket.counters());
+            if !newest.contains(&k) {
+                bucket.keep_json(&out[start..]);
+            }
+        }
+    }
+    out.push(b'}');
 }
 
 fn write_counters(out: &mut Vec<u8>, counters: &Counters) {
@@ -213,7 +239,7 @@ pub fn decode(
         profile.sums = parse(sums, Sums { known })?;
     }
     if let Some(buckets) = buckets {
-        profile.buckets = parse(buckets, MapOf(Ints))?;
+        profile.buckets = parse(buckets, MapOf(BucketSeed))?;
     }
     let current = parse(current, CurrentSeed)?;
     // The newest buckets written with `c` are the truth (`b` may hold older copies of them).
@@ -225,7 +251,7 @@ pub fn decode(
                 profile.buckets.shift_remove(key.as_str());
             }
             Some(bucket) => {
-                profile.buckets.insert(key.clone(), bucket);
+                profile.buckets.insert(key.clone(), Bucket::new(bucket));
             }
         }
         newest_keys.push(key);
@@ -353,6 +379,10 @@ macro_rules! seed {
         }
     };
 }
+
+#[derive(Clone, Copy)]
+struct BucketSeed;
+seed!(BucketSeed, Bucket, |d| Ints.deserialize(d).map(Bucket::new));
 
 /// `{counter: n}`, its names kept as JSON text (Counters' form).
 #[derive(Clone, Copy)]

@@ -51,6 +51,41 @@ impl Num {
     }
 }
 
+/// A stored bucket: its counters, and their JSON text from the last write of `b` while they have
+/// not changed since. `b` rewrites every bucket when one of them changes, mostly the same text.
+#[derive(Clone, Debug, Default)]
+pub struct Bucket {
+    counters: Counters,
+    json: Option<Box<[u8]>>,
+}
+
+impl Bucket {
+    pub fn new(counters: Counters) -> Self {
+        Bucket {
+            counters,
+            json: None,
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters to change: their text is stale from here on.
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        self.json = None;
+        &mut self.counters
+    }
+
+    pub fn json(&self) -> Option<&[u8]> {
+        self.json.as_deref()
+    }
+
+    pub fn keep_json(&mut self, json: &[u8]) {
+        self.json = Some(json.into());
+    }
+}
+
 /// A window's stored sum: its buckets from `oldest` up to, not including, `newest`; `top`, the newest
 /// start of its size holding anything.
 #[derive(Clone, Debug, Default)]
@@ -97,7 +132,7 @@ pub struct Profile {
     pub recent: Map<Vec<String>>,
     pub recent_at: Map<Vec<Num>>,
     pub sessions: Map<Session>,
-    pub buckets: Map<Counters>,
+    pub buckets: Map<Bucket>,
     pub prune_at: Num,
     pub sums_changed: bool,
     pub buckets_changed: bool,
@@ -124,7 +159,7 @@ impl Profile {
     pub fn newest_bucket<'a>(&'a self, slot: &'a Slot) -> Option<&'a Counters> {
         match slot {
             Slot::Empty => None,
-            Slot::At(index) => Some(&self.buckets[*index]),
+            Slot::At(index) => Some(self.buckets[*index].counters()),
             Slot::Owned(counters) => Some(counters),
         }
     }
