@@ -8,7 +8,7 @@ use super::json;
 use super::state::{Bucket, Counters, Entry, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
-const SEPARATOR: u8 = b'|';
+const SEPARATOR: char = '|';
 /// The counter whose events are page views in a session's stats.
 const VIEWS: &str = "views";
 

@@ -173,10 +173,17 @@ fn needs_escape(bytes: &[u8]) -> bool {
 /// `text` as a JSON string's content, escaped as orjson escapes (escaping is byte by byte, so the
 /// escapes of parts joined are the escape of the joined text).
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    if !needs_escape(bytes) {
+    if needs_escape(bytes) {
+        escape_pieces(bytes, |piece| out.extend_from_slice(piece));
+    } else {
         out.extend_from_slice(bytes);
-        return;
     }
+}
+
+/// The escaped text in pieces: runs of `bytes` that need no escape, and escapes. Only ASCII bytes
+/// are replaced, so pieces of UTF-8 text are UTF-8.
+fn escape_pieces(bytes: &[u8], mut put: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut plain = 0; // bytes before this one are written
     for (k, &byte) in bytes.iter().enumerate() {
         let escaped: &[u8] = match byte {
@@ -190,33 +197,42 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
             0..=0x1f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain..k]);
+        put(&bytes[plain..k]);
         if escaped.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
+            put(b"\\u00");
+            put(&HEX[usize::from(byte >> 4)..][..1]);
+            put(&HEX[usize::from(byte & 0xf)..][..1]);
         } else {
-            out.extend_from_slice(escaped);
+            put(escaped);
         }
         plain = k + 1;
     }
-    out.extend_from_slice(&bytes[plain..]);
+    put(&bytes[plain..]);
 }
 
 /// A counter name as the JSON text of a string, the form Counters keep it in: `parts` joined by
 /// `separator`, quoted and escaped.
-pub fn quoted_name(parts: &[&str], separator: u8) -> String {
-    let mut text = Vec::with_capacity(2 + parts.iter().map(|part| part.len() + 1).sum::<usize>());
-    text.push(b'"');
+pub fn quoted_name(parts: &[&str], separator: char) -> String {
+    let mut text =
+        String::with_capacity(2 + parts.iter().map(|part| part.len() + 1).sum::<usize>());
+    text.push('"');
     for (k, part) in parts.iter().enumerate() {
         if k > 0 {
             text.push(separator);
         }
-        escape_into(&mut text, part.as_bytes());
+        if needs_escape(part.as_bytes()) {
+            escape_pieces(part.as_bytes(), |piece| {
+                text.push_str(
+                    std::str::from_utf8(piece)
+                        .expect("a run of UTF-8 cut at ASCII bytes, or ASCII"),
+                )
+            });
+        } else {
+            text.push_str(part);
+        }
     }
-    text.push(b'"');
-    String::from_utf8(text).expect("escapes replace ASCII bytes with ASCII: still UTF-8")
+    text.push('"');
+    text
 }
 
 // -- reading --------------------------------------------------------------------------------------
@@ -416,7 +432,7 @@ impl<'de> Visitor<'de> for QuotedName {
         f.write_str("a counter name")
     }
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<String, E> {
-        Ok(quoted_name(&[name], b'|'))
+        Ok(quoted_name(&[name], '|'))
     }
 }
 
