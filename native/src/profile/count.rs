@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
 use super::json;
-use super::state::{Bucket, Counters, Entry, Newest, Num, Positions, Profile, Slot};
+use super::state::{Bucket, Counters, Entry, Name, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
 const SEPARATOR: char = '|';
@@ -344,11 +344,11 @@ fn moved_sum<'b>(
     };
     for start in left.iter().flat_map(|r| r.iter()) {
         for (name, n) in bucket(start).into_iter().flatten() {
-            let remaining = counters.get(name.as_str()).copied().unwrap_or(0) - n;
+            let remaining = counters.get(&**name).copied().unwrap_or(0) - n;
             if remaining > 0 {
                 counters.insert(name.clone(), remaining);
             } else {
-                counters.shift_remove(name.as_str());
+                counters.shift_remove(&**name);
             }
         }
     }
@@ -360,11 +360,11 @@ fn moved_sum<'b>(
     counters
 }
 
-fn add(counters: &mut Counters, name: &str, n: i64) {
-    match counters.get_mut(name) {
+fn add(counters: &mut Counters, name: &Name, n: i64) {
+    match counters.get_mut(&**name) {
         Some(count) => *count += n,
         None => {
-            counters.insert(name.to_owned(), n);
+            counters.insert(name.clone(), n);
         }
     }
 }
@@ -372,12 +372,12 @@ fn add(counters: &mut Counters, name: &str, n: i64) {
 /// Count one event (the body of profile_state.apply's loop); `advance` ran at `spans.now`.
 pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted) -> PyResult<()> {
     let mut names = Vec::with_capacity(1 + event.dimensions.len());
-    names.push(json::quoted_name(&[event.counter], SEPARATOR));
+    names.push(Name::from(json::quoted_name(&[event.counter], SEPARATOR)));
     for &(dimension, value) in &event.dimensions {
-        names.push(json::quoted_name(
+        names.push(Name::from(json::quoted_name(
             &[event.counter, dimension, value],
             SEPARATOR,
-        ));
+        )));
     }
     for (index, level) in plan.levels.iter().enumerate() {
         let Some(start) = bucket_start(event.at, level.size)? else {
@@ -465,7 +465,7 @@ fn bucket_at(plan: &Plan, profile: &mut Profile, index: usize, start: i64, newes
 
 /// Count `names` into a bucket of at most `max_fields` counters (totals always count, a new dimension
 /// value only while there is room). Which names counted: None when all did.
-fn count_into(bucket: &mut Counters, names: &[String], max_fields: i64) -> Option<Vec<bool>> {
+fn count_into(bucket: &mut Counters, names: &[Name], max_fields: i64) -> Option<Vec<bool>> {
     if (bucket.len() + names.len()) as i64 <= max_fields {
         for name in names {
             add(bucket, name, 1);
@@ -476,7 +476,7 @@ fn count_into(bucket: &mut Counters, names: &[String], max_fields: i64) -> Optio
     add(bucket, &names[0], 1);
     added[0] = true;
     for (k, name) in names.iter().enumerate().skip(1) {
-        if let Some(count) = bucket.get_mut(name.as_str()) {
+        if let Some(count) = bucket.get_mut(&**name) {
             *count += 1;
         } else if (bucket.len() as i64) < max_fields {
             bucket.insert(name.clone(), 1);

@@ -2,6 +2,8 @@
 //! writes the Python state: no spaces, keys in insertion order, ints as ints, floats in orjson's
 //! shortest form, non-finite floats as null, strings escaped only where JSON requires it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -10,7 +12,7 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-use super::state::{Bucket, Counters, Entry, Map, Newest, Num, Profile, Session, Slot};
+use super::state::{Bucket, Counters, Entry, Map, Name, Newest, Num, Profile, Session, Slot};
 
 // -- writing --------------------------------------------------------------------------------------
 
@@ -241,23 +243,30 @@ pub fn quoted_name(parts: &[&str], separator: char) -> String {
 
 /// The state from the stored fields `w`, `c`, `b` (profile_state.decode); `known`: whether a window
 /// key is the plan's (sums of other windows are dropped).
-pub fn decode(
-    sums: Option<&[u8]>,
-    current: Option<&[u8]>,
-    buckets: Option<&[u8]>,
+pub fn decode<'de>(
+    sums: Option<&'de [u8]>,
+    current: Option<&'de [u8]>,
+    buckets: Option<&'de [u8]>,
     known: &dyn Fn(&str) -> bool,
 ) -> PyResult<Profile> {
     let Some(current) = current else {
         return Ok(Profile::new());
     };
     let mut profile = Profile::new();
+    let names = Names::default();
     if let Some(sums) = sums {
-        profile.sums = parse(sums, Sums { known })?;
+        profile.sums = parse(
+            sums,
+            Sums {
+                known,
+                names: &names,
+            },
+        )?;
     }
     if let Some(buckets) = buckets {
-        profile.buckets = parse(buckets, MapOf(BucketSeed))?;
+        profile.buckets = parse(buckets, MapOf(BucketSeed(&names)))?;
     }
-    let current = parse(current, CurrentSeed)?;
+    let current = parse(current, CurrentSeed(&names))?;
     // The newest buckets written with `c` are the truth (`b` may hold older copies of them).
     let mut newest_keys = Vec::new();
     for (size, (start, bucket)) in required(current.newest, "n")? {
@@ -320,16 +329,16 @@ struct Current {
 }
 
 #[derive(Clone, Copy)]
-struct CurrentSeed;
+struct CurrentSeed<'n, 'de>(&'n Names<'de>);
 
-impl<'de> DeserializeSeed<'de> for CurrentSeed {
+impl<'de> DeserializeSeed<'de> for CurrentSeed<'_, 'de> {
     type Value = Current;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Current, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for CurrentSeed {
+impl<'de> Visitor<'de> for CurrentSeed<'_, 'de> {
     type Value = Current;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of n, r, t, s and p")
@@ -338,7 +347,7 @@ impl<'de> Visitor<'de> for CurrentSeed {
         let mut current = Current::default();
         while let Some(key) = access.next_key::<String>()? {
             match key.as_str() {
-                "n" => current.newest = Some(access.next_value_seed(MapOf(NewestSeed))?),
+                "n" => current.newest = Some(access.next_value_seed(MapOf(NewestSeed(self.0)))?),
                 "r" => current.recent = Some(access.next_value_seed(MapOf(ListOf(Text)))?),
                 "t" => current.recent_at = Some(access.next_value_seed(MapOf(ListOf(Number)))?),
                 "s" => current.sessions = Some(access.next_value_seed(MapOf(SessionSeed))?),
@@ -353,18 +362,19 @@ impl<'de> Visitor<'de> for CurrentSeed {
 }
 
 /// `w`, keeping only the plan's windows.
-struct Sums<'a> {
+struct Sums<'a, 'de> {
     known: &'a dyn Fn(&str) -> bool,
+    names: &'a Names<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for Sums<'_> {
+impl<'de> DeserializeSeed<'de> for Sums<'_, 'de> {
     type Value = Map<Entry>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Map<Entry>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Sums<'_> {
+impl<'de> Visitor<'de> for Sums<'_, 'de> {
     type Value = Map<Entry>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of window sums")
@@ -373,7 +383,7 @@ impl<'de> Visitor<'de> for Sums<'_> {
         let mut sums = Map::default();
         while let Some(key) = access.next_key::<String>()? {
             if (self.known)(&key) {
-                let entry = access.next_value_seed(EntrySeed)?;
+                let entry = access.next_value_seed(EntrySeed(self.names))?;
                 sums.insert(key, entry);
             } else {
                 access.next_value::<IgnoredAny>()?;
@@ -396,16 +406,47 @@ macro_rules! seed {
     };
 }
 
-#[derive(Clone, Copy)]
-struct BucketSeed;
-seed!(BucketSeed, Bucket, |d| Ints.deserialize(d).map(Bucket::new));
+/// Seeds of values holding counters: they share the decode's names.
+macro_rules! named_seed {
+    ($seed:ident, $value:ty, |$this:ident, $d:ident| $deserialize:expr) => {
+        #[derive(Clone, Copy)]
+        struct $seed<'n, 'de>(&'n Names<'de>);
 
-/// `{counter: n}`, its names kept as JSON text (Counters' form).
-#[derive(Clone, Copy)]
-struct Ints;
-seed!(Ints, Counters, |d| d.deserialize_map(Ints));
+        impl<'de> DeserializeSeed<'de> for $seed<'_, 'de> {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, $d: D) -> Result<$value, D::Error> {
+                let $this = self;
+                $deserialize
+            }
+        }
+    };
+}
 
-impl<'de> Visitor<'de> for Ints {
+/// The counter names of one decode, each made once: a name is in the buckets of every size and
+/// in the sums, and its allocation (not its parsing) is most of what decoding a name costs.
+#[derive(Default)]
+struct Names<'de> {
+    made: RefCell<HashMap<&'de str, Name, foldhash::fast::RandomState>>,
+}
+
+impl<'de> Names<'de> {
+    fn name(&self, text: &'de str) -> Name {
+        self.made
+            .borrow_mut()
+            .entry(text)
+            .or_insert_with(|| Name::from(quoted_name(&[text], '|')))
+            .clone()
+    }
+}
+
+named_seed!(BucketSeed, Bucket, |this, d| Ints(this.0)
+    .deserialize(d)
+    .map(Bucket::new));
+
+// `{counter: n}`, its names kept as JSON text (Counters' form).
+named_seed!(Ints, Counters, |this, d| d.deserialize_map(this));
+
+impl<'de> Visitor<'de> for Ints<'_, 'de> {
     type Value = Counters;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of counts")
@@ -413,7 +454,7 @@ impl<'de> Visitor<'de> for Ints {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Counters, A::Error> {
         let mut counters = Counters::default();
         counters.reserve(access.size_hint().unwrap_or(0));
-        while let Some(name) = access.next_key_seed(QuotedName)? {
+        while let Some(name) = access.next_key_seed(QuotedName(self.0))? {
             let n = access.next_value_seed(Int)?;
             counters.insert(name, n);
         }
@@ -421,18 +462,20 @@ impl<'de> Visitor<'de> for Ints {
     }
 }
 
-/// A counter name, as it reads (a key of `{counter: n}`), back to JSON text.
-#[derive(Clone, Copy)]
-struct QuotedName;
-seed!(QuotedName, String, |d| d.deserialize_str(QuotedName));
+// A counter name, as it reads (a key of `{counter: n}`), back to JSON text.
+named_seed!(QuotedName, Name, |this, d| d.deserialize_str(this));
 
-impl<'de> Visitor<'de> for QuotedName {
-    type Value = String;
+impl<'de> Visitor<'de> for QuotedName<'_, 'de> {
+    type Value = Name;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a counter name")
     }
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<String, E> {
-        Ok(quoted_name(&[name], '|'))
+    fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Name, E> {
+        Ok(self.0.name(name))
+    }
+    // A name with escapes in the JSON is unescaped into a buffer of the parser: made anew.
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name, E> {
+        Ok(Name::from(quoted_name(&[name], '|')))
     }
 }
 
@@ -536,12 +579,10 @@ fn end<'de, A: SeqAccess<'de>>(access: &mut A, expected: &'static str) -> Result
     }
 }
 
-/// `[oldest, newest, top, {counter: n}]`.
-#[derive(Clone, Copy)]
-struct EntrySeed;
-seed!(EntrySeed, Entry, |d| d.deserialize_seq(EntrySeed));
+// `[oldest, newest, top, {counter: n}]`.
+named_seed!(EntrySeed, Entry, |this, d| d.deserialize_seq(this));
 
-impl<'de> Visitor<'de> for EntrySeed {
+impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
     type Value = Entry;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("[oldest, newest, top, counters]")
@@ -552,20 +593,18 @@ impl<'de> Visitor<'de> for EntrySeed {
             oldest: element(&mut access, Int, WHAT)?,
             newest: element(&mut access, Int, WHAT)?,
             top: element(&mut access, Int, WHAT)?,
-            counters: element(&mut access, Ints, WHAT)?,
+            counters: element(&mut access, Ints(self.0), WHAT)?,
         };
         end(&mut access, WHAT)?;
         Ok(entry)
     }
 }
 
-/// `[start, {counter: n} | null]`.
-#[derive(Clone, Copy)]
-struct NewestSeed;
-seed!(NewestSeed, (i64, Option<Counters>), |d| d
-    .deserialize_seq(NewestSeed));
+// `[start, {counter: n} | null]`.
+named_seed!(NewestSeed, (i64, Option<Counters>), |this, d| d
+    .deserialize_seq(this));
 
-impl<'de> Visitor<'de> for NewestSeed {
+impl<'de> Visitor<'de> for NewestSeed<'_, 'de> {
     type Value = (i64, Option<Counters>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("[start, bucket]")
@@ -573,7 +612,7 @@ impl<'de> Visitor<'de> for NewestSeed {
     fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         const WHAT: &str = "[start, bucket]";
         let start = element(&mut access, Int, WHAT)?;
-        let bucket = element(&mut access, Maybe(Ints), WHAT)?;
+        let bucket = element(&mut access, Maybe(Ints(self.0)), WHAT)?;
         end(&mut access, WHAT)?;
         Ok((start, bucket))
     }

@@ -1,13 +1,17 @@
 //! The state's values, in the stored fields' own shape: maps keep insertion order (as Python dicts do),
 //! numbers keep their kind (ints stay ints and floats stay floats in the JSON).
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
 /// Insertion-ordered, with foldhash seeded per process (dimension values come from users).
 pub type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
-/// A bucket, or a window's sum: counter -> n. Names are kept as JSON text, quoted and escaped, so
-/// that writing a field copies them whole (most of its bytes are names).
-pub type Counters = Map<i64>;
+/// A counter name as JSON text, quoted and escaped, so that writing a field copies it whole (most of
+/// a field's bytes are names). Shared: the same names fill a user's buckets and sums of every size.
+pub type Name = Arc<str>;
+/// A bucket, or a window's sum: counter -> n.
+pub type Counters = IndexMap<Name, i64, foldhash::fast::RandomState>;
 
 /// A JSON number as Python holds it: event times are floats, bucket starts and counts ints.
 #[derive(Clone, Copy, Debug)]
