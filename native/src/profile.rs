@@ -7,6 +7,7 @@ mod count;
 mod json;
 mod state;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -139,39 +140,70 @@ impl Plan {
         mut state: PyRefMut<'py, State>,
     ) -> Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
         let profile = &mut state.profile;
-        let mut out = Vec::with_capacity(1024);
-        json::write_current(profile, &mut out);
-        let mut changed = vec![(intern!(py, "c").clone(), PyBytes::new(py, &out))];
-        if profile.sums_changed {
-            out.clear();
-            json::write_sums(profile, &mut out);
-            changed.push((intern!(py, "w").clone(), PyBytes::new(py, &out)));
-            profile.sums_changed = false;
-        }
-        if profile.buckets_changed {
-            out.clear();
-            json::write_buckets(profile, &mut out);
-            changed.push((intern!(py, "b").clone(), PyBytes::new(py, &out)));
-            profile.buckets_changed = false;
-        }
+        let mut changed = Vec::with_capacity(3);
+        with_buffer(|out| {
+            json::write_current(profile, out);
+            changed.push((intern!(py, "c").clone(), PyBytes::new(py, out)));
+            if profile.sums_changed {
+                out.clear();
+                json::write_sums(profile, out);
+                changed.push((intern!(py, "w").clone(), PyBytes::new(py, out)));
+                profile.sums_changed = false;
+            }
+            if profile.buckets_changed {
+                out.clear();
+                json::write_buckets(profile, out);
+                changed.push((intern!(py, "b").clone(), PyBytes::new(py, out)));
+                profile.buckets_changed = false;
+            }
+        });
         changed
     }
 
     /// All three fields as stored, in FIELDS order (what a read gets).
-    fn fields<'py>(&self, py: Python<'py>, state: PyRef<'py, State>) -> Vec<Bound<'py, PyBytes>> {
-        let profile = &state.profile;
-        let writers: [fn(&Profile, &mut Vec<u8>); 3] =
-            [json::write_sums, json::write_current, json::write_buckets];
-        writers
-            .iter()
-            .map(|write| {
-                let mut out = Vec::with_capacity(1024);
-                write(profile, &mut out);
-                PyBytes::new(py, &out)
-            })
-            .collect()
+    fn fields<'py>(
+        &self,
+        py: Python<'py>,
+        mut state: PyRefMut<'py, State>,
+    ) -> Vec<Bound<'py, PyBytes>> {
+        let profile = &mut state.profile;
+        with_buffer(|out| {
+            json::write_sums(profile, out);
+            let sums = PyBytes::new(py, out);
+            out.clear();
+            json::write_current(profile, out);
+            let current = PyBytes::new(py, out);
+            out.clear();
+            json::write_buckets(profile, out);
+            vec![sums, current, PyBytes::new(py, out)]
+        })
     }
 }
+
+thread_local! {
+    /// The fields are written here and copied out: kept between calls, it is allocated once
+    /// instead of grown from scratch for every field of every write.
+    static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64 * 1024));
+}
+
+/// `write` with the cleared buffer (a fresh one if a call on this thread has it already).
+fn with_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            let result = write(&mut out);
+            // One outsized profile should not pin its memory for good.
+            if out.capacity() > MAX_KEPT_BUFFER {
+                *out = Vec::with_capacity(64 * 1024);
+            }
+            result
+        }
+        Err(_) => write(&mut Vec::new()),
+    })
+}
+
+/// The most the write buffer keeps between calls.
+const MAX_KEPT_BUFFER: usize = 1 << 20;
 
 /// One user's profile (profile_state.UserState): opaque but for the version the store last saw or
 /// wrote ("" for none).

@@ -4,7 +4,8 @@
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
-use super::state::{Counters, Entry, Newest, Num, Positions, Profile, Slot};
+use super::json;
+use super::state::{Bucket, Counters, Entry, Name, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
 const SEPARATOR: char = '|';
@@ -232,7 +233,11 @@ pub fn advance(plan: &Plan, profile: &mut Profile, spans: &Spans) -> PyResult<()
                 (stored_oldest, stored_newest - size, top, stored),
                 oldest,
                 newest - size,
-                |start| buckets.get(format!("{prefix}{start}").as_str()),
+                |start| {
+                    buckets
+                        .get(format!("{prefix}{start}").as_str())
+                        .map(Bucket::counters)
+                },
             );
             Entry {
                 oldest,
@@ -339,11 +344,11 @@ fn moved_sum<'b>(
     };
     for start in left.iter().flat_map(|r| r.iter()) {
         for (name, n) in bucket(start).into_iter().flatten() {
-            let remaining = counters.get(name.as_str()).copied().unwrap_or(0) - n;
+            let remaining = counters.get(&**name).copied().unwrap_or(0) - n;
             if remaining > 0 {
                 counters.insert(name.clone(), remaining);
             } else {
-                counters.shift_remove(name.as_str());
+                counters.shift_remove(&**name);
             }
         }
     }
@@ -355,11 +360,11 @@ fn moved_sum<'b>(
     counters
 }
 
-fn add(counters: &mut Counters, name: &str, n: i64) {
-    match counters.get_mut(name) {
+fn add(counters: &mut Counters, name: &Name, n: i64) {
+    match counters.get_mut(&**name) {
         Some(count) => *count += n,
         None => {
-            counters.insert(name.to_owned(), n);
+            counters.insert(name.clone(), n);
         }
     }
 }
@@ -367,12 +372,12 @@ fn add(counters: &mut Counters, name: &str, n: i64) {
 /// Count one event (the body of profile_state.apply's loop); `advance` ran at `spans.now`.
 pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted) -> PyResult<()> {
     let mut names = Vec::with_capacity(1 + event.dimensions.len());
-    names.push(event.counter.to_owned());
-    for (dimension, value) in &event.dimensions {
-        names.push(format!(
-            "{}{SEPARATOR}{dimension}{SEPARATOR}{value}",
-            event.counter
-        ));
+    names.push(Name::from(json::quoted_name(&[event.counter], SEPARATOR)));
+    for &(dimension, value) in &event.dimensions {
+        names.push(Name::from(json::quoted_name(
+            &[event.counter, dimension, value],
+            SEPARATOR,
+        )));
     }
     for (index, level) in plan.levels.iter().enumerate() {
         let Some(start) = bucket_start(event.at, level.size)? else {
@@ -383,7 +388,7 @@ pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted)
         }
         let newest = spans.newest[index];
         let at = bucket_at(plan, profile, index, start, newest);
-        let added = count_into(&mut profile.buckets[at], &names, plan.max_fields);
+        let added = count_into(profile.buckets[at].counters_mut(), &names, plan.max_fields);
         if start != newest {
             // Not the newest bucket: a late event (or one from the future).
             profile.buckets_changed = true;
@@ -440,7 +445,7 @@ fn bucket_at(plan: &Plan, profile: &mut Profile, index: usize, start: i64, newes
     let at = match profile.buckets.get_index_of(key.as_str()) {
         Some(at) => at,
         None => {
-            let (at, _) = profile.buckets.insert_full(key, Counters::default());
+            let (at, _) = profile.buckets.insert_full(key, Bucket::default());
             if start == newest {
                 profile.current[profile.positions.levels[index]].bucket = Slot::At(at);
             }
@@ -460,7 +465,7 @@ fn bucket_at(plan: &Plan, profile: &mut Profile, index: usize, start: i64, newes
 
 /// Count `names` into a bucket of at most `max_fields` counters (totals always count, a new dimension
 /// value only while there is room). Which names counted: None when all did.
-fn count_into(bucket: &mut Counters, names: &[String], max_fields: i64) -> Option<Vec<bool>> {
+fn count_into(bucket: &mut Counters, names: &[Name], max_fields: i64) -> Option<Vec<bool>> {
     if (bucket.len() + names.len()) as i64 <= max_fields {
         for name in names {
             add(bucket, name, 1);
@@ -471,7 +476,7 @@ fn count_into(bucket: &mut Counters, names: &[String], max_fields: i64) -> Optio
     add(bucket, &names[0], 1);
     added[0] = true;
     for (k, name) in names.iter().enumerate().skip(1) {
-        if let Some(count) = bucket.get_mut(name.as_str()) {
+        if let Some(count) = bucket.get_mut(&**name) {
             *count += 1;
         } else if (bucket.len() as i64) < max_fields {
             bucket.insert(name.clone(), 1);
@@ -597,7 +602,7 @@ fn drop_buckets(profile: &mut Profile, stays: &[bool]) {
             newest.bucket = if stays[at] {
                 Slot::At(moved_to[at])
             } else {
-                Slot::Owned(profile.buckets[at].clone())
+                Slot::Owned(profile.buckets[at].counters().clone())
             };
         }
     }

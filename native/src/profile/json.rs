@@ -2,6 +2,8 @@
 //! writes the Python state: no spaces, keys in insertion order, ints as ints, floats in orjson's
 //! shortest form, non-finite floats as null, strings escaped only where JSON requires it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -10,7 +12,7 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-use super::state::{Counters, Entry, Map, Newest, Num, Profile, Session, Slot};
+use super::state::{Bucket, Counters, Entry, Map, Name, Newest, Num, Profile, Session, Slot};
 
 // -- writing --------------------------------------------------------------------------------------
 
@@ -58,12 +60,47 @@ pub fn write_sums(profile: &Profile, out: &mut Vec<u8>) {
 }
 
 /// `b`: {"<size>:<start>": {counter: n}}.
-pub fn write_buckets(profile: &Profile, out: &mut Vec<u8>) {
-    write_object(out, &profile.buckets, write_counters);
+pub fn write_buckets(profile: &mut Profile, out: &mut Vec<u8>) {
+    // The newest buckets change with nearly every event: not worth keeping their text.
+    let newest: Vec<usize> = profile
+        .current
+        .values()
+        .filter_map(|newest| match newest.bucket {
+            Slot::At(at) => Some(at),
+            _ => None,
+        })
+        .collect();
+    out.push(b'{');
+    for (k, (key, bucket)) in profile.buckets.iter_mut().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        if let Some(json) = bucket.json() {
+            out.extend_from_slice(json);
+        } else {
+            let start = out.len();
+            write_counters(out, bucket.counters());
+            if !newest.contains(&k) {
+                bucket.keep_json(&out[start..]);
+            }
+        }
+    }
+    out.push(b'}');
 }
 
 fn write_counters(out: &mut Vec<u8>, counters: &Counters) {
-    write_object(out, counters, |out, n| write_int(out, *n));
+    out.push(b'{');
+    for (k, (name, n)) in counters.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name.as_bytes()); // quoted and escaped already
+        out.push(b':');
+        write_int(out, *n);
+    }
+    out.push(b'}');
 }
 
 fn write_object<V>(out: &mut Vec<u8>, map: &Map<V>, mut value: impl FnMut(&mut Vec<u8>, &V)) {
@@ -106,7 +143,49 @@ fn write_num(out: &mut Vec<u8>, n: Num) {
 
 fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    let bytes = text.as_bytes();
+    escape_into(out, text.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether JSON needs an escape in these bytes (a control character, `"` or `\\`), eight bytes at a
+/// time: a byte-wise loop took half the time of writing a profile.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // Per byte, its high bit set when the byte is below `n` (exact for "any byte" when n <= 128).
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let special = |word: u64| {
+        below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+        if special(word) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+}
+
+/// `text` as a JSON string's content, escaped as orjson escapes (escaping is byte by byte, so the
+/// escapes of parts joined are the escape of the joined text).
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    if needs_escape(bytes) {
+        escape_pieces(bytes, |piece| out.extend_from_slice(piece));
+    } else {
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// The escaped text in pieces: runs of `bytes` that need no escape, and escapes. Only ASCII bytes
+/// are replaced, so pieces of UTF-8 text are UTF-8.
+fn escape_pieces(bytes: &[u8], mut put: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut plain = 0; // bytes before this one are written
     for (k, &byte) in bytes.iter().enumerate() {
         let escaped: &[u8] = match byte {
@@ -120,19 +199,42 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
             0..=0x1f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain..k]);
+        put(&bytes[plain..k]);
         if escaped.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
+            put(b"\\u00");
+            put(&HEX[usize::from(byte >> 4)..][..1]);
+            put(&HEX[usize::from(byte & 0xf)..][..1]);
         } else {
-            out.extend_from_slice(escaped);
+            put(escaped);
         }
         plain = k + 1;
     }
-    out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
+    put(&bytes[plain..]);
+}
+
+/// A counter name as the JSON text of a string, the form Counters keep it in: `parts` joined by
+/// `separator`, quoted and escaped.
+pub fn quoted_name(parts: &[&str], separator: char) -> String {
+    let mut text =
+        String::with_capacity(2 + parts.iter().map(|part| part.len() + 1).sum::<usize>());
+    text.push('"');
+    for (k, part) in parts.iter().enumerate() {
+        if k > 0 {
+            text.push(separator);
+        }
+        if needs_escape(part.as_bytes()) {
+            escape_pieces(part.as_bytes(), |piece| {
+                text.push_str(
+                    std::str::from_utf8(piece)
+                        .expect("a run of UTF-8 cut at ASCII bytes, or ASCII"),
+                )
+            });
+        } else {
+            text.push_str(part);
+        }
+    }
+    text.push('"');
+    text
 }
 
 // -- reading --------------------------------------------------------------------------------------
@@ -141,23 +243,30 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 
 /// The state from the stored fields `w`, `c`, `b` (profile_state.decode); `known`: whether a window
 /// key is the plan's (sums of other windows are dropped).
-pub fn decode(
-    sums: Option<&[u8]>,
-    current: Option<&[u8]>,
-    buckets: Option<&[u8]>,
+pub fn decode<'de>(
+    sums: Option<&'de [u8]>,
+    current: Option<&'de [u8]>,
+    buckets: Option<&'de [u8]>,
     known: &dyn Fn(&str) -> bool,
 ) -> PyResult<Profile> {
     let Some(current) = current else {
         return Ok(Profile::new());
     };
     let mut profile = Profile::new();
+    let names = Names::default();
     if let Some(sums) = sums {
-        profile.sums = parse(sums, Sums { known })?;
+        profile.sums = parse(
+            sums,
+            Sums {
+                known,
+                names: &names,
+            },
+        )?;
     }
     if let Some(buckets) = buckets {
-        profile.buckets = parse(buckets, MapOf(Ints))?;
+        profile.buckets = parse(buckets, MapOf(BucketSeed(&names)))?;
     }
-    let current = parse(current, CurrentSeed)?;
+    let current = parse(current, CurrentSeed(&names))?;
     // The newest buckets written with `c` are the truth (`b` may hold older copies of them).
     let mut newest_keys = Vec::new();
     for (size, (start, bucket)) in required(current.newest, "n")? {
@@ -167,7 +276,7 @@ pub fn decode(
                 profile.buckets.shift_remove(key.as_str());
             }
             Some(bucket) => {
-                profile.buckets.insert(key.clone(), bucket);
+                profile.buckets.insert(key.clone(), Bucket::new(bucket));
             }
         }
         newest_keys.push(key);
@@ -220,16 +329,16 @@ struct Current {
 }
 
 #[derive(Clone, Copy)]
-struct CurrentSeed;
+struct CurrentSeed<'n, 'de>(&'n Names<'de>);
 
-impl<'de> DeserializeSeed<'de> for CurrentSeed {
+impl<'de> DeserializeSeed<'de> for CurrentSeed<'_, 'de> {
     type Value = Current;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Current, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for CurrentSeed {
+impl<'de> Visitor<'de> for CurrentSeed<'_, 'de> {
     type Value = Current;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of n, r, t, s and p")
@@ -238,7 +347,7 @@ impl<'de> Visitor<'de> for CurrentSeed {
         let mut current = Current::default();
         while let Some(key) = access.next_key::<String>()? {
             match key.as_str() {
-                "n" => current.newest = Some(access.next_value_seed(MapOf(NewestSeed))?),
+                "n" => current.newest = Some(access.next_value_seed(MapOf(NewestSeed(self.0)))?),
                 "r" => current.recent = Some(access.next_value_seed(MapOf(ListOf(Text)))?),
                 "t" => current.recent_at = Some(access.next_value_seed(MapOf(ListOf(Number)))?),
                 "s" => current.sessions = Some(access.next_value_seed(MapOf(SessionSeed))?),
@@ -253,18 +362,19 @@ impl<'de> Visitor<'de> for CurrentSeed {
 }
 
 /// `w`, keeping only the plan's windows.
-struct Sums<'a> {
+struct Sums<'a, 'de> {
     known: &'a dyn Fn(&str) -> bool,
+    names: &'a Names<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for Sums<'_> {
+impl<'de> DeserializeSeed<'de> for Sums<'_, 'de> {
     type Value = Map<Entry>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Map<Entry>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Sums<'_> {
+impl<'de> Visitor<'de> for Sums<'_, 'de> {
     type Value = Map<Entry>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of window sums")
@@ -273,7 +383,7 @@ impl<'de> Visitor<'de> for Sums<'_> {
         let mut sums = Map::default();
         while let Some(key) = access.next_key::<String>()? {
             if (self.known)(&key) {
-                let entry = access.next_value_seed(EntrySeed)?;
+                let entry = access.next_value_seed(EntrySeed(self.names))?;
                 sums.insert(key, entry);
             } else {
                 access.next_value::<IgnoredAny>()?;
@@ -296,9 +406,78 @@ macro_rules! seed {
     };
 }
 
-#[derive(Clone, Copy)]
-struct Ints;
-seed!(Ints, Counters, |d| MapOf(Int).deserialize(d));
+/// Seeds of values holding counters: they share the decode's names.
+macro_rules! named_seed {
+    ($seed:ident, $value:ty, |$this:ident, $d:ident| $deserialize:expr) => {
+        #[derive(Clone, Copy)]
+        struct $seed<'n, 'de>(&'n Names<'de>);
+
+        impl<'de> DeserializeSeed<'de> for $seed<'_, 'de> {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, $d: D) -> Result<$value, D::Error> {
+                let $this = self;
+                $deserialize
+            }
+        }
+    };
+}
+
+/// The counter names of one decode, each made once: a name is in the buckets of every size and
+/// in the sums, and its allocation (not its parsing) is most of what decoding a name costs.
+#[derive(Default)]
+struct Names<'de> {
+    made: RefCell<HashMap<&'de str, Name, foldhash::fast::RandomState>>,
+}
+
+impl<'de> Names<'de> {
+    fn name(&self, text: &'de str) -> Name {
+        self.made
+            .borrow_mut()
+            .entry(text)
+            .or_insert_with(|| Name::from(quoted_name(&[text], '|')))
+            .clone()
+    }
+}
+
+named_seed!(BucketSeed, Bucket, |this, d| Ints(this.0)
+    .deserialize(d)
+    .map(Bucket::new));
+
+// `{counter: n}`, its names kept as JSON text (Counters' form).
+named_seed!(Ints, Counters, |this, d| d.deserialize_map(this));
+
+impl<'de> Visitor<'de> for Ints<'_, 'de> {
+    type Value = Counters;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of counts")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Counters, A::Error> {
+        let mut counters = Counters::default();
+        counters.reserve(access.size_hint().unwrap_or(0));
+        while let Some(name) = access.next_key_seed(QuotedName(self.0))? {
+            let n = access.next_value_seed(Int)?;
+            counters.insert(name, n);
+        }
+        Ok(counters)
+    }
+}
+
+// A counter name, as it reads (a key of `{counter: n}`), back to JSON text.
+named_seed!(QuotedName, Name, |this, d| d.deserialize_str(this));
+
+impl<'de> Visitor<'de> for QuotedName<'_, 'de> {
+    type Value = Name;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a counter name")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Name, E> {
+        Ok(self.0.name(name))
+    }
+    // A name with escapes in the JSON is unescaped into a buffer of the parser: made anew.
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name, E> {
+        Ok(Name::from(quoted_name(&[name], '|')))
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Int;
@@ -400,12 +579,10 @@ fn end<'de, A: SeqAccess<'de>>(access: &mut A, expected: &'static str) -> Result
     }
 }
 
-/// `[oldest, newest, top, {counter: n}]`.
-#[derive(Clone, Copy)]
-struct EntrySeed;
-seed!(EntrySeed, Entry, |d| d.deserialize_seq(EntrySeed));
+// `[oldest, newest, top, {counter: n}]`.
+named_seed!(EntrySeed, Entry, |this, d| d.deserialize_seq(this));
 
-impl<'de> Visitor<'de> for EntrySeed {
+impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
     type Value = Entry;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("[oldest, newest, top, counters]")
@@ -416,20 +593,18 @@ impl<'de> Visitor<'de> for EntrySeed {
             oldest: element(&mut access, Int, WHAT)?,
             newest: element(&mut access, Int, WHAT)?,
             top: element(&mut access, Int, WHAT)?,
-            counters: element(&mut access, Ints, WHAT)?,
+            counters: element(&mut access, Ints(self.0), WHAT)?,
         };
         end(&mut access, WHAT)?;
         Ok(entry)
     }
 }
 
-/// `[start, {counter: n} | null]`.
-#[derive(Clone, Copy)]
-struct NewestSeed;
-seed!(NewestSeed, (i64, Option<Counters>), |d| d
-    .deserialize_seq(NewestSeed));
+// `[start, {counter: n} | null]`.
+named_seed!(NewestSeed, (i64, Option<Counters>), |this, d| d
+    .deserialize_seq(this));
 
-impl<'de> Visitor<'de> for NewestSeed {
+impl<'de> Visitor<'de> for NewestSeed<'_, 'de> {
     type Value = (i64, Option<Counters>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("[start, bucket]")
@@ -437,7 +612,7 @@ impl<'de> Visitor<'de> for NewestSeed {
     fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         const WHAT: &str = "[start, bucket]";
         let start = element(&mut access, Int, WHAT)?;
-        let bucket = element(&mut access, Maybe(Ints), WHAT)?;
+        let bucket = element(&mut access, Maybe(Ints(self.0)), WHAT)?;
         end(&mut access, WHAT)?;
         Ok((start, bucket))
     }

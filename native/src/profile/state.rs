@@ -1,12 +1,17 @@
 //! The state's values, in the stored fields' own shape: maps keep insertion order (as Python dicts do),
 //! numbers keep their kind (ints stay ints and floats stay floats in the JSON).
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
 /// Insertion-ordered, with foldhash seeded per process (dimension values come from users).
 pub type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
+/// A counter name as JSON text, quoted and escaped, so that writing a field copies it whole (most of
+/// a field's bytes are names). Shared: the same names fill a user's buckets and sums of every size.
+pub type Name = Arc<str>;
 /// A bucket, or a window's sum: counter -> n.
-pub type Counters = Map<i64>;
+pub type Counters = IndexMap<Name, i64, foldhash::fast::RandomState>;
 
 /// A JSON number as Python holds it: event times are floats, bucket starts and counts ints.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +52,41 @@ impl Num {
             Num::Int(i) => Num::Int(i + n),
             Num::Float(f) => Num::Float(f + n as f64),
         }
+    }
+}
+
+/// A stored bucket: its counters, and their JSON text from the last write of `b` while they have
+/// not changed since. `b` rewrites every bucket when one of them changes, mostly the same text.
+#[derive(Clone, Debug, Default)]
+pub struct Bucket {
+    counters: Counters,
+    json: Option<Box<[u8]>>,
+}
+
+impl Bucket {
+    pub fn new(counters: Counters) -> Self {
+        Bucket {
+            counters,
+            json: None,
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters to change: their text is stale from here on.
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        self.json = None;
+        &mut self.counters
+    }
+
+    pub fn json(&self) -> Option<&[u8]> {
+        self.json.as_deref()
+    }
+
+    pub fn keep_json(&mut self, json: &[u8]) {
+        self.json = Some(json.into());
     }
 }
 
@@ -96,7 +136,7 @@ pub struct Profile {
     pub recent: Map<Vec<String>>,
     pub recent_at: Map<Vec<Num>>,
     pub sessions: Map<Session>,
-    pub buckets: Map<Counters>,
+    pub buckets: Map<Bucket>,
     pub prune_at: Num,
     pub sums_changed: bool,
     pub buckets_changed: bool,
@@ -123,7 +163,7 @@ impl Profile {
     pub fn newest_bucket<'a>(&'a self, slot: &'a Slot) -> Option<&'a Counters> {
         match slot {
             Slot::Empty => None,
-            Slot::At(index) => Some(&self.buckets[*index]),
+            Slot::At(index) => Some(self.buckets[*index].counters()),
             Slot::Owned(counters) => Some(counters),
         }
     }
