@@ -1,15 +1,17 @@
 //! Tailor's worker hot path, compiled: what `tailor.core.events_lean` and `tailor.core.profile_state`
-//! do per event, at a fraction of the interpreter's cost. The Python modules stay the reference:
+//! do per event — and the packing of the Redis commands that carry it — at a fraction of the interpreter's cost. The Python modules stay the reference:
 //! tests hold this crate to them on generated inputs.
 
 use pyo3::prelude::*;
 
 mod event;
 mod profile;
+mod resp;
 
 #[pymodule]
 fn tailor_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event::register(m)?;
     profile::register(m)?;
+    resp::register(m)?;
     Ok(())
 }

@@ -33,7 +33,7 @@ import hashlib
 import random
 import secrets
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, NamedTuple
@@ -43,9 +43,13 @@ import redis
 import redis.asyncio as aioredis
 
 from tailor.core import constants, profile_counting, profile_state
+from tailor.core import native as native_build
 from tailor.core.events import Event
 from tailor.core.profile import Profile
 from tailor.core.ruleset import StackConfig
+
+if native_build.BUILT:
+    import tailor_native
 
 MAX_FIELDS_PER_BUCKET: Final = profile_state.MAX_FIELDS_PER_BUCKET
 CUSTOM_COUNTER: Final = "custom"
@@ -171,7 +175,12 @@ class ProfileWriter:
         # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
-        self.counting = profile_counting.counting(self.plan, native=native)
+        compiled = native_build.enabled() if native is None else native
+        self.counting = profile_counting.counting(self.plan, native=compiled)
+        # hiredis packs these calls at ~6 µs per user, the compiled packer at ~0.4 µs (native/src/resp.rs).
+        self.pack_command: Callable[[Command], bytes] = (
+            tailor_native.pack_command if compiled else hiredis.pack_command
+        )
         self.users_per_call = users_per_call
         self.cache_users = cache_users
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
@@ -225,13 +234,14 @@ class ProfileWriter:
         connection = pool.get_connection()
         outgoing: list[bytes] = []
         size = 0
+        pack = self.pack_command
         try:
             steps = work.steps()
             action = next(steps)
             while True:
                 if action[0] == "send":
                     for command in action[1]:
-                        outgoing.append(hiredis.pack_command(command))
+                        outgoing.append(pack(command))
                         size += len(outgoing[-1])
                     if size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
                         connection.send_packed_command(outgoing)  # type: ignore[no-untyped-call]
