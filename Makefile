@@ -7,12 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 TAILOR := $(BIN)/tailor
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
+# Cargo's output (native/) outside the checkout, shared with scripts/setup.sh's build.
+export CARGO_TARGET_DIR ?= $(or $(TAILOR_CACHE),$(HOME)/.cache/tailor)/native-target
 
 .PHONY: help setup build lint unit test demo up down status env
 
 help:
 	@echo "make setup   apt packages, .venv, cached builds (tailor dev build)"
-	@echo "make lint    ruff check, ruff format --check, mypy, lint-imports"
+	@echo "make lint    ruff check, ruff format --check, mypy, lint-imports; cargo fmt, clippy, test"
 	@echo "make unit    fast tests (tests/unit)"
 	@echo "make test    setup + lint + the whole test suite (starts its own stack)"
 	@echo "make demo    setup + tailor demo (DEMO_ARGS=\"--traffic 50\" or \"--check\")"
@@ -28,6 +30,7 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd native && cargo fmt --check && cargo clippy --release --quiet -- -D warnings && cargo test --release --quiet
 
 unit:
 	$(BIN)/pytest tests/unit
