@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import logging
 import random
 import secrets
 import time
@@ -50,6 +51,8 @@ from tailor.core.ruleset import StackConfig
 
 if native_build.BUILT:
     import tailor_native
+
+log = logging.getLogger(__name__)
 
 MAX_FIELDS_PER_BUCKET: Final = profile_state.MAX_FIELDS_PER_BUCKET
 CUSTOM_COUNTER: Final = "custom"
@@ -192,6 +195,7 @@ class ProfileWriter:
         self._sweep = False
         self.conflicts = 0  # users refused because another writer changed them (rebalances)
         self.loads = 0  # users read from Redis (not in the cache)
+        self.resets = 0  # users whose stored profile could not be read, started afresh
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """The users of these partitions are another worker's now (revoked or lost): never trust their
@@ -370,7 +374,7 @@ class _Batch:
                 writer.loads += len(misses)
                 for i, (user, entry) in enumerate(misses):
                     scores = replies[2 * i]
-                    entry.state = writer.counting.decode(replies[2 * i + 1])
+                    entry.state = _decoded(writer, user, replies[2 * i + 1])
                     renew = scores[0] is None  # a new dedup set (or an expired one): give it its TTL
                     if not renew:  # a score: bytes from the lean connection, a float from redis-py
                         entry.state.version = str(int(float(scores[0])))
@@ -439,7 +443,13 @@ class _Batch:
         state = entry.state
         expected = state.version
         counting = writer.counting
-        prunes = counting.apply(state, fresh, now)
+        try:
+            prunes = counting.apply(state, fresh, now)
+        except _UNREADABLE as error:
+            if known is None:
+                raise  # a state this writer built itself: a bug, not damaged data
+            state = entry.state = _afresh(writer, user, error, expected)  # read, but not countable
+            prunes = counting.apply(state, fresh, now)
         state.version = str(writer._random.getrandbits(52) + 2**52)
         # A user just loaded had its ids checked with the version: if that still holds, so does the
         # check. A cached user's ids are checked by the guard (a resend of an event counted before the
@@ -484,6 +494,31 @@ class _Calls:
 
 
 _UNLOADED: Final = profile_state.UserState()  # a placeholder, never counted into
+
+
+# What decoding or counting a damaged stored profile raises (both implementations).
+_UNREADABLE: Final = (ValueError, KeyError, TypeError, IndexError)
+
+
+def _decoded(writer: ProfileWriter, user: str, raw: Any) -> profile_counting.Versioned:
+    """The user's stored profile as state; afresh when it cannot be read (damaged by hand, or written
+    by an incompatible version). Nobody can read it — the content API neither — so counting on from
+    nothing restores the user instead of failing every batch of the partition; the version and the
+    dedup marks still guard the write."""
+    try:
+        state: profile_counting.Versioned = writer.counting.decode(raw)
+    except _UNREADABLE as error:
+        state = _afresh(writer, user, error, "")
+    return state
+
+
+def _afresh(writer: ProfileWriter, user: str, error: Exception, version: str) -> profile_counting.Versioned:
+    writer.resets += 1
+    log.error("the stored profile of %r in %s cannot be read (%s: %s); counting it afresh",
+              user, writer.stack, type(error).__name__, error)  # fmt: skip
+    state: profile_counting.Versioned = writer.counting.decode(None)
+    state.version = version
+    return state
 
 
 def _keep(writer: ProfileWriter, user: str, entry: _Cached) -> None:

@@ -227,6 +227,30 @@ def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> Non
     assert write(client, config, [occurrence(config)]) == (1, 0)
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    "damaged",
+    ["{not json", '{"n": {}, "r": {"category": ["shoes"]}, "t": {}, "s": {}, "p": 0}'],
+    ids=["not-json", "recent-values-without-times"],
+)
+def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
+    client: redis.Redis, native: bool, damaged: str
+) -> None:
+    """Damaged by hand, or written by an incompatible version: neither the worker nor the API can read
+    it, so the next event starts it over (logged, counted in `resets`) instead of failing every batch
+    of the partition; a replay of what was counted before is still refused."""
+    config = stack_config()
+    first = occurrence(config, category="shoes", at=NOW - 5)
+    assert write(client, config, [first]) == (1, 0)
+    client.hset(profile_store.profile_key(config.key, "alice"), "c", damaged)
+    writer = profile_store.ProfileWriter(config, native=native)
+    assert write(client, config, [occurrence(config, category="hats"), first], writer=writer) == (1, 1)
+    assert writer.resets == 1
+    profile = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert profile.counts["5m"]["views"] == 1
+    assert profile.recent["category"] == ("hats",)
+
+
 def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Redis) -> None:
     config = stack_config(dedup_ttl_seconds=600)  # shorter than the 24h window
     first = occurrence(config, category="shoes", at=NOW)

@@ -223,3 +223,29 @@ def test_the_writer_counts_natively_when_built_and_on_request_in_python() -> Non
     assert isinstance(profile_store.ProfileWriter(config).counting, tailor_native.Plan)
     reference = profile_store.ProfileWriter(config, native=False).counting
     assert isinstance(reference, profile_counting.ReferenceCounting)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans(), st.lists(batches, min_size=1, max_size=4), st.data())
+def test_damaged_stored_fields_are_refused_with_an_error_never_a_crash(
+    plan: profile_state.Plan, steps: list[Batch], data: st.DataObject
+) -> None:
+    """Whatever Redis hands back, decode and the next count work or raise a plain error — which the
+    profile writer meets by counting the user afresh — never a panic, which would end the worker."""
+    pair = Pair(plan)
+    now = START
+    for step in steps:
+        now += step.move
+        pair.count(step.occurrences(now), now)
+    fields = [bytearray(field) for field in pair.native.fields(pair.actual)]
+    damaged = data.draw(st.sampled_from(range(3)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        if fields[damaged]:
+            at = data.draw(st.integers(0, len(fields[damaged]) - 1))
+            fields[damaged][at] = data.draw(st.sampled_from(b'0123456789-.e"{}[]:,\\ \xff'))
+    try:
+        state = pair.native.decode([bytes(field) for field in fields])
+        pair.native.apply(state, steps[-1].occurrences(now + 60), now + 60)
+        pair.native.changes(state)
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass  # profile_store's _UNREADABLE: the user is counted afresh

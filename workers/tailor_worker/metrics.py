@@ -25,6 +25,10 @@ PROFILE_CACHE_USERS = Gauge(
 PROFILE_LOADS = Counter(
     "tailor_worker_profile_loads", "Users' profiles read from Redis because they were not cached."
 )
+PROFILE_RESETS = Counter(
+    "tailor_worker_profile_resets",
+    "Users whose stored profile could not be read (damaged, or an incompatible version): counted afresh.",
+)
 PROFILE_CONFLICTS = Counter(
     "tailor_worker_profile_conflicts",
     "Users' writes refused because another worker had changed them (rebalances); reloaded and recounted.",

@@ -162,7 +162,7 @@ class Worker:
             return profile_store.Written(0, 0, 0)
         writer = self._writer
         assert writer is not None
-        loads, conflicts = writer.loads, writer.conflicts
+        loads, conflicts, resets = writer.loads, writer.conflicts, writer.resets
         try:
             written = writer.write_sync(self.redis, work.by_user, now, work.partition_of)
         except redis.RedisError as error:
@@ -174,6 +174,7 @@ class Worker:
         finally:
             metrics.PROFILE_LOADS.inc(writer.loads - loads)
             metrics.PROFILE_CONFLICTS.inc(writer.conflicts - conflicts)
+            metrics.PROFILE_RESETS.inc(writer.resets - resets)
             metrics.PROFILE_CACHE_USERS.set(writer.cached_users)
         return written
 
