@@ -497,7 +497,7 @@ _UNLOADED: Final = profile_state.UserState()  # a placeholder, never counted int
 
 
 # What decoding or counting a damaged stored profile raises (both implementations).
-_UNREADABLE: Final = (ValueError, KeyError, TypeError, IndexError)
+_UNREADABLE: Final = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
 def _decoded(writer: ProfileWriter, user: str, raw: Any) -> profile_counting.Versioned:
@@ -549,8 +549,16 @@ class ProfileReader:
     def parse_read(self, raw: Any, user: str, session: str | None, now: float | None = None) -> Profile:
         """The Profile from the read's reply (a list of three values, bytes or text, None where
         absent), as it stands at `now` (default: the current time; pass the `now` given to
-        queue_read when there is one — tests and replays move time)."""
-        return profile_state.read_profile(self.plan, raw, user, session, time.time() if now is None else now)
+        queue_read when there is one — tests and replays move time). A stored profile that cannot
+        be read reads as empty (and is logged): the user is decided for as a newcomer, not failed,
+        until the worker counts it afresh."""
+        at = time.time() if now is None else now
+        try:
+            return profile_state.read_profile(self.plan, raw, user, session, at)
+        except _UNREADABLE as error:
+            log.warning("the stored profile of %r in %s cannot be read (%s: %s); reading it as empty",
+                        user, self.stack, type(error).__name__, error)  # fmt: skip
+            return profile_state.read_profile(self.plan, None, user, session, at)
 
 
 async def read(

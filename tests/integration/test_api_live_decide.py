@@ -11,7 +11,7 @@ import pytest
 from api_harness import Live, live_factory, page_view
 from tailor_api import sample
 
-from tailor.core import ruleset
+from tailor.core import profile_store, ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 
@@ -44,6 +44,17 @@ async def test_behaviour_changes_right_after_events_are_recorded(live: Live) -> 
         rule, variant = served(after.json())
         assert rule == "shoe-lovers"
         assert variant in ("hero-shoes-a", "hero-shoes-b")
+
+
+async def test_a_profile_that_cannot_be_read_is_decided_as_a_newcomers(live: Live) -> None:
+    """Damaged by hand, or written by an incompatible version: no 500 for that user, the fallback."""
+    async with live(sample.shop()) as api:
+        await api.record_events("shopper", page_view("shopper", "shoes", 3), time.time())
+        assert served((await api.decide("shopper")).json())[0] == "shoe-lovers"
+        await api.redis.hset(profile_store.profile_key(api.stack, "shopper"), "c", "{not json")
+        response = await api.decide("shopper")
+        assert response.status_code == 200
+        assert served(response.json()) == (None, None)
 
 
 async def test_per_session_cap_holds_under_50_concurrent_requests(live: Live) -> None:

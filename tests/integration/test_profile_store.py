@@ -251,6 +251,19 @@ def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
     assert profile.recent["category"] == ("hats",)
 
 
+def test_a_stored_profile_that_cannot_be_read_reads_as_empty() -> None:
+    """The content API decides for such a user as for a newcomer (no 500) until the worker counts it
+    afresh."""
+    reader = profile_store.ProfileReader(stack_config())
+    for damaged in (
+        [None, b"{not json", None],
+        [b"[1]", b'{"n": {}, "r": {}, "t": {}, "s": {}, "p": 0}', None],
+    ):
+        profile = reader.parse_read(damaged, "alice", "s1", NOW)
+        assert profile.counts == {"5m": {}, "30m": {}, "24h": {}}
+        assert profile.session is None
+
+
 def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Redis) -> None:
     config = stack_config(dedup_ttl_seconds=600)  # shorter than the 24h window
     first = occurrence(config, category="shoes", at=NOW)
