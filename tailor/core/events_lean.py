@@ -30,8 +30,6 @@ from tailor.core import constants, events, native, profile_store
 if native.BUILT:
     import tailor_native
 
-NATIVE_AVAILABLE: Final = native.BUILT
-
 # One message value (JSON) and its Kafka time to what is counted of it, for one set of dimensions.
 Reader = Callable[[bytes | str, float], profile_store.Occurrence | None]
 
@@ -108,14 +106,6 @@ def reader(dimensions: tuple[str, ...]) -> Reader:
     """The fastest check for these dimensions: compiled when built and not switched off
     (tailor.core.native). Get it once per batch."""
     return native_reader(dimensions) if native.enabled() else python_reader(dimensions)
-
-
-def occurrence(
-    raw: bytes | str, ingested_at: float, dimensions: Sequence[str]
-) -> profile_store.Occurrence | None:
-    """What is counted of the event in `raw` (see profile_store.occurrence), or None when this fast
-    check is not sure the event is valid: then ask `events.validate_json`."""
-    return reader(tuple(dimensions))(raw, ingested_at)
 
 
 def native_reader(dimensions: tuple[str, ...]) -> Reader:

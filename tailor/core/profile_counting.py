@@ -17,8 +17,6 @@ from tailor.core import profile_state
 if native_build.BUILT:  # else (scripts/setup.sh builds it) the reference counts
     import tailor_native
 
-NATIVE = native_build.BUILT
-
 Raw = Sequence[bytes | str | None] | None  # the stored fields in FIELDS order, as HMGET gives them
 Event = tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]  # profile_store.Occurrence
 
@@ -68,7 +66,7 @@ def counting(plan: profile_state.Plan, *, native: bool | None = None) -> Countin
         native = native_build.enabled()
     if not native:
         return ReferenceCounting(plan)
-    if not NATIVE:
+    if not native_build.BUILT:
         raise RuntimeError("tailor_native is not built: run scripts/setup.sh (or pip install ./native)")
     return native_plan(plan)
 

@@ -20,14 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.core import events, events_lean, profile_store
+from tailor.core import events, events_lean, native, profile_store
 
 INGESTED = 1_800_000_000.0
 DIMENSIONS = ("category", "productId", "query", "value", "brand", "product_id")
 ABSENT = object()
 READERS = {
     "python": events_lean.python_reader(DIMENSIONS),
-    "native": events_lean.native_reader(DIMENSIONS) if events_lean.NATIVE_AVAILABLE else None,
+    "native": events_lean.native_reader(DIMENSIONS) if native.BUILT else None,
 }
 both_readers = pytest.mark.parametrize("implementation", READERS)
 
@@ -210,7 +210,7 @@ def test_damaged_or_random_bytes_never_pass_the_compiled_check_unless_the_model_
 def test_the_compiled_check_is_built_and_used() -> None:
     import tailor_native
 
-    assert events_lean.NATIVE_AVAILABLE
+    assert native.BUILT
     assert isinstance(getattr(events_lean.reader(DIMENSIONS), "__self__", None), tailor_native.EventReader)
 
 
