@@ -29,13 +29,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/tailor
 WORKDIR /src
 # Dependencies first, so a code change does not reinstall them: install the project's declared
-# dependencies from pyproject.toml alone, then the project itself without dependencies.
-COPY pyproject.toml README.md ./
+# dependencies from pyproject.toml alone (at the versions CI tested: constraints.txt), then the
+# project itself without dependencies.
+COPY pyproject.toml constraints.txt README.md ./
 RUN python - <<'PY' > /tmp/requirements.txt
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
 PY
-RUN /opt/tailor/bin/pip install --requirement /tmp/requirements.txt
+RUN /opt/tailor/bin/pip install --requirement /tmp/requirements.txt --constraint constraints.txt
 COPY tailor ./tailor
 COPY crds ./crds
 COPY operator ./operator

@@ -2,7 +2,8 @@
 # Set up a machine for Tailor's tests and demo; every step is skipped when already done.
 #
 #   1. Debian packages (redis-server, kcat, prometheus, chromium) when one is missing;
-#   2. .venv with `pip install -e '.[dev]'` when pyproject.toml changed since the last install;
+#   2. .venv with `pip install -e '.[dev]'`, at the versions in constraints.txt, when either file
+#      changed since the last install;
 #   3. the compiled worker hot path (native/, Rust via maturin) when its sources changed;
 #   4. `tailor dev build`: Kubernetes, etcd, kwok, helm (Go) and Kafka (Maven), cached by
 #      version under ${TAILOR_CACHE:-~/.cache/tailor}, so a second run builds nothing.
@@ -16,9 +17,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: pip install -e '.[dev]'"
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "setup: pip install -e '.[dev]' -c constraints.txt"
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
   touch "$stamp"
 else
   echo "setup: .venv up to date"

@@ -169,4 +169,4 @@ async def _subscription(
     try:
         yield ticks
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
