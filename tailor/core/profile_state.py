@@ -119,7 +119,8 @@ class Plan:
     dedup_ttl: int
     prune_every: float
     ttl: int  # a profile outlives its longest-lived bucket and session by this after its last renewal
-    seen_ttl: int  # the dedup set's, so that every mark outlives dedup_ttl
+    seen_ttl: int  # the dedup record's, so that every mark outlives dedup_ttl
+    marks_prune_every: float  # old dedup marks are dropped on a pruning write at most this often
     max_fields: int
 
     @classmethod
@@ -147,6 +148,10 @@ class Plan:
             prune_every=prune_every,
             ttl=max([keep for _, keep in plan] + [features.session_timeout_seconds]) + slack,
             seen_ttl=features.dedup_ttl_seconds + slack,
+            # Dropping old marks scans all of a user's: once per 1/24 of their TTL (an hour of a day),
+            # so they outlive it by that much at most. It is only about memory: an event older than
+            # the TTL is not counted whether its mark is still there or not.
+            marks_prune_every=max(PRUNE_AT_MOST_EVERY, features.dedup_ttl_seconds / 24),
             max_fields=max_fields,
         )
 

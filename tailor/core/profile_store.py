@@ -6,8 +6,8 @@ update them atomically. The stack-wide keys of `tailor.core.store` use the stack
 instead; the two never meet in one call.
 
     …:{u}:profile  hash of three JSON fields, split by how often they change (tailor.core.profile_state)
-    …:{u}:seen     sorted set: event id -> when it was counted (the dedup record), and the member
-                   ' version' scored with the profile's version
+    …:{u}:dedup    hash: event id -> when it was counted (the dedup record), and the field
+                   ' version' -> the profile's version
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
@@ -15,7 +15,7 @@ the worker. Kafka gives each user to one worker, which keeps its users' state in
 compiled when tailor_native is built, else the Python reference in tailor.core.profile_state) and
 writes each changed profile back through the guard function in profile_store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
-writes) and the dedup set (an event is never counted twice), then sets the changed fields and adds the
+writes) and the dedup record (an event is never counted twice), then sets the changed fields and adds the
 event ids. A refused user is reloaded and counted again; a worker killed at any point leaves each
 event either counted and marked seen, or neither.
 
@@ -80,14 +80,14 @@ def profile_key(stack: str, user: str) -> str:
     return f"{user_prefix(stack, user)}profile"
 
 
-def seen_key(stack: str, user: str) -> str:
-    """The sorted set of the user's counted event ids (dedup), scored by when they were counted, with
-    the profile's version beside them (VERSION_MEMBER)."""
-    return f"{user_prefix(stack, user)}seen"
+def dedup_key(stack: str, user: str) -> str:
+    """The user's dedup record: a hash of its counted event ids -> when they were counted, with the
+    profile's version beside them (VERSION_FIELD)."""
+    return f"{user_prefix(stack, user)}dedup"
 
 
-# A member no event id can be (ids are printable ASCII without spaces), scored with the version.
-VERSION_MEMBER: Final = " version"
+# A field no event id can be (ids are printable ASCII without spaces): the profile's version.
+VERSION_FIELD: Final = " version"
 
 
 def install_sync(client: redis.Redis) -> None:
@@ -156,7 +156,7 @@ class _Cached:
     """A cached user: the state, its keys, and the partition (and its generation) it came from."""
 
     state: profile_counting.Versioned  # the counting's state
-    keys: tuple[str, str]  # profile, dedup set
+    keys: tuple[str, str]  # profile, dedup record
     partition: int | None
     generation: int
 
@@ -188,9 +188,8 @@ class ProfileWriter:
         self.cache_users = cache_users
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._generations: dict[int, int] = {}
-        # Versions: random integers in [2**52, 2**53): exact as sorted-set scores, above every
-        # timestamp (a prune of old marks never drops one), and unique across writers and writes, so a
-        # profile changed and changed back is never mistaken for unchanged.
+        # Versions: random 16-digit integers, unique across writers and writes, so a profile changed
+        # and changed back is never mistaken for unchanged.
         self._random = random.Random(secrets.randbits(128))
         self._sweep = False
         self.conflicts = 0  # users refused because another writer changed them (rebalances)
@@ -307,7 +306,7 @@ _SEND_BYTES: Final = 64 * 1024
 
 class _Batch:
     """One batch's write, as steps for a driver: send these commands, or give me the next n replies.
-    Users not cached are loaded (their version and the batch's ids checked against their dedup set,
+    Users not cached are loaded (their version and the batch's ids checked against their dedup record,
     then their document) while the cached ones are counted and written; users refused by the guard go
     round again."""
 
@@ -337,7 +336,7 @@ class _Batch:
             writer._drop_forgotten()
         cache, generations, partitions = writer._cache, writer._generations, self.partitions
         oldest = now - plan.dedup_ttl
-        head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest)]
+        head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest), repr(now - plan.marks_prune_every)]
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
             if not todo:
@@ -353,14 +352,14 @@ class _Batch:
                     cache.move_to_end(user)
                     hits.append((user, entry))
                 else:
-                    keys = (profile_key(stack, user), seen_key(stack, user))
+                    keys = (profile_key(stack, user), dedup_key(stack, user))
                     misses.append((user, _Cached(_UNLOADED, keys, partition, generation)))
             if misses:
                 # The version and the ids first, then the document: a write landing in between shows as
                 # a version that no longer matches when ours is guarded (never the reverse).
                 loads: list[Command] = []
                 for user, entry in misses:
-                    loads.append(("ZMSCORE", entry.keys[1], VERSION_MEMBER, *[o.id for o in todo[user]]))
+                    loads.append(("HMGET", entry.keys[1], VERSION_FIELD, *[o.id for o in todo[user]]))
                     loads.append(("HMGET", entry.keys[0], *profile_state.FIELDS))
                 yield ("send", loads)
 
@@ -373,14 +372,12 @@ class _Batch:
                 replies = yield ("read", 2 * len(misses))
                 writer.loads += len(misses)
                 for i, (user, entry) in enumerate(misses):
-                    scores = replies[2 * i]
+                    version, *marks = replies[2 * i]
                     entry.state = _decoded(writer, user, replies[2 * i + 1])
-                    renew = scores[0] is None  # a new dedup set (or an expired one): give it its TTL
-                    if not renew:  # a score: bytes from the lean connection, a float from redis-py
-                        entry.state.version = str(int(float(scores[0])))
-                    known = {
-                        o.id for o, score in zip(todo[user], scores[1:], strict=True) if score is not None
-                    }
+                    renew = version is None  # a new dedup record (or an expired one): give it its TTL
+                    if not renew:
+                        entry.state.version = version.decode() if isinstance(version, bytes) else version
+                    known = {o.id for o, mark in zip(todo[user], marks, strict=True) if mark is not None}
                     self._count(user, todo[user], entry, known, renew, calls)
                     if calls.full:
                         yield ("send", [calls.take()])
@@ -418,7 +415,7 @@ class _Batch:
         calls: _Calls,
     ) -> None:  # fmt: skip
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
-        found in its dedup set when it was just loaded (None: cached, the guard checks them)."""
+        found in its dedup record when it was just loaded (None: cached, the guard checks them)."""
         writer, now = self.writer, self.now
         oldest = now - writer.plan.dedup_ttl
         if known is None and len(events) == 1 and events[0].at > oldest:

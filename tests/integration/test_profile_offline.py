@@ -204,17 +204,19 @@ def test_dedup_marks_last_the_dedup_ttl(client: redis.Redis) -> None:
     t = 1_800_000_000.0
     steps = [
         ([view("e1", t)], t, (1, 0)),
-        ([view("e2", t + ttl - 0.5)], t + ttl - 0.5, (1, 0)),  # prunes marks older than ttl: not e1's
+        ([view("e2", t + ttl - 0.5)], t + ttl - 0.5, (1, 0)),  # drops marks older than ttl: not e1's
         ([view("e1", t + ttl - 0.4)], t + ttl - 0.4, (0, 1)),  # still a duplicate
         ([view("e3", t + ttl + 10)], t + ttl + 10, (1, 0)),  # no prune: the last was under a minute ago
         ([view("e1", t + ttl + 11)], t + ttl + 11, (0, 1)),  # so e1's mark is still there
-        ([view("e4", t + ttl + 70)], t + ttl + 70, (1, 0)),  # a prune: now e1's mark goes
-        ([view("e1", t + ttl + 71)], t + ttl + 71, (1, 0)),  # and a redelivery counts again
+        ([view("e4", t + ttl + 70)], t + ttl + 70, (1, 0)),  # a prune, but marks were dropped < 1 h ago
+        ([view("e1", t + ttl + 71)], t + ttl + 71, (0, 1)),  # so e1's mark is still there
+        ([view("e5", t + ttl + 3600)], t + ttl + 3600, (1, 0)),  # an hour on: now e1's mark goes
+        ([view("e1", t + ttl + 3601)], t + ttl + 3601, (1, 0)),  # and a redelivery counts again
     ]
     for batch, now, expected in steps:
         assert offline.write(batch, now) == RedisWriter(client, config)(batch, now) == expected
-    assert offline.read("alice", "s1", t + ttl + 71) == profile_store.read_sync(
-        client, config, "alice", "s1", t + ttl + 71
+    assert offline.read("alice", "s1", t + ttl + 3601) == profile_store.read_sync(
+        client, config, "alice", "s1", t + ttl + 3601
     )
 
 

@@ -269,7 +269,7 @@ def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Re
     first = occurrence(config, category="shoes", at=NOW)
     assert write(client, config, [first]) == (1, 0)
     write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
-    assert client.zscore(profile_store.seen_key(config.key, "alice"), first.id) is None
+    assert client.hget(profile_store.dedup_key(config.key, "alice"), first.id) is None
 
     written = profile_store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
     assert written == profile_store.Written(counted=0, duplicates=0, expired=1)
@@ -346,9 +346,9 @@ def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> No
     writer = profile_store.ProfileWriter(config, users_per_call=1)
     users = [f"u{i}" for i in range(6)]
     write(client, config, [occurrence(config, user=u) for u in users], writer=writer)  # all cached
-    broken = profile_store.seen_key(config.key, "u3")
+    broken = profile_store.dedup_key(config.key, "u3")
     client.delete(broken)
-    client.set(broken, "not a sorted set")
+    client.set(broken, "not a hash")
     batch = [occurrence(config, user=u, category="shoes") for u in users for _ in range(2)]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         writer.write_sync(client, grouped(batch), NOW)
