@@ -1,7 +1,9 @@
 """Type stubs for tailor_native, the compiled worker hot path (native/src). Python reference:
 tailor.core.events_lean and tailor.core.profile_state."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import Message
 
 from tailor.core import profile_store
 
@@ -14,6 +16,18 @@ class EventReader:
     def __init__(self, dimensions: Sequence[str]) -> None: ...
     def occurrence(self, raw: bytes | str, ingested_at: float) -> profile_store.Occurrence | None:
         """What is counted of the event in `raw`, or None when not sure it is valid."""
+    def sort(
+        self,
+        messages: list[Message],
+        now: float,
+        lateness: float,
+        fallback: Callable[[Message, float], profile_store.Occurrence | None],
+        by_user: dict[str, list[profile_store.Occurrence]],
+        partition_of: dict[str, int],
+        offsets: dict[int, int],
+    ) -> tuple[int, int]:
+        """tailor_worker.batch.sort's loop (its reference: batch.python_sort): (messages that are
+        not errors, late events)."""
 
 # -- profile counting (native/src/profile.rs; reference: tailor.core.profile_state) -------------------
 

@@ -13,7 +13,8 @@ use std::borrow::Cow;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyString, PyTuple};
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use json::{Number, Reader};
 
@@ -156,24 +157,117 @@ impl EventReader {
         raw: &Bound<'py, PyAny>,
         ingested_at: f64,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let py = raw.py();
-        let text = if let Ok(bytes) = raw.cast::<PyBytes>() {
-            match std::str::from_utf8(bytes.as_bytes()) {
-                Ok(text) => text,
-                Err(_) => return Ok(None),
+        Ok(self
+            .counted(raw, ingested_at)?
+            .map(|counted| counted.occurrence))
+    }
+
+    /// tailor_worker.batch.sort's loop over a batch of confluent_kafka Messages: each event the
+    /// check reads joins its user's list in `by_user` (the user's first partition goes to
+    /// `partition_of`), unless it is later than `lateness` seconds behind its Kafka timestamp; every
+    /// other message — an error, no value, an event the check is unsure of — goes to
+    /// `fallback(message, ingested_at)` (`now` for an error), which returns the Occurrence to count or
+    /// None. `offsets` gets the newest offset of each partition among the messages that are not
+    /// errors. Returns (messages that are not errors, late events).
+    #[allow(clippy::too_many_arguments)]
+    fn sort<'py>(
+        &self,
+        messages: &Bound<'py, PyList>,
+        now: f64,
+        lateness: f64,
+        fallback: &Bound<'py, PyAny>,
+        by_user: &Bound<'py, PyDict>,
+        partition_of: &Bound<'py, PyDict>,
+        offsets: &Bound<'py, PyDict>,
+    ) -> PyResult<(usize, usize)> {
+        let py = messages.py();
+        let (mut events, mut late) = (0, 0);
+        let mut newest: Vec<(i64, i64)> = Vec::new(); // (partition, offset): a batch has a few
+        for message in messages.iter() {
+            if !message.call_method0(intern!(py, "error"))?.is_none() {
+                fallback.call1((&message, now))?;
+                continue;
             }
-        } else {
-            raw.cast::<PyString>()?.to_str()?
-        };
-        let Some(event) = self.read(text) else {
-            return Ok(None);
-        };
-        let Some(values) = self.dimension_values(&event.properties) else {
-            return Ok(None);
-        };
-        self.build(py, &event, values, ingested_at).map(Some)
+            events += 1;
+            let partition = message
+                .call_method0(intern!(py, "partition"))?
+                .extract::<Option<i64>>()?;
+            let offset = message
+                .call_method0(intern!(py, "offset"))?
+                .extract::<Option<i64>>()?;
+            if let (Some(partition), Some(offset)) = (partition, offset) {
+                match newest.iter_mut().find(|(p, _)| *p == partition) {
+                    Some(entry) => entry.1 = entry.1.max(offset),
+                    None => newest.push((partition, offset)),
+                }
+            }
+            let ingested = ingestion_time(&message, now)?;
+            let value = message.call_method0(intern!(py, "value"))?;
+            let counted = if value.is_truthy()? {
+                self.counted(&value, ingested)?
+            } else {
+                None
+            };
+            let (occurrence, at, user) = match counted {
+                Some(counted) => (counted.occurrence, counted.at, counted.user.into_any()),
+                None => {
+                    let occurrence = fallback.call1((&message, ingested))?;
+                    if occurrence.is_none() {
+                        continue;
+                    }
+                    let at = occurrence.get_item(AT)?.extract::<f64>()?;
+                    let user = occurrence.get_item(USER)?;
+                    (occurrence, at, user)
+                }
+            };
+            if ingested - at > lateness {
+                late += 1;
+                continue;
+            }
+            match by_user.get_item(&user)? {
+                Some(found) => found.cast::<PyList>()?.append(occurrence)?,
+                None => {
+                    by_user.set_item(&user, PyList::new(py, [occurrence])?)?;
+                    partition_of.set_item(&user, partition.unwrap_or(-1))?;
+                }
+            }
+        }
+        for (partition, offset) in newest {
+            let stored = offsets
+                .get_item(partition)?
+                .map(|found| found.extract::<i64>())
+                .transpose()?;
+            offsets.set_item(partition, stored.map_or(offset, |stored| stored.max(offset)))?;
+        }
+        Ok((events, late))
     }
 }
+
+// The fields of profile_store.Occurrence that sort reads of a fallback's, by position.
+const USER: usize = 1;
+const AT: usize = 2;
+
+/// An Occurrence with the two fields sorting needs, as Rust values.
+struct Occurrence<'py> {
+    occurrence: Bound<'py, PyAny>,
+    at: f64,
+    user: Bound<'py, PyString>,
+}
+
+/// When the collector accepted the message (its Kafka timestamp), else `default`.
+fn ingestion_time(message: &Bound<'_, PyAny>, default: f64) -> PyResult<f64> {
+    let (kind, millis) = message
+        .call_method0(intern!(message.py(), "timestamp"))?
+        .extract::<(i64, i64)>()?;
+    Ok(if kind != TIMESTAMP_NOT_AVAILABLE && millis > 0 {
+        millis as f64 / 1000.0
+    } else {
+        default
+    })
+}
+
+/// confluent_kafka.TIMESTAMP_NOT_AVAILABLE (librdkafka's RD_KAFKA_TIMESTAMP_NOT_AVAILABLE).
+const TIMESTAMP_NOT_AVAILABLE: i64 = 0;
 
 fn check_pattern(name: &str, found: &Bound<'_, PyAny>, implemented: &str) -> PyResult<()> {
     if found.extract::<&str>()? == implemented {
@@ -207,6 +301,29 @@ fn counters(
 }
 
 impl EventReader {
+    fn counted<'py>(
+        &self,
+        raw: &Bound<'py, PyAny>,
+        ingested_at: f64,
+    ) -> PyResult<Option<Occurrence<'py>>> {
+        let py = raw.py();
+        let text = if let Ok(bytes) = raw.cast::<PyBytes>() {
+            match std::str::from_utf8(bytes.as_bytes()) {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            }
+        } else {
+            raw.cast::<PyString>()?.to_str()?
+        };
+        let Some(event) = self.read(text) else {
+            return Ok(None);
+        };
+        let Some(values) = self.dimension_values(&event.properties) else {
+            return Ok(None);
+        };
+        self.build(py, &event, values, ingested_at).map(Some)
+    }
+
     fn read<'a>(&self, text: &'a str) -> Option<Counted<'a>> {
         let mut reader = Reader::new(text);
         let mut fields = Fields::default();
@@ -360,10 +477,12 @@ impl EventReader {
         event: &Counted<'_>,
         values: Vec<(&Py<PyString>, Cow<'_, str>)>,
         ingested_at: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Occurrence<'py>> {
         let at = event
             .micros
             .map_or(ingested_at, |micros| micros as f64 / 1e6);
+        let at = if at < ingested_at { at } else { ingested_at };
+        let user = PyString::new(py, &event.user);
         let session = match &event.session {
             Some(session) => PyString::new(py, session),
             None => self.no_session.bind(py).clone(),
@@ -374,8 +493,8 @@ impl EventReader {
             .collect::<PyResult<Vec<_>>>()?;
         let fields: [Bound<'py, PyAny>; 6] = [
             PyString::new(py, &event.id).into_any(),
-            PyString::new(py, &event.user).into_any(),
-            PyFloat::new(py, if at < ingested_at { at } else { ingested_at }).into_any(),
+            user.clone().into_any(),
+            PyFloat::new(py, at).into_any(),
             self.counters[event.type_index]
                 .1
                 .bind(py)
@@ -385,9 +504,15 @@ impl EventReader {
             PyTuple::new(py, dimensions)?.into_any(),
         ];
         // tuple.__new__ as the Python check does: a named tuple's own __new__ is slower Python.
-        self.tuple_new
+        let occurrence = self
+            .tuple_new
             .bind(py)
-            .call1((self.occurrence_type.bind(py), PyTuple::new(py, fields)?))
+            .call1((self.occurrence_type.bind(py), PyTuple::new(py, fields)?))?;
+        Ok(Occurrence {
+            occurrence,
+            at,
+            user,
+        })
     }
 }
 

@@ -110,7 +110,13 @@ def reader(dimensions: tuple[str, ...]) -> Reader:
 
 def native_reader(dimensions: tuple[str, ...]) -> Reader:
     """The compiled check (native/src/event.rs); raises NameError when tailor_native is not built."""
-    return tailor_native.EventReader(dimensions).occurrence
+    return compiled_reader(dimensions).occurrence
+
+
+@functools.cache
+def compiled_reader(dimensions: tuple[str, ...]) -> tailor_native.EventReader:
+    """The compiled reader itself: its `occurrence` check, and the worker's batch loop (`sort`)."""
+    return tailor_native.EventReader(dimensions)
 
 
 def python_reader(dimensions: tuple[str, ...]) -> Reader:

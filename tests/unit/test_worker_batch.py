@@ -1,11 +1,15 @@
-"""Sorting a batch of messages: what is counted per user, what is late, what goes to dead letters."""
+"""Sorting a batch of messages: what is counted per user, what is late, what goes to dead letters —
+by the compiled loop and by its Python reference alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tailor_worker import batch, deadletter
 
 from tailor.core.ruleset import FeatureConfig, Window
@@ -18,22 +22,27 @@ FEATURES = FeatureConfig(
 INGESTED = 1_800_000_000.0
 
 
-def message(value: bytes | None, offset: int = 0, ingested: float = INGESTED) -> Message:
-    return Message(topic="events", partition=0, offset=offset, key=b"k", value=value,
+def message(value: bytes | None, offset: int = 0, ingested: float = INGESTED, partition: int = 0) -> Message:
+    return Message(topic="events", partition=partition, offset=offset, key=b"k", value=value,
                    timestamp=(TIMESTAMP_CREATE_TIME, int(ingested * 1000)))  # fmt: skip
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "python"])
+def compiled(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
 
 
 def event(**fields: Any) -> bytes:
     return orjson.dumps({"id": "e1", "type": "page_view", "userId": "alice", "timestamp": INGESTED, **fields})
 
 
-def test_valid_events_are_grouped_per_user_with_their_dimension_values() -> None:
+def test_valid_events_are_grouped_per_user_with_their_dimension_values(compiled: bool) -> None:
     messages = [
         message(event(properties={"category": "shoes", "brand": "acme"})),
         message(event(id="e2", type="search", anonymousId="anon", userId=None, properties={"query": "red"})),
         message(event(id="e3", type="click")),
     ]
-    sorted_ = batch.sort(messages, FEATURES, now=INGESTED + 5)
+    sorted_ = batch.sort(messages, FEATURES, now=INGESTED + 5, compiled=compiled)
     assert sorted_.events == 3
     assert sorted_.dead == []
     assert sorted_.late == 0
@@ -45,23 +54,88 @@ def test_valid_events_are_grouped_per_user_with_their_dimension_values() -> None
     assert sorted_.by_user["anon"][0].dimensions == (("query", "red"),)
 
 
-def test_lateness_is_judged_against_the_kafka_timestamp_not_the_worker_clock() -> None:
+def test_lateness_is_judged_against_the_kafka_timestamp_not_the_worker_clock(compiled: bool) -> None:
     on_time = message(event(timestamp=INGESTED - 60))
     too_late = message(event(id="e2", timestamp=INGESTED - 61))
     # Replayed a day later: the same decision as the first time.
     for now in (INGESTED, INGESTED + 86400):
-        sorted_ = batch.sort([on_time, too_late], FEATURES, now=now)
+        sorted_ = batch.sort([on_time, too_late], FEATURES, now=now, compiled=compiled)
         assert [o.id for o in sorted_.by_user["alice"]] == ["e1"]
         assert sorted_.late == 1
 
 
-def test_undecodable_and_invalid_messages_become_dead_letters_with_reasons() -> None:
+def test_undecodable_and_invalid_messages_become_dead_letters_with_reasons(compiled: bool) -> None:
     sorted_ = batch.sort(
         [message(b"\xff{"), message(None, 1), message(event(type="hover"), 2), message(event(), 3)],
         FEATURES,
         now=INGESTED,
+        compiled=compiled,
     )
     reasons = [(letter.message.offset(), letter.reason) for letter in sorted_.dead]
     assert reasons == [(0, deadletter.UNDECODABLE), (1, deadletter.UNDECODABLE), (2, deadletter.INVALID)]
     assert sorted_.dead[2].errors[0]["field"] == "type"
     assert len(sorted_.by_user["alice"]) == 1
+
+
+def test_the_newest_offset_of_each_partition_is_gathered_for_storing(compiled: bool) -> None:
+    """Every message that is not an error counts as processed — dead letters and late events too."""
+    messages = [
+        message(event(), offset=7, partition=0),
+        message(b"{", offset=3, partition=1),  # a dead letter
+        message(event(id="e2", timestamp=INGESTED - 3600), offset=4, partition=1),  # late
+        message(event(id="e3"), offset=8, partition=0),
+        Message(topic="events", partition=2, offset=99, error=KafkaError(KafkaError._TRANSPORT)),
+    ]
+    sorted_ = batch.sort(messages, FEATURES, now=INGESTED, compiled=compiled)
+    assert sorted_.offsets == {0: 8, 1: 4}
+    assert (sorted_.events, sorted_.late, len(sorted_.dead)) == (4, 1, 1)
+    assert sorted_.partition_of == {"alice": 0}
+
+
+def test_a_message_without_a_timestamp_is_judged_at_the_workers_clock(compiled: bool) -> None:
+    undated = Message(topic="events", partition=0, offset=0, value=event(timestamp=INGESTED - 100),
+                      timestamp=(TIMESTAMP_NOT_AVAILABLE, 0))  # fmt: skip
+    assert batch.sort([undated], FEATURES, now=INGESTED, compiled=compiled).late == 1
+    assert batch.sort([undated], FEATURES, now=INGESTED - 50, compiled=compiled).late == 0
+
+
+def _messages() -> st.SearchStrategy[list[Message]]:
+    value = st.one_of(
+        st.builds(
+            lambda i, kind, user, lag, category, extra: event(
+                id=f"e{i}",
+                type=kind,
+                userId=user,
+                timestamp=INGESTED - lag,
+                properties={"category": category, **extra},
+            ),
+            st.integers(0, 50),
+            st.sampled_from(["page_view", "click", "search", "hover", "purchase"]),
+            st.sampled_from(["alice", "bob", "carol", "", None]),
+            st.sampled_from([0, 1.5, 59, 61, 3600, -30]),
+            st.one_of(st.sampled_from(["shoes", "hats"]), st.integers(-3, 3), st.floats(0, 2), st.none()),
+            st.sampled_from([{}, {"value": "x"}, {"brand": "acme"}, {"query": 1e20}]),
+        ),
+        st.sampled_from([b"", b"{", b"\xff", b"[]", b"null"]),
+        st.none(),
+    )
+    one = st.builds(
+        lambda v, partition, offset, lag: message(v, offset, INGESTED - lag, partition),
+        value, st.integers(0, 3), st.integers(0, 1000), st.sampled_from([0, 30]),
+    )  # fmt: skip
+    return st.lists(one, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_messages())
+def test_the_compiled_loop_sorts_as_its_reference(messages: list[Message]) -> None:
+    compiled = batch.sort(messages, FEATURES, now=INGESTED, compiled=True)
+    reference = batch.python_sort(messages, FEATURES, now=INGESTED)
+    assert compiled.by_user == reference.by_user
+    assert list(compiled.by_user) == list(reference.by_user)
+    assert compiled.partition_of == reference.partition_of
+    assert compiled.offsets == reference.offsets
+    assert (compiled.events, compiled.late) == (reference.events, reference.late)
+    assert [(d.message.offset(), d.reason, d.errors) for d in compiled.dead] == [
+        (d.message.offset(), d.reason, d.errors) for d in reference.dead
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -62,20 +62,16 @@ class EventConsumer:
             return first
         return first + self._consumer.consume(batch_size - 1, timeout=0)
 
-    def store(self, messages: Sequence[Message]) -> None:
-        """Mark `messages` processed: the next offset of each partition, committed soon after."""
-        newest: dict[tuple[str, int], int] = {}
-        for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if message.error() is None and topic is not None and partition is not None and offset is not None:
-                newest[(topic, partition)] = max(newest.get((topic, partition), -1), offset)
+    def store(self, newest: Mapping[int, int]) -> None:
+        """Mark messages processed up to `newest` (partition -> its newest offset processed, as
+        batch.sort gathers it): the next offset of each partition, committed soon after."""
         if not newest:
             return
         # Only partitions still ours: one revoked while the batch was written is its new owner's to
         # replay (dedup makes that harmless), and must not fail the store of the others.
         offsets = [
-            TopicPartition(topic, partition, offset + 1)
-            for (topic, partition), offset in newest.items()
+            TopicPartition(self.topic, partition, offset + 1)
+            for partition, offset in newest.items()
             if partition in self.assigned
         ]
         try:

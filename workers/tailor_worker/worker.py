@@ -35,7 +35,6 @@ COMPONENT = "worker"
 class _InFlight:
     """A sorted batch whose Redis write is under way."""
 
-    messages: list[Message]
     work: batch.SortedBatch
     now: float
     started: float
@@ -118,7 +117,7 @@ class Worker:
                     pending = None
                 if work is not None:
                     now = self.clock()
-                    pending = _InFlight(messages, work, now, started, writer.submit(self._write, work, now))
+                    pending = _InFlight(work, now, started, writer.submit(self._write, work, now))
             if pending is not None:
                 self._finish(pending)
         finally:
@@ -145,7 +144,7 @@ class Worker:
             if written is None:
                 written = self._write(work, flight.now)
         counted, duplicates, expired = written
-        self._consumer.store(flight.messages)
+        self._consumer.store(work.offsets)
         metrics.PROCESSED.labels("counted").inc(counted)
         metrics.PROCESSED.labels("duplicate").inc(duplicates)
         metrics.DEDUP_HITS.inc(duplicates)
