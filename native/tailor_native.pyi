@@ -63,3 +63,14 @@ class Plan:
 
 def pack_command(args: tuple[str | int | float | bytes, ...]) -> bytes:
     """The RESP bytes of one command, identical to hiredis.pack_command's."""
+
+class GuardedWrites:
+    """One call of the guard function (tailor/core/profile_store.lua) being gathered and packed: the
+    reference is profile_store.ReferenceCalls packed by hiredis."""
+
+    users: int
+    def __init__(self, function: str, head: Sequence[str]) -> None: ...
+    def add(self, state: State, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None:
+        """Add a user's write; its changed fields as Plan.changes gives them (whose flags it clears)."""
+    def take(self) -> bytes:
+        """The call's RESP bytes; starts the next call."""

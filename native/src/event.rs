@@ -12,8 +12,8 @@ mod timestamp;
 use std::borrow::Cow;
 
 use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use json::{Number, Reader};
@@ -237,7 +237,10 @@ impl EventReader {
                 .get_item(partition)?
                 .map(|found| found.extract::<i64>())
                 .transpose()?;
-            offsets.set_item(partition, stored.map_or(offset, |stored| stored.max(offset)))?;
+            offsets.set_item(
+                partition,
+                stored.map_or(offset, |stored| stored.max(offset)),
+            )?;
         }
         Ok((events, late))
     }

@@ -4,6 +4,7 @@
 //! the same results and the same JSON bytes.
 
 mod count;
+mod guarded;
 mod json;
 mod state;
 
@@ -285,5 +286,6 @@ fn count_event(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Plan>()?;
     m.add_class::<State>()?;
+    m.add_class::<guarded::GuardedWrites>()?;
     Ok(())
 }

@@ -90,6 +90,20 @@ fn header(buffer: &mut [u8], at: usize, kind: u8, length: usize) -> usize {
     at + 3 + digits.len()
 }
 
+/// Appends `<kind><length>\r\n`.
+pub fn push_header(out: &mut Vec<u8>, kind: u8, length: usize) {
+    out.push(kind);
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `value` as a RESP bulk string.
+pub fn push_bulk(out: &mut Vec<u8>, value: &[u8]) {
+    push_header(out, b'$', value.len());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn not_packable() -> PyErr {
     PyTypeError::new_err("A tuple item must be str, int, float or bytes.")
 }

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import hiredis
 import redis
@@ -178,11 +178,12 @@ class ProfileWriter:
         # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
-        compiled = native_build.enabled() if native is None else native
-        self.counting = profile_counting.counting(self.plan, native=compiled)
-        # hiredis packs these calls at ~6 µs per user, the compiled packer at ~0.4 µs (native/src/resp.rs).
+        self.compiled = native_build.enabled() if native is None else native
+        self.counting = profile_counting.counting(self.plan, native=self.compiled)
+        # hiredis packs these calls at ~6 µs per user, the compiled packer at ~0.4 µs (native/src/resp.rs),
+        # and the guard calls are packed as they are gathered (tailor_native.GuardedWrites).
         self.pack_command: Callable[[Command], bytes] = (
-            tailor_native.pack_command if compiled else hiredis.pack_command
+            tailor_native.pack_command if self.compiled else hiredis.pack_command
         )
         self.users_per_call = users_per_call
         self.cache_users = cache_users
@@ -232,7 +233,7 @@ class ProfileWriter:
         Commands stream out on one connection as they are ready (the users' loads first, then each
         few dozen users' guarded writes) and the replies are read last, so Redis executes one chunk
         while the worker counts the next."""
-        work = _Batch(self, batch, now, partitions or {})
+        work = _Batch(self, batch, now, partitions or {}, packed=True)
         pool = client.connection_pool
         connection = pool.get_connection()
         outgoing: list[bytes] = []
@@ -243,8 +244,8 @@ class ProfileWriter:
             action = next(steps)
             while True:
                 if action[0] == "send":
-                    for command in action[1]:
-                        outgoing.append(pack(command))
+                    for command in action[1]:  # a command, or a call packed already (GuardedWrites)
+                        outgoing.append(command if isinstance(command, bytes) else pack(command))
                         size += len(outgoing[-1])
                     if size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
                         # Joined: redis-py makes one system call per item (two per user not cached).
@@ -273,7 +274,7 @@ class ProfileWriter:
     ) -> Written:  # fmt: skip
         """`write_sync` for asyncio callers (tests, tools): the commands go in pipelines, executed
         when a reply is needed."""
-        work = _Batch(self, batch, now, partitions or {})
+        work = _Batch(self, batch, now, partitions or {}, packed=False)
         queued: list[Command] = []
         replies: list[Any] = []
         try:
@@ -299,7 +300,7 @@ class ProfileWriter:
             raise
 
 
-Step = tuple[str, Any]  # ("send", commands) or ("read", how many replies)
+Step = tuple[str, Any]  # ("send", commands or packed calls) or ("read", how many replies)
 # Commands go out in writes of about this size: Redis works on one while the worker counts the next.
 _SEND_BYTES: Final = 64 * 1024
 
@@ -312,14 +313,17 @@ class _Batch:
 
     def __init__(
         self, writer: ProfileWriter, batch: Mapping[str, Sequence[Occurrence]], now: float,
-        partitions: Mapping[str, int],
+        partitions: Mapping[str, int], *, packed: bool,
     ) -> None:  # fmt: skip
         self.writer = writer
         self.now = now
         self.partitions = partitions
+        self.packed = packed  # the calls may be sent as RESP bytes (write_sync), not as commands
         self.todo = batch
         self.counted = self.duplicates = self.expired = 0
         self._in_flight: list[str] = []
+        # The users written by the calls sent, in order: user, entry, counted, duplicates, expired.
+        self._writes: list[tuple[str, _Cached, int, int, int]] = []
 
     @property
     def written(self) -> Written:
@@ -336,7 +340,14 @@ class _Batch:
             writer._drop_forgotten()
         cache, generations, partitions = writer._cache, writer._generations, self.partitions
         oldest = now - plan.dedup_ttl
-        head = [repr(now), plan.ttl, plan.seen_ttl, repr(oldest), repr(now - plan.marks_prune_every)]
+        head = [
+            repr(now),
+            str(plan.ttl),
+            str(plan.seen_ttl),
+            repr(oldest),
+            repr(now - plan.marks_prune_every),
+        ]
+        per_call = writer.users_per_call
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
             if not todo:
@@ -363,11 +374,16 @@ class _Batch:
                     loads.append(("HMGET", entry.keys[0], *profile_state.FIELDS))
                 yield ("send", loads)
 
-            calls = _Calls(head, writer.users_per_call)
+            calls: GuardedWrites = (
+                tailor_native.GuardedWrites(WRITE_FUNCTION, head) if self.packed and writer.compiled
+                else ReferenceCalls(head, writer.counting)
+            )  # fmt: skip
+            self._writes, sent = [], 0
             for user, entry in hits:
                 self._count(user, todo[user], entry, None, False, calls)
-                if calls.full:
+                if calls.users >= per_call:
                     yield ("send", [calls.take()])
+                    sent += 1
             if misses:
                 replies = yield ("read", 2 * len(misses))
                 writer.loads += len(misses)
@@ -379,19 +395,21 @@ class _Batch:
                         entry.state.version = version.decode() if isinstance(version, bytes) else version
                     known = {o.id for o, mark in zip(todo[user], marks, strict=True) if mark is not None}
                     self._count(user, todo[user], entry, known, renew, calls)
-                    if calls.full:
+                    if calls.users >= per_call:
                         yield ("send", [calls.take()])
-            if calls.keys:
+                        sent += 1
+            if calls.users:
                 yield ("send", [calls.take()])
-            if not calls.sent:
+                sent += 1
+            if not sent:
                 self.todo = {}
                 return
 
-            replies = yield ("read", calls.sent)
+            replies = yield ("read", sent)
             outcomes = [outcome for reply in replies for outcome in reply]
             refused: dict[str, Sequence[Occurrence]] = {}
             for (user, entry, fresh_count, duplicates, expired), outcome in zip(
-                calls.writes, outcomes, strict=True
+                self._writes, outcomes, strict=True
             ):
                 if outcome == 1:
                     self.counted += fresh_count
@@ -412,7 +430,7 @@ class _Batch:
 
     def _count(
         self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool,
-        calls: _Calls,
+        calls: GuardedWrites,
     ) -> None:  # fmt: skip
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
         found in its dedup record when it was just loaded (None: cached, the guard checks them)."""
@@ -456,37 +474,44 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
-        changed = counting.changes(state)
-        calls.writes.append((user, entry, len(fresh), duplicates, expired))
-        calls.keys += entry.keys
-        calls.args += (expected, state.version, flags, len(changed))
-        for name, value in changed:
-            calls.args += (name, value)
-        calls.args.append(len(fresh))
-        calls.args += [o.id for o in fresh]
+        self._writes.append((user, entry, len(fresh), duplicates, expired))
+        calls.add(state, entry.keys, expected, flags, [o.id for o in fresh])
 
 
-class _Calls:
-    """Guarded writes gathered into function calls of a few dozen users each."""
-
-    def __init__(self, head: list[Any], users_per_call: int) -> None:
-        self.head = head
-        self.per_call = 2 * users_per_call  # two keys per user
-        self.keys: list[str] = []
-        self.args: list[Any] = []
-        self.writes: list[
-            tuple[str, _Cached, int, int, int]
-        ] = []  # user, entry, counted, duplicates, expired
-        self.sent = 0
+class GuardedWrites(Protocol):
+    """One call of the guard function being gathered, a user at a time: `ReferenceCalls`, or compiled,
+    `tailor_native.GuardedWrites` (the same arguments, packed as it goes)."""
 
     @property
-    def full(self) -> bool:
-        return len(self.keys) >= self.per_call
+    def users(self) -> int: ...
+    def add(self, state: Any, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None: ...
+    def take(self) -> Command | bytes: ...
+
+
+class ReferenceCalls:
+    """A guard call gathered as a command (redis-py or hiredis pack it): the reference of
+    tailor_native.GuardedWrites, and what the asyncio path executes."""
+
+    def __init__(self, head: list[str], counting: profile_counting.Counting[Any]) -> None:
+        self.head = head
+        self.counting = counting
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+        self.users = 0
+
+    def add(self, state: Any, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None:
+        changed = self.counting.changes(state)
+        self.keys += keys
+        self.args += (expected, state.version, flags, len(changed))
+        for name, value in changed:
+            self.args += (name, value)
+        self.args.append(len(ids))
+        self.args += ids
+        self.users += 1
 
     def take(self) -> Command:
         command = ("FCALL", WRITE_FUNCTION, len(self.keys), *self.keys, *self.head, *self.args)
-        self.keys, self.args = [], []
-        self.sent += 1
+        self.keys, self.args, self.users = [], [], 0
         return command
 
 

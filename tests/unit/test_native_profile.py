@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import pytest
 import tailor_native
 from hypothesis import given, settings
@@ -249,3 +250,32 @@ def test_damaged_stored_fields_are_refused_with_an_error_never_a_crash(
         pair.native.changes(state)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         pass  # profile_store's _UNREADABLE: the user is counted afresh
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans(), st.lists(st.lists(batches, min_size=1, max_size=4), min_size=1, max_size=5))
+def test_a_compiled_guard_call_is_the_reference_call_packed(
+    plan: profile_state.Plan, users: list[list[Batch]]
+) -> None:
+    """tailor_native.GuardedWrites writes each user's changed fields straight into the call's RESP
+    bytes: the bytes hiredis packs of profile_store.ReferenceCalls' command."""
+    head = ["1800000000.25", "90060", "86460", "1799913600.25", "1799996400.25"]
+    reference = profile_store.ReferenceCalls(head, profile_counting.ReferenceCounting(plan))
+    compiled = tailor_native.GuardedWrites(profile_store.WRITE_FUNCTION, head)
+    native = profile_counting.native_plan(plan)
+    for k, steps in enumerate(users):
+        expected, actual = profile_state.UserState(), tailor_native.State()
+        now = START
+        for n, step in enumerate(steps):
+            now += step.move
+            events = step.occurrences(now)
+            assert native.apply(actual, events, now) == reference.counting.apply(expected, events, now)
+            expected.version = actual.version = f"{2**52 + n}"
+            keys = (f"tailor:s/x:{{u{k}}}:profile", f"tailor:s/x:{{u{k}}}:dedup")
+            ids = [f"e{k}-{n}-{i}" for i in range(len(events))]
+            reference.add(expected, keys, "", "dpx", ids)
+            compiled.add(actual, keys, "", "dpx", ids)
+    assert compiled.users == reference.users == sum(len(steps) for steps in users)
+    assert compiled.take() == hiredis.pack_command(reference.take())
+    assert compiled.users == reference.users == 0
+    assert compiled.take() == hiredis.pack_command(reference.take())  # an empty call alike

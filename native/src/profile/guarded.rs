@@ -1,0 +1,116 @@
+//! The worker's guarded writes (tailor/core/profile_store.lua), gathered and packed here: each
+//! user's changed fields are written as JSON straight into the RESP bytes of the function call,
+//! instead of becoming Python bytes, joining a Python argument list and being packed from it.
+//! The reference is profile_store.ReferenceCalls packed by hiredis: tests hold the bytes equal.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+
+use super::{json, with_buffer, State};
+use crate::resp::{push_bulk, push_header};
+
+/// One `FCALL <function>` being gathered, a user at a time.
+#[pyclass(module = "tailor_native")]
+pub struct GuardedWrites {
+    function: String,
+    head: Vec<String>,
+    keys: Vec<u8>, // RESP bulk strings
+    key_count: usize,
+    args: Vec<u8>,
+    arg_count: usize,
+    /// Users added since the last `take`.
+    #[pyo3(get)]
+    users: usize,
+}
+
+#[pymethods]
+impl GuardedWrites {
+    /// A call of `function` whose arguments start with `head` (now, TTLs, ...: profile_store.lua).
+    #[new]
+    fn new(function: String, head: Vec<String>) -> Self {
+        GuardedWrites {
+            function,
+            head,
+            keys: Vec::with_capacity(8 * 1024),
+            key_count: 0,
+            args: Vec::with_capacity(128 * 1024),
+            arg_count: 0,
+            users: 0,
+        }
+    }
+
+    /// Add a user's write: its keys (profile, dedup record), the version expected, its flags, and
+    /// the ids of the events counted; the new version and the changed fields come from `state` (as
+    /// Plan.changes, whose flags this clears).
+    fn add(
+        &mut self,
+        mut state: PyRefMut<'_, State>,
+        keys: (Bound<'_, PyString>, Bound<'_, PyString>),
+        expected: &str,
+        flags: &str,
+        ids: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        push_bulk(&mut self.keys, keys.0.to_str()?.as_bytes());
+        push_bulk(&mut self.keys, keys.1.to_str()?.as_bytes());
+        self.key_count += 2;
+        let state = &mut *state;
+        let args = &mut self.args;
+        push_bulk(args, expected.as_bytes());
+        push_bulk(args, state.version.as_bytes());
+        push_bulk(args, flags.as_bytes());
+        let profile = &mut state.profile;
+        let fields = 1 + usize::from(profile.sums_changed) + usize::from(profile.buckets_changed);
+        push_bulk(args, itoa::Buffer::new().format(fields).as_bytes());
+        with_buffer(|out| {
+            json::write_current(profile, out);
+            push_bulk(args, b"c");
+            push_bulk(args, out);
+            if profile.sums_changed {
+                out.clear();
+                json::write_sums(profile, out);
+                push_bulk(args, b"w");
+                push_bulk(args, out);
+                profile.sums_changed = false;
+            }
+            if profile.buckets_changed {
+                out.clear();
+                json::write_buckets(profile, out);
+                push_bulk(args, b"b");
+                push_bulk(args, out);
+                profile.buckets_changed = false;
+            }
+        });
+        push_bulk(args, itoa::Buffer::new().format(ids.len()).as_bytes());
+        for id in ids.iter() {
+            push_bulk(args, id.cast::<PyString>()?.to_str()?.as_bytes());
+        }
+        self.arg_count += 3 + 1 + 2 * fields + 1 + ids.len();
+        self.users += 1;
+        Ok(())
+    }
+
+    /// The call's RESP bytes (as hiredis.pack_command of its arguments); starts the next call.
+    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let mut out = Vec::with_capacity(self.keys.len() + self.args.len() + 256);
+        push_header(
+            &mut out,
+            b'*',
+            3 + self.key_count + self.head.len() + self.arg_count,
+        );
+        push_bulk(&mut out, b"FCALL");
+        push_bulk(&mut out, self.function.as_bytes());
+        push_bulk(
+            &mut out,
+            itoa::Buffer::new().format(self.key_count).as_bytes(),
+        );
+        out.extend_from_slice(&self.keys);
+        for value in &self.head {
+            push_bulk(&mut out, value.as_bytes());
+        }
+        out.extend_from_slice(&self.args);
+        self.keys.clear();
+        self.args.clear();
+        (self.key_count, self.arg_count, self.users) = (0, 0, 0);
+        PyBytes::new(py, &out)
+    }
+}
