@@ -70,7 +70,8 @@ class GuardedWrites:
 
     users: int
     def __init__(self, function: str, head: Sequence[str]) -> None: ...
-    def add(self, state: State, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None:
-        """Add a user's write; its changed fields as Plan.changes gives them (whose flags it clears)."""
+    def add(self, state: State, key: str, expected: str, flags: str, ids: list[str]) -> None:
+        """Add a user's write (its events' ids marked as profile_store.mark does); its changed fields
+        as Plan.changes gives them (whose flags it clears)."""
     def take(self) -> bytes:
         """The call's RESP bytes; starts the next call."""

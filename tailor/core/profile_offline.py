@@ -2,11 +2,11 @@
 
 `tailor simulate` builds the profile a user's events would produce, offline, in a CI job with no
 Redis. The counting is the workers' own code (tailor.core.profile_state); what this module adds is
-what Redis adds around it: the dedup record (an event id counts once; old marks are dropped on a
-pruning write at most once per `Plan.marks_prune_every` and expire with their key), key expiry, and
-the read through the stored fields, so that the same writes at the same `now` read back as the same
-`Profile`. tests/integration/test_profile_offline.py holds the two to that on a real Redis; change
-both together.
+what Redis adds around it: the dedup marks (an event id counts once; old marks are dropped on a
+pruning write at most once per `Plan.marks_prune_every`), the key's expiry, and the read through the
+stored fields, so that the same writes at the same `now` read back as the same `Profile`.
+tests/integration/test_profile_offline.py holds the two to that on a real Redis; change both
+together.
 
 One difference is deliberate: Redis expires keys by its own clock, this model by the `now` it is
 given, which is what a replay in real time would see.
@@ -27,13 +27,12 @@ _NEVER = math.inf
 
 @dataclass
 class _Stored:
-    """One user's profile hash and dedup record, as Redis would hold them."""
+    """One user's profile hash, as Redis would hold it: the state, its dedup marks, its TTL."""
 
     state: profile_state.UserState = field(default_factory=profile_state.UserState)
-    expires_at: float = _NEVER
     seen: dict[str, float] = field(default_factory=dict)  # event id -> `now` it was counted at
-    seen_expires_at: float = _NEVER
-    marks_pruned_at: float = 0.0  # when old marks were last dropped (the record's ' pruned' field)
+    marks_pruned_at: float = 0.0  # when old marks were last dropped (the ' pruned' field)
+    expires_at: float = _NEVER
 
 
 class OfflineProfileStore:
@@ -46,11 +45,9 @@ class OfflineProfileStore:
 
     def _live(self, user: str, now: float) -> _Stored:
         """The user's keys at `now`, with what has expired by then gone (Redis key TTLs)."""
-        stored = self._users.setdefault(user, _Stored())
-        if now >= stored.expires_at:
-            stored.state, stored.expires_at = profile_state.UserState(), _NEVER
-        if now >= stored.seen_expires_at:
-            stored.seen, stored.seen_expires_at, stored.marks_pruned_at = {}, _NEVER, 0.0
+        stored = self._users.get(user)
+        if stored is None or now >= stored.expires_at:
+            stored = self._users[user] = _Stored()
         return stored
 
     def write(self, occurrences: Sequence[profile_store.Occurrence], now: float) -> tuple[int, int]:
@@ -79,15 +76,14 @@ class OfflineProfileStore:
         duplicates = len(events) - len(fresh) - expired
         if not fresh:
             return 0, duplicates
-        # As the workers' guard: TTLs are renewed when a write prunes, and a new dedup record gets one.
+        # As the workers' guard: the TTL is renewed when a write prunes, and a new profile gets one.
         if profile_state.apply(self.plan, stored.state, fresh, now):
             if now - self.plan.marks_prune_every >= stored.marks_pruned_at:
                 stored.seen = {event_id: at for event_id, at in stored.seen.items() if at >= oldest}
                 stored.marks_pruned_at = now
-            stored.seen_expires_at = now + self.plan.seen_ttl
             stored.expires_at = now + self.plan.ttl
-        elif stored.seen_expires_at == _NEVER:
-            stored.seen_expires_at = now + self.plan.seen_ttl
+        elif stored.expires_at == _NEVER:
+            stored.expires_at = now + self.plan.ttl
         return len(fresh), duplicates
 
     def read(self, user: str, session: str | None, now: float) -> Profile:

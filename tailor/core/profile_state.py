@@ -118,8 +118,9 @@ class Plan:
     session_timeout: int
     dedup_ttl: int
     prune_every: float
-    ttl: int  # a profile outlives its longest-lived bucket and session by this after its last renewal
-    seen_ttl: int  # the dedup record's, so that every mark outlives dedup_ttl
+    # The profile key's, renewed by pruning writes: it outlives its longest-lived bucket, session and
+    # dedup mark (all in the one hash) after its last renewal.
+    ttl: int
     marks_prune_every: float  # old dedup marks are dropped on a pruning write at most this often
     max_fields: int
 
@@ -127,8 +128,8 @@ class Plan:
     def of(cls, features: FeatureConfig, *, max_fields: int = MAX_FIELDS_PER_BUCKET) -> Plan:
         plan = bucket_plan(features)
         prune_every = max(min(dict(plan)), PRUNE_AT_MOST_EVERY) if plan else math.inf
-        # TTLs are renewed when a write prunes, at most `prune_every` apart while a user is active:
-        # that much longer, they still end no earlier than the longest life after the last write.
+        # The TTL is renewed when a write prunes, at most `prune_every` apart while a user is active:
+        # that much longer, it still ends no earlier than the longest life after the last write.
         slack = math.ceil(prune_every) if plan else 0
         return cls(
             sizes=tuple((size, keep, f"{size}:") for size, keep in plan),
@@ -146,8 +147,8 @@ class Plan:
             session_timeout=features.session_timeout_seconds,
             dedup_ttl=features.dedup_ttl_seconds,
             prune_every=prune_every,
-            ttl=max([keep for _, keep in plan] + [features.session_timeout_seconds]) + slack,
-            seen_ttl=features.dedup_ttl_seconds + slack,
+            ttl=max(*(keep for _, keep in plan), features.session_timeout_seconds, features.dedup_ttl_seconds)
+            + slack,
             # Dropping old marks scans all of a user's: once per 1/24 of their TTL (an hour of a day),
             # so they outlive it by that much at most. It is only about memory: an event older than
             # the TTL is not counted whether its mark is still there or not.

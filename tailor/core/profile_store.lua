@@ -6,46 +6,46 @@
 --   * the profile's version must still be the one the worker read or last wrote, or the write is
 --     refused: a worker that lost the user's partition in a rebalance (a zombie) cannot overwrite what
 --     the new owner wrote since;
---   * none of the events may be in the user's dedup record already, or the write is refused: an event
---     is counted once however often it is delivered;
---   * then, in one step, the changed fields are set and the events' ids join the dedup record.
+--   * none of the events may be marked counted already, or the write is refused: an event is counted
+--     once however often it is delivered;
+--   * then, in one step, the changed fields, the new version and the events' marks are set.
 -- A refused user is reloaded by the worker and counted again from what Redis holds.
 --
--- Measured (docs/pipeline.md): each redis.call costs about a microsecond and each argument is copied
--- into Lua, so the version lives in the dedup record as a field beside the ids (one HMGET reads the
--- version and checks the ids, one HSET writes them), and nothing here parses or builds a value. The
--- record is a hash, not a sorted set: inserting into a small sorted set scans and parses every score
--- (ZADD cost 3-10 us per write and grew with the marks; HSET costs 0.6).
+-- One hash per user holds it all: the profile's fields (c, w, b), its version, and the dedup marks
+-- ('#' + event id -> when counted), so the guard is two calls, one HMGET and one HSET. Measured
+-- (docs/pipeline.md): each redis.call costs about a microsecond and each argument is copied into Lua,
+-- so nothing here parses or builds a value; a hash, not a sorted set, keeps the marks, because a
+-- ZADD into a small sorted set scans and parses every score (3-10 us a write, growing with the marks;
+-- HSET 0.6).
 --
---   KEYS: for each user, its profile (hash) and its dedup record (hash: event id -> when counted,
---         ' version' -> the profile's version, ' pruned' -> when old marks were last dropped)
---   ARGV: now, profile TTL (s), dedup record TTL (s), drop marks counted before this, drop them only
---         if last dropped no later than this,
---         then for each user: expected version ('' for none), new version, flags ('d': check the ids,
---         'p': prune: renew both TTLs and drop old marks when due, 'x': renew the dedup record's TTL),
---         n_fields, (field, value) * n_fields, n_ids, id * n_ids
+--   KEYS: each user's profile
+--   ARGV: now, the profile's TTL (s), drop marks counted before this, drop them only if last
+--         dropped no later than this,
+--         then for each user: expected version ('' for none), new version, flags ('d': check the
+--         marks, 'p': prune: renew the TTL and drop old marks when due, 'x': give the TTL),
+--         n_fields, (field, value) * n_fields, n_marks, mark * n_marks ('#' + event id)
 --
--- TTLs are renewed only when a write prunes (at most once a minute per user; every new profile's
--- first write does) or the dedup record is new, and are one prune interval longer than needed: every
--- key still outlives what it must after the last write, and two calls per write are saved. Dropping
--- old marks scans the whole record, so it is due more rarely still (tailor.core.profile_state.Plan).
+-- The TTL is renewed only when a write prunes (at most once a minute per user; every new profile's
+-- first write does), one prune interval longer than needed: the key still outlives what it must after
+-- the last write, and a call per write is saved. Dropping old marks reads the whole hash, so it is due
+-- more rarely still (tailor.core.profile_state.Plan.marks_prune_every).
 --   returns for each user: 1 written; 0 the version changed (nothing written);
---           or the 1-based positions of the ids counted already (nothing written)
+--           or the 1-based positions of the events counted already (nothing written)
 
-local VERSION = ' version' -- event ids are printable ASCII without spaces: never these
+local VERSION = ' version' -- marks start with '#', the profile's fields are single letters
 local PRUNED = ' pruned'
 local CHUNK = 1000 -- arguments per redis.call: well under Lua's stack limit
 
--- The version, when marks were last dropped, then each id's mark (false when absent), in as few calls
--- as the stack allows.
-local function marks_of(dedup, args, first, n)
-  if n == 0 then return redis.call('HMGET', dedup, VERSION, PRUNED) end
+-- The version, when marks were last dropped, then each mark (false when absent), in as few calls as
+-- the stack allows.
+local function marks_of(profile, args, first, n)
+  if n == 0 then return redis.call('HMGET', profile, VERSION, PRUNED) end
   local last = first + n - 1
-  local marks = redis.call('HMGET', dedup, VERSION, PRUNED, unpack(args, first, math.min(last, first + CHUNK - 1)))
+  local marks = redis.call('HMGET', profile, VERSION, PRUNED, unpack(args, first, math.min(last, first + CHUNK - 1)))
   local from = first + CHUNK
   while from <= last do
     local to = math.min(last, from + CHUNK - 1)
-    for _, mark in ipairs(redis.call('HMGET', dedup, unpack(args, from, to))) do
+    for _, mark in ipairs(redis.call('HMGET', profile, unpack(args, from, to))) do
       marks[#marks + 1] = mark
     end
     from = to + 1
@@ -53,28 +53,28 @@ local function marks_of(dedup, args, first, n)
   return marks
 end
 
-local function drop_marks_before(dedup, before)
-  local all = redis.call('HGETALL', dedup)
+local function drop_marks_before(profile, before)
+  local all = redis.call('HGETALL', profile)
   local old = {}
   for i = 1, #all, 2 do
-    if all[i] ~= VERSION and all[i] ~= PRUNED and tonumber(all[i + 1]) < before then
+    if string.byte(all[i]) == 35 and tonumber(all[i + 1]) < before then -- 35: '#'
       old[#old + 1] = all[i]
       if #old >= CHUNK then
-        redis.call('HDEL', dedup, unpack(old))
+        redis.call('HDEL', profile, unpack(old))
         old = {}
       end
     end
   end
-  if #old > 0 then redis.call('HDEL', dedup, unpack(old)) end
+  if #old > 0 then redis.call('HDEL', profile, unpack(old)) end
 end
 
 local function write(keys, args)
-  local now, ttl, dedup_ttl = args[1], args[2], args[3]
-  local drop_before, dropped_due = tonumber(args[4]), tonumber(args[5])
+  local now, ttl = args[1], args[2]
+  local drop_before, dropped_due = tonumber(args[3]), tonumber(args[4])
   local result = {}
-  local a = 6
-  for u = 1, #keys, 2 do
-    local profile, dedup = keys[u], keys[u + 1]
+  local a = 5
+  for u = 1, #keys do
+    local profile = keys[u]
     local expected, version, flags = args[a], args[a + 1], args[a + 2]
     local n_fields = tonumber(args[a + 3])
     local fields = a + 4
@@ -83,7 +83,7 @@ local function write(keys, args)
     a = ids + n
 
     local check = string.find(flags, 'd', 1, true)
-    local marks = marks_of(dedup, args, ids, check and n or 0)
+    local marks = marks_of(profile, args, ids, check and n or 0)
     if (marks[1] or '') ~= expected then
       result[#result + 1] = 0
     else
@@ -96,29 +96,23 @@ local function write(keys, args)
       if #counted > 0 then
         result[#result + 1] = counted
       else
-        if n_fields > 0 then redis.call('HSET', profile, unpack(args, fields, fields + 2 * n_fields - 1)) end
-        local members = {VERSION, version}
-        for i = 0, n - 1 do
-          members[#members + 1] = args[ids + i]
-          members[#members + 1] = now
-          if #members >= CHUNK then
-            redis.call('HSET', dedup, unpack(members))
-            members = {}
-          end
-        end
+        local set = {VERSION, version, unpack(args, fields, fields + 2 * n_fields - 1)}
         local prunes = string.find(flags, 'p', 1, true)
         if prunes and tonumber(marks[2] or '0') <= dropped_due then
-          drop_marks_before(dedup, drop_before)
-          members[#members + 1] = PRUNED
-          members[#members + 1] = now
+          drop_marks_before(profile, drop_before)
+          set[#set + 1] = PRUNED
+          set[#set + 1] = now
         end
-        if #members > 0 then redis.call('HSET', dedup, unpack(members)) end
-        if prunes then
-          redis.call('EXPIRE', dedup, dedup_ttl)
-          redis.call('EXPIRE', profile, ttl)
-        elseif string.find(flags, 'x', 1, true) then
-          redis.call('EXPIRE', dedup, dedup_ttl)
+        for i = 0, n - 1 do
+          set[#set + 1] = args[ids + i]
+          set[#set + 1] = now
+          if #set >= CHUNK then
+            redis.call('HSET', profile, unpack(set))
+            set = {}
+          end
         end
+        if #set > 0 then redis.call('HSET', profile, unpack(set)) end
+        if prunes or string.find(flags, 'x', 1, true) then redis.call('EXPIRE', profile, ttl) end
         result[#result + 1] = 1
       end
     end

@@ -5,9 +5,10 @@ user is the hash tag, so a user's keys live in one Redis Cluster slot and one fu
 update them atomically. The stack-wide keys of `tailor.core.store` use the stack as their hash tag
 instead; the two never meet in one call.
 
-    …:{u}:profile  hash of three JSON fields, split by how often they change (tailor.core.profile_state)
-    …:{u}:dedup    hash: event id -> when it was counted (the dedup record), and the field
-                   ' version' -> the profile's version
+    …:{u}:profile  hash: three JSON fields, split by how often they change (w, c, b:
+                   tailor.core.profile_state); ' version' -> the profile's version; the dedup
+                   record, '#<event id>' -> when it was counted; ' pruned' -> when old marks were
+                   last dropped. One key per user: the guard reads and writes it in two calls.
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
@@ -15,9 +16,9 @@ the worker. Kafka gives each user to one worker, which keeps its users' state in
 compiled when tailor_native is built, else the Python reference in tailor.core.profile_state) and
 writes each changed profile back through the guard function in profile_store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
-writes) and the dedup record (an event is never counted twice), then sets the changed fields and adds the
-event ids. A refused user is reloaded and counted again; a worker killed at any point leaves each
-event either counted and marked seen, or neither.
+writes) and the dedup marks (an event is never counted twice), then sets the changed fields, the
+version and the events' marks. A refused user is reloaded and counted again; a worker killed at
+any point leaves each event either counted and marked, or neither.
 
 Read side (content API): `ProfileReader.queue_read` adds one HMGET to the caller's pipeline (which may
 carry its own commands too) and `parse_read` turns the reply into a `tailor.core.profile.Profile`,
@@ -80,14 +81,16 @@ def profile_key(stack: str, user: str) -> str:
     return f"{user_prefix(stack, user)}profile"
 
 
-def dedup_key(stack: str, user: str) -> str:
-    """The user's dedup record: a hash of its counted event ids -> when they were counted, with the
-    profile's version beside them (VERSION_FIELD)."""
-    return f"{user_prefix(stack, user)}dedup"
-
-
-# A field no event id can be (ids are printable ASCII without spaces): the profile's version.
+# The profile hash's other fields, beside its JSON fields (profile_state.FIELDS): the profile's
+# version, and a dedup mark per event counted ('#' + its id -> when it was counted).
 VERSION_FIELD: Final = " version"
+MARK_PREFIX: Final = "#"
+
+
+def mark(event_id: str) -> str:
+    """The profile field that marks the event counted: never one of the JSON fields (single
+    letters) nor a reserved one (a leading space, which ids never have)."""
+    return MARK_PREFIX + event_id
 
 
 def install_sync(client: redis.Redis) -> None:
@@ -153,10 +156,10 @@ Command = tuple[Any, ...]
 
 @dataclass(slots=True)
 class _Cached:
-    """A cached user: the state, its keys, and the partition (and its generation) it came from."""
+    """A cached user: the state, its key, and the partition (and its generation) it came from."""
 
     state: profile_counting.Versioned  # the counting's state
-    keys: tuple[str, str]  # profile, dedup record
+    key: str  # the profile's
     partition: int | None
     generation: int
 
@@ -307,7 +310,7 @@ _SEND_BYTES: Final = 64 * 1024
 
 class _Batch:
     """One batch's write, as steps for a driver: send these commands, or give me the next n replies.
-    Users not cached are loaded (their version and the batch's ids checked against their dedup record,
+    Users not cached are loaded (their version and the batch's ids checked against their marks,
     then their document) while the cached ones are counted and written; users refused by the guard go
     round again."""
 
@@ -343,7 +346,6 @@ class _Batch:
         head = [
             repr(now),
             str(plan.ttl),
-            str(plan.seen_ttl),
             repr(oldest),
             repr(now - plan.marks_prune_every),
         ]
@@ -363,15 +365,13 @@ class _Batch:
                     cache.move_to_end(user)
                     hits.append((user, entry))
                 else:
-                    keys = (profile_key(stack, user), dedup_key(stack, user))
-                    misses.append((user, _Cached(_UNLOADED, keys, partition, generation)))
+                    misses.append((user, _Cached(_UNLOADED, profile_key(stack, user), partition, generation)))
             if misses:
-                # The version and the ids first, then the document: a write landing in between shows as
-                # a version that no longer matches when ours is guarded (never the reverse).
-                loads: list[Command] = []
-                for user, entry in misses:
-                    loads.append(("HMGET", entry.keys[1], VERSION_FIELD, *[o.id for o in todo[user]]))
-                    loads.append(("HMGET", entry.keys[0], *profile_state.FIELDS))
+                # The version, the fields and the batch's marks in one read: what one write left.
+                read = (VERSION_FIELD, *profile_state.FIELDS)
+                loads: list[Command] = [
+                    ("HMGET", entry.key, *read, *[mark(o.id) for o in todo[user]]) for user, entry in misses
+                ]
                 yield ("send", loads)
 
             calls: GuardedWrites = (
@@ -385,12 +385,13 @@ class _Batch:
                     yield ("send", [calls.take()])
                     sent += 1
             if misses:
-                replies = yield ("read", 2 * len(misses))
+                replies = yield ("read", len(misses))
                 writer.loads += len(misses)
-                for i, (user, entry) in enumerate(misses):
-                    version, *marks = replies[2 * i]
-                    entry.state = _decoded(writer, user, replies[2 * i + 1])
-                    renew = version is None  # a new dedup record (or an expired one): give it its TTL
+                fields = len(profile_state.FIELDS)
+                for (user, entry), (version, *rest) in zip(misses, replies, strict=True):
+                    entry.state = _decoded(writer, user, rest[:fields])
+                    marks = rest[fields:]
+                    renew = version is None  # a new profile (or an expired one): give it its TTL
                     if not renew:
                         entry.state.version = version.decode() if isinstance(version, bytes) else version
                     known = {o.id for o, mark in zip(todo[user], marks, strict=True) if mark is not None}
@@ -433,7 +434,7 @@ class _Batch:
         calls: GuardedWrites,
     ) -> None:  # fmt: skip
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
-        found in its dedup record when it was just loaded (None: cached, the guard checks them)."""
+        found marked when it was just loaded (None: cached, the guard checks them)."""
         writer, now = self.writer, self.now
         oldest = now - writer.plan.dedup_ttl
         if known is None and len(events) == 1 and events[0].at > oldest:
@@ -475,7 +476,7 @@ class _Batch:
         if renew:
             flags += "x"
         self._writes.append((user, entry, len(fresh), duplicates, expired))
-        calls.add(state, entry.keys, expected, flags, [o.id for o in fresh])
+        calls.add(state, entry.key, expected, flags, [o.id for o in fresh])
 
 
 class GuardedWrites(Protocol):
@@ -484,7 +485,7 @@ class GuardedWrites(Protocol):
 
     @property
     def users(self) -> int: ...
-    def add(self, state: Any, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None: ...
+    def add(self, state: Any, key: str, expected: str, flags: str, ids: list[str]) -> None: ...
     def take(self) -> Command | bytes: ...
 
 
@@ -499,14 +500,14 @@ class ReferenceCalls:
         self.args: list[Any] = []
         self.users = 0
 
-    def add(self, state: Any, keys: tuple[str, str], expected: str, flags: str, ids: list[str]) -> None:
+    def add(self, state: Any, key: str, expected: str, flags: str, ids: list[str]) -> None:
         changed = self.counting.changes(state)
-        self.keys += keys
+        self.keys.append(key)
         self.args += (expected, state.version, flags, len(changed))
         for name, value in changed:
             self.args += (name, value)
         self.args.append(len(ids))
-        self.args += ids
+        self.args += [mark(event_id) for event_id in ids]
         self.users += 1
 
     def take(self) -> Command:

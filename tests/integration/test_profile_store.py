@@ -269,7 +269,7 @@ def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Re
     first = occurrence(config, category="shoes", at=NOW)
     assert write(client, config, [first]) == (1, 0)
     write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
-    assert client.hget(profile_store.dedup_key(config.key, "alice"), first.id) is None
+    assert client.hget(profile_store.profile_key(config.key, "alice"), profile_store.mark(first.id)) is None
 
     written = profile_store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
     assert written == profile_store.Written(counted=0, duplicates=0, expired=1)
@@ -341,12 +341,12 @@ def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis)
 def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> None:
     """One user's call fails after others ran (here: a key of the wrong type): the writer trusts
     nothing cached for the batch, and the retry counts every event once (the calls that did run are
-    found in the dedup set)."""
+    found marked)."""
     config = stack_config()
     writer = profile_store.ProfileWriter(config, users_per_call=1)
     users = [f"u{i}" for i in range(6)]
     write(client, config, [occurrence(config, user=u) for u in users], writer=writer)  # all cached
-    broken = profile_store.dedup_key(config.key, "u3")
+    broken = profile_store.profile_key(config.key, "u3")
     client.delete(broken)
     client.set(broken, "not a hash")
     batch = [occurrence(config, user=u, category="shoes") for u in users for _ in range(2)]

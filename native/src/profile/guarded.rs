@@ -9,6 +9,9 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use super::{json, with_buffer, State};
 use crate::resp::{push_bulk, push_header};
 
+/// What marks an event counted in its user's profile: profile_store.MARK_PREFIX + its id.
+const MARK_PREFIX: &[u8] = b"#";
+
 /// One `FCALL <function>` being gathered, a user at a time.
 #[pyclass(module = "tailor_native")]
 pub struct GuardedWrites {
@@ -39,20 +42,19 @@ impl GuardedWrites {
         }
     }
 
-    /// Add a user's write: its keys (profile, dedup record), the version expected, its flags, and
-    /// the ids of the events counted; the new version and the changed fields come from `state` (as
-    /// Plan.changes, whose flags this clears).
+    /// Add a user's write: its profile's key, the version expected, its flags, and the ids of the
+    /// events counted (marked as profile_store.mark does); the new version and the changed fields
+    /// come from `state` (as Plan.changes, whose flags this clears).
     fn add(
         &mut self,
         mut state: PyRefMut<'_, State>,
-        keys: (Bound<'_, PyString>, Bound<'_, PyString>),
+        key: &str,
         expected: &str,
         flags: &str,
         ids: &Bound<'_, PyList>,
     ) -> PyResult<()> {
-        push_bulk(&mut self.keys, keys.0.to_str()?.as_bytes());
-        push_bulk(&mut self.keys, keys.1.to_str()?.as_bytes());
-        self.key_count += 2;
+        push_bulk(&mut self.keys, key.as_bytes());
+        self.key_count += 1;
         let state = &mut *state;
         let args = &mut self.args;
         push_bulk(args, expected.as_bytes());
@@ -82,7 +84,11 @@ impl GuardedWrites {
         });
         push_bulk(args, itoa::Buffer::new().format(ids.len()).as_bytes());
         for id in ids.iter() {
-            push_bulk(args, id.cast::<PyString>()?.to_str()?.as_bytes());
+            let id = id.cast::<PyString>()?.to_str()?.as_bytes();
+            push_header(args, b'$', MARK_PREFIX.len() + id.len());
+            args.extend_from_slice(MARK_PREFIX);
+            args.extend_from_slice(id);
+            args.extend_from_slice(b"\r\n");
         }
         self.arg_count += 3 + 1 + 2 * fields + 1 + ids.len();
         self.users += 1;
