@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
-from tailor_worker import worker
+from tailor_worker import garbage
 
 
 class Node:
@@ -29,7 +29,7 @@ def collector_off() -> Iterator[None]:
 
 @pytest.mark.usefixtures("collector_off")
 def test_cycles_made_during_batches_are_freed_between_them() -> None:
-    clock = worker._GarbageClock(every=0.0)
+    clock = garbage.GarbageClock(every=0.0)
     cycle = Node()
     gone = weakref.ref(cycle)
     del cycle
@@ -40,7 +40,7 @@ def test_cycles_made_during_batches_are_freed_between_them() -> None:
 
 @pytest.mark.usefixtures("collector_off")
 def test_between_collections_batches_cost_nothing() -> None:
-    clock = worker._GarbageClock(every=3600.0)
+    clock = garbage.GarbageClock(every=3600.0)
     cycle = Node()
     gone = weakref.ref(cycle)
     del cycle

@@ -16,14 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 import redis
 from confluent_kafka import KafkaException, Message
 
 from tailor.core import native, profile_store, store, topics
 from tailor.core.ruleset import StackConfig
-from tailor_worker import batch, metrics
+from tailor_worker import batch, garbage, metrics
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
 from tailor_worker.settings import WorkerSettings
@@ -40,31 +39,6 @@ class _InFlight:
     now: float
     started: float
     write: concurrent.futures.Future[profile_store.Written | None]
-
-
-# The garbage collector runs only between batches, this often (see _GarbageClock).
-COLLECT_EVERY_SECONDS: Final = 5.0
-
-
-class _GarbageClock:
-    """Automatic collection is off in the worker: a batch keeps tens of thousands of small objects
-    alive (its occurrences) until it is written, and every young collection walked them all again —
-    ~2 µs per event, an eighth of the worker (docs/pipeline.md). Reference counting frees almost
-    everything; what it cannot (cycles) is collected here, between batches, every few seconds, and
-    what survives that is frozen out of every later collection (mostly the cached users' entries: a
-    freeze is a list splice). Before, the profile cache's long-lived objects cost ~20 µs per event
-    under the default settings, and pauses of up to 0.6 s."""
-
-    def __init__(self, every: float = COLLECT_EVERY_SECONDS) -> None:
-        self.every = every
-        self.next = time.monotonic() + every
-
-    def batch_done(self) -> None:
-        now = time.monotonic()
-        if now >= self.next:
-            gc.collect(1)  # the young generations: everything not frozen already
-            gc.freeze()
-            self.next = now + self.every
 
 
 class Worker:
@@ -86,7 +60,7 @@ class Worker:
         self._consumer: EventConsumer | None = None
         self._dead_letters: DeadLetterProducer | None = None
         self._writer: profile_store.ProfileWriter | None = None
-        self._garbage = _GarbageClock()
+        self._garbage = garbage.GarbageClock()
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group (safe from a signal handler)."""
@@ -113,7 +87,7 @@ class Worker:
         writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-write")
         pending: _InFlight | None = None
         gc.freeze()  # what start-up made lives as long as the process: never walk it again
-        gc.disable()  # collected between batches instead (_GarbageClock)
+        gc.disable()  # collected between batches instead (garbage.GarbageClock)
         try:
             self._apply(config)
             next_check = time.monotonic() + self.settings.config_check_seconds
