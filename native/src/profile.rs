@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 
@@ -140,23 +139,9 @@ impl Plan {
         py: Python<'py>,
         mut state: PyRefMut<'py, State>,
     ) -> Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
-        let profile = &mut state.profile;
         let mut changed = Vec::with_capacity(3);
-        with_buffer(|out| {
-            json::write_current(profile, out);
-            changed.push((intern!(py, "c").clone(), PyBytes::new(py, out)));
-            if profile.sums_changed {
-                out.clear();
-                json::write_sums(profile, out);
-                changed.push((intern!(py, "w").clone(), PyBytes::new(py, out)));
-                profile.sums_changed = false;
-            }
-            if profile.buckets_changed {
-                out.clear();
-                json::write_buckets(profile, out);
-                changed.push((intern!(py, "b").clone(), PyBytes::new(py, out)));
-                profile.buckets_changed = false;
-            }
+        each_change(&mut state.profile, |name, value| {
+            changed.push((PyString::intern(py, name), PyBytes::new(py, value)));
         });
         changed
     }
@@ -201,6 +186,27 @@ fn with_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         }
         Err(_) => write(&mut Vec::new()),
     })
+}
+
+/// Each field to write after a count, as (name, JSON): `c` always, `w` and `b` when they changed
+/// (whose flags this clears).
+fn each_change(profile: &mut Profile, mut emit: impl FnMut(&'static str, &[u8])) {
+    with_buffer(|out| {
+        json::write_current(profile, out);
+        emit("c", out);
+        if profile.sums_changed {
+            out.clear();
+            json::write_sums(profile, out);
+            emit("w", out);
+            profile.sums_changed = false;
+        }
+        if profile.buckets_changed {
+            out.clear();
+            json::write_buckets(profile, out);
+            emit("b", out);
+            profile.buckets_changed = false;
+        }
+    });
 }
 
 /// The most the write buffer keeps between calls.

@@ -101,13 +101,6 @@ _COUNTER_OF: Final = constants.FEATURE_OF_EVENT_TYPE
 _new: Final = tuple.__new__
 
 
-@functools.cache
-def reader(dimensions: tuple[str, ...]) -> Reader:
-    """The fastest check for these dimensions: compiled when built and not switched off
-    (tailor.core.native). Get it once per batch."""
-    return native_reader(dimensions) if native.enabled() else python_reader(dimensions)
-
-
 def native_reader(dimensions: tuple[str, ...]) -> Reader:
     """The compiled check (native/src/event.rs); raises NameError when tailor_native is not built."""
     return compiled_reader(dimensions).occurrence

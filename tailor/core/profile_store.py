@@ -394,7 +394,7 @@ class _Batch:
                     renew = version is None  # a new profile (or an expired one): give it its TTL
                     if not renew:
                         entry.state.version = version.decode() if isinstance(version, bytes) else version
-                    known = {o.id for o, mark in zip(todo[user], marks, strict=True) if mark is not None}
+                    known = {o.id for o, found in zip(todo[user], marks, strict=True) if found is not None}
                     self._count(user, todo[user], entry, known, renew, calls)
                     if calls.users >= per_call:
                         yield ("send", [calls.take()])

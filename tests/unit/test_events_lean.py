@@ -211,7 +211,7 @@ def test_the_compiled_check_is_built_and_used() -> None:
     import tailor_native
 
     assert native.BUILT
-    assert isinstance(getattr(events_lean.reader(DIMENSIONS), "__self__", None), tailor_native.EventReader)
+    assert isinstance(events_lean.compiled_reader(DIMENSIONS), tailor_native.EventReader)
 
 
 @both_readers

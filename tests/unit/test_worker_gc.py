@@ -16,6 +16,15 @@ class Node:
         self.me = self  # a cycle: reference counting alone never frees it
 
 
+def garbage_cycle() -> weakref.ref[Node]:
+    """A cycle nothing refers to any more, watched: the watch reads None once it is freed."""
+    cycle = Node()
+    gone = weakref.ref(cycle)
+    del cycle
+    assert gone() is not None  # garbage, but nothing collects it with the collector off
+    return gone
+
+
 @pytest.fixture
 def collector_off() -> Iterator[None]:
     gc.collect()
@@ -30,10 +39,7 @@ def collector_off() -> Iterator[None]:
 @pytest.mark.usefixtures("collector_off")
 def test_cycles_made_during_batches_are_freed_between_them() -> None:
     clock = garbage.GarbageClock(every=0.0)
-    cycle = Node()
-    gone = weakref.ref(cycle)
-    del cycle
-    assert gone() is not None  # garbage, but nothing collects it with the collector off
+    gone = garbage_cycle()
     clock.batch_done()
     assert gone() is None
 
@@ -41,9 +47,7 @@ def test_cycles_made_during_batches_are_freed_between_them() -> None:
 @pytest.mark.usefixtures("collector_off")
 def test_between_collections_batches_cost_nothing() -> None:
     clock = garbage.GarbageClock(every=3600.0)
-    cycle = Node()
-    gone = weakref.ref(cycle)
-    del cycle
+    gone = garbage_cycle()
     clock.batch_done()
     assert gone() is not None  # not due yet
     clock.next = 0.0  # an hour later

@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use super::{json, with_buffer, State};
+use super::{each_change, State};
 use crate::resp::{push_bulk, push_header};
 
 /// What marks an event counted in its user's profile: profile_store.MARK_PREFIX + its id.
@@ -63,24 +63,9 @@ impl GuardedWrites {
         let profile = &mut state.profile;
         let fields = 1 + usize::from(profile.sums_changed) + usize::from(profile.buckets_changed);
         push_bulk(args, itoa::Buffer::new().format(fields).as_bytes());
-        with_buffer(|out| {
-            json::write_current(profile, out);
-            push_bulk(args, b"c");
-            push_bulk(args, out);
-            if profile.sums_changed {
-                out.clear();
-                json::write_sums(profile, out);
-                push_bulk(args, b"w");
-                push_bulk(args, out);
-                profile.sums_changed = false;
-            }
-            if profile.buckets_changed {
-                out.clear();
-                json::write_buckets(profile, out);
-                push_bulk(args, b"b");
-                push_bulk(args, out);
-                profile.buckets_changed = false;
-            }
+        each_change(profile, |name, value| {
+            push_bulk(args, name.as_bytes());
+            push_bulk(args, value);
         });
         push_bulk(args, itoa::Buffer::new().format(ids.len()).as_bytes());
         for id in ids.iter() {
