@@ -360,3 +360,21 @@ def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> No
             profile_store.read_sync(client, config, user, None, NOW).count("5m", "views", "category", "shoes")
             == 2
         )
+
+
+def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Redis) -> None:
+    """Until 2026-12-06 the version and the marks lived in a sorted set beside the profile: a profile
+    hash without them (as an upgrade finds it) is read, counted on, and guarded from then on."""
+    config = stack_config()
+    first = occurrence(config, category="shoes")
+    assert write(client, config, [first]) == (1, 0)
+    key = profile_store.profile_key(config.key, "alice")
+    fields = [name.decode() if isinstance(name, bytes) else name for name in client.hkeys(key)]
+    reserved = [name for name in fields if name[:1] in (" ", profile_store.MARK_PREFIX)]
+    assert profile_store.VERSION_FIELD in reserved
+    assert profile_store.mark(first.id) in reserved
+    client.hdel(key, *reserved)  # what the old layout left in this key: the JSON fields alone
+    assert write(client, config, [occurrence(config, category="shoes")]) == (1, 0)
+    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    assert profile.count("5m", "views", "category", "shoes") == 2
+    assert client.hget(key, profile_store.VERSION_FIELD) is not None  # guarded from here on
