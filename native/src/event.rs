@@ -16,6 +16,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
+use crate::occurrence::{AT, USER};
 use json::{Number, Reader};
 
 /// The patterns the checks below implement by hand; a reader refuses to start if events.py changed them.
@@ -167,8 +168,8 @@ impl EventReader {
     /// `partition_of`), unless it is later than `lateness` seconds behind its Kafka timestamp; every
     /// other message — an error, no value, an event the check is unsure of — goes to
     /// `fallback(message, ingested_at)` (`now` for an error), which returns the Occurrence to count or
-    /// None. `offsets` gets the newest offset of each partition among the messages that are not
-    /// errors. Returns (messages that are not errors, late events).
+    /// None. `offsets` (empty) gets the newest offset of each partition among the messages that
+    /// are not errors. Returns (messages that are not errors, late events).
     #[allow(clippy::too_many_arguments)]
     fn sort<'py>(
         &self,
@@ -233,22 +234,11 @@ impl EventReader {
             }
         }
         for (partition, offset) in newest {
-            let stored = offsets
-                .get_item(partition)?
-                .map(|found| found.extract::<i64>())
-                .transpose()?;
-            offsets.set_item(
-                partition,
-                stored.map_or(offset, |stored| stored.max(offset)),
-            )?;
+            offsets.set_item(partition, offset)?;
         }
         Ok((events, late))
     }
 }
-
-// The fields of profile_store.Occurrence that sort reads of a fallback's, by position.
-const USER: usize = 1;
-const AT: usize = 2;
 
 /// An Occurrence with the two fields sorting needs, as Rust values.
 struct Occurrence<'py> {

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod event;
+mod occurrence;
 mod profile;
 mod resp;
 

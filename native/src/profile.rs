@@ -15,14 +15,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 
+use crate::occurrence::{AT, COUNTER, DIMENSIONS, SESSION};
 use count::{Counted, Level, WindowPlan};
 use state::{Num, Profile};
-
-// The fields of profile_store.Occurrence this reads, by position.
-const AT: usize = 2;
-const COUNTER: usize = 3;
-const SESSION: usize = 4;
-const DIMENSIONS: usize = 5;
 
 /// Plans get distinct ids, so that a state knows whether its derived positions are for this plan.
 static PLAN_IDS: AtomicU64 = AtomicU64::new(1);

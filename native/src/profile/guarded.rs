@@ -81,27 +81,36 @@ impl GuardedWrites {
     }
 
     /// The call's RESP bytes (as hiredis.pack_command of its arguments); starts the next call.
-    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let mut out = Vec::with_capacity(self.keys.len() + self.args.len() + 256);
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut start = Vec::with_capacity(256);
         push_header(
-            &mut out,
+            &mut start,
             b'*',
             3 + self.key_count + self.head.len() + self.arg_count,
         );
-        push_bulk(&mut out, b"FCALL");
-        push_bulk(&mut out, self.function.as_bytes());
+        push_bulk(&mut start, b"FCALL");
+        push_bulk(&mut start, self.function.as_bytes());
         push_bulk(
-            &mut out,
+            &mut start,
             itoa::Buffer::new().format(self.key_count).as_bytes(),
         );
-        out.extend_from_slice(&self.keys);
+        let mut head = Vec::with_capacity(256);
         for value in &self.head {
-            push_bulk(&mut out, value.as_bytes());
+            push_bulk(&mut head, value.as_bytes());
         }
-        out.extend_from_slice(&self.args);
+        // Written once, into the bytes object itself.
+        let parts = [&start, &self.keys, &head, &self.args];
+        let call = PyBytes::new_with(py, parts.iter().map(|part| part.len()).sum(), |buffer| {
+            let mut at = 0;
+            for part in parts {
+                buffer[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            Ok(())
+        })?;
         self.keys.clear();
         self.args.clear();
         (self.key_count, self.arg_count, self.users) = (0, 0, 0);
-        PyBytes::new(py, &out)
+        Ok(call)
     }
 }

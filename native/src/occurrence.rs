@@ -1,0 +1,8 @@
+//! The fields of tailor.core.profile_store.Occurrence, by position: the tuple the event check builds
+//! and the counting reads.
+
+pub const USER: usize = 1;
+pub const AT: usize = 2;
+pub const COUNTER: usize = 3;
+pub const SESSION: usize = 4;
+pub const DIMENSIONS: usize = 5;
