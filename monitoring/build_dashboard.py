@@ -252,8 +252,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 unit="ops",
             ),
             Panel(
-                "Duplicates and late events /s",
-                "Events dropped by dedup (a client resent them) and events too late for their window.",
+                "Duplicates and uncounted events /s",
+                "Events dropped by dedup (a client resent them) and events too old for any window: late"
+                " (behind their ingestion by more than the allowed lateness) or expired (processed after"
+                " the dedup TTL).",
                 [
                     Target(
                         sum_rate("tailor_worker_dedup_hits_total", NS),
@@ -262,6 +264,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
                     Target(
                         sum_rate("tailor_worker_events_processed_total", NS, 'outcome="late"'),
                         "late",
+                    ),
+                    Target(
+                        sum_rate("tailor_worker_events_processed_total", NS, 'outcome="expired"'),
+                        "expired",
                     ),
                 ],
                 unit="ops",

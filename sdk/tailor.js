@@ -375,7 +375,10 @@
   function classifyResponse(status, body, batchLength) {
     if (status === 202 || status === 200) {
       const rejected = body && Array.isArray(body.rejected) ? body.rejected : [];
-      return { outcome: 'accepted', rejected };
+      // Accepted, but too old for any window (queued longer than the stack counts back): they leave
+      // the queue like the rest, and are reported, never sent again.
+      const notCounted = body && Array.isArray(body.notCounted) ? body.notCounted : [];
+      return { outcome: 'accepted', rejected, notCounted };
     }
     if (status === 400) {
       // "400 when none valid": with per-index errors only those are bad, and the others are resent;
@@ -504,6 +507,7 @@
         t.stats.sent += accepted;
         t.emit('sent', { events: batch.map((entry) => entry.event), accepted });
         if (accepted > 0) t.onAccepted(batch.map((entry) => entry.event));
+        this.reportNotCounted(batch, verdict.notCounted);
         return 'accepted';
       }
       // 400: the rejected are dropped, the rest (if any) stay queued for the next batch.
@@ -517,6 +521,16 @@
     drop(batch, rejected) {
       this.t.queue.remove(batch.map((entry) => entry.id));
       if (rejected.length) this.reportRejected(batch, rejected);
+    }
+
+    reportNotCounted(batch, notCounted) {
+      for (const item of notCounted) {
+        const entry = batch[item.index];
+        if (!entry) continue;
+        this.t.stats.notCounted++;
+        this.t.log('event too old to count', entry.event, item.message);
+        this.t.emit('notCounted', { event: entry.event, reason: item.reason, message: item.message });
+      }
     }
 
     reportRejected(batch, rejected) {
@@ -862,7 +876,7 @@
       this.started = false;
       this.listeners = new Map();
       this.cleanups = [];
-      this.stats = { sent: 0, rejected: 0, retries: 0, requests: 0, decideCalls: 0, cacheHits: 0 };
+      this.stats = { sent: 0, rejected: 0, notCounted: 0, retries: 0, requests: 0, decideCalls: 0, cacheHits: 0 };
       this.pendingConsent = undefined; // consent() called before init()
       this.liveArmed = false;          // live mode: the page's slots were decided; later actions refresh
       this.liveIds = new Set();        // ids of those later actions, until a 202 covers them
@@ -1181,7 +1195,7 @@
 
     // --- events for the page and for tests ------------------------------------------------------
 
-    /** on('sent' | 'rejected' | 'dropped', handler): returns a function that unsubscribes. */
+    /** on('sent' | 'rejected' | 'notCounted' | 'dropped', handler): returns a function that unsubscribes. */
     on(name, handler) {
       if (!this.listeners.has(name)) this.listeners.set(name, new Set());
       this.listeners.get(name).add(handler);

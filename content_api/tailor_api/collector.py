@@ -5,7 +5,10 @@ ones are produced to the stack's events topic as CloudEvents in binary mode (`ce
 event JSON as value), keyed by the user so one user's events stay in order on one partition; the
 invalid ones are reported by index with per-field errors. The answer:
 
-- 202 `{"accepted", "rejected"}` once the broker acknowledged every accepted event (acks=all);
+- 202 `{"accepted", "rejected", "notCounted"}` once the broker acknowledged every accepted event
+  (acks=all); `notCounted` lists, by index, accepted events that no window can hold any more (stamped
+  further back than the stack's allowed lateness): they are on the topic for other consumers, but the
+  workers will not count them, and a client must not send them again;
 - 400 when no event is valid (nothing was produced); 413 over the byte or count limit;
 - 503 with Retry-After when Kafka did not acknowledge them all. Some may have been written: the
   client resends the whole batch and the workers' dedup by event id makes that safe.
@@ -28,7 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from tailor.core import events, topics
+from tailor.core import durations, events, topics
 from tailor.core.ruleset import StackConfig
 from tailor_api import producer
 
@@ -40,11 +43,18 @@ PROBLEM_BASE: Final = "https://tailor.dev/problems/"
 
 RECEIVED = Counter("tailor_events_received", "Events received by the collector.", ["outcome"])
 PRODUCED = Counter("tailor_events_produced", "Events acknowledged by Kafka.", ["topic"])
+NOT_COUNTED = Counter(
+    "tailor_events_not_counted",
+    "Events accepted to the topic that the workers will not count, by reason (late: older than the"
+    " stack's allowed lateness when received).",
+    ["reason"],
+)
 UNAVAILABLE = Counter(
     "tailor_collector_unavailable", "Requests answered 503 because Kafka did not acknowledge."
 )
 _ACCEPTED = RECEIVED.labels("accepted")
 _REJECTED = RECEIVED.labels("rejected")
+_LATE = NOT_COUNTED.labels("late")
 
 
 class CollectorSettings(BaseSettings):
@@ -163,7 +173,7 @@ class Collector:
             )
 
         received_at = time.time()
-        outgoing, rejected = self._prepare(items, received_at)
+        outgoing, rejected, late = self._prepare(items, received_at, config)
         if rejected:
             _REJECTED.inc(len(rejected))
         if not outgoing:
@@ -174,7 +184,8 @@ class Collector:
             }, problem=True)  # fmt: skip
         topic = config.kafka.events_topic
         try:
-            await kafka.send_all(topic, outgoing)
+            # Stamped with the moment judged here: the workers judge lateness against it alike.
+            await kafka.send_all(topic, outgoing, timestamp_ms=int(received_at * 1000))
         except producer.Unavailable as error:
             UNAVAILABLE.inc()
             log.warning("events not acknowledged by Kafka: %s", error)
@@ -182,20 +193,31 @@ class Collector:
             return _problem(503, "kafka-unavailable", "Events not stored", detail, retry=True)
         _ACCEPTED.inc(len(outgoing))
         PRODUCED.labels(topic).inc(len(outgoing))
-        return _json(202, {"accepted": len(outgoing), "rejected": rejected})
+        if late:
+            _LATE.inc(len(late))
+        return _json(202, {"accepted": len(outgoing), "rejected": rejected, "notCounted": late})
 
     def _prepare(
-        self, items: list[Any], received_at: float
-    ) -> tuple[list[producer.Outgoing], list[dict[str, Any]]]:
+        self, items: list[Any], received_at: float, config: StackConfig
+    ) -> tuple[list[producer.Outgoing], list[dict[str, Any]], list[dict[str, Any]]]:
         # One validation call for the whole batch; per-event errors only when some are invalid.
-        _, problems = events.validate_batch(items)
+        parsed, problems = events.validate_batch(items)
         rejected = [{"index": index, "errors": errors} for index, errors in sorted(problems.items())]
         outgoing: list[producer.Outgoing] = []
+        late: list[dict[str, Any]] = []
         received_text: str | None = None
         source = self._source
+        # The worker's rule (tailor_worker.batch): an event counts at its own time, never later than
+        # its receipt, unless it is more than the allowed lateness behind that receipt.
+        oldest = received_at - config.features.allowed_lateness_seconds
         for index, item in enumerate(items):
             if index in problems:
                 continue
+            event = parsed[index] if parsed is not None else events.Event.model_validate(item)
+            at = event.epoch_seconds(received_at)
+            if at < oldest:
+                message = _late_message(received_at - at, config)
+                late.append({"index": index, "id": event.id, "reason": "late", "message": message})
             # Valid, so these fields are present and well-typed: read them from the plain dict.
             when = item.get("timestamp")
             if not isinstance(when, str) or "T" not in when:
@@ -218,7 +240,17 @@ class Collector:
             ]
             user = item.get("userId") or item["anonymousId"]
             outgoing.append((user.encode(), orjson.dumps(item), headers))
-        return outgoing, rejected
+        return outgoing, rejected, late
+
+
+def _late_message(age: float, config: StackConfig) -> str:
+    features = config.features
+    limit = features.allowed_lateness_seconds
+    why = "the largest window" if limit >= features.horizon_seconds else "the stack's allowedLateness"
+    return (
+        f"stamped {durations.format_seconds(int(age))} before it was received; events more than "
+        f"{durations.format_seconds(limit)} old ({why}) are kept on the topic but not counted"
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -283,7 +283,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                 },
                 "EventsAccepted": {
                     "type": "object",
-                    "required": ["accepted", "rejected"],
+                    "required": ["accepted", "rejected", "notCounted"],
                     "properties": {
                         "accepted": {"type": "integer"},
                         "rejected": {
@@ -291,6 +291,21 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                             "items": {
                                 "type": "object",
                                 "properties": {"index": {"type": "integer"}, "errors": {"type": "array"}},
+                            },
+                        },
+                        "notCounted": {
+                            "description": "Accepted events (on the topic) that no window will count: stamped"
+                            " further back than the stack's allowed lateness. Do not send them again.",
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["index", "id", "reason", "message"],
+                                "properties": {
+                                    "index": {"type": "integer"},
+                                    "id": {"type": "string"},
+                                    "reason": {"enum": ["late"]},
+                                    "message": {"type": "string"},
+                                },
                             },
                         },
                     },

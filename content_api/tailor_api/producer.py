@@ -91,15 +91,18 @@ class AsyncProducer:
             self._thread = threading.Thread(target=self._poll_forever, name="kafka-delivery", daemon=True)
             self._thread.start()
 
-    async def send_all(self, topic: str, messages: Sequence[Outgoing]) -> None:
-        """Produce `messages` and wait until the broker acknowledged each; `Unavailable` otherwise."""
+    async def send_all(self, topic: str, messages: Sequence[Outgoing], *, timestamp_ms: int = 0) -> None:
+        """Produce `messages` (with `timestamp_ms` as their Kafka timestamp; 0: now) and wait until the
+        broker acknowledged each; `Unavailable` otherwise."""
         if not messages:
             return
         pending = _Pending(asyncio.get_running_loop(), len(messages))
         produce = self._producer.produce
         try:
             for key, value, headers in messages:
-                produce(topic, value, key, headers=headers, on_delivery=pending.delivered)
+                produce(
+                    topic, value, key, headers=headers, on_delivery=pending.delivered, timestamp=timestamp_ms
+                )
         except BufferError as error:
             raise Unavailable("the producer queue is full") from error
         except KafkaException as error:

@@ -49,8 +49,10 @@ test('Retry-After is read as seconds or as an HTTP date', () => {
 });
 
 test('collector answers are sorted into accepted, rejected, too large and retry', () => {
-  assert.deepEqual(classifyResponse(202, { accepted: 2, rejected: [] }, 2), { outcome: 'accepted', rejected: [] });
-  assert.deepEqual(classifyResponse(202, null, 2), { outcome: 'accepted', rejected: [] }, 'a 202 covers the batch');
+  assert.deepEqual(classifyResponse(202, { accepted: 2, rejected: [] }, 2), { outcome: 'accepted', rejected: [], notCounted: [] });
+  assert.deepEqual(classifyResponse(202, null, 2), { outcome: 'accepted', rejected: [], notCounted: [] }, 'a 202 covers the batch');
+  const late = [{ index: 1, id: 'e2', reason: 'late', message: 'old' }];
+  assert.deepEqual(classifyResponse(202, { accepted: 2, rejected: [], notCounted: late }, 2).notCounted, late);
   assert.deepEqual(classifyResponse(400, { rejected: [{ index: 1, errors: [] }] }, 3).rejected.map((r) => r.index), [1]);
   assert.deepEqual(classifyResponse(400, { detail: 'not json' }, 3).rejected.map((r) => r.index), [0, 1, 2]);
   assert.equal(classifyResponse(413, null, 3).outcome, 'too-large');

@@ -65,6 +65,29 @@ test('events the server rejects in a 202 are dropped, not retried, and reported'
   assert.equal(tailor.status().sent, 3);
 });
 
+test('events accepted but too old to count leave the queue, are reported, and are never resent', async () => {
+  server.respond = (request) => request.path === '/v1/events' && {
+    status: 202,
+    body: {
+      accepted: request.json.events.length,
+      rejected: [],
+      notCounted: [{ index: 0, id: request.json.events[0].id, reason: 'late', message: 'stamped 2d before it was received' }],
+    },
+  };
+  const { tailor } = started({ flushInterval: 10 });
+  const reported = [];
+  tailor.on('notCounted', (detail) => reported.push(detail));
+  const tracked = [tailor.track('click'), tailor.track('click')];
+  await waitFor(() => tailor.queue.size() === 0, 2000, 'the batch to be settled');
+  server.respond = null;
+  tailor.track('click');
+  await waitFor(() => server.posts().length === 2 && tailor.queue.size() === 0, 2000, 'a second post');
+  assert.deepEqual(reported.map((item) => [item.event.id, item.reason]), [[tracked[0], 'late']]);
+  assert.ok(!ids(server.posts()[1].json.events).includes(tracked[0]), 'the uncounted event is not sent again');
+  assert.equal(tailor.status().notCounted, 1);
+  assert.equal(tailor.status().sent, 3, 'accepted all the same');
+});
+
 test('a 400 drops the batch: resending what the server refused would fail forever', async () => {
   server.respond = (request) => request.path === '/v1/events' && {
     status: 400,

@@ -39,6 +39,7 @@ from tailor.core import cel, constants, durations, ruleset, sanitize, specs
 from tailor.core.profile import Profile
 
 MAX_BUCKETS = 60
+DEDUP_TTL_SECONDS = 86400  # dedup marks live at least a day, longer when a window is longer
 
 Outcome = Literal["published", "kept", "omitted"]
 
@@ -114,12 +115,21 @@ def bucket_seconds(window_seconds: int) -> int:
     return next(size for size in range(smallest, window_seconds + 1) if window_seconds % size == 0)
 
 
+def lateness_seconds(windows: Sequence[ruleset.Window], chosen: int | None) -> int:
+    """How far behind its ingestion an event may be and still be counted: what the stack chose, at
+    most the horizon (an older event can change no window); by default the horizon itself."""
+    horizon = ruleset.horizon_seconds(windows)
+    return horizon if chosen is None else min(chosen, horizon)
+
+
 def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.StackConfig:
     """The data plane's configuration from a stack spec; ValueError names the bad field."""
     windows = []
     for text in spec.features.windows:
         seconds = _duration(f"features.windows[{text}]", text)
         windows.append(ruleset.Window(name=text, seconds=seconds, bucket_seconds=bucket_seconds(seconds)))
+    lateness = spec.features.allowed_lateness
+    chosen = None if lateness is None else _duration("features.allowedLateness", lateness)
     return ruleset.StackConfig(
         namespace=namespace,
         name=name,
@@ -132,7 +142,9 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
         features=ruleset.FeatureConfig(
             windows=tuple(windows),
             dimensions=tuple(spec.features.dimensions),
-            allowed_lateness_seconds=_duration("features.allowedLateness", spec.features.allowed_lateness),
+            allowed_lateness_seconds=lateness_seconds(windows, chosen),
+            # A mark must outlive every event still countable, or a resend of one could count twice.
+            dedup_ttl_seconds=max(DEDUP_TTL_SECONDS, ruleset.horizon_seconds(windows)),
             recent_limit=spec.features.recent_limit,
             session_timeout_seconds=_duration("features.sessionTimeout", spec.features.session_timeout),
         ),

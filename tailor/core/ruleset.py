@@ -10,6 +10,7 @@ sanitized (variant HTML), so readers trust it and do no further checks on the ho
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -39,13 +40,28 @@ class Window(Model):
     bucket_seconds: int
 
 
+def horizon_seconds(windows: Iterable[Window]) -> int:
+    """How old an event can be and still fall inside some window: the largest window, in whole buckets.
+
+    A window of n buckets sums those starting at most n - 1 buckets before the current one, so at any
+    moment it holds events up to n buckets old and none older (docs/pipeline.md, "Late events").
+    """
+    return max((-(-w.seconds // w.bucket_seconds) * w.bucket_seconds for w in windows), default=0)
+
+
 class FeatureConfig(Model):
     windows: tuple[Window, ...]
     dimensions: tuple[str, ...]
+    # How far behind its ingestion (Kafka timestamp) an event may be and still be counted: at most
+    # the horizon, and the horizon unless the stack chose less (tailor.core.compiler.lateness_seconds).
     allowed_lateness_seconds: int
     recent_limit: int = 20
     session_timeout_seconds: int = 1800
     dedup_ttl_seconds: int = 86400
+
+    @property
+    def horizon_seconds(self) -> int:
+        return horizon_seconds(self.windows)
 
     def window(self, name: str) -> Window:
         for window in self.windows:

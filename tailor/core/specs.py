@@ -66,7 +66,9 @@ class RedisSpec(SpecModel):
 class FeaturesSpec(SpecModel):
     windows: tuple[str, ...] = ("5m", "30m", "24h")
     dimensions: tuple[str, ...] = ("category", "productId", "query")
-    allowed_lateness: str = "30s"
+    # None: the largest window (tailor.core.compiler.lateness_seconds), so every event a window can
+    # still hold is counted however late it arrives.
+    allowed_lateness: str | None = None
     session_timeout: str = "30m"
     recent_limit: int = 20
 

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import store, topics
+from tailor.core import compiler, specs, store, topics
 from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 
 FIVE_MINUTES = Window(name="5m", seconds=300, bucket_seconds=10)
@@ -47,6 +47,18 @@ def stack_config(
         ),
         api=ApiConfig(**api),
     )
+
+
+def compiled_stack_config(bootstrap: str, namespace: str, *, partitions: int = 3, **spec: Any) -> StackConfig:
+    """What the operator makes of a PersonalizationStack with the given spec fields (camelCase, beside
+    `kafka.bootstrapServers`; the rest defaulted as a user's would be), named at random, with topics of
+    its own."""
+    suffix = uuid.uuid4().hex[:8]
+    source = {"kafka": {"bootstrapServers": bootstrap}, "redis": {}, **spec}
+    config = compiler.stack_config(namespace, suffix, specs.StackSpec.model_validate(source))
+    topics_of_its_own = {"events_topic": f"events-{suffix}", "dead_letter_topic": f"dead-{suffix}"}
+    kafka = config.kafka.model_copy(update={**topics_of_its_own, "partitions": partitions})
+    return config.model_copy(update={"kafka": kafka})
 
 
 def publish(redis_url: str, config: StackConfig) -> None:

@@ -4,6 +4,7 @@ explained per field, and nothing of a good batch is lost beside a bad event."""
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, Message
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 from tailor_api.collector import Collector
@@ -112,8 +114,40 @@ async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
     finally:
         await collector.close()
     assert response.status_code == 202
-    assert response.json() == {"accepted": 1, "rejected": []}
+    assert response.json() == {"accepted": 1, "rejected": [], "notCounted": []}
     assert len(read_topic(kafka_bootstrap, config.kafka.events_topic, 1)) == 1
+
+
+async def test_events_too_old_to_count_are_kept_on_the_topic_and_named_in_the_reply(
+    kafka_bootstrap: str,
+) -> None:
+    config = collector_stack(kafka_bootstrap)  # an allowed lateness of 60 s
+    collector = Collector()
+    await collector.start(config)
+    now = time.time()
+    batch = [event(timestamp=now - 50), event(timestamp=now - 3600), event(), event(timestamp=now + 600)]
+    before = REGISTRY.get_sample_value("tailor_events_not_counted_total", {"reason": "late"}) or 0.0
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json={"events": batch})
+    finally:
+        await collector.close()
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["accepted"] == 4
+    assert [(item["index"], item["id"], item["reason"]) for item in answer["notCounted"]] == [
+        (1, batch[1]["id"], "late")
+    ]
+    assert answer["notCounted"][0]["message"].startswith("stamped 1h before it was received")
+    assert "1m old (the stack's allowedLateness)" in answer["notCounted"][0]["message"]
+    assert REGISTRY.get_sample_value("tailor_events_not_counted_total", {"reason": "late"}) == before + 1
+    # All four on the topic, stamped with the moment the collector judged them: the workers judge
+    # lateness against that timestamp, so they agree with the reply.
+    messages = read_topic(kafka_bootstrap, config.kafka.events_topic, 4)
+    assert len(messages) == 4
+    stamps = {message.timestamp()[1] for message in messages}
+    assert len(stamps) == 1
+    assert now * 1000 - 1 <= stamps.pop() <= time.time() * 1000
 
 
 @pytest.mark.parametrize(

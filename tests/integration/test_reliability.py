@@ -17,16 +17,11 @@ leaves the broker running and healthy whatever happens (the `broker` fixture).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,14 +29,13 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pipeline_harness import Pipeline, running_pipeline, wait_until
 
 from tailor import devstack
-from tailor.core.ruleset import StackConfig
-from tailor.devstack import ports, probes, scratch
+from tailor.devstack import probes, scratch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-ADMIN_TOKEN = "reliability-admin-token"
 USERS = tuple(f"rel-{i}" for i in range(24))
 PARTITIONS = 3
 BATCH_EVENTS = 25
@@ -56,6 +50,9 @@ RETRY_AFTER = "2"
 # makes the worker lose its partitions and join the group again once the broker is back.
 SESSION_TIMEOUT_MS = 6000
 BROKER_DOWN_SECONDS = 7.0
+# A long outage: clients keep retrying with the timestamps their events were made with, so the last
+# events go out two minutes late — long past the 30 s that was the default allowed lateness.
+LONG_OUTAGE_SECONDS = 120.0
 
 
 # --- the broker under test ---------------------------------------------------------------------
@@ -69,10 +66,10 @@ class Broker:
         """SIGTERM (a controlled shutdown), then start and wait until healthy."""
         self.stack.restart("kafka")
 
-    def kill_and_start(self) -> None:
+    def kill_and_start(self, down_seconds: float = BROKER_DOWN_SECONDS) -> None:
         """SIGKILL (a crash: log recovery on start), down a while, then start and wait until healthy."""
         self.stack.kill("kafka")
-        time.sleep(BROKER_DOWN_SECONDS)
+        time.sleep(down_seconds)
         self.stack.start("kafka")
 
 
@@ -92,126 +89,32 @@ def broker(stack: devstack.Stack, kafka_bootstrap: str) -> Iterator[Broker]:
 # --- the stack's processes ---------------------------------------------------------------------
 
 
-class Process:
-    """A `tailor` command in a subprocess, its output kept (for failure messages) until closed."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix=f"tailor-{args[0]}-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tailor.cli.main", *args],
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self, tail: int = 6000) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-tail:]
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-
-
-def metric(text: str, name: str) -> float:
-    """The sum of the samples whose line starts with `name` in a Prometheus scrape."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
-def scrape(url: str) -> str:
-    try:
-        return httpx.get(url, timeout=5).text
-    except httpx.HTTPError:
-        return ""
-
-
-@dataclass
-class Pipeline:
-    config: StackConfig
-    api: Process
-    api_url: str
-    worker: Process
-    worker_metrics: str
-
-    def outputs(self) -> str:
-        return f"--- api ---\n{self.api.output()}\n--- worker ---\n{self.worker.output(12000)}"
-
-    def views(self, http: httpx.Client, user: str) -> int:
-        reply = http.get(f"/v1/profiles/{user}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert reply.status_code == 200, reply.text
-        return int(reply.json()["counts"].get("24h", {}).get("views", 0))
-
-    def worker_metric(self, name: str) -> float:
-        return metric(scrape(self.worker_metrics), name)
-
-    def api_metric(self, name: str) -> float:
-        return metric(scrape(f"{self.api_url}/metrics"), name)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> float:
-    """Seconds it took for `check` to hold; AssertionError with `explain()` after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"not reached in {timeout}s:\n{explain()}")
+@dataclass(frozen=True)
+class Outage:
+    kind: Literal["restarted", "sigkilled"]
+    down_seconds: float = BROKER_DOWN_SECONDS
+    worker_env: dict[str, str] = field(default_factory=dict)
+    # Events stamped by the client when made (as tailor.js does), on a stack compiled from a default
+    # spec; else the collector stamps them on receipt, on a scratch stack.
+    stamped: bool = False
 
 
 @pytest.fixture
 def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str) -> Iterator[Pipeline]:
-    """A fresh stack's ruleset published, its content API and worker running; `request.param` (with
-    indirect parametrization) adds to the worker's environment."""
-    worker_env: dict[str, str] = getattr(request, "param", {})
-    config = scratch.stack_config(
-        kafka_bootstrap, "reliability-test", windows=(scratch.ONE_HOUR, scratch.ONE_DAY)
-    )
-    scratch.publish(redis_url, config)
-    port, metrics_port = ports.pick(None), ports.pick(None)
-    api = Process(
-        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN},
-    )
-    worker = Process(
-        ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
-        {
-            "TAILOR_REDIS_URL": redis_url,
-            "TAILOR_WORKER_METRICS_HOST": "127.0.0.1",
-            "TAILOR_WORKER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-            **worker_env,
-        },
-    )
-    running = Pipeline(
-        config, api, f"http://127.0.0.1:{port}", worker, f"http://127.0.0.1:{metrics_port}/metrics"
-    )
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{running.api_url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(lambda: ready() or not api.alive, 60, running.outputs)
-        assert api.alive, running.outputs()
+    """A fresh stack's ruleset published, its content API and worker running, as `request.param` (an
+    Outage, with indirect parametrization) asks."""
+    outage: Outage = request.param
+    worker_env = outage.worker_env
+    if outage.stamped:
+        config = scratch.compiled_stack_config(kafka_bootstrap, "reliability-test", partitions=PARTITIONS)
+    else:
+        config = scratch.stack_config(
+            kafka_bootstrap, "reliability-test", windows=(scratch.ONE_HOUR, scratch.ONE_DAY)
+        )
+    with running_pipeline(
+        config, redis_url, {"TAILOR_WORKER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS), **worker_env}
+    ) as running:
         yield running
-    finally:
-        worker.close()
-        api.close()
 
 
 # --- clients that behave like tailor.js ----------------------------------------------------------
@@ -230,14 +133,19 @@ class Answer:
 
 @dataclass(eq=False)  # a thread: hashed by identity
 class Tracker(threading.Thread):
-    """One browser's tracker: batches of page views, each sent until it gets a 202."""
+    """One browser's tracker: batches of page views, each sent until it gets a 202. A `stamped` one
+    stamps its events when made and, while a batch waits for its retry, keeps tracking into a queue
+    that it sends once the batch is through: as tailor.js does for a shopper who browses on."""
 
     base_url: str
     index: int
     stop: threading.Event
+    stamped: bool = False
+    queued: list[list[dict[str, Any]]] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # event id -> user, once it got a 202
     batches: int = 0
+    most_delayed: float = 0.0  # seconds from the oldest stamp of a batch to its 202
     resent_after_503: int = 0
     abandoned: int = 0
 
@@ -247,21 +155,23 @@ class Tracker(threading.Thread):
     def run(self) -> None:
         timeout = httpx.Timeout(ANSWER_WITHIN_SECONDS + 9.0, connect=5.0)
         with httpx.Client(base_url=self.base_url, timeout=timeout) as http:
-            while not self.stop.is_set():
-                batch = self.new_batch()
+            while not self.stop.is_set() or self.queued:
+                batch = self.queued.pop(0) if self.queued else self.new_batch()
                 self.deliver(http, batch)
-                self.batches += 1
                 if self.batches % RESEND_EVERY == 0:
                     self.deliver(http, batch)  # the 202 was lost on the way: tailor.js sends it again
                 time.sleep(PAUSE_SECONDS)
 
     def new_batch(self) -> list[dict[str, Any]]:
-        items = []
+        items: list[dict[str, Any]] = []
         for n in range(BATCH_EVENTS):
             user = USERS[(self.index * 7 + self.batches + n) % len(USERS)]
             category = ("shoes", "hats")[n % 2]
             items.append({"id": uuid.uuid4().hex, "type": "page_view", "userId": user,
                           "sessionId": f"s-{user}", "properties": {"category": category}})  # fmt: skip
+            if self.stamped:
+                items[-1]["timestamp"] = time.time()
+        self.batches += 1
         return items
 
     def deliver(self, http: httpx.Client, batch: list[dict[str, Any]]) -> None:
@@ -284,11 +194,16 @@ class Tracker(threading.Thread):
                 )
                 if reply.status_code == 202:
                     assert reply.json()["accepted"] == len(batch), reply.text
+                    assert not reply.json()["notCounted"], reply.text
                     self.accepted.update((item["id"], item["userId"]) for item in batch)
+                    if self.stamped:
+                        self.most_delayed = max(self.most_delayed, time.time() - batch[0]["timestamp"])
                     return
                 self.resent_after_503 += reply.status_code == 503
                 # tailor.js waits at least Retry-After (with jitter); a 5xx without one gets its backoff.
                 time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else 1.0)
+            if self.stamped and not self.stop.is_set():
+                self.queued.append(self.new_batch())  # the shopper browses on meanwhile
             if self.stop.is_set():
                 give_up_at = give_up_at or time.monotonic() + 60
                 if time.monotonic() > give_up_at:
@@ -297,10 +212,10 @@ class Tracker(threading.Thread):
 
 
 @contextlib.contextmanager
-def trackers(base_url: str) -> Iterator[list[Tracker]]:
-    """CLIENTS trackers posting until the block ends; each has its batch in hand delivered on exit."""
+def trackers(base_url: str, *, stamped: bool = False) -> Iterator[list[Tracker]]:
+    """CLIENTS trackers posting until the block ends; each has its batches in hand delivered on exit."""
     stop = threading.Event()
-    running = [Tracker(base_url, index, stop) for index in range(CLIENTS)]
+    running = [Tracker(base_url, index, stop, stamped) for index in range(CLIENTS)]
     for tracker in running:
         tracker.start()
     try:
@@ -308,7 +223,7 @@ def trackers(base_url: str) -> Iterator[list[Tracker]]:
     finally:
         stop.set()
         for tracker in running:
-            tracker.join(120)
+            tracker.join(180)
 
 
 def accepted_at(clients: list[Tracker], since: float) -> bool:
@@ -345,25 +260,30 @@ def topic_ids(bootstrap: str, topic: str) -> Counter[str]:
 STATIC_MEMBER = {"TAILOR_WORKER_INSTANCE_ID": "reliability-worker-0"}
 
 
-@pytest.mark.parametrize(
-    ("outage", "pipeline"),
-    [("restarted", {}), ("sigkilled", {}), ("sigkilled", STATIC_MEMBER)],
-    ids=["restarted", "sigkilled", "sigkilled-static-member"],
-    indirect=["pipeline"],
-)
+OUTAGES = {
+    "restarted": Outage("restarted"),
+    "sigkilled": Outage("sigkilled"),
+    "sigkilled-static-member": Outage("sigkilled", worker_env=STATIC_MEMBER),
+    # Issue 19: the default stack, clients stamping their events and retrying for two minutes.
+    "two-minutes-stamped": Outage("sigkilled", down_seconds=LONG_OUTAGE_SECONDS, stamped=True),
+}
+
+
+@pytest.mark.parametrize("pipeline", OUTAGES.values(), ids=OUTAGES.keys(), indirect=True)
 def test_a_broker_outage_mid_stream_loses_no_acknowledged_event_and_counts_none_twice(
-    broker: Broker, pipeline: Pipeline, kafka_bootstrap: str, outage: Literal["restarted", "sigkilled"]
+    broker: Broker, pipeline: Pipeline, kafka_bootstrap: str, request: pytest.FixtureRequest
 ) -> None:
+    outage: Outage = request.node.callspec.params["pipeline"]
     counted = 'tailor_worker_events_processed_total{outcome="counted"}'
     timings: dict[str, float] = {}
-    with trackers(pipeline.api_url) as clients:
+    with trackers(pipeline.api_url, stamped=outage.stamped) as clients:
         # Streaming, and the worker counting, before the broker goes away.
         wait_until(lambda: pipeline.worker_metric(counted) > 2000, 60, pipeline.outputs)
         down_at = time.monotonic()
-        if outage == "restarted":
+        if outage.kind == "restarted":
             broker.restart()
         else:
-            broker.kill_and_start()
+            broker.kill_and_start(outage.down_seconds)
         up_at = time.monotonic()
         timings["broker away (s)"] = up_at - down_at
         # The collector recovers by itself: events posted after the broker is back are accepted.
@@ -394,7 +314,7 @@ def test_a_broker_outage_mid_stream_loses_no_acknowledged_event_and_counts_none_
     # While the broker was away the collector said "later" — 503 with Retry-After — and nothing else:
     # no 500, no connection refused, no request left hanging.
     assert set(statuses) <= {202, 503}, details
-    if outage == "sigkilled":
+    if outage.kind == "sigkilled":
         # Away longer than the delivery timeout: the requests in flight could not wait it out.
         assert unavailable, f"no 503 while the broker was away {timings['broker away (s)']:.1f}s: {details}"
     # (A clean restart takes a couple of seconds, which the collector may ride out by holding requests
@@ -420,10 +340,16 @@ def test_a_broker_outage_mid_stream_loses_no_acknowledged_event_and_counts_none_
 
     resent = sum(in_topic.values()) - len(in_topic)
     assert pipeline.worker_metric("tailor_worker_dedup_hits_total") >= resent > 0
+    if outage.stamped:
+        # The clients' queues really did go out late, and none of it was left uncounted.
+        timings["most delayed batch (s)"] = max(client.most_delayed for client in clients)
+        assert timings["most delayed batch (s)"] > outage.down_seconds * 0.8, details
+    not_counted = 'tailor_worker_events_processed_total{outcome="late"}'
+    assert pipeline.worker_metric(not_counted) == 0, details
     assert pipeline.worker.alive, details  # recovered by itself, not restarted
     assert pipeline.api.alive, details
     summary = ", ".join(f"{name} {value:.1f}" for name, value in timings.items())
     print(
-        f"\n[{outage}] {len(accepted)} events accepted in {len(answers)} requests "
+        f"\n[{request.node.callspec.id}] {len(accepted)} events accepted in {len(answers)} requests "
         f"({len(unavailable)} answered 503); {resent} duplicate messages in the topic; {summary}"
     )

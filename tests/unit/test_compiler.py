@@ -264,3 +264,29 @@ def test_recompiling_with_a_cache_gives_the_same_ruleset() -> None:
     assert first.ruleset is not None
     assert second.ruleset is not None
     assert first.ruleset.content_checksum() == second.ruleset.content_checksum()
+
+
+def stack_features(**features: Any) -> ruleset.FeatureConfig:
+    spec = specs.StackSpec.model_validate(
+        {"kafka": {"bootstrapServers": "kafka:9092"}, "redis": {}, "features": features}
+    )
+    return compiler.stack_config(NS, "shop", spec).features
+
+
+def test_by_default_an_event_counts_as_late_as_the_largest_window_still_holds_it() -> None:
+    default = stack_features()  # windows 5m, 30m, 24h
+    assert default.horizon_seconds == 86400
+    assert default.allowed_lateness_seconds == 86400
+    assert stack_features(windows=["5m", "90m"]).allowed_lateness_seconds == 5400
+    assert stack_features(windows=["61m"]).allowed_lateness_seconds == 3660
+
+
+def test_a_stack_may_count_a_shorter_past_but_never_beyond_its_largest_window() -> None:
+    assert stack_features(allowedLateness="2m").allowed_lateness_seconds == 120
+    assert stack_features(windows=["5m"], allowedLateness="1h").allowed_lateness_seconds == 300
+
+
+def test_dedup_marks_outlive_every_event_that_can_still_be_counted() -> None:
+    assert stack_features().dedup_ttl_seconds == 86400
+    week = stack_features(windows=["5m", "168h"])
+    assert week.dedup_ttl_seconds == week.allowed_lateness_seconds == 168 * 3600

@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 CONSUMED = Counter("tailor_worker_events_consumed", "Messages taken from the events topic.", ["topic"])
 PROCESSED = Counter(
     "tailor_worker_events_processed",
-    "Events by outcome: counted, duplicate, late (beyond the allowed lateness) or dead_letter.",
+    "Events by outcome: counted, duplicate, dead_letter, late (further behind their ingestion than the"
+    " allowed lateness) or expired (older than the dedup TTL when processed: a replay long after).",
     ["outcome"],
 )
 PROCESSING_SECONDS = Histogram(

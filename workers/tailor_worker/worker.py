@@ -141,8 +141,9 @@ class Worker:
         metrics.PROCESSED.labels("counted").inc(counted)
         metrics.PROCESSED.labels("duplicate").inc(duplicates)
         metrics.DEDUP_HITS.inc(duplicates)
-        # Older than the dedup TTL when finally processed (a replay long after): late, not counted.
-        metrics.PROCESSED.labels("late").inc(work.late + expired)
+        metrics.PROCESSED.labels("late").inc(work.late)
+        # Older than the dedup TTL when finally processed (a replay long after): not counted.
+        metrics.PROCESSED.labels("expired").inc(expired)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
         self._garbage.batch_done()
