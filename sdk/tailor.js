@@ -3,7 +3,7 @@
  * Plain JavaScript, no dependencies, no build step. Apache-2.0.
  *
  * Tracker:  page views, clicks declared with data-tailor-* attributes and window.dataLayer pushes become
- *           v1 events (design §4), each with a client-made id (the server's dedup key). Events wait in a
+ *           v1 events (docs/architecture.md §9), each with a client-made id (the server's dedup key). Events wait in a
  *           bounded localStorage queue and leave it only when a 202 from POST /v1/events covers them.
  * Renderer: elements with data-tailor-slot get their content from one batched GET /v1/decide per page
  *           view; the markup already in the slot is the fallback on timeout or error.

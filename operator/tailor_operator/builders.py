@@ -130,7 +130,7 @@ def _redis_env(stack: Stack) -> list[dict[str, Any]]:
     if ref is None:
         return [{"name": constants.ENV_REDIS_URL, "value": redis_url(stack)}]
     # Kubernetes expands $(VAR) from variables defined earlier in the list, so the password stays in
-    # the Secret and the components read one URL, as design §5 promises.
+    # the Secret and the components read one URL, as docs/architecture.md §10 promises.
     scheme, _, rest = redis_url(stack).partition("://")
     return [
         {"name": "TAILOR_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}},

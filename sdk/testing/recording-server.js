@@ -1,7 +1,7 @@
 'use strict';
 /**
  * A real HTTP server on 127.0.0.1 for the SDK's tests. It records every request and answers like the
- * content API's contract (design §4) unless a test sets `respond` to answer otherwise (a 503 outage,
+ * content API's contract (docs/architecture.md §9) unless a test sets `respond` to answer otherwise (a 503 outage,
  * a 400 with per-index errors, a slow decide...). It deduplicates events by id, as the workers do,
  * so tests can count what the server would keep as well as what crossed the wire.
  */

@@ -1,4 +1,4 @@
-"""A small HTTP client for the content API's public routes (design §4), used by the demo's self-check
+"""An HTTP client for the content API's public routes (docs/architecture.md §9), used by the demo's self-check
 and its traffic generator.
 
 One keep-alive connection per client (the standard library's http.client; not thread-safe, so each

@@ -1,4 +1,4 @@
-"""`tailor dev up|down|status|env|build`: the local real stack (design §5, §6).
+"""`tailor dev up|down|status|env|build`: the local real stack (docs/architecture.md §10, §11).
 
 Thin: parses arguments, calls ``tailor.devstack.Stack``, prints. Errors of the stack are
 written as their message (which says what to do) with exit code 1, never a traceback.

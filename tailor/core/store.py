@@ -1,7 +1,7 @@
 """Where a stack's published rulesets live in Redis, and how they are published and followed.
 
-Redis is the bus between the operator and the data plane (design §5): workers and API replicas need
-only a Redis URL and the stack's `namespace/name`. Every key of a stack shares one hash tag, so a
+Redis is the bus between the operator and the data plane (docs/architecture.md §10): workers and API replicas
+need only a Redis URL and the stack's `namespace/name`. Every key of a stack shares one hash tag, so a
 publish is one MULTI/EXEC even on Redis Cluster.
 
     tailor:{ns/name}:ruleset:seq       INCR gives the next version

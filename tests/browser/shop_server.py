@@ -1,7 +1,7 @@
 """A real local HTTP server for the browser tests of tailor.js and the storefront.
 
 `ShopServer` serves the example storefront (examples/storefront), the SDK at /sdk/tailor.js, and the
-content API's routes (/v1/events, /v1/decide, /v1/feedback) as design §4 describes them, recording
+content API's routes (/v1/events, /v1/decide, /v1/feedback) per docs/architecture.md §9, recording
 every request. It is the stand-in for the content API until tests run against the whole stack: real
 HTTP, real browser networking (keepalive, beacons, CORS preflights, offline mode), so delivery and
 rendering semantics are tested for what they are. Like the workers, it deduplicates events by id, so a

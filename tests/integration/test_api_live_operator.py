@@ -119,5 +119,5 @@ async def test_a_rule_edited_in_kubernetes_is_served_within_a_second(
                 assert time.perf_counter() - started < 15, "the edit was never served"
                 await asyncio.sleep(0.01)
             latencies.append(time.perf_counter() - started)
-        # kubectl's own round trip is inside each figure; the design's p99 target is 1 s.
+        # kubectl's own round trip is inside each figure; docs/architecture.md §12's p99 target is 1 s.
         assert sorted(latencies)[-1] < 1.0, latencies

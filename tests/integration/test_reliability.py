@@ -1,5 +1,5 @@
-"""Design §8 end to end on the real broker: no acknowledged event lost, none counted twice, while the
-Kafka broker is restarted — cleanly, or SIGKILLed and started again — in the middle of the stream.
+"""docs/architecture.md §13 end to end on the real broker: no acknowledged event lost, none counted twice,
+while the Kafka broker is restarted — cleanly, or SIGKILLed and started again — in the middle of the stream.
 
 Clients that behave like tailor.js (the whole batch resent, with the same event ids, after a 503 or a
 connection error; a batch now and then resent after its 202 too, as when the reply is lost) POST to a

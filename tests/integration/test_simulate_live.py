@@ -68,7 +68,8 @@ async def test_simulate_agrees_with_the_live_api(redis_url: str, kafka_bootstrap
             }
             loaded = [events.Event.model_validate(event) for event in raw]
             offline = simulation.simulate(published, loaded, user, now, session="s1")
-            # The API names no variant for a fallback (design §4); simulate does, and both serve its content.
+            # The API names no variant for a fallback (docs/architecture.md §9); simulate does, and both
+            # serve its content.
             simulated = {
                 o.slot: (o.rule, o.variant if o.rule is not None else None, o.content) for o in offline.slots
             }

@@ -16,7 +16,7 @@ def redis_conf(port: int, directory: Path) -> str:
             f"dir {directory}",
             "daemonize no",
             'logfile ""',
-            # Durability is the point of the reliability tests (design §8): the AOF logs
+            # Durability is the point of the reliability tests (docs/architecture.md §13): the AOF logs
             # every write, and `appendfsync always` fsyncs it before Redis acknowledges the
             # write, so an acknowledged write survives SIGKILL of the server. Slower than
             # `everysec`, which could lose the last second.
