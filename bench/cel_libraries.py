@@ -472,7 +472,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
         header = (
             f"{'implementation':<16} {'engine dec/s':>13} {'ratio':>6} {'decide dec/s':>13} {'ratio':>6}"
             f" {'dec/CPU-s':>10} {'ratio':>6} {'CPU µs/dec':>10}"
-            f"  verdict (≥ {ADOPTION_RATIO} of tailor's decide)"
+            f"  verdict (dec/CPU-s ≥ {ADOPTION_RATIO} of tailor's)"
         )
         print(header)
         print("-" * len(header))
@@ -480,11 +480,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
             r_engine = f.engine_per_s / ours.engine_per_s if ours else float("nan")
             r_decide = f.decide_per_s / ours.decide_per_s if ours else float("nan")
             r_cpu = f.decide_per_cpu_s / ours.decide_per_cpu_s if ours else float("nan")
-            verdict = (
-                "—"
-                if name == "tailor"
-                else ("reaches" if min(r_decide, r_cpu) >= ADOPTION_RATIO else "below")
-            )
+            verdict = "—" if name == "tailor" else ("reaches" if r_cpu >= ADOPTION_RATIO else "below")
             print(
                 f"{name:<16} {f.engine_per_s:>13,.0f} {r_engine:>6.2f}"
                 f" {f.decide_per_s:>13,.0f} {r_decide:>6.2f}"
@@ -533,7 +529,8 @@ def main() -> None:
     print(f"\nload average after: {load_average()}")
     print(
         "engine = decide_slot over profiles read beforehand (CPU only); decide = GET /v1/decide through the"
-        " ASGI app, Redis included, no HTTP server; ratio = / tailor's in the same run (best of rounds)"
+        " ASGI app, Redis included, no HTTP server; ratio = / tailor's in the same run (best of rounds);"
+        " dec/CPU-s (this process's CPU) is the figure a busy machine does not bend, dec/s the wall rate"
     )
 
 
