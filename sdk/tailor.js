@@ -413,8 +413,11 @@
     schedule(delay) {
       if (!this.t.started) return; // destroyed: no timer may outlive the instance
       const env = this.t.env;
-      const due = this.t.now() + Math.max(0, delay);
-      if (this.timer !== null && this.timerDue <= due) return;
+      const now = this.t.now();
+      const due = now + Math.max(0, delay);
+      // A pending timer already past its due time was held back (a device asleep: timers stop while
+      // the clock runs on) or the clock jumped: it no longer tells when it fires, so it is replaced.
+      if (this.timer !== null && this.timerDue <= due && this.timerDue >= now) return;
       if (this.timer !== null) env.clearTimeout(this.timer);
       this.timerDue = due;
       this.timer = env.setTimeout(() => {

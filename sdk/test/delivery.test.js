@@ -204,6 +204,21 @@ test('offline, nothing is attempted; the online event sends everything at once',
   assert.equal(server.eventsOnWire().length, 3);
 });
 
+test('back online after the device slept ten minutes offline, everything goes at once', async () => {
+  const env = nodeEnv();
+  env.navigator.onLine = false;
+  const { tailor } = started({ minBackoff: 5000, maxBackoff: 5000 }, env);
+  const tracked = [tailor.track('click'), tailor.track('click')];
+  await sleep(100); // the offline safety-net timer is set, 5 s ahead
+  env.clock.offset += 600000; // asleep: the clock ran on ten minutes, the timer did not fire
+  env.navigator.onLine = true;
+  const back = Date.now();
+  env.window.dispatchEvent(new Event('online'));
+  await waitFor(() => tailor.queue.size() === 0, 1000, 'delivery after waking up online');
+  assert.ok(Date.now() - back < 900, 'without waiting for the held-back timer');
+  assert.deepEqual(ids(server.keptEvents()), tracked);
+});
+
 test('pagehide hands the queue to sendBeacon and keeps it until a 202 covers it', async () => {
   const env = nodeEnv();
   const { tailor } = started({ flushInterval: 60000, batchSize: 2 }, env);

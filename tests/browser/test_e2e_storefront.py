@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +319,57 @@ def test_offline_actions_are_counted_exactly_once_when_back_online(page: Page, s
     counts = shop.profile(user)["counts"]["5m"]
     assert (counts["views"], counts["clicks"], counts["cartAdds"]) == (1, 3, 2)
     assert counts["clicks|productId|trail-runner"] == 3
+
+
+# The page's clock set this far back while offline, then restored as the network comes back: the
+# actions are stamped ten minutes before they can be sent, and the SDK's clock jumps ten minutes on
+# with its timers still pending — what the collector, the workers and tailor.js see of a shopper who
+# was offline for ten minutes (a device asleep, too), without the test waiting them out.
+OFFLINE_SECONDS = 600
+
+
+def test_actions_ten_minutes_offline_count_once_in_the_windows_that_hold_them(page: Page, shop: Shop) -> None:
+    page.goto(f"{shop.storefront.url}/p/trail-runner/")
+    user = visitor(page)
+    wait_for(
+        "the page view to be counted",
+        lambda: shop.profile(user)["counts"].get("5m", {}).get("views") == 1,
+        timeout=10,
+    )
+    page.context.set_offline(True)
+    page.evaluate(
+        "(seconds) => { window.__realNow = Date.now; Date.now = () => window.__realNow() - seconds * 1000; }",
+        OFFLINE_SECONDS,
+    )
+    for _ in range(3):
+        page.click("#wishlist")
+    for _ in range(2):
+        page.click("#add-to-cart")
+    page.wait_for_timeout(1500)
+    queued = page.evaluate(
+        "() => Object.keys(localStorage).filter((k) => k.startsWith('tailor.q.'))"
+        ".map((k) => JSON.parse(localStorage.getItem(k)).e.timestamp)"
+    )
+    assert len(queued) == 5, "the five actions wait in the queue"
+    ages = [time.time() - datetime.fromisoformat(stamp).timestamp() for stamp in queued]
+    assert all(age > OFFLINE_SECONDS - 30 for age in ages), ages
+    page.evaluate("() => { Date.now = window.__realNow; }")  # ten minutes later: back online
+    page.context.set_offline(False)
+
+    def counted() -> dict[str, Any] | None:
+        counts: dict[str, Any] = shop.profile(user)["counts"]
+        return counts if counts["30m"].get("clicks") == 3 and counts["30m"].get("cartAdds") == 2 else None
+
+    wait_for("the offline actions to be counted", counted, timeout=15)
+    page.wait_for_timeout(1500)  # any resend would be counted by now, if dedup failed
+    counts = shop.profile(user)["counts"]
+    for window in ("30m", "24h"):
+        assert (counts[window]["views"], counts[window]["clicks"], counts[window]["cartAdds"]) == (1, 3, 2)
+        assert counts[window]["clicks|productId|trail-runner"] == 3
+    # Ten minutes back is outside the 5m window: there, only the page view of a moment ago.
+    recent = counts["5m"]
+    assert (recent["views"], recent.get("clicks", 0), recent.get("cartAdds", 0)) == (1, 0, 0)
+    assert page.evaluate("() => window.tailor.status().notCounted") == 0
 
 
 def test_a_csp_without_unsafe_inline_works_end_to_end(page: Page, shop: Shop) -> None:
