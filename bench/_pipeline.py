@@ -41,7 +41,6 @@ def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
         partitions=partitions,
         windows=(scratch.FIVE_MINUTES, Window(name="30m", seconds=1800, bucket_seconds=60), scratch.ONE_DAY),
         dimensions=("category", "productId", "query"),
-        allowed_lateness_seconds=300,
         max_batch_events=500,
     )
 

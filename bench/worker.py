@@ -7,8 +7,11 @@ A topic is filled first (not timed) with --events realistic events of --users us
    aggregating into Redis and storing offsets: events/s from its first to its last event, read from
    its /metrics; with the CPU it and Redis spent per event. This is a backlog: every event is older
    than the worker's clock, so most land in buckets other than the newest (the costlier write).
-   Then the same backlog on a fresh stack with TAILOR_NATIVE=off: the Python references instead of
-   the compiled hot path (native/), for the gain measured in the same run;
+   Then the same backlog on a fresh stack with --late-share of its events (5 %) stamped 1 to 20
+   minutes before the rest, as clients that queued them while offline send them: each lands in an
+   older bucket of the windows that hold it (docs/pipeline.md, "Late events"), the cost measured
+   beside the all-fresh figure. Then the same backlog with TAILOR_NATIVE=off: the Python references
+   instead of the compiled hot path (native/), for the gain measured in the same run;
 3. live: another worker, with its users warm in its cache, while events are produced at --live-rate
    for --live-seconds, stamped by Kafka as the collector's are (the steady state): the CPU it and
    Redis spend per event, and whether it kept up;
@@ -20,6 +23,7 @@ A topic is filled first (not timed) with --events realistic events of --users us
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import subprocess
 import tempfile
@@ -40,11 +44,17 @@ from tailor.devstack import ports, scratch
 TARGET = 50_000
 
 
-def fill(kafka: str, topic: str, count: int, users: int) -> None:
+def fill(kafka: str, topic: str, count: int, users: int, late_share: float = 0.0) -> None:
+    """`count` events of `users` users stamped over the last minute; `late_share` of them (chosen at
+    random) stamped 1 to 20 minutes earlier still."""
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
     now = time.time()
+    chooser = random.Random(7)
     for i in range(count):
-        event = _pipeline.shopper_event(f"user-{i % users}", now - (count - i) * 60 / count)
+        at = now - (count - i) * 60 / count
+        if late_share and chooser.random() < late_share:
+            at -= chooser.uniform(60, 1200)
+        event = _pipeline.shopper_event(f"user-{i % users}", at)
         while True:
             try:
                 producer.produce(topic, orjson.dumps(event), event["userId"].encode())
@@ -229,6 +239,10 @@ def main() -> int:
     parser.add_argument("--live-rate", type=int, default=20_000, help="events/s produced in the live run")
     parser.add_argument("--live-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--late-share", type=float, default=0.05,
+        help="share of events 1-20 minutes late in the second backlog run (0: skip it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-python-reference", dest="python_reference", action="store_false",
         help="skip the backlog run with the Python references (TAILOR_NATIVE=off)",
     )  # fmt: skip
@@ -241,6 +255,13 @@ def main() -> int:
     consume_rate, consume_per_cpu = raw_consume(kafka, config.kafka.events_topic, args.events)
     rate, worker_cpu, redis_spent, duplicates = worker(redis_url, config.key, args.events)
     _pipeline.cleanup(redis_url, config)
+    late: tuple[float, float, float, float] | None = None
+    if args.late_share:  # the same backlog with some events late, on a fresh stack
+        config = _pipeline.stack_config(kafka)
+        scratch.publish(redis_url, config)
+        fill(kafka, config.kafka.events_topic, args.events, args.users, args.late_share)
+        late = worker(redis_url, config.key, args.events)
+        _pipeline.cleanup(redis_url, config)
     reference: tuple[float, float, float, float] | None = None
     if args.python_reference:  # the same backlog on a fresh stack, counted by the Python references
         config = _pipeline.stack_config(kafka)
@@ -261,6 +282,10 @@ def main() -> int:
          f"{worker_cpu * 1e6:.1f}", f"target {TARGET:,} ({verdict}); {duplicates:.0f} duplicates"],
         ["  Redis CPU for the worker's writes", "-", "-", f"{redis_spent * 1e6:.1f}",
          f"= {1 / redis_spent:,.0f} events/s per Redis core"],
+        *([[f"  the same, {args.late_share:.0%} of events 1-20 min late", f"{late[0]:,.0f}",
+            f"{late[0] / consume_rate:.2f}", f"{late[1] * 1e6:.1f}",
+            f"{late[0] / rate:.2f} of all-fresh; Redis {late[2] * 1e6:.1f} µs/event"]]
+          if late else []),
         *([["  the same, Python references", f"{reference[0]:,.0f}", f"{reference[0] / consume_rate:.2f}",
             f"{reference[1] * 1e6:.1f}", f"TAILOR_NATIVE=off: compiled path {rate / reference[0]:.2f}x"]]
           if reference else []),

@@ -122,6 +122,12 @@ def lateness_seconds(windows: Sequence[ruleset.Window], chosen: int | None) -> i
     return horizon if chosen is None else min(chosen, horizon)
 
 
+def dedup_ttl_seconds(windows: Sequence[ruleset.Window]) -> int:
+    """How long dedup marks live: a day, or longer when a window is (a mark must outlive every event
+    that can still be counted, or a resend of one would count twice)."""
+    return max(DEDUP_TTL_SECONDS, ruleset.horizon_seconds(windows))
+
+
 def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.StackConfig:
     """The data plane's configuration from a stack spec; ValueError names the bad field."""
     windows = []
@@ -143,8 +149,7 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
             windows=tuple(windows),
             dimensions=tuple(spec.features.dimensions),
             allowed_lateness_seconds=lateness_seconds(windows, chosen),
-            # A mark must outlive every event still countable, or a resend of one could count twice.
-            dedup_ttl_seconds=max(DEDUP_TTL_SECONDS, ruleset.horizon_seconds(windows)),
+            dedup_ttl_seconds=dedup_ttl_seconds(windows),
             recent_limit=spec.features.recent_limit,
             session_timeout_seconds=_duration("features.sessionTimeout", spec.features.session_timeout),
         ),

@@ -27,11 +27,11 @@ def stack_config(
     partitions: int = 3,
     windows: tuple[Window, ...] = (FIVE_MINUTES, ONE_DAY),
     dimensions: tuple[str, ...] = ("category",),
-    allowed_lateness_seconds: int = 3600,
+    allowed_lateness_seconds: int | None = None,
     **api: Any,
 ) -> StackConfig:
     """A stack named at random in `namespace`, with its own events and dead-letter topics (their names
-    start with `prefix`); `api`: ApiConfig fields."""
+    start with `prefix`); `api`: ApiConfig fields. Lateness and dedup as the compiler derives them."""
     suffix = uuid.uuid4().hex[:8]
     return StackConfig(
         namespace=namespace,
@@ -43,7 +43,10 @@ def stack_config(
             partitions=partitions,
         ),
         features=FeatureConfig(
-            windows=windows, dimensions=dimensions, allowed_lateness_seconds=allowed_lateness_seconds
+            windows=windows,
+            dimensions=dimensions,
+            allowed_lateness_seconds=compiler.lateness_seconds(windows, allowed_lateness_seconds),
+            dedup_ttl_seconds=compiler.dedup_ttl_seconds(windows),
         ),
         api=ApiConfig(**api),
     )
