@@ -31,9 +31,16 @@ def register(subparsers: Any) -> None:
         help="parent of stack state dirs (default: $TAILOR_HOME or ~/.local/state/tailor)",
     )
     verbs = dev.add_subparsers(dest="verb", metavar="VERB", required=True)
-    verbs.add_parser("up", help="build if needed, start and wait until healthy").set_defaults(
-        handler=_guarded(_up)
+    up = verbs.add_parser("up", help="build if needed, start and wait until healthy")
+    up.add_argument(
+        "--node",
+        choices=devstack.NODE_KINDS,
+        default=None,
+        help="kwok: a fake node, pods Ready without containers (fast; the default); real: also a "
+        "kubelet, containerd, kube-proxy and an image registry, so pods run (needs root). "
+        "Default: what the running stack has, else kwok",
     )
+    up.set_defaults(handler=_guarded(_up))
     down = verbs.add_parser("down", help="stop every process this stack started")
     down.add_argument("--purge", action="store_true", help="also delete the stack's data")
     down.set_defaults(handler=_guarded(_down))
@@ -67,8 +74,10 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stack = _stack(args)
-    stack.up()
+    stack.up(node=args.node)
     _print_status(stack)
+    if stack.node == "real":
+        _say(f"real node: push images to {stack.registry()}; pods reach the host at {devstack.NODE_ADDRESS}")
     _say(f'up in {time.monotonic() - started:.1f}s; use it with: eval "$(tailor dev env)"')
     return 0
 

@@ -28,6 +28,25 @@ class KubeBinaries:
     kwok_stages: Path
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    """The real node's programs: ours built from Go modules, containerd and runc from Debian."""
+
+    kubelet: Path
+    kube_proxy: Path
+    cni_bin_dir: Path
+    registry: Path
+    crictl: Path
+    containerd: Path
+    runc: Path
+    #: Our own static programs for the node's images (pause, hello), see gosrc/.
+    images_bin_dir: Path
+
+
+#: Our own Go programs (the pause image, the test workload), built from this package's sources.
+GO_SOURCES = Path(__file__).parent / "gosrc"
+
+
 def _quiet(_: str) -> None:
     """Default report: say nothing (the CLI passes a printer)."""
 
@@ -66,6 +85,27 @@ class Toolbox:
             etcd=etcd_bin / "etcd",
             kwok=kwok_bin / "kwok",
             kwok_stages=kwokstages.ensure(kwok_program),
+        )
+
+    @functools.cached_property
+    def node(self) -> NodeBinaries:
+        """What `tailor dev up --node real` runs; Debian's packages are checked first (cheap)."""
+        containerd = toolchain.find_tool("containerd")
+        runc = toolchain.find_tool("runc")
+        for tool in ("iptables", "nft"):
+            toolchain.find_tool(tool)
+        node_bin = gobuild.build(programs.kube_node(), self.report)
+        return NodeBinaries(
+            kubelet=node_bin / "kubelet",
+            kube_proxy=node_bin / "kube-proxy",
+            cni_bin_dir=gobuild.build(programs.cni_plugins(), self.report),
+            registry=gobuild.build(programs.registry(), self.report) / "registry",
+            crictl=gobuild.build(programs.crictl(), self.report) / "crictl",
+            containerd=containerd,
+            runc=runc,
+            images_bin_dir=gobuild.build_source(
+                "node-images", GO_SOURCES, ["./pause", "./hello"], self.report
+            ),
         )
 
     @functools.cached_property

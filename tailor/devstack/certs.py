@@ -5,6 +5,12 @@ The same set controller-runtime's envtest makes: a throwaway CA, a serving certi
 certificate in group ``system:masters`` (full access through RBAC's superuser group), and
 a key pair that signs and verifies service-account tokens. ECDSA P-256 keys: generating
 them takes milliseconds, unlike RSA, and every Kubernetes component accepts them.
+
+A stack with a real node (``ensure(paths, node)``) also gets what a kubeadm node has: the
+kubelet's client certificate (``system:node:<name>`` in ``system:nodes``, which the Node
+authorizer recognizes), its serving certificate for the node's address, and kube-proxy's
+client certificate (``system:kube-proxy``, bound to ``system:node-proxier`` by default RBAC).
+The CA key is kept for that, and the apiserver's certificate then also names the node's address.
 """
 
 from __future__ import annotations
@@ -25,6 +31,16 @@ _VALIDITY = datetime.timedelta(days=365)
 SERVICE_IP = "10.0.0.1"
 ADMIN_USER = "tailor-admin"
 ADMIN_GROUP = "system:masters"
+NODES_GROUP = "system:nodes"
+KUBE_PROXY_USER = "system:kube-proxy"
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """The real node's name and address (the bridge's gateway), as its certificates name them."""
+
+    name: str
+    address: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,45 @@ class CertPaths:
     @property
     def service_account_pub(self) -> Path:
         return self.directory / "sa.pub"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def kubelet_client_cert(self) -> Path:
+        return self.directory / "kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.directory / "kubelet-client.key"
+
+    @property
+    def kubelet_serving_cert(self) -> Path:
+        return self.directory / "kubelet.crt"
+
+    @property
+    def kubelet_serving_key(self) -> Path:
+        return self.directory / "kubelet.key"
+
+    @property
+    def kube_proxy_cert(self) -> Path:
+        return self.directory / "kube-proxy.crt"
+
+    @property
+    def kube_proxy_key(self) -> Path:
+        return self.directory / "kube-proxy.key"
+
+    def node_files(self) -> tuple[Path, ...]:
+        return (
+            self.ca_key,
+            self.kubelet_client_cert,
+            self.kubelet_client_key,
+            self.kubelet_serving_cert,
+            self.kubelet_serving_key,
+            self.kube_proxy_cert,
+            self.kube_proxy_key,
+        )
 
     def all(self) -> tuple[Path, ...]:
         return (
@@ -152,8 +207,9 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def serving_names() -> x509.SubjectAlternativeName:
-    """Names clients use for the apiserver: loopback and the in-cluster Service names."""
+def serving_names(extra_ips: tuple[str, ...] = ()) -> x509.SubjectAlternativeName:
+    """Names clients use for the apiserver: loopback, the in-cluster Service names, and
+    ``extra_ips`` (the real node's address, where pods reach the apiserver)."""
     dns = [
         "localhost",
         "kubernetes",
@@ -161,7 +217,7 @@ def serving_names() -> x509.SubjectAlternativeName:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     ]
-    ips = ["127.0.0.1", SERVICE_IP]
+    ips = ["127.0.0.1", SERVICE_IP, *extra_ips]
     return x509.SubjectAlternativeName(
         [x509.DNSName(name) for name in dns] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     )
@@ -177,18 +233,38 @@ def _write(path: Path, data: bytes, private: bool) -> None:
         path.chmod(0o600)
 
 
-def ensure(paths: CertPaths) -> CertPaths:
-    """Create the whole set unless every file already exists (a restart keeps them)."""
-    if all(path.exists() for path in paths.all()):
+def _names_ip(cert_path: Path, address: str) -> bool:
+    """True when the certificate at ``cert_path`` lists ``address`` among its IP names."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ipaddress.ip_address(address) in names.get_values_for_type(x509.IPAddress)
+
+
+def is_complete(paths: CertPaths, node: NodeIdentity | None = None) -> bool:
+    """True when every file exists and, for a real node, the apiserver's certificate names its address."""
+    wanted = paths.all() + (paths.node_files() if node is not None else ())
+    if not all(path.exists() for path in wanted):
+        return False
+    return node is None or _names_ip(paths.serving_cert, node.address)
+
+
+def ensure(paths: CertPaths, node: NodeIdentity | None = None) -> CertPaths:
+    """Create the whole set unless it is complete (a restart keeps it).
+
+    A stack first started without a real node lacks the node's files; it is then made
+    afresh, CA included (the stack is down when its node changes: see Stack.up).
+    """
+    if is_complete(paths, node):
         return paths
     paths.directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = make_ca()
+    extra_ips = (node.address,) if node is not None else ()
     serving, serving_key = _leaf(
         ca_cert,
         ca_key,
         _name("kube-apiserver"),
         ExtendedKeyUsageOID.SERVER_AUTH,
-        serving_names(),
+        serving_names(extra_ips),
     )
     client, client_key = _leaf(
         ca_cert, ca_key, _name(ADMIN_USER, ADMIN_GROUP), ExtendedKeyUsageOID.CLIENT_AUTH
@@ -207,4 +283,40 @@ def ensure(paths: CertPaths) -> CertPaths:
         ),
         private=False,
     )
+    if node is not None:
+        _write_node_set(paths, node, ca_cert, ca_key)
     return paths
+
+
+def _write_node_set(
+    paths: CertPaths, node: NodeIdentity, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """The real node's certificates, and the CA key that signed them."""
+    kubelet_client, kubelet_client_key = _leaf(
+        ca_cert, ca_key, _name(f"system:node:{node.name}", NODES_GROUP), ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    # The apiserver connects to the kubelet (logs, exec) at the node's address and checks
+    # this certificate against the CA (--kubelet-certificate-authority).
+    kubelet_serving, kubelet_serving_key = _leaf(
+        ca_cert,
+        ca_key,
+        _name(node.name),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.SubjectAlternativeName(
+            [
+                x509.DNSName(node.name),
+                x509.IPAddress(ipaddress.ip_address(node.address)),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            ]
+        ),
+    )
+    kube_proxy, kube_proxy_key = _leaf(
+        ca_cert, ca_key, _name(KUBE_PROXY_USER), ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    _write(paths.ca_key, _key_pem(ca_key), private=True)
+    _write(paths.kubelet_client_cert, _pem(kubelet_client), private=False)
+    _write(paths.kubelet_client_key, _key_pem(kubelet_client_key), private=True)
+    _write(paths.kubelet_serving_cert, _pem(kubelet_serving), private=False)
+    _write(paths.kubelet_serving_key, _key_pem(kubelet_serving_key), private=True)
+    _write(paths.kube_proxy_cert, _pem(kube_proxy), private=False)
+    _write(paths.kube_proxy_key, _key_pem(kube_proxy_key), private=True)

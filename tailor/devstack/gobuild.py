@@ -8,6 +8,7 @@ module caches (~/.cache/go-build, ~/go/pkg/mod) stay warm across runs as well.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -148,3 +149,40 @@ def module_dir(program: GoProgram) -> Path:
     """The module cache directory of ``program``'s module (its sources, stage files, ...)."""
     info = module_info(program.module, program.version, go_env(), program.root / "download.log")
     return Path(info["Dir"])
+
+
+def source_digest(source: Path) -> str:
+    """A short digest of every file under ``source``: the cache key of a local build."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def build_source(name: str, source: Path, packages: Sequence[str], report: Report) -> Path:
+    """Build ``packages`` (paths like ``./pause``) of the Go module in ``source``, our own code.
+
+    Cached under ``<cache>/go/<name>-<digest of the sources>/`` so an edit rebuilds once.
+    """
+    root = paths.cache_root() / "go" / f"{name}-{source_digest(source)}"
+    bin_dir = root / "bin"
+    if (root / ".complete").exists():
+        return bin_dir
+    with exclusive(root.with_suffix(".lock")):
+        if (root / ".complete").exists():
+            return bin_dir
+        report(f"building {name} from {source}")
+        staging_bin = root / "bin.partial"
+        shutil.rmtree(staging_bin, ignore_errors=True)
+        staging_bin.mkdir(parents=True)
+        run_logged(
+            ["go", "build", "-trimpath", "-o", f"{staging_bin}{os.sep}", "-ldflags", "-s -w", *packages],
+            cwd=source,
+            env=go_env(),
+            log=root / "build.log",
+            what=f"building {name}",
+        )
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        staging_bin.rename(bin_dir)
+        (root / ".complete").write_text(source_digest(source) + "\n")
+    return bin_dir

@@ -17,8 +17,12 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render(server: str, certs: CertPaths) -> dict[str, Any]:
-    """A kubeconfig with the CA and client credentials embedded, so it can be copied."""
+def render(server: str, certs: CertPaths, client: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """A kubeconfig with the CA and client credentials embedded, so it can be copied.
+
+    ``client`` (certificate, key) replaces the admin identity, e.g. for the kubelet.
+    """
+    client_cert, client_key = client or (certs.client_cert, certs.client_key)
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -35,8 +39,8 @@ def render(server: str, certs: CertPaths) -> dict[str, Any]:
             {
                 "name": CONTEXT,
                 "user": {
-                    "client-certificate-data": _b64(certs.client_cert),
-                    "client-key-data": _b64(certs.client_key),
+                    "client-certificate-data": _b64(client_cert),
+                    "client-key-data": _b64(client_key),
                 },
             }
         ],
@@ -45,8 +49,8 @@ def render(server: str, certs: CertPaths) -> dict[str, Any]:
     }
 
 
-def write(path: Path, server: str, certs: CertPaths) -> Path:
+def write(path: Path, server: str, certs: CertPaths, client: tuple[Path, Path] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(render(server, certs), sort_keys=False))
+    path.write_text(yaml.safe_dump(render(server, certs, client), sort_keys=False))
     path.chmod(0o600)
     return path

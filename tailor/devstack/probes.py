@@ -79,12 +79,14 @@ def https_request(
     method: str = "GET",
     body: Any = None,
     timeout: float = 5.0,
+    host: str = "127.0.0.1",
+    content_type: str = "application/json",
 ) -> tuple[int, bytes]:
-    """One HTTPS request to 127.0.0.1:``port``; returns (status, body)."""
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=timeout)
+    """One HTTPS request to ``host``:``port``; returns (status, body)."""
+    connection = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers = {"Content-Type": content_type} if payload is not None else {}
         connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()

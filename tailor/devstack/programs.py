@@ -1,4 +1,4 @@
-"""The Go programs of the stack: Kubernetes control plane, etcd, kwok and helm.
+"""The Go programs of the stack: Kubernetes control plane, etcd, kwok, helm, and the real node's.
 
 Each is a ``GoProgram`` recipe for ``gobuild.build``. The Kubernetes recipe needs the
 staging-module replace list, generated from the release's own go.mod (not typed here).
@@ -13,6 +13,17 @@ from tailor.devstack import gobuild, gomod, versions
 
 KUBE_MODULE = "k8s.io/kubernetes"
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: The real node's Kubernetes programs, built apart so the default (kwok) stack never pays for them.
+NODE_COMMANDS = ("kubelet", "kube-proxy")
+CNI_MODULE = "github.com/containernetworking/plugins"
+#: What the node's CNI configuration chains: a bridge with host-local addresses, the pod's
+#: loopback, and hostPort mappings.
+CNI_PLUGINS = (
+    "plugins/main/bridge",
+    "plugins/ipam/host-local",
+    "plugins/main/loopback",
+    "plugins/meta/portmap",
+)
 
 
 def _kube_version_ldflags(version: str) -> list[str]:
@@ -32,11 +43,20 @@ def _kube_version_ldflags(version: str) -> list[str]:
 
 def kube() -> gobuild.GoProgram:
     """kube-apiserver, kube-controller-manager and kube-scheduler in one build."""
+    return _kube_program("kubernetes", KUBE_COMMANDS)
+
+
+def kube_node() -> gobuild.GoProgram:
+    """The kubelet and kube-proxy of the same release as the control plane."""
+    return _kube_program("kubernetes-node", NODE_COMMANDS)
+
+
+def _kube_program(name: str, commands: tuple[str, ...]) -> gobuild.GoProgram:
     template = gobuild.GoProgram(
-        name="kubernetes",
+        name=name,
         module=KUBE_MODULE,
         version=versions.KUBERNETES,
-        packages=[f"{KUBE_MODULE}/cmd/{cmd}" for cmd in KUBE_COMMANDS],
+        packages=[f"{KUBE_MODULE}/cmd/{cmd}" for cmd in commands],
         ldflags=_kube_version_ldflags(versions.KUBERNETES),
     )
     if template.is_built():
@@ -81,4 +101,36 @@ def helm() -> gobuild.GoProgram:
             f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}",
             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
         ],
+    )
+
+
+def cni_plugins() -> gobuild.GoProgram:
+    """bridge, host-local, loopback and portmap from containernetworking/plugins."""
+    return gobuild.GoProgram(
+        name="cni-plugins",
+        module=CNI_MODULE,
+        version=versions.CNI_PLUGINS,
+        packages=[f"{CNI_MODULE}/{package}" for package in CNI_PLUGINS],
+    )
+
+
+def registry() -> gobuild.GoProgram:
+    """The CNCF distribution registry: the OCI registry the real node pulls images from."""
+    return gobuild.GoProgram(
+        name="registry",
+        module="github.com/distribution/distribution/v3",
+        version=versions.DISTRIBUTION,
+        packages=["github.com/distribution/distribution/v3/cmd/registry"],
+        ldflags=[f"-X github.com/distribution/distribution/v3/version.version={versions.DISTRIBUTION}"],
+    )
+
+
+def crictl() -> gobuild.GoProgram:
+    """crictl: `tailor dev down` removes the node's pod sandboxes through the CRI with it."""
+    return gobuild.GoProgram(
+        name="crictl",
+        module="sigs.k8s.io/cri-tools",
+        version=versions.CRI_TOOLS,
+        packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
+        ldflags=[f"-X sigs.k8s.io/cri-tools/pkg/version.Version={versions.CRI_TOOLS}"],
     )

@@ -4,6 +4,11 @@ Orchestration only: which components run (the user may provide Kubernetes, Kafka
 through the environment instead), their ports, starting them in parallel in dependency
 order, and stopping exactly what was started. Each component's recipe lives in
 ``components/``; builds in ``artifacts``.
+
+``up(node="real")`` adds a real node beside kwok's fake one: a registry, containerd, the
+kubelet and kube-proxy, on a bridge of their own (``nodenet``). `down` then also removes the
+pods' sandboxes, the bridge and the host settings the node changed, and fails if anything of
+the node is left (mounts, interfaces, processes, firewall rules).
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ from pathlib import Path
 
 import redis
 
-from tailor.devstack import certs, endpoints, kubeconfig, paths, ports, probes, procs
+from tailor.devstack import certs, endpoints, kubeconfig, nodecheck, nodenet, paths, ports, probes, procs
 from tailor.devstack.artifacts import Toolbox
 from tailor.devstack.components.apiserver import ApiServer
 from tailor.devstack.components.base import Component, StackContext
+from tailor.devstack.components.containerd import Containerd
 from tailor.devstack.components.controllers import ControllerManager, Scheduler
 from tailor.devstack.components.etcd import Etcd
 from tailor.devstack.components.kafka import Kafka
+from tailor.devstack.components.kubelet import Kubelet
+from tailor.devstack.components.kubeproxy import KubeProxy
 from tailor.devstack.components.kwok import Kwok
 from tailor.devstack.components.redis import Redis
+from tailor.devstack.components.registry import HELLO_PORT, Registry
 from tailor.devstack.endpoints import Endpoints
 from tailor.devstack.errors import ComponentFailed, DevstackError
 from tailor.devstack.runner import exclusive
@@ -40,7 +49,10 @@ KUBE_COMPONENTS: tuple[type[Component], ...] = (
     Scheduler,
     Kwok,
 )
-ALL_COMPONENTS: tuple[type[Component], ...] = (*KUBE_COMPONENTS, Kafka, Redis)
+#: The real node, in start order (each after what it depends on).
+NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, Kubelet, KubeProxy)
+ALL_COMPONENTS: tuple[type[Component], ...] = (*KUBE_COMPONENTS, *NODE_COMPONENTS, Kafka, Redis)
+NODE_KINDS = ("kwok", "real")
 #: How long to wait for an external endpoint to answer.
 EXTERNAL_TIMEOUT = 10.0
 
@@ -88,6 +100,7 @@ class Stack:
             certs=certs.CertPaths(self.paths.certs),
             tools=self.tools,
             ports=self.state.ports,
+            real_node=self.state.node == "real",
         )
         self._components = {cls.name: cls(self._context) for cls in ALL_COMPONENTS}
 
@@ -147,14 +160,28 @@ class Stack:
         """Build or fetch everything (cached by version; a second call does nothing)."""
         self.tools.build_all()
 
-    def up(self) -> Endpoints:
-        """Start every component that is not provided externally, and wait for health."""
+    def up(self, node: str | None = None) -> Endpoints:
+        """Start every component that is not provided externally, and wait for health.
+
+        ``node``: "kwok" (fake node only) or "real" (a kubelet, containerd and kube-proxy
+        beside it); None keeps a running stack's choice, else kwok.
+        """
         with exclusive(self.paths.lock_file):
+            node = self._choose_node(node)
             external = endpoints.external(self.environ, self.state.own, self.paths.root)
-            selected = self._select(external)
+            if node == "real" and external.kubeconfig is not None:
+                raise DevstackError(
+                    f"KUBECONFIG={external.kubeconfig} points at another cluster: a real node joins "
+                    "the stack's own apiserver; unset KUBECONFIG to use --node real."
+                )
+            selected = self._select(external, node)
             # Build (or find in the cache) first: builds use both cores, starts are cheap.
             self._prepare_tools(selected)
-            self._context.certs = certs.ensure(self._context.certs)
+            self.state.node = node
+            self._context.real_node = node == "real"
+            if self._context.real_node:
+                nodenet.setup(self._node_owner, self._host_snapshot)
+            self._context.certs = certs.ensure(self._context.certs, self._node_identity())
             self._allocate_ports(selected)
             own = Endpoints(
                 kubeconfig=str(self.paths.kubeconfig) if "kube-apiserver" in selected else None,
@@ -168,7 +195,16 @@ class Stack:
             self.state.save(self.paths.state_file)  # before starting: `down` can clean up
             if "kube-apiserver" in selected:
                 kubeconfig.write(self.paths.kubeconfig, self._apiserver().url(), self._context.certs)
-            self._start_parallel([self._components[name] for name in selected])
+            try:
+                self._start_parallel([self._components[name] for name in selected])
+                if self._context.real_node:
+                    registry = Registry(self._context)
+                    took = nodecheck.run(self._context.api, registry.hello_image(), HELLO_PORT)
+                    self.report(f"real node: a pod ran, got Ready and served its Service in {took:.1f}s")
+            except ComponentFailed:
+                if self._context.real_node:  # components are stopped; put the host back too
+                    nodenet.teardown(self._node_owner, self._host_snapshot)
+                raise
             self._check_external(external)
             return self.endpoints
 
@@ -180,8 +216,11 @@ class Stack:
         """
         with exclusive(self.paths.lock_file):
             running = [c.name for c in self._components.values() if c.is_running()]
-            # Stop groups in parallel; within Kubernetes, dependents before dependencies.
-            kube_order = [self._components[cls.name] for cls in reversed(KUBE_COMPONENTS)]
+            # Stop groups in parallel; within Kubernetes, dependents before dependencies
+            # (the kubelet before containerd, which removes the pods' sandboxes as it stops).
+            kube_order = [
+                self._components[cls.name] for cls in reversed((*KUBE_COMPONENTS, *NODE_COMPONENTS))
+            ]
             groups = [kube_order, [self._kafka()], [self._redis()]]
             with ThreadPoolExecutor(max_workers=len(groups)) as pool:
                 for _ in pool.map(lambda group: [c.stop() for c in group], groups):
@@ -189,6 +228,14 @@ class Stack:
             left = [c.name for c in self._components.values() if c.is_running()]
             if left:
                 raise ComponentFailed(f"still running after stop: {', '.join(left)}")
+            # What the kubelet mounted (its root dir, pods' volumes) once no container uses it.
+            nodenet.unmount_all(nodenet.mounts_under([self.paths.root]))
+            undone = nodenet.teardown(self._node_owner, self._host_snapshot)
+            if undone:
+                self.report(f"real node: {'; '.join(undone)}")
+            leftovers = self.node_leftovers()
+            if leftovers:
+                raise ComponentFailed(f"the real node left behind: {'; '.join(leftovers)}")
         if purge:
             shutil.rmtree(self.paths.root, ignore_errors=True)
         return running
@@ -208,6 +255,20 @@ class Stack:
                     pid=pid,
                     log=str(component.log),
                     rss_kib=procs.group_rss_kib(pid) if pid is not None else 0,
+                )
+            )
+        if self.state.node == "real":
+            containerd = self._components[Containerd.name]
+            assert isinstance(containerd, Containerd)
+            shims, processes = containerd.shims(), containerd.pod_processes()
+            rows.append(
+                ComponentStatus(
+                    name="pods",
+                    state="running" if shims else "stopped",
+                    endpoint=f"{len(shims)} sandboxes, {len(processes) - len(shims)} processes",
+                    pid=None,
+                    log="",
+                    rss_kib=sum(procs.rss_kib(pid) for pid in processes),
                 )
             )
         ext = self.state.external
@@ -243,6 +304,82 @@ class Stack:
 
     # --- internals --------------------------------------------------------------------
 
+    # --- the real node ------------------------------------------------------------------
+
+    @property
+    def node(self) -> str:
+        """ "kwok" or "real": the node this stack was last started with."""
+        return self.state.node
+
+    @property
+    def _node_owner(self) -> str:
+        """What the node's bridge records as its owner: this stack's directory."""
+        return str(self.paths.root.resolve())
+
+    @property
+    def _host_snapshot(self) -> Path:
+        return self.paths.data_dir("node") / "host-before.json"
+
+    def _node_identity(self) -> certs.NodeIdentity | None:
+        if not self._context.real_node:
+            return None
+        return certs.NodeIdentity(name=nodenet.NODE_NAME, address=nodenet.GATEWAY)
+
+    def _choose_node(self, node: str | None) -> str:
+        if node is not None and node not in NODE_KINDS:
+            raise DevstackError(f"unknown node {node!r}: choose one of {', '.join(NODE_KINDS)}")
+        running = [c.name for c in self._components.values() if c.is_running()]
+        if node is None:
+            return self.state.node if running else "kwok"
+        if running and node != self.state.node:
+            raise DevstackError(
+                f"stack {self.name!r} runs with --node {self.state.node}: "
+                f"run `tailor dev down` first, then `tailor dev up --node {node}`"
+            )
+        return node
+
+    def registry(self) -> str:
+        """host:port of the stack's OCI registry (push images there; pods pull them by reference)."""
+        if self.state.node != "real":
+            raise DevstackError(f"stack {self.name!r} has no registry: run `tailor dev up --node real`.")
+        return Registry(self._context).address()
+
+    def hello_image(self) -> str:
+        """The test workload's image in the stack's registry (an HTTP server on port 8080 that
+        answers its pod's name on / and 200 on /healthz; see gosrc/hello)."""
+        return Registry(self._context).hello_image()
+
+    def pod_endpoints(self) -> dict[str, str]:
+        """Where pods on the real node reach the stack's services (the node's address).
+
+        Kubernetes is reached in-cluster (the `kubernetes` Service); Kafka and Redis listen on
+        the node's address as well as on loopback.
+        """
+        if self.state.node != "real":
+            raise DevstackError(f"stack {self.name!r} has no real node: run `tailor dev up --node real`.")
+        found = {}
+        if "kafka" in self.state.components:
+            found[endpoints.KAFKA_BOOTSTRAP] = self._kafka().pod_bootstrap()
+        if "redis" in self.state.components:
+            found[endpoints.REDIS_URL] = self._redis().pod_url()
+        return found
+
+    def node_leftovers(self) -> list[str]:
+        """What of a real node is still on the machine: mounts under this stack's home,
+        the bridge and its veths, shims or containers of its containerd, kube-proxy's tables."""
+        found = [f"mount {point}" for point in nodenet.mounts_under([self.paths.root])]
+        if nodenet.bridge_owner() == self._node_owner:
+            found += [f"interface {name}" for name in nodenet.node_interfaces()]
+        containerd = self._components[Containerd.name]
+        assert isinstance(containerd, Containerd)
+        found += [f"process {pid}" for pid in nodenet.processes_mentioning(str(containerd.socket))]
+        ran_a_node = self._host_snapshot.exists() or containerd.config.exists()
+        if ran_a_node and nodenet.bridge_owner() in (None, self._node_owner):
+            found += [f"nftables table {t}" for t in nodenet.nft_tables() if t.endswith(" kube-proxy")]
+        if self._host_snapshot.exists():  # kept by teardown only when chains could not be removed
+            found += [f"iptables chain {chain}" for chain in nodenet.new_kube_chains(self._host_snapshot)]
+        return found
+
     def _apiserver(self) -> ApiServer:
         component = self._components[ApiServer.name]
         assert isinstance(component, ApiServer)
@@ -258,10 +395,12 @@ class Stack:
         assert isinstance(component, Redis)
         return component
 
-    def _select(self, external: Endpoints) -> list[str]:
+    def _select(self, external: Endpoints, node: str) -> list[str]:
         selected: list[str] = []
         if external.kubeconfig is None:
             selected += [cls.name for cls in KUBE_COMPONENTS]
+            if node == "real":
+                selected += [cls.name for cls in NODE_COMPONENTS]
         if external.kafka_bootstrap is None:
             selected.append(Kafka.name)
         if external.redis_url is None:
@@ -271,6 +410,8 @@ class Stack:
     def _prepare_tools(self, selected: list[str]) -> None:
         if "kube-apiserver" in selected:
             _ = self.tools.kube
+        if "kubelet" in selected:
+            _ = self.tools.node
         if "kafka" in selected:
             _ = self.tools.java
             _ = self.tools.kafka_libs

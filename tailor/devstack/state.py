@@ -25,6 +25,8 @@ class StackState:
     external: Endpoints = field(default_factory=Endpoints)
     #: Names of the components this stack runs (external parts excluded).
     components: list[str] = field(default_factory=list)
+    #: "kwok" (a fake node only) or "real" (a kubelet beside it): `tailor dev up --node`.
+    node: str = "kwok"
     updated: float = 0.0
 
     def endpoints(self) -> Endpoints:
@@ -53,6 +55,7 @@ class StackState:
                 own=Endpoints(**data.get("own", {})),
                 external=Endpoints(**data.get("external", {})),
                 components=[str(c) for c in data.get("components", [])],
+                node=str(data.get("node", "kwok")),
                 updated=float(data.get("updated", 0.0)),
             )
         except (OSError, ValueError, TypeError):

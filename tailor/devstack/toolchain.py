@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tailor.devstack.errors import ToolchainMissing
 
-#: Where Go's official tarball installs itself; often not on PATH in non-login shells.
-_EXTRA_DIRS = ("/usr/local/go/bin", str(Path.home() / "go" / "bin"))
+#: Where Go's official tarball installs itself, and Debian's runc, iptables and nft (/usr/sbin):
+#: often not on PATH in non-login shells.
+_EXTRA_DIRS = ("/usr/local/go/bin", str(Path.home() / "go" / "bin"), "/usr/sbin", "/sbin")
 
 _INSTALL_HINTS = {
     "go": "Go 1.26 or newer (https://go.dev/doc/install; expected at /usr/local/go/bin/go)",
@@ -18,6 +19,10 @@ _INSTALL_HINTS = {
     "redis-server": "Debian's redis-server (run scripts/apt-packages.sh)",
     "kcat": "Debian's kcat (run scripts/apt-packages.sh)",
     "promtool": "Debian's prometheus package, which ships promtool (run scripts/apt-packages.sh)",
+    "containerd": "Debian's containerd package, 1.6 with the CRI plugin (run scripts/apt-packages.sh)",
+    "runc": "Debian's runc package (run scripts/apt-packages.sh)",
+    "iptables": "Debian's iptables package (run scripts/apt-packages.sh)",
+    "nft": "Debian's nftables package (run scripts/apt-packages.sh)",
 }
 
 

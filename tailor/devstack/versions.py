@@ -14,6 +14,11 @@ KUBERNETES_STAGING: Final = "v0.36.3"
 ETCD: Final = "v3.6.16"
 KWOK: Final = "v0.8.0"
 HELM: Final = "v3.22.0"
+#: The real node (`tailor dev up --node real`): CNI plugins, the OCI registry images are pushed
+#: to, and crictl (tears pod sandboxes down through the CRI, as a node operator would).
+CNI_PLUGINS: Final = "v1.10.0"
+DISTRIBUTION: Final = "v3.1.2"
+CRI_TOOLS: Final = "v1.36.0"
 KAFKA: Final = "4.3.1"
 KAFKA_SCALA: Final = "2.13"
 #: Kafka 4.3 logs through slf4j 1.7 and ships log4j-core 2.25.4; this binds the two so the

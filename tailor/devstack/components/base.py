@@ -7,12 +7,14 @@ process (its pid file). Subclasses fill in the recipe; the lifecycle lives here 
 from __future__ import annotations
 
 import abc
+import json
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tailor.devstack import probes, procs
+from tailor.devstack import nodenet, probes, procs
 from tailor.devstack.artifacts import Toolbox
 from tailor.devstack.certs import CertPaths
 from tailor.devstack.paths import StackPaths
@@ -26,9 +28,37 @@ class StackContext:
     certs: CertPaths
     tools: Toolbox
     ports: dict[str, int] = field(default_factory=dict)
+    #: With a real node (`tailor dev up --node real`), the apiserver, Kafka and Redis also
+    #: serve on the node's address, where pods reach the host.
+    real_node: bool = False
 
     def port(self, key: str) -> int:
         return self.ports[key]
+
+    def apiserver_host(self) -> str:
+        """Where the apiserver listens: loopback, or the node's address when pods need it."""
+        return nodenet.GATEWAY if self.real_node else "127.0.0.1"
+
+    def apiserver_url(self) -> str:
+        return f"https://{self.apiserver_host()}:{self.port('apiserver')}"
+
+    def api(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
+        """One request to the apiserver as the admin; the body is decoded JSON ({} when empty)."""
+        status, raw = probes.https_request(
+            self.port("apiserver"),
+            path,
+            probes.client_tls(self.certs),
+            method=method,
+            body=body,
+            host=self.apiserver_host(),
+            content_type=content_type,
+        )
+        try:
+            return status, json.loads(raw) if raw else {}
+        except ValueError:  # /readyz and friends answer text
+            return status, {}
 
 
 class Component(abc.ABC):

@@ -8,7 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tailor.devstack import probes, procs
+from tailor.devstack import nodenet, probes, procs
 from tailor.devstack.components.base import Component
 from tailor.devstack.errors import ComponentFailed
 
@@ -45,18 +45,29 @@ def new_cluster_id() -> str:
             return text
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
-    """server.properties of a single combined-mode node on loopback."""
+def server_properties(
+    port: int, controller_port: int, log_dir: Path, pods_listener: str | None = None
+) -> str:
+    """server.properties of a single combined-mode node on loopback.
+
+    ``pods_listener`` (host:port, the real node's address) adds a listener named PODS that
+    advertises that address, so clients in pods are sent back to it, not to 127.0.0.1.
+    """
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    if pods_listener is not None:
+        listeners.append(f"PODS://{pods_listener}")
+        protocols.append("PODS:PLAINTEXT")
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(listeners)}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={','.join(protocols)}",
             f"log.dirs={log_dir}",
             # One broker: every internal topic has a single replica.
             "offsets.topic.replication.factor=1",
@@ -78,12 +89,17 @@ def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
 
 class Kafka(Component):
     name = "kafka"
-    port_keys = ("kafka", "kafka-controller")
+    #: kafka-pods: the listener pods on the real node use (unused without one).
+    port_keys = ("kafka", "kafka-controller", "kafka-pods")
     start_timeout = 90.0
     stop_timeout = 30.0  # a clean shutdown lets the next start skip log recovery
 
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.context.port('kafka')}"
+
+    def pod_bootstrap(self) -> str:
+        """Where pods on the real node reach the broker (the node's address)."""
+        return f"{nodenet.GATEWAY}:{self.context.port('kafka-pods')}"
 
     def endpoint(self) -> str:
         return self.bootstrap()
@@ -123,7 +139,8 @@ class Kafka(Component):
             shutil.rmtree(self.log_dir, ignore_errors=True)
             marker.unlink()
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
-        self.config.write_text(server_properties(port, controller_port, self.log_dir))
+        pods = self.pod_bootstrap() if self.context.real_node else None
+        self.config.write_text(server_properties(port, controller_port, self.log_dir, pods))
         if (self.log_dir / "meta.properties").exists():
             return
         record = procs.spawn(

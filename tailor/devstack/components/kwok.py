@@ -1,8 +1,13 @@
-"""kwok and its one fake Node: Pods get scheduled and become Ready with no container runtime."""
+"""kwok and its one fake Node: Pods get scheduled and become Ready with no container runtime.
+
+kwok manages only the node it fakes (selected by its annotation): with `--manage-all-nodes` it
+would also fake the status of pods on a real node, showing them Running when their sandbox
+failed. Beside a real node the fake one is tainted, so workloads run on the real node unless
+they tolerate the taint.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tailor.devstack import probes
@@ -11,6 +16,9 @@ from tailor.devstack.errors import ComponentFailed
 
 NODE_NAME = "kwok-node-0"
 POD_CIDR = "10.244.0.0/16"
+FAKE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+#: Beside a real node: pods go to the real node unless they tolerate this.
+FAKE_TAINT = {"key": "tailor.dev/fake-node", "value": "kwok", "effect": "NoSchedule"}
 
 
 def fake_node(name: str = NODE_NAME) -> dict[str, Any]:
@@ -27,7 +35,7 @@ def fake_node(name: str = NODE_NAME) -> dict[str, Any]:
                 "kubernetes.io/arch": "amd64",
             },
             # kwok's convention for nodes it fakes.
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {FAKE_ANNOTATION[0]: FAKE_ANNOTATION[1], "node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {},
         "status": {
@@ -52,7 +60,8 @@ class Kwok(Component):
             str(self.context.tools.kube.kwok),
             f"--kubeconfig={self.context.paths.kubeconfig}",
             f"--config={self.context.tools.kube.kwok_stages}",
-            "--manage-all-nodes=true",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_ANNOTATION[0]}={FAKE_ANNOTATION[1]}",
             # kwok's default pod CIDR (10.0.0.0/24) is our Service range; keep them apart.
             f"--cidr={POD_CIDR}",
             f"--server-address=127.0.0.1:{self.context.port('kwok')}",
@@ -62,26 +71,34 @@ class Kwok(Component):
         status, _ = probes.http_get(self.context.port("kwok"), "/healthz")
         return status == 200
 
-    def _api(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        status, raw = probes.https_request(
-            self.context.port("apiserver"),
-            path,
-            probes.client_tls(self.context.certs),
-            method=method,
-            body=body,
-        )
-        return status, json.loads(raw) if raw else {}
-
     def after_healthy(self) -> None:
-        """Register the fake Node (idempotent) and wait until kwok reports it Ready."""
-        status, _ = self._api("GET", f"/api/v1/nodes/{NODE_NAME}")
+        """Register the fake Node (idempotent), taint it beside a real node (untaint it
+        otherwise), and wait until kwok reports it Ready."""
+        api = self.context.api
+        status, node = api("GET", f"/api/v1/nodes/{NODE_NAME}")
         if status == 404:
-            status, body = self._api("POST", "/api/v1/nodes", fake_node())
+            status, node = api("POST", "/api/v1/nodes", fake_node())
             if status not in (201, 409):
-                raise ComponentFailed(f"creating node {NODE_NAME} failed: {status} {body}")
+                raise ComponentFailed(f"creating node {NODE_NAME} failed: {status} {node}")
+        self._set_taint(node)
         probes.wait_until(
-            lambda: node_ready(self._api("GET", f"/api/v1/nodes/{NODE_NAME}")[1]),
+            lambda: node_ready(api("GET", f"/api/v1/nodes/{NODE_NAME}")[1]),
             what=f"fake node {NODE_NAME} Ready (kwok)",
             timeout=self.start_timeout,
             log=self.log,
         )
+
+    def _set_taint(self, node: dict[str, Any]) -> None:
+        taints = [t for t in node.get("spec", {}).get("taints", []) if t.get("key") != FAKE_TAINT["key"]]
+        if self.context.real_node:
+            taints.append(FAKE_TAINT)
+        if taints == node.get("spec", {}).get("taints", []):
+            return
+        status, body = self.context.api(
+            "PATCH",
+            f"/api/v1/nodes/{NODE_NAME}",
+            {"spec": {"taints": taints}},
+            "application/merge-patch+json",
+        )
+        if status != 200:
+            raise ComponentFailed(f"setting the taints of node {NODE_NAME} failed: {status} {body}")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tailor.devstack import probes
+from tailor.devstack import nodenet, probes
 from tailor.devstack.components.base import Component
 
 
-def redis_conf(port: int, directory: Path) -> str:
+def redis_conf(port: int, directory: Path, also_bind: str | None = None) -> str:
+    """redis.conf on loopback; ``also_bind``: the real node's address, where pods reach it."""
     return "\n".join(
         [
-            "bind 127.0.0.1",
+            f"bind 127.0.0.1 {also_bind}" if also_bind else "bind 127.0.0.1",
+            # Protected mode refuses every client not on loopback when there is no password;
+            # the node's address is reached only by pods on this machine.
+            f"protected-mode {'no' if also_bind else 'yes'}",
             f"port {port}",
             f"dir {directory}",
             "daemonize no",
@@ -37,6 +41,10 @@ class Redis(Component):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.context.port('redis')}/0"
 
+    def pod_url(self) -> str:
+        """Where pods on the real node reach Redis (the node's address, same port)."""
+        return f"redis://{nodenet.GATEWAY}:{self.context.port('redis')}/0"
+
     def endpoint(self) -> str:
         return self.url()
 
@@ -45,7 +53,8 @@ class Redis(Component):
         return self.data_dir / "redis.conf"
 
     def prepare(self) -> None:
-        self.config.write_text(redis_conf(self.context.port("redis"), self.data_dir))
+        also_bind = nodenet.GATEWAY if self.context.real_node else None
+        self.config.write_text(redis_conf(self.context.port("redis"), self.data_dir, also_bind))
 
     def argv(self) -> list[str]:
         return [str(self.context.tools.redis_server), str(self.config)]

@@ -1,0 +1,3 @@
+module tailor.dev/devstack/gosrc
+
+go 1.24

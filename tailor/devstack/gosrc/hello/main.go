@@ -1,0 +1,83 @@
+// Command hello is the real node's test workload: a small HTTP server whose answers say which
+// pod served them, so a test can tell a Service routed to a real container.
+//
+//	GET /        -> {"pod": "<hostname>", "client": "<remote address>"}
+//	GET /healthz -> 200 "ok" (the readiness probe's path)
+//
+// It listens on $PORT (default 8080) on every address of the pod and exits on SIGTERM.
+//
+// `hello fetch URL` is its client, for tests that need a request made from inside a pod (to a
+// Service, another pod, or the host's address): it prints the status and body of one GET and
+// exits 0 when the status is below 500. HTTPS certificates are not checked (a reachability
+// probe, not a client to trust).
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "fetch" {
+		os.Exit(fetch(os.Args[2]))
+	}
+	serve()
+}
+
+func fetch(url string) int {
+	client := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+	}
+	response, err := client.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer response.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(response.Body, 64<<10))
+	fmt.Printf("%d\n%s", response.StatusCode, body)
+	if response.StatusCode >= 500 {
+		return 1
+	}
+	return 0
+}
+
+func serve() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	hostname, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"pod": hostname, "client": r.RemoteAddr})
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	server := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-stop
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(ctx)
+	}()
+	log.Printf("hello: %s listening on :%s", hostname, port)
+	if err := server.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
