@@ -9,10 +9,14 @@
 # capabilities. Python packages live in a virtualenv copied from the build stage, so the
 # runtime stage has no pip cache, no build tools and no source tree.
 
-ARG PYTHON_VERSION=3.11
+# The base images, public by default. Where Docker Hub cannot be reached, pass equivalents:
+# `make image` builds them from Debian's own packages (scripts/image.sh, docs/install.md).
+# PYTHON_IMAGE needs a `python` (>= 3.11) with venv; RUST_IMAGE cargo and a C compiler.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG RUST_IMAGE=rust:1-slim-bookworm
 
 # The worker's hot path (native/, Rust): an abi3 wheel, so it serves any CPython >= 3.11.
-FROM rust:1-slim-bookworm AS native
+FROM ${RUST_IMAGE} AS native
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends python3-venv \
  && rm -rf /var/lib/apt/lists/* \
@@ -22,7 +26,7 @@ WORKDIR /src/native
 COPY native ./
 RUN /opt/maturin/bin/maturin build --release --locked --out /wheels
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -30,12 +34,11 @@ RUN python -m venv /opt/tailor
 WORKDIR /src
 # Dependencies first, so a code change does not reinstall them: install the project's declared
 # dependencies from pyproject.toml alone (at the versions CI tested: constraints.txt), then the
-# project itself without dependencies.
+# project itself without dependencies. (One line of Python, not a heredoc: Debian bookworm's
+# buildah 1.28 and Docker's legacy builder do not read heredocs.)
 COPY pyproject.toml constraints.txt README.md ./
-RUN python - <<'PY' > /tmp/requirements.txt
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
-PY
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt
 RUN /opt/tailor/bin/pip install --requirement /tmp/requirements.txt --constraint constraints.txt
 COPY tailor ./tailor
 COPY crds ./crds
@@ -48,7 +51,7 @@ RUN /opt/tailor/bin/pip install --no-deps . /tmp/wheels/*.whl \
  && /opt/tailor/bin/python -m compileall -q /opt/tailor/lib \
  && /opt/tailor/bin/tailor --help > /dev/null
 
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tailor" \
       org.opencontainers.image.description="Tailor: declarative, real-time content personalization on Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0"
