@@ -10,7 +10,7 @@ export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 # Cargo's output (native/) outside the checkout, shared with scripts/setup.sh's build.
 export CARGO_TARGET_DIR ?= $(or $(TAILOR_CACHE),$(HOME)/.cache/tailor)/native-target
 
-.PHONY: help setup build lint unit test demo up down status env
+.PHONY: help setup build lint unit test demo up down status env image image-push
 
 help:
 	@echo "make setup   apt packages, .venv, cached builds (tailor dev build)"
@@ -19,6 +19,8 @@ help:
 	@echo "make test    setup + lint + the whole test suite (starts its own stack)"
 	@echo "make demo    setup + tailor demo (DEMO_ARGS=\"--traffic 50\" or \"--check\")"
 	@echo "make up | down | status | env   the default dev stack"
+	@echo "make image   the container image IMAGE:TAG with buildah (bases from Debian's packages; BASES=public)"
+	@echo "make image-push REGISTRY=127.0.0.1:5000   build, then push to REGISTRY/<IMAGE's path>:TAG"
 
 setup:
 	bash scripts/setup.sh
@@ -54,3 +56,16 @@ status:
 
 env:
 	@$(TAILOR) dev env
+
+# The image from the Dockerfile, built with buildah (scripts/image.sh says how and why). IMAGE is
+# the repository, TAG defaults to Chart.yaml's appVersion (what the chart and the CRD deploy).
+IMAGE ?= ghcr.io/tailor-dev/tailor
+TAG ?=
+BASES ?= debian
+image:
+	IMAGE="$(IMAGE)" TAG="$(TAG)" BASES="$(BASES)" bash scripts/image.sh build
+
+# REGISTRY replaces IMAGE's registry: `make image-push REGISTRY=127.0.0.1:5000` pushes
+# 127.0.0.1:5000/tailor-dev/tailor:TAG (plain http for localhost and 127.0.0.1; TLS_VERIFY overrides).
+image-push: image
+	IMAGE="$(IMAGE)" TAG="$(TAG)" REGISTRY="$(REGISTRY)" TLS_VERIFY="$(TLS_VERIFY)" bash scripts/image.sh push
