@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -141,6 +143,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--raw-events", type=int, default=300_000)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/collector.py needs wrk: make setup installs it (or apt-get install wrk)")
     kafka, redis_url = _pipeline.environment()
     config = _pipeline.stack_config(kafka)
     scratch.publish(redis_url, config)

@@ -2,11 +2,12 @@
 # Install the Debian packages the local real stack needs, only when one is missing.
 #
 # redis-server: the stack's Redis; kcat: an independent Kafka client for tests;
-# prometheus: for promtool (alert-rule checks); chromium: browser tests; nodejs: the SDK's tests.
+# prometheus: for promtool (alert-rule checks); chromium: browser tests; nodejs: the SDK's tests;
+# wrk: the HTTP load generator of bench/decide.py and bench/collector.py.
 # A warm machine has them all and so never runs apt (fast, and works offline).
 set -euo pipefail
 
-packages=(redis-server kcat prometheus chromium nodejs)
+packages=(redis-server kcat prometheus chromium nodejs wrk)
 
 missing=()
 for pkg in "${packages[@]}"; do
