@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
-        sys.exit("bench/decide.py needs wrk and taskset: make setup installs them (or apt-get install wrk util-linux)")
+        sys.exit("bench/decide.py needs wrk and taskset: make setup installs wrk; util-linux has taskset")
     with tempfile.TemporaryDirectory(prefix="tailor-bench-") as temporary:
         workdir = Path(temporary)
         if args.server_stacks:
