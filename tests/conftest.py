@@ -13,6 +13,7 @@ session_guards.py keeps one test's leftovers (environment, event loops, processe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -39,6 +40,7 @@ _FIXTURE_MARKERS = {
     "kafka_bootstrap": "kafka",
     "redis_url": "redis",
     "redis_client": "redis",
+    "real_node_stack": "realnode",
 }
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -74,6 +76,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
         yield test_stack
     finally:
         test_stack.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def real_node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    """A second stack with a real node (kubelet, containerd, kube-proxy, registry) beside kwok's,
+    for tests that run real pods; its own apiserver, Kafka and Redis, so kwok-based tests never
+    see it. Pods reach Kafka and Redis at ``stack.pod_endpoints()``; images are pushed to
+    ``stack.registry()``. One real node per machine: stopped (nothing left behind) at the end."""
+    home = tmp_path_factory.mktemp("tailor-real-node-home")
+    real = devstack.Stack("realnode", home, report=_report)
+    try:
+        real.up(node="real")
+    except devstack.DevstackError as error:
+        with contextlib.suppress(devstack.DevstackError):
+            real.down(purge=False)  # keep the logs the message points at
+        pytest.fail(f"the stack with a real node did not start:\n{error}", pytrace=False)
+    try:
+        yield real
+    finally:
+        real.down(purge=True)
 
 
 @pytest.fixture(scope="session")

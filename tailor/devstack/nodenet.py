@@ -76,9 +76,11 @@ SYSTEM_SOCKETS = ("/var/lib/kubelet/device-plugins/kubelet.sock",)
 #: named after its namespace; runc removes each container's cgroup, not this parent.
 CGROUP_PARENT = "k8s.io"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: The kubelet's own iptables chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT)
-#: and any kube-proxy left: every KUBE-* chain that was not there before is removed.
+#: iptables chains the node makes: the kubelet's own (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
+#: KUBE-IPTABLES-HINT), any kube-proxy left, and portmap's for hostPorts (CNI-HOSTPORT-*, and
+#: CNI-DN-* per pod, removed by CNI DEL). Every such chain that was not there before is removed.
 IPTABLES = ("iptables", "ip6tables")
+CHAIN_PREFIXES = ("KUBE-", "CNI-HOSTPORT-", "CNI-DN-")
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,22 @@ class Snapshot:
 
     sysctls: dict[str, str]
     missing_dirs: list[str]
-    #: "iptables filter" -> KUBE-* chains that table had.
-    kube_chains: dict[str, list[str]]
+    #: "iptables filter" -> the node's kind of chains (CHAIN_PREFIXES) that table had.
+    chains: dict[str, list[str]]
+    #: nftables tables ("ip nat") and chains ("ip nat PREROUTING") that existed: iptables-nft
+    #: creates tables and base chains on first use and leaves them, empty, after the rules go.
+    nft_tables: list[str]
+    nft_chains: list[str]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"sysctls": self.sysctls, "missing_dirs": self.missing_dirs, "kube_chains": self.kube_chains}
+        data = {
+            "sysctls": self.sysctls,
+            "missing_dirs": self.missing_dirs,
+            "chains": self.chains,
+            "nft_tables": self.nft_tables,
+            "nft_chains": self.nft_chains,
+        }
         path.write_text(json.dumps(data, indent=2))
 
     @classmethod
@@ -102,7 +114,9 @@ class Snapshot:
             return cls(
                 sysctls=dict(data["sysctls"]),
                 missing_dirs=list(data["missing_dirs"]),
-                kube_chains={key: list(chains) for key, chains in data["kube_chains"].items()},
+                chains={key: list(chains) for key, chains in data["chains"].items()},
+                nft_tables=list(data["nft_tables"]),
+                nft_chains=list(data["nft_chains"]),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -112,7 +126,9 @@ class Snapshot:
         return cls(
             sysctls={name: value for name in SYSCTLS if (value := read_sysctl(name)) is not None},
             missing_dirs=[path for path in (*SYSTEM_DIRS, *_cgroup_parents()) if not os.path.exists(path)],
-            kube_chains={key: sorted(chains) for key, chains in _kube_chains().items()},
+            chains={key: sorted(chains) for key, chains in _node_chains().items()},
+            nft_tables=sorted(_nft_ruleset().tables),
+            nft_chains=sorted(_nft_ruleset().chains),
         )
 
 
@@ -129,21 +145,22 @@ def _save_output(binary: str) -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
-def _kube_chains() -> dict[str, set[str]]:
-    """ "<binary> <table>" -> the KUBE-* chains in it, from iptables-save and ip6tables-save."""
+def _node_chains() -> dict[str, set[str]]:
+    """ "<binary> <table>" -> chains named like the node's (CHAIN_PREFIXES), from iptables-save
+    and ip6tables-save."""
     found: dict[str, set[str]] = {}
     for binary in IPTABLES:
         table = ""
         for line in _save_output(binary).splitlines():
             if line.startswith("*"):
                 table = line[1:].strip()
-            elif line.startswith(":KUBE-"):
+            elif line.startswith(":") and line[1:].startswith(CHAIN_PREFIXES):
                 found.setdefault(f"{binary} {table}", set()).add(line[1:].split()[0])
     return found
 
 
-def _remove_new_kube_chains(before: dict[str, list[str]]) -> list[str]:
-    """Delete every KUBE-* chain not listed in ``before``, and the rules that jump to it."""
+def _remove_new_chains(before: dict[str, list[str]]) -> list[str]:
+    """Delete every chain of the node's kind not listed in ``before``, and the rules that jump to it."""
     done = []
     for binary in IPTABLES:
         table = ""
@@ -153,7 +170,7 @@ def _remove_new_kube_chains(before: dict[str, list[str]]) -> list[str]:
                 table = line[1:].strip()
             elif line.startswith("-A "):
                 rules.setdefault(table, []).append(shlex.split(line)[1:])
-        for key, chains in _kube_chains().items():
+        for key, chains in _node_chains().items():
             if not key.startswith(binary + " "):
                 continue
             table = key.split(" ", 1)[1]
@@ -272,8 +289,9 @@ def teardown(owner: str, record: Path) -> list[str]:
         if now is not None and now != value:
             write_sysctl(name, value)
             done.append(f"{name} {now} -> {value}")
-    done += _remove_new_kube_chains(snapshot.kube_chains)
-    if new_kube_chains(record):
+    done += _remove_new_chains(snapshot.chains)
+    done += _remove_new_empty_nft_objects(snapshot)
+    if new_chains(record):
         return done  # keep the snapshot: `leftovers` reports them, the next teardown retries
     for socket_path in SYSTEM_SOCKETS:
         if os.path.dirname(socket_path) in snapshot.missing_dirs and _is_socket(socket_path):
@@ -285,6 +303,55 @@ def teardown(owner: str, record: Path) -> list[str]:
         except OSError:
             pass  # absent, or not empty: then something else uses it now
     record.unlink(missing_ok=True)
+    return done
+
+
+@dataclass(frozen=True)
+class _Ruleset:
+    tables: set[str]
+    chains: set[str]
+    #: Tables and chains that hold something (rules, chains, sets, maps).
+    used: set[str]
+
+
+def _nft_ruleset() -> _Ruleset:
+    """The ip and ip6 tables and chains of ``nft -j list ruleset`` and which are in use."""
+    result = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=False)
+    try:
+        objects = json.loads(result.stdout)["nftables"]
+    except (ValueError, KeyError):
+        return _Ruleset(set(), set(), set())
+    tables, chains, used = set(), set(), set()
+    for item in objects:
+        kind, body = next(iter(item.items()))
+        if not isinstance(body, dict) or body.get("family") not in ("ip", "ip6"):
+            continue
+        table = f"{body['family']} {body.get('table', body.get('name'))}"
+        if kind == "table":
+            tables.add(table)
+        elif kind == "chain":
+            chains.add(f"{table} {body['name']}")
+            used.add(table)
+        elif kind == "rule":
+            used.add(f"{table} {body['chain']}")
+            used.add(table)
+        elif kind in ("set", "map", "flowtable", "counter"):
+            used.add(table)
+    return _Ruleset(tables, chains, used)
+
+
+def _remove_new_empty_nft_objects(snapshot: Snapshot) -> list[str]:
+    """Delete empty chains, then empty tables, that were not there before the node."""
+    done = []
+    ruleset = _nft_ruleset()
+    for chain in sorted(ruleset.chains - set(snapshot.nft_chains) - ruleset.used):
+        family, table, name = chain.split(" ", 2)
+        subprocess.run(["nft", "delete", "chain", family, table, name], capture_output=True, check=False)
+        done.append(f"removed empty nftables chain {chain}")
+    ruleset = _nft_ruleset()
+    for table in sorted(ruleset.tables - set(snapshot.nft_tables) - ruleset.used):
+        subprocess.run(["nft", "delete", "table", *table.split(" ", 1)], capture_output=True, check=False)
+        done.append(f"removed empty nftables table {table}")
     return done
 
 
@@ -372,13 +439,13 @@ def nft_tables() -> list[str]:
     ]
 
 
-def new_kube_chains(record: Path) -> list[str]:
-    """KUBE-* iptables chains that were not there when ``record``'s snapshot was taken
-    (every KUBE-* chain when there is no snapshot)."""
+def new_chains(record: Path) -> list[str]:
+    """The node's kind of iptables chains that were not there when ``record``'s snapshot was
+    taken (all of them when there is no snapshot)."""
     snapshot = Snapshot.load(record)
-    before = snapshot.kube_chains if snapshot is not None else {}
+    before = snapshot.chains if snapshot is not None else {}
     return sorted(
         f"{key} {chain}"
-        for key, chains in _kube_chains().items()
+        for key, chains in _node_chains().items()
         for chain in chains - set(before.get(key, []))
     )

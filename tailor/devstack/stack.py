@@ -377,7 +377,7 @@ class Stack:
         if ran_a_node and nodenet.bridge_owner() in (None, self._node_owner):
             found += [f"nftables table {t}" for t in nodenet.nft_tables() if t.endswith(" kube-proxy")]
         if self._host_snapshot.exists():  # kept by teardown only when chains could not be removed
-            found += [f"iptables chain {chain}" for chain in nodenet.new_kube_chains(self._host_snapshot)]
+            found += [f"iptables chain {chain}" for chain in nodenet.new_chains(self._host_snapshot)]
         return found
 
     def _apiserver(self) -> ApiServer:

@@ -190,7 +190,9 @@ def test_snapshot_round_trips_through_its_file(tmp_path: Path, value: str) -> No
     snapshot = nodenet.Snapshot(
         sysctls={"net.ipv4.ip_forward": value},
         missing_dirs=["/run/containerd"],
-        kube_chains={"iptables filter": ["KUBE-FIREWALL"]},
+        chains={"iptables filter": ["KUBE-FIREWALL"]},
+        nft_tables=["ip nat"],
+        nft_chains=["ip nat POSTROUTING"],
     )
     record = tmp_path / "host-before.json"
     snapshot.save(record)

@@ -43,7 +43,8 @@ class Registry(Component):
     def prepare(self) -> None:
         document = {
             "version": 0.1,
-            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            # The access log says which image each pull asked for (and that it asked here).
+            "log": {"level": "warn", "accesslog": {"disabled": False}},
             "storage": {
                 "filesystem": {"rootdirectory": str(self.data_dir / "storage")},
                 "delete": {"enabled": True},

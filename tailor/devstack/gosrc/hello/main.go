@@ -9,16 +9,19 @@
 // `hello fetch URL` is its client, for tests that need a request made from inside a pod (to a
 // Service, another pod, or the host's address): it prints the status and body of one GET and
 // exits 0 when the status is below 500. HTTPS certificates are not checked (a reachability
-// probe, not a client to trust).
+// probe, not a client to trust). `hello say HOST:PORT TEXT` sends one line over TCP and prints
+// the first line of the answer (e.g. PING to Redis).
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -30,7 +33,31 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == "fetch" {
 		os.Exit(fetch(os.Args[2]))
 	}
+	if len(os.Args) == 4 && os.Args[1] == "say" {
+		os.Exit(say(os.Args[2], os.Args[3]))
+	}
 	serve()
+}
+
+func say(address, text string) int {
+	connection, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer connection.Close()
+	_ = connection.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(connection, "%s\r\n", text); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	line, err := bufio.NewReader(connection).ReadString('\n')
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Print(line)
+	return 0
 }
 
 func fetch(url string) int {
