@@ -3,11 +3,12 @@
 #
 # redis-server: the stack's Redis; kcat: an independent Kafka client for tests;
 # prometheus: for promtool (alert-rule checks); chromium: browser tests; nodejs: the SDK's tests;
-# wrk: the HTTP load generator of bench/decide.py and bench/collector.py.
+# wrk: the HTTP load generator of bench/decide.py and bench/collector.py;
+# containerd, runc, iptables, nftables: the real node (`tailor dev up --node real`).
 # A warm machine has them all and so never runs apt (fast, and works offline).
 set -euo pipefail
 
-packages=(redis-server kcat prometheus chromium nodejs wrk)
+packages=(redis-server kcat prometheus chromium nodejs wrk containerd runc iptables nftables)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -29,9 +30,10 @@ else
 fi
 
 echo "apt: installing ${missing[*]}"
-# Debian starts services on install (redis-server, prometheus). The stack runs its own
-# Redis on a free port, so a policy-rc.d that answers 101 ("action forbidden") keeps
-# invoke-rc.d from starting the system services; we remove it again afterwards.
+# Debian starts services on install (redis-server, prometheus, containerd). The stack runs its
+# own Redis on a free port and its own containerd on its own socket, so a policy-rc.d that
+# answers 101 ("action forbidden") keeps invoke-rc.d from starting the system services; we
+# remove it again afterwards.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

@@ -5,8 +5,9 @@
 #   2. .venv with `pip install -e '.[dev]'`, at the versions in constraints.txt, when either file
 #      changed since the last install;
 #   3. the compiled worker hot path (native/, Rust via maturin) when its sources changed;
-#   4. `tailor dev build`: Kubernetes, etcd, kwok, helm (Go) and Kafka (Maven), cached by
-#      version under ${TAILOR_CACHE:-~/.cache/tailor}, so a second run builds nothing.
+#   4. `tailor dev build`: Kubernetes, etcd, kwok, helm, the real node's kubelet, kube-proxy, CNI
+#      plugins, registry and crictl (Go) and Kafka (Maven), cached by version under
+#      ${TAILOR_CACHE:-~/.cache/tailor}, so a second run builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -139,9 +139,10 @@ class Toolbox:
     def build_all(self) -> None:
         """Everything `tailor dev build` prepares; each step is a no-op when cached."""
         # Cheap checks first, so a missing tool fails before a long build, not after it.
-        for tool in ("go", "java", "mvn", "redis-server", "kcat", "promtool"):
+        for tool in ("go", "java", "mvn", "redis-server", "kcat", "promtool", "containerd", "runc"):
             toolchain.find_tool(tool)
         _ = self.kubectl
         _ = self.kafka_libs
         _ = self.kube
         _ = self.helm
+        _ = self.node
