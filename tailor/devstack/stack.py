@@ -13,6 +13,7 @@ the node is left (mounts, interfaces, processes, firewall rules).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -202,8 +203,9 @@ class Stack:
                     took = nodecheck.run(self._context.api, registry.hello_image(), HELLO_PORT)
                     self.report(f"real node: a pod ran, got Ready and served its Service in {took:.1f}s")
             except ComponentFailed:
-                if self._context.real_node:  # components are stopped; put the host back too
-                    nodenet.teardown(self._node_owner, self._host_snapshot)
+                if self._context.real_node:  # stop what the check left running; put the host back
+                    with contextlib.suppress(DevstackError):
+                        self._stop_everything()
                 raise
             self._check_external(external)
             return self.endpoints
@@ -215,29 +217,33 @@ class Stack:
         stack's pid files (and still the same processes) are signalled.
         """
         with exclusive(self.paths.lock_file):
-            running = [c.name for c in self._components.values() if c.is_running()]
-            # Stop groups in parallel; within Kubernetes, dependents before dependencies
-            # (the kubelet before containerd, which removes the pods' sandboxes as it stops).
-            kube_order = [
-                self._components[cls.name] for cls in reversed((*KUBE_COMPONENTS, *NODE_COMPONENTS))
-            ]
-            groups = [kube_order, [self._kafka()], [self._redis()]]
-            with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-                for _ in pool.map(lambda group: [c.stop() for c in group], groups):
-                    pass
-            left = [c.name for c in self._components.values() if c.is_running()]
-            if left:
-                raise ComponentFailed(f"still running after stop: {', '.join(left)}")
-            # What the kubelet mounted (its root dir, pods' volumes) once no container uses it.
-            nodenet.unmount_all(nodenet.mounts_under([self.paths.root]))
-            undone = nodenet.teardown(self._node_owner, self._host_snapshot)
-            if undone:
-                self.report(f"real node: {'; '.join(undone)}")
-            leftovers = self.node_leftovers()
-            if leftovers:
-                raise ComponentFailed(f"the real node left behind: {'; '.join(leftovers)}")
+            running = self._stop_everything()
         if purge:
             shutil.rmtree(self.paths.root, ignore_errors=True)
+        return running
+
+    def _stop_everything(self) -> list[str]:
+        """Stop every component, then undo what a real node changed on the machine; return
+        what was running. Raises when a process or anything of the node is left."""
+        running = [c.name for c in self._components.values() if c.is_running()]
+        # Stop groups in parallel; within Kubernetes, dependents before dependencies
+        # (the kubelet before containerd, which removes the pods' sandboxes as it stops).
+        kube_order = [self._components[cls.name] for cls in reversed((*KUBE_COMPONENTS, *NODE_COMPONENTS))]
+        groups = [kube_order, [self._kafka()], [self._redis()]]
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for _ in pool.map(lambda group: [c.stop() for c in group], groups):
+                pass
+        left = [c.name for c in self._components.values() if c.is_running()]
+        if left:
+            raise ComponentFailed(f"still running after stop: {', '.join(left)}")
+        # What the kubelet mounted (its root dir, pods' volumes) once no container uses it.
+        nodenet.unmount_all(nodenet.mounts_under([self.paths.root]))
+        undone = nodenet.teardown(self._node_owner, self._host_snapshot)
+        if undone:
+            self.report(f"real node: {'; '.join(undone)}")
+        leftovers = self.node_leftovers()
+        if leftovers:
+            raise ComponentFailed(f"the real node left behind: {'; '.join(leftovers)}")
         return running
 
     def status(self) -> list[ComponentStatus]:

@@ -222,6 +222,18 @@ def test_an_image_named_after_a_public_registry_is_pulled_from_the_stack_registr
     assert f"/v2/tailor-dev/mirrored/manifests/{tag}" in access_log
 
 
+def test_a_second_stack_is_refused_the_machines_real_node_and_leaves_it_running(
+    real_node_stack: devstack.Stack, core: k8s_client.CoreV1Api, tmp_path: Path
+) -> None:
+    other = devstack.Stack("other", tmp_path)
+    with pytest.raises(devstack.DevstackError, match=str(real_node_stack.paths.root.resolve())):
+        other.up(node="real")  # the error names the stack that owns the node
+    assert other.down() == []
+    node = core.read_node(devstack.NODE_NAME)
+    assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
+    assert nodenet.bridge_owner() == str(real_node_stack.paths.root.resolve())
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

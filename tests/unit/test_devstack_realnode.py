@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tailor.devstack import certs, nodenet, ociimage
+from tailor.devstack import DevstackError, Stack, certs, nodenet, ociimage
 from tailor.devstack.components import containerd, kafka, kubelet, kubeproxy, kwok, redis
 
 
@@ -199,3 +199,12 @@ def test_snapshot_round_trips_through_its_file(tmp_path: Path, value: str) -> No
     assert nodenet.Snapshot.load(record) == snapshot
     record.write_text("{}")
     assert nodenet.Snapshot.load(record) is None
+
+
+def test_a_real_node_joins_only_the_stacks_own_apiserver(tmp_path: Path) -> None:
+    stack = Stack("s", tmp_path, environ={"KUBECONFIG": "/elsewhere/kubeconfig"})
+    with pytest.raises(DevstackError, match="KUBECONFIG=/elsewhere/kubeconfig"):
+        stack.up(node="real")
+    with pytest.raises(DevstackError, match="unknown node 'virtual'"):
+        stack.up(node="virtual")
+    assert not (tmp_path / "s" / "state.json").exists()  # refused before anything was written
