@@ -6,7 +6,8 @@
 #   scripts/image.sh push          IMAGE:TAG to REGISTRY (e.g. 127.0.0.1:5000/tailor-dev/tailor:TAG)
 #   scripts/image.sh bases         only the bases; prints the --build-arg lines for the Dockerfile
 #   scripts/image.sh tools         only install buildah, podman and mmdebstrap (Debian) if missing
-#   scripts/image.sh run-flags     podman run flags this machine needs (see "Running" below)
+#   scripts/image.sh run-flags     podman run flags: the chart's restricted settings, and the
+#                                  limits this machine needs (see "Running" below)
 #
 # Variables (`make image` and `make image-push` pass them through):
 #   IMAGE     repository of the image (default ghcr.io/tailor-dev/tailor, the chart's default)
@@ -140,9 +141,14 @@ make_bases() {
   make_base "$RUST_BASE" '["bash"]' "${rust_packages[@]}"
 }
 
-# The flags `podman run` needs here (see "Running" above): the machine's own hard limits.
+# `podman run` flags for running the image as the chart's pods run (templates/deployment.yaml,
+# operator/tailor_operator/builders.py): user 10001, read-only root, /tmp the only writable path
+# (the pods' 64Mi emptyDir), no capabilities, no privilege escalation, podman's default seccomp
+# profile (RuntimeDefault). Then the limits this machine needs (see "Running" above).
 run_flags() {
-  echo "--ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=32768:32768"
+  echo "--user 10001:10001 --read-only --tmpfs /tmp:rw,size=64m,mode=1777 --cap-drop ALL" \
+    "--security-opt no-new-privileges" \
+    "--ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=32768:32768"
 }
 
 build() {
