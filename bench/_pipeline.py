@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tailor.core.ruleset import StackConfig, Window
+from tailor.core.rules.ruleset import StackConfig, Window
 from tailor.devstack import scratch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,8 +56,9 @@ from tailor_api import decide, decisions, engine, sample
 from tailor_api.settings import ApiSettings
 
 from tailor.core import cel as tailor_cel
-from tailor.core import profile_store, ruleset, store
+from tailor.core import profile_store
 from tailor.core.events import Event
+from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports
 
 CATEGORIES = ("shoes", "hats", "bags", "coats", "watches", "socks")
@@ -420,7 +421,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
     runtime = app.runtime
     try:
         async_client = aioredis.Redis.from_url(url)
-        published = await store.publish(async_client, published)
+        published = await versions.publish(async_client, published)
         await async_client.aclose()
         await runtime.start()
         deadline = time.monotonic() + 10

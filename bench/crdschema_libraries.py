@@ -1,4 +1,4 @@
-"""Benchmark: tailor/core/crdschema.py against jsonschema, jsonschema_rs and the API server itself.
+"""Benchmark: tailor/core/rules/crdschema.py against jsonschema, jsonschema_rs and the API server itself.
 
 crdschema checks a manifest offline the way the API server checks it against its CRD (for `tailor
 validate` and the compiler's callers): defaults, structural checks, unknown fields, list types and the
@@ -6,7 +6,7 @@ validate` and the compiler's callers): defaults, structural checks, unknown fiel
 with numbers: for the shop example (17 valid manifests) and a few broken ones it prints µs per manifest
 and what each implementation reports about the broken ones, side by side:
 
-- `crdschema`            tailor.core.crdschema.check: everything above;
+- `crdschema`            tailor.core.rules.crdschema.check: everything above;
 - `jsonschema`           jsonschema's Draft4Validator (OpenAPI 3.0 schemas are a draft-4 dialect) over the
                          CRD schema translated for it (`nullable` -> a null type, `additionalProperties:
                          false` where Kubernetes prunes unknown fields): types, bounds, enums, patterns,
@@ -37,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from tailor.core import cel, constants, crdschema
+from tailor.core import cel, constants
+from tailor.core.rules import crdschema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop"

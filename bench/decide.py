@@ -47,8 +47,9 @@ import redis.asyncio as aioredis
 import uvloop
 from tailor_api import sample
 
-from tailor.core import profile_store, ruleset, store
+from tailor.core import profile_store
 from tailor.core.events import Event
+from tailor.core.rules import ruleset, versions
 from tailor.devstack import gobuild, paths, ports, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +269,7 @@ async def rule_changes(url: str, stack: str, port: int, until: float, every: flo
     try:
         while time.monotonic() < until:
             salt += 1
-            published = await store.publish(client, bench_ruleset(stack, salt))
+            published = await versions.publish(client, bench_ruleset(stack, salt))
             started = time.perf_counter()
             wanted = f"x-tailor-ruleset-version: {published.version}\r\n".encode()
             while True:
@@ -443,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _publish(url: str, published: ruleset.Ruleset) -> None:
     client = aioredis.Redis.from_url(url)
-    await store.publish(client, published)
+    await versions.publish(client, published)
     await client.aclose()
 
 

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 
 from tailor.core import profile_store
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch
 
 BATCH = 50

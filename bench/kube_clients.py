@@ -46,7 +46,8 @@ from typing import Any
 from tailor_operator import builders, kube
 from tailor_operator import constants as names
 
-from tailor.core import constants, specs
+from tailor.core import constants
+from tailor.core.rules import specs
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP_VERSION = f"{constants.API_GROUP}/{constants.API_VERSION}"

@@ -1,7 +1,7 @@
 """Benchmark: the control plane. Prints one table.
 
 1. compile: one namespace of 1,000 rules and 5,000 variants compiled cold (fresh cache) by
-   tailor.core.compiler, against the 2 s target; beside it, in the same run, the time to load the very
+   tailor.core.rules.compiler, against the 2 s target; beside it, in the same run, the time to load the very
    ruleset it produced back from JSON (Ruleset.from_json, what every reader does): the floor for any
    compiler that builds this model.
 2. apply→published: a rule's priority patched through the kube-apiserver, to the new ruleset version
@@ -37,7 +37,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from tailor import devstack
-from tailor.core import compiler, crdschema, ruleset, specs, store
+from tailor.core.rules import compiler, crdschema, ruleset, specs, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ("views", "clicks", "cartAdds", "searches", "purchases")
@@ -205,16 +205,16 @@ def bench_apply(changes: int) -> tuple[list[float], list[float]]:
         key = f"{namespace}/shop"
         try:
             deadline = time.monotonic() + 60
-            while store.current_version_sync(connection, key) == 0:
+            while versions.current_version_sync(connection, key) == 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the operator published nothing in 60 s; see {log.name}")
                 time.sleep(0.1)
             time.sleep(1.0)  # let the first round's status patches settle
             pubsub = connection.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(store.channel(key))
+            pubsub.subscribe(versions.channel(key))
             latencies, round_trips = [], []
             for change in range(changes):
-                before = store.current_version_sync(connection, key)
+                before = versions.current_version_sync(connection, key)
                 started = time.perf_counter()
                 custom.patch_namespaced_custom_object(
                     "tailor.dev", "v1alpha1", namespace, "personalizationrules", "searcher",

@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tailor.core import durations, events, topics
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 from tailor_api import producer
 
 log = logging.getLogger(__name__)

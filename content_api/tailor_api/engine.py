@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from tailor.core import cel, constants, profile_store, ruleset
+from tailor.core import cel, constants, profile_store
+from tailor.core.rules import ruleset
 
 
 class Expression(Protocol):

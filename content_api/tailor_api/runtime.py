@@ -1,6 +1,6 @@
 """The process's live state: Redis connections, the engine being served, and the background work.
 
-`Runtime.start` connects, then follows the stack's published rulesets (tailor.core.store.follow).
+`Runtime.start` connects, then follows the stack's published rulesets (tailor.core.rules.versions.follow).
 Each new version is built into a complete Engine first and then swapped in with one assignment: a
 request holds the engine it started with, so in-flight requests finish on the old version and a
 half-built one is never served. A version that fails to build is logged and the last good one keeps
@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from tailor.core import cancellation, profile_store, ruleset, stats, store
+from tailor.core import cancellation, profile_store, stats
+from tailor.core.rules import ruleset, versions
 from tailor_api import engine as engine_module
 from tailor_api import metrics, resp, tokens
 from tailor_api.settings import ApiSettings
@@ -84,7 +85,9 @@ class Runtime:
         await profile_store.install(self.redis)
         settings = self.settings
         poll = settings.ruleset_poll_seconds
-        self._spawn(store.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll), "follow")
+        self._spawn(
+            versions.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll), "follow"
+        )
         self._spawn(self._every(settings.bandit_refresh_seconds, self.refresh_bandit), "bandit-refresh")
         self._spawn(self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions")
 

@@ -1,6 +1,6 @@
 """Small, complete rulesets built in code: for tests, the benchmark and trying `tailor api` locally.
 
-They are real `Ruleset` documents, published with `tailor.core.store.publish` like the operator does.
+They are real `Ruleset` documents, published with `tailor.core.rules.versions.publish` like the operator does.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tailor.core import ruleset
+from tailor.core.rules import ruleset
 
 
 def stack_config(stack: str = "shop/main", **api: Any) -> ruleset.StackConfig:

@@ -20,14 +20,14 @@ from typing import Final
 import orjson
 import redis.asyncio as aioredis
 
-from tailor.core import store
+from tailor.core.rules import versions
 
 FORMAT: Final = 1
 _MAC_BYTES: Final = 16
 
 
 def key_name(stack: str) -> str:
-    return f"{store.stack_prefix(stack)}:api:decision-key"
+    return f"{versions.stack_prefix(stack)}:api:decision-key"
 
 
 async def stack_key(client: aioredis.Redis, stack: str) -> bytes:

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from tailor.core import constants, specs
+from tailor.core import constants
+from tailor.core.rules import specs
 from tailor_operator import constants as names
 
 Manifest = dict[str, Any]

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailor.core import constants, specs
+from tailor.core import constants
+from tailor.core.rules import specs
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ import redis
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tailor.core import constants, store
+from tailor.core import constants
+from tailor.core.rules import versions
 
 PLURALS = (constants.STACK_PLURAL, constants.RULE_PLURAL, constants.VARIANT_PLURAL)
 SHORT = {constants.STACK_KIND: "pstack", constants.RULE_KIND: "prule", constants.VARIANT_KIND: "cvar"}
@@ -142,7 +143,7 @@ class Cluster:
                 waiting = pending(items)
                 stacks = [i for i in items if i["kind"] == constants.STACK_KIND]
                 version = int(((stacks[0].get("status") or {}).get("rulesetVersion") or 0) if stacks else 0)
-                published = store.current_version_sync(client, f"{namespace}/{stack}")
+                published = versions.current_version_sync(client, f"{namespace}/{stack}")
                 if not stacks:
                     waiting.append(f"pstack/{stack}: not found in namespace {namespace}")
                 elif not waiting and (version == 0 or published != version):

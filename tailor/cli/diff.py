@@ -29,8 +29,9 @@ from typing import Any
 import orjson
 
 from tailor.cli import validate
-from tailor.core import constants, rulediff, ruleset
-from tailor.core.describe import code
+from tailor.core import constants
+from tailor.core.rules import rulediff, ruleset
+from tailor.core.rules.describe import code
 
 NO_CHANGES, CHANGES, INVALID = 0, 2, 1
 MARKER = "<!-- tailor-diff -->"  # lets a CI job find and update its own PR comment
@@ -150,7 +151,7 @@ def load_published(url: str | None, stack: str) -> ruleset.Ruleset | None:
     """The ruleset currently served for `stack`, or None if none is published."""
     import redis
 
-    from tailor.core import store
+    from tailor.core.rules import versions
 
     if not url:
         raise BaselineError(
@@ -158,7 +159,7 @@ def load_published(url: str | None, stack: str) -> ruleset.Ruleset | None:
         )
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
-        return store.load_sync(client, stack)
+        return versions.load_sync(client, stack)
     except (redis.RedisError, OSError) as error:
         raise BaselineError(f"cannot read the ruleset of {stack} from {url}: {error}") from None
     finally:

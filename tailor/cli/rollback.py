@@ -21,7 +21,8 @@ import os
 import sys
 from typing import Any
 
-from tailor.core import constants, describe, ruleset
+from tailor.core import constants
+from tailor.core.rules import describe, ruleset
 
 FAILED = 1
 
@@ -76,15 +77,15 @@ async def history(url: str, stack: str) -> list[str]:
     import redis
     import redis.asyncio as aioredis
 
-    from tailor.core import store
+    from tailor.core.rules import versions
 
     client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
-        current = await store.current_version(client, stack)
-        newest = int(await client.get(store.seq_key(stack)) or 0)
+        current = await versions.current_version(client, stack)
+        newest = int(await client.get(versions.seq_key(stack)) or 0)
         lines = []
-        for version in range(newest, max(0, newest - store.HISTORY), -1):
-            published = await store.load(client, stack, version)
+        for version in range(newest, max(0, newest - versions.HISTORY), -1):
+            published = await versions.load(client, stack, version)
             if published is not None:
                 lines.append(_line(published, current))
     except (redis.RedisError, OSError) as error:
@@ -101,18 +102,18 @@ async def roll_back(url: str, stack: str, version: int) -> list[str]:
     import redis
     import redis.asyncio as aioredis
 
-    from tailor.core import store
+    from tailor.core.rules import versions
 
     client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
-        current = await store.load(client, stack)
-        earlier = await store.load(client, stack, version)
+        current = await versions.load(client, stack)
+        earlier = await versions.load(client, stack, version)
         if earlier is None:
             kept = f"; see tailor rollback --stack {stack} --list"
             raise RollbackError(f"{stack}: version {version} is not among the versions kept{kept}")
         if current is not None and current.checksum == earlier.checksum:
             return [f"{stack}: version {current.version} already serves the content of version {version}"]
-        served = await store.rollback(client, stack, version)
+        served = await versions.rollback(client, stack, version)
     except (redis.RedisError, OSError) as error:
         raise RollbackError(f"cannot roll {stack} back in {url}: {error}") from None
     finally:

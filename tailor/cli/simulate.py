@@ -33,8 +33,9 @@ from typing import Any
 import orjson
 
 from tailor.cli import simulation, validate
-from tailor.core import describe, events, ruleset
+from tailor.core import events
 from tailor.core.profile import SEPARATOR
+from tailor.core.rules import describe, ruleset
 
 INVALID = 1
 OUTCOMES = {

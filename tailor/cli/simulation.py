@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tailor.core import describe, durations, events, profile_offline, profile_store, ruleset
+from tailor.core import durations, events, profile_offline, profile_store
 from tailor.core.profile import Profile
+from tailor.core.rules import describe, ruleset
 
 if TYPE_CHECKING:
     from tailor_api.decide import SlotDecision

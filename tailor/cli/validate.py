@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from tailor.core import compiler, constants, crdschema, specs
+from tailor.core import constants
+from tailor.core.rules import compiler, crdschema, specs
 
 DEFAULT_NAMESPACE = "default"
 # Used when the files hold rules or variants of a namespace but not its stack.

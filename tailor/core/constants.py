@@ -23,6 +23,9 @@ FEATURE_OF_EVENT_TYPE: Final[dict[str, Feature]] = {
     "search": "searches",
     "purchase": "purchases",
 }
+# The top-level names a rule's CEL `when` may use: one per feature, plus recent, session and user
+# (tailor.core.profile.Profile.as_cel gives each its value).
+CEL_VARIABLES: Final[tuple[str, ...]] = (*FEATURES, "recent", "session", "user")
 
 # Standard labels on every child object the operator creates.
 LABEL_NAME: Final = "app.kubernetes.io/name"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tailor.core import profile_state, profile_store
 from tailor.core.profile import Profile
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 
 _NEVER = math.inf
 

@@ -46,7 +46,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from tailor.core.profile import SEPARATOR, Profile, Session
-from tailor.core.ruleset import FeatureConfig
+from tailor.core.rules.ruleset import FeatureConfig
 
 MAX_FIELDS_PER_BUCKET: Final = 512
 PRUNE_AT_MOST_EVERY: Final = 60  # seconds: a prune walks all of a user's buckets

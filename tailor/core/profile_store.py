@@ -2,7 +2,7 @@
 
 Keys of one user share the prefix `tailor:<ns>/<name>:{<user>}:` — the stack is plain text and the
 user is the hash tag, so a user's keys live in one Redis Cluster slot and one function call can
-update them atomically. The stack-wide keys of `tailor.core.store` use the stack as their hash tag
+update them atomically. The stack-wide keys of `tailor.core.rules.versions` use the stack as their hash tag
 instead; the two never meet in one call.
 
     …:{u}:profile  hash: three JSON fields, split by how often they change (w, c, b:
@@ -48,7 +48,7 @@ from tailor.core import constants, profile_counting, profile_state
 from tailor.core import native as native_build
 from tailor.core.events import Event
 from tailor.core.profile import Profile
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 
 if native_build.BUILT:
     import tailor_native

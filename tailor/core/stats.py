@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from tailor.core.store import stack_prefix
+from tailor.core.rules.versions import stack_prefix
 
 IMPRESSIONS = "impressions"
 CLICKS = "clicks"

@@ -11,8 +11,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import compiler, specs, store, topics
-from tailor.core.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
+from tailor.core import topics
+from tailor.core.rules import compiler, specs, versions
+from tailor.core.rules.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 
 FIVE_MINUTES = Window(name="5m", seconds=300, bucket_seconds=10)
 ONE_HOUR = Window(name="1h", seconds=3600, bucket_seconds=60)
@@ -72,7 +73,7 @@ def publish(redis_url: str, config: StackConfig) -> None:
     async def publish_ruleset() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await store.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+            await versions.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
         finally:
             await client.aclose()
 

@@ -32,7 +32,7 @@ from kubernetes import client as k8s_client
 from playwright.sync_api import Browser, Page
 from shop_server import STRICT_CSP, ShopServer
 
-from tailor.core import store
+from tailor.core.rules import versions
 from tailor.devstack import ports
 
 pytestmark = [pytest.mark.browser, pytest.mark.kube, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -213,7 +213,7 @@ def shop(
         )
         client = redis.Redis.from_url(redis_url)
         try:
-            wait_for("the operator to publish the shop's ruleset", lambda: store.load_sync(client, stack))
+            wait_for("the operator to publish the shop's ruleset", lambda: versions.load_sync(client, stack))
         finally:
             client.close()
         processes.append(

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page
 from shop_server import STRICT_CSP, Answer, Recorded, ShopServer
 
-from tailor.core import sanitize
+from tailor.core.rules import sanitize
 
 pytestmark = pytest.mark.browser
 

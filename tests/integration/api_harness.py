@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from tailor_api import app as app_module
 from tailor_api.settings import ApiSettings
 
-from tailor.core import profile_store, ruleset, store
+from tailor.core import profile_store
 from tailor.core.events import Event
+from tailor.core.rules import ruleset, versions
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -39,7 +40,7 @@ class Api:
         if self.kafka_bootstrap:
             kafka = config.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
             config = config.model_copy(update={"kafka": kafka})
-        return await store.publish(
+        return await versions.publish(
             self.redis, published.model_copy(update={"stack": self.stack, "config": config})
         )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch
 
 ADMIN_TOKEN = "pipeline-admin-token"

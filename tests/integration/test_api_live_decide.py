@@ -11,7 +11,8 @@ import pytest
 from api_harness import Live, live_factory, page_view
 from tailor_api import sample
 
-from tailor.core import profile_store, ruleset
+from tailor.core import profile_store
+from tailor.core.rules import ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 

@@ -12,7 +12,8 @@ import pytest
 from api_harness import ADMIN_TOKEN, Live, live_factory, page_view
 from tailor_api import sample
 
-from tailor.core import ruleset, stats
+from tailor.core import stats
+from tailor.core.rules import ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -15,7 +15,7 @@ import pytest
 from api_harness import ADMIN_TOKEN, new_stack
 from tailor_api import sample
 
-from tailor.core import ruleset, store
+from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow]
@@ -31,7 +31,7 @@ def publish_sync(redis_url: str, published: ruleset.Ruleset) -> None:
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await store.publish(client, published)
+            await versions.publish(client, published)
         finally:
             await client.aclose()
 

@@ -18,7 +18,7 @@ import redis
 import yaml
 from api_harness import page_view, running_api
 
-from tailor.core import store
+from tailor.core.rules import versions
 from tailor.devstack import ports
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow,
@@ -61,7 +61,7 @@ def operator_published(
     client = redis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + 90
-        while store.current_version_sync(client, stack) == 0:
+        while versions.current_version_sync(client, stack) == 0:
             if time.monotonic() > deadline or operator.poll() is not None:
                 pytest.fail(f"the operator published no ruleset for {stack}:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)

@@ -9,7 +9,7 @@ import pytest
 from api_harness import Live, live_factory
 from tailor_api import sample
 
-from tailor.core import ruleset
+from tailor.core.rules import ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 RULE_CHANGE_TARGET_SECONDS = 1.0

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tailor.core import constants, specs
+from tailor.core import constants
+from tailor.core.rules import specs
 from tailor.devstack import artifacts, ports, toolchain
 
 ROOT = Path(__file__).resolve().parents[2]

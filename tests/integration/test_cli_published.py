@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tailor.cli import main, validate
-from tailor.core import ruleset, store
+from tailor.core.rules import ruleset, versions
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 
@@ -30,7 +30,7 @@ def publish(redis_url: str, published: ruleset.Ruleset) -> int:
     async def go() -> int:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return (await store.publish(client, published)).version
+            return (await versions.publish(client, published)).version
         finally:
             await client.aclose()
 
@@ -114,7 +114,7 @@ def test_rollback_serves_an_earlier_version_under_a_new_number(
     assert main.main(["rollback", "--stack", stack, "--to", "1", "--redis-url", redis_url]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{stack}: version 3 now serves the content of version 1 (was version 2)\n")
-    served = store.load_sync(redis_client, stack)
+    served = versions.load_sync(redis_client, stack)
     assert served is not None
     assert served.version == 3
     assert served.checksum == compiled([SHOP], stack_namespace).sealed().checksum
@@ -125,7 +125,7 @@ def test_rollback_serves_an_earlier_version_under_a_new_number(
 
     assert main.main(["rollback", "--stack", stack, "--to", "1", "--redis-url", redis_url]) == 0
     assert "already serves the content of version 1" in capsys.readouterr().out
-    assert store.current_version_sync(redis_client, stack) == 3
+    assert versions.current_version_sync(redis_client, stack) == 3
 
     assert main.main(["rollback", "--stack", stack, "--to", "77", "--redis-url", redis_url]) == 1
     assert "version 77 is not among the versions kept" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from tailor_api.collector import Collector
 
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import scratch
 
 pytestmark = pytest.mark.kafka

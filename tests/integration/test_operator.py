@@ -19,7 +19,7 @@ import redis
 import yaml
 from kubernetes import client as k8s_client
 
-from tailor.core import store
+from tailor.core.rules import versions
 from tailor.devstack import ports
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.slow]
@@ -178,7 +178,7 @@ def wait_for_rule_ready(
 def served(redis_url: str, stack: str) -> Any:
     client = redis.Redis.from_url(redis_url)
     try:
-        return store.load_sync(client, stack)
+        return versions.load_sync(client, stack)
     finally:
         client.close()
 

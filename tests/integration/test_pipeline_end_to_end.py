@@ -15,7 +15,7 @@ import pytest
 from api_harness import ADMIN_TOKEN, Live, live_factory
 from tailor_api import sample
 
-from tailor.core import ruleset
+from tailor.core.rules import ruleset
 
 pytestmark = [
     pytest.mark.kafka,

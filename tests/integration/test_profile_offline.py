@@ -20,9 +20,10 @@ import uuid
 import pytest
 import redis
 
-from tailor.core import compiler, constants, profile_offline, profile_state, profile_store
+from tailor.core import constants, profile_offline, profile_state, profile_store
 from tailor.core.profile import Profile
-from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
+from tailor.core.rules import compiler
+from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
 START = 1_800_000_003.25  # not bucket-aligned on purpose
 USERS = ("alice", "bob", "carol")

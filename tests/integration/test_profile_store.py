@@ -11,7 +11,7 @@ import redis
 from redis.crc import key_slot
 
 from tailor.core import events, profile_state, profile_store
-from tailor.core.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
+from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
 NOW = 1_800_000_000.0  # a fixed, bucket-aligned instant; tests move time from here
 

@@ -18,7 +18,8 @@ import pytest
 from api_harness import running_api
 
 from tailor.cli import simulation, validate
-from tailor.core import events, ruleset
+from tailor.core import events
+from tailor.core.rules import ruleset
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 SLOTS = ("home-hero", "sidebar-promo")

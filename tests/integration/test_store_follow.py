@@ -1,4 +1,5 @@
-"""tailor.core.store.follow on the real Redis: one cancel() stops it, even when redis-py swallowed it.
+"""tailor.core.rules.versions.follow on the real Redis: one cancel() stops it, even when redis-py
+swallowed it.
 
 On Python 3.11 redis-py's sends go through asyncio.wait_for, which returns normally instead of raising
 CancelledError when the cancel lands in the same loop turn as the send finishes (tailor.core.cancellation).
@@ -18,7 +19,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from tailor_api import sample
 
-from tailor.core import ruleset, store
+from tailor.core.rules import ruleset, versions
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 STOP_SECONDS = 2.0  # far below every poll interval used here: only the cancellation can end a follower
@@ -41,7 +42,7 @@ async def test_a_cancel_swallowed_in_the_callback_still_stops_the_follower(clien
     """The state a swallowed cancellation leaves (no CancelledError, the request still counted),
     made deterministic: the callback is cancelled while it awaits, and returns as if nothing happened."""
     stack = new_stack()
-    await store.publish(client, sample.shop().model_copy(update={"stack": stack}))
+    await versions.publish(client, sample.shop().model_copy(update={"stack": stack}))
     called = asyncio.Event()
 
     async def swallowing(_: ruleset.Ruleset) -> None:
@@ -50,7 +51,7 @@ async def test_a_cancel_swallowed_in_the_callback_still_stops_the_follower(clien
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(30)
 
-    follower = asyncio.create_task(store.follow(client, stack, swallowing, poll_seconds=60))
+    follower = asyncio.create_task(versions.follow(client, stack, swallowing, poll_seconds=60))
     try:
         await asyncio.wait_for(called.wait(), 10)
         follower.cancel()
@@ -68,7 +69,7 @@ async def test_one_cancel_stops_every_follower_whenever_it_lands(client: aioredi
     loop = asyncio.get_running_loop()
     for _ in range(3):
         followers = [
-            asyncio.create_task(store.follow(client, new_stack(), lambda _: None, poll_seconds=poll))
+            asyncio.create_task(versions.follow(client, new_stack(), lambda _: None, poll_seconds=poll))
             for _ in range(100)
         ]
         try:

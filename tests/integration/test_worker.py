@@ -26,7 +26,7 @@ import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from tailor.core import profile_store
-from tailor.core.ruleset import StackConfig
+from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch, toolchain
 from tailor.devstack.components import redis as redis_component
 

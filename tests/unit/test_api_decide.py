@@ -7,8 +7,8 @@ from typing import Any
 
 from tailor_api import decide, engine, sample
 
-from tailor.core import ruleset
 from tailor.core.profile import Profile, Session
+from tailor.core.rules import ruleset
 
 NOW = 1_800_000_000.0
 

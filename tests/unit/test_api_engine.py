@@ -6,7 +6,7 @@ import orjson
 import pytest
 from tailor_api import engine, sample
 
-from tailor.core import ruleset
+from tailor.core.rules import ruleset
 
 
 def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:

@@ -7,7 +7,8 @@ from collections import Counter
 
 from tailor_api import engine, rotation, sample
 
-from tailor.core import ruleset, stats
+from tailor.core import stats
+from tailor.core.rules import ruleset
 
 # Chi-square critical values at p = 0.001: a correct implementation fails about once in 1000 seeds,
 # and the seeds are fixed, so the test is reproducible.

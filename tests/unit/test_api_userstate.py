@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 from tailor_api import decide, engine, sample, userstate
 
-from tailor.core import profile_state, profile_store, ruleset
+from tailor.core import profile_state, profile_store
 from tailor.core.profile import Profile
+from tailor.core.rules import ruleset
 
 
 def capped_engine() -> engine.Engine:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tailor.core import cel
+from tailor.core.cel import program
 
 ACTIVATION: dict[str, Any] = {
     "m": {"a": 1, "b": {"c": 2}},
@@ -542,7 +543,7 @@ def test_references_are_the_declared_variables_the_expression_uses() -> None:
 
 
 def test_reusing_celpys_parser_leaves_the_recursion_limit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cel, "_environment", None)  # so that compile() creates celpy's Environment
+    monkeypatch.setattr(program, "_environment", None)  # so that compile() creates celpy's Environment
     original = sys.getrecursionlimit()
     sys.setrecursionlimit(1234)
     try:

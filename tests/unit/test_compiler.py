@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tailor.core import compiler, crdschema, ruleset, specs
+from tailor.core.rules import compiler, crdschema, ruleset, specs
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 NS = "shop"

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailor.core import profile_counting, profile_state, profile_store
-from tailor.core.ruleset import FeatureConfig, Window
+from tailor.core.rules.ruleset import FeatureConfig, Window
 
 START = 1_800_000_000.0
 SIZES = (1, 5, 10, 60, 3600)

@@ -7,7 +7,7 @@ from typing import Any
 from tailor_operator import builders, conditions, observed
 from tailor_operator.reconcile import children, publishing, stack_status
 
-from tailor.core import specs
+from tailor.core.rules import specs
 
 
 def stack(**spec: Any) -> builders.Stack:
@@ -147,7 +147,7 @@ def test_condition_transition_time_moves_only_when_status_changes() -> None:
 
 
 def test_published_version_is_the_version_that_first_served_the_generation() -> None:
-    from tailor.core import compiler
+    from tailor.core.rules import compiler
 
     source = specs.Source(kind="PersonalizationRule", name="r", generation=3)
     result = compiler.ResourceResult(source, "published")

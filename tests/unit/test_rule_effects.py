@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tailor_api import sample
 
-from tailor.core import rulediff, ruleeffects, ruleset
+from tailor.core.rules import rulediff, ruleeffects, ruleset
 
 
 def shoes(op: ruleset.Operator, threshold: float, **rule: object) -> ruleset.Rule:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tailor.cli import main
-from tailor.core import crdschema
+from tailor.core.rules import crdschema
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 

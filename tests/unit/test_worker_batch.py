@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tailor_worker import batch, deadletter
 
-from tailor.core.ruleset import FeatureConfig, Window
+from tailor.core.rules.ruleset import FeatureConfig, Window
 
 FEATURES = FeatureConfig(
     windows=(Window(name="5m", seconds=300, bucket_seconds=10),),

@@ -21,7 +21,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from pydantic import ValidationError
 
 from tailor.core import events, events_lean, native, profile_store
-from tailor.core.ruleset import FeatureConfig
+from tailor.core.rules.ruleset import FeatureConfig
 from tailor_worker import deadletter
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import native, profile_store, store, topics
-from tailor.core.ruleset import StackConfig
+from tailor.core import native, profile_store, topics
+from tailor.core.rules import versions
+from tailor.core.rules.ruleset import StackConfig
 from tailor_worker import batch, garbage, metrics
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
@@ -187,7 +188,7 @@ class Worker:
         warned = False
         while not self.stopping:
             try:
-                ruleset = store.load_sync(self.redis, self.stack)
+                ruleset = versions.load_sync(self.redis, self.stack)
             except redis.RedisError as error:
                 log.warning("cannot read the ruleset of %s: %s", self.stack, error)
                 ruleset = None
@@ -202,10 +203,10 @@ class Worker:
 
     def _follow_ruleset(self) -> None:
         try:
-            version = store.current_version_sync(self.redis, self.stack)
+            version = versions.current_version_sync(self.redis, self.stack)
             if not version or version == self.version:
                 return
-            ruleset = store.load_sync(self.redis, self.stack)
+            ruleset = versions.load_sync(self.redis, self.stack)
         except redis.RedisError as error:
             log.warning("cannot check the ruleset of %s: %s", self.stack, error)
             return

@@ -8,7 +8,8 @@ from typing import Any
 
 import pydantic
 
-from tailor.core import compiler, constants, specs
+from tailor.core import constants
+from tailor.core.rules import compiler, specs
 from tailor_operator import builders, conditions, kube, metrics
 from tailor_operator import constants as names
 from tailor_operator.reconcile import stack_status

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import redis
 
-from tailor.core import cancellation, compiler, constants, ruleset, store
+from tailor.core import cancellation, constants
+from tailor.core.rules import compiler, ruleset, versions
 from tailor_operator import conditions, kube, metrics, observed, redis_access
 from tailor_operator import constants as names
 from tailor_operator.reconcile import children, stack_status
@@ -160,7 +161,7 @@ class Publisher:
         published = False
         served = previous
         if result.ruleset is not None and client is not None and stack_item is not None:
-            served = await store.publish(client, result.ruleset)
+            served = await versions.publish(client, result.ruleset)
             published = previous is None or served.version != previous.version
             state.last = served
             metrics.published(served.stack, served.version)
@@ -178,12 +179,12 @@ class Publisher:
             return state.last
         key = f"{stack_item.source.namespace}/{stack_item.source.name}"
         try:
-            version = await store.current_version(client, key)
+            version = await versions.current_version(client, key)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
             raise ConnectionError(f"Redis of {key} unreachable: {error}") from error
         if state.last is not None and state.last.stack == key and state.last.version == version:
             return state.last
-        state.last = await store.load(client, key, version) if version else None
+        state.last = await versions.load(client, key, version) if version else None
         return state.last
 
     async def _report(
@@ -274,8 +275,8 @@ class Publisher:
 async def withdraw(client: Any, stack: str) -> int:
     """Stop serving a deleted stack: remove its current pointer and ruleset documents (the sequence
     stays, so a stack created again under the same name never reuses a version number)."""
-    keys = [store.current_key(stack)]
-    async for key in client.scan_iter(match=store.version_key(stack, 0)[:-1] + "*", count=500):
+    keys = [versions.current_key(stack)]
+    async for key in client.scan_iter(match=versions.version_key(stack, 0)[:-1] + "*", count=500):
         name = key.decode() if isinstance(key, bytes) else str(key)
         if name.rsplit(":", 1)[-1].isdigit():
             keys.append(name)

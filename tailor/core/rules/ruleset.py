@@ -53,7 +53,7 @@ class FeatureConfig(Model):
     windows: tuple[Window, ...]
     dimensions: tuple[str, ...]
     # How far behind its ingestion (Kafka timestamp) an event may be and still be counted: at most
-    # the horizon, and the horizon unless the stack chose less (tailor.core.compiler.lateness_seconds).
+    # the horizon, and the horizon unless the stack chose less (tailor.core.rules.compiler.lateness_seconds).
     allowed_lateness_seconds: int
     recent_limit: int = 20
     session_timeout_seconds: int = 1800

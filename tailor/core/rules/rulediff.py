@@ -3,7 +3,7 @@
 `diff(before, after)` compares two Rulesets — the one being served (or compiled from the base branch)
 and the one compiled from a change — resource by resource: rules and variants added, removed or
 changed (which fields, old → new, as plain text), and the stack's data-plane settings; then, per slot,
-whom the change affects, in words (tailor.core.ruleeffects).
+whom the change affects, in words (tailor.core.rules.ruleeffects).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from tailor.core import constants, ruleeffects, ruleset
-from tailor.core.describe import (
+from tailor.core import constants
+from tailor.core.rules import ruleeffects, ruleset
+from tailor.core.rules.describe import (
     cap,
     content,
     matcher,

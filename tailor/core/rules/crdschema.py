@@ -22,7 +22,7 @@ import yaml
 from tailor.core import cel, constants
 
 # The chart's crds/, reached through the package's crds symlink, so installed copies carry it too.
-CRD_DIR = Path(__file__).parent / "crds"
+CRD_DIR = Path(__file__).parents[1] / "crds"
 
 Schema = Mapping[str, Any]
 

@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from tailor.core import constants
 from tailor.core.constants import Feature
-from tailor.core.ruleset import ContentType, Operator, Strategy
+from tailor.core.rules.ruleset import ContentType, Operator, Strategy
 
 DEFAULT_IMAGE = "ghcr.io/tailor-dev/tailor:0.1.0"
 
@@ -66,7 +66,7 @@ class RedisSpec(SpecModel):
 class FeaturesSpec(SpecModel):
     windows: tuple[str, ...] = ("5m", "30m", "24h")
     dimensions: tuple[str, ...] = ("category", "productId", "query")
-    # None: the largest window (tailor.core.compiler.lateness_seconds), so every event a window can
+    # None: the largest window (tailor.core.rules.compiler.lateness_seconds), so every event a window can
     # still hold is counted however late it arrives.
     allowed_lateness: str | None = None
     session_timeout: str = "30m"

@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tailor.core import cancellation
-from tailor.core.ruleset import Ruleset
+from tailor.core.rules.ruleset import Ruleset
 
 HISTORY = 50
 log = logging.getLogger(__name__)

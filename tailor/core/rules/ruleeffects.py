@@ -1,6 +1,6 @@
 """Whom a ruleset change affects, in words: the "who is affected" half of `tailor diff`.
 
-tailor.core.rulediff finds what changed; this module says, per slot, what users see differently. It
+tailor.core.rules.rulediff finds what changed; this module says, per slot, what users see differently. It
 reasons from the slot's serving order, the way the content API decides (tailor_api.decide): enabled
 rules by priority (then name), the first whose audience, `when` and rollout admit the user wins, else
 the slot's fallback. Audiences are not sets it can intersect, so it names the rules involved rather
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from tailor.core import ruleset
-from tailor.core.describe import (
+from tailor.core.rules import ruleset
+from tailor.core.rules.describe import (
     OPERATORS,
     cap,
     code,

@@ -3,8 +3,8 @@
 PersonalizationRules carry `spec.when`, a CEL expression the content API evaluates on every decision,
 and `tailor validate` checks the CRDs' `x-kubernetes-validations` rules offline. celpy's interpreter
 takes 0.3-1 ms per evaluation; this module reuses only celpy's parser (its lark grammar is what the
-dependency is for), translates the tree into Python source (tailor.core.cel_translate) and compiles
-it with no builtins; operations whose CEL typing differs from Python's call tailor.core.cel_runtime.
+dependency is for), translates the tree into Python source (tailor.core.cel.translate) and compiles
+it with no builtins; operations whose CEL typing differs from Python's call tailor.core.cel.runtime.
 
 Why generated source: on the rule expressions of bench/cel.py, a prototype of the same translation as
 nested closures took 0.38-1.27 µs per evaluation, generated source 0.19-0.77 µs (celpy: 150-600 µs),
@@ -33,8 +33,8 @@ import celpy
 from celpy import celparser
 from lark import Token, Tree
 
-from tailor.core import cel_runtime, cel_translate
-from tailor.core.cel_runtime import Duration
+from tailor.core.cel import runtime, translate
+from tailor.core.cel.runtime import Duration
 
 __all__ = [
     "CelError",
@@ -129,8 +129,8 @@ def kubernetes_value(value: Any, schema: Mapping[str, Any]) -> Any:
         return float(value)
     if kind == "string" and schema.get("format") == "duration" and type(value) is str:
         try:
-            return cel_runtime.parse_duration(value)
-        except cel_runtime.EvalFailure:
+            return runtime.parse_duration(value)
+        except runtime.EvalFailure:
             return value  # the schema's own format check reports it
     if type(value) is dict:
         properties = schema.get("properties") or {}
@@ -146,15 +146,15 @@ def kubernetes_value(value: Any, schema: Mapping[str, Any]) -> Any:
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str, variables: frozenset[str]) -> Program:
     tree = _parse(source)
-    translator = cel_translate.Translator(variables)
+    translator = translate.Translator(variables)
     nested_too_deeply = "unsupported: expression nested too deeply"
     try:
         python_source = translator.function_source(tree)
-    except cel_translate.TranslationError as problem:
+    except translate.TranslationError as problem:
         raise CelError(problem.reason, line=problem.line, column=problem.column) from None
     except RecursionError:
         raise CelError(nested_too_deeply) from None
-    namespace: dict[str, Any] = {"__builtins__": {}, **cel_translate.NAMESPACE, **translator.constants}
+    namespace: dict[str, Any] = {"__builtins__": {}, **translate.NAMESPACE, **translator.constants}
     try:
         code = builtins.compile(python_source, "<cel>", "exec")
         exec(code, namespace)
@@ -219,7 +219,7 @@ _CEL_TYPE_NAMES = {
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, cel_runtime.EvalFailure):
+    if isinstance(error, runtime.EvalFailure):
         return str(error)
     if isinstance(error, KeyError):
         return f"no such key: {error.args[0]!r}" if error.args else "no such key"

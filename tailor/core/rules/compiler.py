@@ -35,8 +35,8 @@ from typing import Any, Literal
 import orjson
 import pydantic
 
-from tailor.core import cel, constants, durations, ruleset, sanitize, specs
-from tailor.core.profile import Profile
+from tailor.core import cel, constants, durations
+from tailor.core.rules import ruleset, sanitize, specs
 
 MAX_BUCKETS = 60
 DEDUP_TTL_SECONDS = 86400  # dedup marks live at least a day, longer when a window is longer
@@ -253,15 +253,6 @@ def _epoch(moment: datetime.datetime | None) -> float | None:
 # --- rules -------------------------------------------------------------------------------------------
 
 
-def cel_variables(features: ruleset.FeatureConfig) -> frozenset[str]:
-    """The names a rule's `when` may use: one per feature, plus recent, session and user (see
-    tailor.core.profile.Profile.as_cel for their shape)."""
-    example = Profile(user="").as_cel(
-        [window.name for window in features.windows], constants.FEATURES, features.dimensions
-    )
-    return frozenset(example)
-
-
 def compile_rule(
     source: specs.Source, features: ruleset.FeatureConfig, cache: Cache
 ) -> tuple[specs.RuleSpec, ruleset.Rule] | Problem:
@@ -344,7 +335,7 @@ def check_cel(source: str, features: ruleset.FeatureConfig, cache: Cache) -> str
     key = (source, _features_key(features))
     if key not in cache.cel:
         try:
-            cel.compile(source, cel_variables(features))
+            cel.compile(source, constants.CEL_VARIABLES)
             cache.cel[key] = None
         except cel.CelError as error:
             cache.cel[key] = str(error)

@@ -2,7 +2,7 @@
 
 `Translator(variables).function_source(tree)` writes `def _cel(_a)` (the value; CEL errors
 raise) and `def _match(_a)` (is it boolean true; errors are false) over the activation `_a`. The
-source's only free names are those in NAMESPACE, which maps them to tailor.core.cel_runtime, plus the
+source's only free names are those in NAMESPACE, which maps them to tailor.core.cel.runtime, plus the
 translator's `constants` (compiled patterns, sets for `in`); tailor.core.cel compiles it with no
 builtins. Nothing from a CEL expression ever becomes a Python name: variables are `_a["name"]`,
 fields are string keys, literals are repr()s, iteration variables are numbered locals.
@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from lark import Token, Tree
 
-from tailor.core import cel_runtime
+from tailor.core.cel import runtime
 
 
 class TranslationError(Exception):
@@ -43,41 +43,41 @@ NAMESPACE: dict[str, Any] = {
     "float": float,
     "str": str,
     "list": list,
-    "_logic_fail": cel_runtime.logic_fail,
-    "_condition": cel_runtime.condition,
-    "_predicate": cel_runtime.predicate,
-    "_predicate_error": cel_runtime.predicate_error,
-    "_not": cel_runtime.logical_not,
-    "_eq": cel_runtime.equals,
-    "_ne": cel_runtime.not_equals,
-    "_lt": cel_runtime.less,
-    "_le": cel_runtime.less_equal,
-    "_gt": cel_runtime.greater,
-    "_ge": cel_runtime.greater_equal,
-    "_in": cel_runtime.contained,
-    "_add": cel_runtime.add,
-    "_sub": cel_runtime.subtract,
-    "_mul": cel_runtime.multiply,
-    "_div": cel_runtime.divide,
-    "_mod": cel_runtime.modulo,
-    "_neg": cel_runtime.negate,
-    "_index": cel_runtime.index,
-    "_select": cel_runtime.select,
-    "_has": cel_runtime.has_field,
-    "_make_map": cel_runtime.make_map,
-    "_iterable": cel_runtime.iterable,
-    "_size": cel_runtime.size,
-    "_contains": cel_runtime.contains,
-    "_starts_with": cel_runtime.starts_with,
-    "_ends_with": cel_runtime.ends_with,
-    "_matches": cel_runtime.matches,
-    "_int": cel_runtime.to_int,
-    "_double": cel_runtime.to_double,
-    "_string": cel_runtime.to_string,
-    "_duration": cel_runtime.to_duration,
-    "_get_hours": cel_runtime.get_hours,
-    "_get_minutes": cel_runtime.get_minutes,
-    "_get_seconds": cel_runtime.get_seconds,
+    "_logic_fail": runtime.logic_fail,
+    "_condition": runtime.condition,
+    "_predicate": runtime.predicate,
+    "_predicate_error": runtime.predicate_error,
+    "_not": runtime.logical_not,
+    "_eq": runtime.equals,
+    "_ne": runtime.not_equals,
+    "_lt": runtime.less,
+    "_le": runtime.less_equal,
+    "_gt": runtime.greater,
+    "_ge": runtime.greater_equal,
+    "_in": runtime.contained,
+    "_add": runtime.add,
+    "_sub": runtime.subtract,
+    "_mul": runtime.multiply,
+    "_div": runtime.divide,
+    "_mod": runtime.modulo,
+    "_neg": runtime.negate,
+    "_index": runtime.index,
+    "_select": runtime.select,
+    "_has": runtime.has_field,
+    "_make_map": runtime.make_map,
+    "_iterable": runtime.iterable,
+    "_size": runtime.size,
+    "_contains": runtime.contains,
+    "_starts_with": runtime.starts_with,
+    "_ends_with": runtime.ends_with,
+    "_matches": runtime.matches,
+    "_int": runtime.to_int,
+    "_double": runtime.to_double,
+    "_string": runtime.to_string,
+    "_duration": runtime.to_duration,
+    "_get_hours": runtime.get_hours,
+    "_get_minutes": runtime.get_minutes,
+    "_get_seconds": runtime.get_seconds,
 }
 
 _RELATIONS = {
@@ -491,8 +491,8 @@ class Translator:
     def _matches(self, text: _Code, pattern: _Code, tree: Tree[Any]) -> _Code:
         if pattern.literal and pattern.kind == "string":
             try:
-                compiled = cel_runtime.Pattern(pattern.value)
-            except cel_runtime.EvalFailure as error:
+                compiled = runtime.Pattern(pattern.value)
+            except runtime.EvalFailure as error:
                 raise self._error(str(error), tree) from None
             return _Code(f"{self._constant(compiled)}.search({text.text})", "bool")
         return _Code(f"_matches({text.text}, {pattern.text})", "bool")
@@ -598,7 +598,7 @@ class Translator:
             digits = text.lstrip("-")
             value = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits)
             value = -value if negative else value
-            if not cel_runtime.INT_MIN <= value <= cel_runtime.INT_MAX:
+            if not runtime.INT_MIN <= value <= runtime.INT_MAX:
                 raise self._error(f"integer literal out of range: {text}", token)
             return _Code(repr(value), "int", True, value)
         if token.type == "FLOAT_LIT":

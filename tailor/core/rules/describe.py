@@ -16,7 +16,8 @@ from typing import Final
 
 import orjson
 
-from tailor.core import durations, ruleset
+from tailor.core import durations
+from tailor.core.rules import ruleset
 
 OPERATORS: Final = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<", "eq": "=", "ne": "≠"}
 STRATEGIES: Final = {
