@@ -56,8 +56,8 @@ from tailor_api import decide, decisions, engine, sample
 from tailor_api.settings import ApiSettings
 
 from tailor.core import cel as tailor_cel
-from tailor.core import profile_store
-from tailor.core.events import Event
+from tailor.core.events import Event, occurrence
+from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports
 
@@ -267,15 +267,13 @@ def user_events(i: int) -> list[dict[str, Any]]:
 
 
 def populate(client: redis.Redis, published: ruleset.Ruleset, users: int) -> None:
-    profile_store.install_sync(client)
-    writer = profile_store.ProfileWriter(published.config)
+    store.install_sync(client)
+    writer = store.ProfileWriter(published.config)
     dimensions = published.config.features.dimensions
     now = time.time()
     for start in range(0, users, 500):
         batch = {
-            f"u{i}": [
-                profile_store.occurrence(Event.model_validate(e), now, dimensions) for e in user_events(i)
-            ]
+            f"u{i}": [occurrence.from_event(Event.model_validate(e), now, dimensions) for e in user_events(i)]
             for i in range(start, min(users, start + 500))
         }
         writer.write_sync(client, batch, now)

@@ -47,8 +47,8 @@ import redis.asyncio as aioredis
 import uvloop
 from tailor_api import sample
 
-from tailor.core import profile_store
-from tailor.core.events import Event
+from tailor.core.events import Event, occurrence
+from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import gobuild, paths, ports, scratch
 
@@ -118,12 +118,12 @@ def bench_ruleset(stack: str, version_salt: int = 0) -> ruleset.Ruleset:
 def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
     """Give every user a real profile: a few page views across categories, some purchases."""
     client = redis.Redis.from_url(url)
-    profile_store.install_sync(client)
-    writer = profile_store.ProfileWriter(published.config)
+    store.install_sync(client)
+    writer = store.ProfileWriter(published.config)
     dimensions = published.config.features.dimensions
     now = time.time()
     for start in range(0, users, 500):
-        batch: dict[str, list[profile_store.Occurrence]] = {}
+        batch: dict[str, list[occurrence.Occurrence]] = {}
         for i in range(start, min(users, start + 500)):
             user = f"u{i}"
             raw = [{"id": f"{user}-{n}", "type": "page_view", "userId": user, "sessionId": f"s{i}",
@@ -133,7 +133,7 @@ def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
                 {"id": f"{user}-p{n}", "type": "purchase", "userId": user, "properties": {}}
                 for n in range(i % 3)
             ]
-            batch[user] = [profile_store.occurrence(Event.model_validate(e), now, dimensions) for e in raw]
+            batch[user] = [occurrence.from_event(Event.model_validate(e), now, dimensions) for e in raw]
         writer.write_sync(client, batch, now)
     client.close()
 

@@ -3,7 +3,7 @@
 A real `tailor api` and a real `tailor worker` serve a fresh bench stack. A load of --rate events/s
 (batches of 50, random users) is posted for --seconds; meanwhile a probe every 20 ms posts one event
 for a user never seen before and, from its 202, waits for that user's profile read (the content API's
-own read, tailor.core.profile_store) to count it. One watcher reads every pending probe's profile in
+own read, tailor.core.profile.store) to count it. One watcher reads every pending probe's profile in
 one pipelined round trip per millisecond (a coroutine polling per probe cost this process more CPU
 than the worker it measured). Prints p50/p99 against the 100 ms target, with the load actually
 achieved, where the time goes, and the CPU each process spent (the machine is shared: a starved worker
@@ -36,7 +36,7 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 
-from tailor.core import profile_store
+from tailor.core.profile import store
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch
 
@@ -90,7 +90,7 @@ class Probe:
 class Watcher:
     """Reads every pending probe's profile in one pipelined round trip per millisecond."""
 
-    reader: profile_store.ProfileReader
+    reader: store.ProfileReader
     client: aioredis.Redis
     pending: dict[str, Probe] = field(default_factory=dict)
 
@@ -158,7 +158,7 @@ async def send_probe(
 async def measure(
     url: str, redis_url: str, config: StackConfig, rate: int, seconds: float
 ) -> tuple[list[Probe], int, int]:
-    reader = profile_store.ProfileReader(config)
+    reader = store.ProfileReader(config)
     client = aioredis.Redis.from_url(redis_url)
     watcher = Watcher(reader, client)
     probes: dict[str, Probe] = {}

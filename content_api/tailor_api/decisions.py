@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tailor.core import profile_store
+from tailor.core.profile import store
 from tailor_api import decide, metrics, resp, userstate, validation, web
 from tailor_api.decide import Candidate, SlotDecision, UserState
 from tailor_api.engine import Engine, SlotPlan
@@ -52,7 +52,7 @@ async def read_state(
     read = userstate.StateRead(served, served.profile_reader, user, session, plans, now)
     replies = await runtime.connection.execute(read.commands)
     if isinstance(replies[0], resp.ReplyError) and "function" in str(replies[0]).lower():
-        await profile_store.install(runtime.redis)  # Redis restarted without its functions
+        await store.install(runtime.redis)  # Redis restarted without its functions
         replies = await runtime.connection.execute(read.commands)
     return read.parse(replies, served.profile_reader)
 

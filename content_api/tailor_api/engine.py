@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from tailor.core import cel, constants, profile_store
+from tailor.core import cel, constants
+from tailor.core.profile import store
 from tailor.core.rules import ruleset
 
 
@@ -99,7 +100,7 @@ class Engine:
     cel_windows: tuple[str, ...]
     cel_dimensions: tuple[str, ...]
     version_header: bytes
-    profile_reader: profile_store.ProfileReader
+    profile_reader: store.ProfileReader
     built_at: float = field(default_factory=time.time)
 
     @property
@@ -188,5 +189,5 @@ def build(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) 
         cel_windows=tuple(w.name for w in features.windows),
         cel_dimensions=features.dimensions,
         version_header=str(published.version).encode(),
-        profile_reader=profile_store.ProfileReader(published.config),
+        profile_reader=store.ProfileReader(published.config),
     )

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from tailor.core import cancellation, profile_store, stats
+from tailor.core import cancellation, stats
+from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 from tailor_api import engine as engine_module
 from tailor_api import metrics, resp, tokens
@@ -82,7 +83,7 @@ class Runtime:
 
     async def start(self) -> None:
         self.signer = tokens.Signer(await tokens.stack_key(self.redis, self.stack))
-        await profile_store.install(self.redis)
+        await store.install(self.redis)
         settings = self.settings
         poll = settings.ruleset_poll_seconds
         self._spawn(

@@ -1,6 +1,6 @@
 """The user's state for one decision: read in one pipelined round trip, and written back cheaply.
 
-The read carries the profile (tailor.core.profile_store's read function) and the API's own per-user
+The read carries the profile (tailor.core.profile.store's read function) and the API's own per-user
 keys: session memory and per-session cap counts (one hash), per-user cap windows (a sorted set per
 capped rule), notInterested suppressions and round-robin positions. Writes that need no answer
 (session memory, round-robin) are sent without waiting; frequency caps are checked and counted by
@@ -23,8 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from tailor.core import profile_store
-from tailor.core.profile import Profile
+from tailor.core.profile import Profile, store
 from tailor_api import resp
 from tailor_api.decide import SlotDecision, UserState
 from tailor_api.engine import Engine, SlotPlan
@@ -37,7 +36,7 @@ COMMIT_SHA: Final = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 
 
 def api_prefix(stack: str, user: str) -> str:
-    return f"{profile_store.user_prefix(stack, user)}api:"
+    return f"{store.user_prefix(stack, user)}api:"
 
 
 def session_key(stack: str, user: str, session: str) -> str:
@@ -57,7 +56,7 @@ def round_robin_key(stack: str, user: str) -> str:
 
 
 class _Collect:
-    """Stands in for a pipeline so profile_store can queue its read into our own command list."""
+    """Stands in for a pipeline so the profile store can queue its read into our own command list."""
 
     def __init__(self, commands: list[resp.Command]) -> None:
         self.commands = commands
@@ -76,7 +75,7 @@ class StateRead:
     __slots__ = ("commands", "now", "per_user_rules", "round_robin", "session", "user")
 
     def __init__(
-        self, engine: Engine, reader: profile_store.ProfileReader, user: str, session: str,
+        self, engine: Engine, reader: store.ProfileReader, user: str, session: str,
         plans: Sequence[SlotPlan], now: float,
     ) -> None:  # fmt: skip
         stack = engine.stack
@@ -93,7 +92,7 @@ class StateRead:
             since = now - rule.per_user_window_seconds
             self.commands.append(("ZCOUNT", cap_key(stack, user, rule.name), f"({since}", "+inf"))
 
-    def parse(self, replies: Sequence[Any], reader: profile_store.ProfileReader) -> UserState:
+    def parse(self, replies: Sequence[Any], reader: store.ProfileReader) -> UserState:
         for reply in replies:
             if isinstance(reply, resp.ReplyError):
                 raise reply

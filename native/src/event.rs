@@ -1,8 +1,9 @@
-//! The lean event check (tailor.core.events_lean), compiled: one Kafka message value to the
-//! `profile_store.Occurrence` counted of it, or None when the check is not sure the event is valid
-//! (the worker then asks the model, `tailor.core.events.Event`, which decides and words the error).
+//! The lean event check (tailor.core.events.lean_check), compiled: one Kafka message value to the
+//! `tailor.core.events.occurrence.Occurrence` counted of it, or None when the check is not sure the
+//! event is valid (the worker then asks the model, `tailor.core.events.schema.Event`, which decides and
+//! words the error).
 //!
-//! A strict subset of the model, as the Python check is: every limit is read from tailor.core.events
+//! A strict subset of the model, as the Python check is: every limit is read from tailor.core.events.schema
 //! when a reader is made, and anything unusual (duplicate keys, a null where a value is counted, a
 //! long number, a float where text is counted, a timestamp in any but the plain forms) is None.
 
@@ -130,8 +131,8 @@ pub struct EventReader {
 impl EventReader {
     #[new]
     fn new(py: Python<'_>, dimensions: Vec<Bound<'_, PyString>>) -> PyResult<Self> {
-        let events = py.import("tailor.core.events")?;
-        let profile_store = py.import("tailor.core.profile_store")?;
+        let events = py.import("tailor.core.events.schema")?;
+        let occurrence = py.import("tailor.core.events.occurrence")?;
         check_pattern(
             "IDENTIFIER_PATTERN",
             &events.getattr("IDENTIFIER_PATTERN")?,
@@ -141,12 +142,12 @@ impl EventReader {
         check_pattern("PROPERTY_NAME", &property_name, PROPERTY_NAME_PATTERN)?;
         Ok(EventReader {
             limits: Limits::from_events(&events)?,
-            counters: counters(py, &events, &profile_store)?,
+            counters: counters(py, &events, &occurrence)?,
             dimensions: dimensions
                 .into_iter()
                 .map(|name| Ok((name.to_str()?.to_owned(), name.unbind())))
                 .collect::<PyResult<_>>()?,
-            occurrence_type: profile_store.getattr("Occurrence")?.unbind(),
+            occurrence_type: occurrence.getattr("Occurrence")?.unbind(),
             tuple_new: py.get_type::<PyTuple>().getattr("__new__")?.unbind(),
             no_session: PyString::new(py, "").unbind(),
         })
@@ -163,7 +164,7 @@ impl EventReader {
             .map(|counted| counted.occurrence))
     }
 
-    /// tailor_worker.batch.sort's loop over a batch of confluent_kafka Messages: each event the
+    /// tailor_worker.batch.classify's loop over a batch of confluent_kafka Messages: each event the
     /// check reads joins its user's list in `by_user` (the user's first partition goes to
     /// `partition_of`), unless it is later than `lateness` seconds behind its Kafka timestamp; every
     /// other message — an error, no value, an event the check is unsure of — goes to
@@ -275,12 +276,12 @@ fn check_pattern(name: &str, found: &Bound<'_, PyAny>, implemented: &str) -> PyR
 fn counters(
     py: Python<'_>,
     events: &Bound<'_, PyModule>,
-    profile_store: &Bound<'_, PyModule>,
+    occurrence: &Bound<'_, PyModule>,
 ) -> PyResult<Vec<(String, Py<PyString>)>> {
     let feature_of = py
         .import("tailor.core.constants")?
         .getattr("FEATURE_OF_EVENT_TYPE")?;
-    let custom = profile_store.getattr("CUSTOM_COUNTER")?;
+    let custom = occurrence.getattr("CUSTOM_COUNTER")?;
     let mut counters = Vec::new();
     for event_type in events.getattr("EVENT_TYPES")?.try_iter()? {
         let event_type = event_type?;

@@ -1,4 +1,4 @@
-//! Tailor's worker hot path, compiled: what `tailor.core.events_lean` and `tailor.core.profile_state`
+//! Tailor's worker hot path, compiled: what `tailor.core.events.lean_check` and `tailor.core.profile.state`
 //! do per event — and the packing of the Redis commands that carry it — at a fraction of the interpreter's cost. The Python modules stay the reference:
 //! tests hold this crate to them on generated inputs.
 

@@ -1,4 +1,4 @@
-//! The fields of tailor.core.profile_store.Occurrence, by position: the tuple the event check builds
+//! The fields of tailor.core.events.occurrence.Occurrence, by position: the tuple the event check builds
 //! and the counting reads.
 
 pub const USER: usize = 1;

@@ -1,4 +1,4 @@
-//! One user's profile state and the counting into it (tailor.core.profile_state), compiled: `Plan`
+//! One user's profile state and the counting into it (tailor.core.profile.state), compiled: `Plan`
 //! holds what a stack's feature settings mean, `State` one user's profile, and the plan's methods
 //! `decode`, `apply`, `changes` and `fields` do what the Python functions of those names do, with
 //! the same results and the same JSON bytes.
@@ -104,7 +104,7 @@ impl Plan {
         })
     }
 
-    /// Count `events` (profile_store.Occurrence tuples, new ones) into `state` at `now`. True when
+    /// Count `events` (tailor.core.events.occurrence.Occurrence tuples, new ones) into `state` at `now`. True when
     /// this write prunes.
     fn apply(
         &self,
@@ -207,7 +207,7 @@ fn each_change(profile: &mut Profile, mut emit: impl FnMut(&'static str, &[u8]))
 /// The most the write buffer keeps between calls.
 const MAX_KEPT_BUFFER: usize = 1 << 20;
 
-/// One user's profile (profile_state.UserState): opaque but for the version the store last saw or
+/// One user's profile (tailor.core.profile.state.ProfileState): opaque but for the version the store last saw or
 /// wrote ("" for none).
 #[pyclass(module = "tailor_native", name = "State")]
 pub struct State {

@@ -2,8 +2,8 @@
 
 The manifests are checked and compiled as `tailor validate` and the operator do. The user's events
 (v1 events as JSON lines, a JSON array, or {"events": [...]}; validated with the event schema) are
-counted the way the workers count them (tailor.core.profile_offline: the workers' own counting
-code, tailor.core.profile_state, with what Redis adds kept in memory), as if each arrived when it
+counted the way the workers count them (tailor.core.profile.offline: the workers' own counting
+code, tailor.core.profile.state, with what Redis adds kept in memory), as if each arrived when it
 happened. Then the content API's own decision engine
 (tailor_api.engine, tailor_api.decide) decides every slot for that profile and prints, per slot, the
 variant, its rule, a summary of its content, and why: each rule's matchers with the user's counts,

@@ -1,8 +1,8 @@
 """The simulation behind `tailor simulate`: a user's events counted offline, then decided by the
 content API's own engine.
 
-The events are counted by tailor.core.profile_offline — the workers' own counting code
-(tailor.core.profile_state), with what Redis adds around it kept in memory: dedup by event id,
+The events are counted by tailor.core.profile.offline — the workers' own counting code
+(tailor.core.profile.state), with what Redis adds around it kept in memory: dedup by event id,
 expiry, the read through the stored fields — as if each arrived when it happened. The decision is
 tailor_api.decide.decide_slot on an engine built by tailor_api.engine.build — the code that serves
 GET /v1/decide and /v1/explain — with a trace, so every rule's checks can be shown. Offline there is
@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tailor.core import durations, events, profile_offline, profile_store
-from tailor.core.profile import Profile
+from tailor.core import durations, events
+from tailor.core.events import occurrence
+from tailor.core.profile import Profile, offline
 from tailor.core.rules import describe, ruleset
 
 if TYPE_CHECKING:
@@ -77,13 +78,13 @@ def simulate(
     for event in mine:
         when = event.epoch_seconds(at)
         if when <= at:
-            occurrences.append(profile_store.occurrence(event, when, features.dimensions))
-    store = profile_offline.replay(published.config, occurrences)
+            occurrences.append(occurrence.from_event(event, when, features.dimensions))
+    counted_offline = offline.replay(published.config, occurrences)
     counted = len({o.id for o in occurrences})
     if session is None:
         latest = max(occurrences, key=lambda o: o.at, default=None)
         session = latest.session if latest is not None else ""
-    profile = store.read(user, session or None, at)
+    profile = counted_offline.read(user, session or None, at)
 
     served = engine.build(published)
     names = list(slots) if slots else sorted(served.slots)

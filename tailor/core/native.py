@@ -1,7 +1,7 @@
 """Whether the compiled hot path (tailor_native, built from native/ by scripts/setup.sh) is used.
 
-It is used when it is built, unless TAILOR_NATIVE=off: the Python references (tailor.core.events_lean,
-tailor.core.profile_state) then do the same work at several times the CPU — a way to rule the
+It is used when it is built, unless TAILOR_NATIVE=off: the Python references (tailor.core.events.lean_check,
+tailor.core.profile.state) then do the same work at several times the CPU — a way to rule the
 compiled code out when something looks wrong, and to compare the two in one benchmark.
 """
 

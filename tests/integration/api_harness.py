@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from tailor_api import app as app_module
 from tailor_api.settings import ApiSettings
 
-from tailor.core import profile_store
-from tailor.core.events import Event
+from tailor.core.events import Event, occurrence
+from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 
 ADMIN_TOKEN = "test-admin-token"
@@ -59,9 +59,9 @@ class Api:
         """Write events into the user's profile exactly as a worker does (profile_store's write)."""
         config = self.app.runtime.engine.config if self.app.runtime.engine else None
         assert config is not None, "publish a ruleset first"
-        writer = profile_store.ProfileWriter(config)
+        writer = store.ProfileWriter(config)
         occurrences = [
-            profile_store.occurrence(Event.model_validate(event), now, config.features.dimensions)
+            occurrence.from_event(Event.model_validate(event), now, config.features.dimensions)
             for event in events
         ]
         await writer.write(self.redis, {user: occurrences}, now)

@@ -11,7 +11,7 @@ import pytest
 from api_harness import Live, live_factory, page_view
 from tailor_api import sample
 
-from tailor.core import profile_store
+from tailor.core.profile import store
 from tailor.core.rules import ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
@@ -52,7 +52,7 @@ async def test_a_profile_that_cannot_be_read_is_decided_as_a_newcomers(live: Liv
     async with live(sample.shop()) as api:
         await api.record_events("shopper", page_view("shopper", "shoes", 3), time.time())
         assert served((await api.decide("shopper")).json())[0] == "shoe-lovers"
-        await api.redis.hset(profile_store.profile_key(api.stack, "shopper"), "c", "{not json")
+        await api.redis.hset(store.profile_key(api.stack, "shopper"), "c", "{not json")
         response = await api.decide("shopper")
         assert response.status_code == 200
         assert served(response.json()) == (None, None)

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from pipeline_harness import Pipeline, running_pipeline, wait_until
 from tailor_worker import batch
 
-from tailor.core import profile_store
+from tailor.core.profile import store
 from tailor.devstack import scratch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -134,10 +134,10 @@ def test_late_events_count_in_exactly_the_windows_that_hold_them(
             config = pipeline.config
             messages = read_topic(kafka_bootstrap, config.kafka.events_topic, config.kafka.partitions)
             assert len(messages) == 2 * len(AGES)
-            writer = profile_store.ProfileWriter(config)
+            writer = store.ProfileWriter(config)
             for later in (3600, DAY + 60):
                 now = time.time() + later
-                work = batch.sort(messages, config.features, now)
+                work = batch.classify(messages, config.features, now)
                 assert work.late == 2  # judged against the Kafka timestamps, as the first time
                 written = writer.write_sync(client, work.by_user, now, work.partition_of)
                 assert written.counted == 0, (later, written)

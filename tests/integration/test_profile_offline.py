@@ -1,8 +1,8 @@
 """The offline profile store agrees with the workers' store on a real Redis, write for write.
 
-`tailor simulate` counts events in memory (tailor.core.profile_offline); the workers count them into
+`tailor simulate` counts events in memory (tailor.core.profile.offline); the workers count them into
 their cached state and write the changed fields through the guard function, and the content API
-reads them back with one HGETALL. Both share the counting code (tailor.core.profile_state), so what
+reads them back with one HGETALL. Both share the counting code (tailor.core.profile.state), so what
 this holds equal is everything around it: dedup, expiry, pruning, the fields as stored, writers that
 load their users from Redis (a fresh writer now and then: a restart, a rebalance) and the reads at
 many instants. Random event streams — several users and sessions, duplicates, late events, more
@@ -20,8 +20,11 @@ import uuid
 import pytest
 import redis
 
-from tailor.core import constants, profile_offline, profile_state, profile_store
-from tailor.core.profile import Profile
+from tailor.core import constants
+from tailor.core.events import occurrence
+from tailor.core.profile import Profile, store
+from tailor.core.profile import offline as profile_offline
+from tailor.core.profile import state as profile_state
 from tailor.core.rules import compiler
 from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
@@ -52,7 +55,7 @@ def stack_config() -> StackConfig:
 
 def random_occurrence(
     rng: random.Random, now: float, ids: list[str], times: list[float]
-) -> profile_store.Occurrence:
+) -> occurrence.Occurrence:
     if ids and rng.random() < 0.1:
         event_id = rng.choice(ids)  # a redelivery: must count once
     else:
@@ -73,11 +76,11 @@ def random_occurrence(
     else:
         at = now - (rng.random() * 600 if rng.random() < 0.2 else rng.random() * 5)
         times.append(at)
-    return profile_store.Occurrence(
+    return occurrence.Occurrence(
         event_id,
         rng.choice(USERS),
         at,
-        constants.FEATURE_OF_EVENT_TYPE.get(type_, profile_store.CUSTOM_COUNTER),
+        constants.FEATURE_OF_EVENT_TYPE.get(type_, occurrence.CUSTOM_COUNTER),
         rng.choice(SESSIONS),
         tuple(dimensions),
     )
@@ -91,10 +94,10 @@ class RedisWriter:
         self.restart()
 
     def restart(self) -> None:
-        self.writer = profile_store.ProfileWriter(self.config, users_per_call=2)
+        self.writer = store.ProfileWriter(self.config, users_per_call=2)
 
-    def __call__(self, batch: list[profile_store.Occurrence], now: float) -> tuple[int, int]:
-        grouped: dict[str, list[profile_store.Occurrence]] = {}
+    def __call__(self, batch: list[occurrence.Occurrence], now: float) -> tuple[int, int]:
+        grouped: dict[str, list[occurrence.Occurrence]] = {}
         for item in batch:
             grouped.setdefault(item.user, []).append(item)
         written = self.writer.write_sync(self.client, grouped, now)
@@ -106,7 +109,7 @@ def assert_same_reads(
 ) -> None:
     for user in USERS:
         for session in (None, "s1", "s2"):
-            expected: Profile = profile_store.read_sync(client, config, user, session, now)
+            expected: Profile = store.read_sync(client, config, user, session, now)
             assert offline.read(user, session, now) == expected, (user, session, now - START)
         assert_sums_are_bucket_sums(client, config, user, now)
 
@@ -114,9 +117,9 @@ def assert_same_reads(
 def assert_sums_are_bucket_sums(client: redis.Redis, config: StackConfig, user: str, now: float) -> None:
     """The read (stored window sums, corrected by the buckets that moved) equals a plain sum of the
     stored buckets in each window's span."""
-    stored = client.hmget(profile_store.profile_key(config.key, user), list(profile_state.FIELDS))
+    stored = client.hmget(store.profile_key(config.key, user), list(profile_state.FIELDS))
     buckets = profile_state.decode(stored, profile_state.Plan.of(config.features)).buckets
-    profile = profile_store.read_sync(client, config, user, None, now)
+    profile = store.read_sync(client, config, user, None, now)
     for window in config.features.windows:
         size = window.bucket_seconds
         newest = int(now // size) * size
@@ -132,7 +135,7 @@ def assert_sums_are_bucket_sums(client: redis.Redis, config: StackConfig, user: 
 
 @pytest.fixture
 def client(redis_client: redis.Redis) -> redis.Redis:
-    profile_store.install_sync(redis_client)
+    store.install_sync(redis_client)
     return redis_client
 
 
@@ -162,23 +165,21 @@ def test_the_cap_on_distinct_counters_per_bucket_agrees(client: redis.Redis) -> 
     config = stack_config()
     offline = profile_offline.OfflineProfileStore(config)
     burst = [
-        profile_store.Occurrence(
-            f"e{i}", "alice", START + i * 0.001, "views", "s1", (("productId", f"p{i}"),)
-        )
-        for i in range(profile_store.MAX_FIELDS_PER_BUCKET + 40)
+        occurrence.Occurrence(f"e{i}", "alice", START + i * 0.001, "views", "s1", (("productId", f"p{i}"),))
+        for i in range(store.MAX_FIELDS_PER_BUCKET + 40)
     ]
     now = START + 10
     assert offline.write(burst, now) == RedisWriter(client, config)(burst, now) == (len(burst), 0)
     profile = offline.read("alice", "s1", now)
-    assert profile == profile_store.read_sync(client, config, "alice", "s1", now)
+    assert profile == store.read_sync(client, config, "alice", "s1", now)
     assert profile.count("5m", "views") == len(burst)  # totals always count
     distinct = [name for name in profile.counts["5m"] if name.startswith("views|productId|")]
     assert len(distinct) < len(burst)  # new values stop once a bucket is full
     assert profile.recent["productId"][0] == f"p{len(burst) - 1}"
 
 
-def view(event_id: str, at: float, session: str = "s1", **dimensions: str) -> profile_store.Occurrence:
-    return profile_store.Occurrence(event_id, "alice", at, "views", session, tuple(dimensions.items()))
+def view(event_id: str, at: float, session: str = "s1", **dimensions: str) -> occurrence.Occurrence:
+    return occurrence.Occurrence(event_id, "alice", at, "views", session, tuple(dimensions.items()))
 
 
 def test_a_session_that_timed_out_starts_over(client: redis.Redis) -> None:
@@ -193,7 +194,7 @@ def test_a_session_that_timed_out_starts_over(client: redis.Redis) -> None:
     for batch, now in steps:
         assert offline.write(batch, now) == RedisWriter(client, config)(batch, now)
     profile = offline.read("alice", "s1", t + 602)
-    assert profile == profile_store.read_sync(client, config, "alice", "s1", t + 602)
+    assert profile == store.read_sync(client, config, "alice", "s1", t + 602)
     assert profile.session is not None
     assert (profile.session.page_views, profile.session.started_at) == (1, t + 602)
 
@@ -216,7 +217,7 @@ def test_dedup_marks_last_the_dedup_ttl(client: redis.Redis) -> None:
     ]
     for batch, now, expected in steps:
         assert offline.write(batch, now) == RedisWriter(client, config)(batch, now) == expected
-    assert offline.read("alice", "s1", t + ttl + 3601) == profile_store.read_sync(
+    assert offline.read("alice", "s1", t + ttl + 3601) == store.read_sync(
         client, config, "alice", "s1", t + ttl + 3601
     )
 
@@ -237,5 +238,5 @@ def test_recent_values_are_newest_first_by_event_time(client: redis.Redis) -> No
         now = t + 5 + number
         assert offline.write([event], now) == RedisWriter(client, config)([event], now)
     profile = offline.read("alice", None, t + 20)
-    assert profile == profile_store.read_sync(client, config, "alice", None, t + 20)
+    assert profile == store.read_sync(client, config, "alice", None, t + 20)
     assert profile.recent["category"] == ("hats", "shoes", "bags")

@@ -10,7 +10,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tailor.core import events, profile_state, profile_store
+from tailor.core import events
+from tailor.core.events.occurrence import Occurrence, from_event
+from tailor.core.profile import state as profile_state
+from tailor.core.profile import store
 from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, StackConfig, Window
 
 NOW = 1_800_000_000.0  # a fixed, bucket-aligned instant; tests move time from here
@@ -37,32 +40,32 @@ def stack_config(**features: Any) -> StackConfig:
 
 def occurrence(
     config: StackConfig, type_: str = "page_view", *, user: str = "alice", at: float = NOW, **props: Any
-) -> profile_store.Occurrence:
+) -> Occurrence:
     data = {"id": uuid.uuid4().hex, "type": type_, "userId": user, "sessionId": "s1", "timestamp": at}
     event = events.Event.model_validate({**data, "properties": props})
-    return profile_store.occurrence(event, at, config.features.dimensions)
+    return from_event(event, at, config.features.dimensions)
 
 
-def grouped(batch: list[profile_store.Occurrence]) -> dict[str, list[profile_store.Occurrence]]:
-    by_user: dict[str, list[profile_store.Occurrence]] = {}
+def grouped(batch: list[Occurrence]) -> dict[str, list[Occurrence]]:
+    by_user: dict[str, list[Occurrence]] = {}
     for item in batch:
         by_user.setdefault(item.user, []).append(item)
     return by_user
 
 
 def write(
-    client: redis.Redis, config: StackConfig, batch: list[profile_store.Occurrence], now: float = NOW,
-    writer: profile_store.ProfileWriter | None = None,
+    client: redis.Redis, config: StackConfig, batch: list[Occurrence], now: float = NOW,
+    writer: store.ProfileWriter | None = None,
 ) -> tuple[int, int]:  # fmt: skip
     """(counted, duplicates); a fresh writer (nothing cached: every user loaded) unless one is given."""
-    writer = writer or profile_store.ProfileWriter(config, users_per_call=2)
+    writer = writer or store.ProfileWriter(config, users_per_call=2)
     written = writer.write_sync(client, grouped(batch), now)
     return written.counted, written.duplicates
 
 
 @pytest.fixture
 def client(redis_client: redis.Redis) -> redis.Redis:
-    profile_store.install_sync(redis_client)
+    store.install_sync(redis_client)
     return redis_client
 
 
@@ -76,7 +79,7 @@ def test_a_burst_is_counted_exactly_per_window_type_and_dimension(client: redis.
     burst += [occurrence(config, user="bob", category="hats") for _ in range(11)]
     assert write(client, config, burst) == (141, 0)
 
-    alice = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    alice = store.read_sync(client, config, "alice", "s1", NOW)
     for window in ("5m", "30m", "24h"):
         assert alice.count(window, "views") == 120
         assert alice.count(window, "views", "category", "shoes") == 120
@@ -88,7 +91,7 @@ def test_a_burst_is_counted_exactly_per_window_type_and_dimension(client: redis.
     assert alice.session is not None
     assert (alice.session.page_views, alice.session.events) == (120, 130)
     assert (alice.session.started_at, alice.session.last_seen_at) == (NOW - 119, NOW)
-    bob = profile_store.read_sync(client, config, "bob", None, NOW)
+    bob = store.read_sync(client, config, "bob", None, NOW)
     assert bob.count("5m", "views", "category", "hats") == 11
     assert bob.session is None  # not asked for
 
@@ -97,10 +100,10 @@ def test_replaying_the_same_events_changes_nothing(client: redis.Redis) -> None:
     config = stack_config()
     batch = [occurrence(config, "click", category="bags", at=NOW - i) for i in range(50)]
     assert write(client, config, batch) == (50, 0)
-    before = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    before = store.read_sync(client, config, "alice", "s1", NOW)
     assert write(client, config, batch) == (0, 50)
     assert write(client, config, [*batch[10:20], occurrence(config, "click", category="bags")]) == (1, 10)
-    after = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    after = store.read_sync(client, config, "alice", "s1", NOW)
     assert after.count("5m", "clicks") == before.count("5m", "clicks") + 1 == 51
     assert after.session is not None
     assert after.session.events == 51
@@ -110,7 +113,7 @@ def test_windows_empty_as_time_passes(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, category="shoes") for _ in range(4)])
     counts = {
-        offset: [profile_store.read_sync(client, config, "alice", None, NOW + offset).count(w, "views")
+        offset: [store.read_sync(client, config, "alice", None, NOW + offset).count(w, "views")
                  for w in ("5m", "30m", "24h")]
         for offset in (0, 299, 301, 1799, 1801, 86399, 86401)
     }  # fmt: skip
@@ -125,16 +128,13 @@ def test_windows_empty_as_time_passes(client: redis.Redis) -> None:
     }
 
 
-def test_late_events_land_in_their_own_bucket_and_too_late_ones_are_judged_late(client: redis.Redis) -> None:
+def test_late_events_land_in_their_own_bucket(client: redis.Redis) -> None:
+    # Which events are too late to count is the worker's call (tests/unit/test_worker_batch.py).
     config = stack_config()
-    ingested = NOW
     late = occurrence(config, category="shoes", at=NOW - 400)  # behind the 5m window, inside 30m
-    assert not profile_store.is_late(late, ingested, config.features.allowed_lateness_seconds)
     write(client, config, [late, occurrence(config, category="shoes")])
-    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read_sync(client, config, "alice", None, NOW)
     assert (profile.count("5m", "views"), profile.count("30m", "views")) == (1, 2)
-    too_late = occurrence(config, at=NOW - 601)
-    assert profile_store.is_late(too_late, ingested, config.features.allowed_lateness_seconds)
 
 
 def test_a_client_clock_ahead_counts_at_ingestion_time(client: redis.Redis) -> None:
@@ -142,10 +142,10 @@ def test_a_client_clock_ahead_counts_at_ingestion_time(client: redis.Redis) -> N
     event = events.Event.model_validate(
         {"id": "x", "type": "page_view", "userId": "alice", "timestamp": NOW + 3600}
     )
-    counted = profile_store.occurrence(event, NOW, config.features.dimensions)
+    counted = from_event(event, NOW, config.features.dimensions)
     assert counted.at == NOW
     write(client, config, [counted])
-    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 1
+    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 1
 
 
 def test_recent_values_are_distinct_newest_first_and_bounded(client: redis.Redis) -> None:
@@ -156,14 +156,14 @@ def test_recent_values_are_distinct_newest_first_and_bounded(client: redis.Redis
     write(client, config, views[:2])
     write(client, config, views[2:])
     write(client, config, [occurrence(config, productId="z", at=NOW - 500)])  # late: older than all
-    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read_sync(client, config, "alice", None, NOW)
     assert profile.recent["productId"] == ("d", "a", "c")
 
 
 def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, category="shoes")])
-    reader = profile_store.ProfileReader(config)
+    reader = store.ProfileReader(config)
     pipe = client.pipeline(transaction=False)
     pipe.set(f"caller:{config.key}", "1")
     reader.queue_read(pipe, "alice", "s1", NOW)
@@ -173,7 +173,7 @@ def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> No
     assert mine == "1"
     profile = reader.parse_read(raw, "alice", "s1", NOW)
     assert profile.count("5m", "views", "category", "shoes") == 1
-    empty = profile_store.read_sync(client, config, "nobody", "s1", NOW)
+    empty = store.read_sync(client, config, "nobody", "s1", NOW)
     assert empty.counts == {"5m": {}, "30m": {}, "24h": {}}
     assert (dict(empty.recent), empty.session) == ({}, None)
 
@@ -193,37 +193,35 @@ def test_every_key_is_hash_tagged_by_user_and_expires(client: redis.Redis) -> No
 
 def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> None:
     config = stack_config()
-    flood = [
-        occurrence(config, "search", query=f"q{i}") for i in range(profile_store.MAX_FIELDS_PER_BUCKET + 50)
-    ]
+    flood = [occurrence(config, "search", query=f"q{i}") for i in range(store.MAX_FIELDS_PER_BUCKET + 50)]
     write(client, config, flood)
-    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read_sync(client, config, "alice", None, NOW)
     assert profile.count("5m", "searches") == len(flood)  # every event counted
-    assert len(profile.counts["5m"]) <= profile_store.MAX_FIELDS_PER_BUCKET
+    assert len(profile.counts["5m"]) <= store.MAX_FIELDS_PER_BUCKET
 
 
 def test_the_read_parses_bytes_text_and_a_missing_key(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, "search", query="red shoes", at=NOW - 3)])
-    raw = client.hmget(profile_store.profile_key(config.key, "alice"), list(profile_state.FIELDS))
-    reader = profile_store.ProfileReader(config)
+    raw = client.hmget(store.profile_key(config.key, "alice"), list(profile_state.FIELDS))
+    reader = store.ProfileReader(config)
     as_text = reader.parse_read(raw, "alice", "s1", NOW)
     assert all(
         isinstance(value, str) for value in raw
     )  # the fixture decodes; the API's connection gets bytes
     assert reader.parse_read([value.encode() for value in raw], "alice", "s1", NOW) == as_text
-    assert as_text == profile_store.read_sync(client, config, "alice", "s1", NOW)
+    assert as_text == store.read_sync(client, config, "alice", "s1", NOW)
     assert as_text.recent["query"] == ("red shoes",)
     assert reader.parse_read([None, None, None], "nobody", None, NOW).counts["5m"] == {}
 
 
 def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> None:
     config = stack_config()
-    client.function_delete(profile_store.LIBRARY)
+    client.function_delete(store.LIBRARY)
     with pytest.raises(redis.ResponseError) as caught:
         write(client, config, [occurrence(config)])
-    assert profile_store.is_missing_function(caught.value)
-    profile_store.install_sync(client)
+    assert store.is_missing_function(caught.value)
+    store.install_sync(client)
     assert write(client, config, [occurrence(config)]) == (1, 0)
 
 
@@ -242,11 +240,11 @@ def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
     config = stack_config()
     first = occurrence(config, category="shoes", at=NOW - 5)
     assert write(client, config, [first]) == (1, 0)
-    client.hset(profile_store.profile_key(config.key, "alice"), "c", damaged)
-    writer = profile_store.ProfileWriter(config, native=native)
+    client.hset(store.profile_key(config.key, "alice"), "c", damaged)
+    writer = store.ProfileWriter(config, native=native)
     assert write(client, config, [occurrence(config, category="hats"), first], writer=writer) == (1, 1)
     assert writer.resets == 1
-    profile = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    profile = store.read_sync(client, config, "alice", "s1", NOW)
     assert profile.counts["5m"]["views"] == 1
     assert profile.recent["category"] == ("hats",)
 
@@ -254,7 +252,7 @@ def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
 def test_a_stored_profile_that_cannot_be_read_reads_as_empty() -> None:
     """The content API decides for such a user as for a newcomer (no 500) until the worker counts it
     afresh."""
-    reader = profile_store.ProfileReader(stack_config())
+    reader = store.ProfileReader(stack_config())
     for damaged in (
         [None, b"{not json", None],
         [b"[1]", b'{"n": {}, "r": {}, "t": {}, "s": {}, "p": 0}', None],
@@ -269,11 +267,11 @@ def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Re
     first = occurrence(config, category="shoes", at=NOW)
     assert write(client, config, [first]) == (1, 0)
     write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
-    assert client.hget(profile_store.profile_key(config.key, "alice"), profile_store.mark(first.id)) is None
+    assert client.hget(store.profile_key(config.key, "alice"), store.mark(first.id)) is None
 
-    written = profile_store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
-    assert written == profile_store.Written(counted=0, duplicates=0, expired=1)
-    profile = profile_store.read_sync(client, config, "alice", None, NOW + 701)
+    written = store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
+    assert written == store.Written(counted=0, duplicates=0, expired=1)
+    profile = store.read_sync(client, config, "alice", None, NOW + 701)
     assert profile.count("24h", "views") == 2  # first once, the one at +700 once
 
 
@@ -281,8 +279,8 @@ def test_a_zombie_writer_cannot_clobber_the_new_owner_and_counts_stay_exact(clie
     """A worker that lost the user's partition (a zombie) still holds the user's state in its cache;
     its write is refused, it reloads what the new owner wrote, and nothing is lost or doubled."""
     config = stack_config()
-    zombie = profile_store.ProfileWriter(config)
-    owner = profile_store.ProfileWriter(config)
+    zombie = store.ProfileWriter(config)
+    owner = store.ProfileWriter(config)
     mine = [occurrence(config, category="shoes") for _ in range(3)]
     assert write(client, config, mine, writer=zombie) == (3, 0)  # cached by the zombie
     theirs = [occurrence(config, category="hats") for _ in range(2)]
@@ -291,7 +289,7 @@ def test_a_zombie_writer_cannot_clobber_the_new_owner_and_counts_stay_exact(clie
     late = [occurrence(config, category="bags"), theirs[0]]
     assert write(client, config, late, writer=zombie) == (1, 1)
     assert zombie.conflicts == 1
-    profile = profile_store.read_sync(client, config, "alice", "s1", NOW)
+    profile = store.read_sync(client, config, "alice", "s1", NOW)
     assert profile.count("5m", "views") == 6
     assert [profile.count("5m", "views", "category", c) for c in ("shoes", "hats", "bags")] == [3, 2, 1]
     assert profile.session is not None
@@ -304,18 +302,18 @@ def test_a_zombie_writer_cannot_clobber_the_new_owner_and_counts_stay_exact(clie
 def test_a_cached_writer_still_refuses_an_event_counted_before(client: redis.Redis) -> None:
     """The dedup set, not the cache, decides: a client resend hours later hits a warm cache."""
     config = stack_config()
-    writer = profile_store.ProfileWriter(config)
+    writer = store.ProfileWriter(config)
     batch = [occurrence(config, category="shoes") for _ in range(4)]
     assert write(client, config, batch, writer=writer) == (4, 0)
     loads = writer.loads
     assert write(client, config, [*batch[:2], occurrence(config)], writer=writer) == (1, 2)
     assert writer.loads == loads + 1  # refused by the guard, reloaded once, the new event counted
-    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 5
+    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 5
 
 
 def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis) -> None:
     config = stack_config()
-    writer = profile_store.ProfileWriter(config)
+    writer = store.ProfileWriter(config)
     on = {"alice": 3, "bob": 4}
     batch = [occurrence(config, user="alice"), occurrence(config, user="bob")]
     writer.write_sync(client, grouped(batch), NOW, on)
@@ -334,8 +332,8 @@ def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis)
         client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
     )
     assert (writer.loads, writer.conflicts) == (3, 0)
-    assert profile_store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 4
-    assert profile_store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 4
+    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 4
+    assert store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 4
 
 
 def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> None:
@@ -343,10 +341,10 @@ def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> No
     nothing cached for the batch, and the retry counts every event once (the calls that did run are
     found marked)."""
     config = stack_config()
-    writer = profile_store.ProfileWriter(config, users_per_call=1)
+    writer = store.ProfileWriter(config, users_per_call=1)
     users = [f"u{i}" for i in range(6)]
     write(client, config, [occurrence(config, user=u) for u in users], writer=writer)  # all cached
-    broken = profile_store.profile_key(config.key, "u3")
+    broken = store.profile_key(config.key, "u3")
     client.delete(broken)
     client.set(broken, "not a hash")
     batch = [occurrence(config, user=u, category="shoes") for u in users for _ in range(2)]
@@ -356,10 +354,7 @@ def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> No
     client.delete(broken)
     assert write(client, config, batch, writer=writer) == (2, 10)  # five users' events were in already
     for user in users:
-        assert (
-            profile_store.read_sync(client, config, user, None, NOW).count("5m", "views", "category", "shoes")
-            == 2
-        )
+        assert store.read_sync(client, config, user, None, NOW).count("5m", "views", "category", "shoes") == 2
 
 
 def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Redis) -> None:
@@ -368,13 +363,13 @@ def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Re
     config = stack_config()
     first = occurrence(config, category="shoes")
     assert write(client, config, [first]) == (1, 0)
-    key = profile_store.profile_key(config.key, "alice")
+    key = store.profile_key(config.key, "alice")
     fields = [name.decode() if isinstance(name, bytes) else name for name in client.hkeys(key)]
-    reserved = [name for name in fields if name[:1] in (" ", profile_store.MARK_PREFIX)]
-    assert profile_store.VERSION_FIELD in reserved
-    assert profile_store.mark(first.id) in reserved
+    reserved = [name for name in fields if name[:1] in (" ", store.MARK_PREFIX)]
+    assert store.VERSION_FIELD in reserved
+    assert store.mark(first.id) in reserved
     client.hdel(key, *reserved)  # what the old layout left in this key: the JSON fields alone
     assert write(client, config, [occurrence(config, category="shoes")]) == (1, 0)
-    profile = profile_store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read_sync(client, config, "alice", None, NOW)
     assert profile.count("5m", "views", "category", "shoes") == 2
-    assert client.hget(key, profile_store.VERSION_FIELD) is not None  # guarded from here on
+    assert client.hget(key, store.VERSION_FIELD) is not None  # guarded from here on

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 from tailor_api import decide, engine, sample, userstate
 
-from tailor.core import profile_state, profile_store
+from tailor.core.events import occurrence
 from tailor.core.profile import Profile
+from tailor.core.profile import state as profile_state
 from tailor.core.rules import ruleset
 
 
@@ -56,8 +57,8 @@ def test_the_commit_call_lists_candidates_in_serving_order_with_their_caps() -> 
 def test_the_profile_is_read_at_the_moment_of_the_request_not_the_wall_clock() -> None:
     built = capped_engine()
     plan = built.profile_reader.plan
-    state = profile_state.UserState()
-    viewed = profile_store.Occurrence("e1", "u1", 1000.0, "views", "s1", ())
+    state = profile_state.ProfileState()
+    viewed = occurrence.Occurrence("e1", "u1", 1000.0, "views", "s1", ())
     profile_state.apply(plan, state, [viewed], 1000.0)
     stored = profile_state.fields(state)
 

@@ -1,5 +1,5 @@
 """The compiled profile counting (tailor_native, native/src/profile.rs) is the Python reference
-(tailor.core.profile_state), byte for byte.
+(tailor.core.profile.state), byte for byte.
 
 Generated plans (several windows and bucket sizes, sometimes sharing a size or a stored sum, a
 bucket's counter cap small enough to hit, a short recent list) count generated batches: time moving
@@ -20,7 +20,10 @@ import tailor_native
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.core import profile_counting, profile_state, profile_store
+from tailor.core.events import occurrence
+from tailor.core.profile import counting as profile_counting
+from tailor.core.profile import state as profile_state
+from tailor.core.profile import store
 from tailor.core.rules.ruleset import FeatureConfig, Window
 
 START = 1_800_000_000.0
@@ -78,9 +81,9 @@ class Planned:
     session: str
     dimensions: tuple[tuple[str, str], ...]
 
-    def occurrence(self, now: float) -> profile_store.Occurrence:
+    def occurrence(self, now: float) -> occurrence.Occurrence:
         at = self.at if self.absolute else now + self.at
-        return profile_store.Occurrence("-", "u", at, self.counter, self.session, self.dimensions)
+        return occurrence.Occurrence("-", "u", at, self.counter, self.session, self.dimensions)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class Batch:
     events: list[Planned]
     reload: bool  # both reload their state from the stored fields first
 
-    def occurrences(self, now: float) -> list[profile_store.Occurrence]:
+    def occurrences(self, now: float) -> list[occurrence.Occurrence]:
         return [event.occurrence(now) for event in self.events]
 
 
@@ -123,10 +126,10 @@ class Pair:
         self.plan = plan
         self.reference = profile_counting.ReferenceCounting(plan)
         self.native = profile_counting.native_plan(plan)
-        self.expected: profile_state.UserState = profile_state.UserState()
+        self.expected: profile_state.ProfileState = profile_state.ProfileState()
         self.actual = tailor_native.State()
 
-    def count(self, events: list[profile_store.Occurrence], now: float) -> None:
+    def count(self, events: list[occurrence.Occurrence], now: float) -> None:
         pruned = self.reference.apply(self.expected, events, now)
         assert self.native.apply(self.actual, events, now) == pruned
         assert self.native.changes(self.actual) == self.reference.changes(self.expected)
@@ -191,7 +194,7 @@ def test_bucket_starts_use_pythons_float_floor_division() -> None:
     pair = Pair(plan)
     for at in (-0.5, -10.0, -10.000000000000002, 9.999999999999998, 1e17 + 3, 2.5e15 - 0.5):
         now = at + 1
-        pair.count([profile_store.Occurrence("-", "u", at, "views", "s", ())], now)
+        pair.count([occurrence.Occurrence("-", "u", at, "views", "s", ())], now)
 
 
 def test_a_plan_refuses_sizes_it_cannot_count() -> None:
@@ -221,8 +224,8 @@ def test_the_writer_counts_natively_when_built_and_on_request_in_python() -> Non
     features = FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),), dimensions=(),
                              allowed_lateness_seconds=0)  # fmt: skip
     config: Any = type("Config", (), {"key": "ns/stack", "features": features})()
-    assert isinstance(profile_store.ProfileWriter(config).counting, tailor_native.Plan)
-    reference = profile_store.ProfileWriter(config, native=False).counting
+    assert isinstance(store.ProfileWriter(config).counting, tailor_native.Plan)
+    reference = store.ProfileWriter(config, native=False).counting
     assert isinstance(reference, profile_counting.ReferenceCounting)
 
 
@@ -258,13 +261,13 @@ def test_a_compiled_guard_call_is_the_reference_call_packed(
     plan: profile_state.Plan, users: list[list[Batch]]
 ) -> None:
     """tailor_native.GuardedWrites writes each user's changed fields straight into the call's RESP
-    bytes: the bytes hiredis packs of profile_store.ReferenceCalls' command."""
+    bytes: the bytes hiredis packs of store.ReferenceCalls' command."""
     head = ["1800000000.25", "90060", "1799913600.25", "1799996400.25"]
-    reference = profile_store.ReferenceCalls(head, profile_counting.ReferenceCounting(plan))
-    compiled = tailor_native.GuardedWrites(profile_store.WRITE_FUNCTION, head)
+    reference = store.ReferenceCalls(head, profile_counting.ReferenceCounting(plan))
+    compiled = tailor_native.GuardedWrites(store.WRITE_FUNCTION, head)
     native = profile_counting.native_plan(plan)
     for k, steps in enumerate(users):
-        expected, actual = profile_state.UserState(), tailor_native.State()
+        expected, actual = profile_state.ProfileState(), tailor_native.State()
         now = START
         for n, step in enumerate(steps):
             now += step.move

@@ -1,4 +1,4 @@
-"""Sorting a batch of messages: what is counted per user, what is late, what goes to dead letters —
+"""Classifying a batch of messages: what is counted per user, what is late, what goes to dead letters —
 by the compiled loop and by its Python reference alike."""
 
 from __future__ import annotations
@@ -42,16 +42,16 @@ def test_valid_events_are_grouped_per_user_with_their_dimension_values(compiled:
         message(event(id="e2", type="search", anonymousId="anon", userId=None, properties={"query": "red"})),
         message(event(id="e3", type="click")),
     ]
-    sorted_ = batch.sort(messages, FEATURES, now=INGESTED + 5, compiled=compiled)
-    assert sorted_.events == 3
-    assert sorted_.dead == []
-    assert sorted_.late == 0
-    alice = sorted_.by_user["alice"]
+    classified = batch.classify(messages, FEATURES, now=INGESTED + 5, compiled=compiled)
+    assert classified.events == 3
+    assert classified.dead == []
+    assert classified.late == 0
+    alice = classified.by_user["alice"]
     assert [(o.id, o.counter, o.dimensions) for o in alice] == [
         ("e1", "views", (("category", "shoes"),)),  # brand is not a declared dimension
         ("e3", "clicks", ()),
     ]
-    assert sorted_.by_user["anon"][0].dimensions == (("query", "red"),)
+    assert classified.by_user["anon"][0].dimensions == (("query", "red"),)
 
 
 def test_lateness_is_judged_against_the_kafka_timestamp_not_the_worker_clock(compiled: bool) -> None:
@@ -59,22 +59,22 @@ def test_lateness_is_judged_against_the_kafka_timestamp_not_the_worker_clock(com
     too_late = message(event(id="e2", timestamp=INGESTED - 61))
     # Replayed a day later: the same decision as the first time.
     for now in (INGESTED, INGESTED + 86400):
-        sorted_ = batch.sort([on_time, too_late], FEATURES, now=now, compiled=compiled)
-        assert [o.id for o in sorted_.by_user["alice"]] == ["e1"]
-        assert sorted_.late == 1
+        classified = batch.classify([on_time, too_late], FEATURES, now=now, compiled=compiled)
+        assert [o.id for o in classified.by_user["alice"]] == ["e1"]
+        assert classified.late == 1
 
 
 def test_undecodable_and_invalid_messages_become_dead_letters_with_reasons(compiled: bool) -> None:
-    sorted_ = batch.sort(
+    classified = batch.classify(
         [message(b"\xff{"), message(None, 1), message(event(type="hover"), 2), message(event(), 3)],
         FEATURES,
         now=INGESTED,
         compiled=compiled,
     )
-    reasons = [(letter.message.offset(), letter.reason) for letter in sorted_.dead]
+    reasons = [(letter.message.offset(), letter.reason) for letter in classified.dead]
     assert reasons == [(0, deadletter.UNDECODABLE), (1, deadletter.UNDECODABLE), (2, deadletter.INVALID)]
-    assert sorted_.dead[2].errors[0]["field"] == "type"
-    assert len(sorted_.by_user["alice"]) == 1
+    assert classified.dead[2].errors[0]["field"] == "type"
+    assert len(classified.by_user["alice"]) == 1
 
 
 def test_the_newest_offset_of_each_partition_is_gathered_for_storing(compiled: bool) -> None:
@@ -86,17 +86,17 @@ def test_the_newest_offset_of_each_partition_is_gathered_for_storing(compiled: b
         message(event(id="e3"), offset=8, partition=0),
         Message(topic="events", partition=2, offset=99, error=KafkaError(KafkaError._TRANSPORT)),
     ]
-    sorted_ = batch.sort(messages, FEATURES, now=INGESTED, compiled=compiled)
-    assert sorted_.offsets == {0: 8, 1: 4}
-    assert (sorted_.events, sorted_.late, len(sorted_.dead)) == (4, 1, 1)
-    assert sorted_.partition_of == {"alice": 0}
+    classified = batch.classify(messages, FEATURES, now=INGESTED, compiled=compiled)
+    assert classified.offsets == {0: 8, 1: 4}
+    assert (classified.events, classified.late, len(classified.dead)) == (4, 1, 1)
+    assert classified.partition_of == {"alice": 0}
 
 
 def test_a_message_without_a_timestamp_is_judged_at_the_workers_clock(compiled: bool) -> None:
     undated = Message(topic="events", partition=0, offset=0, value=event(timestamp=INGESTED - 100),
                       timestamp=(TIMESTAMP_NOT_AVAILABLE, 0))  # fmt: skip
-    assert batch.sort([undated], FEATURES, now=INGESTED, compiled=compiled).late == 1
-    assert batch.sort([undated], FEATURES, now=INGESTED - 50, compiled=compiled).late == 0
+    assert batch.classify([undated], FEATURES, now=INGESTED, compiled=compiled).late == 1
+    assert batch.classify([undated], FEATURES, now=INGESTED - 50, compiled=compiled).late == 0
 
 
 def _messages() -> st.SearchStrategy[list[Message]]:
@@ -128,9 +128,9 @@ def _messages() -> st.SearchStrategy[list[Message]]:
 
 @settings(max_examples=300, deadline=None)
 @given(_messages())
-def test_the_compiled_loop_sorts_as_its_reference(messages: list[Message]) -> None:
-    compiled = batch.sort(messages, FEATURES, now=INGESTED, compiled=True)
-    reference = batch.python_sort(messages, FEATURES, now=INGESTED)
+def test_the_compiled_loop_classifies_as_its_reference(messages: list[Message]) -> None:
+    compiled = batch.classify(messages, FEATURES, now=INGESTED, compiled=True)
+    reference = batch.python_classify(messages, FEATURES, now=INGESTED)
     assert compiled.by_user == reference.by_user
     assert list(compiled.by_user) == list(reference.by_user)
     assert compiled.partition_of == reference.partition_of

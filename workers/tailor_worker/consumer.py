@@ -64,7 +64,7 @@ class EventConsumer:
 
     def store(self, newest: Mapping[int, int]) -> None:
         """Mark messages processed up to `newest` (partition -> its newest offset processed, as
-        batch.sort gathers it): the next offset of each partition, committed soon after."""
+        batch.classify gathers it): the next offset of each partition, committed soon after."""
         if not newest:
             return
         # Only partitions still ours: one revoked while the batch was written is its new owner's to

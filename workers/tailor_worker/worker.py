@@ -1,4 +1,4 @@
-"""The worker loop: consume a batch, sort it, write it to Redis atomically, dead-letter the rest,
+"""The worker loop: consume a batch, classify it, write it to Redis atomically, dead-letter the rest,
 then store the offsets — and follow the stack's published ruleset for Kafka and feature settings.
 
 Nothing acknowledged is lost and nothing is counted twice: offsets are stored only after the Redis
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import native, profile_store, topics
+from tailor.core import native, topics
+from tailor.core.profile import store
 from tailor.core.rules import versions
 from tailor.core.rules.ruleset import StackConfig
 from tailor_worker import batch, garbage, metrics
@@ -34,12 +35,12 @@ COMPONENT = "worker"
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
-    """A sorted batch whose Redis write is under way."""
+    """A classified batch whose Redis write is under way."""
 
-    work: batch.SortedBatch
+    work: batch.ClassifiedBatch
     now: float
     started: float
-    write: concurrent.futures.Future[profile_store.Written | None]
+    write: concurrent.futures.Future[store.Written | None]
 
 
 class Worker:
@@ -60,7 +61,7 @@ class Worker:
         self.version = 0
         self._consumer: EventConsumer | None = None
         self._dead_letters: DeadLetterProducer | None = None
-        self._writer: profile_store.ProfileWriter | None = None
+        self._writer: store.ProfileWriter | None = None
         self._garbage = garbage.GarbageClock()
 
     def stop(self) -> None:
@@ -78,12 +79,12 @@ class Worker:
         else:
             log.warning("tailor_native is %s: checking and counting events in Python, several times slower",
                         "switched off (TAILOR_NATIVE)" if native.BUILT else "not built")  # fmt: skip
-        if not self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis)):
+        if not self._retry("install the profile functions", lambda: store.install_sync(self.redis)):
             return
         config = self._wait_for_ruleset()
         if config is None:
             return
-        # One batch's Redis write runs in this thread while the loop sorts the next batch: Python and
+        # One batch's Redis write runs in this thread while the loop classifies the next batch: Python and
         # Redis work at the same time. Batches still complete strictly in order.
         writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-write")
         pending: _InFlight | None = None
@@ -104,7 +105,7 @@ class Worker:
                 wait = 0.0 if pending is not None else self.settings.poll_seconds
                 messages = self._consumer.take(self.settings.batch_size, wait)
                 started = time.perf_counter()
-                work = self._sort(messages) if messages else None
+                work = self._classify(messages) if messages else None
                 if pending is not None:
                     self._finish(pending)
                     pending = None
@@ -120,10 +121,10 @@ class Worker:
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def _sort(self, messages: list[Message]) -> batch.SortedBatch:
+    def _classify(self, messages: list[Message]) -> batch.ClassifiedBatch:
         assert self.config is not None
         metrics.CONSUMED.labels(self.config.kafka.events_topic).inc(len(messages))
-        return batch.sort(messages, self.config.features, self.clock())
+        return batch.classify(messages, self.config.features, self.clock())
 
     def _finish(self, flight: _InFlight) -> None:
         """Wait for the batch's write (retrying it here if it failed), dead-letter, store offsets."""
@@ -149,11 +150,11 @@ class Worker:
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
         self._garbage.batch_done()
 
-    def _write(self, work: batch.SortedBatch, now: float) -> profile_store.Written | None:
+    def _write(self, work: batch.ClassifiedBatch, now: float) -> store.Written | None:
         """What the batch's write did, or None when Redis failed (the whole batch is retried: dedup
         makes the users that were written harmless, and the writer trusts nothing cached for them)."""
         if not work.by_user:
-            return profile_store.Written(0, 0, 0)
+            return store.Written(0, 0, 0)
         writer = self._writer
         assert writer is not None
         loads, conflicts, resets = writer.loads, writer.conflicts, writer.resets
@@ -162,8 +163,8 @@ class Worker:
         except redis.RedisError as error:
             metrics.REDIS_ERRORS.inc()
             log.warning("Redis write failed, retrying the batch: %s", error)
-            if profile_store.is_missing_function(error):
-                self._retry("install the profile functions", lambda: profile_store.install_sync(self.redis))
+            if store.is_missing_function(error):
+                self._retry("install the profile functions", lambda: store.install_sync(self.redis))
             return None
         finally:
             metrics.PROFILE_LOADS.inc(writer.loads - loads)
@@ -172,7 +173,7 @@ class Worker:
             metrics.PROFILE_CACHE_USERS.set(writer.cached_users)
         return written
 
-    def _dead_letter(self, work: batch.SortedBatch) -> bool:
+    def _dead_letter(self, work: batch.ClassifiedBatch) -> bool:
         if not work.dead:
             return True
         assert self._dead_letters is not None
@@ -226,7 +227,7 @@ class Worker:
         previous = self.config
         self.config = config
         # A new writer starts with an empty cache: state cached under other feature settings is dropped.
-        self._writer = profile_store.ProfileWriter(config, cache_users=self.settings.cache_users)
+        self._writer = store.ProfileWriter(config, cache_users=self.settings.cache_users)
         if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
             return  # features only: the next batch is counted with them
         self._close_kafka()

@@ -1,5 +1,5 @@
 //! Counting events into a profile: `apply`, `_advance`, `_moved` and `remember` of
-//! tailor.core.profile_state, step for step (the same order of insertions, the same float arithmetic).
+//! tailor.core.profile.state, step for step (the same order of insertions, the same float arithmetic).
 
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
@@ -48,7 +48,7 @@ impl Plan {
     }
 }
 
-/// One event as counted (profile_store.Occurrence), borrowing the Python strings.
+/// One event as counted (tailor.core.events.occurrence.Occurrence), borrowing the Python strings.
 pub struct Counted<'a> {
     pub at: Num,
     pub counter: &'a str,

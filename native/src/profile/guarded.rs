@@ -1,7 +1,7 @@
-//! The worker's guarded writes (tailor/core/profile_store.lua), gathered and packed here: each
+//! The worker's guarded writes (tailor/core/profile/store.lua), gathered and packed here: each
 //! user's changed fields are written as JSON straight into the RESP bytes of the function call,
 //! instead of becoming Python bytes, joining a Python argument list and being packed from it.
-//! The reference is profile_store.ReferenceCalls packed by hiredis: tests hold the bytes equal.
+//! The reference is tailor.core.profile.store.ReferenceCalls packed by hiredis: tests hold the bytes equal.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use super::{each_change, State};
 use crate::resp::{push_bulk, push_header};
 
-/// What marks an event counted in its user's profile: profile_store.MARK_PREFIX + its id.
+/// What marks an event counted in its user's profile: store.MARK_PREFIX + its id.
 const MARK_PREFIX: &[u8] = b"#";
 
 /// One `FCALL <function>` being gathered, a user at a time.
@@ -28,7 +28,7 @@ pub struct GuardedWrites {
 
 #[pymethods]
 impl GuardedWrites {
-    /// A call of `function` whose arguments start with `head` (now, TTLs, ...: profile_store.lua).
+    /// A call of `function` whose arguments start with `head` (now, TTLs, ...: store.lua).
     #[new]
     fn new(function: String, head: Vec<String>) -> Self {
         GuardedWrites {
@@ -43,7 +43,7 @@ impl GuardedWrites {
     }
 
     /// Add a user's write: its profile's key, the version expected, its flags, and the ids of the
-    /// events counted (marked as profile_store.mark does); the new version and the changed fields
+    /// events counted (marked as store.mark does); the new version and the changed fields
     /// come from `state` (as Plan.changes, whose flags this clears).
     fn add(
         &mut self,

@@ -6,15 +6,15 @@ update them atomically. The stack-wide keys of `tailor.core.rules.versions` use 
 instead; the two never meet in one call.
 
     …:{u}:profile  hash: three JSON fields, split by how often they change (w, c, b:
-                   tailor.core.profile_state); ' version' -> the profile's version; the dedup
+                   tailor.core.profile.state); ' version' -> the profile's version; the dedup
                    record, '#<event id>' -> when it was counted; ' pruned' -> when old marks were
                    last dropped. One key per user: the guard reads and writes it in two calls.
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
-(`ProfileWriter`, an LRU cache), counts a batch's events into it (tailor.core.profile_counting:
-compiled when tailor_native is built, else the Python reference in tailor.core.profile_state) and
-writes each changed profile back through the guard function in profile_store.lua: per user, one
+(`ProfileWriter`, an LRU cache), counts a batch's events into it (tailor.core.profile.counting:
+compiled when tailor_native is built, else the Python reference in tailor.core.profile.state) and
+writes each changed profile back through the guard function in store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
 writes) and the dedup marks (an event is never counted twice), then sets the changed fields, the
 version and the events' marks. A refused user is reloaded and counted again; a worker killed at
@@ -44,10 +44,11 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import constants, profile_counting, profile_state
 from tailor.core import native as native_build
-from tailor.core.events import Event
-from tailor.core.profile import Profile
+from tailor.core.events.occurrence import Occurrence
+from tailor.core.profile import counting as profile_counting
+from tailor.core.profile import state as profile_state
+from tailor.core.profile.model import Profile
 from tailor.core.rules.ruleset import StackConfig
 
 if native_build.BUILT:
@@ -56,9 +57,8 @@ if native_build.BUILT:
 log = logging.getLogger(__name__)
 
 MAX_FIELDS_PER_BUCKET: Final = profile_state.MAX_FIELDS_PER_BUCKET
-CUSTOM_COUNTER: Final = "custom"
 
-_SOURCE = resources.files("tailor.core").joinpath("profile_store.lua").read_text()
+_SOURCE = resources.files("tailor.core.profile").joinpath("store.lua").read_text()
 # The function is named after its code, so workers of different versions can share one Redis during
 # a rolling upgrade without replacing each other's function.
 CODE_VERSION: Final = hashlib.sha256(_SOURCE.encode()).hexdigest()[:10]
@@ -105,37 +105,6 @@ async def install(client: aioredis.Redis) -> None:
 def is_missing_function(error: BaseException) -> bool:
     """True when Redis lost the function (a restart without persistence, FUNCTION FLUSH): install again."""
     return isinstance(error, redis.ResponseError) and "function not found" in str(error).lower()
-
-
-class Occurrence(NamedTuple):
-    """What a worker counts of one event: its id, time, counter name, session and dimension values.
-    (A named tuple: a worker makes one per event, ~5x cheaper than a frozen dataclass.)"""
-
-    id: str
-    user: str
-    at: float
-    counter: str
-    session: str
-    dimensions: tuple[tuple[str, str], ...]
-
-
-def occurrence(event: Event, ingested_at: float, dimensions: Sequence[str]) -> Occurrence:
-    """The event as counted. Its time is its own timestamp, never later than when the collector
-    received it (`ingested_at`, the Kafka message time): a fast client clock must not push an event
-    into a bucket no read looks at yet."""
-    at = min(event.epoch_seconds(ingested_at), ingested_at)
-    counter = constants.FEATURE_OF_EVENT_TYPE.get(event.type, CUSTOM_COUNTER)
-    values = []
-    for dimension in dimensions:
-        value = event.properties.get(dimension)
-        if value is not None:
-            values.append((dimension, value))
-    return Occurrence(event.id, event.user, at, counter, event.session_id or "", tuple(values))
-
-
-def is_late(occurrence: Occurrence, ingested_at: float, allowed_lateness_seconds: int) -> bool:
-    """Late beyond the allowed lateness, measured against ingestion time so a replay decides alike."""
-    return ingested_at - occurrence.at > allowed_lateness_seconds
 
 
 class Written(NamedTuple):
@@ -217,9 +186,6 @@ class ProfileWriter:
         ]  # fmt: skip
         for user in stale:
             del self._cache[user]
-
-    def forget_all(self) -> None:
-        self._cache.clear()
 
     @property
     def cached_users(self) -> int:
@@ -516,7 +482,7 @@ class ReferenceCalls:
         return command
 
 
-_UNLOADED: Final = profile_state.UserState()  # a placeholder, never counted into
+_UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into
 
 
 # What decoding or counting a damaged stored profile raises (both implementations).

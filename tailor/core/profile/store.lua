@@ -1,5 +1,5 @@
 #!lua name=__LIBRARY__
--- The guard of the workers' profile writes (tailor/core/profile_store.py).
+-- The guard of the workers' profile writes (tailor/core/profile/store.py).
 --
 -- A worker counts events into its own in-memory copy of a user's profile and writes back the fields
 -- that changed. This function makes each user's write atomic and safe:
@@ -28,7 +28,7 @@
 -- The TTL is renewed only when a write prunes (at most once a minute per user; every new profile's
 -- first write does), one prune interval longer than needed: the key still outlives what it must after
 -- the last write, and a call per write is saved. Dropping old marks reads the whole hash, so it is due
--- more rarely still (tailor.core.profile_state.Plan.marks_prune_every).
+-- more rarely still (tailor.core.profile.state.Plan.marks_prune_every).
 --   returns for each user: 1 written; 0 the version changed (nothing written);
 --           or the 1-based positions of the events counted already (nothing written)
 

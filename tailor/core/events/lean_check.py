@@ -1,19 +1,19 @@
-"""The workers' fast path from one Kafka message value to what is counted of it.
+"""The workers' lean check: from one Kafka message value to what is counted of it, without a model.
 
-`events.Event` is the schema and the source of every error message; validating a message with it
-costs ~5 µs plus ~3 µs to read the model back. This module checks the same rules with one
+`schema.Event` is the schema and the source of every error message, but building and reading back a
+model per message is the worker's largest cost. This module checks the same rules with one
 pydantic-core validator that has no Python-level validators (plain dicts out, no models) and reads
-the few values a worker counts straight from them.
+the few values a worker counts straight from them (an `occurrence.Occurrence`).
 
 It is deliberately a strict subset: anything it is not sure about (a property `null`, a float where a
 text property is expected, a very long query or number, a missing identity) it refuses, and the
-caller then asks `events.Event` — which decides, and names the problem for the dead letter. So an
-event is accepted exactly when `events.Event` accepts it, and counted the same way;
-tests/unit/test_events_lean.py holds the two to that on generated events.
+caller then asks `schema.Event` — which decides, and names the problem for the dead letter. So an
+event is accepted exactly when `schema.Event` accepts it, and counted the same way;
+tests/unit/test_events_lean_check.py holds the two to that on generated events.
 
-The same check is compiled in `tailor_native.EventReader` (native/src/event.rs, ~5x faster), used by
-`reader` whenever it is built (scripts/setup.sh builds it). `python_occurrence` here stays the
-reference the tests hold it to, and the fallback without it.
+The same check is compiled in `tailor_native.EventReader` (native/src/event.rs; `compiled_reader`),
+which the worker uses whenever it is built and not switched off (tailor.core.native).
+`python_occurrence` here is the reference the tests hold it to, and what runs without it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any, Final
 from pydantic_core import SchemaValidator, ValidationError
 from pydantic_core import core_schema as cs
 
-from tailor.core import constants, events, native, profile_store
+from tailor.core import constants, native
+from tailor.core.events import occurrence, schema
 
 if native.BUILT:
     import tailor_native
 
 # One message value (JSON) and its Kafka time to what is counted of it, for one set of dimensions.
-Reader = Callable[[bytes | str, float], profile_store.Occurrence | None]
+Reader = Callable[[bytes | str, float], occurrence.Occurrence | None]
 
 _TEXT_PROPERTIES: Final = frozenset({"category", "productId", "query"})
 # Integers beyond this go the slow way: the model decides (text limits, floats that overflow).
@@ -48,41 +49,41 @@ def _optional(schema: cs.CoreSchema, required: bool = False) -> cs.TypedDictFiel
 
 def _schema() -> cs.CoreSchema:
     identifier = cs.str_schema(
-        min_length=1, max_length=events.MAX_ID_LENGTH, pattern=events.IDENTIFIER_PATTERN, strict=True
+        min_length=1, max_length=schema.MAX_ID_LENGTH, pattern=schema.IDENTIFIER_PATTERN, strict=True
     )
     page = cs.typed_dict_schema(
         {
-            "url": cs.typed_dict_field(_text(events.MAX_URL_LENGTH), required=True),
-            "referrer": _optional(_text(events.MAX_URL_LENGTH)),
-            "title": _optional(_text(events.MAX_PROPERTY_VALUE_LENGTH)),
+            "url": cs.typed_dict_field(_text(schema.MAX_URL_LENGTH), required=True),
+            "referrer": _optional(_text(schema.MAX_URL_LENGTH)),
+            "title": _optional(_text(schema.MAX_PROPERTY_VALUE_LENGTH)),
         },
         extra_behavior="forbid",
     )
     context = cs.typed_dict_schema(
         {
-            "device": _optional(_text(events.MAX_DEVICE_LENGTH)),
-            "locale": _optional(_text(events.MAX_LOCALE_LENGTH)),
-            "userAgent": _optional(_text(events.MAX_USER_AGENT_LENGTH)),
+            "device": _optional(_text(schema.MAX_DEVICE_LENGTH)),
+            "locale": _optional(_text(schema.MAX_LOCALE_LENGTH)),
+            "userAgent": _optional(_text(schema.MAX_USER_AGENT_LENGTH)),
         },
         extra_behavior="forbid",
     )
     value = cs.union_schema([
-        _text(events.MAX_PROPERTY_VALUE_LENGTH, min_length=1),
+        _text(schema.MAX_PROPERTY_VALUE_LENGTH, min_length=1),
         cs.int_schema(strict=True),
         cs.float_schema(strict=True, allow_inf_nan=False),
     ])  # fmt: skip
     properties = cs.dict_schema(
         keys_schema=cs.str_schema(
-            max_length=events.MAX_PROPERTY_NAME_LENGTH, pattern=events.PROPERTY_NAME.pattern, strict=True
+            max_length=schema.MAX_PROPERTY_NAME_LENGTH, pattern=schema.PROPERTY_NAME.pattern, strict=True
         ),
         values_schema=value,
-        max_length=events.MAX_PROPERTIES,
+        max_length=schema.MAX_PROPERTIES,
         strict=True,
     )
     return cs.typed_dict_schema(
         {
             "id": cs.typed_dict_field(identifier, required=True),
-            "type": cs.typed_dict_field(cs.literal_schema(list(events.EVENT_TYPES)), required=True),
+            "type": cs.typed_dict_field(cs.literal_schema(list(schema.EVENT_TYPES)), required=True),
             "userId": _optional(identifier),
             "anonymousId": _optional(identifier),
             "sessionId": _optional(identifier),
@@ -96,14 +97,9 @@ def _schema() -> cs.CoreSchema:
 
 
 _VALIDATOR: Final = SchemaValidator(_schema())
-_OCCURRENCE: Final = profile_store.Occurrence
+_OCCURRENCE: Final = occurrence.Occurrence
 _COUNTER_OF: Final = constants.FEATURE_OF_EVENT_TYPE
 _new: Final = tuple.__new__
-
-
-def native_reader(dimensions: tuple[str, ...]) -> Reader:
-    """The compiled check (native/src/event.rs); raises NameError when tailor_native is not built."""
-    return compiled_reader(dimensions).occurrence
 
 
 @functools.cache
@@ -118,7 +114,7 @@ def python_reader(dimensions: tuple[str, ...]) -> Reader:
 
 def python_occurrence(
     raw: bytes | str, ingested_at: float, dimensions: Sequence[str]
-) -> profile_store.Occurrence | None:
+) -> occurrence.Occurrence | None:
     """The check in Python: the reference for the compiled one, and its fallback."""
     try:
         fields: dict[str, Any] = _VALIDATOR.validate_json(raw)
@@ -148,12 +144,12 @@ def python_occurrence(
             if kind is float and value.is_integer():
                 value = int(value)
             values.append((dimension, value if kind is str else str(value)))
-    # tuple.__new__ directly: a named tuple's own __new__ is a Python function, ~1 µs per event here.
+    # tuple.__new__ directly: a named tuple's own __new__ is a Python function, a cost paid per event.
     return _new(_OCCURRENCE, (
         fields["id"],
         user,
         at if at < ingested_at else ingested_at,
-        _COUNTER_OF.get(fields["type"], profile_store.CUSTOM_COUNTER),
+        _COUNTER_OF.get(fields["type"], occurrence.CUSTOM_COUNTER),
         fields.get("sessionId") or "",
         tuple(values),
     ))  # fmt: skip

@@ -1,9 +1,9 @@
 """One user's profile state and the arithmetic on it, in Python: counting, window sums, reading.
 
 The workers own their users (Kafka partitions give each user one worker), so they keep this state in
-memory, count a batch's events into it here, and write back what changed (tailor.core.profile_store
+memory, count a batch's events into it here, and write back what changed (tailor.core.profile.store
 does the Redis side). The content API reads it with one HMGET and turns it into a `Profile` with
-`read_profile`. `tailor simulate`'s offline store (tailor.core.profile_offline) runs the very same
+`read_profile`. `tailor simulate`'s offline store (tailor.core.profile.offline) runs the very same
 code without Redis.
 
 The user's profile is a hash of three JSON fields, split by how often they change, because every byte
@@ -45,7 +45,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from tailor.core.profile import SEPARATOR, Profile, Session
+from tailor.core.profile.model import SEPARATOR, Profile, Session
 from tailor.core.rules.ruleset import FeatureConfig
 
 MAX_FIELDS_PER_BUCKET: Final = 512
@@ -58,7 +58,7 @@ Bucket = dict[str, int]
 
 
 class Counted(Protocol):
-    """What is counted of one event (profile_store.Occurrence)."""
+    """What is counted of one event (tailor.core.events.occurrence.Occurrence)."""
 
     @property
     def at(self) -> float: ...
@@ -167,7 +167,7 @@ class Plan:
 
 
 @dataclass(slots=True)
-class UserState:
+class ProfileState:
     """A user's profile as Python values, kept in the stored fields' own shape (writing them copies
     nothing). Bucket keys are "<size>:<start>"."""
 
@@ -188,7 +188,7 @@ class UserState:
     hot: list[tuple[int, Bucket] | None] = field(default_factory=list)
 
 
-def changes(state: UserState) -> list[tuple[str, bytes]]:
+def changes(state: ProfileState) -> list[tuple[str, bytes]]:
     """The fields to write after a count: `c` always, `w` and `b` when they changed."""
     dumps = orjson.dumps
     out = [(CURRENT, dumps({"n": state.current, "r": state.recent, "t": state.recent_at, "s": state.sessions,
@@ -202,7 +202,7 @@ def changes(state: UserState) -> list[tuple[str, bytes]]:
     return out
 
 
-def fields(state: UserState) -> list[bytes]:
+def fields(state: ProfileState) -> list[bytes]:
     """All three fields as stored, in FIELDS order (what a read gets)."""
     dumps = orjson.dumps
     current = {
@@ -215,11 +215,11 @@ def fields(state: UserState) -> list[bytes]:
     return [dumps(state.sums), dumps(current), dumps(state.buckets)]
 
 
-def decode(raw: Sequence[bytes | str | None] | None, plan: Plan) -> UserState:
+def decode(raw: Sequence[bytes | str | None] | None, plan: Plan) -> ProfileState:
     """The state a worker loads from the stored fields (in FIELDS order; None: the user has none)."""
     current_raw = raw[1] if raw else None
     if not raw or current_raw is None:
-        return UserState()
+        return ProfileState()
     sums_raw, buckets_raw = raw[0], raw[2]
     stored_sums = orjson.loads(sums_raw) if sums_raw is not None else {}
     current = orjson.loads(current_raw)
@@ -234,7 +234,7 @@ def decode(raw: Sequence[bytes | str | None] | None, plan: Plan) -> UserState:
             buckets[key] = bucket
     # Sums of windows the plan does not have are dropped; missing ones are made on the next count.
     known = {w.key for w in plan.windows}
-    return UserState(
+    return ProfileState(
         sums={key: entry for key, entry in stored_sums.items() if key in known},
         current=newest,
         recent=current["r"],
@@ -251,7 +251,7 @@ def decode(raw: Sequence[bytes | str | None] | None, plan: Plan) -> UserState:
 
 
 def apply(
-    plan: Plan, state: UserState, events: Sequence[Counted], now: float, spans: Spans | None = None
+    plan: Plan, state: ProfileState, events: Sequence[Counted], now: float, spans: Spans | None = None
 ) -> bool:
     """Count `events` (new ones: deduplicated and not expired by the caller) into `state` at `now`
     (`spans`: plan.spans(now), when the caller counts many users at one `now`). True when this write
@@ -375,7 +375,7 @@ def remember(values: list[str], times: list[float], value: str, at: float, limit
         del values[limit:], times[limit:]
 
 
-def _advance(plan: Plan, state: UserState, spans: Spans) -> list[list[Entry]]:
+def _advance(plan: Plan, state: ProfileState, spans: Spans) -> list[list[Entry]]:
     """Move every window to its span at `spans.now` (its sum: every bucket of it but the newest);
     the window entries per bucket size."""
     sums, buckets, current = state.sums, state.buckets, state.current

@@ -1,7 +1,7 @@
 """The profile store without Redis: what the workers would hold and the content API read, in memory.
 
 `tailor simulate` builds the profile a user's events would produce, offline, in a CI job with no
-Redis. The counting is the workers' own code (tailor.core.profile_state); what this module adds is
+Redis. The counting is the workers' own code (tailor.core.profile.state); what this module adds is
 what Redis adds around it: the dedup marks (an event id counts once; old marks are dropped on a
 pruning write at most once per `Plan.marks_prune_every`), the key's expiry, and the read through the
 stored fields, so that the same writes at the same `now` read back as the same `Profile`.
@@ -18,8 +18,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tailor.core import profile_state, profile_store
-from tailor.core.profile import Profile
+from tailor.core.events import occurrence
+from tailor.core.profile import state as profile_state
+from tailor.core.profile.model import Profile
 from tailor.core.rules.ruleset import StackConfig
 
 _NEVER = math.inf
@@ -29,7 +30,7 @@ _NEVER = math.inf
 class _Stored:
     """One user's profile hash, as Redis would hold it: the state, its dedup marks, its TTL."""
 
-    state: profile_state.UserState = field(default_factory=profile_state.UserState)
+    state: profile_state.ProfileState = field(default_factory=profile_state.ProfileState)
     seen: dict[str, float] = field(default_factory=dict)  # event id -> `now` it was counted at
     marks_pruned_at: float = 0.0  # when old marks were last dropped (the ' pruned' field)
     expires_at: float = _NEVER
@@ -38,7 +39,7 @@ class _Stored:
 class OfflineProfileStore:
     """Every user's profile state for one stack's feature settings, kept in memory."""
 
-    def __init__(self, config: StackConfig, *, max_fields: int = profile_store.MAX_FIELDS_PER_BUCKET) -> None:
+    def __init__(self, config: StackConfig, *, max_fields: int = profile_state.MAX_FIELDS_PER_BUCKET) -> None:
         self.features = config.features
         self.plan = profile_state.Plan.of(config.features, max_fields=max_fields)
         self._users: dict[str, _Stored] = {}
@@ -50,9 +51,9 @@ class OfflineProfileStore:
             stored = self._users[user] = _Stored()
         return stored
 
-    def write(self, occurrences: Sequence[profile_store.Occurrence], now: float) -> tuple[int, int]:
+    def write(self, occurrences: Sequence[occurrence.Occurrence], now: float) -> tuple[int, int]:
         """Count `occurrences` as one worker write at `now` does; (counted, duplicates)."""
-        by_user: dict[str, list[profile_store.Occurrence]] = {}
+        by_user: dict[str, list[occurrence.Occurrence]] = {}
         for item in occurrences:
             by_user.setdefault(item.user, []).append(item)
         counted = duplicates = 0
@@ -62,7 +63,7 @@ class OfflineProfileStore:
         return counted, duplicates
 
     def _write_user(
-        self, stored: _Stored, events: Sequence[profile_store.Occurrence], now: float
+        self, stored: _Stored, events: Sequence[occurrence.Occurrence], now: float
     ) -> tuple[int, int]:
         fresh = []
         expired = 0
@@ -94,7 +95,7 @@ class OfflineProfileStore:
         return profile_state.read_profile(self.plan, profile_state.fields(stored.state), user, session, now)
 
 
-def replay(config: StackConfig, occurrences: Iterable[profile_store.Occurrence]) -> OfflineProfileStore:
+def replay(config: StackConfig, occurrences: Iterable[occurrence.Occurrence]) -> OfflineProfileStore:
     """A store fed `occurrences` as workers would in real time: in event-time order, each written
     the moment it happened."""
     store = OfflineProfileStore(config)

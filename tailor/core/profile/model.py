@@ -1,6 +1,6 @@
 """A user's recent behaviour as the content API sees it: windowed counts, recent values, session.
 
-Workers write profiles (tailor.core.profile_store holds the Redis layout); the content API reads one per
+Workers write profiles (tailor.core.profile.store holds the Redis layout); the content API reads one per
 decision and matches rules against it. This module is the read model only, shared by both and by
 `tailor simulate`, so that every place computes a matcher's value the same way.
 """

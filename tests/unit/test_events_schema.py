@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from tailor.core import events
+from tailor.core.events.schema import MAX_PROPERTIES
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -114,16 +115,16 @@ def test_a_number_too_long_for_a_float_is_an_error_not_an_exception() -> None:
 
 
 def test_the_committed_json_schema_is_current() -> None:
-    """Regenerate with `python -m tailor.core.events` after changing the models."""
+    """Regenerate with `python -m tailor.core.events.schema` after changing the models."""
     assert events.SCHEMA_PATH.read_bytes() == events.json_schema_text(), (
-        "schemas/event-v1.json is stale: run `python -m tailor.core.events`"
+        "schemas/event-v1.json is stale: run `python -m tailor.core.events.schema`"
     )
 
 
 def test_the_json_schema_states_the_limits() -> None:
     schema = events.json_schema()
     properties = schema["$defs"]["Properties"]
-    assert properties["maxProperties"] == events.MAX_PROPERTIES
+    assert properties["maxProperties"] == MAX_PROPERTIES
     assert schema["anyOf"] == [
         {"required": ["userId"], "properties": {"userId": {"type": "string"}}},
         {"required": ["anonymousId"], "properties": {"anonymousId": {"type": "string"}}},

@@ -1,5 +1,5 @@
 """How a worker counts events into its users' profiles: compiled (tailor_native, native/src/profile.rs)
-when it is built, else the Python reference (tailor.core.profile_state) — the same state, the same
+when it is built, else the Python reference (tailor.core.profile.state) — the same state, the same
 stored bytes, about ten times the CPU.
 
 Both are a `Counting`: `decode` the stored fields into a state, `apply` new events to it, and the
@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from tailor.core import native as native_build
-from tailor.core import profile_state
+from tailor.core.profile import state as profile_state
 
 if native_build.BUILT:  # else (scripts/setup.sh builds it) the reference counts
     import tailor_native
 
 Raw = Sequence[bytes | str | None] | None  # the stored fields in FIELDS order, as HMGET gives them
-Event = tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]  # profile_store.Occurrence
+Event = tuple[
+    str, str, float, str, str, tuple[tuple[str, str], ...]
+]  # tailor.core.events.occurrence.Occurrence
 
 
 class Versioned(Protocol):
@@ -36,26 +38,26 @@ class Counting(Protocol[S]):
 
 
 class ReferenceCounting:
-    """profile_state's functions behind tailor_native.Plan's methods."""
+    """tailor.core.profile.state's functions behind tailor_native.Plan's methods."""
 
     def __init__(self, plan: profile_state.Plan) -> None:
         self.plan = plan
         self._spans = plan.spans(0.0)
 
-    def decode(self, raw: Raw) -> profile_state.UserState:
+    def decode(self, raw: Raw) -> profile_state.ProfileState:
         return profile_state.decode(raw, self.plan)
 
-    def apply(self, state: profile_state.UserState, events: Sequence[Event], now: float) -> bool:
+    def apply(self, state: profile_state.ProfileState, events: Sequence[Event], now: float) -> bool:
         spans = self._spans
         if spans.now != now:  # a batch counts all its users at one `now`: once per batch
             spans = self._spans = self.plan.spans(now)
         occurrences: Sequence[Any] = events  # Occurrence named tuples: profile_state.Counted
         return profile_state.apply(self.plan, state, occurrences, now, spans)
 
-    def changes(self, state: profile_state.UserState) -> list[tuple[str, bytes]]:
+    def changes(self, state: profile_state.ProfileState) -> list[tuple[str, bytes]]:
         return profile_state.changes(state)
 
-    def fields(self, state: profile_state.UserState) -> list[bytes]:
+    def fields(self, state: profile_state.ProfileState) -> list[bytes]:
         return profile_state.fields(state)
 
 

@@ -2,7 +2,7 @@
 
 The collector validates each event with these models before producing it to Kafka, and the workers
 validate again (a topic may be written by other producers). The JSON Schema exported from them is
-committed as `schemas/event-v1.json`; regenerate it with `python -m tailor.core.events`.
+committed as `schemas/event-v1.json`; regenerate it with `python -m tailor.core.events.schema`.
 
 Limits are strict on purpose: every string and every property map is bounded, so one client cannot
 inflate Redis state or the Kafka log, and errors name the offending field so it can be fixed.
@@ -36,7 +36,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_ID: Final = "https://tailor.dev/schemas/event-v1.json"
-SCHEMA_PATH: Final = Path(__file__).resolve().parents[2] / "schemas" / "event-v1.json"
+SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "schemas" / "event-v1.json"
 
 EventType = Literal["page_view", "click", "add_to_cart", "search", "purchase", "custom"]
 EVENT_TYPES: Final[tuple[str, ...]] = ("page_view", "click", "add_to_cart", "search", "purchase", "custom")

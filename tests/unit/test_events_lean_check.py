@@ -20,19 +20,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailor.core import events, events_lean, native, profile_store
+from tailor.core import events, native
+from tailor.core.events import lean_check, occurrence, schema
 
 INGESTED = 1_800_000_000.0
 DIMENSIONS = ("category", "productId", "query", "value", "brand", "product_id")
 ABSENT = object()
 READERS = {
-    "python": events_lean.python_reader(DIMENSIONS),
-    "native": events_lean.native_reader(DIMENSIONS) if native.BUILT else None,
+    "python": lean_check.python_reader(DIMENSIONS),
+    "native": lean_check.compiled_reader(DIMENSIONS).occurrence if native.BUILT else None,
 }
 both_readers = pytest.mark.parametrize("implementation", READERS)
 
 
-def read(implementation: str, raw: bytes) -> profile_store.Occurrence | None:
+def read(implementation: str, raw: bytes) -> occurrence.Occurrence | None:
     reader = READERS[implementation]
     assert reader is not None, "tailor_native is not built: run scripts/setup.sh"
     return reader(raw, INGESTED)
@@ -153,12 +154,12 @@ SEPARATORS = [(", ", ": "), (",", ":"), (" ,\n\t", " :\r\n")]
 DUPLICATES = ['{"id": "first", ', '{"type": "click", ', '{"userId": "first", ', '{"properties": {}, ']
 
 
-def by_the_model(raw: bytes) -> profile_store.Occurrence | None:
+def by_the_model(raw: bytes) -> occurrence.Occurrence | None:
     event, errors = events.validate_json(raw)
     if event is None:
         assert errors
         return None
-    return profile_store.occurrence(event, INGESTED, DIMENSIONS)
+    return occurrence.from_event(event, INGESTED, DIMENSIONS)
 
 
 @both_readers
@@ -178,7 +179,7 @@ def test_wherever_the_compiled_check_answers_the_python_one_answers_alike(raw: b
     native = read("native", raw)
     if native is not None:
         assert native == read("python", raw)
-        assert type(native) is profile_store.Occurrence
+        assert type(native) is occurrence.Occurrence
 
 
 @st.composite
@@ -211,7 +212,7 @@ def test_the_compiled_check_is_built_and_used() -> None:
     import tailor_native
 
     assert native.BUILT
-    assert isinstance(events_lean.compiled_reader(DIMENSIONS), tailor_native.EventReader)
+    assert isinstance(lean_check.compiled_reader(DIMENSIONS), tailor_native.EventReader)
 
 
 @both_readers
@@ -364,10 +365,10 @@ def test_float_dimension_values_count_as_integers_or_go_to_python() -> None:
 def test_the_compiled_check_reads_its_limits_from_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     import tailor_native
 
-    monkeypatch.setattr(events, "MAX_ID_LENGTH", 4)
+    monkeypatch.setattr(schema, "MAX_ID_LENGTH", 4)
     short_ids = tailor_native.EventReader(DIMENSIONS)
     assert short_ids.occurrence(event_with(id="abcd"), INGESTED) is not None
     assert short_ids.occurrence(event_with(id="abcde"), INGESTED) is None
-    monkeypatch.setattr(events, "IDENTIFIER_PATTERN", r"^[a-z]+$")
+    monkeypatch.setattr(schema, "IDENTIFIER_PATTERN", r"^[a-z]+$")
     with pytest.raises(ValueError, match="IDENTIFIER_PATTERN"):
         tailor_native.EventReader(DIMENSIONS)
