@@ -37,6 +37,7 @@ class NodeBinaries:
     cni_bin_dir: Path
     registry: Path
     crictl: Path
+    coredns: Path
     containerd: Path
     runc: Path
     #: Our own static programs for the node's images (pause, hello), see gosrc/.
@@ -101,6 +102,7 @@ class Toolbox:
             cni_bin_dir=gobuild.build(programs.cni_plugins(), self.report),
             registry=gobuild.build(programs.registry(), self.report) / "registry",
             crictl=gobuild.build(programs.crictl(), self.report) / "crictl",
+            coredns=gobuild.build(programs.coredns(), self.report) / "coredns",
             containerd=containerd,
             runc=runc,
             images_bin_dir=gobuild.build_source(

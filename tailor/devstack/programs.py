@@ -134,3 +134,13 @@ def crictl() -> gobuild.GoProgram:
         packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
         ldflags=[f"-X sigs.k8s.io/cri-tools/pkg/version.Version={versions.CRI_TOOLS}"],
     )
+
+
+def coredns() -> gobuild.GoProgram:
+    """CoreDNS: the real node's cluster DNS (its root package is the `coredns` main)."""
+    return gobuild.GoProgram(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        version=versions.COREDNS,
+        packages=["github.com/coredns/coredns"],
+    )

@@ -31,6 +31,7 @@ from tailor.devstack.components.apiserver import ApiServer
 from tailor.devstack.components.base import Component, StackContext
 from tailor.devstack.components.containerd import Containerd
 from tailor.devstack.components.controllers import ControllerManager, Scheduler
+from tailor.devstack.components.coredns import CoreDns
 from tailor.devstack.components.etcd import Etcd
 from tailor.devstack.components.kafka import Kafka
 from tailor.devstack.components.kubelet import Kubelet
@@ -51,7 +52,7 @@ KUBE_COMPONENTS: tuple[type[Component], ...] = (
     Kwok,
 )
 #: The real node, in start order (each after what it depends on).
-NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, Kubelet, KubeProxy)
+NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, CoreDns, Kubelet, KubeProxy)
 ALL_COMPONENTS: tuple[type[Component], ...] = (*KUBE_COMPONENTS, *NODE_COMPONENTS, Kafka, Redis)
 NODE_KINDS = ("kwok", "real")
 #: How long to wait for an external endpoint to answer.

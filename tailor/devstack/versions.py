@@ -19,6 +19,8 @@ HELM: Final = "v3.22.0"
 CNI_PLUGINS: Final = "v1.10.0"
 DISTRIBUTION: Final = "v3.1.2"
 CRI_TOOLS: Final = "v1.36.0"
+#: Cluster DNS for the real node's pods (Service names like <name>.<namespace>.svc resolve).
+COREDNS: Final = "v1.15.0"
 KAFKA: Final = "4.3.1"
 KAFKA_SCALA: Final = "2.13"
 #: Kafka 4.3 logs through slf4j 1.7 and ships log4j-core 2.25.4; this binds the two so the

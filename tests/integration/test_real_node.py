@@ -153,7 +153,7 @@ def test_a_failing_readiness_probe_keeps_a_running_pod_out_of_its_service(
     assert good.status.pod_ip != bad.status.pod_ip
 
 
-def test_pods_reach_a_service_the_apiserver_and_the_hosts_redis_from_inside(
+def test_pods_reach_a_service_by_name_the_apiserver_and_the_hosts_redis_from_inside(
     real_node_stack: devstack.Stack, core: k8s_client.CoreV1Api, ns: str
 ) -> None:
     image = real_node_stack.hello_image()
@@ -181,6 +181,14 @@ def test_pods_reach_a_service_the_apiserver_and_the_hosts_redis_from_inside(
     version = from_client("fetch", f"https://{kubernetes_ip}/version")
     assert version.stdout.startswith("200\n"), version.stdout + version.stderr
     assert json.loads(version.stdout.split("\n", 1)[1])["gitVersion"] == "v1.36.3"
+    # Cluster DNS: the Service by its full and its short name; a name outside the cluster is
+    # answered NXDOMAIN at once (no upstream: the lookup never leaves the machine).
+    for url in (f"http://server.{ns}.svc.cluster.local/", "http://server/"):
+        by_name = from_client("fetch", url)
+        assert by_name.stdout.startswith("200\n"), (url, by_name.stdout, by_name.stderr)
+    outside = from_client("fetch", "http://tailor-test.invalid/")
+    assert outside.returncode != 0
+    assert "no such host" in outside.stderr, outside.stderr
     # Redis of the stack listens on the node's address for pods.
     redis_url = real_node_stack.pod_endpoints()["TAILOR_REDIS_URL"]
     address = redis_url.removeprefix("redis://").split("/", 1)[0]

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 
 from tailor.devstack import DevstackError, Stack, certs, nodenet, ociimage
-from tailor.devstack.components import containerd, kafka, kubelet, kubeproxy, kwok, redis
+from tailor.devstack.components import containerd, coredns, kafka, kubelet, kubeproxy, kwok, redis
 
 
 def properties(text: str) -> dict[str, str]:
@@ -208,3 +208,15 @@ def test_a_real_node_joins_only_the_stacks_own_apiserver(tmp_path: Path) -> None
     with pytest.raises(DevstackError, match="unknown node 'virtual'"):
         stack.up(node="virtual")
     assert not (tmp_path / "s" / "state.json").exists()  # refused before anything was written
+
+
+def test_cluster_dns_serves_the_cluster_domain_on_the_node_address_and_forwards_nothing(
+    tmp_path: Path,
+) -> None:
+    text = coredns.corefile(tmp_path / "kubeconfig", 1001, 1002)
+    assert text.count(f"bind {nodenet.GATEWAY}") == 2
+    assert f"kubeconfig {tmp_path / 'kubeconfig'}" in text
+    assert "health 127.0.0.1:1001" in text
+    assert "ready 127.0.0.1:1002" in text
+    assert "forward" not in text  # no upstream: other names get NXDOMAIN from the template
+    assert "rcode NXDOMAIN" in text

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tailor.devstack import kubeconfig, nodenet, probes
+from tailor.devstack.components import coredns
 from tailor.devstack.components.base import Component
 from tailor.devstack.components.containerd import Containerd
 
@@ -60,10 +61,12 @@ def kubelet_configuration(
         "podCIDR": nodenet.POD_SUBNET,
         "podLogsDir": str(root / "pod-logs"),
         "volumePluginDir": str(root / "volume-plugins"),
-        # No cluster DNS in the dev stack: a pod's resolv.conf has only this file's content
-        # (nothing), so no pod sends DNS queries off the machine.
+        # The stack's CoreDNS on the node's address answers the cluster's names and nothing
+        # else; the host's own resolvers are not given to pods (an empty file), so no pod sends
+        # a DNS query off the machine.
+        "clusterDNS": [nodenet.GATEWAY],
+        "clusterDomain": coredns.CLUSTER_DOMAIN,
         "resolvConf": str(resolv_conf),
-        "clusterDomain": "cluster.local",
         "staticPodPath": "",
         "registerNode": True,
         "rotateCertificates": False,
