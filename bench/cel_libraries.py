@@ -52,10 +52,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from tailor_api import app as app_module
-from tailor_api import decide, decisions, engine, sample
+from tailor_api import decide_endpoint, sample
 from tailor_api.settings import ApiSettings
 
 from tailor.core import cel as tailor_cel
+from tailor.core import constants
+from tailor.core.decision import decide, engine
 from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
@@ -79,7 +81,7 @@ def _import_library(name: str) -> Any:
 
 # --- the implementations, each as the engine's CompileWhen -------------------------------------------
 
-VARIABLES = engine.cel_variables()
+VARIABLES = constants.CEL_VARIABLES
 
 
 def _references(source: str) -> tuple[str, ...]:
@@ -335,7 +337,7 @@ async def decide_round(
 
 
 def engine_round(
-    built: engine.Engine, states: Sequence[decide.UserState], now: float, seconds: float
+    built: engine.Engine, states: Sequence[decide.UserContext], now: float, seconds: float
 ) -> tuple[int, float]:
     plan = built.slots["hero"]
     done = 0
@@ -349,7 +351,7 @@ def engine_round(
     return done, time.perf_counter() - started
 
 
-def outcomes(built: engine.Engine, states: Sequence[decide.UserState], now: float) -> list[tuple[str, str]]:
+def outcomes(built: engine.Engine, states: Sequence[decide.UserContext], now: float) -> list[tuple[str, str]]:
     plan = built.slots["hero"]
     result = []
     for state in states:
@@ -360,7 +362,7 @@ def outcomes(built: engine.Engine, states: Sequence[decide.UserState], now: floa
     return result
 
 
-def when_evaluations(published: ruleset.Ruleset, states: Sequence[decide.UserState], now: float) -> float:
+def when_evaluations(published: ruleset.Ruleset, states: Sequence[decide.UserContext], now: float) -> float:
     """Average `when` evaluations per decision (counted in a separate, untimed pass)."""
     calls = 0
 
@@ -431,7 +433,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
         now = time.time()
         plans = [served.slots["hero"]]
         states = [
-            await decisions.read_state(runtime, served, f"u{i}", f"s{i}", plans, now)
+            await decide_endpoint.read_context(runtime, served, f"u{i}", f"s{i}", plans, now)
             for i in range(args.users)
         ]
         engines: dict[str, engine.Engine] = {}

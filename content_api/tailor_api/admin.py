@@ -13,9 +13,10 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tailor.core.decision import decide
+from tailor.core.decision.engine import Engine
 from tailor.core.profile import Profile
-from tailor_api import decide, decisions, resp, validation, web
-from tailor_api.engine import Engine
+from tailor_api import decide_endpoint, resp, validation, web
 from tailor_api.runtime import Runtime
 
 NO_STORE = (b"cache-control", b"no-store")
@@ -57,21 +58,21 @@ def admin_only(handler: AdminHandler) -> Callable[[Runtime, web.Scope, web.Recei
 async def explain(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Reply:
     params = web.query(scope)
     try:
-        user, session, plans = decisions.parse_request(params, served)
+        user, session, plans = decide_endpoint.parse_request(params, served)
     except validation.InvalidParameter as error:
         return web.invalid_parameter(error)
     except LookupError as error:
-        return decisions.unknown_slots(error.args[0], served)
+        return decide_endpoint.unknown_slots(error.args[0], served)
     now = time.time()
     try:
-        state = await decisions.read_state(runtime, served, user, session, plans, now)
+        context = await decide_endpoint.read_context(runtime, served, user, session, plans, now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)
-    cel = decide.CelActivation(served, state.profile)
+    cel = decide.CelActivation(served, context.profile)
     slots = []
     for plan in plans:
         trace: decide.Trace = []
-        decision = decide.decide_slot(served, plan, state, now, runtime.bandit, cel, trace)
+        decision = decide.decide_slot(served, plan, context, now, runtime.bandit, cel, trace)
         slots.append({"slot": plan.name, "rules": trace, "decision": _outcome(decision)})
     document = {
         "user": user,
@@ -79,13 +80,13 @@ async def explain(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Rep
         "rulesetVersion": served.version,
         "killSwitch": served.kill_switch,
         "state": {
-            "memory": {slot: {"rule": r, "variant": v} for slot, (r, v) in state.memory.items()},
-            "sessionCaps": dict(state.session_caps),
-            "userCaps": dict(state.user_caps),
-            "suppressed": sorted(state.suppressed),
-            "roundRobin": dict(state.round_robin),
+            "memory": {slot: {"rule": r, "variant": v} for slot, (r, v) in context.memory.items()},
+            "sessionCaps": dict(context.session_caps),
+            "userCaps": dict(context.user_caps),
+            "suppressed": sorted(context.suppressed),
+            "roundRobin": dict(context.round_robin),
         },
-        "profile": profile_document(state.profile),
+        "profile": profile_document(context.profile),
         "slots": slots,
     }
     return web.json_reply(200, document, [NO_STORE])
@@ -143,8 +144,8 @@ async def profile(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Rep
         return web.invalid_parameter(error)
     now = time.time()
     try:
-        state = await decisions.read_state(runtime, served, user, session, [], now)
+        context = await decide_endpoint.read_context(runtime, served, user, session, [], now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)
-    document = profile_document(state.profile) | {"suppressed": sorted(state.suppressed)}
+    document = profile_document(context.profile) | {"suppressed": sorted(context.suppressed)}
     return web.json_reply(200, document, [NO_STORE])

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import orjson
 from starlette.requests import Request
 
-from tailor_api import admin, decisions, feedback, metrics, openapi, ops, web
-from tailor_api.engine import Engine
+from tailor.core.decision.engine import Engine
+from tailor_api import admin, decide_endpoint, feedback, metrics, openapi, ops, web
 from tailor_api.runtime import Collector, Runtime, load_collector
 from tailor_api.settings import ApiSettings
 
@@ -54,7 +54,7 @@ class TailorApp:
         self.runtime = runtime
         get, post = frozenset({"GET"}), frozenset({"POST"})
         self.routes: dict[str, Route] = {
-            "/v1/decide": Route("/v1/decide", get, decisions.handle),
+            "/v1/decide": Route("/v1/decide", get, decide_endpoint.handle),
             "/v1/feedback": Route("/v1/feedback", post, feedback.handle),
             "/v1/events": Route("/v1/events", post, None),
             "/v1/explain": Route("/v1/explain", get, admin.explain),

@@ -15,7 +15,8 @@ from typing import Any, Final
 import orjson
 
 from tailor.core import stats
-from tailor_api import metrics, resp, tokens, userstate, validation, web
+from tailor.core.decision import keys
+from tailor_api import metrics, resp, tokens, validation, web
 from tailor_api.runtime import Runtime
 
 TYPES: Final = ("click", "dismiss", "notInterested", "conversion")
@@ -71,7 +72,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
             "decisionId", f"the decision is older than {max_age} seconds; feedback is no longer taken"
         )
     stack = runtime.stack
-    once_key = f"{userstate.api_prefix(stack, ref.user)}fb:{ref.nonce}:{kind}"
+    once_key = f"{keys.api_prefix(stack, ref.user)}fb:{ref.nonce}:{kind}"
     try:
         (first,) = await runtime.connection.execute([("SET", once_key, 1, "NX", "EX", max_age)])
         if first is None:
@@ -105,7 +106,7 @@ def suppression_writes(runtime: Runtime, user: str, variant: str, now: float) ->
             for known in (*plan.fallbacks, *(v for rule in plan.rules for v in rule.variants)):
                 if known.name == variant:
                     marks = list(known.suppression_marks)
-    key = userstate.suppression_key(runtime.stack, user)
+    key = keys.suppression_key(runtime.stack, user)
     until = now + seconds
     return [
         ("ZREMRANGEBYSCORE", key, "-inf", now),

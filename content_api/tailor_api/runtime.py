@@ -23,9 +23,9 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 
 from tailor.core import cancellation, stats
+from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
-from tailor_api import engine as engine_module
 from tailor_api import metrics, resp, tokens
 from tailor_api.settings import ApiSettings
 

@@ -4,11 +4,11 @@ The manifests are checked and compiled as `tailor validate` and the operator do.
 (v1 events as JSON lines, a JSON array, or {"events": [...]}; validated with the event schema) are
 counted the way the workers count them (tailor.core.profile.offline: the workers' own counting
 code, tailor.core.profile.state, with what Redis adds kept in memory), as if each arrived when it
-happened. Then the content API's own decision engine
-(tailor_api.engine, tailor_api.decide) decides every slot for that profile and prints, per slot, the
-variant, its rule, a summary of its content, and why: each rule's matchers with the user's counts,
-the CEL `when`, the rollout bucket. Frequency caps are assumed fresh (the user has not been served
-yet), no variant is dismissed, and the bandit has no click statistics.
+happened. Then the content API's own decision engine (tailor.core.decision) decides every slot for
+that profile and prints, per slot, the variant, its rule, a summary of its content, and why: each
+rule's matchers with the user's counts, the CEL `when`, the rollout bucket. Frequency caps are
+assumed fresh (the user has not been served yet), no variant is dismissed, and the bandit has no
+click statistics.
 
   --at TIME      the moment to decide at (RFC 3339 or Unix seconds); events after it are left out.
                  Default: the user's latest event (else the file's latest; else now), so a persona

@@ -4,28 +4,25 @@ content API's own engine.
 The events are counted by tailor.core.profile.offline — the workers' own counting code
 (tailor.core.profile.state), with what Redis adds around it kept in memory: dedup by event id,
 expiry, the read through the stored fields — as if each arrived when it happened. The decision is
-tailor_api.decide.decide_slot on an engine built by tailor_api.engine.build — the code that serves
-GET /v1/decide and /v1/explain — with a trace, so every rule's checks can be shown. Offline there is
-no per-user API state: frequency caps are fresh (the first candidate is served), nothing is dismissed,
-the bandit has no click statistics.
+tailor.core.decision: `decide.decide_slot` on an engine built by `engine.build`, the code that serves
+GET /v1/decide and /v1/explain, with a trace, so every rule's checks can be shown. Offline there is
+no per-user decision state: frequency caps are fresh (the first candidate is served), nothing is
+dismissed, the bandit has no click statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from tailor.core import durations, events
+from tailor.core.decision import decide, engine
 from tailor.core.events import occurrence
 from tailor.core.profile import Profile, offline
 from tailor.core.rules import describe, ruleset
-
-if TYPE_CHECKING:
-    from tailor_api.decide import SlotDecision
-    from tailor_api.engine import CompiledRule, CompiledVariant
 
 CHECK, CROSS = "✓", "✗"
 
@@ -70,8 +67,6 @@ def simulate(
 ) -> Simulation:
     """What `user` sees at `at` after `loaded` events (only theirs count), decided by the content
     API's engine exactly as GET /v1/decide would, with fresh caps and no click statistics."""
-    from tailor_api import decide, engine
-
     features = published.config.features
     mine = [e for e in loaded if e.user == user]
     occurrences = []
@@ -91,12 +86,12 @@ def simulate(
     unknown = [name for name in names if name not in served.slots]
     if unknown:
         raise UsageError(f"unknown slot {', '.join(unknown)}; slots: {', '.join(sorted(served.slots))}")
-    state = decide.UserState(profile=profile, session=session)
+    context = decide.UserContext(profile=profile, session=session)
     cel = decide.CelActivation(served, profile)
     outcomes = []
     for name in names:
         trace: decide.Trace = []
-        decision = decide.decide_slot(served, served.slots[name], state, at, {}, cel, trace)
+        decision = decide.decide_slot(served, served.slots[name], context, at, {}, cel, trace)
         outcomes.append(_outcome(published, decision, trace))
     return Simulation(
         user=user,
@@ -111,12 +106,14 @@ def simulate(
     )
 
 
-def _content(variant: CompiledVariant) -> Any:
+def _content(variant: engine.CompiledVariant) -> Any:
     """The content exactly as the engine serializes it for /v1/decide."""
     return orjson.loads(orjson.dumps(variant.content))
 
 
-def _outcome(published: ruleset.Ruleset, decision: SlotDecision, trace: list[dict[str, Any]]) -> SlotOutcome:
+def _outcome(
+    published: ruleset.Ruleset, decision: decide.SlotDecision, trace: list[dict[str, Any]]
+) -> SlotOutcome:
     slot = decision.plan.name
     if decision.candidates:
         first = decision.candidates[0]  # with fresh caps, the first candidate is served
@@ -184,7 +181,7 @@ def checks(entry: dict[str, Any], *, caps: bool = True) -> list[str]:
     return parts
 
 
-def rotation_reason(rule: CompiledRule, entry: dict[str, Any]) -> str:
+def rotation_reason(rule: engine.CompiledRule, entry: dict[str, Any]) -> str:
     eligible = entry.get("variants", {}).get("eligible", [])
     if len(eligible) <= 1:
         return "its only live variant"

@@ -1034,8 +1034,8 @@ def test_the_images_install_step_gives_a_working_tailor_command(tmp_path: Path) 
     packages = {name.split("/")[0] for name in names if not name.startswith("tailor-")}
     assert packages == {"tailor", "tailor_operator", "tailor_worker", "tailor_api"}
     for data in (
-        "tailor/core/profile_store.lua",
-        "tailor_api/commit.lua",
+        "tailor/core/profile/store.lua",
+        "tailor/core/decision/caps.lua",
         "tailor_api/static/tailor.js",
         "tailor/core/crds/tailor.dev_personalizationrules.yaml",
     ):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tailor_api import decide, engine, sample, validation, web
+from tailor_api import sample, validation, web
 
+from tailor.core.decision import decide, engine
 from tailor.core.profile import Profile
 
 

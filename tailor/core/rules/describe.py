@@ -86,7 +86,7 @@ def users(rule: ruleset.Rule, *, rollout: bool = True) -> str:
 
 def shares(items: Sequence[ruleset.Variant]) -> list[float]:
     """Each variant's share of a weighted draw, in percent (equal shares when all weigh 0), as
-    tailor_api.rotation.weighted_pick draws."""
+    tailor.core.decision.rotation.weighted_pick draws."""
     weights = [max(0.0, item.weight) for item in items]
     total = sum(weights)
     if total <= 0:

@@ -1,7 +1,7 @@
 """Whom a ruleset change affects, in words: the "who is affected" half of `tailor diff`.
 
 tailor.core.rules.rulediff finds what changed; this module says, per slot, what users see differently. It
-reasons from the slot's serving order, the way the content API decides (tailor_api.decide): enabled
+reasons from the slot's serving order, the way the content API decides (tailor.core.decision.decide): enabled
 rules by priority (then name), the first whose audience, `when` and rollout admit the user wins, else
 the slot's fallback. Audiences are not sets it can intersect, so it names the rules involved rather
 than counting users; `tailor simulate` answers for one concrete user.
@@ -96,7 +96,7 @@ def audience_delta(old: ruleset.Rule, new: ruleset.Rule) -> tuple[str | None, st
 
 
 def _rank(rule: ruleset.Rule) -> tuple[int, str]:
-    """Serving order in a slot: higher priority first, then name (tailor_api.engine.build)."""
+    """Serving order in a slot: higher priority first, then name (tailor.core.decision.engine.build)."""
     return (-rule.priority, rule.name)
 
 

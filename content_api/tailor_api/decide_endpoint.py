@@ -1,10 +1,11 @@
 """GET /v1/decide: the hot path. One pipelined Redis read, pure decisions, at most one atomic cap check.
 
-Per request: validate; read the user's profile and API state in one round trip; decide every slot with
-the engine the request started on; confirm capped candidates with commit.lua only when a capped rule
-is in play; send session-memory and round-robin writes without waiting; sign a decisionId per slot;
-count impressions in memory (flushed in the background). The response embeds each variant's content
-as pre-serialized JSON.
+Per request: validate; read the user's profile and decision state in one round trip (user_context);
+decide every slot with the engine the request started on (tailor.core.decision); confirm capped
+candidates with tailor.core.decision.caps' script only when a capped rule is in play; send
+session-memory and round-robin writes without waiting; sign a decisionId per slot; count impressions
+in memory (flushed in the background). The response embeds each variant's content as pre-serialized
+JSON.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from tailor.core.decision import caps, decide
+from tailor.core.decision.decide import Candidate, SlotDecision, UserContext
+from tailor.core.decision.engine import Engine, SlotPlan
 from tailor.core.profile import store
-from tailor_api import decide, metrics, resp, userstate, validation, web
-from tailor_api.decide import Candidate, SlotDecision, UserState
-from tailor_api.engine import Engine, SlotPlan
+from tailor_api import metrics, resp, user_context, validation, web
 from tailor_api.runtime import Runtime
 
 CACHE_PRIVATE = (b"cache-control", b"private, no-cache")
@@ -46,10 +48,10 @@ def unknown_slots(unknown: list[str], served: Engine) -> web.Reply:
     )  # fmt: skip
 
 
-async def read_state(
+async def read_context(
     runtime: Runtime, served: Engine, user: str, session: str, plans: Sequence[SlotPlan], now: float
-) -> UserState:
-    read = userstate.StateRead(served, served.profile_reader, user, session, plans, now)
+) -> UserContext:
+    read = user_context.ContextRead(served, served.profile_reader, user, session, plans, now)
     replies = await runtime.connection.execute(read.commands)
     if isinstance(replies[0], resp.ReplyError) and "function" in str(replies[0]).lower():
         await store.install(runtime.redis)  # Redis restarted without its functions
@@ -58,16 +60,20 @@ async def read_state(
 
 
 async def confirm_caps(
-    runtime: Runtime, served: Engine, state: UserState, decisions: list[SlotDecision], now: float
+    runtime: Runtime, served: Engine, context: UserContext, decisions: list[SlotDecision], now: float
 ) -> list[Candidate | None]:
     """The candidate served per slot: the first whose caps hold, checked and counted atomically."""
     capped = [d for d in decisions if d.needs_cap_check]
     chosen: dict[int, Candidate | None] = {}
     if capped:
-        command = userstate.commit_command(served, state, capped, now)
+        command = caps.confirm_command(
+            served.stack, context.user, context.session,
+            [(d.plan.name, [(c.rule, c.variant) for c in d.candidates]) for d in capped],
+            now, served.config.features.session_timeout_seconds,
+        )  # fmt: skip
         (reply,) = await runtime.connection.execute([command])
-        if userstate.is_missing_script(reply):
-            (reply,) = await runtime.connection.execute([userstate.with_script_source(command)])
+        if user_context.is_missing_script(reply):
+            (reply,) = await runtime.connection.execute([caps.with_source(command)])
         if isinstance(reply, resp.ReplyError):
             raise reply
         for decision, index in zip(capped, reply, strict=True):
@@ -91,10 +97,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         return unknown_slots(error.args[0], served)
     now = time.time()
     try:
-        state = await read_state(runtime, served, user, session, plans, now)
-        cel = decide.CelActivation(served, state.profile)
-        decisions = [decide.decide_slot(served, plan, state, now, runtime.bandit, cel) for plan in plans]
-        served_candidates = await confirm_caps(runtime, served, state, decisions, now)
+        context = await read_context(runtime, served, user, session, plans, now)
+        cel = decide.CelActivation(served, context.profile)
+        decisions = [decide.decide_slot(served, plan, context, now, runtime.bandit, cel) for plan in plans]
+        served_candidates = await confirm_caps(runtime, served, context, decisions, now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)
     writes: list[resp.Command] = []
@@ -105,10 +111,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         if candidate is not None:
             rule, variant = candidate.rule, candidate.variant
             if not candidate.remembered:
-                if not rule.capped:  # commit.lua already remembered capped ones
-                    writes += userstate.memory_writes(served, state, slot, rule.name, variant.name)
+                if not rule.capped:  # caps.lua already remembered capped ones
+                    writes += user_context.memory_writes(served, context, slot, rule.name, variant.name)
                 if rule.strategy == "roundRobin":
-                    writes += userstate.round_robin_writes(served, user, rule.name)
+                    writes += user_context.round_robin_writes(served, user, rule.name)
             runtime.count_impression(rule.name, variant.name)
             metrics.decision_counter(slot, "rule").inc()
             token = signer.issue(version, slot, rule.name, variant.name, user, session, now)

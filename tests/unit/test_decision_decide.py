@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tailor_api import decide, engine, sample
+from tailor_api import sample
 
+from tailor.core.decision import decide, engine
 from tailor.core.profile import Profile, Session
 from tailor.core.rules import ruleset
 
@@ -24,7 +25,7 @@ def shoe_profile(user: str = "u1", shoe_views: int = 3) -> Profile:
 
 
 def decide_one(
-    built: engine.Engine, state: decide.UserState, slot: str = "hero", trace: decide.Trace | None = None
+    built: engine.Engine, state: decide.UserContext, slot: str = "hero", trace: decide.Trace | None = None
 ) -> decide.SlotDecision:
     cel = decide.CelActivation(built, state.profile)
     return decide.decide_slot(built, built.slots[slot], state, NOW, {}, cel, trace)
@@ -73,9 +74,9 @@ def two_rules(**high: Any) -> engine.Engine:
 
 def test_audience_matcher_selects_the_rule_and_others_get_the_fallback() -> None:
     built = two_rules()
-    assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=3))))[0] == "shoe-lovers"
-    assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=1)))) == (None, "default")
-    assert served(decide_one(built, decide.UserState(Profile(user="new")))) == (None, "default")
+    assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=3))))[0] == "shoe-lovers"
+    assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=1)))) == (None, "default")
+    assert served(decide_one(built, decide.UserContext(Profile(user="new")))) == (None, "default")
 
 
 def test_top_value_matcher_without_value_uses_the_most_viewed_category() -> None:
@@ -95,27 +96,27 @@ def test_top_value_matcher_without_value_uses_the_most_viewed_category() -> None
         ],
     )
     built = engine.build(published)
-    assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=3))))[0] == "browsers"
-    assert served(decide_one(built, decide.UserState(shoe_profile(shoe_views=2))))[0] is None
+    assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=3))))[0] == "browsers"
+    assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=2))))[0] is None
 
 
 def test_cel_when_is_evaluated_against_the_profile_and_higher_priority_wins() -> None:
     built = two_rules()
     buyer = Profile(user="u1", counts={"24h": {"purchases": 1}, "30m": {"views|category|shoes": 5}})
-    assert served(decide_one(built, decide.UserState(buyer))) == ("vip", "vip")
+    assert served(decide_one(built, decide.UserContext(buyer))) == ("vip", "vip")
 
 
 def test_a_newly_matching_higher_priority_rule_switches_even_a_remembered_slot() -> None:
     built = two_rules()
     buyer = Profile(user="u1", counts={"24h": {"purchases": 1}, "30m": {"views|category|shoes": 5}})
-    state = decide.UserState(buyer, memory={"hero": ("shoe-lovers", "shoes-2")})
+    state = decide.UserContext(buyer, memory={"hero": ("shoe-lovers", "shoes-2")})
     assert served(decide_one(built, state)) == ("vip", "vip")
 
 
 def test_the_remembered_variant_stays_while_its_rule_still_matches() -> None:
     built = two_rules()
     for remembered in ("shoes", "shoes-2"):
-        state = decide.UserState(shoe_profile(), session="s1", memory={"hero": ("shoe-lovers", remembered)})
+        state = decide.UserContext(shoe_profile(), session="s1", memory={"hero": ("shoe-lovers", remembered)})
         decision = decide_one(built, state)
         assert served(decision) == ("shoe-lovers", remembered)
         assert decision.candidates[0].remembered
@@ -130,29 +131,30 @@ def test_rollout_of_30_percent_lands_within_2_points_and_is_sticky() -> None:
     included = {
         user
         for user in (f"user-{i}" for i in range(10_000))
-        if served(decide_one(built, decide.UserState(Profile(user=user))))[0] == "trial"
+        if served(decide_one(built, decide.UserContext(Profile(user=user))))[0] == "trial"
     }
     assert abs(len(included) / 10_000 - 0.30) <= 0.02
     for user in list(included)[:200]:
-        assert served(decide_one(built, decide.UserState(Profile(user=user), session="other")))[0] == "trial"
+        elsewhere = decide.UserContext(Profile(user=user), session="other")
+        assert served(decide_one(built, elsewhere))[0] == "trial"
 
 
 def test_a_cap_already_reached_skips_the_rule_and_capped_rules_queue_for_the_atomic_check() -> None:
     cap = ruleset.FrequencyCap(per_session=2)
     built = two_rules(frequency_cap=cap)
     buyer = Profile(user="u1", counts={"24h": {"purchases": 1}, "30m": {"views|category|shoes": 5}})
-    decision = decide_one(built, decide.UserState(buyer, session_caps={"vip": 1}))
+    decision = decide_one(built, decide.UserContext(buyer, session_caps={"vip": 1}))
     assert [c.rule.name for c in decision.candidates] == ["vip", "shoe-lovers"]
     assert decision.needs_cap_check
-    decision = decide_one(built, decide.UserState(buyer, session_caps={"vip": 2}))
+    decision = decide_one(built, decide.UserContext(buyer, session_caps={"vip": 2}))
     assert [c.rule.name for c in decision.candidates] == ["shoe-lovers"]
 
 
 def test_not_interested_suppresses_the_variant_and_its_tags() -> None:
     built = two_rules()
-    only_shoes_2_hidden = decide.UserState(shoe_profile(), suppressed=frozenset({"v:shoes-2"}))
+    only_shoes_2_hidden = decide.UserContext(shoe_profile(), suppressed=frozenset({"v:shoes-2"}))
     assert served(decide_one(built, only_shoes_2_hidden)) == ("shoe-lovers", "shoes")
-    tag_hidden = decide.UserState(shoe_profile(), suppressed=frozenset({"t:footwear"}))
+    tag_hidden = decide.UserContext(shoe_profile(), suppressed=frozenset({"t:footwear"}))
     assert served(decide_one(built, tag_hidden)) == (None, "default")
 
 
@@ -166,7 +168,7 @@ def test_variants_outside_their_schedule_are_not_served() -> None:
         [ruleset.Rule(name="r", slot="hero", variants=("later", "over", "now"))],
     )
     built = engine.build(published)
-    assert {served(decide_one(built, decide.UserState(Profile(user=f"u{i}"))))[1] for i in range(50)} == {
+    assert {served(decide_one(built, decide.UserContext(Profile(user=f"u{i}"))))[1] for i in range(50)} == {
         "now"
     }
 
@@ -177,13 +179,13 @@ def test_kill_switch_serves_fallbacks_only() -> None:
         update={"config": published.config.model_copy(update={"kill_switch": True})}
     )
     built = engine.build(killed)
-    assert served(decide_one(built, decide.UserState(shoe_profile()))) == (None, "hero-default")
+    assert served(decide_one(built, decide.UserContext(shoe_profile()))) == (None, "hero-default")
 
 
 def test_trace_explains_every_rule_with_values_and_outcomes() -> None:
     built = two_rules(rollout_percentage=50)
     trace: decide.Trace = []
-    decide_one(built, decide.UserState(shoe_profile()), trace=trace)
+    decide_one(built, decide.UserContext(shoe_profile()), trace=trace)
     by_rule = {entry["rule"]: entry for entry in trace}
     assert by_rule["vip"]["outcome"] in ("when",)
     assert by_rule["vip"]["when"]["result"] is False
@@ -201,14 +203,14 @@ def test_a_cel_runtime_error_means_no_match_and_is_explained() -> None:
     )
     built = engine.build(published)
     trace: decide.Trace = []
-    decision = decide_one(built, decide.UserState(Profile(user="u")), trace=trace)
+    decision = decide_one(built, decide.UserContext(Profile(user="u")), trace=trace)
     assert served(decision) == (None, "d")
     assert trace[0]["when"]["error"]
 
 
 def test_the_cel_activation_is_not_built_when_no_rule_needs_it() -> None:
     built = engine.build(sample.shop())
-    state = decide.UserState(shoe_profile())
+    state = decide.UserContext(shoe_profile())
     cel = decide.CelActivation(built, state.profile)
     decide.decide_slot(built, built.slots["hero"], state, time.time(), {}, cel)
     assert cel._value is None

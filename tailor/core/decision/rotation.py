@@ -12,8 +12,8 @@ import random
 from collections.abc import Mapping, Sequence
 
 from tailor.core import stats
-from tailor_api import hashing
-from tailor_api.engine import CompiledRule, CompiledVariant
+from tailor.core.decision import hashing
+from tailor.core.decision.engine import CompiledRule, CompiledVariant
 
 BanditStats = Mapping[str, stats.VariantStats]  # variant -> impressions and clicks
 

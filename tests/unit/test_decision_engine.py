@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from tailor_api import engine, sample
+from tailor_api import sample
 
+from tailor.core.decision import engine
 from tailor.core.rules import ruleset
 
 
@@ -58,7 +59,7 @@ def test_caps_and_cel_are_compiled_with_the_rule() -> None:
     assert (rule.per_session, rule.per_user, rule.per_user_window_seconds) == (2, 5, 3600)
     assert rule.capped
     assert rule.when is not None
-    assert rule.when({"views": {"30m": {"total": 3}}}) == True  # noqa: E712 (celpy's BoolType)
+    assert rule.when({"views": {"30m": {"total": 3}}}) is True
 
 
 def test_a_rule_naming_an_unknown_variant_is_refused() -> None:

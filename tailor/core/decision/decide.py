@@ -1,10 +1,11 @@
-"""The decision for one slot, as a pure function of the engine, the user's state and the time.
+"""The decision for one slot, as a pure function of the engine, the user's context and the time.
 
 It lists the candidates in the order they would be served: rules that match (audience, CEL `when`,
-rollout), are not known to be over a frequency cap, and still have a variant the user may see. The list
-stops at the first rule without a cap; capped ones before it are confirmed atomically in Redis (the
-first whose cap still holds wins). With a `trace`, it records why each rule did or did not apply:
-that is what /v1/explain shows.
+rollout), are not known to be over a frequency cap (tailor.core.decision.caps), and still have a
+variant the user may see. The list stops at the first rule without a cap; capped ones before it are
+confirmed atomically in Redis (the first whose cap still holds wins: caps.confirm_command). With a
+`trace`, it records why each rule did or did not apply: that is what /v1/explain and
+`tailor simulate` show.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tailor.core import constants
+from tailor.core.decision import caps, hashing, rotation
+from tailor.core.decision.engine import CompiledRule, CompiledVariant, Engine, SlotPlan
 from tailor.core.profile import Profile
-from tailor_api import hashing, rotation
-from tailor_api.engine import CompiledRule, CompiledVariant, Engine, SlotPlan
 
 COMPARE: Mapping[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,
@@ -32,8 +33,9 @@ Trace = list[dict[str, Any]]
 
 
 @dataclass(slots=True)
-class UserState:
-    """What one pipelined Redis read returns about a user, for all requested slots."""
+class UserContext:
+    """What is known of the user when deciding, for all requested slots: the profile, and the
+    per-user decision state (tailor.core.decision.keys) one pipelined Redis read returns."""
 
     profile: Profile
     session: str = ""
@@ -102,13 +104,6 @@ class CelActivation:
         return self._value
 
 
-def is_true(result: Any) -> bool:
-    """CEL `when` matches only on a boolean true (celpy's BoolType is an int subclass)."""
-    if result is True:
-        return True
-    return isinstance(result, int) and type(result).__name__ == "BoolType" and bool(result)
-
-
 def audience_matches(rule: CompiledRule, profile: Profile, trace: dict[str, Any] | None) -> bool:
     matched = True
     for matcher in rule.audience:
@@ -133,7 +128,7 @@ def when_matches(rule: CompiledRule, cel: CelActivation, trace: dict[str, Any] |
         if trace is not None:
             trace["when"] = {"expression": rule.when_source, "result": None, "error": str(error)}
         return False
-    matched = is_true(result)
+    matched = result is True  # a `when` matches only on a boolean true
     if trace is not None:
         trace["when"] = {"expression": rule.when_source, "result": matched}
     return matched
@@ -143,26 +138,8 @@ def rollout_bucket(rule: CompiledRule, user: str) -> float:
     return hashing.percent_bucket(rule.seed, rule.name, "rollout", user)
 
 
-def under_caps(rule: CompiledRule, state: UserState, trace: dict[str, Any] | None) -> bool:
-    session_count = state.session_caps.get(rule.name, 0)
-    user_count = state.user_caps.get(rule.name, 0)
-    session_ok = rule.per_session <= 0 or session_count < rule.per_session
-    user_ok = rule.per_user <= 0 or user_count < rule.per_user
-    if trace is not None:
-        trace["caps"] = {
-            "perSession": {"limit": rule.per_session or None, "count": session_count, "ok": session_ok},
-            "perUser": {
-                "limit": rule.per_user or None,
-                "windowSeconds": rule.per_user_window_seconds or None,
-                "count": user_count,
-                "ok": user_ok,
-            },
-        }
-    return session_ok and user_ok
-
-
-def visible(variants: tuple[CompiledVariant, ...], state: UserState, now: float) -> list[CompiledVariant]:
-    suppressed = state.suppressed
+def visible(variants: tuple[CompiledVariant, ...], context: UserContext, now: float) -> list[CompiledVariant]:
+    suppressed = context.suppressed
     return [
         v
         for v in variants
@@ -170,17 +147,17 @@ def visible(variants: tuple[CompiledVariant, ...], state: UserState, now: float)
     ]
 
 
-def pick_fallback(plan: SlotPlan, state: UserState, now: float) -> CompiledVariant | None:
-    choices = visible(plan.fallbacks, state, now)
+def pick_fallback(plan: SlotPlan, context: UserContext, now: float) -> CompiledVariant | None:
+    choices = visible(plan.fallbacks, context, now)
     if not choices:
         return None
-    return rotation.weighted_pick(choices, hashing.unit(plan.name, "fallback", state.user, state.session))
+    return rotation.weighted_pick(choices, hashing.unit(plan.name, "fallback", context.user, context.session))
 
 
 def decide_slot(
     engine: Engine,
     plan: SlotPlan,
-    state: UserState,
+    context: UserContext,
     now: float,
     bandit: Mapping[str, rotation.BanditStats],
     cel: CelActivation,
@@ -188,11 +165,11 @@ def decide_slot(
 ) -> SlotDecision:
     """Candidates for `plan`'s slot in serving order, and its fallback; see the module docstring."""
     candidates: list[Candidate] = []
-    remembered_rule, remembered_variant = state.memory.get(plan.name, ("", ""))
+    remembered_rule, remembered_variant = context.memory.get(plan.name, ("", ""))
     if engine.kill_switch:
         if trace is not None:
             trace.append({"rule": None, "outcome": "killSwitch", "reason": "the stack's kill switch is on"})
-        return SlotDecision(plan, (), pick_fallback(plan, state, now))
+        return SlotDecision(plan, (), pick_fallback(plan, context, now))
     for rule in plan.rules:
         entry: dict[str, Any] | None = None
         if trace is not None:
@@ -203,7 +180,7 @@ def decide_slot(
             if entry is not None:
                 entry["outcome"] = "notReached"
             continue
-        outcome = _consider(rule, plan, state, now, bandit, cel, entry, remembered_rule, remembered_variant)
+        outcome = _consider(rule, plan, context, now, bandit, cel, entry, remembered_rule, remembered_variant)
         if isinstance(outcome, Candidate):
             candidates.append(outcome)
             if entry is not None:
@@ -216,13 +193,13 @@ def decide_slot(
         trace.extend({"rule": rule.name, "outcome": "disabled"} for rule in plan.disabled)
     # The fallback is needed only if no candidate is certain to be served (none, or all capped).
     maybe_needed = not candidates or candidates[-1].rule.capped or trace is not None
-    return SlotDecision(plan, tuple(candidates), pick_fallback(plan, state, now) if maybe_needed else None)
+    return SlotDecision(plan, tuple(candidates), pick_fallback(plan, context, now) if maybe_needed else None)
 
 
 def _consider(
     rule: CompiledRule,
     plan: SlotPlan,
-    state: UserState,
+    context: UserContext,
     now: float,
     bandit: Mapping[str, rotation.BanditStats],
     cel: CelActivation,
@@ -233,11 +210,11 @@ def _consider(
     """A candidate, or the name of the first check that failed. Without a trace it stops at the first
     failure; with one it evaluates every check, because a reviewer wants to see them all."""
     tracing = entry is not None
-    failed = None if audience_matches(rule, state.profile, entry) else "audience"
+    failed = None if audience_matches(rule, context.profile, entry) else "audience"
     if (failed is None or tracing) and not when_matches(rule, cel, entry):
         failed = failed or "when"
     if failed is None or tracing:
-        bucket = rollout_bucket(rule, state.user)
+        bucket = rollout_bucket(rule, context.user)
         rolled_in = bucket < rule.rollout_percentage
         if entry is not None:
             entry["rollout"] = {
@@ -247,11 +224,12 @@ def _consider(
             }
         if not rolled_in:
             failed = failed or "rollout"
-    if (failed is None or tracing) and not under_caps(rule, state, entry):
+    session_count, user_count = context.session_caps.get(rule.name, 0), context.user_caps.get(rule.name, 0)
+    if (failed is None or tracing) and not caps.under_caps(rule, session_count, user_count, entry):
         failed = failed or "frequencyCap"
     if failed is not None:
         return failed
-    eligible = visible(rule.variants, state, now)
+    eligible = visible(rule.variants, context, now)
     if entry is not None:
         entry["variants"] = {
             "eligible": [v.name for v in eligible],
@@ -263,7 +241,6 @@ def _consider(
         for variant in eligible:
             if variant.name == remembered_variant:
                 return Candidate(rule, variant, remembered=True)
-    variant = rotation.choose(
-        rule, eligible, state.user, state.session, state.round_robin.get(rule.name, 0), bandit.get(rule.name)
-    )
+    served_so_far, observed = context.round_robin.get(rule.name, 0), bandit.get(rule.name)
+    variant = rotation.choose(rule, eligible, context.user, context.session, served_so_far, observed)
     return Candidate(rule, variant, remembered=False)

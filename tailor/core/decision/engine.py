@@ -2,7 +2,7 @@
 
 `build` turns a published Ruleset into per-slot plans: enabled rules in priority order, CEL compiled
 once, variants resolved to objects with their content already serialized, fallbacks per slot. The
-runtime swaps a whole Engine in with one assignment, so a request sees one version from start to end
+content API swaps a whole Engine in with one assignment, so a request sees one version from start to end
 and a half-built engine is never visible.
 """
 
@@ -108,11 +108,6 @@ class Engine:
         return self.config.kill_switch
 
 
-def cel_variables() -> tuple[str, ...]:
-    """Top-level CEL variables a `when` may use (those Profile.as_cel provides)."""
-    return (*constants.FEATURES, "recent", "session", "user")
-
-
 def serialize_content(variant: ruleset.Variant) -> orjson.Fragment:
     content: dict[str, Any] = {"type": variant.content_type}
     if variant.content_type in ("html", "text"):
@@ -150,7 +145,7 @@ def _compile_rule(
         enabled=rule.enabled,
         audience=rule.audience,
         when_source=rule.when,
-        when=compile_when(rule.when, cel_variables()) if rule.when else None,
+        when=compile_when(rule.when, constants.CEL_VARIABLES) if rule.when else None,
         variants=tuple(variants[name] for name in rule.variants),
         strategy=rule.strategy,
         seed=rule.seed or rule.name,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from tailor_api import engine, rotation, sample
+from tailor_api import sample
 
 from tailor.core import stats
+from tailor.core.decision import engine, rotation
 from tailor.core.rules import ruleset
 
 # Chi-square critical values at p = 0.001: a correct implementation fails about once in 1000 seeds,

@@ -1,12 +1,11 @@
-"""Parsing the one pipelined read into a UserState, and the commit call for capped candidates."""
+"""The one pipelined read of a user's context, and its parse into a UserContext."""
 
 from __future__ import annotations
 
-import orjson
-from tailor_api import decide, engine, sample, userstate
+from tailor_api import sample, user_context
 
+from tailor.core.decision import engine, keys
 from tailor.core.events import occurrence
-from tailor.core.profile import Profile
 from tailor.core.profile import state as profile_state
 from tailor.core.rules import ruleset
 
@@ -22,9 +21,9 @@ def capped_engine() -> engine.Engine:
 
 def test_the_read_is_one_pipeline_and_parses_memory_caps_and_suppressions() -> None:
     built = capped_engine()
-    read = userstate.StateRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], 1000.0)
+    read = user_context.ContextRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], 1000.0)
     assert [c[0] for c in read.commands][1:] == ["HGETALL", "ZRANGEBYSCORE", "ZCOUNT"]
-    session_hash = [b"m:hero", userstate.memory_value("p", "p").encode(), b"c:p", b"2"]
+    session_hash = [b"m:hero", keys.memory_value("p", "p").encode(), b"c:p", b"2"]
     state = read.parse([None, session_hash, [b"v:x", b"t:sale"], 1], built.profile_reader)
     assert state.memory == {"hero": ("p", "p")}
     assert state.session_caps == {"p": 2}
@@ -34,24 +33,10 @@ def test_the_read_is_one_pipeline_and_parses_memory_caps_and_suppressions() -> N
 
 def test_an_unreadable_profile_means_an_empty_one_not_a_failed_decision() -> None:
     built = capped_engine()
-    read = userstate.StateRead(built, built.profile_reader, "u1", "", [built.slots["hero"]], 1000.0)
+    read = user_context.ContextRead(built, built.profile_reader, "u1", "", [built.slots["hero"]], 1000.0)
     state = read.parse([b"\xff\x00 not a profile", [], [], 0], built.profile_reader)
     assert state.profile.user == "u1"
     assert state.profile.counts == {} or all(not c for c in state.profile.counts.values())
-
-
-def test_the_commit_call_lists_candidates_in_serving_order_with_their_caps() -> None:
-    built = capped_engine()
-    plan = built.slots["hero"]
-    rule = plan.rules[0]
-    state = decide.UserState(profile=Profile(user="u1"), session="s1")
-    decision = decide.SlotDecision(plan, (decide.Candidate(rule, rule.variants[0], remembered=False),), None)
-    command = userstate.commit_command(built, state, [decision], 1000.0)
-    assert command[0] == "EVALSHA"
-    assert command[2] == 2  # the session hash and the rule's per-user window
-    (slot_plan,) = orjson.loads(command[-1])
-    assert slot_plan[0] == "m:hero"
-    assert slot_plan[1][0][:5] == ["p", 2, 3, 60, 2]
 
 
 def test_the_profile_is_read_at_the_moment_of_the_request_not_the_wall_clock() -> None:
@@ -63,7 +48,7 @@ def test_the_profile_is_read_at_the_moment_of_the_request_not_the_wall_clock() -
     stored = profile_state.fields(state)
 
     def views_in_5m(now: float) -> int:
-        read = userstate.StateRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], now)
+        read = user_context.ContextRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], now)
         return read.parse([stored, [], [], 0], built.profile_reader).profile.count("5m", "views")
 
     # Requests in the past of the wall clock (replays, tests): the view counts until its window ends.
