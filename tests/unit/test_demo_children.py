@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from tailor.cli.demo_children import Child
+from tailor.demo.children import Child
 
 # A child that forks a grandchild ignoring SIGTERM, writes its pid, then exits on SIGTERM at once:
 # without care for the process group the grandchild would outlive it.

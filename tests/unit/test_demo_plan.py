@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tailor.cli import demo, demo_client, demo_kube, demo_manifests, demo_storefront, demo_traffic
 from tailor.core import events
+from tailor.demo import client as demo_client
+from tailor.demo import kube as demo_kube
+from tailor.demo import manifests as demo_manifests
+from tailor.demo import runner
+from tailor.demo import storefront as demo_storefront
+from tailor.demo import traffic as demo_traffic
 
 STOREFRONT_URL = "http://127.0.0.1:8000"
 
@@ -181,7 +186,7 @@ def test_rule_totals_sum_every_rules_stats() -> None:
         {"status": {}},
         {},
     ]
-    assert demo.rule_totals(items) == (15, 2)
+    assert runner.rule_totals(items) == (15, 2)
 
 
 # --- traffic --------------------------------------------------------------------------------------
@@ -284,13 +289,15 @@ def test_a_busy_port_is_named_with_its_role_and_what_to_do() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         # The base is checked first, so the message is about this port whatever else is in use.
-        with pytest.raises(demo.DemoError, match=rf"port {port} \(for the storefront\) is in use") as raised:
-            demo.choose_ports(port)
+        with pytest.raises(
+            runner.DemoError, match=rf"port {port} \(for the storefront\) is in use"
+        ) as raised:
+            runner.choose_ports(port)
     assert "--port 0 for any free ports" in str(raised.value)
 
 
 def test_port_zero_takes_four_free_ports() -> None:
-    ports = demo.choose_ports(0)
+    ports = runner.choose_ports(0)
     assert len({ports.storefront, ports.api, ports.operator_metrics, ports.worker_metrics}) == 4
 
 
@@ -312,10 +319,10 @@ def test_the_cli_reports_a_busy_port_without_a_traceback() -> None:
 
 
 def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
-    text = demo.hints(
+    text = runner.hints(
         storefront="http://127.0.0.1:8000",
         api="http://127.0.0.1:8001",
-        ports=demo.Ports(8000, 8001, 8002, 8003),
+        ports=runner.Ports(8000, 8001, 8002, 8003),
         namespace="tailor-demo",
         token="secret",
         kubectl="kubectl",
@@ -330,8 +337,8 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
     assert "http://127.0.0.1:8002/metrics (operator)" in text
     assert 'eval "$(tailor dev --name x env)"' in text
     assert "`tailor dev --name x down` stops it" in text
-    quiet = demo.hints(
-        storefront="s", api="a", ports=demo.Ports(1, 2, 3, 4), namespace="n", token="t",
+    quiet = runner.hints(
+        storefront="s", api="a", ports=runner.Ports(1, 2, 3, 4), namespace="n", token="t",
         kubectl="k", dev="d", logs="l", browser=False,
     )  # fmt: skip
     assert "Try it in a browser" not in quiet

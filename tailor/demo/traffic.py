@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tailor.cli import demo_client
-from tailor.cli.demo_client import ApiClient, ApiError, Event
+from tailor.demo import client as demo_client
+from tailor.demo.client import ApiClient, ApiError, Event
 
 #: The storefront's catalogue (examples/storefront): category → (product id, name, price EUR).
 CATALOG: dict[str, tuple[tuple[str, str, int], ...]] = {

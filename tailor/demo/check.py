@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailor.cli import demo_client
-from tailor.cli.demo_client import ApiClient, Decision
+from tailor.demo import client as demo_client
+from tailor.demo.client import ApiClient, Decision
 
 HERO = "home-hero"
 SHOE_RULE = "returning-shoe-browser"  # examples/shop/rules.yaml: 3 shoe views in 24h
