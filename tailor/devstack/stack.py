@@ -39,6 +39,7 @@ from tailor.devstack.components.kubeproxy import KubeProxy
 from tailor.devstack.components.kwok import Kwok
 from tailor.devstack.components.redis import Redis
 from tailor.devstack.components.registry import HELLO_PORT, Registry
+from tailor.devstack.components.storage import Storage
 from tailor.devstack.endpoints import Endpoints
 from tailor.devstack.errors import ComponentFailed, DevstackError
 from tailor.devstack.runner import exclusive
@@ -52,7 +53,7 @@ KUBE_COMPONENTS: tuple[type[Component], ...] = (
     Kwok,
 )
 #: The real node, in start order (each after what it depends on).
-NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, CoreDns, Kubelet, KubeProxy)
+NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, CoreDns, Storage, Kubelet, KubeProxy)
 ALL_COMPONENTS: tuple[type[Component], ...] = (*KUBE_COMPONENTS, *NODE_COMPONENTS, Kafka, Redis)
 NODE_KINDS = ("kwok", "real")
 #: How long to wait for an external endpoint to answer.

@@ -24,7 +24,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from tailor import devstack
-from tailor.devstack import nodecheck, nodenet, ociimage
+from tailor.devstack import nodecheck, nodenet, ociimage, provisioner
 from tailor.devstack.components.registry import HELLO_PORT
 
 pytestmark = pytest.mark.slow
@@ -228,6 +228,52 @@ def test_an_image_named_after_a_public_registry_is_pulled_from_the_stack_registr
     access_log = real_node_stack.component("registry").log.read_text()
     assert "/v2/tailor-dev/absent/manifests/1" in access_log
     assert f"/v2/tailor-dev/mirrored/manifests/{tag}" in access_log
+
+
+def test_a_claim_in_the_default_class_gets_a_volume_a_restricted_pod_writes_and_it_goes_with_the_claim(
+    real_node_stack: devstack.Stack, core: k8s_client.CoreV1Api, ns: str
+) -> None:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    }
+    core.create_namespaced_persistent_volume_claim(ns, claim)  # no class: the default one
+    bound = eventually(
+        lambda: (c := core.read_namespaced_persistent_volume_claim("data", ns)).status.phase == "Bound" and c,
+        30,
+        "the claim Bound",
+    )
+    assert bound.spec.storage_class_name == provisioner.STORAGE_CLASS
+    volume = core.read_persistent_volume(bound.spec.volume_name)
+    directory = Path(volume.spec.host_path.path)
+    assert directory.is_dir()
+    assert directory.is_relative_to(real_node_stack.paths.root)
+    # As the chart runs its pods: non-root, read-only root filesystem, no capabilities.
+    pod = hello_pod(
+        "writer",
+        real_node_stack.hello_image(),
+        env=[{"name": "HELLO_WRITE", "value": "/data/hello.txt"}],
+        volumeMounts=[{"name": "data", "mountPath": "/data"}],
+        securityContext={
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    )
+    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    core.create_namespaced_pod(ns, pod)
+    wait_ready(core, ns, "writer")
+    assert (directory / "hello.txt").read_text() == "writer\n"  # written by the pod, read on the host
+    core.delete_namespaced_pod("writer", ns, grace_period_seconds=0)
+    eventually(lambda: not core.list_namespaced_pod(ns).items, 60, "the writer pod gone")
+    core.delete_namespaced_persistent_volume_claim("data", ns)
+    eventually(lambda: not directory.exists(), 60, "the volume's directory removed with its claim")
+    names = {v.metadata.name for v in core.list_persistent_volume().items}
+    assert bound.spec.volume_name not in names
 
 
 def test_a_second_stack_is_refused_the_machines_real_node_and_leaves_it_running(

@@ -11,11 +11,12 @@ import json
 import tarfile
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
 
-from tailor.devstack import DevstackError, Stack, certs, nodenet, ociimage
+from tailor.devstack import DevstackError, Stack, certs, nodenet, ociimage, provisioner
 from tailor.devstack.components import containerd, coredns, kafka, kubelet, kubeproxy, kwok, redis
 
 
@@ -220,3 +221,33 @@ def test_cluster_dns_serves_the_cluster_domain_on_the_node_address_and_forwards_
     assert "ready 127.0.0.1:1002" in text
     assert "forward" not in text  # no upstream: other names get NXDOMAIN from the template
     assert "rcode NXDOMAIN" in text
+
+
+def test_provisioned_volumes_are_pre_bound_directories_on_the_real_node(tmp_path: Path) -> None:
+    claim = SimpleNamespace(
+        metadata=SimpleNamespace(
+            name="data",
+            namespace="ns",
+            uid="u-1",
+            annotations={provisioner.PROVISIONER_ANNOTATION: provisioner.PROVISIONER},
+        ),
+        spec=SimpleNamespace(
+            resources=SimpleNamespace(requests={"storage": "1Gi"}),
+            access_modes=["ReadWriteOnce"],
+            volume_mode=None,
+            storage_class_name=provisioner.STORAGE_CLASS,
+            volume_name=None,
+        ),
+        status=SimpleNamespace(phase="Pending"),
+    )
+    assert provisioner.wants_volume(claim)
+    volume = provisioner.persistent_volume(claim, tmp_path / "pvc-u-1", "n1")
+    assert volume["metadata"]["name"] == "pvc-u-1"
+    assert volume["spec"]["claimRef"]["uid"] == "u-1"
+    assert volume["spec"]["hostPath"] == {"path": str(tmp_path / "pvc-u-1"), "type": "Directory"}
+    terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == ["n1"]
+    claim.spec.storage_class_name = "other"
+    assert not provisioner.wants_volume(claim)  # another class's claim is not ours
+    default = provisioner.storage_class()["metadata"]["annotations"]
+    assert default["storageclass.kubernetes.io/is-default-class"] == "true"

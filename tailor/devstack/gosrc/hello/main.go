@@ -4,7 +4,9 @@
 //	GET /        -> {"pod": "<hostname>", "client": "<remote address>"}
 //	GET /healthz -> 200 "ok" (the readiness probe's path)
 //
-// It listens on $PORT (default 8080) on every address of the pod and exits on SIGTERM.
+// It listens on $PORT (default 8080) on every address of the pod and exits on SIGTERM. With
+// $HELLO_WRITE set it first appends its hostname to that file and exits 1 if it cannot (a test
+// of a volume's permissions).
 //
 // `hello fetch URL` is its client, for tests that need a request made from inside a pod (to a
 // Service, another pod, or the host's address): it prints the status and body of one GET and
@@ -18,6 +20,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -85,6 +88,16 @@ func serve() {
 		port = "8080"
 	}
 	hostname, _ := os.Hostname()
+	if path := os.Getenv("HELLO_WRITE"); path != "" {
+		file, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, err = fmt.Fprintln(file, hostname)
+			err = errors.Join(err, file.Close())
+		}
+		if err != nil {
+			log.Fatalf("hello: writing %s: %v", path, err)
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
