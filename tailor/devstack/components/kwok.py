@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailor.devstack import probes
+from tailor.devstack import nodenet, probes
 from tailor.devstack.components.base import Component
 from tailor.devstack.errors import ComponentFailed
 
@@ -73,8 +73,15 @@ class Kwok(Component):
 
     def after_healthy(self) -> None:
         """Register the fake Node (idempotent), taint it beside a real node (untaint it
-        otherwise), and wait until kwok reports it Ready."""
+        otherwise), and wait until kwok reports it Ready.
+
+        Without a real node, the Node a previous real-node run registered is deleted: it would
+        take new pods for minutes (until the node controller taints it unreachable) and never
+        run them. Its pods are then garbage-collected.
+        """
         api = self.context.api
+        if not self.context.real_node:
+            api("DELETE", f"/api/v1/nodes/{nodenet.NODE_NAME}")  # 404 when there is none
         status, node = api("GET", f"/api/v1/nodes/{NODE_NAME}")
         if status == 404:
             status, node = api("POST", "/api/v1/nodes", fake_node())
