@@ -87,7 +87,7 @@ def real_node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devsta
     home = tmp_path_factory.mktemp("tailor-real-node-home")
     real = devstack.Stack("realnode", home, report=_report)
     try:
-        real.up(node="real")
+        _up_when_the_node_is_free(real)
     except devstack.DevstackError as error:
         with contextlib.suppress(devstack.DevstackError):
             real.down(purge=False)  # keep the logs the message points at
@@ -96,6 +96,20 @@ def real_node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devsta
         yield real
     finally:
         real.down(purge=True)
+
+
+def _up_when_the_node_is_free(real: devstack.Stack, wait: float = 300) -> None:
+    """Another session on this machine may hold its one real node for a while: wait for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            real.up(node="real")
+            return
+        except devstack.NodeBusy as busy:
+            if time.monotonic() > deadline:
+                raise
+            _report(f"waiting for the machine's real node: {busy}")
+            time.sleep(10)
 
 
 @pytest.fixture(scope="session")

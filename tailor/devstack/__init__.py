@@ -12,7 +12,7 @@ Public API::
 """
 
 from tailor.devstack.endpoints import Endpoints, render_exports
-from tailor.devstack.errors import BuildFailed, ComponentFailed, DevstackError, ToolchainMissing
+from tailor.devstack.errors import BuildFailed, ComponentFailed, DevstackError, NodeBusy, ToolchainMissing
 from tailor.devstack.nodenet import GATEWAY as NODE_ADDRESS
 from tailor.devstack.nodenet import NODE_NAME
 from tailor.devstack.paths import DEFAULT_STACK_NAME
@@ -28,6 +28,7 @@ __all__ = [
     "ComponentStatus",
     "DevstackError",
     "Endpoints",
+    "NodeBusy",
     "Stack",
     "ToolchainMissing",
     "render_exports",

@@ -21,3 +21,7 @@ class BuildFailed(DevstackError):
 
 class ComponentFailed(DevstackError):
     """A component did not start or did not become healthy in time."""
+
+
+class NodeBusy(DevstackError):
+    """Another stack's real node runs on this machine (there can be one: see nodenet)."""

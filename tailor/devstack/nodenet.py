@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tailor.devstack.errors import DevstackError
+from tailor.devstack.errors import DevstackError, NodeBusy
 
 BRIDGE = "tailor0"
 POD_SUBNET = "10.243.0.0/24"
@@ -250,7 +250,7 @@ def setup(owner: str, record: Path) -> None:
         )
     current = bridge_owner()
     if current is not None and current != owner:
-        raise DevstackError(
+        raise NodeBusy(
             f"this machine's real node belongs to the stack in {current or '(unknown)'} "
             f"(bridge {BRIDGE}): stop it first (`tailor dev --home <its parent> --name <its name> down`)"
         )

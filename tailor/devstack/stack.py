@@ -183,6 +183,7 @@ class Stack:
             self.state.node = node
             self._context.real_node = node == "real"
             if self._context.real_node:
+                self._take_over_stale_node()
                 nodenet.setup(self._node_owner, self._host_snapshot)
             self._context.certs = certs.ensure(self._context.certs, self._node_identity())
             self._allocate_ports(selected)
@@ -327,6 +328,23 @@ class Stack:
     @property
     def _host_snapshot(self) -> Path:
         return self.paths.data_dir("node") / "host-before.json"
+
+    def _take_over_stale_node(self) -> None:
+        """Clean up the real node of another stack that no longer runs (a crashed session,
+        a stack stopped without `down`), so it does not block this machine's node forever."""
+        owner = nodenet.bridge_owner()
+        if owner is None or owner == self._node_owner:
+            return
+        root = Path(owner)
+        if root.is_dir():
+            other = Stack(root.name, root.parent, report=self.report)
+            if any(component.is_running() for component in other._components.values()):
+                return  # alive: nodenet.setup says whose it is
+            self.report(f"real node: cleaning up what the stopped stack in {owner} left")
+            other.down()
+        elif not nodenet.processes_mentioning(owner):  # its directory is gone, and nothing of it runs
+            self.report(f"real node: removing the bridge of the deleted stack in {owner}")
+            nodenet.teardown(owner, root / "none")
 
     def _node_identity(self) -> certs.NodeIdentity | None:
         if not self._context.real_node:
