@@ -18,6 +18,7 @@ shop example is applied in a fresh namespace (deleted afterwards) and published 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -30,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,11 +201,20 @@ def time_start(launcher: Launcher, component: Component) -> dict[str, float]:
         launcher.stop(start, name)
 
 
+@contextlib.contextmanager
+def operator_running(launcher: Launcher, operator: Component) -> Iterator[Start]:
+    """An operator for the shop's namespace, stopped on leaving."""
+    port_map = {"http": ports.pick(None), "metrics": ports.pick(None)}
+    start = launcher.start(operator, port_map, "bench-image-operator")
+    try:
+        yield start
+    finally:
+        launcher.stop(start, "bench-image-operator")
+
+
 def publish(launcher: Launcher, operator: Component, client: redis.Redis, stack: str) -> None:
     """Run the operator until it published the stack's ruleset (also warms the caches)."""
-    port_map = {"http": ports.pick(None), "metrics": ports.pick(None)}
-    start = launcher.start(operator, port_map, "bench-image-publish")
-    try:
+    with operator_running(launcher, operator) as start:
         deadline = time.monotonic() + TIMEOUT
         while versions.current_version_sync(client, stack) == 0:
             if time.monotonic() > deadline or start.process.poll() is not None:
@@ -212,8 +222,6 @@ def publish(launcher: Launcher, operator: Component, client: redis.Redis, stack:
                     f"the operator published no ruleset for {stack}:\n{''.join(start.lines)[-3000:]}"
                 )
             time.sleep(0.1)
-    finally:
-        launcher.stop(start, "bench-image-publish")
 
 
 def apply_shop(namespace: str, redis_url: str, kafka: str, kubeconfig: Path) -> None:
@@ -236,12 +244,14 @@ def apply_shop(namespace: str, redis_url: str, kafka: str, kubeconfig: Path) -> 
     run("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(documents))
 
 
-def delete_namespace(namespace: str, kubeconfig: Path) -> None:
+def delete_namespace(namespace: str, kubeconfig: Path, launcher: Launcher, operator: Component) -> None:
+    """Deleted while an operator runs: the stack's finalizer is the operator's to remove."""
     kubectl = shutil.which("kubectl") or str(VENV_BIN / "kubectl")
-    subprocess.run(
-        [kubectl, "delete", "namespace", namespace, "--wait=false"],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, capture_output=True, check=False,
-    )  # fmt: skip
+    with operator_running(launcher, operator):
+        subprocess.run(
+            [kubectl, "delete", "namespace", namespace, "--timeout=60s"],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, capture_output=True, check=False,
+        )  # fmt: skip
 
 
 def image_size(image: str) -> int:
@@ -281,8 +291,8 @@ def main() -> int:
         client = redis.Redis.from_url(redis_url)
         launchers = [Launcher(args.image, kubeconfig, flags), Launcher(None, kubeconfig, flags)]
         results: dict[tuple[str, str, str], list[float]] = {}
+        every = components(namespace, redis_url)
         try:
-            every = components(namespace, redis_url)
             publish(launchers[1], every[0], client, f"{namespace}/shop")  # the api and worker need it
             for component in every:
                 for _ in range(args.runs):
@@ -292,7 +302,7 @@ def main() -> int:
                             results.setdefault(key, []).append(seconds)
         finally:
             client.close()
-            delete_namespace(namespace, kubeconfig)
+            delete_namespace(namespace, kubeconfig, launchers[1], every[0])
     size = image_size(args.image)
     load = os.getloadavg()
     print(f"image {args.image}: {size / 1e6:.0f} MB; {args.runs} starts each; "
