@@ -52,7 +52,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from tailor_api import app as app_module
-from tailor_api import decide_endpoint, sample
+from tailor_api import decide_endpoint
 from tailor_api.settings import ApiSettings
 
 from tailor.core import cel as tailor_cel
@@ -62,6 +62,9 @@ from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/sample.py (fixtures)
+import sample
 
 CATEGORIES = ("shoes", "hats", "bags", "coats", "watches", "socks")
 QUERIES = ("running shoes", "rain coat", "red hat", "leather bag")

@@ -45,7 +45,6 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 import uvloop
-from tailor_api import sample
 
 from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
@@ -53,6 +52,9 @@ from tailor.core.rules import ruleset, versions
 from tailor.devstack import gobuild, paths, ports, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # tests/sample.py: the sample rulesets, fixtures not shipped
+import sample  # noqa: E402
+
 BIN = Path(sys.executable).parent
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"

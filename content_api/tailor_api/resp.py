@@ -1,10 +1,10 @@
 """A lean, multiplexed, pipelined Redis connection for the decision hot path.
 
-Measured on this machine (docs/content-api.md): redis-py's asyncio pipeline costs ~120 µs of CPU per
-five-command read under concurrency, this connection ~20 µs, and that difference is the budget of a
-decision. Concurrent requests share one connection: each writes its commands in one go and waits for as
-many replies, which Redis returns in order, parsed in C by hiredis. Commands sent without waiting
-(`send_nowait`) are still ordered before every later command of this replica, so its next read sees them.
+Measured (docs/content-api.md): redis-py's asyncio pipeline costs several times this connection's CPU
+per five-command read under concurrency, and that difference is the budget of a decision. Concurrent
+requests share one connection: each writes its commands in one go and waits for as many replies,
+which Redis returns in order, parsed in C by hiredis. Commands sent without waiting (`send_nowait`)
+are still ordered before every later command of this replica, so its next read sees them.
 Everything off the hot path uses redis-py.
 """
 

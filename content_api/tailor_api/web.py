@@ -53,7 +53,8 @@ def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Re
 
 
 def query(scope: Scope) -> dict[str, list[str]]:
-    """Query parameters; percent-decoding only where needed (parse_qsl costs 4x more on the hot path)."""
+    """Query parameters; percent-decoding only where needed (parse_qsl costs several times more on the
+    hot path: docs/performance.md)."""
     params: dict[str, list[str]] = {}
     raw: bytes = scope.get("query_string", b"")
     if not raw:

@@ -1,8 +1,9 @@
 //! Redis commands packed into RESP, as `hiredis.pack_command` does, at memory speed.
 //!
 //! The worker's guarded writes are function calls of a few hundred arguments, several of them a few
-//! kilobytes of JSON. hiredis spends ~6 µs per user packing them (per-argument overhead and copies);
-//! this measures the command first, then writes it straight into the one bytes object it returns.
+//! kilobytes of JSON. hiredis's per-argument overhead and copies make packing them a large share of
+//! the worker's time (docs/pipeline.md); this measures the command first, then writes it straight
+//! into the one bytes object it returns.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;

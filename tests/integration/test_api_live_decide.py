@@ -8,8 +8,8 @@ import time
 from collections import Counter
 
 import pytest
+import sample
 from api_harness import Live, live_factory, page_view
-from tailor_api import sample
 
 from tailor.core.profile import store
 from tailor.core.rules import ruleset

@@ -9,8 +9,8 @@ import time
 from collections import Counter
 
 import pytest
+import sample
 from api_harness import ADMIN_TOKEN, Live, live_factory, page_view
-from tailor_api import sample
 
 from tailor.core import stats
 from tailor.core.rules import ruleset

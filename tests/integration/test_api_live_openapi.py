@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sample
 from api_harness import ADMIN_TOKEN, new_stack
-from tailor_api import sample
 
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports

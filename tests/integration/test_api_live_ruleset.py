@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
+import sample
 from api_harness import Live, live_factory
-from tailor_api import sample
 
 from tailor.core.rules import ruleset
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import sample
 from api_harness import new_stack
-from tailor_api import sample
 
 from tailor.core.rules import versions
 from tailor.devstack import ports

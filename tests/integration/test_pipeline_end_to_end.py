@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sample
 from api_harness import ADMIN_TOKEN, Live, live_factory
-from tailor_api import sample
 
 from tailor.core.rules import ruleset
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from tailor_api import sample
+import sample
 
 from tailor.core.rules import ruleset, versions
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tailor_api import sample, user_context
+import sample
+from tailor_api import user_context
 
 from tailor.core.decision import engine, keys
 from tailor.core.events import occurrence

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tailor_api import sample, validation, web
+import sample
+from tailor_api import validation, web
 
 from tailor.core.decision import decide, engine
 from tailor.core.profile import Profile

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from tailor_api import sample
+import sample
 
 from tailor.core.decision import caps, engine, keys
 from tailor.core.rules import ruleset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tailor_api import sample
+import sample
 
 from tailor.core.decision import decide, engine
 from tailor.core.profile import Profile, Session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from tailor_api import sample
+import sample
 
 from tailor.core.decision import engine
 from tailor.core.rules import ruleset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from tailor_api import sample
+import sample
 
 from tailor.core import stats
 from tailor.core.decision import engine, rotation

@@ -15,16 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import native_marks
 import pytest
-import tailor_native
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tailor.core import native
 from tailor.core.events import occurrence
 from tailor.core.profile import counting as profile_counting
 from tailor.core.profile import state as profile_state
 from tailor.core.profile import store
 from tailor.core.rules.ruleset import FeatureConfig, Window
+
+tailor_native = pytest.importorskip("tailor_native", reason=native_marks.MISSING)
 
 START = 1_800_000_000.0
 SIZES = (1, 5, 10, 60, 3600)
@@ -220,7 +223,10 @@ def test_decode_refuses_a_field_that_is_not_a_profile() -> None:
         plan.decode([None, b'{"n":{"10":5},"r":{},"t":{},"s":{},"p":0}', None])
 
 
-def test_the_writer_counts_natively_when_built_and_on_request_in_python() -> None:
+def test_the_writer_counts_natively_when_built_and_on_request_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(native.ENV, raising=False)  # not switched off (TAILOR_NATIVE=off runs of the suite)
     features = FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),), dimensions=(),
                              allowed_lateness_seconds=0)  # fmt: skip
     config: Any = type("Config", (), {"key": "ns/stack", "features": features})()

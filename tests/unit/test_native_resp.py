@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import hiredis
+import native_marks
 import pytest
-import tailor_native
 from hypothesis import given
 from hypothesis import strategies as st
+
+tailor_native = pytest.importorskip("tailor_native", reason=native_marks.MISSING)
 
 ARGUMENTS = st.one_of(
     st.binary(max_size=300),

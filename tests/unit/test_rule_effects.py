@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tailor_api import sample
+import sample
 
 from tailor.core.rules import rulediff, ruleeffects, ruleset
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import native_marks
 import orjson
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
@@ -27,7 +28,9 @@ def message(value: bytes | None, offset: int = 0, ingested: float = INGESTED, pa
                    timestamp=(TIMESTAMP_CREATE_TIME, int(ingested * 1000)))  # fmt: skip
 
 
-@pytest.fixture(params=[True, False], ids=["compiled", "python"])
+@pytest.fixture(
+    params=[pytest.param(True, marks=native_marks.needs_native), False], ids=["compiled", "python"]
+)
 def compiled(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
@@ -126,6 +129,7 @@ def _messages() -> st.SearchStrategy[list[Message]]:
     return st.lists(one, max_size=30)
 
 
+@native_marks.needs_native
 @settings(max_examples=300, deadline=None)
 @given(_messages())
 def test_the_compiled_loop_classifies_as_its_reference(messages: list[Message]) -> None:

@@ -1,8 +1,9 @@
 """Garbage collection in the worker: off while batches run, done between them.
 
 A batch keeps tens of thousands of small objects alive (its occurrences) until it is written, and
-every automatic young collection walked them all again: ~2 µs per event, an eighth of the worker
-(docs/pipeline.md). Reference counting frees almost everything; cycles are collected here.
+every automatic young collection walked them all again, a large share of the worker's time
+(docs/pipeline.md, docs/performance.md). Reference counting frees almost everything; cycles are
+collected here.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ class GarbageClock:
     """Call `batch_done` after each batch (with automatic collection off): every `every` seconds it
     collects the young generations (what is not frozen) and freezes what survives — mostly the cached
     users' entries — out of every later collection (a freeze is a list splice). Before freezing, the
-    profile cache's long-lived objects cost ~20 µs per event under the default settings, and pauses
-    of up to 0.6 s."""
+    profile cache's long-lived objects were walked by every collection, and a full one paused the
+    worker (docs/pipeline.md)."""
 
     def __init__(self, every: float = COLLECT_EVERY_SECONDS) -> None:
         self.every = every

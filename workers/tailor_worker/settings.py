@@ -17,11 +17,11 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = 9102
     metrics_host: str = "0.0.0.0"
     # Most messages taken per batch (a batch is what has arrived, up to this): per-batch costs spread
-    # thinner and a user's events in one batch are written once; measured ~1.5x the throughput of
-    # 2,000 on a backlog (docs/pipeline.md).
+    # thinner and a user's events in one batch are written once (measured on a backlog:
+    # docs/performance.md).
     batch_size: int = 10_000
-    # Users whose profile state the worker keeps in memory (LRU): ~10-30 KiB each (measured: 10 events
-    # in a minute, 50 in half an hour); a user not cached costs one more Redis round trip when it comes.
+    # Users whose profile state the worker keeps in memory (LRU; the memory per user: docs/pipeline.md);
+    # a user not cached costs one more Redis round trip when it comes.
     cache_users: int = 20_000
     # How long an idle consume waits for the first message of a batch.
     poll_seconds: float = 0.5

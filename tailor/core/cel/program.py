@@ -2,13 +2,14 @@
 
 PersonalizationRules carry `spec.when`, a CEL expression the content API evaluates on every decision,
 and `tailor validate` checks the CRDs' `x-kubernetes-validations` rules offline. celpy's interpreter
-takes 0.3-1 ms per evaluation; this module reuses only celpy's parser (its lark grammar is what the
-dependency is for), translates the tree into Python source (tailor.core.cel.translate) and compiles
-it with no builtins; operations whose CEL typing differs from Python's call tailor.core.cel.runtime.
+is about a thousand times slower per evaluation (docs/cel.md); this module reuses only celpy's parser
+(its lark grammar is what the dependency is for), translates the tree into Python source
+(tailor.core.cel.translate) and compiles it with no builtins; operations whose CEL typing differs
+from Python's call tailor.core.cel.runtime.
 
-Why generated source: on the rule expressions of bench/cel.py, a prototype of the same translation as
-nested closures took 0.38-1.27 µs per evaluation, generated source 0.19-0.77 µs (celpy: 150-600 µs),
-measured side by side; the `try` that gives && and || CEL's error absorption is free in CPython 3.11.
+Why generated source: measured side by side on the rule expressions of bench/cel.py, it took about
+half the time of the same translation as nested closures (docs/performance.md); the `try` that gives
+&& and || CEL's error absorption is free in CPython 3.11.
 
     program = cel.compile('views["30m"].total >= 3 && "shoes" in recent.category', variables)
     program.matches(profile.as_cel(...))   # bool; any evaluation error is False, never raises

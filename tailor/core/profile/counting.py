@@ -1,6 +1,6 @@
 """How a worker counts events into its users' profiles: compiled (tailor_native, native/src/profile.rs)
 when it is built, else the Python reference (tailor.core.profile.state) — the same state, the same
-stored bytes, about ten times the CPU.
+stored bytes, several times the CPU (docs/pipeline.md).
 
 Both are a `Counting`: `decode` the stored fields into a state, `apply` new events to it, and the
 `changes` to write. The state is opaque to callers but for `version` (the store's guard).

@@ -12,11 +12,10 @@
 -- A refused user is reloaded by the worker and counted again from what Redis holds.
 --
 -- One hash per user holds it all: the profile's fields (c, w, b), its version, and the dedup marks
--- ('#' + event id -> when counted), so the guard is two calls, one HMGET and one HSET. Measured
--- (docs/pipeline.md): each redis.call costs about a microsecond and each argument is copied into Lua,
--- so nothing here parses or builds a value; a hash, not a sorted set, keeps the marks, because a
--- ZADD into a small sorted set scans and parses every score (3-10 us a write, growing with the marks;
--- HSET 0.6).
+-- ('#' + event id -> when counted), so the guard is two calls, one HMGET and one HSET. Every
+-- redis.call has a cost and every argument is copied into Lua, so nothing here parses or builds a
+-- value; a hash, not a sorted set, keeps the marks, because a ZADD into a small sorted set scans and
+-- parses every score, a cost that grows with the marks (measured: docs/pipeline.md).
 --
 --   KEYS: each user's profile
 --   ARGV: now, the profile's TTL (s), drop marks counted before this, drop them only if last

@@ -146,13 +146,13 @@ class ProfileWriter:
         self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000,
         native: bool | None = None,
     ) -> None:  # fmt: skip
-        # Several users per call spread the call's overhead; a call blocks Redis while it runs, and 32
-        # users take some tens of microseconds. On Redis Cluster, use 1 (or group users by node).
+        # Several users per call spread the call's overhead; a call blocks Redis while it runs, so they
+        # stay a few dozen. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
         self.compiled = native_build.enabled() if native is None else native
         self.counting = profile_counting.counting(self.plan, native=self.compiled)
-        # hiredis packs these calls at ~6 µs per user, the compiled packer at ~0.4 µs (native/src/resp.rs),
+        # Packing the calls is a cost of its own (docs/pipeline.md): compiled, it is native/src/resp.rs,
         # and the guard calls are packed as they are gathered (tailor_native.GuardedWrites).
         self.pack_command: Callable[[Command], bytes] = (
             tailor_native.pack_command if self.compiled else hiredis.pack_command
@@ -532,7 +532,7 @@ class ProfileReader:
 
     def queue_read(self, pipe: Any, user: str, session: str | None, now: float) -> None:
         """Add the profile read to `pipe` (sync or asyncio pipeline, or any object with
-        `execute_command`): one HMGET, which costs Redis a microsecond or two."""
+        `execute_command`): one HMGET, one of the cheapest commands Redis has."""
         pipe.execute_command("HMGET", profile_key(self.stack, user), *profile_state.FIELDS)
 
     def parse_read(self, raw: Any, user: str, session: str | None, now: float | None = None) -> Profile:
