@@ -171,6 +171,25 @@ build() {
   local started=$SECONDS
   buildah bud --quiet --layers --isolation chroot --file Dockerfile --tag "$IMAGE:$TAG" "${args[@]}" .
   log "built $IMAGE:$TAG in $((SECONDS - started)) s"
+  prune_old_builds "${args[@]}"
+}
+
+# Every build whose code changed leaves its predecessor's layers behind (~0.4 GB each), so storage
+# grows without end on a machine that builds on every test run. Once enough untagged images pile up,
+# the stages the final image does not descend from (native: the Rust build; build: the installed
+# dependencies) are tagged as localhost/tailor-cache/<stage> (a cached rebuild of each, seconds), so
+# that `podman image prune`, which keeps every ancestor of a tagged image, keeps the caches of what
+# was just built and removes the rest.
+prune_old_builds() {
+  local dangling stage
+  dangling=$(podman images --filter dangling=true --quiet | wc -l)
+  [ "$dangling" -lt 10 ] && return 0
+  for stage in native build; do
+    buildah bud --quiet --layers --isolation chroot --file Dockerfile --target "$stage" \
+      --tag "localhost/tailor-cache/$stage:latest" "$@" . > /dev/null
+  done
+  podman image prune --force > /dev/null
+  log "removed the layers of $dangling earlier builds (podman image prune)"
 }
 
 push() {
