@@ -45,7 +45,8 @@
 # Running (podman run): podman asks runc for RLIMIT_NOFILE and RLIMIT_NPROC of 1048576, above the
 # sandbox's hard limits, and runc fails with "error setting rlimit type 7: operation not permitted"
 # (type 6 for NPROC); `--ulimit host` fails the same way. Explicit limits within the hard ones work:
-# `run-flags` prints them. A kubelet's runtime (containerd, CRI) sets no rlimits, so pods need none.
+# `run-flags` prints them. Only limits above the hard ones fail; whether the real node's containerd
+# asks for any is not checked here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
