@@ -3,7 +3,7 @@
 The storefront's pages load `/sdk/tailor.js` from their own origin. Here the shop and the content API
 are two origins on 127.0.0.1, as a shop and its Tailor installation usually are, so each page's SDK tag
 is pointed at the content API (which serves tailor.js and thereby becomes the SDK's endpoint) and the
-stack lists the storefront in `contentApi.corsOrigins` (see demo_manifests).
+stack lists the storefront in `contentApi.corsOrigins` (see manifests.py).
 
 Pages are served under a strict Content-Security-Policy (no 'unsafe-inline', Trusted Types enforced),
 which the storefront and the SDK are written to satisfy: the demo shows that this works.

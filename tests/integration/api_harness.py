@@ -56,7 +56,7 @@ class Api:
         return await self.client.get("/v1/decide", params=params)
 
     async def record_events(self, user: str, events: list[dict[str, object]], now: float) -> None:
-        """Write events into the user's profile exactly as a worker does (profile_store's write)."""
+        """Write events into the user's profile exactly as a worker does (the profile store's write)."""
         config = self.app.runtime.engine.config if self.app.runtime.engine else None
         assert config is not None, "publish a ruleset first"
         writer = store.ProfileWriter(config)

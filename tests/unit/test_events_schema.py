@@ -115,9 +115,9 @@ def test_a_number_too_long_for_a_float_is_an_error_not_an_exception() -> None:
 
 
 def test_the_committed_json_schema_is_current() -> None:
-    """Regenerate with `python -m tailor.core.events.schema` after changing the models."""
+    """Regenerate with `python -m tailor.core.events` after changing the models."""
     assert events.SCHEMA_PATH.read_bytes() == events.json_schema_text(), (
-        "schemas/event-v1.json is stale: run `python -m tailor.core.events.schema`"
+        "schemas/event-v1.json is stale: run `python -m tailor.core.events`"
     )
 
 

@@ -258,7 +258,7 @@ def test_damaged_stored_fields_are_refused_with_an_error_never_a_crash(
         pair.native.apply(state, steps[-1].occurrences(now + 60), now + 60)
         pair.native.changes(state)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        pass  # profile_store's _UNREADABLE: the user is counted afresh
+        pass  # tailor.core.profile.store's _UNREADABLE: the user is counted afresh
 
 
 @settings(max_examples=150, deadline=None)

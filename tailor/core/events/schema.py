@@ -2,7 +2,7 @@
 
 The collector validates each event with these models before producing it to Kafka, and the workers
 validate again (a topic may be written by other producers). The JSON Schema exported from them is
-committed as `schemas/event-v1.json`; regenerate it with `python -m tailor.core.events.schema`.
+committed as `schemas/event-v1.json`; regenerate it with `python -m tailor.core.events`.
 
 Limits are strict on purpose: every string and every property map is bounded, so one client cannot
 inflate Redis state or the Kafka log, and errors name the offending field so it can be fixed.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -320,8 +319,3 @@ def write_schema(path: Path = SCHEMA_PATH) -> Path:
 def to_wire_timestamp(moment: datetime) -> str:
     """RFC 3339 with milliseconds and a Z, the form the collector fills in for events without one."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-if __name__ == "__main__":
-    written = write_schema(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_PATH)
-    print(f"wrote {written}")
