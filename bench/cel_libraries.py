@@ -115,7 +115,7 @@ class _PerRequest:
 
 def celpy_compiled() -> engine.CompileWhen:
     import celpy
-    from celpy import adapter
+    from celpy import adapter, celtypes
 
     limit = sys.getrecursionlimit()
     environment = celpy.Environment(runner_class=celpy.CompiledRunner)
@@ -133,7 +133,8 @@ def celpy_compiled() -> engine.CompileWhen:
             result = runner.evaluate(context)
             if isinstance(result, Exception):  # celpy returns CEL errors as values
                 raise result
-            return result
+            # celpy's BoolType is an int subclass; the engine matches only on a real True
+            return bool(result) if isinstance(result, celtypes.BoolType) else result
 
         return evaluate
 
