@@ -224,9 +224,11 @@ def _consider(
             }
         if not rolled_in:
             failed = failed or "rollout"
-    session_count, user_count = context.session_caps.get(rule.name, 0), context.user_caps.get(rule.name, 0)
-    if (failed is None or tracing) and not caps.under_caps(rule, session_count, user_count, entry):
-        failed = failed or "frequencyCap"
+    if failed is None or tracing:
+        session_count = context.session_caps.get(rule.name, 0)
+        user_count = context.user_caps.get(rule.name, 0)
+        if not caps.under_caps(rule, session_count, user_count, entry):
+            failed = failed or "frequencyCap"
     if failed is not None:
         return failed
     eligible = visible(rule.variants, context, now)
