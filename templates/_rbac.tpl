@@ -26,6 +26,10 @@ nothing about RBAC, Pods or ConfigMaps.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Their PodDisruptionBudgets (workers, content API): written by server-side apply only.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
 # Secrets a stack references (Redis password, admin token): read by name, never listed.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -35,6 +35,10 @@ REDIS_RESOURCES: Mapping[str, Any] = {
 }
 RUN_AS_USER = 10001
 REDIS_USER = 999  # the official redis image's user
+# The content API's pod, on its way out, keeps serving this long before it gets SIGTERM: a deleted
+# pod leaves its Service's endpoints at once (EndpointSlice ready=false), but every node's proxy
+# takes a moment to stop sending it new connections. Within terminationGracePeriodSeconds (30 s).
+API_DRAIN_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,17 @@ def config_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def redis_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
+    """What a managed Redis reads at start: its password. Not the Tailor image, so upgrading Tailor
+    does not restart the stack's Redis under the content API (which would fail decisions meanwhile)."""
+    ref = stack.spec.redis.password_secret_ref
+    material = {
+        "passwordRef": ref.model_dump() if ref else None,
+        "secret": secret_digests.get(ref.name) if ref else None,
+    }
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def secret_digest(data: Mapping[str, str] | None) -> str:
     return hashlib.sha256(orjson.dumps(data or {}, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
@@ -137,6 +152,41 @@ def _redis_env(stack: Stack) -> list[dict[str, Any]]:
         {"name": "TAILOR_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}},
         {"name": constants.ENV_REDIS_URL, "value": f"{scheme}://:$(TAILOR_REDIS_PASSWORD)@{rest}"},
     ]
+
+
+# The content API's start reads from Redis (its signing key, the scripts), and its process exits
+# when Redis refuses (granian stops after a crash loop): beside a managed Redis that starts with it,
+# every new stack's API pods restarted once. This init container waits until Redis answers PING
+# (+PONG, or -NOAUTH when a password is set; -LOADING is not ready yet), five minutes at most.
+_WAIT_FOR_REDIS = """\
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 300
+while True:
+    try:
+        with socket.create_connection((host, port), timeout=2) as connection:
+            connection.sendall(b"PING\\r\\n")
+            answer = connection.recv(64)
+        if answer.startswith((b"+PONG", b"-NOAUTH")):
+            break
+    except OSError as error:
+        answer = str(error).encode()
+    if time.monotonic() > deadline:
+        sys.exit(f"Redis at {host}:{port} did not answer PING: {answer!r}")
+    time.sleep(0.5)
+"""
+
+
+def _wait_for_redis(stack: Stack) -> dict[str, Any]:
+    return {
+        "name": "wait-for-redis",
+        "image": stack.spec.image,
+        "imagePullPolicy": stack.spec.image_pull_policy,
+        "command": ["python", "-c", _WAIT_FOR_REDIS],
+        "args": [f"{child_name(stack, names.REDIS)}.{stack.namespace}.svc", str(names.REDIS_PORT)],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": _container_security(),
+    }
 
 
 def _container_security() -> dict[str, Any]:
@@ -164,6 +214,7 @@ def _deployment(
     replicas: int,
     container: dict[str, Any],
     checksum: str,
+    pod: Mapping[str, Any] | None = None,
 ) -> Manifest:
     return {
         "apiVersion": "apps/v1",
@@ -172,6 +223,8 @@ def _deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector_labels(stack, component)},
+            # A new pod is Ready before an old one goes: an upgrade never runs below the replicas.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
                     "labels": labels(stack, component),
@@ -183,6 +236,7 @@ def _deployment(
                     "securityContext": _pod_security(RUN_AS_USER),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    **(pod or {}),
                 },
             },
         },
@@ -229,11 +283,36 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
         "ports": [{"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+        # Serve on while the endpoint removal reaches every proxy; then SIGTERM, and the server
+        # finishes the requests it has. (`sleep` of the image, not the preStop sleep action, which
+        # needs Kubernetes 1.30.)
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(API_DRAIN_SECONDS)]}}},
         "resources": spec.content_api.resources or dict(API_RESOURCES),
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    return _deployment(stack, names.CONTENT_API, spec.content_api.replicas, container, checksum)
+    return _deployment(
+        stack,
+        names.CONTENT_API,
+        spec.content_api.replicas,
+        container,
+        checksum,
+        pod={
+            "terminationGracePeriodSeconds": 30,
+            **({"initContainers": [_wait_for_redis(stack)]} if spec.redis.managed else {}),
+        },
+    )
+
+
+def disruption_budget(stack: Stack, component: str) -> Manifest:
+    """At most one pod of the component evicted at a time (node drains, cluster upgrades); with one
+    replica the drain may still proceed, a budget that blocks it would need a human."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(stack, component),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(stack, component)}},
+    }
 
 
 def api_service(stack: Stack) -> Manifest:
@@ -267,6 +346,9 @@ def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
         "spec": {
             "replicas": 1,
             "serviceName": name,
+            # The volume goes with the StatefulSet, and so with the stack (owner references): a deleted
+            # stack or `helm uninstall` leaves no claim behind. Scaling never deletes it.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "selector": {"matchLabels": selector_labels(stack, names.REDIS)},
             "template": {
                 "metadata": {
@@ -320,12 +402,19 @@ def redis_service(stack: Stack) -> Manifest:
     }
 
 
-def children(stack: Stack, checksum: str) -> list[Manifest]:
-    """Everything the stack owns, in the order to apply it (Redis first: the others connect to it)."""
+def children(stack: Stack, checksum: str, for_redis: str | None = None) -> list[Manifest]:
+    """Everything the stack owns, in the order to apply it (Redis first: the others connect to it).
+    `for_redis` (redis_checksum; default `checksum`) goes on the managed Redis' pods."""
     owned: list[Manifest] = []
     if stack.spec.redis.managed:
-        owned += [redis_service(stack), redis_statefulset(stack, checksum)]
-    owned += [worker_deployment(stack, checksum), api_deployment(stack, checksum), api_service(stack)]
+        owned += [redis_service(stack), redis_statefulset(stack, for_redis or checksum)]
+    owned += [
+        worker_deployment(stack, checksum),
+        disruption_budget(stack, names.WORKER),
+        api_deployment(stack, checksum),
+        disruption_budget(stack, names.CONTENT_API),
+        api_service(stack),
+    ]
     return owned
 
 

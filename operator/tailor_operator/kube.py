@@ -27,6 +27,7 @@ from tailor_operator import constants as names
 
 CORE_PLURALS = {"Service": "services", "Secret": "secrets", "Event": "events", "ConfigMap": "configmaps"}
 APPS_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+POLICY_PLURALS = {"PodDisruptionBudget": "poddisruptionbudgets"}
 
 
 class ApiError(Exception):
@@ -58,6 +59,8 @@ def plural_of(api_version: str, kind: str) -> str:
         return CORE_PLURALS[kind]
     if api_version == "apps/v1":
         return APPS_PLURALS[kind]
+    if api_version == "policy/v1":
+        return POLICY_PLURALS[kind]
     return {
         constants.STACK_KIND: constants.STACK_PLURAL,
         constants.RULE_KIND: constants.RULE_PLURAL,

@@ -27,7 +27,9 @@ def test_managed_stack_owns_redis_workers_and_api_with_fixed_names() -> None:
         ("Service", "shop-redis"),
         ("StatefulSet", "shop-redis"),
         ("Deployment", "shop-worker"),
+        ("PodDisruptionBudget", "shop-worker"),
         ("Deployment", "shop-api"),
+        ("PodDisruptionBudget", "shop-api"),
         ("Service", "shop-api"),
     ]
     for manifest in owned:
@@ -95,6 +97,54 @@ def test_the_checksum_moves_with_secret_content_and_not_with_replicas() -> None:
     )
     assert base != rotated
     assert base == scaled
+
+
+def test_an_upgrade_rolls_workers_and_api_one_surge_pod_at_a_time_and_never_restarts_redis() -> None:
+    """What `helm upgrade` on a real node showed to matter (tests/integration/test_helm_e2e.py)."""
+    for manifest in (builders.worker_deployment(stack(), "c"), builders.api_deployment(stack(), "c")):
+        assert manifest["spec"]["strategy"] == {
+            "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }  # fmt: skip
+    api = pod_spec(builders.api_deployment(stack(), "c"))
+    # Serves on while its endpoint is removed everywhere, then drains within the grace period.
+    assert api["containers"][0]["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+    assert api["terminationGracePeriodSeconds"] > builders.API_DRAIN_SECONDS
+    digests = {"s": builders.secret_digest({"password": "YQ=="})}
+    other_image = stack(image="registry.example/tailor:2")
+    assert builders.config_checksum(stack(), digests) != builders.config_checksum(other_image, digests)
+    assert builders.redis_checksum(stack(), digests) == builders.redis_checksum(other_image, digests)
+    with_password = stack(redis={"managed": True, "passwordSecretRef": {"name": "s"}})
+    rotated = {"s": builders.secret_digest({"password": "Yg=="})}
+    assert builders.redis_checksum(with_password, digests) != builders.redis_checksum(with_password, rotated)
+    owned = builders.children(stack(), "api-sum", "redis-sum")
+    sums = {
+        m["kind"]: m["spec"]["template"]["metadata"]["annotations"] for m in owned if "template" in m["spec"]
+    }
+    assert sums["StatefulSet"] == {"tailor.dev/config-checksum": "redis-sum"}
+
+
+def test_disruption_budgets_let_one_pod_go_at_a_time() -> None:
+    for component in ("worker", "content-api"):
+        budget = builders.disruption_budget(stack(), component)
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["spec"] == {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": builders.selector_labels(stack(), component)},
+        }
+
+
+def test_the_api_waits_for_a_managed_redis_and_the_redis_volume_goes_with_the_stack() -> None:
+    [wait] = pod_spec(builders.api_deployment(stack(), "c"))["initContainers"]
+    assert wait["args"] == ["shop-redis.shop.svc", "6379"]
+    assert wait["image"] == stack().spec.image
+    assert wait["securityContext"]["readOnlyRootFilesystem"] is True
+    external = stack(redis={"url": "redis://r.example:6379/0"})
+    assert "initContainers" not in pod_spec(builders.api_deployment(external, "c"))
+    redis = builders.redis_statefulset(stack(), "c")
+    assert redis["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Retain",
+    }
 
 
 def test_component_condition_reads_deployment_status() -> None:

@@ -70,7 +70,8 @@ class ChildrenReconciler:
     def __init__(self, client: kube.Kube, book: stack_status.StackStatusBook) -> None:
         self._kube = client
         self._book = book
-        self._checksums: dict[str, str] = {}  # stack key -> config checksum last applied
+        # stack key -> (config checksum, Redis checksum) last applied
+        self._checksums: dict[str, tuple[str, str]] = {}
 
     async def reconcile(self, source: specs.Source, status: Mapping[str, Any]) -> None:
         """Apply every child of the stack (creating, updating or restoring it) and report readiness."""
@@ -87,7 +88,11 @@ class ChildrenReconciler:
                 return
             try:
                 stack = parse_stack(source)
-                checksum = builders.config_checksum(stack, await self._secret_digests(stack))
+                digests = await self._secret_digests(stack)
+                checksums = (
+                    builders.config_checksum(stack, digests),
+                    builders.redis_checksum(stack, digests),
+                )
             except (InvalidStack, MissingSecret) as error:
                 reason = "InvalidSpec" if isinstance(error, InvalidStack) else "SecretMissing"
                 await self._book.update(
@@ -97,9 +102,9 @@ class ChildrenReconciler:
                     [conditions.make(names.RECONCILED, False, reason, str(error), source.generation)],
                 )
                 raise
-            self._checksums[stack.key] = checksum
+            self._checksums[stack.key] = checksums
             updates = []
-            for manifest in builders.children(stack, checksum):
+            for manifest in builders.children(stack, *checksums):
                 applied = await self._kube.apply(manifest)
                 condition = component_condition(applied, source.generation)
                 if condition is not None:
@@ -126,13 +131,13 @@ class ChildrenReconciler:
         if is_paused(source):
             return
         stack = parse_stack(source)
-        checksum = self._checksums.get(stack.key)
-        if checksum is None:
+        checksums = self._checksums.get(stack.key)
+        if checksums is None:
             await self.reconcile(source, status)
             return
         wanted = {
             (manifest["kind"], manifest["metadata"]["name"]): manifest
-            for manifest in builders.children(stack, checksum)
+            for manifest in builders.children(stack, *checksums)
         }
         meta = child.get("metadata") or {}
         manifest = wanted.get((str(child.get("kind")), str(meta.get("name"))))
