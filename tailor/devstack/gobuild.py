@@ -35,10 +35,13 @@ class GoProgram:
     #: Executables to rename after the build, e.g. etcd's main is named after its package
     #: path (``.../server/v3`` gives ``server``).
     renames: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    #: Part of the cache key besides name, version and RECIPE, for a program whose build changed.
+    variant: str = ""
 
     @property
     def root(self) -> Path:
-        return paths.cache_root() / "go" / f"{self.name}-{self.version}-r{versions.RECIPE}"
+        key = f"{self.name}-{self.version}-r{versions.RECIPE}{self.variant}"
+        return paths.cache_root() / "go" / key
 
     @property
     def bin_dir(self) -> Path:

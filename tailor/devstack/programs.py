@@ -91,7 +91,9 @@ def kwok() -> gobuild.GoProgram:
 
 
 def helm() -> gobuild.GoProgram:
-    """helm v3, stamped with its release version (otherwise it reports only "v3.22")."""
+    """helm v3, stamped as helm's own release build is: its version (otherwise it reports only
+    "v3.22") and the Kubernetes version `helm template` assumes without a cluster (otherwise 1.20)."""
+    major, minor = versions.HELM_KUBE_VERSION
     return gobuild.GoProgram(
         name="helm",
         module="helm.sh/helm/v3",
@@ -100,7 +102,13 @@ def helm() -> gobuild.GoProgram:
         ldflags=[
             f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}",
             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+            *(
+                f"-X helm.sh/helm/v3/pkg/{package}.k8sVersion{part}={value}"
+                for package in ("chartutil", "lint/rules")
+                for part, value in (("Major", major), ("Minor", minor))
+            ),
         ],
+        variant=f"-kube{major}.{minor}",
     )
 
 

@@ -14,6 +14,10 @@ KUBERNETES_STAGING: Final = "v0.36.3"
 ETCD: Final = "v3.6.16"
 KWOK: Final = "v0.8.0"
 HELM: Final = "v3.22.0"
+#: The Kubernetes version helm assumes when no cluster is asked (`helm template`, `helm lint`): helm's
+#: own release build stamps its client-go's (v0.37.0 in helm v3.22.0) as 1.37; unstamped it says 1.20,
+#: below the chart's kubeVersion. Bump with HELM (helm's go.mod, k8s.io/client-go).
+HELM_KUBE_VERSION: Final = ("1", "37")
 #: The real node (`tailor dev up --node real`): CNI plugins, the OCI registry images are pushed
 #: to, and crictl (tears pod sandboxes down through the CRI, as a node operator would).
 CNI_PLUGINS: Final = "v1.10.0"
