@@ -7,6 +7,7 @@ written as their message (which says what to do) with exit code 1, never a trace
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def register(subparsers: Any) -> None:
     down.add_argument("--purge", action="store_true", help="also delete the stack's data")
     down.set_defaults(handler=_guarded(_down))
     verbs.add_parser("status", help="what runs where").set_defaults(handler=_guarded(_status))
-    verbs.add_parser("env", help="print export lines for eval").set_defaults(handler=_guarded(_env))
+    env = verbs.add_parser("env", help="print export lines for eval (endpoints; helm and kubectl on PATH)")
+    env.set_defaults(handler=_guarded(_env))
     verbs.add_parser("build", help="build and cache every component").set_defaults(handler=_guarded(_build))
 
 
@@ -120,7 +122,37 @@ def _env(args: argparse.Namespace) -> int:
         _say(f"stack {args.name!r} is not up: run `tailor dev up` first")
         return 1
     sys.stdout.write(devstack.render_exports(env))
+    if stack.node == "real":
+        # Where images go and where pods reach Kafka and Redis (docs/install.md, "Trying it locally").
+        pods = stack.pod_endpoints()
+        extra = {
+            "TAILOR_DEV_REGISTRY": stack.registry(),
+            "TAILOR_DEV_POD_KAFKA_BOOTSTRAP": pods.get("TAILOR_KAFKA_BOOTSTRAP", ""),
+            "TAILOR_DEV_POD_REDIS_URL": pods.get("TAILOR_REDIS_URL", ""),
+        }
+        sys.stdout.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in extra.items() if v))
+    sys.stdout.write(_path_line(_tools_dir(stack)))
     return 0
+
+
+def _tools_dir(stack: devstack.Stack) -> Path:
+    """A directory with only `helm` and `kubectl` (links to the stack's own), for PATH: so that
+    `helm install tailor .` works in the shell, without putting the rest of .venv/bin first."""
+    tools = stack.paths.root / "bin"
+    tools.mkdir(parents=True, exist_ok=True)
+    for name, target in (("helm", stack.helm), ("kubectl", stack.kubectl)):
+        link = tools / name
+        if link.is_symlink() and link.readlink() == target:
+            continue
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    return tools
+
+
+def _path_line(directory: Path) -> str:
+    """Prepends `directory` to PATH once, however often the line is evaluated (POSIX shells)."""
+    quoted = shlex.quote(str(directory))
+    return f'case ":$PATH:" in *:{quoted}:*) ;; *) export PATH={quoted}:"$PATH" ;; esac\n'
 
 
 def _build(args: argparse.Namespace) -> int:

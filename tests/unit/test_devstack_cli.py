@@ -42,10 +42,12 @@ def test_env_prints_exports_of_the_recorded_endpoints(
     stack.state.external = Endpoints(redis_url="redis://example:6379/0")
     stack.state.save(stack.paths.state_file)
     assert main.main(["dev", "--home", str(tmp_path), "--name", "s1", "env"]) == 0
+    tools = stack.paths.root / "bin"  # helm and kubectl for PATH (tests/unit/test_cli_dev_env.py)
     assert capsys.readouterr().out == (
         "export KUBECONFIG=/k\n"
         "export TAILOR_KAFKA_BOOTSTRAP=127.0.0.1:1\n"
         "export TAILOR_REDIS_URL=redis://example:6379/0\n"
+        f'case ":$PATH:" in *:{tools}:*) ;; *) export PATH={tools}:"$PATH" ;; esac\n'
     )
 
 
