@@ -140,15 +140,25 @@ def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
     client.close()
 
 
-def start_api(url: str, stack: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_api(url: str, stack: str, port: int, log: Path, app: str | None) -> subprocess.Popen[bytes]:
+    """`tailor api`, or with `app` (MODULE:FACTORY) granian serving that app as `tailor api` serves
+    its own (one worker, uvloop, HTTP/1): how candidate HTTP stacks are compared."""
     # decisions only: no collector (and no Kafka client threads competing for the server core)
-    env = {**os.environ, "TAILOR_REDIS_URL": url, "TAILOR_COLLECTOR_ENABLED": "false"}
+    env = {**os.environ, "TAILOR_REDIS_URL": url, "TAILOR_COLLECTOR_ENABLED": "false", "TAILOR_STACK": stack}
+    if app is None:
+        command = [str(BIN / "tailor"), "api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port),
+                   "--log-level", "error"]  # fmt: skip
+    else:
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "bench" / "candidates"), env.get("PYTHONPATH")])
+        )
+        command = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws",
+                   "--log-level", "error", "--no-access-log", app]  # fmt: skip
     with log.open("wb") as output:
         process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, str(BIN / "tailor"), "api", "--stack", stack,
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error"],
-            env=env, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            ["taskset", "-c", SERVER_CORE, *command], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -158,7 +168,7 @@ def start_api(url: str, stack: str, port: int, log: Path) -> subprocess.Popen[by
         except OSError:
             time.sleep(0.2)
     process.kill()
-    sys.exit(f"tailor api did not become ready; see {log}")
+    sys.exit(f"the API did not become ready; its log:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -394,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--server-stacks", action="store_true", help="only compare uvicorn/granian x starlette/raw"
     )
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:FACTORY",
+        help="serve this app factory with granian instead of `tailor api` (bench/candidates/ on the path), "
+        "e.g. tailor_api.app:app_from_environment or starlette_app:app_from_environment",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("bench/decide.py needs wrk and taskset: make setup installs wrk; util-linux has taskset")
@@ -408,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_publish(url, published))
         populate(url, published, args.users)
         port = ports.pick(None)
-        api = start_api(url, stack, port, workdir / "api.log")
+        api = start_api(url, stack, port, workdir / "api.log", args.app)
         try:
             script = workdir / "decide.lua"
             script.write_text(WRK_SCRIPT.format(users=args.users))
@@ -440,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_process.wait(10)
             else:
                 scratch.forget(url, stack)  # a shared Redis: leave nothing of this run behind
+    if args.app:
+        print(f"app: {args.app} (granian)")
     report(hello, decide, opened, same_rate, same_load, changes)
     return 0
 
