@@ -1,10 +1,16 @@
-"""Copies the PersonalizationStack CRD's spec schema into values.schema.json (stack.spec).
+"""Copies the CRDs' spec schemas into the charts' values.schema.json files.
 
 crds/ is the single source of the schema. Helm checks values against values.schema.json before
-it renders anything, so carrying the CRD's spec schema there makes a typo in `stack.spec` fail
-at `helm install` with a path, instead of being pruned silently by the API server. Run
-``python scripts/sync_values_schema.py`` after changing the CRD; tests/integration/test_chart.py
-fails while the two differ.
+it renders anything, so carrying the CRDs' spec schemas there makes a typo in a spec fail at
+`helm install` with a path, instead of being pruned silently by the API server:
+
+- charts/tailor-stack/values.schema.json: spec (PersonalizationStack), rules.*.spec
+  (PersonalizationRule), variants.*.spec (ContentVariant);
+- values.schema.json (the tailor chart): stack, the whole tailor-stack schema above, since the
+  tailor chart passes its stack.* values to that subchart (so errors name the path `/stack/...`).
+
+Run ``python scripts/sync_values_schema.py`` after changing a CRD or the tailor-stack schema;
+tests/integration/test_chart.py fails while they differ.
 
 The conversion from an OpenAPI v3 structural schema to JSON Schema: `x-kubernetes-*` keys go
 (CEL rules stay the API server's job), objects with declared properties get
@@ -23,7 +29,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "tailor.dev_personalizationstacks.yaml"
+RULE_CRD_PATH = ROOT / "crds" / "tailor.dev_personalizationrules.yaml"
+VARIANT_CRD_PATH = ROOT / "crds" / "tailor.dev_contentvariants.yaml"
 VALUES_SCHEMA_PATH = ROOT / "values.schema.json"
+STACK_CHART_SCHEMA_PATH = ROOT / "charts" / "tailor-stack" / "values.schema.json"
 
 
 def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -49,17 +58,36 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_spec_schema(crd_path: Path = CRD_PATH) -> dict[str, Any]:
-    """The JSON Schema of PersonalizationStack.spec in the CRD's storage version."""
+    """The JSON Schema of a CRD's spec (PersonalizationStack's by default) in its storage version."""
     crd = yaml.safe_load(crd_path.read_text())
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     return to_json_schema(spec)
 
 
-def synced_values_schema(values_schema: dict[str, Any], crd_path: Path = CRD_PATH) -> dict[str, Any]:
-    """values.schema.json with stack.spec replaced by the CRD's current spec schema."""
+def synced_stack_chart_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """charts/tailor-stack/values.schema.json with spec, rules.*.spec and variants.*.spec from crds/."""
+    synced = json.loads(json.dumps(schema))
+    properties = synced["properties"]
+    properties["spec"] = stack_spec_schema(CRD_PATH)
+    properties["rules"]["additionalProperties"]["properties"]["spec"] = stack_spec_schema(RULE_CRD_PATH)
+    properties["variants"]["additionalProperties"]["properties"]["spec"] = stack_spec_schema(VARIANT_CRD_PATH)
+    return synced
+
+
+def synced_values_schema(
+    values_schema: dict[str, Any], stack_chart_schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The tailor chart's values.schema.json with stack replaced by the tailor-stack chart's schema."""
+    if stack_chart_schema is None:
+        stack_chart_schema = json.loads(STACK_CHART_SCHEMA_PATH.read_text())
+    stack = {
+        key: value
+        for key, value in synced_stack_chart_schema(stack_chart_schema).items()
+        if key not in ("$schema", "title")
+    }
     synced = json.loads(json.dumps(values_schema))
-    synced["properties"]["stack"]["properties"]["spec"] = stack_spec_schema(crd_path)
+    synced["properties"]["stack"] = {"description": "The tailor-stack subchart's values.", **stack}
     return synced
 
 
@@ -68,13 +96,18 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    changed = []
+    stack_chart_current = STACK_CHART_SCHEMA_PATH.read_text()
+    stack_chart = synced_stack_chart_schema(json.loads(stack_chart_current))
+    if render(stack_chart) != stack_chart_current:
+        STACK_CHART_SCHEMA_PATH.write_text(render(stack_chart))
+        changed.append(str(STACK_CHART_SCHEMA_PATH.relative_to(ROOT)))
     current = VALUES_SCHEMA_PATH.read_text()
-    updated = render(synced_values_schema(json.loads(current)))
-    if updated == current:
-        print(f"{VALUES_SCHEMA_PATH.name} already matches {CRD_PATH.name}")
-        return 0
-    VALUES_SCHEMA_PATH.write_text(updated)
-    print(f"updated stack.spec in {VALUES_SCHEMA_PATH.name} from {CRD_PATH.name}")
+    updated = render(synced_values_schema(json.loads(current), stack_chart))
+    if updated != current:
+        VALUES_SCHEMA_PATH.write_text(updated)
+        changed.append(VALUES_SCHEMA_PATH.name)
+    print(f"updated {', '.join(changed)} from crds/" if changed else "the values schemas match crds/")
     return 0
 
 

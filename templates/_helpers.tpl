@@ -59,19 +59,28 @@ app.kubernetes.io/part-of: tailor
 {{- end }}
 {{- end }}
 
-{{/* The image reference shared by the operator, the test hook and the default stack. */}}
+{{/*
+The image reference of the operator and the hooks; the tailor-stack subchart computes the same one
+from global.image for the default stack (tailor-stack.image).
+*/}}
 {{- define "tailor.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := .Values.global.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 {{- end }}
 
-{{/* The default stack's name. */}}
+{{/* The default stack's name, as the tailor-stack subchart names it (tailor-stack.name). */}}
 {{- define "tailor.stackName" -}}
-{{- default (include "tailor.fullname" .) .Values.stack.name }}
+{{- if .Values.stack.name }}
+{{- .Values.stack.name }}
+{{- else if contains "tailor" .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-tailor" .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -52,7 +52,7 @@ def helm_binary() -> Path:
 
 def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if args[0] in ("template", "lint"):
-        # Without it `helm template` assumes Kubernetes 1.20, below the chart's kubeVersion.
+        # The local stack's version, as Argo CD passes its cluster's (helm's own default is newer).
         args = (*args, "--kube-version", KUBE_VERSION)
     result = subprocess.run([str(helm), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
@@ -377,7 +377,7 @@ def test_rbac_and_service_account_can_be_left_to_an_admin(helm_binary: Path) -> 
 
 
 def test_default_stack_takes_the_charts_image_and_the_values_spec(helm_binary: Path) -> None:
-    stack = one(render(helm_binary, sets=("image.tag=9.9.9",)), "PersonalizationStack")
+    stack = one(render(helm_binary, sets=("global.image.tag=9.9.9",)), "PersonalizationStack")
     assert stack["apiVersion"] == f"{constants.API_GROUP}/{constants.API_VERSION}"
     assert stack["metadata"]["namespace"] == "shop"
     assert stack["spec"]["image"] == "ghcr.io/tailor-dev/tailor:9.9.9"
@@ -594,7 +594,8 @@ def test_dashboard_config_map_carries_the_dashboard(helm_binary: Path) -> None:
 _CHART_FILES = re.compile(
     r"^(Chart\.yaml|values\.yaml|values\.schema\.json|\.helmignore|README\.md|LICENSE"
     r"|templates/[^/]+\.(yaml|tpl|txt)|templates/tests/[^/]+\.yaml"
-    r"|crds/[^/]+\.yaml|charts/.+\.tgz|monitoring/alerts\.yaml|monitoring/dashboard\.json)$"
+    r"|crds/[^/]+\.yaml|charts/.+\.tgz|monitoring/alerts\.yaml|monitoring/dashboard\.json"
+    r"|charts/tailor-stack/(Chart\.yaml|values\.yaml|values\.schema\.json|templates/[^/]+\.(yaml|tpl|txt)))$"
 )
 
 
@@ -610,6 +611,94 @@ def test_packaged_chart_holds_only_chart_files(helm_binary: Path, tmp_path: Path
         assert required in files
     crds = {name for name in files if name.startswith("crds/")}
     assert crds == {f"crds/{path.name}" for path in (ROOT / "crds").glob("*.yaml")}
+
+
+# --- the tailor-stack subchart (charts/tailor-stack) ---------------------------------------------
+
+STACK_CHART = ROOT / "charts" / "tailor-stack"
+STACK_CI_VALUES = sorted((STACK_CHART / "ci").glob("*-values.yaml"))
+
+
+def render_stack_chart(helm: Path, *values_files: Path, sets: tuple[str, ...] = ()) -> list[Manifest]:
+    args = ["template", "site", str(STACK_CHART), "--namespace", "site"]
+    for values_file in values_files:
+        args += ["--values", str(values_file)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    return [doc for doc in yaml.safe_load_all(run_helm(helm, *args).stdout) if doc]
+
+
+@pytest.mark.parametrize("values_file", STACK_CI_VALUES, ids=values_file_id)
+def test_the_stack_chart_lints_clean_alone(helm_binary: Path, values_file: Path) -> None:
+    result = run_helm(helm_binary, "lint", str(STACK_CHART), "--strict", "--values", str(values_file))
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+
+
+def test_the_stack_chart_renders_a_site_teams_stack_rules_and_variants(helm_binary: Path) -> None:
+    manifests = render_stack_chart(helm_binary, STACK_CHART / "ci" / "shop-values.yaml")
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in manifests) == [
+        ("ContentVariant", "hero-default"), ("ContentVariant", "hero-shoes"),
+        ("PersonalizationRule", "returning-shoe-browser"), ("PersonalizationStack", "shop"),
+    ]  # fmt: skip
+    assert {m["metadata"]["namespace"] for m in manifests} == {"site"}
+    shoes = next(m for m in manifests if m["metadata"]["name"] == "hero-shoes")
+    assert shoes["metadata"]["labels"]["category"] == "shoes"  # what the rule's selector matches
+    stack = one(manifests, "PersonalizationStack")
+    assert "image" not in stack["spec"], "alone, the stack runs the CRD's default (the operator's release)"
+    parsed = specs.StackSpec.model_validate(stack["spec"])
+    assert parsed.redis.url == "redis://redis-master.redis.svc:6379/0"
+    # The default name: the release's, with -tailor unless it says tailor already.
+    assert one(render_stack_chart(helm_binary), "PersonalizationStack")["metadata"]["name"] == "site-tailor"
+    pinned = one(render_stack_chart(helm_binary, sets=("image.repository=r.example/t", "image.tag=2.0.1")),
+                 "PersonalizationStack")  # fmt: skip
+    assert pinned["spec"]["image"] == "r.example/t:2.0.1"
+
+
+def test_the_stack_chart_schema_carries_the_crds_specs(helm_binary: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import sync_values_schema
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    current = json.loads((STACK_CHART / "values.schema.json").read_text())
+    assert current == sync_values_schema.synced_stack_chart_schema(current), (
+        "charts/tailor-stack/values.schema.json is behind crds/: run `python scripts/sync_values_schema.py`"
+    )
+    typo = run_helm(
+        helm_binary, "template", "s", str(STACK_CHART), "--set", "rules.r.spec.priorty=1", check=False
+    )
+    assert typo.returncode != 0
+    assert "/rules/r/spec" in typo.stderr
+    assert "priorty" in typo.stderr
+
+
+def test_the_root_chart_renders_its_default_stack_through_the_stack_chart(helm_binary: Path) -> None:
+    chart = yaml.safe_load((ROOT / "Chart.yaml").read_text())
+    [dependency] = chart["dependencies"]
+    assert dependency == {
+        "name": "tailor-stack",
+        "version": "0.1.0",
+        "alias": "stack",
+        "condition": "stack.create",
+    }
+    assert yaml.safe_load((STACK_CHART / "Chart.yaml").read_text())["version"] == dependency["version"]
+    rule = ("--set", "stack.rules.r.spec.slot=x", "--set", "stack.rules.r.spec.variants.names={a}")
+    output = run_helm(helm_binary, "template", "tailor", ".", "-n", "shop", *rule).stdout
+    assert "# Source: tailor/charts/stack/templates/personalizationstack.yaml" in output
+    manifests = [doc for doc in yaml.safe_load_all(output) if doc]
+    assert one(manifests, "PersonalizationStack")["metadata"]["name"] == "tailor"  # release "tailor"
+    assert one(manifests, "PersonalizationRule")["metadata"]["name"] == "r"
+
+
+def test_helm_template_needs_no_kube_version(helm_binary: Path) -> None:
+    """helm as its own release build is (and as tailor dev env puts it on PATH) renders the chart
+    without --kube-version: its default Kubernetes is its client-go's, above the chart's kubeVersion."""
+    for chart in (".", str(STACK_CHART)):
+        result = subprocess.run(
+            [str(helm_binary), "template", "r", chart], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
 
 
 # --- on the local stack -------------------------------------------------------------------------
@@ -661,10 +750,10 @@ def _release_objects(kubectl: Runner, release: str, namespace: str) -> set[tuple
     """(kind, namespace, name) of everything labelled with the release, cluster-scoped included."""
     kinds = (
         "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,networkpolicies,roles,"
-        "rolebindings,personalizationstacks"
+        "rolebindings,personalizationstacks,personalizationrules,contentvariants,kopfpeerings"
     )
     found = set()
-    for scope, resources in (("-n", kinds), ("", "clusterroles,clusterrolebindings")):
+    for scope, resources in (("-n", kinds), ("", "clusterroles,clusterrolebindings,clusterkopfpeerings")):
         args = ["get", resources, "-l", f"app.kubernetes.io/instance={release}", "-o", "json"]
         args += [scope, namespace] if scope else []
         for item in json.loads(kubectl(*args).stdout)["items"]:
