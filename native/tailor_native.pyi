@@ -1,33 +1,29 @@
 """Type stubs for tailor_native, the compiled worker hot path (native/src). Python reference:
 tailor.core.events.lean_check and tailor.core.profile.state."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Message
 
-from tailor.core.events.occurrence import Occurrence
+from tailor.core.events.lean_check import BatchRead
 
-# -- the lean event check (native/src/event.rs; reference: tailor.core.events.lean_check) ------------------
+# -- the lean event check (native/src/event.rs; reference: tailor.core.events.lean_check.PythonReader) --
 
 class EventReader:
-    """The lean event check (tailor.core.events.lean_check.python_occurrence) for one set of dimensions.
-    Its limits are read from tailor.core.events.schema when it is made."""
+    """The lean event check for one set of dimensions (tailor.core.events.lean_check.compiled_reader
+    makes it with the schema's limits and patterns)."""
 
-    def __init__(self, dimensions: Sequence[str]) -> None: ...
-    def occurrence(self, raw: bytes | str, ingested_at: float) -> Occurrence | None:
-        """What is counted of the event in `raw`, or None when not sure it is valid."""
-    def sort(
+    def __init__(
         self,
-        messages: list[Message],
-        now: float,
-        lateness: float,
-        fallback: Callable[[Message, float], Occurrence | None],
-        by_user: dict[str, list[Occurrence]],
-        partition_of: dict[str, int],
-        offsets: dict[int, int],
-    ) -> tuple[int, int]:
-        """tailor_worker.batch.classify's loop (its reference: batch.python_classify): (messages that are
-        not errors, late events)."""
+        dimensions: Sequence[str],
+        *,
+        occurrence: type[tuple[object, ...]],
+        counters: Mapping[str, str],
+        limits: Mapping[str, int],
+        patterns: Mapping[str, str],
+    ) -> None: ...
+    def read_batch(self, messages: list[Message], now: float, lateness: float) -> BatchRead:
+        """One batch read: lean_check.Reader.read_batch."""
 
 # -- profile counting (native/src/profile.rs; reference: tailor.core.profile.state) -------------------
 

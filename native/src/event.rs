@@ -1,26 +1,27 @@
-//! The lean event check (tailor.core.events.lean_check), compiled: one Kafka message value to the
-//! `tailor.core.events.occurrence.Occurrence` counted of it, or None when the check is not sure the
-//! event is valid (the worker then asks the model, `tailor.core.events.schema.Event`, which decides and
-//! words the error).
+//! The lean event check (tailor.core.events.lean_check), compiled: a batch of Kafka messages in, the
+//! occurrences read of them per user out (`tailor.core.events.occurrence.Occurrence`), with the
+//! indexes of the messages it did not read — errors, no value, events it is not sure are valid —
+//! for the caller to hand to the model (`tailor.core.events.schema.Event`), which decides and words
+//! the dead letters' errors. Nothing is called back: one call per batch, one result.
 //!
-//! A strict subset of the model, as the Python check is: every limit is read from tailor.core.events.schema
-//! when a reader is made, and anything unusual (duplicate keys, a null where a value is counted, a
-//! long number, a float where text is counted, a timestamp in any but the plain forms) is None.
+//! A strict subset of the model, as the Python check is: the schema's limits are given when a
+//! reader is made, and anything unusual (duplicate keys, a null where a value is counted, a long
+//! number, a float where text is counted, a timestamp in any but the plain forms) is left unread.
 
 mod json;
 mod timestamp;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
 
-use crate::occurrence::{AT, USER};
 use json::{Number, Reader};
 
-/// The patterns the checks below implement by hand; a reader refuses to start if events.py changed them.
+/// The patterns the checks below implement by hand; a reader refuses to start if the schema changed them.
 const IDENTIFIER_PATTERN: &str = "^[!-~]+$";
 const PROPERTY_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_.-]*$";
 /// Properties the model reads as text: a float there is coerced (the model's call), text is fine.
@@ -41,17 +42,22 @@ struct Limits {
 }
 
 impl Limits {
-    fn from_events(events: &Bound<'_, PyModule>) -> PyResult<Self> {
-        let limit = |name: &str| events.getattr(name)?.extract::<usize>();
+    /// From the schema's limits by name (tailor.core.events.lean_check passes them).
+    fn from_map(limits: &HashMap<String, usize>) -> PyResult<Self> {
+        let limit = |name: &str| {
+            limits.get(name).copied().ok_or_else(|| {
+                PyValueError::new_err(format!("the event reader needs the {name} limit"))
+            })
+        };
         Ok(Limits {
-            id: limit("MAX_ID_LENGTH")?,
-            properties: limit("MAX_PROPERTIES")?,
-            property_name: limit("MAX_PROPERTY_NAME_LENGTH")?,
-            property_value: limit("MAX_PROPERTY_VALUE_LENGTH")?,
-            url: limit("MAX_URL_LENGTH")?,
-            device: limit("MAX_DEVICE_LENGTH")?,
-            locale: limit("MAX_LOCALE_LENGTH")?,
-            user_agent: limit("MAX_USER_AGENT_LENGTH")?,
+            id: limit("id")?,
+            properties: limit("properties")?,
+            property_name: limit("property_name")?,
+            property_value: limit("property_value")?,
+            url: limit("url")?,
+            device: limit("device")?,
+            locale: limit("locale")?,
+            user_agent: limit("user_agent")?,
         })
     }
 }
@@ -115,79 +121,121 @@ impl Field {
     }
 }
 
-/// Reads events for one stack's dimensions. Made once per dimension set; `occurrence` per message.
+/// Reads events for one stack's dimensions: made once per dimension set, then `read_batch` per batch.
 #[pyclass(frozen, module = "tailor_native")]
 pub struct EventReader {
     limits: Limits,
-    /// Each event type (events.EVENT_TYPES) and the counter it feeds.
+    /// Each event type and the counter it feeds.
     counters: Vec<(String, Py<PyString>)>,
     dimensions: Vec<(String, Py<PyString>)>,
     occurrence_type: Py<PyAny>,
+    /// The occurrence's fields in its own order, read by name from its `_fields`.
+    layout: Vec<Part>,
     tuple_new: Py<PyAny>,
     no_session: Py<PyString>,
 }
 
+/// A field of the occurrence this reader builds.
+#[derive(Clone, Copy)]
+enum Part {
+    Id,
+    User,
+    At,
+    Counter,
+    Session,
+    Dimensions,
+}
+
+impl Part {
+    const ALL: [(&'static str, Part); 6] = [
+        ("id", Part::Id),
+        ("user", Part::User),
+        ("at", Part::At),
+        ("counter", Part::Counter),
+        ("session", Part::Session),
+        ("dimensions", Part::Dimensions),
+    ];
+}
+
 #[pymethods]
 impl EventReader {
+    /// `occurrence`: the named tuple to build (its `_fields` are read by name); `counters`: event
+    /// type -> counter; `limits` and `patterns`: the schema's, as tailor.core.events.lean_check passes them.
     #[new]
-    fn new(py: Python<'_>, dimensions: Vec<Bound<'_, PyString>>) -> PyResult<Self> {
-        let events = py.import("tailor.core.events.schema")?;
-        let occurrence = py.import("tailor.core.events.occurrence")?;
-        check_pattern(
-            "IDENTIFIER_PATTERN",
-            &events.getattr("IDENTIFIER_PATTERN")?,
-            IDENTIFIER_PATTERN,
-        )?;
-        let property_name = events.getattr("PROPERTY_NAME")?.getattr("pattern")?;
-        check_pattern("PROPERTY_NAME", &property_name, PROPERTY_NAME_PATTERN)?;
+    #[pyo3(signature = (dimensions, *, occurrence, counters, limits, patterns))]
+    fn new(
+        py: Python<'_>,
+        dimensions: Vec<Bound<'_, PyString>>,
+        occurrence: Bound<'_, PyType>,
+        counters: &Bound<'_, PyDict>,
+        limits: HashMap<String, usize>,
+        patterns: HashMap<String, String>,
+    ) -> PyResult<Self> {
+        check_pattern(&patterns, "identifier", IDENTIFIER_PATTERN)?;
+        check_pattern(&patterns, "property_name", PROPERTY_NAME_PATTERN)?;
+        let mut layout = Vec::new();
+        for name in occurrence.getattr("_fields")?.try_iter()? {
+            let name = name?;
+            let name = name.extract::<&str>()?;
+            match Part::ALL.iter().find(|(known, _)| *known == name) {
+                Some((_, part)) => layout.push(*part),
+                None => {
+                    return Err(PyValueError::new_err(format!(
+                        "the occurrence has a field {name:?} native/src/event.rs does not fill"
+                    )))
+                }
+            }
+        }
+        if layout.len() != Part::ALL.len() {
+            return Err(PyValueError::new_err(
+                "the occurrence lacks a field native/src/event.rs fills",
+            ));
+        }
         Ok(EventReader {
-            limits: Limits::from_events(&events)?,
-            counters: counters(py, &events, &occurrence)?,
+            limits: Limits::from_map(&limits)?,
+            counters: counters
+                .iter()
+                .map(|(event_type, counter)| {
+                    Ok((
+                        event_type.extract()?,
+                        counter.cast_into::<PyString>()?.unbind(),
+                    ))
+                })
+                .collect::<PyResult<_>>()?,
             dimensions: dimensions
                 .into_iter()
                 .map(|name| Ok((name.to_str()?.to_owned(), name.unbind())))
                 .collect::<PyResult<_>>()?,
-            occurrence_type: occurrence.getattr("Occurrence")?.unbind(),
+            occurrence_type: occurrence.into_any().unbind(),
+            layout,
             tuple_new: py.get_type::<PyTuple>().getattr("__new__")?.unbind(),
             no_session: PyString::new(py, "").unbind(),
         })
     }
 
-    /// The Occurrence of the event in `raw` (JSON bytes or text), or None when not sure it is valid.
-    fn occurrence<'py>(
-        &self,
-        raw: &Bound<'py, PyAny>,
-        ingested_at: f64,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        Ok(self
-            .counted(raw, ingested_at)?
-            .map(|counted| counted.occurrence))
-    }
-
-    /// tailor_worker.batch.classify's loop over a batch of confluent_kafka Messages: each event the
-    /// check reads joins its user's list in `by_user` (the user's first partition goes to
-    /// `partition_of`), unless it is later than `lateness` seconds behind its Kafka timestamp; every
-    /// other message — an error, no value, an event the check is unsure of — goes to
-    /// `fallback(message, ingested_at)` (`now` for an error), which returns the Occurrence to count or
-    /// None. `offsets` (empty) gets the newest offset of each partition among the messages that
-    /// are not errors. Returns (messages that are not errors, late events).
-    #[allow(clippy::too_many_arguments)]
-    fn sort<'py>(
+    /// One batch of confluent_kafka Messages read at `now`: a dict of
+    ///   by_user       user -> the occurrences read of it, in message order (an event more than
+    ///                 `lateness` seconds older than its Kafka timestamp is counted out as late)
+    ///   partition_of  user -> the partition of its first message
+    ///   unread        the indexes of the messages not read: errors, no value, events the check is
+    ///                 not sure of (the caller's model decides them)
+    ///   offsets       partition -> the newest offset among the messages that are not errors
+    ///   events, late  how many messages are not errors; how many were late
+    fn read_batch<'py>(
         &self,
         messages: &Bound<'py, PyList>,
         now: f64,
         lateness: f64,
-        fallback: &Bound<'py, PyAny>,
-        by_user: &Bound<'py, PyDict>,
-        partition_of: &Bound<'py, PyDict>,
-        offsets: &Bound<'py, PyDict>,
-    ) -> PyResult<(usize, usize)> {
+    ) -> PyResult<Bound<'py, PyDict>> {
         let py = messages.py();
-        let (mut events, mut late) = (0, 0);
+        let by_user = PyDict::new(py);
+        let partition_of = PyDict::new(py);
+        let unread = PyList::empty(py);
+        let (mut events, mut late) = (0usize, 0usize);
         let mut newest: Vec<(i64, i64)> = Vec::new(); // (partition, offset): a batch has a few
-        for message in messages.iter() {
+        for (index, message) in messages.iter().enumerate() {
             if !message.call_method0(intern!(py, "error"))?.is_none() {
-                fallback.call1((&message, now))?;
+                unread.append(index)?;
                 continue;
             }
             events += 1;
@@ -210,38 +258,38 @@ impl EventReader {
             } else {
                 None
             };
-            let (occurrence, at, user) = match counted {
-                Some(counted) => (counted.occurrence, counted.at, counted.user.into_any()),
-                None => {
-                    let occurrence = fallback.call1((&message, ingested))?;
-                    if occurrence.is_none() {
-                        continue;
-                    }
-                    let at = occurrence.get_item(AT)?.extract::<f64>()?;
-                    let user = occurrence.get_item(USER)?;
-                    (occurrence, at, user)
-                }
+            let Some(counted) = counted else {
+                unread.append(index)?;
+                continue;
             };
-            if ingested - at > lateness {
+            if ingested - counted.at > lateness {
                 late += 1;
                 continue;
             }
-            match by_user.get_item(&user)? {
-                Some(found) => found.cast::<PyList>()?.append(occurrence)?,
+            match by_user.get_item(&counted.user)? {
+                Some(found) => found.cast::<PyList>()?.append(counted.occurrence)?,
                 None => {
-                    by_user.set_item(&user, PyList::new(py, [occurrence])?)?;
-                    partition_of.set_item(&user, partition.unwrap_or(-1))?;
+                    by_user.set_item(&counted.user, PyList::new(py, [counted.occurrence])?)?;
+                    partition_of.set_item(&counted.user, partition.unwrap_or(-1))?;
                 }
             }
         }
+        let offsets = PyDict::new(py);
         for (partition, offset) in newest {
             offsets.set_item(partition, offset)?;
         }
-        Ok((events, late))
+        let read = PyDict::new(py);
+        read.set_item(intern!(py, "by_user"), by_user)?;
+        read.set_item(intern!(py, "partition_of"), partition_of)?;
+        read.set_item(intern!(py, "unread"), unread)?;
+        read.set_item(intern!(py, "offsets"), offsets)?;
+        read.set_item(intern!(py, "events"), events)?;
+        read.set_item(intern!(py, "late"), late)?;
+        Ok(read)
     }
 }
 
-/// An Occurrence with the two fields sorting needs, as Rust values.
+/// An Occurrence with the two fields the batch loop needs, as Rust values.
 struct Occurrence<'py> {
     occurrence: Bound<'py, PyAny>,
     at: f64,
@@ -263,35 +311,18 @@ fn ingestion_time(message: &Bound<'_, PyAny>, default: f64) -> PyResult<f64> {
 /// confluent_kafka.TIMESTAMP_NOT_AVAILABLE (librdkafka's RD_KAFKA_TIMESTAMP_NOT_AVAILABLE).
 const TIMESTAMP_NOT_AVAILABLE: i64 = 0;
 
-fn check_pattern(name: &str, found: &Bound<'_, PyAny>, implemented: &str) -> PyResult<()> {
-    if found.extract::<&str>()? == implemented {
-        return Ok(());
+fn check_pattern(
+    patterns: &HashMap<String, String>,
+    name: &str,
+    implemented: &str,
+) -> PyResult<()> {
+    match patterns.get(name) {
+        Some(found) if found == implemented => Ok(()),
+        found => Err(PyValueError::new_err(format!(
+            "the {name} pattern is now {found:?}, but native/src/event.rs checks {implemented:?}: \
+             teach it the new pattern and rebuild native/"
+        ))),
     }
-    Err(PyValueError::new_err(format!(
-        "events.{name} is now {found}, but native/src/event.rs checks {implemented:?}: \
-         teach it the new pattern and rebuild native/"
-    )))
-}
-
-fn counters(
-    py: Python<'_>,
-    events: &Bound<'_, PyModule>,
-    occurrence: &Bound<'_, PyModule>,
-) -> PyResult<Vec<(String, Py<PyString>)>> {
-    let feature_of = py
-        .import("tailor.core.constants")?
-        .getattr("FEATURE_OF_EVENT_TYPE")?;
-    let custom = occurrence.getattr("CUSTOM_COUNTER")?;
-    let mut counters = Vec::new();
-    for event_type in events.getattr("EVENT_TYPES")?.try_iter()? {
-        let event_type = event_type?;
-        let counter = feature_of.call_method1("get", (&event_type, &custom))?;
-        counters.push((
-            event_type.extract()?,
-            counter.cast_into::<PyString>()?.unbind(),
-        ));
-    }
-    Ok(counters)
 }
 
 impl EventReader {
@@ -485,18 +516,19 @@ impl EventReader {
             .into_iter()
             .map(|(name, text)| PyTuple::new(py, [name.bind(py).clone(), PyString::new(py, &text)]))
             .collect::<PyResult<Vec<_>>>()?;
-        let fields: [Bound<'py, PyAny>; 6] = [
-            PyString::new(py, &event.id).into_any(),
-            user.clone().into_any(),
-            PyFloat::new(py, at).into_any(),
-            self.counters[event.type_index]
+        let dimensions = PyTuple::new(py, dimensions)?;
+        let fields = self.layout.iter().map(|part| match part {
+            Part::Id => PyString::new(py, &event.id).into_any(),
+            Part::User => user.clone().into_any(),
+            Part::At => PyFloat::new(py, at).into_any(),
+            Part::Counter => self.counters[event.type_index]
                 .1
                 .bind(py)
                 .clone()
                 .into_any(),
-            session.into_any(),
-            PyTuple::new(py, dimensions)?.into_any(),
-        ];
+            Part::Session => session.clone().into_any(),
+            Part::Dimensions => dimensions.clone().into_any(),
+        });
         // tuple.__new__ as the Python check does: a named tuple's own __new__ is slower Python.
         let occurrence = self
             .tuple_new

@@ -12,12 +12,14 @@ which must also answer as the Python one does wherever it answers at all.
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import datetime
 from typing import Any
 
 import native_marks
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,18 +29,29 @@ from tailor.core.events import lean_check, occurrence, schema
 INGESTED = 1_800_000_000.0
 DIMENSIONS = ("category", "productId", "query", "value", "brand", "product_id")
 ABSENT = object()
-READERS = {
-    "python": lean_check.python_reader(DIMENSIONS),
-    "native": lean_check.compiled_reader(DIMENSIONS).occurrence if native.BUILT else None,
+READERS: dict[str, lean_check.Reader | None] = {
+    "python": lean_check.PythonReader(DIMENSIONS),
+    "native": lean_check.compiled_reader(DIMENSIONS) if native.BUILT else None,
 }
 both_readers = pytest.mark.parametrize("implementation", READERS)
 
 
-def read(implementation: str, raw: bytes) -> occurrence.Occurrence | None:
-    reader = READERS[implementation]
+def read(
+    implementation: str, raw: bytes, reader: lean_check.Reader | None = None
+) -> occurrence.Occurrence | None:
+    """What the reader counts of one message received at INGESTED (never late), or None: left unread."""
+    reader = reader or READERS[implementation]
     if reader is None:
         pytest.skip(native_marks.MISSING)
-    return reader(raw, INGESTED)
+    message = Message(topic="events", partition=0, offset=0, value=raw,
+                      timestamp=(TIMESTAMP_CREATE_TIME, int(INGESTED * 1000)))  # fmt: skip
+    batch = reader.read_batch([message], INGESTED, math.inf)
+    if batch["unread"]:
+        assert batch["unread"] == [0]
+        assert not batch["by_user"]
+        return None
+    ((only,),) = batch["by_user"].values()
+    return only
 
 
 def texts(*lengths: int) -> st.SearchStrategy[str]:
@@ -211,11 +224,12 @@ def test_damaged_or_random_bytes_never_pass_the_compiled_check_unless_the_model_
 
 
 @native_marks.needs_native
-def test_the_compiled_check_is_built_and_used() -> None:
+def test_the_compiled_check_is_built_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
     import tailor_native
 
+    monkeypatch.delenv(native.ENV, raising=False)  # not switched off (TAILOR_NATIVE=off runs of the suite)
     assert native.BUILT
-    assert isinstance(lean_check.compiled_reader(DIMENSIONS), tailor_native.EventReader)
+    assert isinstance(lean_check.reader(DIMENSIONS), tailor_native.EventReader)
 
 
 @both_readers
@@ -366,13 +380,11 @@ def test_float_dimension_values_count_as_integers_or_go_to_python() -> None:
 
 
 @native_marks.needs_native
-def test_the_compiled_check_reads_its_limits_from_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tailor_native
-
+def test_the_compiled_check_is_given_its_limits_by_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schema, "MAX_ID_LENGTH", 4)
-    short_ids = tailor_native.EventReader(DIMENSIONS)
-    assert short_ids.occurrence(event_with(id="abcd"), INGESTED) is not None
-    assert short_ids.occurrence(event_with(id="abcde"), INGESTED) is None
+    short_ids = lean_check.compiled_reader.__wrapped__(DIMENSIONS)  # not the cached reader
+    assert read("native", event_with(id="abcd"), short_ids) is not None
+    assert read("native", event_with(id="abcde"), short_ids) is None
     monkeypatch.setattr(schema, "IDENTIFIER_PATTERN", r"^[a-z]+$")
-    with pytest.raises(ValueError, match="IDENTIFIER_PATTERN"):
-        tailor_native.EventReader(DIMENSIONS)
+    with pytest.raises(ValueError, match="identifier pattern"):
+        lean_check.compiled_reader.__wrapped__(DIMENSIONS)

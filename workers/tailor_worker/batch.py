@@ -5,23 +5,21 @@ Kafka timestamp (when the collector accepted the event), not the worker's clock,
 after a crash is classified exactly as the first time: an event older than the allowed lateness
 when it was received is late.
 
-Each value is checked by the lean check (tailor.core.events.lean_check); only what it is unsure of
-goes through the full model (tailor.core.events.schema), which decides and words the dead letter's
-errors. The loop over the batch runs in Rust too when the check is compiled (the interpreter's loop
-cost as much as the check): `python_classify` is its reference.
+The batch is read in one call by the lean check (tailor.core.events.lean_check: compiled, or its
+Python reference); what it did not read goes through the full model (tailor.core.events.schema),
+which decides — counted after the user's other events of the batch — and words the dead letter's
+errors.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from confluent_kafka import Message
 from pydantic import ValidationError
 
-from tailor.core import events, native
+from tailor.core import events
 from tailor.core.events import lean_check, occurrence
 from tailor.core.rules.ruleset import FeatureConfig
 from tailor_worker import deadletter
@@ -39,72 +37,41 @@ class ClassifiedBatch:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> its newest offset processed
 
 
-def ingestion_time(message: Message, default: float) -> float:
-    kind, millis = message.timestamp()
-    return millis / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0 else default
-
-
-def classify(
-    messages: list[Message], features: FeatureConfig, now: float, *, compiled: bool | None = None
-) -> ClassifiedBatch:
-    """Classify `messages` at `now`: in Rust (tailor_native.EventReader.sort) when built and not
-    switched off (`compiled`, default tailor.core.native), else `python_classify`; the same result
-    either way."""
-    if compiled is None:
-        compiled = native.enabled()
-    if not compiled:
-        return python_classify(messages, features, now)
-    result = ClassifiedBatch()
-    result.events, result.late = lean_check.compiled_reader(features.dimensions).sort(
-        messages, now, features.allowed_lateness_seconds, functools.partial(_fallback, result, features),
-        result.by_user, result.partition_of, result.offsets,
-    )  # fmt: skip
-    return result
-
-
-def python_classify(messages: Sequence[Message], features: FeatureConfig, now: float) -> ClassifiedBatch:
-    """The reference of the compiled loop: each message read by the lean check in Python."""
-    result = ClassifiedBatch()
-    read_occurrence = lean_check.python_reader(features.dimensions)
-    fallback = functools.partial(_fallback, result, features)
+def classify(messages: list[Message], features: FeatureConfig, now: float) -> ClassifiedBatch:
+    """Classify `messages` at `now`."""
     lateness = features.allowed_lateness_seconds
-    by_user, partition_of, offsets = result.by_user, result.partition_of, result.offsets
-    for message in messages:
+    read = lean_check.reader(features.dimensions).read_batch(messages, now, lateness)
+    result = ClassifiedBatch(
+        read["by_user"], read["partition_of"], [], read["late"], read["events"], read["offsets"]
+    )
+    for index in read["unread"]:
+        message = messages[index]
         if message.error() is not None:
-            fallback(message, now)
+            log.warning("consumer error: %s", message.error())
             continue
-        result.events += 1
-        partition, offset = message.partition(), message.offset()
-        if partition is not None and offset is not None:
-            offsets[partition] = max(offsets.get(partition, -1), offset)
-        ingested = ingestion_time(message, now)
-        value = message.value()
-        counted = read_occurrence(value, ingested) if value else None
+        ingested = lean_check.ingestion_time(message, now)
+        counted = _by_the_model(result, features, message, ingested)
         if counted is None:
-            counted = fallback(message, ingested)
-            if counted is None:
-                continue
+            continue
         if ingested - counted.at > lateness:
             result.late += 1
             continue
         user = counted.user
-        found = by_user.get(user)
+        found = result.by_user.get(user)
         if found is None:
-            by_user[user] = [counted]
-            partition_of[user] = partition if partition is not None else -1
+            result.by_user[user] = [counted]
+            partition = message.partition()
+            result.partition_of[user] = partition if partition is not None else -1
         else:
             found.append(counted)
     return result
 
 
-def _fallback(
+def _by_the_model(
     result: ClassifiedBatch, features: FeatureConfig, message: Message, ingested: float
 ) -> occurrence.Occurrence | None:
-    """A message the lean check did not count: an error (logged), no value or an invalid event (a
-    dead letter), or an event only the model can read (what it counts)."""
-    if message.error() is not None:
-        log.warning("consumer error: %s", message.error())
-        return None
+    """A message the lean check did not read: no value or an invalid event (a dead letter), or an
+    event only the model can read (what it counts)."""
     value = message.value()
     if not value:
         result.dead.append(deadletter.DeadLetter(message, deadletter.UNDECODABLE, [

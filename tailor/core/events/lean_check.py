@@ -1,4 +1,4 @@
-"""The workers' lean check: from one Kafka message value to what is counted of it, without a model.
+"""The workers' lean check: a batch of Kafka messages to what is counted of them, without a model.
 
 `schema.Event` is the schema and the source of every error message, but building and reading back a
 model per message is the worker's largest cost. This module checks the same rules with one
@@ -6,22 +6,24 @@ pydantic-core validator that has no Python-level validators (plain dicts out, no
 the few values a worker counts straight from them (an `occurrence.Occurrence`).
 
 It is deliberately a strict subset: anything it is not sure about (a property `null`, a float where a
-text property is expected, a very long query or number, a missing identity) it refuses, and the
+text property is expected, a very long query or number, a missing identity) it leaves unread, and the
 caller then asks `schema.Event` — which decides, and names the problem for the dead letter. So an
 event is accepted exactly when `schema.Event` accepts it, and counted the same way;
 tests/unit/test_events_lean_check.py holds the two to that on generated events.
 
-The same check is compiled in `tailor_native.EventReader` (native/src/event.rs; `compiled_reader`),
-which the worker uses whenever it is built and not switched off (tailor.core.native).
-`python_occurrence` here is the reference the tests hold it to, and what runs without it.
+A reader takes a whole batch and gives back one `BatchRead`: the occurrences per user, the indexes
+of the messages it did not read, the partitions' newest offsets. `reader` gives the one that runs:
+compiled (`tailor_native.EventReader`, native/src/event.rs) unless tailor.core.native says otherwise,
+else `PythonReader`, which is also the reference the tests hold the compiled one to.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, TypedDict
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from pydantic_core import SchemaValidator, ValidationError
 from pydantic_core import core_schema as cs
 
@@ -31,8 +33,24 @@ from tailor.core.events import occurrence, schema
 if native.BUILT:
     import tailor_native
 
-# One message value (JSON) and its Kafka time to what is counted of it, for one set of dimensions.
-Reader = Callable[[bytes | str, float], occurrence.Occurrence | None]
+
+class BatchRead(TypedDict):
+    """What a reader read of one batch."""
+
+    by_user: dict[str, list[occurrence.Occurrence]]  # in message order; late events left out
+    partition_of: dict[str, int]  # user -> the partition of its first message (-1: none)
+    unread: list[int]  # indexes of the messages not read: errors, no value, what only the model can read
+    offsets: dict[int, int]  # partition -> its newest offset among the messages that are not errors
+    events: int  # messages that are not errors
+    late: int  # events older than the allowed lateness when the collector received them
+
+
+class Reader(Protocol):
+    def read_batch(self, messages: list[Message], now: float, lateness: float) -> BatchRead:
+        """Read `messages` at `now` (the time of a message without a Kafka timestamp); an event more
+        than `lateness` seconds older than its Kafka timestamp is late."""
+        ...
+
 
 _TEXT_PROPERTIES: Final = frozenset({"category", "productId", "query"})
 # Integers beyond this go the slow way: the model decides (text limits, floats that overflow).
@@ -102,20 +120,86 @@ _COUNTER_OF: Final = constants.FEATURE_OF_EVENT_TYPE
 _new: Final = tuple.__new__
 
 
+def reader(dimensions: tuple[str, ...]) -> Reader:
+    """The reader that runs: compiled when tailor.core.native says so, else the Python reference."""
+    return compiled_reader(dimensions) if native.enabled() else PythonReader(dimensions)
+
+
 @functools.cache
 def compiled_reader(dimensions: tuple[str, ...]) -> tailor_native.EventReader:
-    """The compiled reader itself: its `occurrence` check, and the worker's batch loop (`sort`)."""
-    return tailor_native.EventReader(dimensions)
+    """The compiled reader, given the schema's limits and patterns (it refuses to start if it does
+    not implement those patterns)."""
+    return tailor_native.EventReader(
+        dimensions,
+        occurrence=occurrence.Occurrence,
+        counters={t: _COUNTER_OF.get(t, occurrence.CUSTOM_COUNTER) for t in schema.EVENT_TYPES},
+        limits={
+            "id": schema.MAX_ID_LENGTH,
+            "properties": schema.MAX_PROPERTIES,
+            "property_name": schema.MAX_PROPERTY_NAME_LENGTH,
+            "property_value": schema.MAX_PROPERTY_VALUE_LENGTH,
+            "url": schema.MAX_URL_LENGTH,
+            "device": schema.MAX_DEVICE_LENGTH,
+            "locale": schema.MAX_LOCALE_LENGTH,
+            "user_agent": schema.MAX_USER_AGENT_LENGTH,
+        },
+        patterns={"identifier": schema.IDENTIFIER_PATTERN, "property_name": schema.PROPERTY_NAME.pattern},
+    )
 
 
-def python_reader(dimensions: tuple[str, ...]) -> Reader:
-    return functools.partial(python_occurrence, dimensions=dimensions)
+def ingestion_time(message: Message, default: float) -> float:
+    """When the collector accepted the message (its Kafka timestamp), else `default`."""
+    kind, millis = message.timestamp()
+    return millis / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0 else default
+
+
+class PythonReader:
+    """The reader in Python: the reference of tailor_native.EventReader, and what runs without it."""
+
+    def __init__(self, dimensions: Sequence[str]) -> None:
+        self.dimensions = tuple(dimensions)
+
+    def read_batch(self, messages: list[Message], now: float, lateness: float) -> BatchRead:
+        read = BatchRead(by_user={}, partition_of={}, unread=[], offsets={}, events=0, late=0)
+        by_user, partition_of, unread, offsets = (
+            read["by_user"],
+            read["partition_of"],
+            read["unread"],
+            read["offsets"],
+        )
+        dimensions = self.dimensions
+        for index, message in enumerate(messages):
+            if message.error() is not None:
+                unread.append(index)
+                continue
+            read["events"] += 1
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                offsets[partition] = max(offsets.get(partition, -1), offset)
+            ingested = ingestion_time(message, now)
+            value = message.value()
+            counted = python_occurrence(value, ingested, dimensions) if value else None
+            if counted is None:
+                unread.append(index)
+                continue
+            if ingested - counted.at > lateness:
+                read["late"] += 1
+                continue
+            user = counted.user
+            found = by_user.get(user)
+            if found is None:
+                by_user[user] = [counted]
+                partition_of[user] = partition if partition is not None else -1
+            else:
+                found.append(counted)
+        return read
 
 
 def python_occurrence(
     raw: bytes | str, ingested_at: float, dimensions: Sequence[str]
 ) -> occurrence.Occurrence | None:
-    """The check in Python: the reference for the compiled one, and its fallback."""
+    """One message value (JSON) and its Kafka time to what is counted of it, or None when not sure
+    the event is valid."""
     try:
         fields: dict[str, Any] = _VALIDATOR.validate_json(raw)
     except ValidationError:
