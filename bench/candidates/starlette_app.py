@@ -48,7 +48,7 @@ def _collect(tailor: lean.TailorApp) -> Endpoint:
         collector = tailor.runtime.collector
         if collector is None or tailor.runtime.collector_config is None:
             return _response(web.problem(503, "collector-unavailable", "Collector unavailable", "off"))
-        return await collector.handle(request)  # type: ignore[no-any-return]
+        return _response(await collector.handle(request.scope, request.receive))
 
     return collect
 

@@ -14,7 +14,8 @@ invalid ones are reported by index with per-field errors. The answer:
   client resends the whole batch and the workers' dedup by event id makes that safe.
 
 The app (tailor_api.app) owns routing, CORS and security headers; it calls `start`, `reconfigure`
-and `close` from its lifespan and ruleset follower, and `handle` for each request.
+and `close` from its lifespan and ruleset follower, and `handle` for each request. Bodies, problems
+and Retry-After are tailor_api.web's, as on every other route.
 """
 
 from __future__ import annotations
@@ -28,18 +29,14 @@ from typing import Any, Final, Literal
 import orjson
 from prometheus_client import Counter
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from tailor.core import durations, events, topics
 from tailor.core.rules.ruleset import StackConfig
-from tailor_api import producer
+from tailor_api import producer, web
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS: Final = 2
 CLOUDEVENTS_TYPE_PREFIX: Final = "dev.tailor.event."
-PROBLEM_BASE: Final = "https://tailor.dev/problems/"
 
 RECEIVED = Counter("tailor_events_received", "Events received by the collector.", ["outcome"])
 PRODUCED = Counter("tailor_events_produced", "Events acknowledged by Kafka.", ["topic"])
@@ -133,55 +130,44 @@ class Collector:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, scope: web.Scope, receive: web.Receive) -> web.Reply:
         config, kafka = self.config, self._producer
         if config is None or kafka is None:
-            return _problem(
-                503,
-                "collector-unavailable",
-                "Collector unavailable",
-                "no stack configuration yet",
-                retry=True,
-            )
+            detail = "no stack configuration yet"
+            return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
         limits = config.api
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            return _too_large(f"the body has {declared} bytes; at most {limits.max_body_bytes} are accepted")
-        body = await _read_body(request, limits.max_body_bytes)
-        if body is None:
-            return _too_large(f"the body is over {limits.max_body_bytes} bytes")
+        try:
+            body = await web.read_body(scope, receive, limits.max_body_bytes)
+        except web.BodyTooLarge as error:
+            return web.too_large(str(error))
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            return _problem(400, "invalid-json", "Body is not JSON", str(error))
+            return web.problem(400, "invalid-json", "Body is not JSON", str(error))
         if isinstance(document, dict) and "events" in document:
             items = document["events"]
             if not isinstance(items, list) or len(document) != 1:
                 detail = 'send one event, or {"events": [...]} with nothing else beside "events"'
-                return _problem(400, "invalid-batch", "Invalid batch", detail)
+                return web.problem(400, "invalid-batch", "Invalid batch", detail)
             if not items:
-                return _problem(400, "invalid-batch", "Invalid batch", '"events" is empty: send at least one')
+                detail = '"events" is empty: send at least one'
+                return web.problem(400, "invalid-batch", "Invalid batch", detail)
         elif isinstance(document, dict):
             items = [document]
         else:
-            return _problem(
-                400, "invalid-batch", "Invalid batch", 'send one event object, or {"events": [...]}'
-            )
+            detail = 'send one event object, or {"events": [...]}'
+            return web.problem(400, "invalid-batch", "Invalid batch", detail)
         if len(items) > limits.max_batch_events:
-            return _too_large(
-                f"the batch has {len(items)} events; at most {limits.max_batch_events} are accepted"
-            )
+            detail = f"the batch has {len(items)} events; at most {limits.max_batch_events} are accepted"
+            return web.too_large(detail)
 
         received_at = time.time()
         outgoing, rejected, late = self._prepare(items, received_at, config)
         if rejected:
             _REJECTED.inc(len(rejected))
         if not outgoing:
-            return _json(400, {
-                "type": PROBLEM_BASE + "invalid-events", "title": "No valid event", "status": 400,
-                "detail": f"none of the {len(items)} events is valid; see rejected",
-                "accepted": 0, "rejected": rejected,
-            }, problem=True)  # fmt: skip
+            detail = f"none of the {len(items)} events is valid; see rejected"
+            return web.problem(400, "invalid-events", "No valid event", detail, accepted=0, rejected=rejected)
         topic = config.kafka.events_topic
         try:
             # Stamped with the moment judged here: the workers judge lateness against it alike.
@@ -190,12 +176,12 @@ class Collector:
             UNAVAILABLE.inc()
             log.warning("events not acknowledged by Kafka: %s", error)
             detail = "Kafka did not acknowledge the events; send the whole batch again"
-            return _problem(503, "kafka-unavailable", "Events not stored", detail, retry=True)
+            return web.problem(503, "kafka-unavailable", "Events not stored", detail)
         _ACCEPTED.inc(len(outgoing))
         PRODUCED.labels(topic).inc(len(outgoing))
         if late:
             _LATE.inc(len(late))
-        return _json(202, {"accepted": len(outgoing), "rejected": rejected, "notCounted": late})
+        return web.json_reply(202, {"accepted": len(outgoing), "rejected": rejected, "notCounted": late})
 
     def _prepare(
         self, items: list[Any], received_at: float, config: StackConfig
@@ -251,33 +237,3 @@ def _late_message(age: float, config: StackConfig) -> str:
         f"stamped {durations.format_seconds(int(age))} before it was received; events more than "
         f"{durations.format_seconds(limit)} old ({why}) are kept on the topic but not counted"
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it grows past `limit` (a lying Content-Length gains nothing)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return b""
-    return b"".join(chunks)
-
-
-def _json(status: int, body: dict[str, Any], *, problem: bool = False, retry: bool = False) -> Response:
-    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if retry else None
-    media_type = "application/problem+json" if problem else "application/json"
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=media_type)
-
-
-def _problem(status: int, kind: str, title: str, detail: str, *, retry: bool = False) -> Response:
-    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
-    return _json(status, body, problem=True, retry=retry)
-
-
-def _too_large(detail: str) -> Response:
-    return _problem(413, "too-large", "Request too large", detail)

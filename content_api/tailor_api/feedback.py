@@ -50,11 +50,9 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     if signer is None:
         return web.not_ready()
     try:
-        body = await web.read_body(receive, MAX_BODY_BYTES)
-    except web.BodyTooLarge:
-        return web.problem(
-            413, "too-large", "Body too large", f"feedback bodies are at most {MAX_BODY_BYTES} bytes"
-        )
+        body = await web.read_body(scope, receive, MAX_BODY_BYTES)
+    except web.BodyTooLarge as error:
+        return web.too_large(f"{error}: feedback bodies are at most {MAX_BODY_BYTES} bytes")
     parsed = parse(body)
     if isinstance(parsed, web.Reply):
         return parsed

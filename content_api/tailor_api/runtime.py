@@ -26,7 +26,7 @@ from tailor.core import cancellation, stats
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
-from tailor_api import metrics, resp, tokens
+from tailor_api import metrics, resp, tokens, web
 from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Collector(Protocol):
     async def start(self, config: ruleset.StackConfig) -> None: ...
     async def reconfigure(self, config: ruleset.StackConfig) -> None: ...
     async def close(self) -> None: ...
-    async def handle(self, request: Any) -> Any: ...
+    async def handle(self, scope: web.Scope, receive: web.Receive) -> web.Reply: ...
 
 
 def load_collector() -> Collector | None:

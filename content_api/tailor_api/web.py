@@ -1,13 +1,15 @@
-"""The few HTTP pieces the lean router and its handlers share: replies, problems, query, headers, body.
+"""The HTTP pieces every route of the content API shares: replies, problems, query, headers, body.
 
-Problems follow RFC 9457 (formerly 7807): `application/problem+json` with `type`, `title`, `status`,
-`detail` and, for a bad parameter, `parameter`.
+One stack serves every route (tailor_api.app routes, these build and send the replies): no framework
+on the hot path, chosen by measurement (docs/content-api.md, "Server stack"). Problems follow RFC 9457
+(formerly 7807): `application/problem+json` with `type`, `title`, `status`, `detail` and, for a bad
+parameter, `parameter`. Every 503 carries the same Retry-After.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -24,6 +26,9 @@ Headers = list[tuple[bytes, bytes]]
 JSON: Final = b"application/json"
 PROBLEM_JSON: Final = b"application/problem+json"
 PROBLEM_BASE: Final = "https://tailor.dev/problems/"
+# Every 503 (no ruleset yet, Redis or Kafka away) asks clients to wait this long before retrying;
+# tailor.js waits at least this, plus jitter, and backs off further while the outage lasts.
+RETRY_AFTER_SECONDS: Final = 2
 
 
 @dataclass(slots=True)
@@ -35,7 +40,7 @@ class Reply:
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The request body is over the route's limit; the message says by how much, for the 413."""
 
 
 def json_reply(status: int, document: Any, headers: Headers | None = None) -> Reply:
@@ -46,7 +51,7 @@ def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Re
     document = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
     headers: Headers = []
     if status == 503:
-        headers.append((b"retry-after", b"1"))
+        headers.append((b"retry-after", b"%d" % RETRY_AFTER_SECONDS))
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="tailor-admin"'))
     return Reply(status, orjson.dumps(document), PROBLEM_JSON, headers)
@@ -87,7 +92,13 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refused with BodyTooLarge as soon as it is known to be over `limit` bytes: by
+    its Content-Length before reading, else as it arrives (a lying or absent length gains nothing). A
+    client that disconnects midway leaves what arrived, which no route accepts as JSON."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body has {int(declared)} bytes; at most {limit} are accepted")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -97,11 +108,27 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(f"the body is over {limit} bytes, the most this route accepts")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def send_reply(send: Send, reply: Reply, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """`reply` as an ASGI response, with `extra` headers (the app's security and CORS headers)."""
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", b"%d" % len(reply.body)),
+        *reply.headers,
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+def too_large(detail: str) -> Reply:
+    return problem(413, "too-large", "Request too large", detail)
 
 
 def invalid_parameter(error: validation.InvalidParameter) -> Reply:

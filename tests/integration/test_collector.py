@@ -14,8 +14,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Message
 from prometheus_client import REGISTRY
-from starlette.applications import Starlette
-from starlette.routing import Route
+from tailor_api import web
 from tailor_api.collector import Collector
 
 from tailor.core.rules.ruleset import StackConfig
@@ -36,7 +35,11 @@ def collector_stack(bootstrap: str, **api: Any) -> StackConfig:
 
 
 async def serve(collector: Collector) -> httpx.AsyncClient:
-    app = Starlette(routes=[Route("/v1/events", collector.handle, methods=["POST"])])
+    """The collector behind the app's own reply sending, without the rest of the app (no Redis)."""
+
+    async def app(scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+        await web.send_reply(send, await collector.handle(scope, receive))
+
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tailor.test")
 
 

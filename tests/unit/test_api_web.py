@@ -42,3 +42,44 @@ def test_cel_variables_are_built_only_when_an_expression_reads_them() -> None:
     assert variables["user"] == {"id": "u"}
     with pytest.raises(KeyError):
         variables["nope"]
+
+
+def test_every_503_asks_for_the_same_retry_after() -> None:
+    unavailable = [
+        web.not_ready(),
+        web.redis_unavailable(ConnectionError("refused")),
+        web.problem(503, "kafka-unavailable", "Events not stored", "send the whole batch again"),
+    ]
+    for reply in unavailable:
+        assert reply.status == 503
+        assert reply.content_type == web.PROBLEM_JSON
+        assert dict(reply.headers)[b"retry-after"] == b"2"
+    assert b"retry-after" not in dict(web.problem(400, "x", "X", "x").headers)
+
+
+def receiving(*chunks: bytes) -> web.Receive:
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+
+    async def receive() -> web.Message:
+        return messages.pop(0)
+
+    return receive
+
+
+async def test_a_body_is_refused_by_its_declared_length_before_it_is_read() -> None:
+    async def never() -> web.Message:
+        raise AssertionError("the body was read although its length already said no")
+
+    scope = {"headers": [(b"content-length", b"5000")]}
+    with pytest.raises(web.BodyTooLarge, match="5000 bytes; at most 4096"):
+        await web.read_body(scope, never, 4096)
+
+
+async def test_a_body_longer_than_it_claims_is_cut_off_as_it_arrives() -> None:
+    scope = {"headers": [(b"content-length", b"10")]}
+    with pytest.raises(web.BodyTooLarge, match="over 150 bytes"):
+        await web.read_body(scope, receiving(b"x" * 100, b"x" * 100, b"x" * 100), 150)
+    assert await web.read_body({"headers": []}, receiving(b"ab", b"cd"), 4) == b"abcd"
