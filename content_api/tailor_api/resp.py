@@ -18,13 +18,16 @@ import ssl
 import time
 import typing
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 
-Command = Sequence[bytes | str | int | float]
+# A command and its arguments, packed by hiredis.pack_command (as tailor.core.profile.store packs its
+# own): the one RESP encoder of the Python code. A tuple, as hiredis requires; floats are written
+# exactly (repr), which Redis parses.
+Command = tuple[bytes | str | int | float, ...]
 log = logging.getLogger(__name__)
 
 
@@ -33,24 +36,8 @@ class RedisUnavailable(ConnectionError):
 
 
 ReplyError = hiredis.ReplyError
-
-
-def pack(command: Command) -> bytes:
-    """RESP2 array of bulk strings (floats are written with repr: exact, and Redis parses them)."""
-    parts = [b"*%d\r\n" % len(command)]
-    append = parts.append
-    for arg in command:
-        # exact type checks: the cheapest dispatch for the few argument types commands use
-        if type(arg) is bytes:
-            data = arg
-        elif type(arg) is str:
-            data = arg.encode()
-        else:
-            data = repr(arg).encode()
-        append(b"$%d\r\n" % len(data))
-        append(data)
-        append(b"\r\n")
-    return b"".join(parts)
+# hiredis's stub types the argument as a tuple of one item; it takes any number.
+pack_command = typing.cast(Callable[[Command], bytes], hiredis.pack_command)
 
 
 @dataclass(frozen=True)
@@ -175,7 +162,7 @@ class Connection:
     async def _roundtrip(self, protocol: _Protocol, commands: Sequence[Command]) -> list[Any]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         protocol.pending.append((future, len(commands), [], time.monotonic()))
-        protocol.write(b"".join([pack(c) for c in commands]))
+        protocol.write(b"".join([pack_command(c) for c in commands]))
         return await future
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
@@ -191,7 +178,7 @@ class Connection:
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         protocol.pending.append((None, len(commands), [], time.monotonic()))
-        protocol.write(b"".join([pack(c) for c in commands]))
+        protocol.write(b"".join([pack_command(c) for c in commands]))
 
     async def _watch(self) -> None:
         """Drop a connection whose oldest request waits longer than the timeout: it fails fast."""
