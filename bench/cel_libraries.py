@@ -273,7 +273,7 @@ def user_events(i: int) -> list[dict[str, Any]]:
 
 
 def populate(client: redis.Redis, published: ruleset.Ruleset, users: int) -> None:
-    store.install_sync(client)
+    store.install(client)
     writer = store.ProfileWriter(published.config)
     dimensions = published.config.features.dimensions
     now = time.time()
@@ -282,7 +282,7 @@ def populate(client: redis.Redis, published: ruleset.Ruleset, users: int) -> Non
             f"u{i}": [occurrence.from_event(Event.model_validate(e), now, dimensions) for e in user_events(i)]
             for i in range(start, min(users, start + 500))
         }
-        writer.write_sync(client, batch, now)
+        writer.write(client, batch, now)
 
 
 # --- measuring ---------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def bench_ruleset(stack: str, version_salt: int = 0) -> ruleset.Ruleset:
 def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
     """Give every user a real profile: a few page views across categories, some purchases."""
     client = redis.Redis.from_url(url)
-    store.install_sync(client)
+    store.install(client)
     writer = store.ProfileWriter(published.config)
     dimensions = published.config.features.dimensions
     now = time.time()
@@ -136,7 +136,7 @@ def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
                 for n in range(i % 3)
             ]
             batch[user] = [occurrence.from_event(Event.model_validate(e), now, dimensions) for e in raw]
-        writer.write_sync(client, batch, now)
+        writer.write(client, batch, now)
     client.close()
 
 

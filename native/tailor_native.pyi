@@ -1,11 +1,12 @@
-"""Type stubs for tailor_native, the compiled worker hot path (native/src). Python reference:
-tailor.core.events.lean_check and tailor.core.profile.state."""
+"""Type stubs for tailor_native, the compiled worker hot path (native/src). Python references:
+tailor.core.events.lean_check.PythonReader and tailor.core.profile.counting.ReferenceCounting."""
 
 from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Message
 
 from tailor.core.events.lean_check import BatchRead
+from tailor.core.profile.state import Counted
 
 # -- the lean event check (native/src/event.rs; reference: tailor.core.events.lean_check.PythonReader) --
 
@@ -25,20 +26,24 @@ class EventReader:
     def read_batch(self, messages: list[Message], now: float, lateness: float) -> BatchRead:
         """One batch read: lean_check.Reader.read_batch."""
 
-# -- profile counting (native/src/profile.rs; reference: tailor.core.profile.state) -------------------
-
-# What is counted of one event: an Occurrence, or any tuple of its shape
-# (id, user, at, counter, session, ((dimension, value), ...)).
-Counted = tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]
+# -- profile counting (native/src/profile.rs; reference: tailor.core.profile.counting.ReferenceCounting) --
 
 class State:
-    """One user's profile (tailor.core.profile.state.ProfileState), opaque but for its version."""
+    """One user's profile (tailor.core.profile.state.ProfileState), opaque."""
 
-    version: str  # the version the store last saw or wrote ("" for none)
     def __init__(self) -> None: ...
 
-class Plan:
-    """profile_state.Plan: `sizes` as (size, bucket lifetime), `windows` as (key, size, buckets summed)."""
+class GuardedCall:
+    """One call of the guard function (tailor/core/profile/store.lua) being gathered and packed:
+    profile.counting.GuardedCall."""
+
+    users: int
+    def add(self, state: State, key: str, expected: str, version: str, flags: str, marks: list[str]) -> None: ...
+    def take(self) -> bytes: ...
+
+class Counting:
+    """The counting of a profile_state.Plan: `sizes` as (size, bucket lifetime), `windows` as (key,
+    size, buckets summed). profile.counting.Counting."""
 
     def __init__(
         self,
@@ -52,22 +57,5 @@ class Plan:
     ) -> None: ...
     def decode(self, raw: Sequence[bytes | str | None] | None) -> State: ...
     def apply(self, state: State, events: Sequence[Counted], now: float) -> bool: ...
-    def changes(self, state: State) -> list[tuple[str, bytes]]: ...
     def fields(self, state: State) -> list[bytes]: ...
-
-# -- Redis commands (native/src/resp.rs; reference: hiredis.pack_command) -----------------------------
-
-def pack_command(args: tuple[str | int | float | bytes, ...]) -> bytes:
-    """The RESP bytes of one command, identical to hiredis.pack_command's."""
-
-class GuardedWrites:
-    """One call of the guard function (tailor/core/store.lua) being gathered and packed: the
-    reference is store.ReferenceCalls packed by hiredis."""
-
-    users: int
-    def __init__(self, function: str, head: Sequence[str]) -> None: ...
-    def add(self, state: State, key: str, expected: str, flags: str, ids: list[str]) -> None:
-        """Add a user's write (its events' ids marked as store.mark does); its changed fields
-        as Plan.changes gives them (whose flags it clears)."""
-    def take(self) -> bytes:
-        """The call's RESP bytes; starts the next call."""
+    def guarded_call(self, function: str, head: list[str]) -> GuardedCall: ...

@@ -1,10 +1,11 @@
-//! One user's profile state and the counting into it (tailor.core.profile.state), compiled: `Plan`
-//! holds what a stack's feature settings mean, `State` one user's profile, and the plan's methods
-//! `decode`, `apply`, `changes` and `fields` do what the Python functions of those names do, with
-//! the same results and the same JSON bytes.
+//! A worker's counting (tailor.core.profile.counting's ReferenceCounting over
+//! tailor.core.profile.state), compiled: `Counting` holds what a stack's feature settings mean; its
+//! methods decode a stored profile into a `State` (opaque to Python), count events into it, give its
+//! stored fields, and make the `GuardedCall` that gathers changed profiles' writes into one call of
+//! the guard function. The same results as the Python functions of those names.
 
+mod call;
 mod count;
-mod guarded;
 mod json;
 mod state;
 
@@ -12,25 +13,25 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 
-use crate::occurrence::{AT, COUNTER, DIMENSIONS, SESSION};
 use count::{Counted, Level, WindowPlan};
 use state::{Num, Profile};
 
 /// Plans get distinct ids, so that a state knows whether its derived positions are for this plan.
 static PLAN_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// profile_state.Plan, compiled. Built from its fields: `sizes` as (size, bucket lifetime) and
-/// `windows` as (key, size, buckets summed).
-#[pyclass(frozen, module = "tailor_native", name = "Plan")]
-pub struct Plan {
+/// The counting of one profile_state.Plan, built from its fields: `sizes` as (size, bucket
+/// lifetime) and `windows` as (key, size, buckets summed).
+#[pyclass(frozen, module = "tailor_native")]
+pub struct Counting {
     plan: count::Plan,
 }
 
 #[pymethods]
-impl Plan {
+impl Counting {
     #[new]
     #[pyo3(signature = (sizes, windows, *, recent_limit, session_timeout, prune_every, max_fields))]
     fn new(
@@ -81,7 +82,7 @@ impl Plan {
             prune_every,
             max_fields,
         };
-        Ok(Plan { plan })
+        Ok(Counting { plan })
     }
 
     /// The state from the stored fields, in FIELDS order (`w`, `c`, `b`; None: the user has none).
@@ -98,14 +99,11 @@ impl Plan {
             field_bytes(&buckets)?,
             &|key| windows.iter().any(|window| window.key == key),
         )?;
-        Ok(State {
-            profile,
-            version: String::new(),
-        })
+        Ok(State { profile })
     }
 
-    /// Count `events` (tailor.core.events.occurrence.Occurrence tuples, new ones) into `state` at `now`. True when
-    /// this write prunes.
+    /// Count `events` (new ones; each with `at`, `counter`, `session` and `dimensions`, as an
+    /// Occurrence has them) into `state` at `now`. True when this write prunes.
     fn apply(
         &self,
         mut state: PyRefMut<'_, State>,
@@ -128,19 +126,6 @@ impl Plan {
         count::prune(plan, profile, now)
     }
 
-    /// The fields to write after a count: `c` always, `w` and `b` when they changed.
-    fn changes<'py>(
-        &self,
-        py: Python<'py>,
-        mut state: PyRefMut<'py, State>,
-    ) -> Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
-        let mut changed = Vec::with_capacity(3);
-        each_change(&mut state.profile, |name, value| {
-            changed.push((PyString::intern(py, name), PyBytes::new(py, value)));
-        });
-        changed
-    }
-
     /// All three fields as stored, in FIELDS order (what a read gets).
     fn fields<'py>(
         &self,
@@ -158,6 +143,11 @@ impl Plan {
             json::write_buckets(profile, out);
             vec![sums, current, PyBytes::new(py, out)]
         })
+    }
+
+    /// A guarded write call of `function`, its arguments starting with `head` (store.lua).
+    fn guarded_call(&self, function: String, head: Vec<String>) -> call::GuardedCall {
+        call::GuardedCall::new(function, head)
     }
 }
 
@@ -207,13 +197,10 @@ fn each_change(profile: &mut Profile, mut emit: impl FnMut(&'static str, &[u8]))
 /// The most the write buffer keeps between calls.
 const MAX_KEPT_BUFFER: usize = 1 << 20;
 
-/// One user's profile (tailor.core.profile.state.ProfileState): opaque but for the version the store last saw or
-/// wrote ("" for none).
+/// One user's profile (tailor.core.profile.state.ProfileState), opaque to Python.
 #[pyclass(module = "tailor_native", name = "State")]
 pub struct State {
     profile: Profile,
-    #[pyo3(get, set)]
-    version: String,
 }
 
 #[pymethods]
@@ -223,7 +210,6 @@ impl State {
     fn new() -> Self {
         State {
             profile: Profile::new(),
-            version: String::new(),
         }
     }
 }
@@ -249,15 +235,21 @@ fn count_event(
     spans: &count::Spans,
     event: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let event = event.cast::<PyTuple>()?;
-    let at = event.get_item(AT)?;
+    let py = event.py();
+    let at = event.getattr(intern!(py, "at"))?;
     let at = match at.cast::<PyFloat>() {
         Ok(at) => Num::Float(at.value()),
         Err(_) => Num::Int(at.extract()?),
     };
-    let counter = event.get_item(COUNTER)?.cast_into::<PyString>()?;
-    let session = event.get_item(SESSION)?.cast_into::<PyString>()?;
-    let pairs = event.get_item(DIMENSIONS)?.cast_into::<PyTuple>()?;
+    let counter = event
+        .getattr(intern!(py, "counter"))?
+        .cast_into::<PyString>()?;
+    let session = event
+        .getattr(intern!(py, "session"))?
+        .cast_into::<PyString>()?;
+    let pairs = event
+        .getattr(intern!(py, "dimensions"))?
+        .cast_into::<PyTuple>()?;
     let mut texts = Vec::with_capacity(pairs.len());
     for pair in pairs.iter() {
         let pair = pair.cast_into::<PyTuple>()?;
@@ -285,8 +277,8 @@ fn count_event(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Plan>()?;
+    m.add_class::<Counting>()?;
     m.add_class::<State>()?;
-    m.add_class::<guarded::GuardedWrites>()?;
+    m.add_class::<call::GuardedCall>()?;
     Ok(())
 }

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
+import redis
 import redis.asyncio as aioredis
 from tailor_api import app as app_module
 from tailor_api.settings import ApiSettings
@@ -33,6 +34,7 @@ class Api:
     redis: aioredis.Redis
     stack: str
     kafka_bootstrap: str | None = None
+    redis_url: str = ""
 
     async def publish(self, published: ruleset.Ruleset) -> ruleset.Ruleset:
         namespace, _, name = self.stack.partition("/")
@@ -64,7 +66,8 @@ class Api:
             occurrence.from_event(Event.model_validate(event), now, config.features.dimensions)
             for event in events
         ]
-        await writer.write(self.redis, {user: occurrences}, now)
+        with redis.Redis.from_url(self.redis_url) as client:  # the writer is synchronous: in a thread
+            await asyncio.to_thread(writer.write, client, {user: occurrences}, now)
 
 
 def page_view(user: str, category: str, n: int, session: str = "s1") -> list[dict[str, object]]:
@@ -97,7 +100,12 @@ async def running_api(
     client = aioredis.Redis.from_url(redis_url)
     transport = httpx.ASGITransport(app=app)
     api = Api(
-        app, httpx.AsyncClient(transport=transport, base_url="http://api"), client, stack, kafka_bootstrap
+        app,
+        httpx.AsyncClient(transport=transport, base_url="http://api"),
+        client,
+        stack,
+        kafka_bootstrap,
+        redis_url,
     )
     if published is not None:
         await api.publish(published)

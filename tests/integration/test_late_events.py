@@ -139,7 +139,7 @@ def test_late_events_count_in_exactly_the_windows_that_hold_them(
                 now = time.time() + later
                 work = batch.classify(messages, config.features, now)
                 assert work.late == 2  # judged against the Kafka timestamps, as the first time
-                written = writer.write_sync(client, work.by_user, now, work.partition_of)
+                written = writer.write(client, work.by_user, now, work.partition_of)
                 assert written.counted == 0, (later, written)
                 assert profile_keys(client, config.key) == stored
         finally:

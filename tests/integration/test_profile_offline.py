@@ -100,7 +100,7 @@ class RedisWriter:
         grouped: dict[str, list[occurrence.Occurrence]] = {}
         for item in batch:
             grouped.setdefault(item.user, []).append(item)
-        written = self.writer.write_sync(self.client, grouped, now)
+        written = self.writer.write(self.client, grouped, now)
         return written.counted, written.duplicates
 
 
@@ -109,7 +109,7 @@ def assert_same_reads(
 ) -> None:
     for user in USERS:
         for session in (None, "s1", "s2"):
-            expected: Profile = store.read_sync(client, config, user, session, now)
+            expected: Profile = store.read(client, config, user, session, now)
             assert offline.read(user, session, now) == expected, (user, session, now - START)
         assert_sums_are_bucket_sums(client, config, user, now)
 
@@ -119,7 +119,7 @@ def assert_sums_are_bucket_sums(client: redis.Redis, config: StackConfig, user: 
     stored buckets in each window's span."""
     stored = client.hmget(store.profile_key(config.key, user), list(profile_state.FIELDS))
     buckets = profile_state.decode(stored, profile_state.Plan.of(config.features)).buckets
-    profile = store.read_sync(client, config, user, None, now)
+    profile = store.read(client, config, user, None, now)
     for window in config.features.windows:
         size = window.bucket_seconds
         newest = int(now // size) * size
@@ -135,7 +135,7 @@ def assert_sums_are_bucket_sums(client: redis.Redis, config: StackConfig, user: 
 
 @pytest.fixture
 def client(redis_client: redis.Redis) -> redis.Redis:
-    store.install_sync(redis_client)
+    store.install(redis_client)
     return redis_client
 
 
@@ -171,7 +171,7 @@ def test_the_cap_on_distinct_counters_per_bucket_agrees(client: redis.Redis) -> 
     now = START + 10
     assert offline.write(burst, now) == RedisWriter(client, config)(burst, now) == (len(burst), 0)
     profile = offline.read("alice", "s1", now)
-    assert profile == store.read_sync(client, config, "alice", "s1", now)
+    assert profile == store.read(client, config, "alice", "s1", now)
     assert profile.count("5m", "views") == len(burst)  # totals always count
     distinct = [name for name in profile.counts["5m"] if name.startswith("views|productId|")]
     assert len(distinct) < len(burst)  # new values stop once a bucket is full
@@ -194,7 +194,7 @@ def test_a_session_that_timed_out_starts_over(client: redis.Redis) -> None:
     for batch, now in steps:
         assert offline.write(batch, now) == RedisWriter(client, config)(batch, now)
     profile = offline.read("alice", "s1", t + 602)
-    assert profile == store.read_sync(client, config, "alice", "s1", t + 602)
+    assert profile == store.read(client, config, "alice", "s1", t + 602)
     assert profile.session is not None
     assert (profile.session.page_views, profile.session.started_at) == (1, t + 602)
 
@@ -217,7 +217,7 @@ def test_dedup_marks_last_the_dedup_ttl(client: redis.Redis) -> None:
     ]
     for batch, now, expected in steps:
         assert offline.write(batch, now) == RedisWriter(client, config)(batch, now) == expected
-    assert offline.read("alice", "s1", t + ttl + 3601) == store.read_sync(
+    assert offline.read("alice", "s1", t + ttl + 3601) == store.read(
         client, config, "alice", "s1", t + ttl + 3601
     )
 
@@ -238,5 +238,5 @@ def test_recent_values_are_newest_first_by_event_time(client: redis.Redis) -> No
         now = t + 5 + number
         assert offline.write([event], now) == RedisWriter(client, config)([event], now)
     profile = offline.read("alice", None, t + 20)
-    assert profile == store.read_sync(client, config, "alice", None, t + 20)
+    assert profile == store.read(client, config, "alice", None, t + 20)
     assert profile.recent["category"] == ("hats", "shoes", "bags")

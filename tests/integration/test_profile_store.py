@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import native_marks
 import pytest
 import redis
 from redis.crc import key_slot
 
-from tailor.core import events
+from tailor.core import events, native
 from tailor.core.events.occurrence import Occurrence, from_event
 from tailor.core.profile import state as profile_state
 from tailor.core.profile import store
@@ -59,13 +60,13 @@ def write(
 ) -> tuple[int, int]:  # fmt: skip
     """(counted, duplicates); a fresh writer (nothing cached: every user loaded) unless one is given."""
     writer = writer or store.ProfileWriter(config, users_per_call=2)
-    written = writer.write_sync(client, grouped(batch), now)
+    written = writer.write(client, grouped(batch), now)
     return written.counted, written.duplicates
 
 
 @pytest.fixture
 def client(redis_client: redis.Redis) -> redis.Redis:
-    store.install_sync(redis_client)
+    store.install(redis_client)
     return redis_client
 
 
@@ -79,7 +80,7 @@ def test_a_burst_is_counted_exactly_per_window_type_and_dimension(client: redis.
     burst += [occurrence(config, user="bob", category="hats") for _ in range(11)]
     assert write(client, config, burst) == (141, 0)
 
-    alice = store.read_sync(client, config, "alice", "s1", NOW)
+    alice = store.read(client, config, "alice", "s1", NOW)
     for window in ("5m", "30m", "24h"):
         assert alice.count(window, "views") == 120
         assert alice.count(window, "views", "category", "shoes") == 120
@@ -91,7 +92,7 @@ def test_a_burst_is_counted_exactly_per_window_type_and_dimension(client: redis.
     assert alice.session is not None
     assert (alice.session.page_views, alice.session.events) == (120, 130)
     assert (alice.session.started_at, alice.session.last_seen_at) == (NOW - 119, NOW)
-    bob = store.read_sync(client, config, "bob", None, NOW)
+    bob = store.read(client, config, "bob", None, NOW)
     assert bob.count("5m", "views", "category", "hats") == 11
     assert bob.session is None  # not asked for
 
@@ -100,10 +101,10 @@ def test_replaying_the_same_events_changes_nothing(client: redis.Redis) -> None:
     config = stack_config()
     batch = [occurrence(config, "click", category="bags", at=NOW - i) for i in range(50)]
     assert write(client, config, batch) == (50, 0)
-    before = store.read_sync(client, config, "alice", "s1", NOW)
+    before = store.read(client, config, "alice", "s1", NOW)
     assert write(client, config, batch) == (0, 50)
     assert write(client, config, [*batch[10:20], occurrence(config, "click", category="bags")]) == (1, 10)
-    after = store.read_sync(client, config, "alice", "s1", NOW)
+    after = store.read(client, config, "alice", "s1", NOW)
     assert after.count("5m", "clicks") == before.count("5m", "clicks") + 1 == 51
     assert after.session is not None
     assert after.session.events == 51
@@ -113,7 +114,7 @@ def test_windows_empty_as_time_passes(client: redis.Redis) -> None:
     config = stack_config()
     write(client, config, [occurrence(config, category="shoes") for _ in range(4)])
     counts = {
-        offset: [store.read_sync(client, config, "alice", None, NOW + offset).count(w, "views")
+        offset: [store.read(client, config, "alice", None, NOW + offset).count(w, "views")
                  for w in ("5m", "30m", "24h")]
         for offset in (0, 299, 301, 1799, 1801, 86399, 86401)
     }  # fmt: skip
@@ -133,7 +134,7 @@ def test_late_events_land_in_their_own_bucket(client: redis.Redis) -> None:
     config = stack_config()
     late = occurrence(config, category="shoes", at=NOW - 400)  # behind the 5m window, inside 30m
     write(client, config, [late, occurrence(config, category="shoes")])
-    profile = store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read(client, config, "alice", None, NOW)
     assert (profile.count("5m", "views"), profile.count("30m", "views")) == (1, 2)
 
 
@@ -145,7 +146,7 @@ def test_a_client_clock_ahead_counts_at_ingestion_time(client: redis.Redis) -> N
     counted = from_event(event, NOW, config.features.dimensions)
     assert counted.at == NOW
     write(client, config, [counted])
-    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 1
+    assert store.read(client, config, "alice", None, NOW).count("5m", "views") == 1
 
 
 def test_recent_values_are_distinct_newest_first_and_bounded(client: redis.Redis) -> None:
@@ -156,7 +157,7 @@ def test_recent_values_are_distinct_newest_first_and_bounded(client: redis.Redis
     write(client, config, views[:2])
     write(client, config, views[2:])
     write(client, config, [occurrence(config, productId="z", at=NOW - 500)])  # late: older than all
-    profile = store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read(client, config, "alice", None, NOW)
     assert profile.recent["productId"] == ("d", "a", "c")
 
 
@@ -173,7 +174,7 @@ def test_the_read_is_one_command_in_a_caller_pipeline(client: redis.Redis) -> No
     assert mine == "1"
     profile = reader.parse_read(raw, "alice", "s1", NOW)
     assert profile.count("5m", "views", "category", "shoes") == 1
-    empty = store.read_sync(client, config, "nobody", "s1", NOW)
+    empty = store.read(client, config, "nobody", "s1", NOW)
     assert empty.counts == {"5m": {}, "30m": {}, "24h": {}}
     assert (dict(empty.recent), empty.session) == ({}, None)
 
@@ -195,7 +196,7 @@ def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> 
     config = stack_config()
     flood = [occurrence(config, "search", query=f"q{i}") for i in range(store.MAX_FIELDS_PER_BUCKET + 50)]
     write(client, config, flood)
-    profile = store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read(client, config, "alice", None, NOW)
     assert profile.count("5m", "searches") == len(flood)  # every event counted
     assert len(profile.counts["5m"]) <= store.MAX_FIELDS_PER_BUCKET
 
@@ -210,7 +211,7 @@ def test_the_read_parses_bytes_text_and_a_missing_key(client: redis.Redis) -> No
         isinstance(value, str) for value in raw
     )  # the fixture decodes; the API's connection gets bytes
     assert reader.parse_read([value.encode() for value in raw], "alice", "s1", NOW) == as_text
-    assert as_text == store.read_sync(client, config, "alice", "s1", NOW)
+    assert as_text == store.read(client, config, "alice", "s1", NOW)
     assert as_text.recent["query"] == ("red shoes",)
     assert reader.parse_read([None, None, None], "nobody", None, NOW).counts["5m"] == {}
 
@@ -221,18 +222,19 @@ def test_lost_functions_are_detected_and_reinstalled(client: redis.Redis) -> Non
     with pytest.raises(redis.ResponseError) as caught:
         write(client, config, [occurrence(config)])
     assert store.is_missing_function(caught.value)
-    store.install_sync(client)
+    store.install(client)
     assert write(client, config, [occurrence(config)]) == (1, 0)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("implementation", [pytest.param("on", marks=native_marks.needs_native), "off"],
+                         ids=["compiled", "python"])  # fmt: skip
 @pytest.mark.parametrize(
     "damaged",
     ["{not json", '{"n": {}, "r": {"category": ["shoes"]}, "t": {}, "s": {}, "p": 0}'],
     ids=["not-json", "recent-values-without-times"],
 )
 def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
-    client: redis.Redis, native: bool, damaged: str
+    client: redis.Redis, implementation: str, damaged: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Damaged by hand, or written by an incompatible version: neither the worker nor the API can read
     it, so the next event starts it over (logged, counted in `resets`) instead of failing every batch
@@ -241,10 +243,11 @@ def test_a_stored_profile_that_cannot_be_read_is_counted_afresh(
     first = occurrence(config, category="shoes", at=NOW - 5)
     assert write(client, config, [first]) == (1, 0)
     client.hset(store.profile_key(config.key, "alice"), "c", damaged)
-    writer = store.ProfileWriter(config, native=native)
+    monkeypatch.setenv(native.ENV, implementation)  # the counting the writer picks (tailor.core.native)
+    writer = store.ProfileWriter(config)
     assert write(client, config, [occurrence(config, category="hats"), first], writer=writer) == (1, 1)
     assert writer.resets == 1
-    profile = store.read_sync(client, config, "alice", "s1", NOW)
+    profile = store.read(client, config, "alice", "s1", NOW)
     assert profile.counts["5m"]["views"] == 1
     assert profile.recent["category"] == ("hats",)
 
@@ -269,9 +272,9 @@ def test_a_replay_older_than_the_dedup_ttl_is_not_counted_again(client: redis.Re
     write(client, config, [occurrence(config, at=NOW + 700)], now=NOW + 700)  # prunes first's mark
     assert client.hget(store.profile_key(config.key, "alice"), store.mark(first.id)) is None
 
-    written = store.ProfileWriter(config).write_sync(client, {"alice": [first]}, NOW + 701)
+    written = store.ProfileWriter(config).write(client, {"alice": [first]}, NOW + 701)
     assert written == store.Written(counted=0, duplicates=0, expired=1)
-    profile = store.read_sync(client, config, "alice", None, NOW + 701)
+    profile = store.read(client, config, "alice", None, NOW + 701)
     assert profile.count("24h", "views") == 2  # first once, the one at +700 once
 
 
@@ -289,7 +292,7 @@ def test_a_zombie_writer_cannot_clobber_the_new_owner_and_counts_stay_exact(clie
     late = [occurrence(config, category="bags"), theirs[0]]
     assert write(client, config, late, writer=zombie) == (1, 1)
     assert zombie.conflicts == 1
-    profile = store.read_sync(client, config, "alice", "s1", NOW)
+    profile = store.read(client, config, "alice", "s1", NOW)
     assert profile.count("5m", "views") == 6
     assert [profile.count("5m", "views", "category", c) for c in ("shoes", "hats", "bags")] == [3, 2, 1]
     assert profile.session is not None
@@ -308,7 +311,7 @@ def test_a_cached_writer_still_refuses_an_event_counted_before(client: redis.Red
     loads = writer.loads
     assert write(client, config, [*batch[:2], occurrence(config)], writer=writer) == (1, 2)
     assert writer.loads == loads + 1  # refused by the guard, reloaded once, the new event counted
-    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 5
+    assert store.read(client, config, "alice", None, NOW).count("5m", "views") == 5
 
 
 def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis) -> None:
@@ -316,24 +319,20 @@ def test_revoked_partitions_drop_their_users_from_the_cache(client: redis.Redis)
     writer = store.ProfileWriter(config)
     on = {"alice": 3, "bob": 4}
     batch = [occurrence(config, user="alice"), occurrence(config, user="bob")]
-    writer.write_sync(client, grouped(batch), NOW, on)
+    writer.write(client, grouped(batch), NOW, on)
     assert writer.loads == 2
-    writer.write_sync(
-        client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
-    )
+    writer.write(client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on)
     assert writer.loads == 2  # both cached
     writer.forget_partitions([3])  # alice's partition went to another worker
-    writer.write_sync(client, grouped([occurrence(config, user="bob")]), NOW, on)
+    writer.write(client, grouped([occurrence(config, user="bob")]), NOW, on)
     assert writer.cached_users == 1  # her state has left the cache
     # The other worker writes to her profile; when she comes back, a load, not a refused write,
     # brings in what it wrote.
     assert write(client, config, [occurrence(config, user="alice")]) == (1, 0)
-    writer.write_sync(
-        client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on
-    )
+    writer.write(client, grouped([occurrence(config, user="alice"), occurrence(config, user="bob")]), NOW, on)
     assert (writer.loads, writer.conflicts) == (3, 0)
-    assert store.read_sync(client, config, "alice", None, NOW).count("5m", "views") == 4
-    assert store.read_sync(client, config, "bob", None, NOW).count("5m", "views") == 4
+    assert store.read(client, config, "alice", None, NOW).count("5m", "views") == 4
+    assert store.read(client, config, "bob", None, NOW).count("5m", "views") == 4
 
 
 def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> None:
@@ -349,12 +348,12 @@ def test_a_write_that_fails_midway_is_retried_exactly(client: redis.Redis) -> No
     client.set(broken, "not a hash")
     batch = [occurrence(config, user=u, category="shoes") for u in users for _ in range(2)]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        writer.write_sync(client, grouped(batch), NOW)
+        writer.write(client, grouped(batch), NOW)
     assert writer.cached_users == 0  # nothing about these users is trusted any more
     client.delete(broken)
     assert write(client, config, batch, writer=writer) == (2, 10)  # five users' events were in already
     for user in users:
-        assert store.read_sync(client, config, user, None, NOW).count("5m", "views", "category", "shoes") == 2
+        assert store.read(client, config, user, None, NOW).count("5m", "views", "category", "shoes") == 2
 
 
 def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Redis) -> None:
@@ -370,6 +369,6 @@ def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Re
     assert store.mark(first.id) in reserved
     client.hdel(key, *reserved)  # what the old layout left in this key: the JSON fields alone
     assert write(client, config, [occurrence(config, category="shoes")]) == (1, 0)
-    profile = store.read_sync(client, config, "alice", None, NOW)
+    profile = store.read(client, config, "alice", None, NOW)
     assert profile.count("5m", "views", "category", "shoes") == 2
     assert client.hget(key, store.VERSION_FIELD) is not None  # guarded from here on

@@ -115,7 +115,7 @@ def send(kafka: Producer, topic: str, items: list[dict[str, Any]]) -> None:
 
 
 def views(client: redis.Redis, config: StackConfig, user: str, window: str = "24h") -> int:
-    return store.read_sync(client, config, user, None, time.time()).count(window, "views")
+    return store.read(client, config, user, None, time.time()).count(window, "views")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
@@ -165,7 +165,7 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     assert worker.metric("tailor_worker_processing_seconds_count") >= 1
     wait_until(lambda: worker.metric("tailor_worker_consumer_lag") == 0, 10, worker.output)  # caught up
     assert "tailor_worker_consumer_lag{" in worker.scrape()  # per partition
-    assert store.read_sync(redis_client, config, "u0", None, time.time()).count(
+    assert store.read(redis_client, config, "u0", None, time.time()).count(
         "5m", "views", "category", "shoes") == 100  # fmt: skip
     assert workers[0].terminate() == 0, workers[0].output()  # SIGTERM: clean exit ...
     group = f"tailor-worker.{config.namespace}.{config.name}"
@@ -320,7 +320,7 @@ def test_the_worker_follows_published_feature_changes(
     send(kafka, config.kafka.events_topic, [event("bob", category="shoes", brand="acme")])
 
     def brand() -> int:
-        return store.read_sync(redis_client, wider, "bob", None, time.time()).count(
+        return store.read(redis_client, wider, "bob", None, time.time()).count(
             "24h", "views", "brand", "acme")  # fmt: skip
 
     wait_until(lambda: brand() == 1, 60, workers[0].output)

@@ -1,12 +1,12 @@
-"""The compiled profile counting (tailor_native, native/src/profile.rs) is the Python reference
-(tailor.core.profile.state), byte for byte.
+"""The compiled profile counting (tailor_native.Counting, native/src/profile.rs) is the Python
+reference (tailor.core.profile.counting.ReferenceCounting over tailor.core.profile.state), byte for byte.
 
 Generated plans (several windows and bucket sizes, sometimes sharing a size or a stored sum, a
 bucket's counter cap small enough to hit, a short recent list) count generated batches: time moving
 on by seconds or by hours, late events and events ahead of the clock, sessions, repeated and
 escaped dimension values, far-off event times. After every batch both must have pruned alike and
-give the same changed fields, the same stored fields and the same reads; now and then both reload
-from the stored fields, as a worker does on a cache miss.
+give the same guarded write (its call's arguments), the same stored fields and the same reads; now
+and then both reload from the stored fields, as a worker does on a cache miss.
 """
 
 from __future__ import annotations
@@ -122,21 +122,42 @@ batches = st.builds(
 )
 
 
+def arguments(call: bytes) -> list[bytes]:
+    """The command a call's RESP bytes carry, as Redis reads it."""
+    reader = hiredis.Reader()
+    reader.feed(call)
+    command = reader.gets()
+    assert isinstance(command, list)
+    assert reader.gets() is False  # nothing after it
+    return command
+
+
+HEAD = ["1800000000.25", "90060", "1799913600.25", "1799996400.25"]
+
+
 class Pair:
     """One user's state counted by both implementations."""
 
     def __init__(self, plan: profile_state.Plan) -> None:
         self.plan = plan
         self.reference = profile_counting.ReferenceCounting(plan)
-        self.native = profile_counting.native_plan(plan)
+        self.native = profile_counting.compiled(plan)
         self.expected: profile_state.ProfileState = profile_state.ProfileState()
         self.actual = tailor_native.State()
 
     def count(self, events: list[occurrence.Occurrence], now: float) -> None:
         pruned = self.reference.apply(self.expected, events, now)
         assert self.native.apply(self.actual, events, now) == pruned
-        assert self.native.changes(self.actual) == self.reference.changes(self.expected)
+        self.assert_same_write()
         self.assert_same(now)
+
+    def assert_same_write(self) -> None:
+        """The guarded write of the changed fields (which it takes: the next write has only new changes)."""
+        expected = self.reference.guarded_call(store.WRITE_FUNCTION, HEAD)
+        actual = self.native.guarded_call(store.WRITE_FUNCTION, HEAD)
+        expected.add(self.expected, "key", "1", "2", "dp", ["#e1"])
+        actual.add(self.actual, "key", "1", "2", "dp", ["#e1"])
+        assert arguments(actual.take()) == arguments(expected.take())
 
     def reload(self) -> None:
         stored = self.reference.fields(self.expected)
@@ -200,39 +221,39 @@ def test_bucket_starts_use_pythons_float_floor_division() -> None:
         pair.count([occurrence.Occurrence("-", "u", at, "views", "s", ())], now)
 
 
-def test_a_plan_refuses_sizes_it_cannot_count() -> None:
+def test_a_counting_refuses_sizes_it_cannot_count() -> None:
     with pytest.raises(ValueError, match="sizes must be positive"):
-        tailor_native.Plan([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1)
+        tailor_native.Counting([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1)
     with pytest.raises(ValueError, match="not in sizes"):
-        tailor_native.Plan([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1, prune_every=60,
+        tailor_native.Counting([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1, prune_every=60,
                            max_fields=1)  # fmt: skip
 
 
 def test_decode_refuses_a_field_that_is_not_a_profile() -> None:
-    plan = profile_counting.native_plan(
+    counting = profile_counting.compiled(
         profile_state.Plan.of(FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),),
                                             dimensions=(), allowed_lateness_seconds=0))
     )  # fmt: skip
-    assert plan.fields(plan.decode(None)) == plan.fields(tailor_native.State())
-    assert plan.fields(plan.decode([None, None, None])) == plan.fields(tailor_native.State())
+    assert counting.fields(counting.decode(None)) == counting.fields(tailor_native.State())
+    assert counting.fields(counting.decode([None, None, None])) == counting.fields(tailor_native.State())
     with pytest.raises(ValueError, match="not JSON of a profile"):
-        plan.decode([None, b"{", None])
+        counting.decode([None, b"{", None])
     with pytest.raises(KeyError):
-        plan.decode([None, b"{}", None])
+        counting.decode([None, b"{}", None])
     with pytest.raises(ValueError, match=r"expected \[start, bucket\]"):
-        plan.decode([None, b'{"n":{"10":5},"r":{},"t":{},"s":{},"p":0}', None])
+        counting.decode([None, b'{"n":{"10":5},"r":{},"t":{},"s":{},"p":0}', None])
 
 
-def test_the_writer_counts_natively_when_built_and_on_request_in_python(
+def test_the_writer_counts_natively_when_built_and_in_python_when_switched_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(native.ENV, raising=False)  # not switched off (TAILOR_NATIVE=off runs of the suite)
     features = FeatureConfig(windows=(Window(name="w", seconds=30, bucket_seconds=10),), dimensions=(),
                              allowed_lateness_seconds=0)  # fmt: skip
     config: Any = type("Config", (), {"key": "ns/stack", "features": features})()
-    assert isinstance(store.ProfileWriter(config).counting, tailor_native.Plan)
-    reference = store.ProfileWriter(config, native=False).counting
-    assert isinstance(reference, profile_counting.ReferenceCounting)
+    assert isinstance(store.ProfileWriter(config).counting, tailor_native.Counting)
+    monkeypatch.setenv(native.ENV, "off")
+    assert isinstance(store.ProfileWriter(config).counting, profile_counting.ReferenceCounting)
 
 
 @settings(max_examples=300, deadline=None)
@@ -256,35 +277,33 @@ def test_damaged_stored_fields_are_refused_with_an_error_never_a_crash(
     try:
         state = pair.native.decode([bytes(field) for field in fields])
         pair.native.apply(state, steps[-1].occurrences(now + 60), now + 60)
-        pair.native.changes(state)
+        pair.native.guarded_call(store.WRITE_FUNCTION, HEAD).add(state, "key", "", "1", "", [])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         pass  # tailor.core.profile.store's _UNREADABLE: the user is counted afresh
 
 
 @settings(max_examples=150, deadline=None)
 @given(plans(), st.lists(st.lists(batches, min_size=1, max_size=4), min_size=1, max_size=5))
-def test_a_compiled_guard_call_is_the_reference_call_packed(
+def test_a_compiled_guard_call_carries_the_reference_calls_arguments(
     plan: profile_state.Plan, users: list[list[Batch]]
 ) -> None:
-    """tailor_native.GuardedWrites writes each user's changed fields straight into the call's RESP
-    bytes: the bytes hiredis packs of store.ReferenceCalls' command."""
-    head = ["1800000000.25", "90060", "1799913600.25", "1799996400.25"]
-    reference = store.ReferenceCalls(head, profile_counting.ReferenceCounting(plan))
-    compiled = tailor_native.GuardedWrites(store.WRITE_FUNCTION, head)
-    native = profile_counting.native_plan(plan)
+    """tailor_native.GuardedCall writes each user's changed fields straight into the call's RESP
+    bytes: the command Redis reads is the reference call's, packed by hiredis."""
+    counting, native_counting = profile_counting.ReferenceCounting(plan), profile_counting.compiled(plan)
+    reference = counting.guarded_call(store.WRITE_FUNCTION, HEAD)
+    compiled = native_counting.guarded_call(store.WRITE_FUNCTION, HEAD)
     for k, steps in enumerate(users):
         expected, actual = profile_state.ProfileState(), tailor_native.State()
         now = START
         for n, step in enumerate(steps):
             now += step.move
             events = step.occurrences(now)
-            assert native.apply(actual, events, now) == reference.counting.apply(expected, events, now)
-            expected.version = actual.version = f"{2**52 + n}"
+            assert native_counting.apply(actual, events, now) == counting.apply(expected, events, now)
             key = f"tailor:s/x:{{u{k}}}:profile"
-            ids = [f"e{k}-{n}-{i}" for i in range(len(events))]
-            reference.add(expected, key, "", "dpx", ids)
-            compiled.add(actual, key, "", "dpx", ids)
+            marks = [store.mark(f"e{k}-{n}-{i}") for i in range(len(events))]
+            reference.add(expected, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", marks)
+            compiled.add(actual, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", marks)
     assert compiled.users == reference.users == sum(len(steps) for steps in users)
-    assert compiled.take() == hiredis.pack_command(reference.take())
+    assert arguments(compiled.take()) == arguments(reference.take())
     assert compiled.users == reference.users == 0
-    assert compiled.take() == hiredis.pack_command(reference.take())  # an empty call alike
+    assert compiled.take() == reference.take()  # an empty call alike

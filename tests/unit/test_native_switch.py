@@ -21,7 +21,7 @@ def test_the_compiled_path_is_used_when_built(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv(native.ENV, raising=False)
     assert native.enabled()
     plan = profile_state.Plan.of(FEATURES)
-    assert isinstance(profile_counting.counting(plan), tailor_native.Plan)
+    assert isinstance(profile_counting.counting(plan), tailor_native.Counting)
     assert isinstance(lean_check.reader(FEATURES.dimensions), tailor_native.EventReader)
 
 

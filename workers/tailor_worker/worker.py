@@ -79,7 +79,7 @@ class Worker:
         else:
             log.warning("tailor_native is %s: checking and counting events in Python, several times slower",
                         "switched off (TAILOR_NATIVE)" if native.BUILT else "not built")  # fmt: skip
-        if not self._retry("install the profile functions", lambda: store.install_sync(self.redis)):
+        if not self._retry("install the profile functions", lambda: store.install(self.redis)):
             return
         config = self._wait_for_ruleset()
         if config is None:
@@ -159,12 +159,12 @@ class Worker:
         assert writer is not None
         loads, conflicts, resets = writer.loads, writer.conflicts, writer.resets
         try:
-            written = writer.write_sync(self.redis, work.by_user, now, work.partition_of)
+            written = writer.write(self.redis, work.by_user, now, work.partition_of)
         except redis.RedisError as error:
             metrics.REDIS_ERRORS.inc()
             log.warning("Redis write failed, retrying the batch: %s", error)
             if store.is_missing_function(error):
-                self._retry("install the profile functions", lambda: store.install_sync(self.redis))
+                self._retry("install the profile functions", lambda: store.install(self.redis))
             return None
         finally:
             metrics.PROFILE_LOADS.inc(writer.loads - loads)

@@ -178,7 +178,6 @@ class ProfileState:
     sessions: dict[str, list[Any]] = field(default_factory=dict)  # [page views, events, start, last]
     buckets: dict[str, Bucket] = field(default_factory=dict)
     prune_at: float = 0.0
-    version: str = ""  # the version the store last saw or wrote ("" for none)
     # Which of the rarely changing fields to write next (a new profile: all).
     sums_changed: bool = True
     buckets_changed: bool = True

@@ -13,8 +13,8 @@ instead; the two never meet in one call.
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
 (`ProfileWriter`, an LRU cache), counts a batch's events into it (tailor.core.profile.counting:
-compiled when tailor_native is built, else the Python reference in tailor.core.profile.state) and
-writes each changed profile back through the guard function in store.lua: per user, one
+compiled, or the Python reference in tailor.core.profile.state) and writes each changed profile
+back through the guard function in store.lua: per user, one
 atomic step that checks the version (a worker that lost the partition cannot clobber the new owner's
 writes) and the dedup marks (an event is never counted twice), then sets the changed fields, the
 version and the events' marks. A refused user is reloaded and counted again; a worker killed at
@@ -35,24 +35,19 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, overload
 
-import hiredis
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import native as native_build
 from tailor.core.events.occurrence import Occurrence
 from tailor.core.profile import counting as profile_counting
 from tailor.core.profile import state as profile_state
 from tailor.core.profile.model import Profile
 from tailor.core.rules.ruleset import StackConfig
-
-if native_build.BUILT:
-    import tailor_native
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +88,14 @@ def mark(event_id: str) -> str:
     return MARK_PREFIX + event_id
 
 
-def install_sync(client: redis.Redis) -> None:
-    """Load the guard function (idempotent). Call at start, and again when a call says it is missing."""
-    client.function_load(LIBRARY_CODE, replace=True)
-
-
-async def install(client: aioredis.Redis) -> None:
-    await client.function_load(LIBRARY_CODE, replace=True)
+@overload
+def install(client: aioredis.Redis) -> Awaitable[Any]: ...
+@overload
+def install(client: redis.Redis) -> Any: ...
+def install(client: redis.Redis | aioredis.Redis) -> Any:
+    """Load the guard function (idempotent). Call at start, and again when a call says it is missing.
+    With an asyncio client, await what it returns (redis-py's commands serve both kinds of client)."""
+    return client.function_load(LIBRARY_CODE, replace=True)
 
 
 def is_missing_function(error: BaseException) -> bool:
@@ -120,14 +116,13 @@ class ProfileConflict(redis.RedisError):
     """Users kept changing under the write (several writers at once); retrying later is safe."""
 
 
-Command = tuple[Any, ...]
-
-
 @dataclass(slots=True)
 class _Cached:
-    """A cached user: the state, its key, and the partition (and its generation) it came from."""
+    """A cached user: the counting's state, the version Redis holds, its key, and the partition (and
+    its generation) it came from."""
 
-    state: profile_counting.Versioned  # the counting's state
+    state: Any
+    version: str  # the version the store last saw or wrote ("" for none)
     key: str  # the profile's
     partition: int | None
     generation: int
@@ -135,28 +130,19 @@ class _Cached:
 
 class ProfileWriter:
     """Counts batches of users' events into their profiles: an LRU cache of the users' state, the
-    counting (`native`: compiled, or the Python reference; default: compiled when built), and one
-    guarded write per user (a few dozen users per function call).
+    counting (tailor.core.profile.counting: compiled, or the Python reference), and one guarded write
+    per user (a few dozen users per function call).
 
-    One writer per worker and stack settings; `write_sync`/`write` are not re-entrant (one batch at a
-    time), `forget_partitions` may be called from any thread.
+    One writer per worker and stack settings; `write` is not re-entrant (one batch at a time: asyncio
+    callers run it in a thread), `forget_partitions` may be called from any thread.
     """
 
-    def __init__(
-        self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000,
-        native: bool | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000) -> None:
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, so they
         # stay a few dozen. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
-        self.compiled = native_build.enabled() if native is None else native
-        self.counting = profile_counting.counting(self.plan, native=self.compiled)
-        # Packing the calls is a cost of its own (docs/pipeline.md): compiled, it is native/src/resp.rs,
-        # and the guard calls are packed as they are gathered (tailor_native.GuardedWrites).
-        self.pack_command: Callable[[Command], bytes] = (
-            tailor_native.pack_command if self.compiled else hiredis.pack_command
-        )
+        self.counting = profile_counting.counting(self.plan)
         self.users_per_call = users_per_call
         self.cache_users = cache_users
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
@@ -191,7 +177,7 @@ class ProfileWriter:
     def cached_users(self) -> int:
         return len(self._cache)
 
-    def write_sync(
+    def write(
         self, client: redis.Redis, batch: Mapping[str, Sequence[Occurrence]], now: float,
         partitions: Mapping[str, int] | None = None,
     ) -> Written:  # fmt: skip
@@ -202,33 +188,11 @@ class ProfileWriter:
         Commands stream out on one connection as they are ready (the users' loads first, then each
         few dozen users' guarded writes) and the replies are read last, so Redis executes one chunk
         while the worker counts the next."""
-        work = _Batch(self, batch, now, partitions or {}, packed=True)
         pool = client.connection_pool
         connection = pool.get_connection()
-        outgoing: list[bytes] = []
-        size = 0
-        pack = self.pack_command
+        work = _Batch(self, batch, now, partitions or {}, connection)
         try:
-            steps = work.steps()
-            action = next(steps)
-            while True:
-                if action[0] == "send":
-                    for command in action[1]:  # a command, or a call packed already (GuardedWrites)
-                        outgoing.append(command if isinstance(command, bytes) else pack(command))
-                        size += len(outgoing[-1])
-                    if size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
-                        # Joined: redis-py makes one system call per item (two per user not cached).
-                        connection.send_packed_command([b"".join(outgoing)])  # type: ignore[no-untyped-call]
-                        outgoing, size = [], 0
-                    action = next(steps)
-                else:
-                    if outgoing:
-                        connection.send_packed_command([b"".join(outgoing)])  # type: ignore[no-untyped-call]
-                        outgoing, size = [], 0
-                    # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
-                    replies = [connection.read_response(disable_decoding=True) for _ in range(action[1])]
-                    action = steps.send(replies)
-        except StopIteration:
+            work.run()
             return work.written
         except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]  # replies may be pending: never reuse
@@ -237,62 +201,32 @@ class ProfileWriter:
         finally:
             pool.release(connection)
 
-    async def write(
-        self, client: aioredis.Redis, batch: Mapping[str, Sequence[Occurrence]], now: float,
-        partitions: Mapping[str, int] | None = None,
-    ) -> Written:  # fmt: skip
-        """`write_sync` for asyncio callers (tests, tools): the commands go in pipelines, executed
-        when a reply is needed."""
-        work = _Batch(self, batch, now, partitions or {}, packed=False)
-        queued: list[Command] = []
-        replies: list[Any] = []
-        try:
-            steps = work.steps()
-            action = next(steps)
-            while True:
-                if action[0] == "send":
-                    queued += action[1]
-                    action = next(steps)
-                else:
-                    if len(replies) < action[1]:
-                        async with client.pipeline(transaction=False) as pipe:
-                            for command in queued:
-                                pipe.execute_command(*command)
-                            replies += await pipe.execute()
-                        queued = []
-                    wanted, replies = replies[: action[1]], replies[action[1] :]
-                    action = steps.send(wanted)
-        except StopIteration:
-            return work.written
-        except BaseException:
-            work.abandon()
-            raise
 
-
-Step = tuple[str, Any]  # ("send", commands or packed calls) or ("read", how many replies)
 # Commands go out in writes of about this size: Redis works on one while the worker counts the next.
 _SEND_BYTES: Final = 64 * 1024
 
 
 class _Batch:
-    """One batch's write, as steps for a driver: send these commands, or give me the next n replies.
-    Users not cached are loaded (their version and the batch's ids checked against their marks,
-    then their document) while the cached ones are counted and written; users refused by the guard go
-    round again."""
+    """One batch's write on one connection. Users not cached are loaded (their version and the
+    batch's ids checked against their marks, then their document) while the cached ones are counted
+    and written; users refused by the guard go round again."""
 
     def __init__(
         self, writer: ProfileWriter, batch: Mapping[str, Sequence[Occurrence]], now: float,
-        partitions: Mapping[str, int], *, packed: bool,
+        partitions: Mapping[str, int], connection: Any,
     ) -> None:  # fmt: skip
         self.writer = writer
         self.now = now
         self.partitions = partitions
-        self.packed = packed  # the calls may be sent as RESP bytes (write_sync), not as commands
+        self.connection = connection
         self.todo = batch
         self.counted = self.duplicates = self.expired = 0
         self._in_flight: list[str] = []
-        # The users written by the calls sent, in order: user, entry, counted, duplicates, expired.
-        self._writes: list[tuple[str, _Cached, int, int, int]] = []
+        # The users written by the calls sent, in order: user, entry, new version, counted,
+        # duplicates, expired.
+        self._writes: list[tuple[str, _Cached, str, int, int, int]] = []
+        self._outgoing: list[bytes] = []
+        self._size = 0
 
     @property
     def written(self) -> Written:
@@ -303,7 +237,24 @@ class _Batch:
         for user in self._in_flight:
             self.writer._cache.pop(user, None)
 
-    def steps(self) -> Generator[Step, list[Any], None]:
+    def _send(self, packed: bytes) -> None:
+        self._outgoing.append(packed)
+        self._size += len(packed)
+        if self._size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._outgoing:
+            # Joined: redis-py makes one system call per item (two per user not cached).
+            self.connection.send_packed_command([b"".join(self._outgoing)])
+            self._outgoing, self._size = [], 0
+
+    def _read(self, count: int) -> list[Any]:
+        self._flush()
+        # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
+        return [self.connection.read_response(disable_decoding=True) for _ in range(count)]
+
+    def run(self) -> None:
         writer, plan, stack, now = self.writer, self.writer.plan, self.writer.stack, self.now
         if writer._sweep:
             writer._drop_forgotten()
@@ -331,27 +282,27 @@ class _Batch:
                     cache.move_to_end(user)
                     hits.append((user, entry))
                 else:
-                    misses.append((user, _Cached(_UNLOADED, profile_key(stack, user), partition, generation)))
-            if misses:
-                # The version, the fields and the batch's marks in one read: what one write left.
-                read = (VERSION_FIELD, *profile_state.FIELDS)
-                loads: list[Command] = [
-                    ("HMGET", entry.key, *read, *[mark(o.id) for o in todo[user]]) for user, entry in misses
-                ]
-                yield ("send", loads)
+                    misses.append(
+                        (user, _Cached(_UNLOADED, "", profile_key(stack, user), partition, generation))
+                    )
+            # The version, the fields and the batch's marks in one read: what one write left.
+            read = (VERSION_FIELD, *profile_state.FIELDS)
+            for user, entry in misses:
+                self._send(
+                    profile_counting.pack_command(
+                        ("HMGET", entry.key, *read, *[mark(o.id) for o in todo[user]])
+                    )
+                )
 
-            calls: GuardedWrites = (
-                tailor_native.GuardedWrites(WRITE_FUNCTION, head) if self.packed and writer.compiled
-                else ReferenceCalls(head, writer.counting)
-            )  # fmt: skip
+            call = writer.counting.guarded_call(WRITE_FUNCTION, head)
             self._writes, sent = [], 0
             for user, entry in hits:
-                self._count(user, todo[user], entry, None, False, calls)
-                if calls.users >= per_call:
-                    yield ("send", [calls.take()])
+                self._count(user, todo[user], entry, None, False, call)
+                if call.users >= per_call:
+                    self._send(call.take())
                     sent += 1
             if misses:
-                replies = yield ("read", len(misses))
+                replies = self._read(len(misses))
                 writer.loads += len(misses)
                 fields = len(profile_state.FIELDS)
                 for (user, entry), (version, *rest) in zip(misses, replies, strict=True):
@@ -359,26 +310,27 @@ class _Batch:
                     marks = rest[fields:]
                     renew = version is None  # a new profile (or an expired one): give it its TTL
                     if not renew:
-                        entry.state.version = version.decode() if isinstance(version, bytes) else version
+                        entry.version = version.decode()
                     known = {o.id for o, found in zip(todo[user], marks, strict=True) if found is not None}
-                    self._count(user, todo[user], entry, known, renew, calls)
-                    if calls.users >= per_call:
-                        yield ("send", [calls.take()])
+                    self._count(user, todo[user], entry, known, renew, call)
+                    if call.users >= per_call:
+                        self._send(call.take())
                         sent += 1
-            if calls.users:
-                yield ("send", [calls.take()])
+            if call.users:
+                self._send(call.take())
                 sent += 1
             if not sent:
                 self.todo = {}
                 return
 
-            replies = yield ("read", sent)
+            replies = self._read(sent)
             outcomes = [outcome for reply in replies for outcome in reply]
             refused: dict[str, Sequence[Occurrence]] = {}
-            for (user, entry, fresh_count, duplicates, expired), outcome in zip(
+            for (user, entry, version, fresh_count, duplicates, expired), outcome in zip(
                 self._writes, outcomes, strict=True
             ):
                 if outcome == 1:
+                    entry.version = version
                     self.counted += fresh_count
                     self.duplicates += duplicates
                     self.expired += expired
@@ -397,7 +349,7 @@ class _Batch:
 
     def _count(
         self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool,
-        calls: GuardedWrites,
+        call: profile_counting.GuardedCall[Any],
     ) -> None:  # fmt: skip
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
         found marked when it was just loaded (None: cached, the guard checks them)."""
@@ -423,16 +375,15 @@ class _Batch:
             _keep(writer, user, entry)
             return
         state = entry.state
-        expected = state.version
         counting = writer.counting
         try:
             prunes = counting.apply(state, fresh, now)
         except _UNREADABLE as error:
             if known is None:
                 raise  # a state this writer built itself: a bug, not damaged data
-            state = entry.state = _afresh(writer, user, error, expected)  # read, but not countable
+            state = entry.state = _afresh(writer, user, error)  # read, but not countable
             prunes = counting.apply(state, fresh, now)
-        state.version = str(writer._random.getrandbits(52) + 2**52)
+        version = str(writer._random.getrandbits(52) + 2**52)
         # A user just loaded had its ids checked with the version: if that still holds, so does the
         # check. A cached user's ids are checked by the guard (a resend of an event counted before the
         # user was cached).
@@ -441,45 +392,8 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
-        self._writes.append((user, entry, len(fresh), duplicates, expired))
-        calls.add(state, entry.key, expected, flags, [o.id for o in fresh])
-
-
-class GuardedWrites(Protocol):
-    """One call of the guard function being gathered, a user at a time: `ReferenceCalls`, or compiled,
-    `tailor_native.GuardedWrites` (the same arguments, packed as it goes)."""
-
-    @property
-    def users(self) -> int: ...
-    def add(self, state: Any, key: str, expected: str, flags: str, ids: list[str]) -> None: ...
-    def take(self) -> Command | bytes: ...
-
-
-class ReferenceCalls:
-    """A guard call gathered as a command (redis-py or hiredis pack it): the reference of
-    tailor_native.GuardedWrites, and what the asyncio path executes."""
-
-    def __init__(self, head: list[str], counting: profile_counting.Counting[Any]) -> None:
-        self.head = head
-        self.counting = counting
-        self.keys: list[str] = []
-        self.args: list[Any] = []
-        self.users = 0
-
-    def add(self, state: Any, key: str, expected: str, flags: str, ids: list[str]) -> None:
-        changed = self.counting.changes(state)
-        self.keys.append(key)
-        self.args += (expected, state.version, flags, len(changed))
-        for name, value in changed:
-            self.args += (name, value)
-        self.args.append(len(ids))
-        self.args += [mark(event_id) for event_id in ids]
-        self.users += 1
-
-    def take(self) -> Command:
-        command = ("FCALL", WRITE_FUNCTION, len(self.keys), *self.keys, *self.head, *self.args)
-        self.keys, self.args, self.users = [], [], 0
-        return command
+        self._writes.append((user, entry, version, len(fresh), duplicates, expired))
+        call.add(state, entry.key, entry.version, version, flags, [mark(o.id) for o in fresh])
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into
@@ -489,25 +403,22 @@ _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted 
 _UNREADABLE: Final = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
-def _decoded(writer: ProfileWriter, user: str, raw: Any) -> profile_counting.Versioned:
+def _decoded(writer: ProfileWriter, user: str, raw: Any) -> Any:
     """The user's stored profile as state; afresh when it cannot be read (damaged by hand, or written
     by an incompatible version). Nobody can read it — the content API neither — so counting on from
     nothing restores the user instead of failing every batch of the partition; the version and the
     dedup marks still guard the write."""
     try:
-        state: profile_counting.Versioned = writer.counting.decode(raw)
+        return writer.counting.decode(raw)
     except _UNREADABLE as error:
-        state = _afresh(writer, user, error, "")
-    return state
+        return _afresh(writer, user, error)
 
 
-def _afresh(writer: ProfileWriter, user: str, error: Exception, version: str) -> profile_counting.Versioned:
+def _afresh(writer: ProfileWriter, user: str, error: Exception) -> Any:
     writer.resets += 1
     log.error("the stored profile of %r in %s cannot be read (%s: %s); counting it afresh",
               user, writer.stack, type(error).__name__, error)  # fmt: skip
-    state: profile_counting.Versioned = writer.counting.decode(None)
-    state.version = version
-    return state
+    return writer.counting.decode(None)
 
 
 def _keep(writer: ProfileWriter, user: str, entry: _Cached) -> None:
@@ -550,20 +461,9 @@ class ProfileReader:
             return profile_state.read_profile(self.plan, None, user, session, at)
 
 
-async def read(
-    client: aioredis.Redis, config: StackConfig, user: str, session: str | None, now: float
-) -> Profile:
-    """One profile, for callers that have nothing else to pipeline (admin endpoint, simulate, tests)."""
-    reader = ProfileReader(config)
-    async with client.pipeline(transaction=False) as pipe:
-        reader.queue_read(pipe, user, session, now)
-        (raw,) = await pipe.execute()
-    return reader.parse_read(raw, user, session, now)
-
-
-def read_sync(
-    client: redis.Redis, config: StackConfig, user: str, session: str | None, now: float
-) -> Profile:
+def read(client: redis.Redis, config: StackConfig, user: str, session: str | None, now: float) -> Profile:
+    """One profile, for callers that have nothing else to pipeline (tools, tests; asyncio callers run
+    it in a thread). The content API queues the same read among its own commands (`ProfileReader`)."""
     reader = ProfileReader(config)
     pipe = client.pipeline(transaction=False)
     reader.queue_read(pipe, user, session, now)

@@ -1,20 +1,17 @@
 //! The worker's guarded writes (tailor/core/profile/store.lua), gathered and packed here: each
 //! user's changed fields are written as JSON straight into the RESP bytes of the function call,
 //! instead of becoming Python bytes, joining a Python argument list and being packed from it.
-//! The reference is tailor.core.profile.store.ReferenceCalls packed by hiredis: tests hold the bytes equal.
+//! The reference is tailor.core.profile.counting.ReferenceCall (hiredis packs it); tests hold the
+//! two calls to the same arguments.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use super::{each_change, State};
-use crate::resp::{push_bulk, push_header};
 
-/// What marks an event counted in its user's profile: store.MARK_PREFIX + its id.
-const MARK_PREFIX: &[u8] = b"#";
-
-/// One `FCALL <function>` being gathered, a user at a time.
+/// One `FCALL <function>` being gathered, a user at a time (`Counting.guarded_call` makes it).
 #[pyclass(module = "tailor_native")]
-pub struct GuardedWrites {
+pub struct GuardedCall {
     function: String,
     head: Vec<String>,
     keys: Vec<u8>, // RESP bulk strings
@@ -26,12 +23,10 @@ pub struct GuardedWrites {
     users: usize,
 }
 
-#[pymethods]
-impl GuardedWrites {
+impl GuardedCall {
     /// A call of `function` whose arguments start with `head` (now, TTLs, ...: store.lua).
-    #[new]
-    fn new(function: String, head: Vec<String>) -> Self {
-        GuardedWrites {
+    pub fn new(function: String, head: Vec<String>) -> Self {
+        GuardedCall {
             function,
             head,
             keys: Vec::with_capacity(8 * 1024),
@@ -41,24 +36,26 @@ impl GuardedWrites {
             users: 0,
         }
     }
+}
 
-    /// Add a user's write: its profile's key, the version expected, its flags, and the ids of the
-    /// events counted (marked as store.mark does); the new version and the changed fields
-    /// come from `state` (as Plan.changes, whose flags this clears).
+#[pymethods]
+impl GuardedCall {
+    /// Add a user's write: its profile's key, the version expected and the new one, its flags, and
+    /// the marks of the events counted; its changed fields come from `state` (whose flags this clears).
     fn add(
         &mut self,
         mut state: PyRefMut<'_, State>,
         key: &str,
         expected: &str,
+        version: &str,
         flags: &str,
-        ids: &Bound<'_, PyList>,
+        marks: &Bound<'_, PyList>,
     ) -> PyResult<()> {
         push_bulk(&mut self.keys, key.as_bytes());
         self.key_count += 1;
-        let state = &mut *state;
         let args = &mut self.args;
         push_bulk(args, expected.as_bytes());
-        push_bulk(args, state.version.as_bytes());
+        push_bulk(args, version.as_bytes());
         push_bulk(args, flags.as_bytes());
         let profile = &mut state.profile;
         let fields = 1 + usize::from(profile.sums_changed) + usize::from(profile.buckets_changed);
@@ -67,20 +64,16 @@ impl GuardedWrites {
             push_bulk(args, name.as_bytes());
             push_bulk(args, value);
         });
-        push_bulk(args, itoa::Buffer::new().format(ids.len()).as_bytes());
-        for id in ids.iter() {
-            let id = id.cast::<PyString>()?.to_str()?.as_bytes();
-            push_header(args, b'$', MARK_PREFIX.len() + id.len());
-            args.extend_from_slice(MARK_PREFIX);
-            args.extend_from_slice(id);
-            args.extend_from_slice(b"\r\n");
+        push_bulk(args, itoa::Buffer::new().format(marks.len()).as_bytes());
+        for mark in marks.iter() {
+            push_bulk(args, mark.cast::<PyString>()?.to_str()?.as_bytes());
         }
-        self.arg_count += 3 + 1 + 2 * fields + 1 + ids.len();
+        self.arg_count += 3 + 1 + 2 * fields + 1 + marks.len();
         self.users += 1;
         Ok(())
     }
 
-    /// The call's RESP bytes (as hiredis.pack_command of its arguments); starts the next call.
+    /// The call's RESP bytes; starts the next call.
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let mut start = Vec::with_capacity(256);
         push_header(
@@ -113,4 +106,18 @@ impl GuardedWrites {
         (self.key_count, self.arg_count, self.users) = (0, 0, 0);
         Ok(call)
     }
+}
+
+/// Appends `<kind><length>\r\n`.
+fn push_header(out: &mut Vec<u8>, kind: u8, length: usize) {
+    out.push(kind);
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `value` as a RESP bulk string.
+fn push_bulk(out: &mut Vec<u8>, value: &[u8]) {
+    push_header(out, b'$', value.len());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
