@@ -2,7 +2,7 @@
 
 Issue 16 asks whether a maintained CEL library could replace the hand-written CEL-to-Python compiler
 (tailor/core/cel*.py) without losing more than a fifth of the decide throughput. Each implementation
-is plugged into the content API's own decision engine through `engine.build(published, compile_when=…)`
+is plugged into the content API's own decision engine through `engine.load(published, compile_when=…)`
 (the seam the engine already has), and measured the same way, interleaved round by round:
 
 - `tailor`    tailor.core.cel, what the content API serves with today;
@@ -380,7 +380,7 @@ def when_evaluations(published: ruleset.Ruleset, states: Sequence[decide.UserCon
 
         return evaluate
 
-    outcomes(engine.build(published, compile_when=counting), states, now)
+    outcomes(engine.load(published, compile_when=counting), states, now)
     return calls / max(1, len(states))
 
 
@@ -444,7 +444,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
         reference = outcomes(served, states, now)
         for name in names:
             try:
-                built = engine.build(published, compile_when=IMPLEMENTATIONS[name]())
+                built = engine.load(published, compile_when=IMPLEMENTATIONS[name]())
             except Exception as error:  # a library that refuses one of the rules
                 print(f"  {name}: cannot compile the ruleset ({error}): not timed")
                 continue

@@ -1,11 +1,11 @@
 """The process's live state: Redis connections, the engine being served, and the background work.
 
 `Runtime.start` connects, then follows the stack's published rulesets (tailor.core.rules.versions.follow).
-Each new version is built into a complete Engine first and then swapped in with one assignment: a
-request holds the engine it started with, so in-flight requests finish on the old version and a
-half-built one is never served. A version that fails to build is logged and the last good one keeps
-serving. In the background the runtime refreshes the bandit's statistics and flushes impression counts,
-so neither costs the hot path a Redis call.
+Each new version is loaded into a complete Engine first (tailor.core.decision.engine.load, the data
+plane's stage) and then swapped in with one assignment: a request holds the engine it started with,
+so in-flight requests finish on the old version and a half-loaded one is never served. A version that
+fails to load is logged and the last good one keeps serving. In the background the runtime refreshes
+the bandit's statistics and flushes impression counts, so neither costs the hot path a Redis call.
 """
 
 from __future__ import annotations
@@ -141,31 +141,31 @@ class Runtime:
 
     async def on_ruleset(self, published: ruleset.Ruleset) -> None:
         try:
-            built = engine_module.build(published)
+            loaded = engine_module.load(published)
         except Exception as error:
             self.load_errors += 1
             self.last_load_error = f"version {published.version}: {error}"
             log.error("ruleset %s v%s not served, the last good one stays: %s",
                       self.stack, published.version, error)  # fmt: skip
             return
-        self.engine = built  # the swap: one assignment
+        self.engine = loaded  # the swap: one assignment
         # Engines and their compiled rules live long: keep them out of the collector's full sweeps,
         # which otherwise walk them all and show up as tail latency.
         gc.freeze()
         for listener in self._listeners:
-            listener(built)
-        metrics.ruleset_version.labels(self.stack, "api").set(built.version)
+            listener(loaded)
+        metrics.ruleset_version.labels(self.stack, "api").set(loaded.version)
         metrics.ruleset_loaded.labels(self.stack, "api").set(time.time())
-        log.info("serving ruleset %s v%s", self.stack, built.version)
-        if built.bandit_rules:
+        log.info("serving ruleset %s v%s", self.stack, loaded.version)
+        if loaded.bandit_rules:
             with contextlib.suppress(Exception):
                 await self.refresh_bandit()
-        if self.collector is not None and built.config != self._collector_target:
+        if self.collector is not None and loaded.config != self._collector_target:
             # Kafka admin calls can take seconds (or hang while a broker is away): they must never hold
             # up the next ruleset, so the collector is configured beside the follower, in order.
-            self._collector_target = built.config
+            self._collector_target = loaded.config
             previous = self._collector_work
-            self._collector_work = asyncio.create_task(self._configure_collector(built.config, previous))
+            self._collector_work = asyncio.create_task(self._configure_collector(loaded.config, previous))
 
     async def _configure_collector(
         self, config: ruleset.StackConfig, previous: asyncio.Task[None] | None

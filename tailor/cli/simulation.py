@@ -4,7 +4,7 @@ content API's own engine.
 The events are counted by tailor.core.profile.offline — the workers' own counting code
 (tailor.core.profile.state), with what Redis adds around it kept in memory: dedup by event id,
 expiry, the read through the stored fields — as if each arrived when it happened. The decision is
-tailor.core.decision: `decide.decide_slot` on an engine built by `engine.build`, the code that serves
+tailor.core.decision: `decide.decide_slot` on an engine loaded by `engine.load`, the code that serves
 GET /v1/decide and /v1/explain, with a trace, so every rule's checks can be shown. Offline there is
 no per-user decision state: frequency caps are fresh (the first candidate is served), nothing is
 dismissed, the bandit has no click statistics.
@@ -81,7 +81,7 @@ def simulate(
         session = latest.session if latest is not None else ""
     profile = counted_offline.read(user, session or None, at)
 
-    served = engine.build(published)
+    served = engine.load(published)
     names = list(slots) if slots else sorted(served.slots)
     unknown = [name for name in names if name not in served.slots]
     if unknown:
@@ -106,7 +106,7 @@ def simulate(
     )
 
 
-def _content(variant: engine.CompiledVariant) -> Any:
+def _content(variant: engine.LoadedVariant) -> Any:
     """The content exactly as the engine serializes it for /v1/decide."""
     return orjson.loads(orjson.dumps(variant.content))
 
@@ -181,7 +181,7 @@ def checks(entry: dict[str, Any], *, caps: bool = True) -> list[str]:
     return parts
 
 
-def rotation_reason(rule: engine.CompiledRule, entry: dict[str, Any]) -> str:
+def rotation_reason(rule: engine.LoadedRule, entry: dict[str, Any]) -> str:
     eligible = entry.get("variants", {}).get("eligible", [])
     if len(eligible) <= 1:
         return "its only live variant"

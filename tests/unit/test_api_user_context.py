@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sample
-from tailor_api import user_context
+from tailor_api import resp, user_context
 
 from tailor.core.decision import engine, keys
 from tailor.core.events import occurrence
@@ -17,13 +17,17 @@ def capped_engine() -> engine.Engine:
         [sample.html_variant("d", "hero", fallback=True), sample.html_variant("p", "hero")],
         [ruleset.Rule(name="p", slot="hero", variants=("p",), frequency_cap=cap)],
     )
-    return engine.build(published)
+    return engine.load(published)
 
 
 def test_the_read_is_one_pipeline_and_parses_memory_caps_and_suppressions() -> None:
     built = capped_engine()
     read = user_context.ContextRead(built, built.profile_reader, "u1", "s1", [built.slots["hero"]], 1000.0)
     assert [c[0] for c in read.commands][1:] == ["HGETALL", "ZRANGEBYSCORE", "ZCOUNT"]
+    packed = b"".join(resp.pack_command(command) for command in read.commands)  # what goes to Redis
+    assert packed.startswith(b"*")
+    assert packed.count(b"\r\n*") == len(read.commands) - 1  # one RESP array per command
+    assert b"$5\r\nHMGET\r\n$" in packed
     session_hash = [b"m:hero", keys.memory_value("p", "p").encode(), b"c:p", b"2"]
     state = read.parse([None, session_hash, [b"v:x", b"t:sale"], 1], built.profile_reader)
     assert state.memory == {"hero": ("p", "p")}

@@ -34,7 +34,7 @@ def test_slots_are_deduplicated_and_bounded() -> None:
 
 
 def test_cel_variables_are_built_only_when_an_expression_reads_them() -> None:
-    built = engine.build(sample.shop())
+    built = engine.load(sample.shop())
     profile = Profile(user="u", counts={"24h": {"purchases": 2}})
     variables = decide.CelActivation(built, profile).get()
     assert variables["purchases"]["24h"]["total"] == 2

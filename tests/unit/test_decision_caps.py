@@ -15,7 +15,7 @@ def capped_engine() -> engine.Engine:
         [sample.html_variant("d", "hero", fallback=True), sample.html_variant("p", "hero")],
         [ruleset.Rule(name="p", slot="hero", variants=("p",), frequency_cap=cap)],
     )
-    return engine.build(published)
+    return engine.load(published)
 
 
 def test_a_rule_is_under_its_caps_until_either_count_reaches_its_limit() -> None:

@@ -69,7 +69,7 @@ def two_rules(**high: Any) -> engine.Engine:
             ),
         ],
     )
-    return engine.build(published)
+    return engine.load(published)
 
 
 def test_audience_matcher_selects_the_rule_and_others_get_the_fallback() -> None:
@@ -95,7 +95,7 @@ def test_top_value_matcher_without_value_uses_the_most_viewed_category() -> None
             )
         ],
     )
-    built = engine.build(published)
+    built = engine.load(published)
     assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=3))))[0] == "browsers"
     assert served(decide_one(built, decide.UserContext(shoe_profile(shoe_views=2))))[0] is None
 
@@ -127,7 +127,7 @@ def test_rollout_of_30_percent_lands_within_2_points_and_is_sticky() -> None:
         [sample.html_variant("a", "hero"), sample.html_variant("d", "hero", fallback=True)],
         [ruleset.Rule(name="trial", slot="hero", variants=("a",), rollout_percentage=30)],
     )
-    built = engine.build(published)
+    built = engine.load(published)
     included = {
         user
         for user in (f"user-{i}" for i in range(10_000))
@@ -167,7 +167,7 @@ def test_variants_outside_their_schedule_are_not_served() -> None:
         ],
         [ruleset.Rule(name="r", slot="hero", variants=("later", "over", "now"))],
     )
-    built = engine.build(published)
+    built = engine.load(published)
     assert {served(decide_one(built, decide.UserContext(Profile(user=f"u{i}"))))[1] for i in range(50)} == {
         "now"
     }
@@ -178,7 +178,7 @@ def test_kill_switch_serves_fallbacks_only() -> None:
     killed = published.model_copy(
         update={"config": published.config.model_copy(update={"kill_switch": True})}
     )
-    built = engine.build(killed)
+    built = engine.load(killed)
     assert served(decide_one(built, decide.UserContext(shoe_profile()))) == (None, "hero-default")
 
 
@@ -201,7 +201,7 @@ def test_a_cel_runtime_error_means_no_match_and_is_explained() -> None:
         [sample.html_variant("a", "hero"), sample.html_variant("d", "hero", fallback=True)],
         [ruleset.Rule(name="r", slot="hero", variants=("a",), when='views["30m"].category["shoes"] > 1')],
     )
-    built = engine.build(published)
+    built = engine.load(published)
     trace: decide.Trace = []
     decision = decide_one(built, decide.UserContext(Profile(user="u")), trace=trace)
     assert served(decision) == (None, "d")
@@ -209,7 +209,7 @@ def test_a_cel_runtime_error_means_no_match_and_is_explained() -> None:
 
 
 def test_the_cel_activation_is_not_built_when_no_rule_needs_it() -> None:
-    built = engine.build(sample.shop())
+    built = engine.load(sample.shop())
     state = decide.UserContext(shoe_profile())
     cel = decide.CelActivation(built, state.profile)
     decide.decide_slot(built, built.slots["hero"], state, time.time(), {}, cel)

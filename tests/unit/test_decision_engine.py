@@ -1,4 +1,5 @@
-"""The per-version engine: slots resolved, rules ordered, content serialized once, bad input refused."""
+"""Loading a published ruleset into the engine: slots resolved, rules in the published order, content
+serialized once, each `when` compiled once per process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import sample
 
 from tailor.core.decision import engine
-from tailor.core.rules import ruleset
+from tailor.core.rules import compiler, ruleset
 
 
 def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:
@@ -19,7 +20,7 @@ def test_rules_are_ordered_by_priority_and_disabled_ones_set_aside() -> None:
             ruleset.Rule(name="off", slot="hero", priority=99, enabled=False, variants=("a",)),
         ],
     )
-    built = engine.build(published)
+    built = engine.load(published)
     plan = built.slots["hero"]
     assert [r.name for r in plan.rules] == ["high", "low"]
     assert [r.name for r in plan.disabled] == ["off"]
@@ -34,7 +35,7 @@ def test_content_is_serialized_once_per_version() -> None:
         ],
         [],
     )
-    fallbacks = {v.name: v for v in engine.build(published).slots["hero"].fallbacks}
+    fallbacks = {v.name: v for v in engine.load(published).slots["hero"].fallbacks}
     assert orjson.loads(orjson.dumps(fallbacks["h"].content)) == {"type": "html", "body": "<p>h</p>"}
     assert orjson.loads(orjson.dumps(fallbacks["j"].content)) == {"type": "json", "data": {"sku": 7}}
     assert fallbacks["h"].suppression_marks == ("v:h",)
@@ -55,17 +56,32 @@ def test_caps_and_cel_are_compiled_with_the_rule() -> None:
             )
         ],
     )
-    rule = engine.build(published).slots["hero"].rules[0]
+    rule = engine.load(published).slots["hero"].rules[0]
     assert (rule.per_session, rule.per_user, rule.per_user_window_seconds) == (2, 5, 3600)
     assert rule.capped
     assert rule.when is not None
     assert rule.when({"views": {"30m": {"total": 3}}}) is True
 
 
-def test_a_rule_naming_an_unknown_variant_is_refused() -> None:
+def test_a_ruleset_naming_a_variant_it_does_not_hold_is_not_loaded() -> None:
     published = sample.build([sample.html_variant("a", "hero")], [])
     broken = published.model_copy(
         update={"rules": (ruleset.Rule(name="r", slot="hero", variants=("a", "ghost")),)}
     )
-    with pytest.raises(ValueError, match="ghost"):
-        engine.build(broken)
+    with pytest.raises(KeyError, match="ghost"):
+        engine.load(broken)
+
+
+def test_a_when_is_compiled_once_for_the_compilers_check_and_the_engine() -> None:
+    source = 'views["5m"].total > 41 && session.pageViews > 0'
+    assert compiler.check_cel(source) is None
+    published = sample.build(
+        [sample.html_variant("a", "hero")],
+        [ruleset.Rule(name="r", slot="hero", when=source, variants=("a",))],
+    )
+    rule = engine.load(published).slots["hero"].rules[0]
+    assert rule.when is not None
+    assert rule.when.__self__ is compiler.compile_when(source)  # type: ignore[attr-defined]
+    error = compiler.check_cel("views[")
+    assert error is not None
+    assert compiler.check_cel("views[") == error, "a bad `when` is refused alike when checked again"

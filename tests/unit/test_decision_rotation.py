@@ -16,12 +16,12 @@ from tailor.core.rules import ruleset
 CHI2_CRITICAL_0001 = {1: 10.83, 2: 13.82, 3: 16.27}
 
 
-def rule_with(strategy: ruleset.Strategy, weights: dict[str, float]) -> engine.CompiledRule:
+def rule_with(strategy: ruleset.Strategy, weights: dict[str, float]) -> engine.LoadedRule:
     published = sample.build(
         [sample.html_variant(name, "hero", weight=w) for name, w in weights.items()],
         [ruleset.Rule(name="r", slot="hero", variants=tuple(weights), strategy=strategy, seed="fixed")],
     )
-    return engine.build(published).slots["hero"].rules[0]
+    return engine.load(published).slots["hero"].rules[0]
 
 
 def chi_square(observed: Counter[str], weights: dict[str, float]) -> float:

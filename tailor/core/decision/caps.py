@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 
 from tailor.core.decision import keys
-from tailor.core.decision.engine import CompiledRule, CompiledVariant, SlotPlan
+from tailor.core.decision.engine import LoadedRule, LoadedVariant, SlotPlan
 
 SESSION_COUNT_PREFIX: Final = "c:"  # in the session hash: c:<rule> -> impressions this session
 SCRIPT: Final = resources.files("tailor.core.decision").joinpath("caps.lua").read_text()
@@ -29,10 +29,10 @@ SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 Command = tuple[Any, ...]
 # One slot's capped candidates for the confirm: its name and (rule, variant) in serving order.
-CappedSlot = tuple[str, Sequence[tuple[CompiledRule, CompiledVariant]]]
+CappedSlot = tuple[str, Sequence[tuple[LoadedRule, LoadedVariant]]]
 
 
-def under_caps(rule: CompiledRule, session_count: int, user_count: int, trace: dict[str, Any] | None) -> bool:
+def under_caps(rule: LoadedRule, session_count: int, user_count: int, trace: dict[str, Any] | None) -> bool:
     """Whether `rule` is under its caps, given its impressions this session and in its per-user
     window; with a `trace`, what /v1/explain shows of them."""
     session_ok = rule.per_session <= 0 or session_count < rule.per_session
@@ -50,12 +50,12 @@ def under_caps(rule: CompiledRule, session_count: int, user_count: int, trace: d
     return session_ok and user_ok
 
 
-def user_capped(plans: Sequence[SlotPlan]) -> list[CompiledRule]:
+def user_capped(plans: Sequence[SlotPlan]) -> list[LoadedRule]:
     """The rules of `plans` with a per-user cap, whose windows are read with the user's state."""
     return [rule for plan in plans for rule in plan.capped_rules if rule.per_user > 0]
 
 
-def count_command(stack: str, user: str, rule: CompiledRule, now: float) -> Command:
+def count_command(stack: str, user: str, rule: LoadedRule, now: float) -> Command:
     """The read of `rule`'s impressions to `user` within its per-user window (an integer reply)."""
     since = now - rule.per_user_window_seconds
     return ("ZCOUNT", keys.cap_key(stack, user, rule.name), f"({since}", "+inf")

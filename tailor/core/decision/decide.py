@@ -17,7 +17,7 @@ from typing import Any
 
 from tailor.core import constants
 from tailor.core.decision import caps, hashing, rotation
-from tailor.core.decision.engine import CompiledRule, CompiledVariant, Engine, SlotPlan
+from tailor.core.decision.engine import Engine, LoadedRule, LoadedVariant, SlotPlan
 from tailor.core.profile import Profile
 
 COMPARE: Mapping[str, Callable[[float, float], bool]] = {
@@ -52,8 +52,8 @@ class UserContext:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    rule: CompiledRule
-    variant: CompiledVariant
+    rule: LoadedRule
+    variant: LoadedVariant
     remembered: bool  # the session already saw this rule's variant in this slot
 
 
@@ -61,7 +61,7 @@ class Candidate:
 class SlotDecision:
     plan: SlotPlan
     candidates: tuple[Candidate, ...]
-    fallback: CompiledVariant | None
+    fallback: LoadedVariant | None
 
     @property
     def needs_cap_check(self) -> bool:
@@ -104,7 +104,7 @@ class CelActivation:
         return self._value
 
 
-def audience_matches(rule: CompiledRule, profile: Profile, trace: dict[str, Any] | None) -> bool:
+def audience_matches(rule: LoadedRule, profile: Profile, trace: dict[str, Any] | None) -> bool:
     matched = True
     for matcher in rule.audience:
         actual = profile.count(matcher.window, matcher.feature, matcher.dimension, matcher.value)
@@ -119,7 +119,7 @@ def audience_matches(rule: CompiledRule, profile: Profile, trace: dict[str, Any]
     return matched
 
 
-def when_matches(rule: CompiledRule, cel: CelActivation, trace: dict[str, Any] | None) -> bool:
+def when_matches(rule: LoadedRule, cel: CelActivation, trace: dict[str, Any] | None) -> bool:
     if rule.when is None:
         return True
     try:
@@ -134,11 +134,11 @@ def when_matches(rule: CompiledRule, cel: CelActivation, trace: dict[str, Any] |
     return matched
 
 
-def rollout_bucket(rule: CompiledRule, user: str) -> float:
+def rollout_bucket(rule: LoadedRule, user: str) -> float:
     return hashing.percent_bucket(rule.seed, rule.name, "rollout", user)
 
 
-def visible(variants: tuple[CompiledVariant, ...], context: UserContext, now: float) -> list[CompiledVariant]:
+def visible(variants: tuple[LoadedVariant, ...], context: UserContext, now: float) -> list[LoadedVariant]:
     suppressed = context.suppressed
     return [
         v
@@ -147,7 +147,7 @@ def visible(variants: tuple[CompiledVariant, ...], context: UserContext, now: fl
     ]
 
 
-def pick_fallback(plan: SlotPlan, context: UserContext, now: float) -> CompiledVariant | None:
+def pick_fallback(plan: SlotPlan, context: UserContext, now: float) -> LoadedVariant | None:
     choices = visible(plan.fallbacks, context, now)
     if not choices:
         return None
@@ -197,7 +197,7 @@ def decide_slot(
 
 
 def _consider(
-    rule: CompiledRule,
+    rule: LoadedRule,
     plan: SlotPlan,
     context: UserContext,
     now: float,

@@ -1,48 +1,55 @@
-"""The decision engine for one ruleset version: immutable, built completely before it is served.
+"""Load (the data plane's step): a published Ruleset becomes an immutable Engine, complete before it
+is served.
 
-`build` turns a published Ruleset into per-slot plans: enabled rules in priority order, CEL compiled
-once, variants resolved to objects with their content already serialized, fallbacks per slot. The
-content API swaps a whole Engine in with one assignment, so a request sees one version from start to end
-and a half-built engine is never visible.
+A ruleset is made in two stages with one owner each:
+
+1. **compile** (control plane: the operator, `tailor validate`): tailor.core.rules.compiler turns
+   manifests into a Ruleset — every check, default, variant selector, sanitized HTML and the last-good
+   policy — which the operator publishes (docs/architecture.md §6).
+2. **load** (data plane: every API replica, `tailor simulate`): `load` here derives what deciding
+   needs from that Ruleset and nothing else — per-slot plans (the published rules are already in
+   serving order), each `when` as a Python function, each variant's content serialized once, the
+   caps flattened — and checks nothing again: a published Ruleset is trusted (tailor.core.rules.ruleset).
+
+A `when` is turned into a function by the compiler's own `compile_when`, cached per process, so in
+a process that both compiles and loads (`tailor simulate`, tests) an expression is compiled once, and
+an unchanged rule's `when` is not compiled again when a new version arrives. The content API swaps a
+whole Engine in with one assignment, so a request sees one version from start to end and a half-loaded
+engine is never visible.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
-from tailor.core import cel, constants
+from tailor.core import constants
 from tailor.core.profile import store
-from tailor.core.rules import ruleset
+from tailor.core.rules import compiler, ruleset
 
 
 class Expression(Protocol):
-    """A compiled CEL `when`: evaluated against the profile's CEL variables."""
+    """A `when`, ready to run: evaluated against the profile's CEL variables."""
 
     def __call__(self, activation: Mapping[str, Any]) -> Any: ...
 
 
+# How a `when` becomes an Expression: tailor.core.cel through the compiler by default; bench/cel_libraries.py
+# plugs other CEL libraries in here.
 CompileWhen = Callable[[str, Sequence[str]], Expression]
 
 
 def compile_when(source: str, variables: Sequence[str]) -> Expression:
-    """tailor.core.cel: compiled to a Python function once per expression (programs are immutable,
-    so an unchanged rule's `when` is not parsed again when a new version arrives)."""
-    return _compiled(source, tuple(variables)).evaluate
-
-
-@functools.lru_cache(maxsize=1024)
-def _compiled(source: str, variables: tuple[str, ...]) -> cel.Program:
-    return cel.compile(source, variables)
+    return compiler.compile_when(source, variables).evaluate
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledVariant:
+class LoadedVariant:
+    """A ruleset.Variant as the engine serves it."""
+
     name: str
     slot: str
     weight: float
@@ -58,7 +65,9 @@ class CompiledVariant:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledRule:
+class LoadedRule:
+    """A ruleset.Rule as the engine decides with it: `when` a function, caps as plain numbers."""
+
     name: str
     slot: str
     priority: int
@@ -66,7 +75,7 @@ class CompiledRule:
     audience: tuple[ruleset.Matcher, ...]
     when_source: str | None
     when: Expression | None
-    variants: tuple[CompiledVariant, ...]
+    variants: tuple[LoadedVariant, ...]
     strategy: ruleset.Strategy
     seed: str
     per_session: int  # 0: no cap
@@ -82,10 +91,10 @@ class CompiledRule:
 @dataclass(frozen=True, slots=True)
 class SlotPlan:
     name: str
-    rules: tuple[CompiledRule, ...]  # enabled, highest priority first
-    disabled: tuple[CompiledRule, ...]  # kept for /v1/explain
-    fallbacks: tuple[CompiledVariant, ...]
-    capped_rules: tuple[CompiledRule, ...]
+    rules: tuple[LoadedRule, ...]  # enabled, highest priority first
+    disabled: tuple[LoadedRule, ...]  # kept for /v1/explain
+    fallbacks: tuple[LoadedVariant, ...]
+    capped_rules: tuple[LoadedRule, ...]
     needs_cel: bool
 
 
@@ -101,7 +110,6 @@ class Engine:
     cel_dimensions: tuple[str, ...]
     version_header: bytes
     profile_reader: store.ProfileReader
-    built_at: float = field(default_factory=time.time)
 
     @property
     def kill_switch(self) -> bool:
@@ -117,11 +125,11 @@ def serialize_content(variant: ruleset.Variant) -> orjson.Fragment:
     return orjson.Fragment(orjson.dumps(content))
 
 
-def _compile_variant(variant: ruleset.Variant) -> CompiledVariant:
-    return CompiledVariant(
+def _load_variant(variant: ruleset.Variant) -> LoadedVariant:
+    return LoadedVariant(
         name=variant.name,
         slot=variant.slot,
-        weight=max(0.0, variant.weight),
+        weight=variant.weight,
         tags=variant.tags,
         fallback=variant.fallback,
         start=variant.start,
@@ -131,14 +139,11 @@ def _compile_variant(variant: ruleset.Variant) -> CompiledVariant:
     )
 
 
-def _compile_rule(
-    rule: ruleset.Rule, variants: Mapping[str, CompiledVariant], compile_when: CompileWhen
-) -> CompiledRule:
+def _load_rule(
+    rule: ruleset.Rule, variants: Mapping[str, LoadedVariant], compile_when: CompileWhen
+) -> LoadedRule:
     cap = rule.frequency_cap
-    missing = [name for name in rule.variants if name not in variants]
-    if missing:
-        raise ValueError(f"rule {rule.name}: unknown variants {missing}")
-    return CompiledRule(
+    return LoadedRule(
         name=rule.name,
         slot=rule.slot,
         priority=rule.priority,
@@ -148,7 +153,7 @@ def _compile_rule(
         when=compile_when(rule.when, constants.CEL_VARIABLES) if rule.when else None,
         variants=tuple(variants[name] for name in rule.variants),
         strategy=rule.strategy,
-        seed=rule.seed or rule.name,
+        seed=rule.seed or rule.name,  # rulesets built in code may leave it empty; the compiler never does
         per_session=(cap.per_session or 0) if cap else 0,
         per_user=(cap.per_user_count or 0) if cap and cap.per_user_window_seconds else 0,
         per_user_window_seconds=(cap.per_user_window_seconds or 0) if cap else 0,
@@ -156,14 +161,17 @@ def _compile_rule(
     )
 
 
-def build(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) -> Engine:
-    """The engine for `published`; raises (and nothing is swapped) if any part cannot be compiled."""
-    variants = {name: _compile_variant(variant) for name, variant in published.variants.items()}
-    rules = [_compile_rule(rule, variants, compile_when) for rule in published.rules]
-    slot_names = sorted({v.slot for v in variants.values()} | {r.slot for r in rules})
+def load(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) -> Engine:
+    """The engine for `published`. Raises, and nothing is swapped, if a part cannot be loaded (a `when`
+    this library cannot compile, a rule naming a variant the ruleset does not hold)."""
+    variants = {name: _load_variant(variant) for name, variant in published.variants.items()}
+    rules = [_load_rule(rule, variants, compile_when) for rule in published.rules]
+    by_slot: dict[str, list[LoadedRule]] = {}
+    for rule in rules:  # the ruleset's order: slot, then priority (highest first), then name
+        by_slot.setdefault(rule.slot, []).append(rule)
     slots: dict[str, SlotPlan] = {}
-    for slot in slot_names:
-        in_slot = sorted((r for r in rules if r.slot == slot), key=lambda r: (-r.priority, r.name))
+    for slot in sorted({v.slot for v in variants.values()} | by_slot.keys()):
+        in_slot = by_slot.get(slot, [])
         enabled = tuple(r for r in in_slot if r.enabled)
         slots[slot] = SlotPlan(
             name=slot,

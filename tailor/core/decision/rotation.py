@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 
 from tailor.core import stats
 from tailor.core.decision import hashing
-from tailor.core.decision.engine import CompiledRule, CompiledVariant
+from tailor.core.decision.engine import LoadedRule, LoadedVariant
 
 BanditStats = Mapping[str, stats.VariantStats]  # variant -> impressions and clicks
 
 
-def weighted_pick(variants: Sequence[CompiledVariant], u: float) -> CompiledVariant:
+def weighted_pick(variants: Sequence[LoadedVariant], u: float) -> LoadedVariant:
     """The variant whose share of the total weight contains `u` in [0, 1); equal shares if all weigh 0."""
     total = sum(v.weight for v in variants)
     if total <= 0:
@@ -29,8 +29,8 @@ def weighted_pick(variants: Sequence[CompiledVariant], u: float) -> CompiledVari
 
 
 def thompson_pick(
-    variants: Sequence[CompiledVariant], observed: BanditStats | None, rng: random.Random
-) -> CompiledVariant:
+    variants: Sequence[LoadedVariant], observed: BanditStats | None, rng: random.Random
+) -> LoadedVariant:
     """The variant with the highest draw from Beta(1 + clicks, 1 + impressions - clicks)."""
     best, best_draw = variants[0], -1.0
     for variant in variants:
@@ -44,13 +44,13 @@ def thompson_pick(
 
 
 def choose(
-    rule: CompiledRule,
-    eligible: Sequence[CompiledVariant],
+    rule: LoadedRule,
+    eligible: Sequence[LoadedVariant],
     user: str,
     session: str,
     round_robin_count: int,
     observed: BanditStats | None,
-) -> CompiledVariant:
+) -> LoadedVariant:
     """One of `eligible` (non-empty) by the rule's strategy."""
     if len(eligible) == 1:
         return eligible[0]

@@ -21,11 +21,16 @@ message). What gets published follows the last-good policy, so that a bad push n
 
 Per-resource work is cached by spec content in a `Cache` so that the operator recompiles a namespace
 of thousands of resources in milliseconds when one of them changes.
+
+This is the *compile* stage, the control plane's; the data plane's *load* stage
+(tailor.core.decision.engine.load) derives the engine from the published Ruleset without checking it
+again. A rule's `when` is compiled by `compile_when` here in both stages, once per process.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -98,10 +103,9 @@ class Cache:
     rules: dict[tuple[str, int, bytes, bytes], tuple[specs.RuleSpec, ruleset.Rule] | Problem] = field(
         default_factory=dict
     )
-    cel: dict[tuple[str, bytes], str | None] = field(default_factory=dict)  # source -> error or None
 
     def trim(self, limit: int = 50_000) -> None:
-        for table in (self.variants, self.rules, self.cel):
+        for table in (self.variants, self.rules):
             if len(table) > limit:
                 table.clear()
 
@@ -254,7 +258,7 @@ def _epoch(moment: datetime.datetime | None) -> float | None:
 
 
 def compile_rule(
-    source: specs.Source, features: ruleset.FeatureConfig, cache: Cache
+    source: specs.Source, features: ruleset.FeatureConfig
 ) -> tuple[specs.RuleSpec, ruleset.Rule] | Problem:
     """The rule on its own: spec, matchers against the stack's features, CEL, caps. Variants are
     resolved later (`resolve_variants`), against the whole namespace."""
@@ -284,7 +288,7 @@ def compile_rule(
                 f"({', '.join(features.dimensions) or 'none'}); declare it so workers count it",
             )
     if spec.when is not None:
-        cel_error = check_cel(spec.when, features, cache)
+        cel_error = check_cel(spec.when)
         if cel_error is not None:
             return problem("InvalidCel", f"when: {cel_error}")
     cap = None
@@ -330,16 +334,32 @@ def compile_rule(
     return spec, rule
 
 
-def check_cel(source: str, features: ruleset.FeatureConfig, cache: Cache) -> str | None:
+def check_cel(source: str) -> str | None:
     """None if `source` compiles against the profile's variables, else the error in words."""
-    key = (source, _features_key(features))
-    if key not in cache.cel:
-        try:
-            cel.compile(source, constants.CEL_VARIABLES)
-            cache.cel[key] = None
-        except cel.CelError as error:
-            cache.cel[key] = str(error)
-    return cache.cel[key]
+    try:
+        compile_when(source)
+    except cel.CelError as error:
+        return str(error)
+    return None
+
+
+def compile_when(source: str, variables: Sequence[str] = constants.CEL_VARIABLES) -> cel.Program:
+    """A rule's `when` as a program over the profile's CEL variables: checked here, run by the engine
+    (tailor.core.decision.engine.load), compiled once per process for both. Raises cel.CelError."""
+    compiled = _compiled_when(source, tuple(variables))
+    if isinstance(compiled, cel.CelError):
+        raise compiled.with_traceback(None)
+    return compiled
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled_when(source: str, variables: tuple[str, ...]) -> cel.Program | cel.CelError:
+    """Programs are immutable, so they are shared; errors are kept too, so a bad `when` is not parsed
+    again on every recompile of its namespace."""
+    try:
+        return cel.compile(source, variables)
+    except cel.CelError as error:
+        return error
 
 
 def resolve_variants(
@@ -487,7 +507,7 @@ def compile_namespace(
         rule_key = (source.name, source.generation, _spec_key(source.spec), features_key)
         compiled_rule = cache.rules.get(rule_key)
         if compiled_rule is None:
-            compiled_rule = cache.rules[rule_key] = compile_rule(source, features, cache)
+            compiled_rule = cache.rules[rule_key] = compile_rule(source, features)
         if isinstance(compiled_rule, Problem):
             failed[source.name] = compiled_rule
             continue

@@ -96,7 +96,7 @@ def audience_delta(old: ruleset.Rule, new: ruleset.Rule) -> tuple[str | None, st
 
 
 def _rank(rule: ruleset.Rule) -> tuple[int, str]:
-    """Serving order in a slot: higher priority first, then name (tailor.core.decision.engine.build)."""
+    """Serving order in a slot: higher priority first, then name (tailor.core.decision.engine.load)."""
     return (-rule.priority, rule.name)
 
 
