@@ -14,7 +14,6 @@ import asyncio
 import collections
 import contextlib
 import gc
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -34,7 +33,7 @@ CLOSE_SECONDS = 15.0
 
 
 class Collector(Protocol):
-    """tailor_api.collector.Collector: POST /v1/events (the pipeline engineer's module)."""
+    """POST /v1/events (tailor_api.collector.Collector; tests may give their own)."""
 
     async def start(self, config: ruleset.StackConfig) -> None: ...
     async def reconfigure(self, config: ruleset.StackConfig) -> None: ...
@@ -42,16 +41,11 @@ class Collector(Protocol):
     async def handle(self, scope: web.Scope, receive: web.Receive) -> web.Reply: ...
 
 
-def load_collector() -> Collector | None:
-    """The collector, if its module is installed; /v1/events answers 503 without it."""
-    try:
-        module = importlib.import_module("tailor_api.collector")
-    except ModuleNotFoundError as error:
-        if error.name != "tailor_api.collector":
-            raise
-        return None
-    collector: Collector = module.Collector()
-    return collector
+def load_collector() -> Collector:
+    """The collector, imported only when enabled: a decisions-only replica never loads the Kafka client."""
+    from tailor_api import collector
+
+    return collector.Collector()
 
 
 class Runtime:
