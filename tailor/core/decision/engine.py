@@ -53,7 +53,6 @@ class LoadedVariant:
     name: str
     slot: str
     weight: float
-    tags: tuple[str, ...]
     fallback: bool
     start: float | None
     end: float | None
@@ -95,14 +94,12 @@ class SlotPlan:
     disabled: tuple[LoadedRule, ...]  # kept for /v1/explain
     fallbacks: tuple[LoadedVariant, ...]
     capped_rules: tuple[LoadedRule, ...]
-    needs_cel: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Engine:
     stack: str
     version: int
-    checksum: str
     config: ruleset.StackConfig
     slots: Mapping[str, SlotPlan]
     bandit_rules: tuple[str, ...]
@@ -130,7 +127,6 @@ def _load_variant(variant: ruleset.Variant) -> LoadedVariant:
         name=variant.name,
         slot=variant.slot,
         weight=variant.weight,
-        tags=variant.tags,
         fallback=variant.fallback,
         start=variant.start,
         end=variant.end,
@@ -179,13 +175,11 @@ def load(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) -
             disabled=tuple(r for r in in_slot if not r.enabled),
             fallbacks=tuple(v for v in variants.values() if v.slot == slot and v.fallback),
             capped_rules=tuple(r for r in enabled if r.capped),
-            needs_cel=any(r.when is not None for r in enabled),
         )
     features = published.config.features
     return Engine(
         stack=published.stack,
         version=published.version,
-        checksum=published.checksum,
         config=published.config,
         slots=slots,
         bandit_rules=tuple(r.name for r in rules if r.enabled and r.strategy == "bandit"),
