@@ -441,6 +441,13 @@ def test_events_posted_to_the_content_api_service_change_the_next_decision(relea
     assert after["variant"] != before["variant"]
 
 
+def test_helm_test_passes_against_the_running_stack(release: Release) -> None:
+    """The chart's `helm test` pod (the image's Python) reaches the API by its Service's DNS name
+    and finds it ready (its hook-delete-policy removes the pod once it succeeded, logs and all)."""
+    tested = release.helm("test", RELEASE, "--timeout", "2m")
+    assert re.search(r"TEST SUITE:\s+tailor-test-content-api\n(.*\n){2}Phase:\s+Succeeded", tested), tested
+
+
 # --- Argo CD health ------------------------------------------------------------------------------------
 
 
