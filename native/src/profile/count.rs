@@ -4,7 +4,6 @@
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
-use super::json;
 use super::state::{Bucket, Counters, Entry, Name, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
@@ -372,11 +371,11 @@ fn add(counters: &mut Counters, name: &Name, n: i64) {
 /// Count one event (the body of profile_state.apply's loop); `advance` ran at `spans.now`.
 pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted) -> PyResult<()> {
     let mut names = Vec::with_capacity(1 + event.dimensions.len());
-    names.push(Name::from(json::quoted_name(&[event.counter], SEPARATOR)));
+    names.push(Name::from(event.counter));
     for &(dimension, value) in &event.dimensions {
-        names.push(Name::from(json::quoted_name(
-            &[event.counter, dimension, value],
-            SEPARATOR,
+        names.push(Name::from(format!(
+            "{}{SEPARATOR}{dimension}{SEPARATOR}{value}",
+            event.counter
         )));
     }
     for (index, level) in plan.levels.iter().enumerate() {

@@ -7,8 +7,8 @@ use indexmap::IndexMap;
 
 /// Insertion-ordered, with foldhash seeded per process (dimension values come from users).
 pub type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
-/// A counter name as JSON text, quoted and escaped, so that writing a field copies it whole (most of
-/// a field's bytes are names). Shared: the same names fill a user's buckets and sums of every size.
+/// A counter name ("views", "views|category|shoes"). Shared: the same names fill a user's buckets and
+/// sums of every size.
 pub type Name = Arc<str>;
 /// A bucket, or a window's sum: counter -> n.
 pub type Counters = IndexMap<Name, i64, foldhash::fast::RandomState>;
@@ -85,6 +85,7 @@ impl Bucket {
         self.json.as_deref()
     }
 
+    /// Keep the counters' JSON text for the next writes.
     pub fn keep_json(&mut self, json: &[u8]) {
         self.json = Some(json.into());
     }
