@@ -38,7 +38,9 @@ class GuardedCall:
     profile.counting.GuardedCall."""
 
     users: int
-    def add(self, state: State, key: str, expected: str, version: str, flags: str, marks: list[str]) -> None: ...
+    def add(
+        self, state: State, key: str, expected: str, version: str, flags: str, marks: list[str]
+    ) -> None: ...
     def take(self) -> bytes: ...
 
 class Counting:

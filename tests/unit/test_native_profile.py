@@ -255,8 +255,8 @@ def test_a_counting_refuses_sizes_it_cannot_count() -> None:
     with pytest.raises(ValueError, match="sizes must be positive"):
         tailor_native.Counting([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1)
     with pytest.raises(ValueError, match="not in sizes"):
-        tailor_native.Counting([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1, prune_every=60,
-                           max_fields=1)  # fmt: skip
+        tailor_native.Counting([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1,
+                               prune_every=60, max_fields=1)  # fmt: skip
 
 
 def test_decode_refuses_a_field_that_is_not_a_profile() -> None:
