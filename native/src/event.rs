@@ -6,20 +6,19 @@
 //!
 //! A strict subset of the model, as the Python check is: the schema's limits are given when a
 //! reader is made, and anything unusual (duplicate keys, a null where a value is counted, a long
-//! number, a float where text is counted, a timestamp in any but the plain forms) is left unread.
-
-mod json;
-mod timestamp;
+//! number, a float where text is counted, a naive or far-off time) is left unread. The JSON is read
+//! by serde_json, RFC 3339 times by speedate (pydantic's own parser).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
-
-use json::{Number, Reader};
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use serde::Deserialize;
 
 /// The patterns the checks below implement by hand; a reader refuses to start if the schema changed them.
 const IDENTIFIER_PATTERN: &str = "^[!-~]+$";
@@ -28,6 +27,14 @@ const PROPERTY_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_.-]*$";
 const TEXT_PROPERTIES: [&str; 3] = ["category", "productId", "query"];
 /// Integral floats below this are counted as their integer's text; others go the slow way.
 const MAX_INTEGRAL_FLOAT: f64 = 1e15;
+/// Longer integers go the slow way (the lean check's limit: |n| < 10**15).
+const MAX_INTEGER: u64 = 1_000_000_000_000_000;
+/// Event times as microseconds are exact in a float below this (years 1685 to 2255): beyond, `micros
+/// / 1e6` would round twice where Python's `timestamp()` (an exact integer division) rounds once.
+const MAX_EXACT_MICROS: i64 = 1 << 53;
+/// Unix seconds below 1e10 (year 2286); pydantic reads values past 2e10 as milliseconds.
+const MAX_UNIX_SECONDS: f64 = 1e10;
+const MICROS_PER_SECOND: i64 = 1_000_000;
 
 /// The schema's limits, in code points as Python counts them.
 struct Limits {
@@ -62,22 +69,161 @@ impl Limits {
     }
 }
 
-enum PropertyValue<'a> {
+/// An event as serde_json reads it: text borrowed from the message where no escape is in the way,
+/// the values the check looks at more closely kept as their JSON text. Unknown fields, duplicate
+/// keys and a `null` where none may be are refused here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Event<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow, rename = "type")]
+    kind: Text<'a>,
+    #[serde(borrow, default, rename = "userId")]
+    user_id: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "anonymousId")]
+    anonymous_id: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "sessionId")]
+    session_id: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    page: Option<Page<'a>>,
+    #[serde(borrow, default)]
+    properties: Properties<'a>,
+    #[serde(borrow, default)]
+    context: Option<Context<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page<'a> {
+    #[serde(borrow)]
+    url: Text<'a>,
+    #[serde(borrow, default)]
+    referrer: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    title: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Context<'a> {
+    #[serde(borrow, default)]
+    device: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    locale: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "userAgent")]
+    user_agent: Option<Text<'a>>,
+}
+
+/// A JSON string: borrowed from the message unless it has escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+    fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
+}
+
+/// The properties in their order; a name given twice is refused (a map would keep the last, and the
+/// check must not guess).
+#[derive(Default)]
+struct Properties<'a>(Vec<(Text<'a>, Scalar<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Properties<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PropertiesVisitor)
+    }
+}
+
+struct PropertiesVisitor;
+
+impl<'de> Visitor<'de> for PropertiesVisitor {
+    type Value = Properties<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of properties")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Properties<'de>, A::Error> {
+        let mut properties: Vec<(Text<'de>, Scalar<'de>)> = Vec::new();
+        while let Some(name) = access.next_key::<Text<'de>>()? {
+            if properties.iter().any(|(seen, _)| seen.0 == name.0) {
+                return Err(A::Error::custom("a property given twice"));
+            }
+            properties.push((name, access.next_value()?));
+        }
+        Ok(Properties(properties))
+    }
+}
+
+/// Text, an integer below 10**15 in size or a float: what the lean check reads of a property or a
+/// timestamp. A null, a boolean, a nested value or a longer integer is the model's call.
+enum Scalar<'a> {
     Text(Cow<'a, str>),
     Int(i64),
     Float(f64),
 }
 
-/// The top-level fields as read, each at most once.
-#[derive(Default)]
-struct Fields<'a> {
-    id: Option<Cow<'a, str>>,
-    type_index: Option<usize>,
-    user_id: Option<Cow<'a, str>>,
-    anonymous_id: Option<Cow<'a, str>>,
-    session_id: Option<Cow<'a, str>>,
-    micros: Option<i64>,
-    properties: Vec<(Cow<'a, str>, PropertyValue<'a>)>,
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("text, a number")
+    }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Borrowed(text)))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(text.to_owned())))
+    }
+    fn visit_string<E>(self, text: String) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(text)))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Scalar<'de>, E> {
+        match n.unsigned_abs() < MAX_INTEGER {
+            true => Ok(Scalar::Int(n)),
+            false => Err(E::custom("a long integer")),
+        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Scalar<'de>, E> {
+        match n < MAX_INTEGER {
+            true => Ok(Scalar::Int(n as i64)),
+            false => Err(E::custom("a long integer")),
+        }
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Scalar<'de>, E> {
+        // Finite: serde_json refuses numbers beyond a float's range. An integer too long for 64 bits
+        // comes as a float too: refused as the long integer it may be.
+        if n.fract() == 0.0 && n.abs() >= MAX_INTEGER as f64 {
+            return Err(E::custom("a long integer"));
+        }
+        Ok(Scalar::Float(n))
+    }
 }
 
 /// What a valid event carries that is counted.
@@ -87,38 +233,7 @@ struct Counted<'a> {
     user: Cow<'a, str>,
     session: Option<Cow<'a, str>>,
     micros: Option<i64>,
-    properties: Vec<(Cow<'a, str>, PropertyValue<'a>)>,
-}
-
-/// The event's fields, numbered for the duplicate check.
-#[derive(Clone, Copy)]
-enum Field {
-    Id,
-    Type,
-    UserId,
-    AnonymousId,
-    SessionId,
-    Timestamp,
-    Page,
-    Properties,
-    Context,
-}
-
-impl Field {
-    fn of(key: &str) -> Option<Field> {
-        Some(match key {
-            "id" => Field::Id,
-            "type" => Field::Type,
-            "userId" => Field::UserId,
-            "anonymousId" => Field::AnonymousId,
-            "sessionId" => Field::SessionId,
-            "timestamp" => Field::Timestamp,
-            "page" => Field::Page,
-            "properties" => Field::Properties,
-            "context" => Field::Context,
-            _ => return None, // extra fields are forbidden
-        })
-    }
+    properties: Vec<(Cow<'a, str>, Scalar<'a>)>,
 }
 
 /// Reads events for one stack's dimensions: made once per dimension set, then `read_batch` per batch.
@@ -350,100 +465,56 @@ impl EventReader {
     }
 
     fn read<'a>(&self, text: &'a str) -> Option<Counted<'a>> {
-        let mut reader = Reader::new(text);
-        let mut fields = Fields::default();
-        let mut seen = Seen::default();
-        reader.object(|r, key| {
-            let field = Field::of(&key)?;
-            seen.first(field as u32)?;
-            match field {
-                Field::Id => fields.id = Some(self.identifier(r)?),
-                Field::Type => fields.type_index = Some(self.event_type(r)?),
-                Field::UserId => fields.user_id = nullable(r, |r| self.identifier(r))?,
-                Field::AnonymousId => fields.anonymous_id = nullable(r, |r| self.identifier(r))?,
-                Field::SessionId => fields.session_id = nullable(r, |r| self.identifier(r))?,
-                Field::Timestamp => fields.micros = nullable(r, read_timestamp)?,
-                Field::Page => drop(nullable(r, |r| self.page(r))?),
-                Field::Properties => fields.properties = self.properties(r)?,
-                Field::Context => drop(nullable(r, |r| self.context(r))?),
+        let event: Event<'a> = serde_json::from_str(text).ok()?;
+        let limits = &self.limits;
+        let id = self.identifier(event.id)?;
+        let type_index = self
+            .counters
+            .iter()
+            .position(|(event_type, _)| *event_type == event.kind.0)?;
+        let user_id = optional(event.user_id, |id| self.identifier(id))?;
+        let anonymous_id = optional(event.anonymous_id, |id| self.identifier(id))?;
+        let session = optional(event.session_id, |id| self.identifier(id))?;
+        let micros = optional(event.timestamp, read_timestamp)?;
+        if let Some(page) = event.page {
+            let fits = fits(&page.url.0, 0, limits.url)
+                && fits_if_any(&page.referrer, limits.url)
+                && fits_if_any(&page.title, limits.property_value);
+            fits.then_some(())?;
+        }
+        if let Some(context) = event.context {
+            let fits = fits_if_any(&context.device, limits.device)
+                && fits_if_any(&context.locale, limits.locale)
+                && fits_if_any(&context.user_agent, limits.user_agent);
+            fits.then_some(())?;
+        }
+        let properties = event.properties.0;
+        if properties.len() > limits.properties {
+            return None;
+        }
+        let mut values = Vec::with_capacity(properties.len());
+        for (name, value) in properties {
+            if !self.is_property_name(&name.0) {
+                return None;
             }
-            Some(())
-        })?;
-        reader.at_end().then_some(())?;
+            let value = self.property_value(value, &name.0)?;
+            values.push((name.0, value));
+        }
         Some(Counted {
-            id: fields.id?,
-            type_index: fields.type_index?,
-            user: fields.user_id.or(fields.anonymous_id)?, // identified by either, as the model requires
-            session: fields.session_id,
-            micros: fields.micros,
-            properties: fields.properties,
+            id,
+            type_index,
+            user: user_id.or(anonymous_id)?, // identified by either, as the model requires
+            session,
+            micros,
+            properties: values,
         })
     }
 
-    fn identifier<'a>(&self, r: &mut Reader<'a>) -> Option<Cow<'a, str>> {
-        let id = r.string()?;
+    fn identifier<'a>(&self, id: Text<'a>) -> Option<Cow<'a, str>> {
+        let id = id.0;
         // Printable ASCII only, so bytes are code points.
         let printable = id.bytes().all(|b| (b'!'..=b'~').contains(&b));
         (printable && !id.is_empty() && id.len() <= self.limits.id).then_some(id)
-    }
-
-    fn event_type(&self, r: &mut Reader<'_>) -> Option<usize> {
-        let name = r.string()?;
-        self.counters
-            .iter()
-            .position(|(event_type, _)| *event_type == name)
-    }
-
-    fn page(&self, r: &mut Reader<'_>) -> Option<()> {
-        let mut seen = Seen::default();
-        let limits = &self.limits;
-        r.object(|r, key| {
-            let (bit, limit) = match &*key {
-                "url" => (0, limits.url),
-                "referrer" => (1, limits.url),
-                "title" => (2, limits.property_value),
-                _ => return None,
-            };
-            seen.first(bit)?;
-            if bit == 0 {
-                text(r, 0, limit).map(drop) // the url is not nullable
-            } else {
-                nullable(r, |r| text(r, 0, limit)).map(drop)
-            }
-        })?;
-        seen.has(0).then_some(()) // the url is required
-    }
-
-    fn context(&self, r: &mut Reader<'_>) -> Option<()> {
-        let mut seen = Seen::default();
-        let limits = &self.limits;
-        r.object(|r, key| {
-            let (bit, limit) = match &*key {
-                "device" => (0, limits.device),
-                "locale" => (1, limits.locale),
-                "userAgent" => (2, limits.user_agent),
-                _ => return None,
-            };
-            seen.first(bit)?;
-            nullable(r, |r| text(r, 0, limit)).map(drop)
-        })
-    }
-
-    fn properties<'a>(&self, r: &mut Reader<'a>) -> Option<Vec<(Cow<'a, str>, PropertyValue<'a>)>> {
-        let mut properties: Vec<(Cow<'a, str>, PropertyValue<'a>)> = Vec::new();
-        r.object(|r, name| {
-            let room = properties.len() < self.limits.properties;
-            if !room
-                || !self.is_property_name(&name)
-                || properties.iter().any(|(seen, _)| *seen == name)
-            {
-                return None;
-            }
-            let value = self.property_value(r, &name)?;
-            properties.push((name, value));
-            Some(())
-        })?;
-        Some(properties)
     }
 
     fn is_property_name(&self, name: &str) -> bool {
@@ -455,18 +526,14 @@ impl EventReader {
             && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     }
 
-    /// Text, an integer or a finite float; a null, a boolean or a nested value is the model's call.
-    fn property_value<'a>(&self, r: &mut Reader<'a>, name: &str) -> Option<PropertyValue<'a>> {
-        match r.peek()? {
-            b'"' if name != "value" => {
-                text(r, 1, self.limits.property_value).map(PropertyValue::Text)
-            }
-            b'-' | b'0'..=b'9' => match r.number()? {
-                Number::Int(value) => Some(PropertyValue::Int(value)),
-                Number::Float(_) if TEXT_PROPERTIES.contains(&name) => None,
-                Number::Float(value) => Some(PropertyValue::Float(value)),
-            },
-            _ => None,
+    /// A property's value as the model would count it, or None when the model must decide: text
+    /// where a number is expected, a float where text is.
+    fn property_value<'a>(&self, value: Scalar<'a>, name: &str) -> Option<Scalar<'a>> {
+        match value {
+            Scalar::Text(text) => (name != "value" && fits(&text, 1, self.limits.property_value))
+                .then_some(Scalar::Text(text)),
+            Scalar::Float(_) if TEXT_PROPERTIES.contains(&name) => None,
+            number => Some(number),
         }
     }
 
@@ -474,7 +541,7 @@ impl EventReader {
     /// need Python's float formatting.
     fn dimension_values<'a>(
         &self,
-        properties: &'a [(Cow<'a, str>, PropertyValue<'a>)],
+        properties: &'a [(Cow<'a, str>, Scalar<'a>)],
     ) -> Option<Vec<(&Py<PyString>, Cow<'a, str>)>> {
         let mut values = Vec::new();
         for (dimension, name) in &self.dimensions {
@@ -482,14 +549,14 @@ impl EventReader {
                 continue;
             };
             let text = match value {
-                PropertyValue::Text(text) => Cow::Borrowed(&**text),
-                PropertyValue::Int(number) => Cow::Owned(number.to_string()),
-                PropertyValue::Float(number)
+                Scalar::Text(text) => Cow::Borrowed(&**text),
+                Scalar::Int(number) => Cow::Owned(number.to_string()),
+                Scalar::Float(number)
                     if number.fract() == 0.0 && number.abs() < MAX_INTEGRAL_FLOAT =>
                 {
                     Cow::Owned((*number as i64).to_string()) // Python: str(int(value))
                 }
-                PropertyValue::Float(_) => return None,
+                Scalar::Float(_) => return None,
             };
             values.push((name, text));
         }
@@ -542,52 +609,55 @@ impl EventReader {
     }
 }
 
-/// Which keys of an object were read, so that a duplicate (jiter keeps the last) is refused.
-#[derive(Default)]
-struct Seen(u32);
-
-impl Seen {
-    fn first(&mut self, bit: u32) -> Option<()> {
-        let mask = 1 << bit;
-        let first = self.0 & mask == 0;
-        self.0 |= mask;
-        first.then_some(())
-    }
-
-    fn has(&self, bit: u32) -> bool {
-        self.0 & (1 << bit) != 0
+/// A value that may be absent (or `null`): `Some(None)` when it is, else what `read` makes of it.
+fn optional<T, U>(value: Option<T>, read: impl FnOnce(T) -> Option<U>) -> Option<Option<U>> {
+    match value {
+        None => Some(None),
+        Some(value) => read(value).map(Some),
     }
 }
 
-/// `null` as `Some(None)`, else the value `read` reads.
-fn nullable<'a, T>(
-    r: &mut Reader<'a>,
-    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
-) -> Option<Option<T>> {
-    if r.null() {
-        return Some(None);
-    }
-    read(r).map(Some)
-}
-
-/// A string of `min..=max` code points.
-fn text<'a>(r: &mut Reader<'a>, min: usize, max: usize) -> Option<Cow<'a, str>> {
-    let text = r.string()?;
+/// Whether `text` has `min..=max` code points.
+fn fits(text: &str, min: usize, max: usize) -> bool {
     // UTF-8 bytes bound the code points from above, so most texts need no count.
-    let within = if text.len() <= max && min <= 1 {
+    if text.len() <= max && min <= 1 {
         text.len() >= min
     } else {
         (min..=max).contains(&text.chars().count())
-    };
-    within.then_some(text)
+    }
 }
 
-fn read_timestamp(r: &mut Reader<'_>) -> Option<i64> {
-    match r.peek()? {
-        b'"' => timestamp::rfc3339_micros(&r.string()?),
-        b'-' | b'0'..=b'9' => timestamp::unix_micros(r.number()?),
-        _ => None,
-    }
+/// Whether the text, if there is one, has at most `max` code points.
+fn fits_if_any(text: &Option<Text<'_>>, max: usize) -> bool {
+    text.as_ref().is_none_or(|Text(text)| fits(text, 0, max))
+}
+
+/// An event time as exact microseconds since the Unix epoch: RFC 3339 text with a zone, as speedate
+/// (pydantic's parser) reads it, or Unix seconds; None for anything else.
+fn read_timestamp(stamp: Scalar<'_>) -> Option<i64> {
+    let micros = match stamp {
+        Scalar::Text(text) => {
+            let time = speedate::DateTime::parse_bytes_rfc3339(text.as_bytes()).ok()?;
+            time.time.tz_offset?; // naive times are invalid events
+            time.timestamp_tz()
+                .checked_mul(MICROS_PER_SECOND)?
+                .checked_add(i64::from(time.time.microsecond))?
+        }
+        // Unix seconds from 0 up to MAX_UNIX_SECONDS, rounded to the microsecond as pydantic does.
+        Scalar::Int(whole) => {
+            (0..MAX_UNIX_SECONDS as i64)
+                .contains(&whole)
+                .then_some(())?;
+            whole * MICROS_PER_SECOND
+        }
+        Scalar::Float(value) => {
+            (0.0..MAX_UNIX_SECONDS).contains(&value).then_some(())?;
+            let whole = value.floor();
+            let micros = ((value - whole) * 1e6).round() as i64; // 1_000_000 carries, as there
+            whole as i64 * MICROS_PER_SECOND + micros
+        }
+    };
+    (micros.abs() <= MAX_EXACT_MICROS).then_some(micros)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
