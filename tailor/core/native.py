@@ -1,8 +1,12 @@
-"""Whether the compiled hot path (tailor_native, built from native/ by scripts/setup.sh) is used.
+"""The one switch between the worker's compiled hot path (tailor_native, built from native/ by
+scripts/setup.sh) and its Python reference.
 
-It is used when it is built, unless TAILOR_NATIVE=off: the Python references (tailor.core.events.lean_check,
-tailor.core.profile.state) then do the same work at several times the CPU — a way to rule the
-compiled code out when something looks wrong, and to compare the two in one benchmark.
+The compiled path is used when it is built, unless TAILOR_NATIVE=off: the Python references then do
+the same work at several times the CPU — a way to rule the compiled code out when something looks
+wrong, and to compare the two in one benchmark. Each boundary asks `enabled()` in one place, its
+factory: `tailor.core.events.lean_check.reader` (a batch of messages in, occurrences out) and
+`tailor.core.profile.counting.counting` (the profile counting and its guarded writes). Nothing else
+chooses, and nothing is passed down to choose: tests that want the reference set TAILOR_NATIVE.
 """
 
 from __future__ import annotations
