@@ -10,10 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch
@@ -66,6 +68,29 @@ def scrape(url: str) -> str:
         return httpx.get(url, timeout=5).text
     except httpx.HTTPError:
         return ""
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0) -> list[Message]:
+    """Every message in `topic`'s `partitions`, from the beginning to the end they had when asked."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "enable.auto.commit": False})  # fmt: skip
+    messages: list[Message] = []
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        read = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + timeout
+        while any(read[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for message in consumer.consume(5000, timeout=1.0):
+                if message.error() is None:
+                    read[message.partition() or 0] = (message.offset() or 0) + 1
+                    messages.append(message)
+    finally:
+        consumer.close()
+    return messages
 
 
 def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> float:

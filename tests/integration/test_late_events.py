@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from pipeline_harness import Pipeline, running_pipeline, wait_until
+from pipeline_harness import Pipeline, read_topic, running_pipeline, wait_until
 from tailor_worker import batch
 
 from tailor.core.profile import store
@@ -70,28 +69,6 @@ def profile_keys(client: redis.Redis, stack: str) -> dict[bytes, dict[bytes, byt
         for key in sorted(client.scan_iter(match=f"tailor:{stack}:*", count=1000))
         if client.type(key) == b"hash"
     }
-
-
-def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Message]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False})  # fmt: skip
-    messages: list[Message] = []
-    try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        read = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + 30
-        while any(read[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=1.0):
-                if message.error() is None:
-                    read[message.partition() or 0] = (message.offset() or 0) + 1
-                    messages.append(message)
-    finally:
-        consumer.close()
-    return messages
 
 
 def test_late_events_count_in_exactly_the_windows_that_hold_them(

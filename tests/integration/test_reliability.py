@@ -28,8 +28,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from pipeline_harness import Pipeline, running_pipeline, wait_until
+from pipeline_harness import Pipeline, read_topic, running_pipeline, wait_until
 
 from tailor import devstack
 from tailor.devstack import probes, scratch
@@ -233,25 +232,8 @@ def accepted_at(clients: list[Tracker], since: float) -> bool:
 def topic_ids(bootstrap: str, topic: str) -> Counter[str]:
     """How many times each event id is in the topic (more than once: a 503 after a partial write, or
     a resend after a lost 202, both resent with the same id)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False})  # fmt: skip
-    found: Counter[str] = Counter()
-    try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(PARTITIONS)
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        read = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + 60
-        while any(read[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for message in consumer.consume(5000, timeout=1.0):
-                if message.error() is None:
-                    read[message.partition() or 0] = (message.offset() or 0) + 1
-                    found[orjson.loads(message.value() or b"{}")["id"]] += 1
-    finally:
-        consumer.close()
-    return found
+    messages = read_topic(bootstrap, topic, PARTITIONS)
+    return Counter(orjson.loads(message.value() or b"{}")["id"] for message in messages)
 
 
 # --- the test ------------------------------------------------------------------------------------
