@@ -52,7 +52,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     try:
         body = await web.read_body(scope, receive, MAX_BODY_BYTES)
     except web.BodyTooLarge as error:
-        return web.too_large(f"{error}: feedback bodies are at most {MAX_BODY_BYTES} bytes")
+        return web.too_large(str(error))
     parsed = parse(body)
     if isinstance(parsed, web.Reply):
         return parsed
