@@ -45,7 +45,8 @@ class GuardedCall:
 
 class Counting:
     """The counting of a profile_state.Plan: `sizes` as (size, bucket lifetime), `windows` as (key,
-    size, buckets summed). profile.counting.Counting."""
+    size, buckets summed); `occurrence`, the named tuple whose instances are read by the positions its
+    `_fields` name (other events by attribute). profile.counting.Counting."""
 
     def __init__(
         self,
@@ -56,8 +57,9 @@ class Counting:
         session_timeout: int,
         prune_every: float,
         max_fields: int,
+        occurrence: type[tuple[object, ...]],
     ) -> None: ...
     def decode(self, raw: Sequence[bytes | str | None] | None) -> State: ...
     def apply(self, state: State, events: Sequence[Counted], now: float) -> bool: ...
     def fields(self, state: State) -> list[bytes]: ...
-    def guarded_call(self, function: str, head: list[str]) -> GuardedCall: ...
+    def guarded_call(self, function: str, head: list[str], mark_prefix: str) -> GuardedCall: ...

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple, PyType};
 
 use count::{Counted, Level, WindowPlan};
 use state::{Num, Profile};
@@ -28,12 +28,59 @@ static PLAN_IDS: AtomicU64 = AtomicU64::new(1);
 #[pyclass(frozen, module = "tailor_native")]
 pub struct Counting {
     plan: count::Plan,
+    events: EventFields,
+}
+
+/// How the fields of an event to count are read: from an `occurrence` by the positions its
+/// `_fields` give them (a tuple's item is cheaper to get than an attribute), from anything else by
+/// attribute.
+struct EventFields {
+    occurrence: Py<PyType>,
+    at: usize,
+    counter: usize,
+    session: usize,
+    dimensions: usize,
+}
+
+impl EventFields {
+    fn of(occurrence: Bound<'_, PyType>) -> PyResult<Self> {
+        let fields: Vec<String> = occurrence.getattr("_fields")?.extract()?;
+        let position = |name: &str| {
+            fields
+                .iter()
+                .position(|field| field == name)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("the occurrence has no field {name:?} to count"))
+                })
+        };
+        Ok(EventFields {
+            at: position("at")?,
+            counter: position("counter")?,
+            session: position("session")?,
+            dimensions: position("dimensions")?,
+            occurrence: occurrence.unbind(),
+        })
+    }
+
+    fn get<'py>(
+        &self,
+        event: &Bound<'py, PyAny>,
+        position: usize,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if event.get_type().is(self.occurrence.bind(event.py())) {
+            event.cast::<PyTuple>()?.get_item(position)
+        } else {
+            event.getattr(name)
+        }
+    }
 }
 
 #[pymethods]
 impl Counting {
     #[new]
-    #[pyo3(signature = (sizes, windows, *, recent_limit, session_timeout, prune_every, max_fields))]
+    #[pyo3(signature = (sizes, windows, *, recent_limit, session_timeout, prune_every, max_fields, occurrence))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         sizes: Vec<(i64, i64)>,
         windows: Vec<(String, i64, i64)>,
@@ -41,6 +88,7 @@ impl Counting {
         session_timeout: i64,
         prune_every: f64,
         max_fields: i64,
+        occurrence: Bound<'_, PyType>,
     ) -> PyResult<Self> {
         let mut levels: Vec<Level> = Vec::with_capacity(sizes.len());
         for (size, keep) in sizes {
@@ -82,7 +130,10 @@ impl Counting {
             prune_every,
             max_fields,
         };
-        Ok(Counting { plan })
+        Ok(Counting {
+            plan,
+            events: EventFields::of(occurrence)?,
+        })
     }
 
     /// The state from the stored fields, in FIELDS order (`w`, `c`, `b`; None: the user has none).
@@ -102,8 +153,8 @@ impl Counting {
         Ok(State { profile })
     }
 
-    /// Count `events` (new ones; each with `at`, `counter`, `session` and `dimensions`, as an
-    /// Occurrence has them) into `state` at `now`. True when this write prunes.
+    /// Count `events` (new ones: occurrences, or anything with their `at`, `counter`, `session` and
+    /// `dimensions`) into `state` at `now`. True when this write prunes.
     fn apply(
         &self,
         mut state: PyRefMut<'_, State>,
@@ -114,13 +165,14 @@ impl Counting {
         let profile = &mut state.profile;
         let spans = count::Spans::at(plan, now)?;
         count::advance(plan, profile, &spans)?;
+        let fields = &self.events;
         if let Ok(list) = events.cast::<PyList>() {
             for event in list.iter() {
-                count_event(plan, profile, &spans, &event)?;
+                count_event(plan, profile, &spans, fields, &event)?;
             }
         } else {
             for event in events.try_iter()? {
-                count_event(plan, profile, &spans, &event?)?;
+                count_event(plan, profile, &spans, fields, &event?)?;
             }
         }
         count::prune(plan, profile, now)
@@ -145,9 +197,15 @@ impl Counting {
         })
     }
 
-    /// A guarded write call of `function`, its arguments starting with `head` (store.lua).
-    fn guarded_call(&self, function: String, head: Vec<String>) -> call::GuardedCall {
-        call::GuardedCall::new(function, head)
+    /// A guarded write call of `function`, its arguments starting with `head` (store.lua); an
+    /// event's mark is `mark_prefix` and its id.
+    fn guarded_call(
+        &self,
+        function: String,
+        head: Vec<String>,
+        mark_prefix: String,
+    ) -> call::GuardedCall {
+        call::GuardedCall::new(function, head, mark_prefix)
     }
 }
 
@@ -233,22 +291,23 @@ fn count_event(
     plan: &count::Plan,
     profile: &mut Profile,
     spans: &count::Spans,
+    fields: &EventFields,
     event: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let py = event.py();
-    let at = event.getattr(intern!(py, "at"))?;
+    let at = fields.get(event, fields.at, intern!(py, "at"))?;
     let at = match at.cast::<PyFloat>() {
         Ok(at) => Num::Float(at.value()),
         Err(_) => Num::Int(at.extract()?),
     };
-    let counter = event
-        .getattr(intern!(py, "counter"))?
+    let counter = fields
+        .get(event, fields.counter, intern!(py, "counter"))?
         .cast_into::<PyString>()?;
-    let session = event
-        .getattr(intern!(py, "session"))?
+    let session = fields
+        .get(event, fields.session, intern!(py, "session"))?
         .cast_into::<PyString>()?;
-    let pairs = event
-        .getattr(intern!(py, "dimensions"))?
+    let pairs = fields
+        .get(event, fields.dimensions, intern!(py, "dimensions"))?
         .cast_into::<PyTuple>()?;
     let mut texts = Vec::with_capacity(pairs.len());
     for pair in pairs.iter() {

@@ -180,10 +180,10 @@ class Pair:
 
     def assert_same_write(self) -> None:
         """The guarded write of the changed fields (which it takes: the next write has only new changes)."""
-        expected = self.reference.guarded_call(store.WRITE_FUNCTION, HEAD)
-        actual = self.native.guarded_call(store.WRITE_FUNCTION, HEAD)
-        expected.add(self.expected, "key", "1", "2", "dp", ["#e1"])
-        actual.add(self.actual, "key", "1", "2", "dp", ["#e1"])
+        expected = self.reference.guarded_call(store.WRITE_FUNCTION, HEAD, store.MARK_PREFIX)
+        actual = self.native.guarded_call(store.WRITE_FUNCTION, HEAD, store.MARK_PREFIX)
+        expected.add(self.expected, "key", "1", "2", "dp", ["e1"])
+        actual.add(self.actual, "key", "1", "2", "dp", ["e1"])
         assert arguments(actual.take()) == arguments(expected.take())
 
     def reload(self) -> None:
@@ -253,10 +253,30 @@ def test_bucket_starts_use_pythons_float_floor_division() -> None:
 
 def test_a_counting_refuses_sizes_it_cannot_count() -> None:
     with pytest.raises(ValueError, match="sizes must be positive"):
-        tailor_native.Counting([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1)
+        tailor_native.Counting([(0, 10)], [], recent_limit=1, session_timeout=1, prune_every=60, max_fields=1,
+                               occurrence=occurrence.Occurrence)  # fmt: skip
     with pytest.raises(ValueError, match="not in sizes"):
         tailor_native.Counting([(10, 30)], [("30/5", 5, 6)], recent_limit=1, session_timeout=1,
-                               prune_every=60, max_fields=1)  # fmt: skip
+                               prune_every=60, max_fields=1, occurrence=occurrence.Occurrence)  # fmt: skip
+
+
+@settings(max_examples=50, deadline=None)
+@given(plans(), st.lists(batches, min_size=1, max_size=6))
+def test_events_that_are_not_occurrences_are_read_by_attribute_alike(
+    plan: profile_state.Plan, steps: list[Batch]
+) -> None:
+    """The compiled counting reads an Occurrence by the positions of its fields, anything else by
+    their names (as the reference does): the same profile either way."""
+    counting = profile_counting.compiled(plan)
+    by_position, by_name = tailor_native.State(), tailor_native.State()
+    now = START
+    for step in steps:
+        now += step.move
+        events = step.occurrences(now)
+        assert counting.apply(by_position, events, now) == counting.apply(
+            by_name, [Planned(o.at, True, o.counter, o.session, o.dimensions) for o in events], now
+        )
+        assert counting.fields(by_position) == counting.fields(by_name)
 
 
 def test_decode_refuses_a_field_that_is_not_a_profile() -> None:
@@ -307,7 +327,9 @@ def test_damaged_stored_fields_are_refused_with_an_error_never_a_crash(
     try:
         state = pair.native.decode([bytes(field) for field in fields])
         pair.native.apply(state, steps[-1].occurrences(now + 60), now + 60)
-        pair.native.guarded_call(store.WRITE_FUNCTION, HEAD).add(state, "key", "", "1", "", [])
+        pair.native.guarded_call(store.WRITE_FUNCTION, HEAD, store.MARK_PREFIX).add(
+            state, "key", "", "1", "", []
+        )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         pass  # tailor.core.profile.store's _UNREADABLE: the user is counted afresh
 
@@ -320,8 +342,8 @@ def test_a_compiled_guard_call_carries_the_reference_calls_arguments(
     """tailor_native.GuardedCall writes each user's changed fields straight into the call's RESP
     bytes: the command Redis reads is the reference call's, packed by hiredis."""
     counting, native_counting = profile_counting.ReferenceCounting(plan), profile_counting.compiled(plan)
-    reference = counting.guarded_call(store.WRITE_FUNCTION, HEAD)
-    compiled = native_counting.guarded_call(store.WRITE_FUNCTION, HEAD)
+    reference = counting.guarded_call(store.WRITE_FUNCTION, HEAD, store.MARK_PREFIX)
+    compiled = native_counting.guarded_call(store.WRITE_FUNCTION, HEAD, store.MARK_PREFIX)
     for k, steps in enumerate(users):
         expected, actual = profile_state.ProfileState(), tailor_native.State()
         now = START
@@ -330,9 +352,9 @@ def test_a_compiled_guard_call_carries_the_reference_calls_arguments(
             events = step.occurrences(now)
             assert native_counting.apply(actual, events, now) == counting.apply(expected, events, now)
             key = f"tailor:s/x:{{u{k}}}:profile"
-            marks = [store.mark(f"e{k}-{n}-{i}") for i in range(len(events))]
-            reference.add(expected, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", marks)
-            compiled.add(actual, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", marks)
+            ids = [f"e{k}-{n}-{i}" for i in range(len(events))]
+            reference.add(expected, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", ids)
+            compiled.add(actual, key, f"{2**52 + n - 1}" if n else "", f"{2**52 + n}", "dpx", ids)
     assert compiled.users == reference.users == sum(len(steps) for steps in users)
     assert arguments(compiled.take()) == arguments(reference.take())
     assert compiled.users == reference.users == 0

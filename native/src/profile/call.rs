@@ -14,6 +14,7 @@ use super::{each_change, State};
 pub struct GuardedCall {
     function: String,
     head: Vec<String>,
+    mark_prefix: String,
     keys: Vec<u8>, // RESP bulk strings
     key_count: usize,
     args: Vec<u8>,
@@ -24,11 +25,13 @@ pub struct GuardedCall {
 }
 
 impl GuardedCall {
-    /// A call of `function` whose arguments start with `head` (now, TTLs, ...: store.lua).
-    pub fn new(function: String, head: Vec<String>) -> Self {
+    /// A call of `function` whose arguments start with `head` (now, TTLs, ...: store.lua); an event's
+    /// mark is `mark_prefix` and its id.
+    pub fn new(function: String, head: Vec<String>, mark_prefix: String) -> Self {
         GuardedCall {
             function,
             head,
+            mark_prefix,
             keys: Vec::with_capacity(8 * 1024),
             key_count: 0,
             args: Vec::with_capacity(128 * 1024),
@@ -41,7 +44,8 @@ impl GuardedCall {
 #[pymethods]
 impl GuardedCall {
     /// Add a user's write: its profile's key, the version expected and the new one, its flags, and
-    /// the marks of the events counted; its changed fields come from `state` (whose flags this clears).
+    /// the ids of the events counted (marked); its changed fields come from `state` (whose flags this
+    /// clears).
     fn add(
         &mut self,
         mut state: PyRefMut<'_, State>,
@@ -49,7 +53,7 @@ impl GuardedCall {
         expected: &str,
         version: &str,
         flags: &str,
-        marks: &Bound<'_, PyList>,
+        ids: &Bound<'_, PyList>,
     ) -> PyResult<()> {
         push_bulk(&mut self.keys, key.as_bytes());
         self.key_count += 1;
@@ -64,11 +68,16 @@ impl GuardedCall {
             push_bulk(args, name.as_bytes());
             push_bulk(args, value);
         });
-        push_bulk(args, itoa::Buffer::new().format(marks.len()).as_bytes());
-        for mark in marks.iter() {
-            push_bulk(args, mark.cast::<PyString>()?.to_str()?.as_bytes());
+        push_bulk(args, itoa::Buffer::new().format(ids.len()).as_bytes());
+        let prefix = self.mark_prefix.as_bytes();
+        for id in ids.iter() {
+            let id = id.cast::<PyString>()?.to_str()?.as_bytes();
+            push_header(args, b'$', prefix.len() + id.len());
+            args.extend_from_slice(prefix);
+            args.extend_from_slice(id);
+            args.extend_from_slice(b"\r\n");
         }
-        self.arg_count += 3 + 1 + 2 * fields + 1 + marks.len();
+        self.arg_count += 3 + 1 + 2 * fields + 1 + ids.len();
         self.users += 1;
         Ok(())
     }

@@ -4,6 +4,7 @@
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
+use super::json::quoted_name;
 use super::state::{Bucket, Counters, Entry, Name, Newest, Num, Positions, Profile, Slot};
 
 /// profile.SEPARATOR, between a counter, a dimension and its value.
@@ -371,12 +372,9 @@ fn add(counters: &mut Counters, name: &Name, n: i64) {
 /// Count one event (the body of profile_state.apply's loop); `advance` ran at `spans.now`.
 pub fn count(plan: &Plan, profile: &mut Profile, spans: &Spans, event: &Counted) -> PyResult<()> {
     let mut names = Vec::with_capacity(1 + event.dimensions.len());
-    names.push(Name::from(event.counter));
+    names.push(quoted_name(&[event.counter], SEPARATOR));
     for &(dimension, value) in &event.dimensions {
-        names.push(Name::from(format!(
-            "{}{SEPARATOR}{dimension}{SEPARATOR}{value}",
-            event.counter
-        )));
+        names.push(quoted_name(&[event.counter, dimension, value], SEPARATOR));
     }
     for (index, level) in plan.levels.iter().enumerate() {
         let Some(start) = bucket_start(event.at, level.size)? else {

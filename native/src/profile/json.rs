@@ -2,12 +2,12 @@
 //! Python dicts keep them), ints as ints and floats as floats, non-finite floats as null — the values
 //! orjson writes of the Python state (the tests compare what the two decode to, not their bytes).
 //!
-//! Read by serde_json. Written here: serde_json's writer scans every string a byte at a time and was
-//! measured much slower at writing profiles (docs/performance.md); this one checks eight bytes at a
-//! time and copies what needs no escape.
+//! Read by serde_json. Written here: serde_json's writer escapes every string a byte at a time and
+//! was measured much slower at writing profiles (docs/performance.md); this one copies counter names
+//! whole (they are kept as JSON text) and checks other text eight bytes at a time.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -97,7 +97,7 @@ fn write_counters(out: &mut Vec<u8>, counters: &Counters) {
         if k > 0 {
             out.push(b',');
         }
-        write_str(out, name);
+        out.extend_from_slice(name.as_bytes()); // quoted and escaped already
         out.push(b':');
         write_int(out, *n);
     }
@@ -185,6 +185,23 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     } else {
         out.extend_from_slice(bytes);
     }
+}
+
+/// A counter name in the form Counters keep it (state::Name): `parts` joined by `separator`, as the
+/// JSON text of a string.
+pub fn quoted_name(parts: &[&str], separator: char) -> Name {
+    let mut text = Vec::with_capacity(2 + parts.iter().map(|part| part.len() + 1).sum::<usize>());
+    text.push(b'"');
+    for (k, part) in parts.iter().enumerate() {
+        if k > 0 {
+            let mut buffer = [0; 4];
+            text.extend_from_slice(separator.encode_utf8(&mut buffer).as_bytes());
+        }
+        escape_into(&mut text, part.as_bytes());
+    }
+    text.push(b'"');
+    // Escapes replace ASCII bytes only: UTF-8 in, UTF-8 out.
+    Name::from(String::from_utf8(text).expect("UTF-8 with ASCII bytes escaped"))
 }
 
 /// The escaped text in pieces: runs of `bytes` that need no escape, and escapes. Only ASCII bytes
@@ -299,9 +316,10 @@ struct StoredCurrent {
 }
 
 thread_local! {
-    /// The counter names of the decode under way, each made once: a name is in the buckets of every
-    /// size and in the sums, and allocating it for each is most of what reading a name costs.
-    static NAMES: RefCell<HashSet<Name, foldhash::fast::RandomState>> = RefCell::default();
+    /// The counter names of the decode under way (as read -> as kept), each made once: a name is in
+    /// the buckets of every size and in the sums, and making it for each is most of what reading a
+    /// name costs.
+    static NAMES: RefCell<HashMap<Box<str>, Name, foldhash::fast::RandomState>> = RefCell::default();
 }
 
 /// `{counter: n}`, its names shared within a decode.
@@ -354,8 +372,8 @@ impl Visitor<'_> for SharedNameVisitor {
             match names.get(text) {
                 Some(name) => name.clone(),
                 None => {
-                    let name = Name::from(text);
-                    names.insert(name.clone());
+                    let name = quoted_name(&[text], '|');
+                    names.insert(text.into(), name.clone());
                     name
                 }
             }

@@ -7,8 +7,10 @@ use indexmap::IndexMap;
 
 /// Insertion-ordered, with foldhash seeded per process (dimension values come from users).
 pub type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
-/// A counter name ("views", "views|category|shoes"). Shared: the same names fill a user's buckets and
-/// sums of every size.
+/// A counter name as JSON text, quoted and escaped (`"views|category|shoes"`), so that writing a field
+/// copies it whole: most of a field's bytes are names, and escaping them on every write was measured
+/// to cost the worker more than the 5 % issue 16 allows (docs/performance.md). Shared: the same names
+/// fill a user's buckets and sums of every size.
 pub type Name = Arc<str>;
 /// A bucket, or a window's sum: counter -> n.
 pub type Counters = IndexMap<Name, i64, foldhash::fast::RandomState>;

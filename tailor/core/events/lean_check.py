@@ -160,19 +160,17 @@ class PythonReader:
         self.dimensions = tuple(dimensions)
 
     def read_batch(self, messages: list[Message], now: float, lateness: float) -> BatchRead:
-        read = BatchRead(by_user={}, partition_of={}, unread=[], offsets={}, events=0, late=0)
-        by_user, partition_of, unread, offsets = (
-            read["by_user"],
-            read["partition_of"],
-            read["unread"],
-            read["offsets"],
-        )
+        by_user: dict[str, list[occurrence.Occurrence]] = {}
+        partition_of: dict[str, int] = {}
+        unread: list[int] = []
+        offsets: dict[int, int] = {}
+        events = late = 0
         dimensions = self.dimensions
         for index, message in enumerate(messages):
             if message.error() is not None:
                 unread.append(index)
                 continue
-            read["events"] += 1
+            events += 1
             partition, offset = message.partition(), message.offset()
             if partition is not None and offset is not None:
                 offsets[partition] = max(offsets.get(partition, -1), offset)
@@ -183,7 +181,7 @@ class PythonReader:
                 unread.append(index)
                 continue
             if ingested - counted.at > lateness:
-                read["late"] += 1
+                late += 1
                 continue
             user = counted.user
             found = by_user.get(user)
@@ -192,7 +190,14 @@ class PythonReader:
                 partition_of[user] = partition if partition is not None else -1
             else:
                 found.append(counted)
-        return read
+        return BatchRead(
+            by_user=by_user,
+            partition_of=partition_of,
+            unread=unread,
+            offsets=offsets,
+            events=events,
+            late=late,
+        )
 
 
 def python_occurrence(

@@ -7,7 +7,7 @@ Both are a `Counting`: `decode` the stored fields into a state (opaque to caller
 events to it, give its stored `fields`, and gather changed users' writes in a `guarded_call`, whose
 RESP bytes go to Redis as they are: one call of the guard function (tailor/core/profile/store.lua,
 whose arguments per user are: the expected version, the new one, flags, the changed fields as
-name/JSON pairs, the events' marks).
+name/JSON pairs, the events' marks — a prefix and the event's id).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol, TypeVar, cast
 import hiredis
 
 from tailor.core import native
+from tailor.core.events import occurrence
 from tailor.core.profile import state as profile_state
 
 if native.BUILT:  # else (scripts/setup.sh builds it) the reference counts
@@ -39,7 +40,7 @@ class GuardedCall(Protocol[S_contra]):
     @property
     def users(self) -> int: ...  # added since the last `take`
     def add(
-        self, state: S_contra, key: str, expected: str, version: str, flags: str, marks: list[str]
+        self, state: S_contra, key: str, expected: str, version: str, flags: str, ids: list[str]
     ) -> None: ...  # the user's changed fields come from `state` (taken: the next write has only new changes)
     def take(self) -> bytes: ...  # the call's RESP bytes; starts the next call
 
@@ -48,7 +49,7 @@ class Counting(Protocol[S]):
     def decode(self, raw: Raw) -> S: ...
     def apply(self, state: S, events: Sequence[profile_state.Counted], now: float) -> bool: ...
     def fields(self, state: S) -> list[bytes]: ...
-    def guarded_call(self, function: str, head: list[str]) -> GuardedCall[S]: ...
+    def guarded_call(self, function: str, head: list[str], mark_prefix: str) -> GuardedCall[S]: ...
 
 
 def counting(plan: profile_state.Plan) -> Counting[Any]:
@@ -64,6 +65,7 @@ def compiled(plan: profile_state.Plan) -> tailor_native.Counting:
         session_timeout=plan.session_timeout,
         prune_every=plan.prune_every,
         max_fields=plan.max_fields,
+        occurrence=occurrence.Occurrence,  # read by the positions its _fields name
     )
 
 
@@ -88,32 +90,33 @@ class ReferenceCounting:
     def fields(self, state: profile_state.ProfileState) -> list[bytes]:
         return profile_state.fields(state)
 
-    def guarded_call(self, function: str, head: list[str]) -> ReferenceCall:
-        return ReferenceCall(function, head)
+    def guarded_call(self, function: str, head: list[str], mark_prefix: str) -> ReferenceCall:
+        return ReferenceCall(function, head, mark_prefix)
 
 
 class ReferenceCall:
     """A guard call gathered as a command and packed by hiredis: the reference of
     tailor_native.GuardedCall."""
 
-    def __init__(self, function: str, head: list[str]) -> None:
+    def __init__(self, function: str, head: list[str], mark_prefix: str) -> None:
         self.function = function
         self.head = head
+        self.mark_prefix = mark_prefix
         self.keys: list[str] = []
         self.args: list[Any] = []
         self.users = 0
 
     def add(
         self, state: profile_state.ProfileState, key: str, expected: str, version: str, flags: str,
-        marks: list[str],
+        ids: list[str],
     ) -> None:  # fmt: skip
         changed = profile_state.changes(state)
         self.keys.append(key)
         self.args += (expected, version, flags, len(changed))
         for name, value in changed:
             self.args += (name, value)
-        self.args.append(len(marks))
-        self.args += marks
+        self.args.append(len(ids))
+        self.args += [self.mark_prefix + event_id for event_id in ids]
         self.users += 1
 
     def take(self) -> bytes:

@@ -294,7 +294,7 @@ class _Batch:
                     )
                 )
 
-            call = writer.counting.guarded_call(WRITE_FUNCTION, head)
+            call = writer.counting.guarded_call(WRITE_FUNCTION, head, MARK_PREFIX)
             self._writes, sent = [], 0
             for user, entry in hits:
                 self._count(user, todo[user], entry, None, False, call)
@@ -393,7 +393,7 @@ class _Batch:
         if renew:
             flags += "x"
         self._writes.append((user, entry, version, len(fresh), duplicates, expired))
-        call.add(state, entry.key, entry.version, version, flags, [mark(o.id) for o in fresh])
+        call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into
