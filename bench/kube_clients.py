@@ -1,8 +1,9 @@
-"""Benchmark: the operator's Kubernetes calls with tailor_operator.kube against maintained clients.
+"""Benchmark: the operator's Kubernetes calls through tailor_operator.kube against other clients.
 
-operator/tailor_operator/kube.py is a small async client on aiohttp (kopf watches; it writes). Issue 16
-asks whether kubernetes_asyncio, lightkube, kr8s or the `kubernetes` package would do instead. This
-script makes the calls the operator makes, against a real kube-apiserver, with each client in turn:
+operator/tailor_operator/kube.py is the operator's facade on kubernetes_asyncio (kopf watches; it
+writes). Until issue 16 it was a hand-written client on aiohttp; `--baseline REV` measures that one
+too, as it was at a git revision (aa269af is its last), in the same run. This script makes the calls
+the operator makes, against a real kube-apiserver, with each client in turn:
 
 - apply:   server-side apply (fieldManager tailor-operator, force) of the worker Deployment the
            operator builds (tailor_operator.builders), the drift timer's call: after the first, a no-op;
@@ -14,15 +15,16 @@ Per client and call: milliseconds per call (wall, sequential), and the client's 
 (this process's CPU time: the apiserver, etcd and the rest of the box are not counted). Rounds
 interleave the clients, so the load of a shared machine weighs on all alike; the best round is kept.
 
-- `kube.py`            tailor_operator.kube.Kube (aiohttp; credentials from the kubernetes package)
-- `kubernetes_asyncio` generated async client (aiohttp), typed models (V1Deployment, …)
+- `tailor_operator.kube` the operator's facade: kubernetes_asyncio's ApiClient, paths from discovery
+- `kube.py@REV`        with --baseline REV: the hand-written aiohttp client at that revision
+- `kubernetes_asyncio` its generated typed APIs (AppsV1Api, …), models deserialized
 - `lightkube`          typed async client on httpx, `apply()` for server-side apply
 - `kr8s`               async client on httpx; no server-side apply in its object API: a raw call here
 - `kubernetes`         the official sync client, called through asyncio.to_thread
 
-    .venv/bin/pip install -e '.[bench-libs]'
+    .venv/bin/pip install -e '.[bench-libs]'    # lightkube, kr8s (the others are dependencies)
     eval "$(.venv/bin/tailor dev env)"          # a running `tailor dev up`
-    .venv/bin/python bench/kube_clients.py [--calls 200] [--rounds 3]
+    .venv/bin/python bench/kube_clients.py [--calls 200] [--rounds 3] [--baseline aa269af]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,13 +67,35 @@ class Client:
     close: Callable[[], Awaitable[Any]]
 
 
-async def kube_py(kubeconfig: str) -> Client:
-    client = kube.Kube(kube.load_configuration(kubeconfig))
+async def tailor_kube(kubeconfig: str) -> Client:
+    client = await kube.Kube.connect(kubeconfig)
 
     async def patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await client.patch_status(constants.STACK_KIND, namespace, name, status)
 
     return Client(client.apply, patch_status, client.read_secret, client.close)
+
+
+def baseline(revision: str) -> Callable[[str], Awaitable[Client]]:
+    """The operator's kube.py as it was at `revision`, loaded from git (the hand-written client)."""
+    path = "operator/tailor_operator/kube.py"
+    shown = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:{path}"], capture_output=True, text=True, check=False
+    )
+    if shown.returncode != 0:
+        sys.exit(f"--baseline {revision}: {shown.stderr.strip()}")
+    module = types.ModuleType(f"kube_at_{revision}")
+    exec(compile(shown.stdout, f"{revision}:{path}", "exec"), module.__dict__)
+
+    async def make(kubeconfig: str) -> Client:
+        client = module.Kube(module.load_configuration(kubeconfig))
+
+        async def patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            await client.patch_status(constants.STACK_KIND, namespace, name, status)
+
+        return Client(client.apply, patch_status, client.read_secret, client.close)
+
+    return make
 
 
 async def kubernetes_asyncio_client(kubeconfig: str) -> Client:
@@ -194,7 +219,7 @@ async def kubernetes_client(kubeconfig: str) -> Client:
 
 
 CLIENTS: dict[str, tuple[str, Callable[[str], Awaitable[Client]]]] = {
-    "kube.py": ("", kube_py),
+    "tailor_operator.kube": ("", tailor_kube),
     "kubernetes_asyncio": ("kubernetes_asyncio", kubernetes_asyncio_client),
     "lightkube": ("lightkube", lightkube_client),
     "kr8s": ("kr8s", kr8s_client),
@@ -299,9 +324,16 @@ async def run(args: argparse.Namespace) -> None:
         sys.exit('bench/kube_clients.py: set KUBECONFIG (eval "$(.venv/bin/tailor dev env)")')
     namespace = f"bench-kube-{uuid.uuid4().hex[:6]}"
     _, manifest = set_up(namespace)
+    candidates = dict(CLIENTS)
+    if args.baseline:
+        candidates = {
+            "tailor_operator.kube": CLIENTS["tailor_operator.kube"],
+            f"kube.py@{args.baseline}": ("", baseline(args.baseline)),
+            **CLIENTS,
+        }
     clients: dict[str, Client] = {}
     try:
-        for name, (module, make) in CLIENTS.items():
+        for name, (module, make) in candidates.items():
             if module:
                 try:
                     importlib.import_module(module)
@@ -324,19 +356,19 @@ async def run(args: argparse.Namespace) -> None:
                     if call not in best[name] or ms < best[name][call][0]:
                         best[name][call] = (ms, cpu)
         calls = list(next(iter(best.values())))
-        header = f"{'client':<20}" + "".join(f" {call + ' ms':>13} {'CPU ms':>7}" for call in calls)
+        header = f"{'client':<22}" + "".join(f" {call + ' ms':>13} {'CPU ms':>7}" for call in calls)
         print(header)
         print("-" * len(header))
         for name, figures in best.items():
-            print(f"{name:<20}" + "".join(f" {figures[c][0]:>13.2f} {figures[c][1]:>7.2f}" for c in calls))
-        ours = best.get("kube.py")
-        if ours:
-            print("\nratio to kube.py (wall; CPU):")
-            for name, figures in best.items():
-                ratios = "  ".join(
-                    f"{c} {figures[c][0] / ours[c][0]:.2f}; {figures[c][1] / ours[c][1]:.2f}" for c in calls
-                )
-                print(f"  {name:<20} {ratios}")
+            print(f"{name:<22}" + "".join(f" {figures[c][0]:>13.2f} {figures[c][1]:>7.2f}" for c in calls))
+        reference = f"kube.py@{args.baseline}" if args.baseline else "tailor_operator.kube"
+        ours = best[reference]
+        print(f"\nratio to {reference} (wall; CPU):")
+        for name, figures in best.items():
+            ratios = "  ".join(
+                f"{c} {figures[c][0] / ours[c][0]:.2f}; {figures[c][1] / ours[c][1]:.2f}" for c in calls
+            )
+            print(f"  {name:<22} {ratios}")
         print(f"load average after: {load_average()}")
     finally:
         for client in clients.values():
@@ -348,6 +380,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per figure")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also measure the hand-written kube.py of this git revision"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -1,110 +1,116 @@
-"""A small asyncio Kubernetes client for what reconcile functions do: apply, read, delete, patch status,
-post Events. kopf watches; this writes.
+"""The operator's Kubernetes calls, in its own words — apply a child, read a Secret, delete, patch a
+status, post an Event, create the peering object — on kubernetes_asyncio. kopf watches; this writes.
 
-It takes its credentials from the kubernetes package's configuration loaders (KUBECONFIG or the
-in-cluster service account, token refresh included) and speaks HTTP with aiohttp, which kopf already
-runs on, so reconciling never blocks the event loop or a thread pool. Children are written with
+kubernetes_asyncio runs on aiohttp, as kopf does (one HTTP stack in the process), follows each
+Kubernetes release, and brings the credential loaders: the in-cluster service account (its token
+re-read as the kubelet rotates it) or a kubeconfig (client certificates, tokens, exec plugins,
+`proxy-url`, `tls-server-name`). Resource paths come from the API server's discovery, through the
+library's lazy discoverer, so there is no table of plurals to keep. Children are written with
 server-side apply under one field manager: one idempotent request creates, updates, or restores an
-edited child, and a no-op apply writes nothing.
+edited child, and a no-op apply writes nothing. The facade keeps reconcilers in plain dicts (what
+kopf hands them and what the builders return), not the library's generated models.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-import ssl
+import tempfile
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
-import aiohttp
-import orjson
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.kube_config import KubeConfigLoader
+from kubernetes_asyncio.dynamic import DynamicClient, LazyDiscoverer
+from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
 from tailor.core import constants
 from tailor_operator import conditions
 from tailor_operator import constants as names
 
-CORE_PLURALS = {"Service": "services", "Secret": "secrets", "Event": "events", "ConfigMap": "configmaps"}
-APPS_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
-POLICY_PLURALS = {"PodDisruptionBudget": "poddisruptionbudgets"}
+REQUEST_TIMEOUT_SECONDS: Final = 30
+JSON: Final = "application/json"
+# Every verb answers one object; "object" asks the library for the decoded JSON as it came.
+AS_OBJECT: Final = {200: "object", 201: "object", 202: "object"}
 
 
 class ApiError(Exception):
+    """The API server refused a request (or serves no such kind); `status` is its HTTP status."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
 
 
-def load_configuration(kubeconfig: str | None = None) -> k8s_client.Configuration:
-    """In-cluster credentials inside a pod, else KUBECONFIG (or ~/.kube/config)."""
-    configuration = k8s_client.Configuration()
+def _refreshing_exec_token(loader: KubeConfigLoader) -> Callable[[client.Configuration], Awaitable[None]]:
+    """A hook the library awaits before each request: re-runs the kubeconfig's exec plugin (as an
+    asyncio subprocess) once the credential it gave has expired, as kubectl does."""
+
+    async def refresh(configuration: client.Configuration) -> None:
+        await loader.load_from_exec_plugin()
+        configuration.api_key["BearerToken"] = loader.token
+
+    return refresh
+
+
+async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """In-cluster credentials inside a pod, else `kubeconfig`, KUBECONFIG or ~/.kube/config."""
+    configuration = client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
-        )
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return configuration
+    loader = await config.load_kube_config(
+        config_file=kubeconfig, client_configuration=configuration, persist_config=False
+    )
+    # The library runs an exec plugin once at load; without an expiry its credential is kept, as
+    # kubectl keeps it, and with one it is renewed when due.
+    if getattr(loader, "exec_plugin_expiry", None) is not None:
+        configuration.refresh_api_key_hook = _refreshing_exec_token(loader)
     return configuration
 
 
-def object_path(api_version: str, kind_plural: str, namespace: str | None, name: str | None = None) -> str:
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{kind_plural}" if namespace else f"{base}/{kind_plural}"
-    return f"{path}/{name}" if name else path
+class _Discovery(LazyDiscoverer):
+    """The library's lazy discovery (an API group's resources are fetched when first used, and again
+    when a kind is not found), kept in this process's memory: its default file cache under /tmp is
+    shared by every process that talks to the same server, and can be read half-written."""
 
-
-def plural_of(api_version: str, kind: str) -> str:
-    if api_version == "v1":
-        return CORE_PLURALS[kind]
-    if api_version == "apps/v1":
-        return APPS_PLURALS[kind]
-    if api_version == "policy/v1":
-        return POLICY_PLURALS[kind]
-    return {
-        constants.STACK_KIND: constants.STACK_PLURAL,
-        constants.RULE_KIND: constants.RULE_PLURAL,
-        constants.VARIANT_KIND: constants.VARIANT_PLURAL,
-    }[kind]
+    def _write_cache(self) -> None:
+        return None
 
 
 class Kube:
-    def __init__(self, configuration: k8s_client.Configuration) -> None:
-        self._configuration = configuration
-        self._session: aiohttp.ClientSession | None = None
+    """One connection pool to the API server, for every reconciler of the process."""
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        c = self._configuration
-        if not c.verify_ssl:
-            return False
-        context = (
-            ssl.create_default_context(cafile=c.ssl_ca_cert)
-            if c.ssl_ca_cert
-            else ssl.create_default_context()
-        )
-        if c.cert_file and c.key_file:
-            context.load_cert_chain(c.cert_file, c.key_file)
-        return context
+    def __init__(self, configuration: client.Configuration) -> None:
+        self._api = client.ApiClient(configuration)
+        self._api.user_agent = names.FIELD_MANAGER
+        # A cache file name nothing writes (see _Discovery): discovery always starts from the server.
+        never_written = os.path.join(tempfile.gettempdir(), f"tailor-discovery-{uuid.uuid4().hex}.json")
+        self._dynamic = DynamicClient(self._api, cache_file=never_written, discoverer=_Discovery)
+        self._discovered = False
+        self._discovering = asyncio.Lock()
 
-    def _headers(self) -> dict[str, str]:
-        token = self._configuration.get_api_key_with_prefix(
-            "BearerToken"
-        ) or self._configuration.get_api_key_with_prefix("authorization")
-        return {"Authorization": token} if token else {}
-
-    async def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                base_url=self._configuration.host,
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32),
-                timeout=aiohttp.ClientTimeout(total=30),
-                json_serialize=lambda value: orjson.dumps(value).decode(),
-            )
-        return self._session
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        return cls(await load_configuration(kubeconfig))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._api.close()
+
+    async def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+        """The URL path of a kind's collection (no name) or of one object, from discovery."""
+        if not self._discovered:
+            async with self._discovering:
+                if not self._discovered:
+                    await self._dynamic  # the server's version and API groups: two requests, once
+                    self._discovered = True
+        try:
+            resource = await self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise ApiError(404, f"the API server serves no {kind} in {api_version}") from None
+        return str(resource.path(name=name, namespace=namespace))
 
     async def request(
         self,
@@ -112,71 +118,71 @@ class Kube:
         path: str,
         *,
         body: Any = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any] | None:
-        """The response object; None for 404 on GET/DELETE; ApiError for any other failure."""
-        session = await self._client()
-        headers = {**self._headers(), "Accept": "application/json"}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = orjson.dumps(body)
-        async with session.request(
-            method, path.lstrip("/"), data=data, params=params, headers=headers
-        ) as response:
-            raw = await response.read()
-            if response.status == 404 and method in ("GET", "DELETE"):
-                return None
-            if response.status >= 400:
-                try:
-                    message = orjson.loads(raw).get("message", raw.decode(errors="replace"))
-                except orjson.JSONDecodeError:
-                    message = raw.decode(errors="replace")
-                raise ApiError(response.status, str(message))
-            result: dict[str, Any] = orjson.loads(raw) if raw else {}
-            return result
+        query: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        """The object the server answered; ApiError for any refusal."""
+        try:
+            result: dict[str, Any] = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": JSON, "Content-Type": content_type},
+                body=body,
+                response_types_map=AS_OBJECT,
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except client.ApiException as error:
+            raise ApiError(error.status, _message(error)) from None
+        return result
 
     # --- the verbs reconcile functions use ------------------------------------------------------------
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under our field manager, taking over fields others changed (drift)."""
         meta = manifest["metadata"]
-        path = object_path(
-            manifest["apiVersion"],
-            plural_of(manifest["apiVersion"], manifest["kind"]),
-            meta["namespace"],
-            meta["name"],
-        )
-        result = await self.request(
+        path = await self.path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+        return await self.request(
             "PATCH",
             path,
             body=manifest,
-            params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            query={"fieldManager": names.FIELD_MANAGER, "force": "true"},
             content_type="application/apply-patch+yaml",  # JSON is YAML
         )
-        assert result is not None
-        return result
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
-        return await self.request(
-            "GET", object_path(api_version, plural_of(api_version, kind), namespace, name)
-        )
+        """The object, or None when it does not exist (a kind the server does not serve is an ApiError)."""
+        path = await self.path(api_version, kind, namespace, name)
+        try:
+            return await self.request("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """True if something was deleted."""
-        path = object_path(api_version, plural_of(api_version, kind), namespace, name)
-        return await self.request("DELETE", path, body={"propagationPolicy": "Background"}) is not None
+        """True if something was deleted; its dependents go in the background."""
+        path = await self.path(api_version, kind, namespace, name)
+        try:
+            await self.request("DELETE", path, body={"propagationPolicy": "Background"})
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch a Tailor resource's status; a resource deleted meanwhile is not an error."""
         api_version = f"{constants.API_GROUP}/{constants.API_VERSION}"
-        path = object_path(api_version, plural_of(api_version, kind), namespace, name) + "/status"
         try:
+            path = await self.path(api_version, kind, namespace, name)
+            body = {"status": status}
             await self.request(
-                "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+                "PATCH", f"{path}/status", body=body, content_type="application/merge-patch+json"
             )
         except ApiError as error:
             if error.status != 404:
@@ -219,13 +225,25 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        await self.request("POST", object_path("v1", "events", namespace), body=event)
+        await self.request("POST", await self.path("v1", "Event", namespace), body=event)
 
-    async def ensure(self, api_version: str, plural: str, manifest: Mapping[str, Any]) -> None:
-        """Create `manifest` unless it exists (used for the peering object)."""
+    async def create_unless_exists(self, manifest: Mapping[str, Any]) -> bool:
+        """Create `manifest` (the peering object); False when it already exists."""
         namespace = (manifest.get("metadata") or {}).get("namespace")
+        path = await self.path(manifest["apiVersion"], manifest["kind"], namespace)
         try:
-            await self.request("POST", object_path(api_version, plural, namespace), body=manifest)
+            await self.request("POST", path, body=manifest)
         except ApiError as error:
-            if error.status != 409:
-                raise
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+
+def _message(error: client.ApiException) -> str:
+    """The API server's own message (its Status object), else the HTTP reason."""
+    try:
+        status = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return str(error.body or error.reason)
+    return str(status.get("message") or error.reason) if isinstance(status, dict) else str(status)

@@ -50,8 +50,8 @@ class Runtime:
     publisher: publishing.Publisher
 
     @classmethod
-    def create(cls, ours: operator_settings.OperatorSettings) -> Runtime:
-        client = kube.Kube(kube.load_configuration())
+    async def create(cls, ours: operator_settings.OperatorSettings) -> Runtime:
+        client = await kube.Kube.connect()
         book = stack_status.StackStatusBook(client)
         connections = redis_access.RedisConnections(client, ours.redis_url)
         return cls(
@@ -109,7 +109,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # chart's least-privilege RBAC refuses (kopf would retry it for about a minute before acting).
     settings.scanning.disabled = True
     settings.batching.batch_window = 0.01  # collapse bursts per object, but add little latency
-    memo.runtime = Runtime.create(ours)
+    memo.runtime = await Runtime.create(ours)
 
 
 @kopf.on.cleanup()
@@ -271,16 +271,15 @@ async def ensure_peering(ours: operator_settings.OperatorSettings) -> None:
     """Create the peering object operators meet in, unless it exists (kopf requires it)."""
     if ours.standalone:
         return
-    client = kube.Kube(kube.load_configuration())
+    client = await kube.Kube.connect()
+    manifest: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ours.peering}}
+    if ours.namespace:
+        manifest["kind"] = "KopfPeering"
+        manifest["metadata"]["namespace"] = ours.namespace
+    else:
+        manifest["kind"] = "ClusterKopfPeering"
     try:
-        manifest: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ours.peering}}
-        if ours.namespace:
-            manifest["kind"] = "KopfPeering"
-            manifest["metadata"]["namespace"] = ours.namespace
-            await client.ensure("kopf.dev/v1", "kopfpeerings", manifest)
-        else:
-            manifest["kind"] = "ClusterKopfPeering"
-            await client.ensure("kopf.dev/v1", "clusterkopfpeerings", manifest)
+        await client.create_unless_exists(manifest)
     except kube.ApiError as error:
         log.warning("could not create the peering object %s: %s", ours.peering, error)
     finally:

@@ -1,0 +1,104 @@
+"""The operator's Kubernetes facade (tailor_operator.kube, on kubernetes_asyncio) against the real
+kube-apiserver: every verb the reconcilers use, with the outcomes they rely on."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s_client
+from tailor_operator import kube
+
+from tailor.core import constants
+
+pytestmark = [pytest.mark.kube]
+
+
+def config_map(namespace: str, data: dict[str, str]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "facade", "namespace": namespace},
+        "data": data,
+    }
+
+
+async def test_apply_creates_restores_drift_and_deletes(
+    kubeconfig: Path, kube_api: k8s_client.ApiClient, namespace: str
+) -> None:
+    client = await kube.Kube.connect(str(kubeconfig))
+    try:
+        created = await client.apply(config_map(namespace, {"a": "1"}))
+        assert created["data"] == {"a": "1"}
+        # Someone else edits the child: the next apply takes the field back (force, one field manager).
+        k8s_client.CoreV1Api(kube_api).patch_namespaced_config_map(
+            "facade", namespace, {"data": {"a": "edited"}}
+        )
+        restored = await client.apply(config_map(namespace, {"a": "1"}))
+        assert restored["data"]["a"] == "1"
+        managers = {entry["manager"] for entry in restored["metadata"]["managedFields"]}
+        assert "tailor-operator" in managers
+
+        read = await client.get("v1", "ConfigMap", namespace, "facade")
+        assert read is not None
+        assert read["metadata"]["uid"] == created["metadata"]["uid"]
+        assert await client.delete("v1", "ConfigMap", namespace, "facade") is True
+        assert await client.delete("v1", "ConfigMap", namespace, "facade") is False
+        assert await client.get("v1", "ConfigMap", namespace, "facade") is None
+    finally:
+        await client.close()
+
+
+async def test_secrets_events_and_refusals(
+    kubeconfig: Path, kube_api: k8s_client.ApiClient, namespace: str
+) -> None:
+    client = await kube.Kube.connect(str(kubeconfig))
+    try:
+        assert await client.read_secret(namespace, "absent") is None
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pw", "namespace": namespace},
+            "data": {"password": base64.b64encode(b"s3cret").decode()},
+        }
+        await client.apply(secret)
+        assert await client.read_secret(namespace, "pw") == {"password": base64.b64encode(b"s3cret").decode()}
+
+        involved = await client.get("v1", "Secret", namespace, "pw")
+        assert involved is not None
+        await client.post_event({**involved, "apiVersion": "v1", "kind": "Secret"}, "Tested", "a message")
+        listed = k8s_client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+        assert [(e.reason, e.message, e.involved_object.name) for e in listed] == [
+            ("Tested", "a message", "pw")
+        ]
+
+        # A kind the server does not serve is a 404 that names it; a refused body keeps the server's words.
+        with pytest.raises(kube.ApiError) as unknown:
+            await client.get("v1", "Gadget", namespace, "x")
+        assert unknown.value.status == 404
+        assert "Gadget" in str(unknown.value)
+        with pytest.raises(kube.ApiError) as refused:
+            await client.apply(
+                {**config_map(namespace, {}), "metadata": {"name": "Not_A_Name", "namespace": namespace}}
+            )
+        assert refused.value.status == 422
+        assert "Not_A_Name" in str(refused.value)
+
+        # A status patch on a stack that was deleted meanwhile is not an error.
+        await client.patch_status(constants.STACK_KIND, namespace, "gone", {"phase": "Ready"})
+    finally:
+        await client.close()
+
+
+async def test_create_unless_exists_reports_whether_it_created(kubeconfig: Path, namespace: str) -> None:
+    client = await kube.Kube.connect(str(kubeconfig))
+    try:
+        manifest = config_map(namespace, {"first": "yes"})
+        assert await client.create_unless_exists(manifest) is True
+        assert await client.create_unless_exists(config_map(namespace, {"second": "no"})) is False
+        kept = await client.get("v1", "ConfigMap", namespace, "facade")
+        assert kept is not None
+        assert kept["data"] == {"first": "yes"}
+    finally:
+        await client.close()
