@@ -122,7 +122,9 @@ def celpy_compiled() -> engine.CompileWhen:
     sys.setrecursionlimit(limit)
     cache = _PerRequest()
 
-    def compile_when(source: str, variables: Sequence[str]) -> engine.Expression:
+    def compile_when(
+        source: str, variables: Sequence[str], features: ruleset.FeatureConfig
+    ) -> engine.Expression:  # no cost budget: the other libraries have none to give
         runner = environment.program(environment.compile(source))
         names = _references(source)
 
@@ -145,7 +147,9 @@ def cel_rust() -> engine.CompileWhen:
     library = _import_library("cel")
     cache = _PerRequest()
 
-    def compile_when(source: str, variables: Sequence[str]) -> engine.Expression:
+    def compile_when(
+        source: str, variables: Sequence[str], features: ruleset.FeatureConfig
+    ) -> engine.Expression:  # no cost budget: the other libraries have none to give
         program = library.compile(source)
         names = _references(source)
 
@@ -165,7 +169,9 @@ def cel_cpp() -> engine.CompileWhen:
     environment = library.NewEnv(variables={name: library.Type.DYN for name in VARIABLES})
     cache = _PerRequest()
 
-    def compile_when(source: str, variables: Sequence[str]) -> engine.Expression:
+    def compile_when(
+        source: str, variables: Sequence[str], features: ruleset.FeatureConfig
+    ) -> engine.Expression:  # no cost budget: the other libraries have none to give
         expression = environment.compile(source)
         names = _references(source)
 
@@ -370,8 +376,8 @@ def when_evaluations(published: ruleset.Ruleset, states: Sequence[decide.UserCon
     """Average `when` evaluations per decision (counted in a separate, untimed pass)."""
     calls = 0
 
-    def counting(source: str, variables: Sequence[str]) -> engine.Expression:
-        inner = engine.compile_when(source, variables)
+    def counting(source: str, variables: Sequence[str], features: ruleset.FeatureConfig) -> engine.Expression:
+        inner = engine.compile_when(source, variables, features)
 
         def evaluate(activation: Mapping[str, Any]) -> Any:
             nonlocal calls

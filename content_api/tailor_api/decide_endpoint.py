@@ -100,6 +100,8 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         context = await read_context(runtime, served, user, session, plans, now)
         cel = decide.CelActivation(served, context.profile)
         decisions = [decide.decide_slot(served, plan, context, now, runtime.bandit, cel) for plan in plans]
+        for stopped in cel.stopped:
+            metrics.cel_budget_stops.labels(stopped).inc()
         served_candidates = await confirm_caps(runtime, served, context, decisions, now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)

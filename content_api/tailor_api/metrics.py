@@ -20,6 +20,11 @@ decisions = Counter("tailor_decisions_total", "Slot decisions", ["slot", "outcom
 decide_duration = Histogram(
     "tailor_decide_duration_seconds", "Decide request duration", buckets=LATENCY_BUCKETS
 )
+cel_budget_stops = Counter(
+    "tailor_cel_budget_stops_total",
+    "Rule `when` evaluations stopped at the cost budget (the rule did not match)",
+    ["rule"],
+)
 feedback = Counter("tailor_feedback_total", "Feedback received", ["type"])
 impressions = Counter("tailor_variant_impressions_total", "Variant impressions", ["rule", "variant"])
 clicks = Counter("tailor_variant_clicks_total", "Variant clicks", ["rule", "variant"])

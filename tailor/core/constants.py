@@ -27,6 +27,14 @@ FEATURE_OF_EVENT_TYPE: Final[dict[str, Feature]] = {
 # (tailor.core.profile.Profile.as_cel gives each its value).
 CEL_VARIABLES: Final[tuple[str, ...]] = (*FEATURES, "recent", "session", "user")
 
+# Sizes every component relies on: the events schema (tailor.core.events.schema) refuses more, the
+# profile keeps no more, and a rule's `when` is costed with them as its variables' bounds
+# (tailor.core.rules.environment).
+MAX_ID_LENGTH: Final = 128  # a user, anonymous, session or event id
+MAX_PROPERTY_VALUE_LENGTH: Final = 256  # a text property, counted as a dimension value
+MAX_QUERY_LENGTH: Final = 512  # the `query` property
+MAX_FIELDS_PER_BUCKET: Final = 512  # counters one bucket of a profile holds (tailor.core.profile.state)
+
 # Standard labels on every child object the operator creates.
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"

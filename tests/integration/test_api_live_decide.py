@@ -244,6 +244,40 @@ async def test_metrics_use_the_contract_names(live: Live) -> None:
         assert f'tailor_ruleset_version{{component="api",stack="{api.stack}"}} 1.0' in text
 
 
+EVERY_TRIPLE = 'recent.category.all(a, recent.category.all(b, recent.category.all(c, a + b + c != "")))'
+
+
+def every_triple(recent_limit: int) -> ruleset.Ruleset:
+    config = sample.stack_config()
+    features = config.features.model_copy(update={"recent_limit": recent_limit})
+    return sample.build(
+        [sample.html_variant("hero-default", "hero", fallback=True), sample.html_variant("triples", "hero")],
+        [ruleset.Rule(name="triples", slot="hero", variants=("triples",), when=EVERY_TRIPLE)],
+        config=config.model_copy(update={"features": features}),
+    )
+
+
+async def test_a_when_that_spends_its_budget_does_not_match_and_is_counted(live: Live) -> None:
+    """The stack lowered recentLimit from 200 to 5: the rule fits at 5 (tailor.core.rules.environment),
+    but a profile written before still holds 40 categories. Its `when` stops at the cost budget instead
+    of running 64,000 steps on the request loop; the fallback is served and the stop counted."""
+    async with live(every_triple(200)) as api:
+        now = time.time()
+        await api.record_events(
+            "collector", [e for i in range(40) for e in page_view("collector", f"c{i}", 1)], now
+        )
+        await api.record_events("newcomer", page_view("newcomer", "shoes", 1), now)
+        await api.wait_for_version((await api.publish(every_triple(5))).version)
+        assert served((await api.decide("newcomer")).json()) == ("triples", "triples")
+        started = time.perf_counter()
+        stopped = (await api.decide("collector")).json()
+        assert time.perf_counter() - started < 1.0
+        assert served(stopped) == (None, None)
+        assert stopped["decisions"][0]["content"]["body"] == "<p>hero-default</p>"
+        text = (await api.client.get("/metrics")).text
+        assert 'tailor_cel_budget_stops_total{rule="triples"} 1.0' in text
+
+
 async def test_sdk_is_served_as_javascript_or_404_with_a_reason(live: Live) -> None:
     async with live(sample.shop()) as api:
         response = await api.client.get("/sdk/tailor.js")

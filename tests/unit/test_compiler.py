@@ -124,6 +124,11 @@ def test_variant_html_is_sanitized_at_compile_time() -> None:
         ({"when": 'views["5m"].total >= '}, "InvalidCel", "when:"),
         ({"when": 'clickz["5m"].total > 1'}, "InvalidCel", "clickz"),
         (
+            {"when": 'views["24h"].category.exists(a, views["24h"].category.exists(b, a < b))'},
+            "CelCostExceeded",
+            "exceeds the limit of",
+        ),
+        (
             {"variants": {"selector": {"matchLabels": {"category": "hats"}}}},
             "NoVariantsSelected",
             "matches no",
@@ -168,6 +173,29 @@ def test_a_kept_form_that_no_longer_fits_holds_publishing() -> None:
     assert result.held is not None
     assert result.held.ref == "PersonalizationRule/searcher"
     assert "nothing is published" in result.held.message
+
+
+def test_a_stack_whose_bounds_grew_past_a_live_rules_cost_holds_publishing() -> None:
+    deep = rule("deep", priority=7, when="recent.category.all(a, recent.query.all(b, a != b))")
+    shop = [*shop_manifests(), deep]
+    small = [with_recent_limit(manifest, 5) for manifest in shop]
+    good = compile_(small).ruleset
+    assert good is not None
+    assert any(r.name == "deep" for r in good.rules)
+    result = compile_([with_recent_limit(manifest, 200) for manifest in shop], previous=good)
+    assert result.ruleset is None
+    assert result.held is not None
+    assert result.held.ref == "PersonalizationRule/deep"
+    assert result.held.reason == "CelCostExceeded"
+    assert "200 x 200" in result.held.message
+    assert "nothing is published" in result.held.message
+
+
+def with_recent_limit(manifest: dict[str, Any], limit: int) -> dict[str, Any]:
+    if manifest["kind"] != "PersonalizationStack":
+        return manifest
+    spec = manifest["spec"]
+    return {**manifest, "spec": {**spec, "features": {**spec.get("features", {}), "recentLimit": limit}}}
 
 
 def test_deleting_a_rule_or_an_unreferenced_variant_removes_it() -> None:

@@ -74,14 +74,17 @@ def test_a_ruleset_naming_a_variant_it_does_not_hold_is_not_loaded() -> None:
 
 def test_a_when_is_compiled_once_for_the_compilers_check_and_the_engine() -> None:
     source = 'views["5m"].total > 41 && session.pageViews > 0'
-    assert compiler.check_cel(source) is None
     published = sample.build(
         [sample.html_variant("a", "hero")],
         [ruleset.Rule(name="r", slot="hero", when=source, variants=("a",))],
     )
+    features = published.config.features
+    assert compiler.when_problem(source, features) is None
     rule = engine.load(published).slots["hero"].rules[0]
     assert rule.when is not None
-    assert rule.when.__self__ is compiler.compile_when(source)  # type: ignore[attr-defined]
-    error = compiler.check_cel("views[")
+    assert rule.when.__self__ is compiler.compile_when(source, features)  # type: ignore[attr-defined]
+    error = compiler.when_problem("views[", features)
     assert error is not None
-    assert compiler.check_cel("views[") == error, "a bad `when` is refused alike when checked again"
+    assert compiler.when_problem("views[", features) == error, (
+        "a bad `when` is refused alike when checked again"
+    )

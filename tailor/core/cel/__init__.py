@@ -11,7 +11,9 @@ calls. Independent of the rest of Tailor: nothing here imports another Tailor pa
 
 from tailor.core.cel.program import (
     CelError,
+    CostLimitExceeded,
     Duration,
+    Estimate,
     EvaluationError,
     Program,
     compile,
@@ -21,7 +23,9 @@ from tailor.core.cel.program import (
 
 __all__ = [
     "CelError",
+    "CostLimitExceeded",
     "Duration",
+    "Estimate",
     "EvaluationError",
     "Program",
     "compile",

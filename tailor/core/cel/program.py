@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import json
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping
@@ -34,12 +35,15 @@ import celpy
 from celpy import celparser
 from lark import Token, Tree
 
-from tailor.core.cel import runtime, translate
+from tailor.core.cel import cost, runtime, translate
+from tailor.core.cel.cost import Estimate
 from tailor.core.cel.runtime import Duration
 
 __all__ = [
     "CelError",
+    "CostLimitExceeded",
     "Duration",
+    "Estimate",
     "EvaluationError",
     "Program",
     "compile",
@@ -67,6 +71,10 @@ class EvaluationError(CelError):
     """A CEL evaluation error raised by Program.evaluate: a missing key, a type mismatch, an overflow..."""
 
 
+class CostLimitExceeded(EvaluationError):
+    """Program.evaluate stopped an evaluation that spent the program's budget (`compile(budget=...)`)."""
+
+
 Function = Callable[[Mapping[str, Any]], Any]
 Matcher = Callable[[Mapping[str, Any]], bool]
 
@@ -78,7 +86,16 @@ class Program:
     error (a missing key, a type mismatch) counts as no match, and it never raises: it is the content
     API's hot path, so it is the generated function itself rather than a method wrapping it."""
 
-    __slots__ = ("_function", "matches", "python_source", "references", "source", "variables")
+    __slots__ = (
+        "_function",
+        "budget",
+        "estimate",
+        "matches",
+        "python_source",
+        "references",
+        "source",
+        "variables",
+    )
 
     matches: Matcher
 
@@ -90,9 +107,15 @@ class Program:
         python_source: str,
         function: Function,
         match: Matcher,
+        estimate: Estimate | None = None,
+        budget: int | None = None,
     ) -> None:
         self.source = source
         self.variables = variables
+        # The worst-case cost over the variables' size bounds (compile's `schemas`), None without them;
+        # `estimate.over(limit)` says whether it fits, in words. `budget`: where evaluation stops.
+        self.estimate = estimate
+        self.budget = budget
         # The declared variables the expression uses: a validation rule that uses oldSelf is a
         # transition rule (checked on update only); a `when` without profile variables needs no profile.
         self.references = references
@@ -104,6 +127,8 @@ class Program:
         """The expression's value; EvaluationError when CEL says the result is an error."""
         try:
             return self._function(activation)
+        except runtime.BudgetExceeded as stop:
+            raise CostLimitExceeded(str(stop)) from None
         except Exception as error:
             raise EvaluationError(_describe(error)) from error
 
@@ -111,9 +136,21 @@ class Program:
         return f"Program({self.source!r})"
 
 
-def compile(source: str, variables: Collection[str]) -> Program:
-    """Compile CEL `source` over the named variables; CelError says what is wrong and where."""
-    return _compile(source, frozenset(variables))
+def compile(
+    source: str,
+    variables: Collection[str],
+    *,
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    budget: int | None = None,
+) -> Program:
+    """Compile CEL `source` over the named variables; CelError says what is wrong and where.
+
+    `schemas`: an OpenAPI v3 schema per variable whose `maxItems`, `maxLength` and `maxProperties`
+    bound its sizes (tailor.core.cel.cost); with them the program carries its worst-case `estimate`.
+    `budget`: an evaluation whose comprehensions would spend more (in the estimate's units) stops:
+    `matches` is False, `evaluate` raises CostLimitExceeded. Without a budget nothing is counted."""
+    frozen = None if schemas is None else json.dumps(schemas, sort_keys=True)
+    return _compile(source, frozenset(variables), frozen, budget)
 
 
 def validation_rule(source: str) -> Program:
@@ -145,16 +182,31 @@ def kubernetes_value(value: Any, schema: Mapping[str, Any]) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def _compile(source: str, variables: frozenset[str]) -> Program:
+def _compile(
+    source: str, variables: frozenset[str], schemas: str | None = None, budget: int | None = None
+) -> Program:
     tree = _parse(source)
-    translator = translate.Translator(variables)
     nested_too_deeply = "unsupported: expression nested too deeply"
+    estimate: Estimate | None = None
+    misestimated: Exception | None = None
+    if schemas is not None or budget is not None:
+        # Before translating: the translator charges the estimate's weights. An expression the
+        # translator refuses may trip the estimator up; the translator's error is the one to report.
+        try:
+            estimate = cost.estimate(tree, source, json.loads(schemas) if schemas else {})
+        except RecursionError:
+            raise CelError(nested_too_deeply) from None
+        except Exception as error:  # reported below unless the translator explains it
+            misestimated = error
+    translator = translate.Translator(variables, estimate.weights if estimate else None, budget)
     try:
         python_source = translator.function_source(tree)
     except translate.TranslationError as problem:
         raise CelError(problem.reason, line=problem.line, column=problem.column) from None
     except RecursionError:
         raise CelError(nested_too_deeply) from None
+    if misestimated is not None:
+        raise CelError(f"internal error: the cost estimate failed: {misestimated!r}") from misestimated
     namespace: dict[str, Any] = {"__builtins__": {}, **translate.NAMESPACE, **translator.constants}
     try:
         code = builtins.compile(python_source, "<cel>", "exec")
@@ -171,6 +223,8 @@ def _compile(source: str, variables: frozenset[str]) -> Program:
         python_source,
         namespace["_cel"],
         namespace["_match"],
+        estimate,
+        budget,
     )
 
 

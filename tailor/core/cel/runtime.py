@@ -29,6 +29,19 @@ class EvalFailure(Exception):
     """A CEL evaluation error raised by an operation (no matching overload, overflow, bad argument)."""
 
 
+class BudgetExceeded(BaseException):  # a stop, like KeyboardInterrupt, not an error
+    """An evaluation stopped because its comprehensions spent its cost budget (tailor.core.cel.cost).
+
+    A BaseException on purpose: generated code catches Exception to give && and || CEL's error
+    absorption, and a spent budget must stop the whole evaluation whatever the other operand holds."""
+
+
+def over_budget(spent: int, budget: int) -> NoReturn:
+    raise BudgetExceeded(
+        f"evaluation stopped: its comprehensions would cost {spent:,}, over the budget of {budget:,}"
+    )
+
+
 class Duration:
     """CEL's google.protobuf.Duration: a signed span of nanoseconds (Go's time.Duration range)."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -43,6 +44,9 @@ NAMESPACE: dict[str, Any] = {
     "float": float,
     "str": str,
     "list": list,
+    "len": len,  # for the budget's charge when a comprehension starts
+    "_Stopped": runtime.BudgetExceeded,
+    "_over_budget": runtime.over_budget,
     "_logic_fail": runtime.logic_fail,
     "_condition": runtime.condition,
     "_predicate": runtime.predicate,
@@ -131,7 +135,7 @@ _METHODS: dict[str, tuple[int, str, str | None]] = {
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 # Wrappers that hold a single child carry no meaning of their own.
-_WRAPPERS = frozenset(
+WRAPPERS = frozenset(
     {
         "expr",
         "conditionalor",
@@ -182,8 +186,15 @@ class Translator:
     Each node becomes a Python expression; nodes that need control flow (&&, ||, ?: with side
     statements, macros) first emit statements into the current block and stand for a temporary."""
 
-    def __init__(self, variables: frozenset[str]) -> None:
+    def __init__(
+        self, variables: frozenset[str], weights: Mapping[int, int] | None = None, budget: int | None = None
+    ) -> None:
+        """`budget`: stop an evaluation whose comprehensions charge more than this, each charging
+        `weights[id(its macro node)]` (tailor.core.cel.cost) per element when it starts."""
         self._variables = variables
+        self._weights = weights or {}
+        self._budget = budget
+        self._charged = False  # whether some comprehension charges the budget
         self.references: set[str] = set()  # the declared variables the expression uses
         self._lines: list[str] = []
         self._depth = 0
@@ -196,13 +207,17 @@ class Translator:
         whether it is boolean true (errors are false), so that matches() costs no extra call."""
         self._depth = 1
         result = self._expr(tree)
+        if self._charged:
+            self._lines.insert(0, "    _b = 0")  # what the comprehensions have charged so far
         body = "".join(line + "\n" for line in self._lines)
         guarded = "".join("    " + line + "\n" for line in self._lines)
         is_true = repr(result.value is True) if result.literal else f"{result.text} is True"
+        # A budget stop is no CEL error (nothing absorbs it), but it is no match either.
+        stopped = "    except _Stopped:\n        return False\n" if self._charged else ""
         return (
             f"def _cel(_a):\n{body}    return {result.text}\n"
             f"def _match(_a):\n    try:\n{guarded}        return {is_true}\n"
-            "    except Exception:\n        return False\n"
+            f"    except Exception:\n        return False\n{stopped}"
         )
 
     # -- emitting --------------------------------------------------------------------------------------
@@ -260,7 +275,7 @@ class Translator:
     # -- dispatch --------------------------------------------------------------------------------------
 
     def _expr(self, tree: Tree[Any]) -> _Code:
-        while tree.data in _WRAPPERS and len(tree.children) == 1 and isinstance(tree.children[0], Tree):
+        while tree.data in WRAPPERS and len(tree.children) == 1 and isinstance(tree.children[0], Tree):
             tree = tree.children[0]
         kind = tree.data
         if kind == "expr":
@@ -499,7 +514,7 @@ class Translator:
 
     def _has(self, arguments: list[Tree[Any]], tree: Tree[Any]) -> _Code:
         argument = arguments[0] if len(arguments) == 1 else None
-        while argument is not None and argument.data in _WRAPPERS and len(argument.children) == 1:
+        while argument is not None and argument.data in WRAPPERS and len(argument.children) == 1:
             argument = argument.children[0]
         if argument is None or argument.data != "member_dot":
             raise self._error("has() takes one field selection, like has(self.spec.url)", tree)
@@ -515,13 +530,19 @@ class Translator:
             wanted = "one or two expressions" if name == "map" else "a predicate"
             raise self._error(f".{name}() takes a variable and {wanted}", tree)
         variable = arguments[0]
-        while variable.data in _WRAPPERS and len(variable.children) == 1:
+        while variable.data in WRAPPERS and len(variable.children) == 1:
             variable = variable.children[0]
         if variable.data != "ident":
             raise self._error(f".{name}() needs a variable name as its first argument", arguments[0])
         target = self._expr(target_tree)
         items = self._temp()
         self._emit(f"{items} = _iterable({target.text})")
+        if self._budget is not None:
+            # Charged once per start, for all its elements: a loop that would overspend never runs.
+            weight = self._weights.get(id(tree), self._budget + 1)
+            self._emit(f"if (_b := _b + len({items}) * {weight}) > {self._budget}:")
+            self._emit(f"    _over_budget(_b, {self._budget})")
+            self._charged = True
         local = self._temp("_v")
         outer = self._scope
         self._scope = {**outer, str(variable.children[0]): local}

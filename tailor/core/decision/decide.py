@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailor.core import cel as cel_language
 from tailor.core import constants
 from tailor.core.decision import caps, hashing, rotation
 from tailor.core.decision.engine import Engine, LoadedRule, LoadedVariant, SlotPlan
@@ -92,11 +93,14 @@ class _LazyVariables(dict[str, Any]):
 class CelActivation:
     """The profile as CEL variables, built at most once per request and only if a rule has `when`."""
 
-    __slots__ = ("_engine", "_profile", "_value")
+    __slots__ = ("_engine", "_profile", "_value", "stopped")
 
     def __init__(self, engine: Engine, profile: Profile) -> None:
         self._engine, self._profile = engine, profile
         self._value: dict[str, Any] | None = None
+        # Rules whose `when` spent its cost budget on this profile (tailor.core.rules.environment): they
+        # did not match, and the caller counts them.
+        self.stopped: list[str] = []
 
     def get(self) -> dict[str, Any]:
         if self._value is None:
@@ -125,6 +129,8 @@ def when_matches(rule: LoadedRule, cel: CelActivation, trace: dict[str, Any] | N
     try:
         result = rule.when(cel.get())
     except Exception as error:  # a runtime CEL error (e.g. a missing key) means "does not match"
+        if isinstance(error, cel_language.CostLimitExceeded):
+            cel.stopped.append(rule.name)
         if trace is not None:
             trace["when"] = {"expression": rule.when_source, "result": None, "error": str(error)}
         return False

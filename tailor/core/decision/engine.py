@@ -39,11 +39,11 @@ class Expression(Protocol):
 
 # How a `when` becomes an Expression: tailor.core.cel through the compiler by default; bench/cel_libraries.py
 # plugs other CEL libraries in here.
-CompileWhen = Callable[[str, Sequence[str]], Expression]
+CompileWhen = Callable[[str, Sequence[str], ruleset.FeatureConfig], Expression]
 
 
-def compile_when(source: str, variables: Sequence[str]) -> Expression:
-    return compiler.compile_when(source, variables).evaluate
+def compile_when(source: str, variables: Sequence[str], features: ruleset.FeatureConfig) -> Expression:
+    return compiler.compile_when(source, features, variables).evaluate
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +136,10 @@ def _load_variant(variant: ruleset.Variant) -> LoadedVariant:
 
 
 def _load_rule(
-    rule: ruleset.Rule, variants: Mapping[str, LoadedVariant], compile_when: CompileWhen
+    rule: ruleset.Rule,
+    variants: Mapping[str, LoadedVariant],
+    features: ruleset.FeatureConfig,
+    compile_when: CompileWhen,
 ) -> LoadedRule:
     cap = rule.frequency_cap
     return LoadedRule(
@@ -146,7 +149,7 @@ def _load_rule(
         enabled=rule.enabled,
         audience=rule.audience,
         when_source=rule.when,
-        when=compile_when(rule.when, constants.CEL_VARIABLES) if rule.when else None,
+        when=compile_when(rule.when, constants.CEL_VARIABLES, features) if rule.when else None,
         variants=tuple(variants[name] for name in rule.variants),
         strategy=rule.strategy,
         seed=rule.seed or rule.name,  # rulesets built in code may leave it empty; the compiler never does
@@ -161,7 +164,8 @@ def load(published: ruleset.Ruleset, compile_when: CompileWhen = compile_when) -
     """The engine for `published`. Raises, and nothing is swapped, if a part cannot be loaded (a `when`
     this library cannot compile, a rule naming a variant the ruleset does not hold)."""
     variants = {name: _load_variant(variant) for name, variant in published.variants.items()}
-    rules = [_load_rule(rule, variants, compile_when) for rule in published.rules]
+    features = published.config.features
+    rules = [_load_rule(rule, variants, features, compile_when) for rule in published.rules]
     by_slot: dict[str, list[LoadedRule]] = {}
     for rule in rules:  # the ruleset's order: slot, then priority (highest first), then name
         by_slot.setdefault(rule.slot, []).append(rule)

@@ -33,6 +33,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from tailor.core import constants
+
 SCHEMA_VERSION: Final = 1
 SCHEMA_ID: Final = "https://tailor.dev/schemas/event-v1.json"
 SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "schemas" / "event-v1.json"
@@ -40,11 +42,11 @@ SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "schemas" / "event-v1
 EventType = Literal["page_view", "click", "add_to_cart", "search", "purchase", "custom"]
 EVENT_TYPES: Final[tuple[str, ...]] = ("page_view", "click", "add_to_cart", "search", "purchase", "custom")
 
-MAX_ID_LENGTH: Final = 128
+MAX_ID_LENGTH: Final = constants.MAX_ID_LENGTH
 MAX_PROPERTIES: Final = 32
 MAX_PROPERTY_NAME_LENGTH: Final = 64
-MAX_PROPERTY_VALUE_LENGTH: Final = 256
-MAX_QUERY_LENGTH: Final = 512
+MAX_PROPERTY_VALUE_LENGTH: Final = constants.MAX_PROPERTY_VALUE_LENGTH
+MAX_QUERY_LENGTH: Final = constants.MAX_QUERY_LENGTH
 MAX_URL_LENGTH: Final = 2048
 MAX_DEVICE_LENGTH: Final = 64
 MAX_LOCALE_LENGTH: Final = 35

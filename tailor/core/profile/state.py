@@ -45,10 +45,11 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from tailor.core import constants
 from tailor.core.profile.model import SEPARATOR, Profile, Session
 from tailor.core.rules.ruleset import FeatureConfig
 
-MAX_FIELDS_PER_BUCKET: Final = 512
+MAX_FIELDS_PER_BUCKET: Final = constants.MAX_FIELDS_PER_BUCKET
 PRUNE_AT_MOST_EVERY: Final = 60  # seconds: a prune walks all of a user's buckets
 CURRENT, SUMS, BUCKETS = "c", "w", "b"
 FIELDS: Final = (SUMS, CURRENT, BUCKETS)  # the order reads ask for them in

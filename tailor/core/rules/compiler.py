@@ -41,7 +41,7 @@ import orjson
 import pydantic
 
 from tailor.core import cel, constants, durations
-from tailor.core.rules import ruleset, sanitize, specs
+from tailor.core.rules import environment, ruleset, sanitize, specs
 
 MAX_BUCKETS = 60
 DEDUP_TTL_SECONDS = 86400  # dedup marks live at least a day, longer when a window is longer
@@ -288,9 +288,9 @@ def compile_rule(
                 f"({', '.join(features.dimensions) or 'none'}); declare it so workers count it",
             )
     if spec.when is not None:
-        cel_error = check_cel(spec.when)
-        if cel_error is not None:
-            return problem("InvalidCel", f"when: {cel_error}")
+        refused = when_problem(spec.when, features)
+        if refused is not None:
+            return problem(refused[0], f"when: {refused[1]}")
     cap = None
     if spec.frequency_cap is not None:
         per_user = spec.frequency_cap.per_user
@@ -334,30 +334,41 @@ def compile_rule(
     return spec, rule
 
 
-def check_cel(source: str) -> str | None:
-    """None if `source` compiles against the profile's variables, else the error in words."""
+def when_problem(source: str, features: ruleset.FeatureConfig) -> tuple[str, str] | None:
+    """None if `source` compiles against the profile's variables and its worst-case cost fits
+    (tailor.core.rules.environment), else (reason, message): `InvalidCel` or `CelCostExceeded`."""
     try:
-        compile_when(source)
+        program = compile_when(source, features)
     except cel.CelError as error:
-        return str(error)
-    return None
+        return "InvalidCel", str(error)
+    assert program.estimate is not None  # compiled with the variables' schemas
+    over = program.estimate.over(environment.COST_LIMIT)
+    return None if over is None else ("CelCostExceeded", over)
 
 
-def compile_when(source: str, variables: Sequence[str] = constants.CEL_VARIABLES) -> cel.Program:
-    """A rule's `when` as a program over the profile's CEL variables: checked here, run by the engine
-    (tailor.core.decision.engine.load), compiled once per process for both. Raises cel.CelError."""
-    compiled = _compiled_when(source, tuple(variables))
+def compile_when(
+    source: str, features: ruleset.FeatureConfig, variables: Sequence[str] = constants.CEL_VARIABLES
+) -> cel.Program:
+    """A rule's `when` as a program over the profile's CEL variables, its cost estimated over the
+    stack's `features` and its evaluations stopped at the cost limit (tailor.core.rules.environment):
+    checked here, run by the engine (tailor.core.decision.engine.load), compiled once per process for
+    both. Raises cel.CelError."""
+    compiled = _compiled_when(source, tuple(variables), features)
     if isinstance(compiled, cel.CelError):
         raise compiled.with_traceback(None)
     return compiled
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled_when(source: str, variables: tuple[str, ...]) -> cel.Program | cel.CelError:
+def _compiled_when(
+    source: str, variables: tuple[str, ...], features: ruleset.FeatureConfig
+) -> cel.Program | cel.CelError:
     """Programs are immutable, so they are shared; errors are kept too, so a bad `when` is not parsed
     again on every recompile of its namespace."""
     try:
-        return cel.compile(source, variables)
+        return cel.compile(
+            source, variables, schemas=environment.schemas(features), budget=environment.COST_LIMIT
+        )
     except cel.CelError as error:
         return error
 
@@ -430,6 +441,10 @@ def rule_fits(
             return f"the stack no longer declares window {matcher.window!r}"
         if matcher.dimension is not None and matcher.dimension not in features.dimensions:
             return f"the stack no longer declares dimension {matcher.dimension!r}"
+    if rule.when is not None:
+        refused = when_problem(rule.when, features)  # the stack's bounds may have grown since
+        if refused is not None:
+            return f"its `when` does not fit the stack's features ({refused[1]})"
     return None
 
 
@@ -618,7 +633,11 @@ def _spec_key(value: Any) -> bytes:
 
 
 def _features_key(features: ruleset.FeatureConfig) -> bytes:
-    return orjson.dumps([[window.name for window in features.windows], list(features.dimensions)])
+    # Everything a rule's check reads: matchers name windows and dimensions, a `when` is costed over
+    # them and over the recent limit.
+    return orjson.dumps(
+        [[window.name for window in features.windows], list(features.dimensions), features.recent_limit]
+    )
 
 
 def describe(error: pydantic.ValidationError) -> str:
