@@ -3,8 +3,8 @@ What the operator may do, shared by the ClusterRole (every namespace) and the Ro
 (operator.watchNamespace). Least privilege, checked against the operator's code by running it
 under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
 are written by server-side apply, status by merge patch), Secrets read by name only (no
-list/watch), deletes only for what the operator removes (a managed Redis switched off), and
-nothing about RBAC, Pods or ConfigMaps.
+list/watch) and created only for a managed Redis' generated password, deletes only for what the
+operator removes (a managed Redis switched off), and nothing about RBAC, Pods or ConfigMaps.
 */}}
 {{- define "tailor.operatorRules" -}}
 # The three Tailor kinds: kopf watches them and patches its annotations and finalizer.
@@ -30,10 +30,11 @@ nothing about RBAC, Pods or ConfigMaps.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch"]
-# Secrets a stack references (Redis password, admin token): read by name, never listed.
+# Secrets a stack references (Redis password, username, CA, client pair; admin token): read by name,
+# never listed. create: the generated password of a managed Redis, made once (never updated).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 # Events on the objects it handles (kopf's and the operator's own), for `kubectl describe`.
 - apiGroups: [""]
   resources: ["events"]

@@ -29,6 +29,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from tailor import devstack
+from tailor.devstack import secure_redis as secure_redis_server
 
 #: Fixture name -> marker it implies.
 _FIXTURE_MARKERS = {
@@ -40,6 +41,7 @@ _FIXTURE_MARKERS = {
     "kafka_bootstrap": "kafka",
     "redis_url": "redis",
     "redis_client": "redis",
+    "secure_redis": "redis",
     "real_node_stack": "realnode",
 }
 
@@ -125,6 +127,20 @@ def kafka_bootstrap(stack: devstack.Stack) -> str:
 @pytest.fixture(scope="session")
 def redis_url(stack: devstack.Stack) -> str:
     return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[secure_redis_server.SecureRedis]:
+    """A second redis-server, TLS only, whose one login is an ACL user with a password holding
+    @ : / % (tailor.devstack.secure_redis); the dev stack's Redis stays plain for every other test."""
+    try:
+        server = secure_redis_server.start(tmp_path_factory.mktemp("secure-redis"))
+    except RuntimeError as error:
+        pytest.fail(f"the Redis with TLS did not start:\n{error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

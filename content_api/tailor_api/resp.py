@@ -5,7 +5,9 @@ per five-command read under concurrency, and that difference is the budget of a 
 requests share one connection: each writes its commands in one go and waits for as many replies,
 which Redis returns in order, parsed in C by hiredis. Commands sent without waiting (`send_nowait`)
 are still ordered before every later command of this replica, so its next read sees them.
-Everything off the hot path uses redis-py.
+Everything off the hot path uses redis-py. Both are built from one tailor.core.redis_target.RedisTarget:
+the same login (AUTH on every connect and reconnect) and the same TLS settings (asyncio's ssl, with
+the context built once: after the handshake TLS costs this path only the encryption of its bytes).
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ import asyncio
 import collections
 import contextlib
 import logging
-import ssl
 import time
 import typing
-import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+
+from tailor.core import logthrottle, redis_target
 
 # A command and its arguments, packed by hiredis.pack_command (as tailor.core.profile.store packs its
 # own): the one RESP encoder of the Python code. A tuple, as hiredis requires; floats are written
 # exactly (repr), which Redis parses.
 Command = tuple[bytes | str | int | float, ...]
 log = logging.getLogger(__name__)
+# A full Redis (noeviction) refuses every background write of every decision: one line per message
+# every 10 s, with the count, instead of one per decision.
+log.addFilter(logthrottle.RepeatThrottle())
 
 
 class RedisUnavailable(ConnectionError):
@@ -38,31 +42,6 @@ class RedisUnavailable(ConnectionError):
 ReplyError = hiredis.ReplyError
 # hiredis's stub types the argument as a tuple of one item; it takes any number.
 pack_command = typing.cast(Callable[[Command], bytes], hiredis.pack_command)
-
-
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None
-    tls: bool
-
-    @classmethod
-    def from_url(cls, url: str) -> Address:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{url!r}: a Redis URL starts with redis:// or rediss://")
-        path = parts.path.lstrip("/")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(path) if path else 0,
-            username=urllib.parse.unquote(parts.username) if parts.username else None,
-            password=urllib.parse.unquote(parts.password) if parts.password else None,
-            tls=parts.scheme == "rediss",
-        )
 
 
 class _Protocol(asyncio.Protocol):
@@ -118,9 +97,19 @@ class _Protocol(asyncio.Protocol):
 class Connection:
     """One multiplexed connection; reconnects on the next call after a loss."""
 
-    def __init__(self, url: str, *, timeout_seconds: float = 2.0) -> None:
-        self.address = Address.from_url(url)
+    def __init__(self, target: redis_target.RedisTarget, *, timeout_seconds: float = 2.0) -> None:
+        self.target = target
         self.timeout_seconds = timeout_seconds
+        self._ssl = target.ssl_context()
+        # Sent first on every connection, before any request's commands.
+        self._setup: list[Command] = []
+        if target.password is not None:
+            if target.username:
+                self._setup.append(("AUTH", target.username, target.password))
+            else:
+                self._setup.append(("AUTH", target.password))
+        if target.db:
+            self._setup.append(("SELECT", target.db))
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
@@ -130,30 +119,22 @@ class Connection:
             if self._protocol is not None and not self._protocol.lost:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            context = ssl.create_default_context() if self.address.tls else None
+            target = self.target
             try:
                 _, protocol = await asyncio.wait_for(
-                    loop.create_connection(_Protocol, self.address.host, self.address.port, ssl=context),
+                    loop.create_connection(_Protocol, target.host, target.port, ssl=self._ssl),
                     self.timeout_seconds,
                 )
             except (OSError, TimeoutError) as error:
                 raise RedisUnavailable(
-                    f"cannot connect to Redis at {self.address.host}:{self.address.port}"
+                    f"cannot connect to Redis at {target.address}: {error or type(error).__name__}"
                 ) from error
-            hello: list[Command] = []
-            if self.address.password is not None:
-                if self.address.username:
-                    hello.append(("AUTH", self.address.username, self.address.password))
-                else:
-                    hello.append(("AUTH", self.address.password))
-            if self.address.db:
-                hello.append(("SELECT", self.address.db))
             self._protocol = protocol
-            if hello:
-                for reply in await self._roundtrip(protocol, hello):
+            if self._setup:
+                for reply in await self._roundtrip(protocol, self._setup):
                     if isinstance(reply, ReplyError):
                         if protocol.transport is not None:
-                            protocol.transport.close()
+                            protocol.transport.abort()  # refused: no TLS goodbye to wait for
                         raise RedisUnavailable(f"Redis refused the connection setup: {reply}")
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
@@ -196,6 +177,12 @@ class Connection:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
-        self._protocol = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None and not protocol.lost:
+            # A TLS transport closes after its close_notify went out: give it a moment, then cut it.
+            protocol.transport.close()
+            for _ in range(20):
+                if protocol.lost:
+                    return
+                await asyncio.sleep(0.01)
+            protocol.transport.abort()

@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
+import redis
 
-from tailor.core import cancellation, stats
+from tailor.core import cancellation, logthrottle, redis_target, stats
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
@@ -30,6 +30,12 @@ from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 CLOSE_SECONDS = 15.0
+# Between attempts to start while Redis refuses (a wrong password, an untrusted certificate, a full
+# Redis): the process stays up and not ready, and says why at this pace, instead of exiting into a
+# crash loop that hides the reason behind restarts.
+START_RETRY_SECONDS = 5.0
+_throttled = logging.getLogger(f"{__name__}.start")
+_throttled.addFilter(logthrottle.RepeatThrottle())  # one line per cause every 10 s, with the count
 
 
 class Collector(Protocol):
@@ -56,10 +62,12 @@ class Runtime:
         self.stack = settings.stack
         self.engine: engine_module.Engine | None = None
         timeout = settings.redis_timeout_seconds
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout)
+        self.target = settings.redis_target()
+        self.redis = self.target.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
         # Pub/sub waits pass their own timeout, so redis-py's default socket timeout never cuts them.
-        self.follow_redis = aioredis.Redis.from_url(settings.redis_url)
-        self.connection = resp.Connection(settings.redis_url, timeout_seconds=timeout)
+        self.follow_redis = self.target.async_client(socket_connect_timeout=timeout)
+        self.connection = resp.Connection(self.target, timeout_seconds=timeout)
+        self.start_error: str | None = None  # why the start waits, while it does
         self.signer: tokens.Signer | None = None
         self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
         self.impressions: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -76,8 +84,50 @@ class Runtime:
     # --- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect and follow the stack's rulesets. When Redis refuses, start returns anyway and keeps
+        trying in the background: /readyz says why meanwhile (and the process never crash-loops)."""
+        try:
+            await self._prepare()
+        except (redis.RedisError, OSError) as error:
+            self._start_failed(error)
+            self._spawn(self._start_when_redis_answers(), "start")
+            return
+        self._follow()
+
+    async def _prepare(self) -> None:
         self.signer = tokens.Signer(await tokens.stack_key(self.redis, self.stack))
-        await store.install(self.redis)
+        try:
+            await store.install(self.redis)
+        except redis.ResponseError as error:
+            # A full Redis refuses FUNCTION LOAD like any write; the functions it already has serve.
+            if not (redis_target.is_out_of_memory(error) and await store.installed(self.redis)):
+                raise
+            log.warning("%s; serving with the functions Redis already has", self._explain(error))
+        self.start_error = None
+
+    def _start_failed(self, error: BaseException) -> None:
+        self.start_error = self._explain(error)
+        _throttled.error("the content API cannot start yet: %s; retrying every %.0fs",
+                         self.start_error, START_RETRY_SECONDS)  # fmt: skip
+
+    def _explain(self, error: BaseException) -> str:
+        failure = redis_target.explain(error, self.target)
+        return f"{failure.reason}: {failure.message}"
+
+    async def _start_when_redis_answers(self) -> None:
+        while True:
+            await asyncio.sleep(START_RETRY_SECONDS)
+            try:
+                await self._prepare()
+            except (redis.RedisError, OSError) as error:
+                self._start_failed(error)
+                cancellation.checkpoint()
+                continue
+            log.info("Redis at %s answers: starting", self.target.address)
+            self._follow()
+            return
+
+    def _follow(self) -> None:
         settings = self.settings
         poll = settings.ruleset_poll_seconds
         self._spawn(
@@ -123,8 +173,8 @@ class Runtime:
             await asyncio.sleep(seconds)
             try:
                 await work()
-            except Exception as error:  # Redis away for a moment: the next round retries
-                log.warning("%s failed: %s", getattr(work, "__name__", work), error)
+            except Exception as error:  # Redis away for a moment (or full): the next round retries
+                _throttled.warning("%s failed: %s", getattr(work, "__name__", work), error)
             cancellation.checkpoint()  # `work` talks to Redis, which may have swallowed a cancel
 
     def on_engine(self, listener: Callable[[engine_module.Engine], None]) -> None:
@@ -215,7 +265,9 @@ class Runtime:
         try:
             (reply,) = await self.connection.execute([("PING",)])
         except resp.RedisUnavailable as error:
-            return False, str(error)
+            return False, self._explain(error)
+        if self.start_error is not None:
+            return False, self.start_error
         return reply == b"PONG", "ok" if reply == b"PONG" else f"unexpected reply {reply!r}"
 
     async def kafka_ready(self) -> tuple[bool, str]:

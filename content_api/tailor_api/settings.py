@@ -1,16 +1,18 @@
-"""Settings of `tailor api`, from the environment (prefix TAILOR_). Only TAILOR_REDIS_URL is required:
-everything else about the stack comes from the ruleset the operator publishes."""
+"""Settings of `tailor api`, from the environment (prefix TAILOR_). Only TAILOR_REDIS_URL is required
+(its credentials and TLS files: TAILOR_REDIS_*, tailor.core.redis_target): everything else about the
+stack comes from the ruleset the operator publishes."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from tailor.core import redis_target
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(redis_target.RedisClientSettings):
     model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore", frozen=True)
 
-    redis_url: str = Field(description="Redis holding the stack's rulesets, profiles and API state")
     stack: str = Field(default="", description="namespace/name of the PersonalizationStack to serve")
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token for /v1/explain, /v1/profiles"

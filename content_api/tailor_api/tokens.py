@@ -31,7 +31,11 @@ def key_name(stack: str) -> str:
 
 
 async def stack_key(client: aioredis.Redis, stack: str) -> bytes:
-    """The stack's signing key, created by whichever replica asks first."""
+    """The stack's signing key, created by whichever replica asks first. Read first: a full Redis
+    (noeviction) refuses the SET even when the key exists, and a replica must still start then."""
+    key = await client.get(key_name(stack))
+    if key:
+        return key if isinstance(key, bytes) else key.encode()
     await client.set(key_name(stack), secrets.token_bytes(32), nx=True)
     key = await client.get(key_name(stack))
     if not key:

@@ -8,7 +8,9 @@ need no Kubernetes API access: they take everything from the ruleset published i
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,13 @@ REDIS_RESOURCES: Mapping[str, Any] = {
 }
 RUN_AS_USER = 10001
 REDIS_USER = 999  # the official redis image's user
+# A managed Redis keeps data in this share of its memory limit unless spec.redis.maxmemory says
+# otherwise: the rest is for what Redis needs beside its data (client buffers, fragmentation, the copy-
+# on-write pages of the AOF rewrite's fork), so reaching maxmemory makes writes fail (noeviction)
+# instead of the kernel killing the pod.
+MAXMEMORY_SHARE = 0.8
+REDIS_TLS_DIR = "/etc/tailor/redis-tls"  # where worker and API pods find the Redis CA and client pair
+GENERATED_PASSWORD_KEY = "password"
 # The content API's pod, on its way out, keeps serving this long before it gets SIGTERM: a deleted
 # pod leaves its Service's endpoints at once (EndpointSlice ready=false), but every node's proxy
 # takes a moment to stop sending it new connections. Within terminationGracePeriodSeconds (30 s).
@@ -102,8 +111,125 @@ def managed_redis_url(stack: Stack) -> str:
 
 
 def redis_url(stack: Stack) -> str:
-    """The URL pods use (without the password, which comes from the Secret)."""
+    """The URL pods use: never credentials (they come from Secrets, docs/operating.md#redis-security)."""
     return managed_redis_url(stack) if stack.spec.redis.managed else str(stack.spec.redis.url)
+
+
+# --- Redis credentials and TLS -----------------------------------------------------------------------
+
+
+def generated_password_name(stack: Stack) -> str:
+    return f"{stack.name}-redis-auth"
+
+
+def redis_password_ref(stack: Stack) -> specs.PasswordSecretRef | None:
+    """Where the Redis password comes from: the spec's Secret, or for a managed Redis without one the
+    Secret the operator generates (generated_password_secret)."""
+    redis = stack.spec.redis
+    if redis.password_secret_ref is not None:
+        return redis.password_secret_ref
+    if redis.managed:
+        return specs.PasswordSecretRef(name=generated_password_name(stack), key=GENERATED_PASSWORD_KEY)
+    return None
+
+
+def generated_password_secret(stack: Stack, password: str) -> Manifest | None:
+    """The managed Redis' password Secret, when the operator makes it: created once (never applied
+    again, so never regenerated while it exists), owned by the stack, read by every component."""
+    redis = stack.spec.redis
+    if not redis.managed or redis.password_secret_ref is not None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata(stack, names.REDIS, generated_password_name(stack)),
+        "data": {GENERATED_PASSWORD_KEY: base64.b64encode(password.encode()).decode()},
+    }
+
+
+def redis_secret_refs(stack: Stack) -> list[specs.SecretKeyRef]:
+    """Every Secret key the stack's Redis clients read (password, username, CA, client pair)."""
+    redis = stack.spec.redis
+    refs: list[specs.SecretKeyRef] = []
+    password = redis_password_ref(stack)
+    if password is not None:
+        refs.append(password)
+    if redis.username_secret_ref is not None:
+        refs.append(redis.username_secret_ref)
+    if redis.tls is not None and redis.tls.ca_secret_ref is not None:
+        refs.append(redis.tls.ca_secret_ref)
+    if redis.tls is not None and redis.tls.client_certificate_secret_ref is not None:
+        name = redis.tls.client_certificate_secret_ref.name
+        refs += [specs.SecretKeyRef(name=name, key="tls.crt"), specs.SecretKeyRef(name=name, key="tls.key")]
+    return refs
+
+
+def _redis_tls_volume(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) of the Redis CA and client pair: files, as TLS libraries load them."""
+    tls = stack.spec.redis.tls
+    sources: list[dict[str, Any]] = []
+    if tls is not None and tls.ca_secret_ref is not None:
+        ca = tls.ca_secret_ref
+        sources.append({"secret": {"name": ca.name, "items": [{"key": ca.key, "path": "ca.crt"}]}})
+    if tls is not None and tls.client_certificate_secret_ref is not None:
+        pair = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]
+        sources.append({"secret": {"name": tls.client_certificate_secret_ref.name, "items": pair}})
+    if not sources:
+        return [], []
+    # Readable by the pod's group (fsGroup) only: the key is a credential.
+    volume = {"name": "redis-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
+    return [volume], [{"name": "redis-tls", "mountPath": REDIS_TLS_DIR, "readOnly": True}]
+
+
+# --- memory quantities -------------------------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m|[eE][-+]?[0-9]+)?$")
+_SUFFIX = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3,
+}  # fmt: skip
+
+
+def quantity_bytes(quantity: str | int) -> int:
+    """A Kubernetes quantity (`1Gi`, `800M`, `1e9`, `1073741824`) in bytes; ValueError otherwise."""
+    match = _QUANTITY.match(str(quantity).strip())
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a quantity like 1Gi or 800Mi")
+    number, suffix = float(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return int(number * 10 ** int(suffix[1:]))
+    return int(number * _SUFFIX.get(suffix, 1))
+
+
+def redis_resources(stack: Stack) -> dict[str, Any]:
+    """The managed Redis' resources: spec.redis.resources over the defaults, key by key, so that a
+    memory limit is always there for maxmemory to stay below."""
+    given = stack.spec.redis.resources or {}
+    merged = {key: value for key, value in given.items() if key not in ("requests", "limits")}
+    for part in ("requests", "limits"):
+        merged[part] = {**REDIS_RESOURCES[part], **(given.get(part) or {})}
+    return merged
+
+
+def redis_maxmemory(stack: Stack) -> int:
+    """Bytes the managed Redis keeps data in: spec.redis.maxmemory, else MAXMEMORY_SHARE of the memory
+    limit; ValueError when it would not stay below the limit."""
+    limit_text = redis_resources(stack)["limits"]["memory"]
+    limit = quantity_bytes(limit_text)
+    given = stack.spec.redis.maxmemory
+    if given is None:
+        return int(limit * MAXMEMORY_SHARE)
+    wanted = quantity_bytes(given)
+    if not 0 < wanted < limit:
+        raise ValueError(
+            f"spec.redis.maxmemory {given} must be above 0 and below the managed Redis' memory limit "
+            f"{limit_text}: Redis needs room beside its data, or the kernel kills it when it fills up"
+        )
+    return wanted
+
+
+# --- checksums ---------------------------------------------------------------------------------------
 
 
 def config_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
@@ -113,9 +239,8 @@ def config_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
     material = {
         "image": spec.image,
         "redis": redis_url(stack),
-        "passwordRef": spec.redis.password_secret_ref.model_dump()
-        if spec.redis.password_secret_ref
-        else None,
+        "redisRefs": [ref.model_dump() for ref in redis_secret_refs(stack)],
+        "redisUser": spec.redis.username,
         "tokenRef": (
             spec.content_api.admin_token_secret_ref.model_dump()
             if spec.content_api.admin_token_secret_ref
@@ -129,7 +254,7 @@ def config_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
 def redis_checksum(stack: Stack, secret_digests: Mapping[str, str]) -> str:
     """What a managed Redis reads at start: its password. Not the Tailor image, so upgrading Tailor
     does not restart the stack's Redis under the content API (which would fail decisions meanwhile)."""
-    ref = stack.spec.redis.password_secret_ref
+    ref = redis_password_ref(stack)
     material = {
         "passwordRef": ref.model_dump() if ref else None,
         "secret": secret_digests.get(ref.name) if ref else None,
@@ -142,16 +267,32 @@ def secret_digest(data: Mapping[str, str] | None) -> str:
 
 
 def _redis_env(stack: Stack) -> list[dict[str, Any]]:
-    ref = stack.spec.redis.password_secret_ref
-    if ref is None:
-        return [{"name": constants.ENV_REDIS_URL, "value": redis_url(stack)}]
-    # Kubernetes expands $(VAR) from variables defined earlier in the list, so the password stays in
-    # the Secret and the components read one URL, as docs/architecture.md §10 promises.
-    scheme, _, rest = redis_url(stack).partition("://")
-    return [
-        {"name": "TAILOR_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}},
-        {"name": constants.ENV_REDIS_URL, "value": f"{scheme}://:$(TAILOR_REDIS_PASSWORD)@{rest}"},
-    ]
+    """TAILOR_REDIS_* (tailor.core.redis_target): the URL, and the credentials from their Secrets,
+    never inside the URL, so a password may hold any character."""
+    redis = stack.spec.redis
+    env: list[dict[str, Any]] = [{"name": constants.ENV_REDIS_URL, "value": redis_url(stack)}]
+    if redis.username is not None:
+        env.append({"name": constants.ENV_REDIS_USERNAME, "value": redis.username})
+    elif redis.username_secret_ref is not None:
+        env.append(_from_secret(constants.ENV_REDIS_USERNAME, redis.username_secret_ref))
+    elif redis.managed:
+        # The user named, as Redis 6+ takes it (the managed Redis is ours: 7.x); a Redis whose default
+        # user has no password (an operator given --redis-url to a local one) accepts it too.
+        env.append({"name": constants.ENV_REDIS_USERNAME, "value": "default"})
+    password = redis_password_ref(stack)
+    if password is not None:
+        env.append(_from_secret(constants.ENV_REDIS_PASSWORD, password))
+    tls = redis.tls
+    if tls is not None and tls.ca_secret_ref is not None:
+        env.append({"name": constants.ENV_REDIS_TLS_CA_FILE, "value": f"{REDIS_TLS_DIR}/ca.crt"})
+    if tls is not None and tls.client_certificate_secret_ref is not None:
+        env.append({"name": constants.ENV_REDIS_TLS_CERT_FILE, "value": f"{REDIS_TLS_DIR}/tls.crt"})
+        env.append({"name": constants.ENV_REDIS_TLS_KEY_FILE, "value": f"{REDIS_TLS_DIR}/tls.key"})
+    return env
+
+
+def _from_secret(variable: str, ref: specs.SecretKeyRef) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
 # The content API's start reads from Redis (its signing key, the scripts), and its process exits
@@ -235,7 +376,10 @@ def _deployment(
                     "enableServiceLinks": False,
                     "securityContext": _pod_security(RUN_AS_USER),
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        *_redis_tls_volume(stack)[0],
+                    ],
                     **(pod or {}),
                 },
             },
@@ -257,7 +401,7 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
         "resources": spec.workers.resources or dict(WORKER_RESOURCES),
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
     }
     return _deployment(stack, names.WORKER, spec.workers.replicas, container, checksum)
 
@@ -289,7 +433,7 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(API_DRAIN_SECONDS)]}}},
         "resources": spec.content_api.resources or dict(API_RESOURCES),
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
     }
     return _deployment(
         stack,
@@ -330,15 +474,26 @@ def api_service(stack: Stack) -> Manifest:
 
 def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
     spec = stack.spec.redis
-    args = ["--appendonly", "yes", "--dir", "/data", "--save", "60 1000", "--protected-mode", "no"]
+    args = [
+        "--appendonly", "yes", "--appendfsync", spec.appendfsync, "--dir", "/data", "--save", "60 1000",
+        # Full: writes fail with -OOM (workers hold their batch, decisions go on) rather than counts
+        # being evicted silently, and never the kernel's OOM kill.
+        "--maxmemory", str(redis_maxmemory(stack)), "--maxmemory-policy", "noeviction",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
     env: list[dict[str, Any]] = []
-    if spec.password_secret_ref is not None:
-        ref = spec.password_secret_ref
-        env.append(
-            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
+    password = redis_password_ref(stack)
+    if password is not None:  # always, for a managed Redis: given or generated
+        env.append(_from_secret("REDIS_PASSWORD", password))
+        # The kubelet expands $(REDIS_PASSWORD) into one argument: no shell, any character.
         args += ["--requirepass", "$(REDIS_PASSWORD)"]
     name = child_name(stack, names.REDIS)
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage}},
+    }
+    if spec.storage_class_name is not None:
+        claim["storageClassName"] = spec.storage_class_name
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -370,7 +525,7 @@ def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
                                 {"name": "redis", "containerPort": names.REDIS_PORT, "protocol": "TCP"}
                             ],
                             "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
-                            "resources": dict(REDIS_RESOURCES),
+                            "resources": redis_resources(stack),
                             "securityContext": _container_security(),
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                         }
@@ -380,10 +535,7 @@ def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
             "volumeClaimTemplates": [
                 {
                     "metadata": {"name": "data", "labels": labels(stack, names.REDIS)},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": spec.storage}},
-                    },
+                    "spec": claim,
                 }
             ],
         },

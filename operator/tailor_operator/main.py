@@ -59,7 +59,7 @@ class Runtime:
             kube=client,
             redis=connections,
             book=book,
-            children=children.ChildrenReconciler(client, book),
+            children=children.ChildrenReconciler(client, book, connections),
             publisher=publishing.Publisher(client, connections, book, ours.debounce_seconds),
         )
 

@@ -1,6 +1,7 @@
 """`tailor api --stack NS/NAME [--port P]`: the content API (decisions, events, feedback, explain).
 
-It needs only TAILOR_REDIS_URL: the rules, variants and Kafka settings come from the ruleset the
+It needs only TAILOR_REDIS_URL (with TAILOR_REDIS_USERNAME, _PASSWORD and _TLS_CA_FILE, _TLS_CERT_FILE,
+_TLS_KEY_FILE where Redis asks for them): the rules, variants and Kafka settings come from the ruleset the
 operator publishes for the stack, and are followed live. TAILOR_ADMIN_TOKEN enables the admin endpoints.
 The server is granian (chosen by measurement, docs/content-api.md) running the ASGI app with uvloop.
 """
@@ -58,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings.from_environment()
     except pydantic.ValidationError as error:
-        missing = [".".join(map(str, e["loc"])) for e in error.errors()]
-        print(
-            f"tailor api: set {constants.ENV_REDIS_URL} (missing or invalid: {', '.join(missing)})",
-            file=sys.stderr,
-        )
+        for problem in error.errors(include_url=False):
+            where = ".".join(map(str, problem["loc"]))
+            if problem["type"] == "missing":
+                print(f"tailor api: set {constants.ENV_REDIS_URL} ({where} is missing)", file=sys.stderr)
+            else:
+                print(f"tailor api: {where + ': ' if where else ''}{problem['msg']}", file=sys.stderr)
         return 2
     Granian(
         "tailor_api.app:app_from_environment",

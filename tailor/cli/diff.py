@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from tailor.cli import validate
-from tailor.core import constants
+from tailor.core import constants, redis_target
 from tailor.core.rules import rulediff, ruleset
 from tailor.core.rules.describe import code
 
@@ -52,7 +52,12 @@ def register(subparsers: Any) -> None:
     baseline.add_argument(
         "--stack", metavar="NS/NAME", help="compare with the ruleset published for this stack"
     )
-    parser.add_argument("--redis-url", help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL})")
+    parser.add_argument(
+        "--redis-url",
+        help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL}); credentials and TLS files come "
+        f"from ${constants.ENV_REDIS_USERNAME}, ${constants.ENV_REDIS_PASSWORD}, "
+        f"${constants.ENV_REDIS_TLS_CA_FILE} (_CERT_FILE, _KEY_FILE)",
+    )
     parser.add_argument(
         "--namespace",
         "-n",
@@ -157,7 +162,12 @@ def load_published(url: str | None, stack: str) -> ruleset.Ruleset | None:
         raise BaselineError(
             f"set {constants.ENV_REDIS_URL} or --redis-url to compare with a published ruleset"
         )
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        target = redis_target.RedisTarget.from_environment(url=url)
+    except ValueError as error:
+        raise BaselineError(str(error)) from None
+    url = target.url
+    client = target.client(socket_connect_timeout=5, socket_timeout=10)
     try:
         return versions.load_sync(client, stack)
     except (redis.RedisError, OSError) as error:

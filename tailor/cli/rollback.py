@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from tailor.core import constants
+from tailor.core import constants, redis_target
 from tailor.core.rules import describe, ruleset
 
 FAILED = 1
@@ -38,7 +38,12 @@ def register(subparsers: Any) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", type=int, metavar="VERSION", help="the version to serve again")
     target.add_argument("--list", action="store_true", help="list the versions that can be served again")
-    parser.add_argument("--redis-url", help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL})")
+    parser.add_argument(
+        "--redis-url",
+        help=f"Redis of the stack (default: ${constants.ENV_REDIS_URL}); credentials and TLS files come "
+        f"from ${constants.ENV_REDIS_USERNAME}, ${constants.ENV_REDIS_PASSWORD}, "
+        f"${constants.ENV_REDIS_TLS_CA_FILE} (_CERT_FILE, _KEY_FILE)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -54,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
             raise RollbackError(f"--stack {args.stack!r} must be NAMESPACE/NAME")
         if not url:
             raise RollbackError(f"set {constants.ENV_REDIS_URL} or --redis-url")
+        try:
+            target = redis_target.RedisTarget.from_environment(url=url)
+        except ValueError as error:
+            raise RollbackError(str(error)) from None
         if args.list:
-            print("\n".join(asyncio.run(history(url, args.stack))))
+            print("\n".join(asyncio.run(history(target, args.stack))))
         else:
-            print("\n".join(asyncio.run(roll_back(url, args.stack, args.to))))
+            print("\n".join(asyncio.run(roll_back(target, args.stack, args.to))))
     except RollbackError as error:
         print(f"tailor rollback: {error}", file=sys.stderr)
         return FAILED
@@ -72,14 +81,14 @@ def _line(published: ruleset.Ruleset, current: int) -> str:
     )
 
 
-async def history(url: str, stack: str) -> list[str]:
+async def history(target: redis_target.RedisTarget, stack: str) -> list[str]:
     """The kept versions of `stack`, newest first, one line each."""
     import redis
-    import redis.asyncio as aioredis
 
     from tailor.core.rules import versions
 
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    client = target.async_client(socket_connect_timeout=5, socket_timeout=10)
+    url = target.url
     try:
         current = await versions.current_version(client, stack)
         newest = int(await client.get(versions.seq_key(stack)) or 0)
@@ -97,14 +106,14 @@ async def history(url: str, stack: str) -> list[str]:
     return lines
 
 
-async def roll_back(url: str, stack: str, version: int) -> list[str]:
+async def roll_back(target: redis_target.RedisTarget, stack: str, version: int) -> list[str]:
     """Serve `version` of `stack` again; lines saying what is served now."""
     import redis
-    import redis.asyncio as aioredis
 
     from tailor.core.rules import versions
 
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    client = target.async_client(socket_connect_timeout=5, socket_timeout=10)
+    url = target.url
     try:
         current = await versions.load(client, stack)
         earlier = await versions.load(client, stack, version)

@@ -207,6 +207,30 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
+def issue(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    names: tuple[str, ...] = (),
+    *,
+    client: bool = False,
+) -> tuple[bytes, bytes]:
+    """(certificate, key) as PEM, signed by the CA: a serving certificate for ``names`` (DNS names
+    and IP addresses), or with ``client`` a client certificate. For local servers that speak TLS
+    beside the apiserver (the tests' Redis with TLS)."""
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    cert, key = _leaf(
+        ca_cert, ca_key, _name(common_name), usage, x509.SubjectAlternativeName(entries) if entries else None
+    )
+    return _pem(cert), _key_pem(key)
+
+
 def serving_names(extra_ips: tuple[str, ...] = ()) -> x509.SubjectAlternativeName:
     """Names clients use for the apiserver: loopback, the in-cluster Service names, and
     ``extra_ips`` (the real node's address, where pods reach the apiserver)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tailor_operator import builders, conditions, observed
 from tailor_operator.reconcile import children, publishing, stack_status
 
@@ -80,9 +81,8 @@ def test_commands_and_env_follow_the_cli_contract() -> None:
     assert env["TAILOR_REDIS_PASSWORD"]["valueFrom"] == {
         "secretKeyRef": {"name": "redis-auth", "key": "password"}
     }
-    assert env["TAILOR_REDIS_URL"]["value"] == "redis://:$(TAILOR_REDIS_PASSWORD)@r.example:6379/0"
-    names = [e["name"] for e in api["env"]]
-    assert names.index("TAILOR_REDIS_PASSWORD") < names.index("TAILOR_REDIS_URL")  # $(VAR) needs order
+    assert env["TAILOR_REDIS_URL"]["value"] == "redis://r.example:6379/0"  # never a secret in it
+    assert "TAILOR_REDIS_USERNAME" not in env  # your own Redis' default user
     assert env["TAILOR_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "admin", "key": "token"}}
     worker = pod_spec(builders.worker_deployment(with_secrets, "c"))["containers"][0]
     assert worker["args"] == ["worker", "--stack", "shop/shop"]
@@ -215,3 +215,118 @@ def test_published_version_is_the_version_that_first_served_the_generation() -> 
     )
     assert again is not None
     assert again["publishedVersion"] == 10
+
+
+def test_redis_credentials_and_tls_files_come_from_secrets_and_roll_the_pods() -> None:
+    secured = stack(
+        redis={
+            "url": "rediss://redis.example:6380/2",
+            "usernameSecretRef": {"name": "login"},
+            "passwordSecretRef": {"name": "login"},
+            "tls": {"caSecretRef": {"name": "ca", "key": "server-ca.pem"},
+                    "clientCertificateSecretRef": {"name": "pair"}},
+        }
+    )  # fmt: skip
+    for manifest in (builders.api_deployment(secured, "c"), builders.worker_deployment(secured, "c")):
+        pod = pod_spec(manifest)
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        assert env["TAILOR_REDIS_URL"] == "rediss://redis.example:6380/2"
+        assert env["TAILOR_REDIS_USERNAME"] == {"secretKeyRef": {"name": "login", "key": "username"}}
+        assert env["TAILOR_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "login", "key": "password"}}
+        assert env["TAILOR_REDIS_TLS_CA_FILE"] == "/etc/tailor/redis-tls/ca.crt"
+        assert env["TAILOR_REDIS_TLS_CERT_FILE"] == "/etc/tailor/redis-tls/tls.crt"
+        assert env["TAILOR_REDIS_TLS_KEY_FILE"] == "/etc/tailor/redis-tls/tls.key"
+        [volume] = [v for v in pod["volumes"] if v["name"] == "redis-tls"]
+        assert volume["projected"]["defaultMode"] == 0o440  # the key: the pod's group only
+        assert volume["projected"]["sources"] == [
+            {"secret": {"name": "ca", "items": [{"key": "server-ca.pem", "path": "ca.crt"}]}},
+            {"secret": {"name": "pair", "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                  {"key": "tls.key", "path": "tls.key"}]}},
+        ]  # fmt: skip
+        assert {"name": "redis-tls", "mountPath": "/etc/tailor/redis-tls", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+    refs = {(ref.name, ref.key) for ref in builders.redis_secret_refs(secured)}
+    assert refs == {("login", "password"), ("login", "username"), ("ca", "server-ca.pem"),
+                    ("pair", "tls.crt"), ("pair", "tls.key")}  # fmt: skip
+    digests = {"login": "a", "ca": "b", "pair": "c"}
+    new_ca = {**digests, "ca": "d"}
+    assert builders.config_checksum(secured, digests) != builders.config_checksum(secured, new_ca)
+    plain = pod_spec(builders.api_deployment(stack(redis={"url": "redis://r:6379/0"}), "c"))
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]
+
+
+def test_a_managed_redis_has_a_generated_password_maxmemory_below_its_limit_and_protected_mode() -> None:
+    managed = stack()
+    redis = builders.redis_statefulset(managed, "c")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    flags = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
+    assert flags["--protected-mode"] == "yes"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert flags["--maxmemory"] == str(int(2**30 * 0.8))  # 80 % of the default 1Gi limit
+    assert flags["--appendfsync"] == "always"
+    assert flags["--requirepass"] == "$(REDIS_PASSWORD)"
+    assert container["env"] == [
+        {
+            "name": "REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "shop-redis-auth", "key": "password"}},
+        }
+    ]
+    assert "storageClassName" not in redis["spec"]["volumeClaimTemplates"][0]["spec"]  # the cluster's default
+    generated = builders.generated_password_secret(managed, "s3cret")
+    assert generated is not None
+    assert generated["metadata"]["name"] == "shop-redis-auth"
+    assert generated["metadata"]["ownerReferences"][0]["uid"] == "uid-1"  # goes with the stack
+    assert generated["data"] == {"password": "czNjcmV0"}
+    for deployment in (builders.api_deployment(managed, "c"), builders.worker_deployment(managed, "c")):
+        env = {
+            e["name"]: e.get("value", e.get("valueFrom"))
+            for e in pod_spec(deployment)["containers"][0]["env"]
+        }
+        assert env["TAILOR_REDIS_PASSWORD"] == {
+            "secretKeyRef": {"name": "shop-redis-auth", "key": "password"}
+        }
+        assert env["TAILOR_REDIS_USERNAME"] == "default"
+    # A password Secret of your own: used as it is, none generated.
+    own = stack(redis={"managed": True, "passwordSecretRef": {"name": "mine"}})
+    assert builders.generated_password_secret(own, "x") is None
+    assert builders.redis_password_ref(own) == specs.PasswordSecretRef(name="mine")
+    assert builders.generated_password_secret(stack(redis={"url": "redis://r:6379/0"}), "x") is None
+
+
+def test_managed_redis_settings_reach_the_statefulset_and_maxmemory_stays_below_the_limit() -> None:
+    tuned = stack(
+        redis={"managed": True, "storage": "20Gi", "storageClassName": "premium-rwo",
+               "appendfsync": "everysec", "maxmemory": "3000Mi",
+               "resources": {"limits": {"memory": "4Gi"}, "requests": {"cpu": "1"}}}
+    )  # fmt: skip
+    redis = builders.redis_statefulset(tuned, "c")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "256Mi"},
+        "limits": {"memory": "4Gi"},
+    }  # merged over the defaults, key by key
+    args = container["args"]
+    assert args[args.index("--maxmemory") + 1] == str(3000 * 2**20)
+    assert args[args.index("--appendfsync") + 1] == "everysec"
+    claim = redis["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "premium-rwo"
+    assert claim["resources"]["requests"]["storage"] == "20Gi"
+    derived = stack(redis={"managed": True, "resources": {"limits": {"memory": "1500M"}}})
+    assert builders.redis_maxmemory(derived) == 1_200_000_000
+    too_big = stack(redis={"managed": True, "maxmemory": "1Gi"})  # the default limit is 1Gi
+    source = specs.Source(
+        kind="PersonalizationStack", name="shop", spec=too_big.spec.model_dump(by_alias=True)
+    )
+    with pytest.raises(children.InvalidStack, match="below the managed Redis' memory limit 1Gi"):
+        children.parse_stack(source)
+    assert [builders.quantity_bytes(q) for q in ("1Gi", "512Mi", "1G", "1e3", "1.5Ki", "100")] == [
+        2**30,
+        512 * 2**20,
+        10**9,
+        1000,
+        1536,
+        100,
+    ]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from tailor.core import constants
+from tailor.core import constants, redis_target
 
 
-class WorkerSettings(BaseSettings):
-    """Environment `TAILOR_WORKER_*`, and `TAILOR_REDIS_URL` as everywhere else."""
+class WorkerSettings(redis_target.RedisClientSettings):
+    """Environment `TAILOR_WORKER_*`, and `TAILOR_REDIS_*` (URL, credentials, TLS) as everywhere else."""
 
     model_config = SettingsConfigDict(env_prefix="TAILOR_WORKER_", extra="ignore")
 
-    redis_url: str = Field(validation_alias=AliasChoices(constants.ENV_REDIS_URL, "TAILOR_WORKER_REDIS_URL"))
+    redis_url: str = Field(
+        validation_alias=AliasChoices(constants.ENV_REDIS_URL, "TAILOR_WORKER_REDIS_URL", "redis_url")
+    )
     metrics_port: int = 9102
     metrics_host: str = "0.0.0.0"
     # Most messages taken per batch (a batch is what has arrived, up to this): per-batch costs spread

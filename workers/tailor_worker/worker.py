@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import native, topics
+from tailor.core import logthrottle, native, redis_target, topics
 from tailor.core.profile import store
 from tailor.core.rules import versions
 from tailor.core.rules.ruleset import StackConfig
@@ -30,6 +30,9 @@ from tailor_worker.deadletter import DeadLetterProducer
 from tailor_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+# Lines repeated while Redis refuses (full, a wrong password): one per cause every 10 s, with the count.
+_throttled = logging.getLogger(f"{__name__}.retry")
+_throttled.addFilter(logthrottle.RepeatThrottle())
 COMPONENT = "worker"
 
 
@@ -55,7 +58,8 @@ class Worker:
         self.stack = stack
         self.settings = settings
         self.clock = clock
-        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
+        self.target = settings.redis_target()
+        self.redis = redis_client or self.target.client(socket_connect_timeout=5, socket_timeout=30)
         self._stopping = threading.Event()
         self.config: StackConfig | None = None
         self.version = 0
@@ -162,7 +166,12 @@ class Worker:
             written = writer.write(self.redis, work.by_user, now, work.partition_of)
         except redis.RedisError as error:
             metrics.REDIS_ERRORS.inc()
-            log.warning("Redis write failed, retrying the batch: %s", error)
+            if redis_target.is_out_of_memory(error):
+                # Redis keeps nothing more under noeviction: say so plainly, hold the batch (its offsets
+                # are not stored) and retry until there is room; nothing is lost or counted twice.
+                _throttled.error("batch held: %s", redis_target.explain(error, self.target).message)
+            else:
+                log.warning("Redis write failed, retrying the batch: %s", error)
             if store.is_missing_function(error):
                 self._retry("install the profile functions", lambda: store.install(self.redis))
             return None
@@ -191,7 +200,7 @@ class Worker:
             try:
                 ruleset = versions.load_sync(self.redis, self.stack)
             except redis.RedisError as error:
-                log.warning("cannot read the ruleset of %s: %s", self.stack, error)
+                _throttled.warning("cannot read the ruleset of %s: %s", self.stack, error)
                 ruleset = None
             if ruleset is not None:
                 self._loaded(ruleset.version)
@@ -265,7 +274,11 @@ class Worker:
                 action()
                 return True
             except (redis.RedisError, KafkaException) as error:
-                log.warning("could not %s (%s); retrying in %.1fs", what, error, delay)
+                cause = (
+                    redis_target.explain(error, self.target) if isinstance(error, redis.RedisError) else None
+                )
+                _throttled.warning("could not %s (%s); retrying in %.1fs", what,
+                                   f"{cause.reason}: {cause.message}" if cause else error, delay)  # fmt: skip
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pydantic
 
 from tailor.core import constants
 from tailor.core.rules import compiler, specs
-from tailor_operator import builders, conditions, kube, metrics
+from tailor_operator import builders, conditions, kube, metrics, redis_access
 from tailor_operator import constants as names
 from tailor_operator.reconcile import stack_status
 
@@ -30,7 +31,13 @@ def parse_stack(source: specs.Source) -> builders.Stack:
         spec = specs.StackSpec.model_validate(source.spec)
     except pydantic.ValidationError as error:
         raise InvalidStack(compiler.describe(error)) from None
-    return builders.Stack(namespace=source.namespace, name=source.name, uid=source.uid, spec=spec)
+    stack = builders.Stack(namespace=source.namespace, name=source.name, uid=source.uid, spec=spec)
+    if spec.redis.managed:
+        try:
+            builders.redis_maxmemory(stack)
+        except ValueError as error:  # a maxmemory at or above the memory limit
+            raise InvalidStack(str(error)) from None
+    return stack
 
 
 def is_paused(source: specs.Source) -> bool:
@@ -67,9 +74,12 @@ def component_condition(body: Mapping[str, Any], generation: int) -> conditions.
 
 
 class ChildrenReconciler:
-    def __init__(self, client: kube.Kube, book: stack_status.StackStatusBook) -> None:
+    def __init__(
+        self, client: kube.Kube, book: stack_status.StackStatusBook, redis: redis_access.RedisConnections
+    ) -> None:
         self._kube = client
         self._book = book
+        self._redis = redis
         # stack key -> (config checksum, Redis checksum) last applied
         self._checksums: dict[str, tuple[str, str]] = {}
 
@@ -88,6 +98,7 @@ class ChildrenReconciler:
                 return
             try:
                 stack = parse_stack(source)
+                await self._ensure_generated_password(stack)
                 digests = await self._secret_digests(stack)
                 checksums = (
                     builders.config_checksum(stack, digests),
@@ -104,11 +115,15 @@ class ChildrenReconciler:
                 raise
             self._checksums[stack.key] = checksums
             updates = []
+            from_statefulset = None
             for manifest in builders.children(stack, *checksums):
                 applied = await self._kube.apply(manifest)
                 condition = component_condition(applied, source.generation)
-                if condition is not None:
+                if condition is not None and condition["type"] == names.REDIS_READY:
+                    from_statefulset = condition
+                elif condition is not None:
                     updates.append(condition)
+            updates.append(await self._redis_ready(stack, from_statefulset, source.generation))
             for api_version, kind, name in builders.unwanted(stack):
                 if await self._kube.delete(api_version, kind, stack.namespace, name):
                     log.info(
@@ -119,10 +134,9 @@ class ChildrenReconciler:
                     names.RECONCILED, True, "Applied", "every child is applied", source.generation
                 )
             )
-            removed = [names.RECONCILIATION_PAUSED] + (
-                [] if stack.spec.redis.managed else [names.REDIS_READY]
+            await self._book.update(
+                stack.namespace, stack.name, source.generation, updates, remove=[names.RECONCILIATION_PAUSED]
             )
-            await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
 
     async def on_child(
         self, source: specs.Source, status: Mapping[str, Any], child: Mapping[str, Any], event: str | None
@@ -148,13 +162,49 @@ class ChildrenReconciler:
                 log.info("restoring deleted %s %s/%s", child.get("kind"), stack.namespace, meta.get("name"))
             applied = await self._kube.apply(manifest)
         condition = component_condition(applied, source.generation)
+        if condition is not None and condition["type"] == names.REDIS_READY:
+            condition = await self._redis_ready(stack, condition, source.generation)
         if condition is not None:
             self._book.seed(source.namespace, source.name, status)
             await self._book.update(stack.namespace, stack.name, source.generation, [condition])
 
+    async def _redis_ready(
+        self, stack: builders.Stack, from_statefulset: conditions.Condition | None, generation: int
+    ) -> conditions.Condition:
+        """RedisReady: a managed Redis' pod must be ready, and then (as for your own Redis) answer the
+        operator logged in as the stack's pods are; else the reason names the cause (a wrong password,
+        an untrusted certificate, …) and the message what to do."""
+        if from_statefulset is not None and from_statefulset["status"] != "True":
+            return from_statefulset
+        failure = await self._redis.check(stack)
+        if failure is not None:
+            return conditions.make(names.REDIS_READY, False, failure.reason, failure.message, generation)
+        if from_statefulset is not None:
+            return from_statefulset
+        where = builders.redis_url(stack)
+        return conditions.make(
+            names.REDIS_READY,
+            True,
+            "Ready",
+            f"{where} answers, logged in as the stack's pods are",
+            generation,
+        )
+
+    async def _ensure_generated_password(self, stack: builders.Stack) -> None:
+        """A managed Redis without a password Secret gets one generated, once: an existing Secret is
+        never replaced (its password is the one Redis and every pod have)."""
+        manifest = builders.generated_password_secret(stack, secrets.token_urlsafe(32))
+        if manifest is None:
+            return
+        name = manifest["metadata"]["name"]
+        if await self._kube.read_secret(stack.namespace, name) is not None:
+            return
+        if await self._kube.create_unless_exists(manifest):
+            log.info("generated the password of %s's managed Redis into Secret %s", stack.key, name)
+
     async def _secret_digests(self, stack: builders.Stack) -> dict[str, str]:
         digests = {}
-        refs = [stack.spec.redis.password_secret_ref, stack.spec.content_api.admin_token_secret_ref]
+        refs = [*builders.redis_secret_refs(stack), stack.spec.content_api.admin_token_secret_ref]
         for ref in refs:
             if ref is None:
                 continue
@@ -168,4 +218,5 @@ class ChildrenReconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._checksums.pop(f"{namespace}/{name}", None)
+        self._redis.forget(f"{namespace}/{name}")
         self._book.forget(namespace, name)

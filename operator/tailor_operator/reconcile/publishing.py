@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import redis
 
-from tailor.core import cancellation, constants
+from tailor.core import cancellation, constants, redis_target
 from tailor.core.rules import compiler, ruleset, versions
 from tailor_operator import conditions, kube, metrics, observed, redis_access
 from tailor_operator import constants as names
@@ -116,12 +116,14 @@ class Publisher:
         if stack_item is None:
             return
         source = stack_item.source
-        reason = (
-            "RedisUnavailable" if isinstance(error, ConnectionError | redis.RedisError) else "PublishFailed"
-        )
+        if isinstance(error, ConnectionError | redis.RedisError):
+            # The cause by name (a wrong password, an untrusted certificate, a full Redis), as RedisReady.
+            reason, message = redis_target.explain(error)
+        else:
+            reason, message = "PublishFailed", str(error)
         served = f"; version {state.last.version} keeps serving" if state.last is not None else ""
         condition = conditions.make(
-            names.RULESET_PUBLISHED, False, reason, f"{error}{served}; retrying", source.generation
+            names.RULESET_PUBLISHED, False, reason, f"{message}{served}; retrying", source.generation
         )
         self._book.seed(source.namespace, source.name, stack_item.status)
         try:

@@ -98,6 +98,11 @@ def install(client: redis.Redis | aioredis.Redis) -> Any:
     return client.function_load(LIBRARY_CODE, replace=True)
 
 
+async def installed(client: aioredis.Redis) -> bool:
+    """Whether Redis holds this version's functions (a full Redis refuses to load them again)."""
+    return bool(await client.function_list(library=LIBRARY))
+
+
 def is_missing_function(error: BaseException) -> bool:
     """True when Redis lost the function (a restart without persistence, FUNCTION FLUSH): install again."""
     return isinstance(error, redis.ResponseError) and "function not found" in str(error).lower()

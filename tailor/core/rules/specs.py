@@ -40,6 +40,20 @@ class PasswordSecretRef(SecretKeyRef):
     key: str = "password"
 
 
+class UsernameSecretRef(SecretKeyRef):
+    key: str = "username"
+
+
+class CaSecretRef(SecretKeyRef):
+    key: str = "ca.crt"
+
+
+class TlsSecretRef(SpecModel):
+    """A Secret of type kubernetes.io/tls: its keys tls.crt and tls.key."""
+
+    name: str
+
+
 class TokenSecretRef(SecretKeyRef):
     key: str = "token"
 
@@ -55,12 +69,25 @@ class KafkaSpec(SpecModel):
     topics: KafkaTopics = KafkaTopics()
 
 
+class RedisTls(SpecModel):
+    ca_secret_ref: CaSecretRef | None = None
+    client_certificate_secret_ref: TlsSecretRef | None = None
+
+
 class RedisSpec(SpecModel):
     managed: bool = False
     url: str | None = None
+    username: str | None = None
+    username_secret_ref: UsernameSecretRef | None = None
     password_secret_ref: PasswordSecretRef | None = None
+    tls: RedisTls | None = None
     image: str = "redis:7.4-alpine"
+    # The managed Redis' own settings (docs/operating.md#redis-security).
     storage: str = "1Gi"
+    storage_class_name: str | None = None
+    resources: dict[str, Any] | None = None
+    maxmemory: str | None = None  # None: 80 % of the memory limit
+    appendfsync: Literal["always", "everysec", "no"] = "always"
 
 
 class FeaturesSpec(SpecModel):
