@@ -8,6 +8,7 @@ from a child process), so "per core" figures are events per CPU-second actually 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import subprocess
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tailor.core.rules.ruleset import StackConfig, Window
+from tailor.core import redis_target, topics
+from tailor.core.rules import versions
+from tailor.core.rules.ruleset import Ruleset, StackConfig, Window
 from tailor.devstack import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +48,30 @@ def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
     )
 
 
+def publish(target: redis_target.RedisTarget, config: StackConfig) -> None:
+    """scratch.publish on any Redis target (TLS, an ACL user): the topics made, the ruleset published."""
+    kafka = config.kafka
+    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+
+    async def publish_ruleset() -> None:
+        client = target.async_client()
+        try:
+            await versions.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(publish_ruleset())
+
+
 def cleanup(redis_url: str, config: StackConfig) -> None:
     """Remove what a run left: the bench stack's Redis keys and its topics (the stack is shared)."""
+    scratch.forget(redis_url, config.key)
+    delete_topics(config)
+
+
+def delete_topics(config: StackConfig) -> None:
     from confluent_kafka import admin
 
-    scratch.forget(redis_url, config.key)
     kafka = config.kafka
     kafka_admin = admin.AdminClient({"bootstrap.servers": kafka.bootstrap_servers})  # alive until done
     futures = kafka_admin.delete_topics([kafka.events_topic, kafka.dead_letter_topic], operation_timeout=30)
@@ -88,10 +110,16 @@ def shopper_event(user: str, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def tailor(args: Sequence[str], redis_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+def tailor(
+    args: Sequence[str], redis: str | redis_target.RedisTarget, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """A `tailor` command on `redis` (a URL, or a target with its credentials and TLS files)."""
+    reach = (
+        redis.environment() if isinstance(redis, redis_target.RedisTarget) else {"TAILOR_REDIS_URL": redis}
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "tailor.cli.main", *args],
-        env={**os.environ, "TAILOR_REDIS_URL": redis_url, **env},
+        env={**os.environ, **reach, **env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,

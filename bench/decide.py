@@ -20,7 +20,16 @@ scheduler (pinned beside the generator it starved, beside the server it would co
 4. the server's own view of the same run: percentiles of tailor_decide_duration_seconds (from the
    histogram's buckets, so upper bounds), which excludes the generator and the kernel queues.
 
-TAILOR_REDIS_URL is used if set; otherwise a private redis-server is started (Debian's redis-server).
+TAILOR_REDIS_URL (with TAILOR_REDIS_USERNAME, _PASSWORD, _TLS_*) is used if set; otherwise a private
+redis-server is started (Debian's redis-server).
+
+    .venv/bin/python bench/decide.py --compare-tls [--rounds 2]
+
+measures the cost of TLS to Redis instead: two private redis-servers alike (tailor.devstack.secure_redis:
+the same ACL user, no persistence) but for TLS on one, a `tailor api` on each (both pinned to core 0,
+measured in turns), decisions/s at saturation, per CPU-second of the server and Redis CPU per
+decision, round by round, then p50/p99 at one fixed open-loop rate (--load of the plain saturation);
+the ratio TLS / plain and the load average beside each figure.
 """
 
 from __future__ import annotations
@@ -43,13 +52,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 import uvloop
 
+from tailor.core import redis_target
 from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
-from tailor.devstack import gobuild, paths, ports, scratch
+from tailor.devstack import gobuild, paths, ports, scratch, secure_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/sample.py: the sample rulesets, fixtures not shipped
@@ -117,9 +126,9 @@ def bench_ruleset(stack: str, version_salt: int = 0) -> ruleset.Ruleset:
     return sample.build(variants, rules, stack=stack)
 
 
-def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
+def populate(target: redis_target.RedisTarget, published: ruleset.Ruleset, users: int) -> None:
     """Give every user a real profile: a few page views across categories, some purchases."""
-    client = redis.Redis.from_url(url)
+    client = target.client()
     store.install(client)
     writer = store.ProfileWriter(published.config)
     dimensions = published.config.features.dimensions
@@ -140,11 +149,13 @@ def populate(url: str, published: ruleset.Ruleset, users: int) -> None:
     client.close()
 
 
-def start_api(url: str, stack: str, port: int, log: Path, app: str | None) -> subprocess.Popen[bytes]:
+def start_api(
+    target: redis_target.RedisTarget, stack: str, port: int, log: Path, app: str | None
+) -> subprocess.Popen[bytes]:
     """`tailor api`, or with `app` (MODULE:FACTORY) granian serving that app as `tailor api` serves
     its own (one worker, uvloop, HTTP/1): how candidate HTTP stacks are compared."""
     # decisions only: no collector (and no Kafka client threads competing for the server core)
-    env = {**os.environ, "TAILOR_REDIS_URL": url, "TAILOR_COLLECTOR_ENABLED": "false", "TAILOR_STACK": stack}
+    env = {**os.environ, **target.environment(), "TAILOR_COLLECTOR_ENABLED": "false", "TAILOR_STACK": stack}
     if app is None:
         command = [str(BIN / "tailor"), "api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port),
                    "--log-level", "error"]  # fmt: skip
@@ -271,9 +282,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def rule_changes(url: str, stack: str, port: int, until: float, every: float) -> list[float]:
+async def rule_changes(
+    target: redis_target.RedisTarget, stack: str, port: int, until: float, every: float
+) -> list[float]:
     """Publish a new version every `every` s; seconds until a decision carries it (polled every 2 ms)."""
-    client = aioredis.Redis.from_url(url)
+    client = target.async_client()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = b"GET /v1/decide?slot=hero&user=poller&session=p HTTP/1.1\r\nHost: bench\r\n\r\n"
     latencies: list[float] = []
@@ -305,12 +318,18 @@ def decide_targets(users: int) -> list[str]:
 
 
 async def latency_phase(
-    url: str, stack: str, port: int, rate: float, seconds: int, targets: Sequence[str], change_every: float
+    target: redis_target.RedisTarget,
+    stack: str,
+    port: int,
+    rate: float,
+    seconds: int,
+    targets: Sequence[str],
+    change_every: float,
 ) -> tuple[dict[str, float], list[float]]:
     """The open loop at `rate`, with rule changes every `change_every` s meanwhile (0: none)."""
     until = time.monotonic() + seconds - 0.5
     changes = (
-        asyncio.create_task(rule_changes(url, stack, port, until, change_every)) if change_every else None
+        asyncio.create_task(rule_changes(target, stack, port, until, change_every)) if change_every else None
     )
     result = await open_loop(port, rate, seconds, targets)
     return result, (await changes) if changes else []
@@ -410,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve this app factory with granian instead of `tailor api` (bench/candidates/ on the path), "
         "e.g. tailor_api.app:app_from_environment or starlette_app:app_from_environment",
     )
+    parser.add_argument(
+        "--compare-tls", action="store_true", help="only the cost of TLS to Redis: plain vs TLS, same run"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="--compare-tls: saturation rounds per side")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("bench/decide.py needs wrk and taskset: make setup installs wrk; util-linux has taskset")
@@ -418,13 +441,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.server_stacks:
             server_stacks(workdir, args.seconds)
             return 0
+        if args.compare_tls:
+            compare_tls(workdir, args)
+            return 0
         url, redis_process = start_redis(workdir)
+        target = redis_target.RedisTarget.from_environment(url=url)
         stack = f"bench-{uuid.uuid4().hex[:6]}/main"
         published = bench_ruleset(stack)
-        asyncio.run(_publish(url, published))
-        populate(url, published, args.users)
+        asyncio.run(_publish(target, published))
+        populate(target, published, args.users)
         port = ports.pick(None)
-        api = start_api(url, stack, port, workdir / "api.log", args.app)
+        api = start_api(target, stack, port, workdir / "api.log", args.app)
         try:
             script = workdir / "decide.lua"
             script.write_text(WRK_SCRIPT.format(users=args.users))
@@ -434,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = args.load * decide["rate"]
             before = decide_histogram(port)
             opened, changes = uvloop.run(
-                latency_phase(url, stack, port, rate, args.seconds, decide_targets(args.users),
+                latency_phase(target, stack, port, rate, args.seconds, decide_targets(args.users),
                               args.rule_change_every)
             )  # fmt: skip
             after = decide_histogram(port)
@@ -443,10 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             opened["load"] = args.load
             # Ceilings: the bare route at the same rate (what the generator and server stack add), and
             # at the same share of its own saturation (the server stack's own queueing at that load).
-            same_rate, _ = uvloop.run(latency_phase(url, stack, port, rate, args.seconds, ["/healthz"], 0))
+            same_rate, _ = uvloop.run(latency_phase(target, stack, port, rate, args.seconds, ["/healthz"], 0))
             bare_rate = args.load * hello["rate"]
             same_load, _ = uvloop.run(
-                latency_phase(url, stack, port, bare_rate, args.seconds, ["/healthz"], 0)
+                latency_phase(target, stack, port, bare_rate, args.seconds, ["/healthz"], 0)
             )
         finally:
             api.terminate()
@@ -462,10 +489,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _publish(url: str, published: ruleset.Ruleset) -> None:
-    client = aioredis.Redis.from_url(url)
+async def _publish(target: redis_target.RedisTarget, published: ruleset.Ruleset) -> None:
+    client = target.async_client()
     await versions.publish(client, published)
     await client.aclose()
+
+
+# --- the cost of TLS to Redis ----------------------------------------------------------------------
+
+
+def compare_tls(workdir: Path, args: argparse.Namespace) -> None:
+    """`tailor api` on a plain and on a TLS Redis (the same server otherwise), measured in turns."""
+    servers = {
+        "plain": secure_redis.start(workdir / "plain-redis", tls=False),
+        "TLS": secure_redis.start(workdir / "tls-redis"),
+    }
+    apis: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    lines: list[list[str]] = [["run", "decisions/s", "per server CPU-s", "Redis CPU µs/decision", "load"]]
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    per_cpu: dict[str, list[float]] = {name: [] for name in servers}
+    try:
+        for name, server in servers.items():
+            target = server.target(client_pair=False)  # a CA bundle, as ElastiCache or Memorystore ask
+            stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+            published = bench_ruleset(stack)
+            asyncio.run(_publish(target, published))
+            populate(target, published, args.users)
+            port = ports.pick(None)
+            apis[name] = (start_api(target, stack, port, workdir / f"api-{name}.log", args.app), port)
+            saturate(port, apis[name][0].pid, "/v1/decide", 3, script)  # warm-up
+        for round_ in range(1, args.rounds + 1):
+            for name, (api, port) in apis.items():
+                redis_before = servers[name].cpu_seconds()
+                result = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                redis_per = (servers[name].cpu_seconds() - redis_before) / (result["rate"] * args.seconds)
+                cpu_rate = result["rate"] / result["cpu"] if result["cpu"] else float("nan")
+                rates[name].append(result["rate"])
+                per_cpu[name].append(cpu_rate)
+                lines.append([f"{name}, round {round_}", f"{result['rate']:,.0f}", f"{cpu_rate:,.0f}",
+                              f"{redis_per * 1e6:.1f}", f"{os.getloadavg()[0]:.1f}"])  # fmt: skip
+        rate = args.load * max(rates["plain"])
+        tails = {}
+        for name, (_, port) in apis.items():
+            tails[name] = uvloop.run(open_loop(port, rate, args.seconds, decide_targets(args.users)))
+            tails[name]["load"] = os.getloadavg()[0]
+    finally:
+        for api, _ in apis.values():
+            api.terminate()
+            api.wait(10)
+        for server in servers.values():
+            server.stop()
+    best = {name: max(values) for name, values in rates.items()}
+    best_cpu = {name: max(values) for name, values in per_cpu.items()}
+    print(f"bench/decide.py --compare-tls — server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
+          f"{args.users:,} users, {args.seconds} s a run, TLS with a CA bundle (no client pair)")  # fmt: skip
+    _pipeline_table(lines)
+    print(f"TLS / plain, best round: decisions/s {best['TLS'] / best['plain']:.2f}, "
+          f"per server CPU-s {best_cpu['TLS'] / best_cpu['plain']:.2f}")  # fmt: skip
+    for name, tail in tails.items():
+        print(f"open loop at {rate:,.0f}/s ({args.load:.0%} of plain): {name:5s} "
+              f"p50 {tail['p50_ms']:.2f} ms, p99 {tail['p99_ms']:.2f} ms, non-200 {tail['errors']:.0f}, "
+              f"load {tail['load']:.1f}")  # fmt: skip
+
+
+def _pipeline_table(lines: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    for row in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def rows(

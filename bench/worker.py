@@ -18,11 +18,19 @@ A topic is filled first (not timed) with --events realistic events of --users us
 4. ceiling: `redis-benchmark` pipelined (SET, -P 64) on the same Redis.
 
     eval "$(tailor dev env)"; .venv/bin/python bench/worker.py [--events 200000] [--users 10000]
+
+With --compare tls or --compare appendfsync it measures one Redis setting instead: the backlog run
+(2.) on two private redis-servers alike but for that setting (tailor.devstack.secure_redis: the same
+ACL user), in turns for --rounds rounds: plain vs TLS (a CA bundle, as ElastiCache or Memorystore
+ask), or an append-only file fsynced every second vs before every write is acknowledged (the managed
+Redis' spec.redis.appendfsync). Each run's events/s, worker and Redis CPU per event and the load
+average; the ratio of the best rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import subprocess
@@ -32,6 +40,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import _pipeline
@@ -39,7 +48,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer
 
-from tailor.devstack import ports, scratch
+from tailor.core import redis_target
+from tailor.devstack import ports, scratch, secure_redis
 
 TARGET = 50_000
 
@@ -96,16 +106,23 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 def worker(
-    redis_url: str, stack: str, count: int, *, native: bool = True
+    target: redis_target.RedisTarget,
+    stack: str,
+    count: int,
+    *,
+    native: bool = True,
+    redis_seconds: Callable[[], float] | None = None,
 ) -> tuple[float, float, float, float]:
     """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen). `native=False`:
-    the Python references instead of the compiled hot path (TAILOR_NATIVE=off)."""
+    the Python references instead of the compiled hot path (TAILOR_NATIVE=off). `redis_seconds`:
+    Redis's CPU so far (default: INFO cpu, which an ACL user without @dangerous may not ask)."""
     port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-{uuid.uuid4().hex[:6]}.log"
-    client = redis.Redis.from_url(redis_url)
+    client = target.client()
+    spent = redis_seconds or (lambda: redis_cpu(client))
     process = _pipeline.tailor(
         ["worker", "--stack", stack, "--metrics-port", str(port)],
-        redis_url,
+        target,
         log,
         TAILOR_WORKER_METRICS_HOST="127.0.0.1",
         TAILOR_WORKER_GROUP_ID=f"bench-{uuid.uuid4().hex[:6]}",
@@ -124,7 +141,7 @@ def worker(
         while True:
             now = time.perf_counter()
             done = metric_sum(port, processed)
-            samples.append((now, done, _pipeline.tree_cpu_seconds(process.pid), redis_cpu(client)))
+            samples.append((now, done, _pipeline.tree_cpu_seconds(process.pid), spent()))
             if done >= count:
                 break
             if time.monotonic() > deadline:
@@ -146,7 +163,52 @@ def worker(
     finally:
         process.terminate()
         process.wait(30)
+        client.close()
     return events / wall, cpu / events, redis_spent / events, duplicates
+
+
+def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
+    """The backlog run on two redis-servers that differ only in `kind` (tls, appendfsync), in turns."""
+    aof = ("appendonly yes",)
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-redis-", dir=args.redis_dir) as scratch_dir:
+        where = Path(scratch_dir)
+        if kind == "tls":
+            servers = {"plain": secure_redis.start(where / "plain", tls=False),
+                       "TLS": secure_redis.start(where / "tls")}  # fmt: skip
+        else:
+            servers = {
+                policy: secure_redis.start(where / policy, tls=False, extra=(*aof, f"appendfsync {policy}"))
+                for policy in ("everysec", "always")
+            }
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+        lines = [["run", "events/s", "worker CPU µs/event", "Redis CPU µs/event", "load"]]
+        try:
+            for round_ in range(1, args.rounds + 1):
+                for name, server in servers.items():
+                    target = server.target(client_pair=False)
+                    config = _pipeline.stack_config(kafka)
+                    _pipeline.publish(target, config)
+                    fill(kafka, config.kafka.events_topic, args.events, args.users)
+                    rate, cpu, redis_spent, _ = worker(target, config.key, args.events,
+                                                       redis_seconds=server.cpu_seconds)  # fmt: skip
+                    load = os.getloadavg()[0]
+                    _pipeline.delete_topics(config)
+                    runs[name].append((rate, cpu, redis_spent))
+                    lines.append([f"{name}, round {round_}", f"{rate:,.0f}", f"{cpu * 1e6:.1f}",
+                                  f"{redis_spent * 1e6:.1f}", f"{load:.1f}"])  # fmt: skip
+        finally:
+            for server in servers.values():
+                server.stop()
+    first, second = servers
+    best = {name: max(run[0] for run in values) for name, values in runs.items()}
+    least_worker = {name: min(run[1] for run in values) for name, values in runs.items()}
+    least_redis = {name: min(run[2] for run in values) for name, values in runs.items()}
+    print(f"bench/worker.py --compare {kind}: backlog of {args.events:,} events, {args.users:,} users, "
+          f"{args.rounds} rounds in turns")  # fmt: skip
+    _pipeline.table(lines)
+    print(f"{second} / {first}, best rounds: events/s {best[second] / best[first]:.2f}, "
+          f"worker CPU per event {least_worker[second] / least_worker[first]:.2f}, "
+          f"Redis CPU per event {least_redis[second] / least_redis[first]:.2f}")  # fmt: skip
 
 
 def live(
@@ -246,28 +308,41 @@ def main() -> int:
         "--no-python-reference", dest="python_reference", action="store_false",
         help="skip the backlog run with the Python references (TAILOR_NATIVE=off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare", choices=("tls", "appendfsync"),
+        help="only the backlog run on two private redis-servers: plain vs TLS, or everysec vs always",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="--compare: runs per side, in turns")
+    parser.add_argument(
+        "--redis-dir", default=None, help="--compare: where the servers keep their files (a real disk)"
+    )
     args = parser.parse_args()
+    if args.compare:
+        kafka = os.environ.get("TAILOR_KAFKA_BOOTSTRAP") or _pipeline.environment()[0]
+        compare(args.compare, kafka, args)
+        return 0
     kafka, redis_url = _pipeline.environment()
+    target = redis_target.RedisTarget.from_environment(url=redis_url)
     config = _pipeline.stack_config(kafka)
     scratch.publish(redis_url, config)
     fill(kafka, config.kafka.events_topic, args.events, args.users)
 
     consume_rate, consume_per_cpu = raw_consume(kafka, config.kafka.events_topic, args.events)
-    rate, worker_cpu, redis_spent, duplicates = worker(redis_url, config.key, args.events)
+    rate, worker_cpu, redis_spent, duplicates = worker(target, config.key, args.events)
     _pipeline.cleanup(redis_url, config)
     late: tuple[float, float, float, float] | None = None
     if args.late_share:  # the same backlog with some events late, on a fresh stack
         config = _pipeline.stack_config(kafka)
         scratch.publish(redis_url, config)
         fill(kafka, config.kafka.events_topic, args.events, args.users, args.late_share)
-        late = worker(redis_url, config.key, args.events)
+        late = worker(target, config.key, args.events)
         _pipeline.cleanup(redis_url, config)
     reference: tuple[float, float, float, float] | None = None
     if args.python_reference:  # the same backlog on a fresh stack, counted by the Python references
         config = _pipeline.stack_config(kafka)
         scratch.publish(redis_url, config)
         fill(kafka, config.kafka.events_topic, args.events, args.users)
-        reference = worker(redis_url, config.key, args.events, native=False)
+        reference = worker(target, config.key, args.events, native=False)
         _pipeline.cleanup(redis_url, config)
     live_rate, live_cpu, live_redis, live_lag = live(
         kafka, redis_url, args.users, args.live_rate, args.live_seconds

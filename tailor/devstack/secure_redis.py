@@ -13,6 +13,7 @@ untrusted server certificate looks like.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -37,6 +38,7 @@ class SecureRedis:
     directory: Path
     port: int
     process: subprocess.Popen[bytes]
+    tls: bool = True  # False: the same server on a plain port (the benchmarks' comparison)
 
     @property
     def ca(self) -> Path:
@@ -56,7 +58,7 @@ class SecureRedis:
 
     @property
     def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def target(
         self, *, password: str = PASSWORD, ca: Path | None = None, client_pair: bool = True, user: str = USER
@@ -66,10 +68,15 @@ class SecureRedis:
             self.url,
             username=user,
             password=ADMIN_PASSWORD if user == ADMIN else password,
-            ca_file=str(ca or self.ca),
-            cert_file=str(self.client_cert) if client_pair else None,
-            key_file=str(self.client_key) if client_pair else None,
+            ca_file=str(ca or self.ca) if self.tls else None,
+            cert_file=str(self.client_cert) if client_pair and self.tls else None,
+            key_file=str(self.client_key) if client_pair and self.tls else None,
         )
+
+    def cpu_seconds(self) -> float:
+        """CPU the server has used (its main thread and TLS work alike), from /proc."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         path = self.directory / "redis.log"
@@ -104,16 +111,19 @@ def write_pki(directory: Path) -> None:
         _write(directory / f"{name}.key", key)
 
 
-def config(directory: Path, port: int, extra: tuple[str, ...] = ()) -> str:
+def config(directory: Path, port: int, extra: tuple[str, ...] = (), *, tls: bool = True) -> str:
+    listen = [
+        "port 0",  # no plain-text port at all
+        f"tls-port {port}",
+        f"tls-cert-file {directory / 'server.crt'}",
+        f"tls-key-file {directory / 'server.key'}",
+        f"tls-ca-cert-file {directory / 'ca.crt'}",
+        "tls-auth-clients optional",
+    ]
     return "\n".join(
         [
             "bind 127.0.0.1",
-            "port 0",  # no plain-text port at all
-            f"tls-port {port}",
-            f"tls-cert-file {directory / 'server.crt'}",
-            f"tls-key-file {directory / 'server.key'}",
-            f"tls-ca-cert-file {directory / 'ca.crt'}",
-            "tls-auth-clients optional",
+            *(listen if tls else [f"port {port}"]),
             f"dir {directory}",
             f"logfile {directory / 'redis.log'}",
             'save ""',
@@ -127,19 +137,22 @@ def config(directory: Path, port: int, extra: tuple[str, ...] = ()) -> str:
     )
 
 
-def start(directory: Path, *, extra: tuple[str, ...] = (), timeout: float = 15.0) -> SecureRedis:
-    """Start it on a free port; returns once the ACL user's PING over TLS answers."""
+def start(
+    directory: Path, *, extra: tuple[str, ...] = (), tls: bool = True, timeout: float = 15.0
+) -> SecureRedis:
+    """Start it on a free port; returns once the ACL user's PING answers. `extra`: more redis.conf
+    lines (appendonly, appendfsync: the benchmarks); `tls=False`: the same server without TLS."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (scripts/apt-packages.sh installs it)")
     directory.mkdir(parents=True, exist_ok=True)
     write_pki(directory)
     port = ports.pick(None)
-    (directory / "redis.conf").write_text(config(directory, port, extra))
+    (directory / "redis.conf").write_text(config(directory, port, extra, tls=tls))
     process = subprocess.Popen(
         [server, str(directory / "redis.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    running = SecureRedis(directory, port, process)
+    running = SecureRedis(directory, port, process, tls)
     client = running.target().client(socket_connect_timeout=1)
     deadline = time.monotonic() + timeout
     try:
