@@ -4,7 +4,8 @@ What the operator may do, shared by the ClusterRole (every namespace) and the Ro
 under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
 are written by server-side apply, status by merge patch), Secrets read by name only (no
 list/watch) and created only for a managed Redis' generated password, deletes only for what the
-operator removes (a managed Redis switched off), and nothing about RBAC, Pods or ConfigMaps.
+operator removes (a managed Redis, a budget or an autoscaler switched off), and nothing about RBAC,
+Pods or ConfigMaps.
 */}}
 {{- define "tailor.operatorRules" -}}
 # The three Tailor kinds: kopf watches them and patches its annotations and finalizer.
@@ -26,10 +27,18 @@ operator removes (a managed Redis switched off), and nothing about RBAC, Pods or
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Their PodDisruptionBudgets (workers, content API): written by server-side apply only.
+# Their PodDisruptionBudgets (one per component): server-side apply, deleted when turned off.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "delete"]
+# Autoscalers of workers and content API (spec.*.autoscaling): HPAs, or KEDA ScaledObjects where
+# KEDA is installed; server-side apply, deleted when autoscaling is turned off.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["create", "patch", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["create", "patch", "delete"]
 # Secrets a stack references (Redis password, username, CA, client pair; admin token): read by name,
 # never listed. create: the generated password of a managed Redis, made once (never updated).
 - apiGroups: [""]

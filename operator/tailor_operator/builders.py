@@ -20,6 +20,7 @@ import orjson
 from tailor.core import constants
 from tailor.core.rules import specs
 from tailor_operator import constants as names
+from tailor_operator import templates
 
 Manifest = dict[str, Any]
 
@@ -84,6 +85,23 @@ def labels(stack: Stack, component: str) -> dict[str, str]:
         constants.LABEL_PART_OF: names.APP_NAME,
         constants.LABEL_MANAGED_BY: names.MANAGED_BY,
     }
+
+
+def template_of(stack: Stack, component: str) -> tuple[specs.PodTemplate, str]:
+    """The component's pod template in the stack spec, and where it is (for error messages)."""
+    spec = stack.spec
+    return {
+        names.WORKER: (spec.workers.template, "workers.template"),
+        names.CONTENT_API: (spec.content_api.template, "contentApi.template"),
+        names.REDIS: (spec.redis.template, "redis.template"),
+    }[component]
+
+
+def _templated(stack: Stack, component: str, manifest: Manifest, claims: tuple[str, ...] = ()) -> Manifest:
+    """`manifest` (a Deployment or StatefulSet) with the component's template laid over its pods."""
+    template, where = template_of(stack, component)
+    templates.apply(manifest["spec"]["template"], template, selector_labels(stack, component), where, claims)
+    return manifest
 
 
 def owner_reference(stack: Stack) -> dict[str, Any]:
@@ -352,17 +370,19 @@ def _pod_security(user: int) -> dict[str, Any]:
 def _deployment(
     stack: Stack,
     component: str,
-    replicas: int,
+    replicas: int | None,
     container: dict[str, Any],
     checksum: str,
     pod: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    return {
+    """`replicas` None: an autoscaler owns them, and the manifest leaves them out (see
+    reconcile/children.py for the hand-over)."""
+    manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(stack, component),
         "spec": {
-            "replicas": replicas,
+            **({} if replicas is None else {"replicas": replicas}),
             "selector": {"matchLabels": selector_labels(stack, component)},
             # A new pod is Ready before an old one goes: an upgrade never runs below the replicas.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -385,6 +405,7 @@ def _deployment(
             },
         },
     }
+    return _templated(stack, component, manifest)
 
 
 def worker_deployment(stack: Stack, checksum: str) -> Manifest:
@@ -403,7 +424,8 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
     }
-    return _deployment(stack, names.WORKER, spec.workers.replicas, container, checksum)
+    replicas = None if spec.workers.autoscaling.enabled else spec.workers.replicas
+    return _deployment(stack, names.WORKER, replicas, container, checksum)
 
 
 def api_deployment(stack: Stack, checksum: str) -> Manifest:
@@ -438,7 +460,7 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
     return _deployment(
         stack,
         names.CONTENT_API,
-        spec.content_api.replicas,
+        None if spec.content_api.autoscaling.enabled else spec.content_api.replicas,
         container,
         checksum,
         pod={
@@ -448,15 +470,13 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
     )
 
 
-def disruption_budget(stack: Stack, component: str) -> Manifest:
-    """At most one pod of the component evicted at a time (node drains, cluster upgrades); with one
-    replica the drain may still proceed, a budget that blocks it would need a human."""
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": metadata(stack, component),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(stack, component)}},
-    }
+def disruption_budget(stack: Stack, component: str) -> Manifest | None:
+    """The component's PodDisruptionBudget as its template says (templates.disruption_budget: by
+    default one pod evicted at a time, and a drain is never blocked), or None when turned off."""
+    template, _ = template_of(stack, component)
+    return templates.disruption_budget(
+        metadata(stack, component), selector_labels(stack, component), template.pod_disruption_budget
+    )
 
 
 def api_service(stack: Stack) -> Manifest:
@@ -494,7 +514,7 @@ def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
     }
     if spec.storage_class_name is not None:
         claim["storageClassName"] = spec.storage_class_name
-    return {
+    manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": metadata(stack, names.REDIS),
@@ -540,6 +560,7 @@ def redis_statefulset(stack: Stack, checksum: str) -> Manifest:
             ],
         },
     }
+    return _templated(stack, names.REDIS, manifest, claims=("data",))
 
 
 def redis_service(stack: Stack) -> Manifest:
@@ -557,9 +578,13 @@ def redis_service(stack: Stack) -> Manifest:
 def children(stack: Stack, checksum: str, for_redis: str | None = None) -> list[Manifest]:
     """Everything the stack owns, in the order to apply it (Redis first: the others connect to it).
     `for_redis` (redis_checksum; default `checksum`) goes on the managed Redis' pods."""
-    owned: list[Manifest] = []
+    owned: list[Manifest | None] = []
     if stack.spec.redis.managed:
-        owned += [redis_service(stack), redis_statefulset(stack, for_redis or checksum)]
+        owned += [
+            redis_service(stack),
+            redis_statefulset(stack, for_redis or checksum),
+            disruption_budget(stack, names.REDIS),
+        ]
     owned += [
         worker_deployment(stack, checksum),
         disruption_budget(stack, names.WORKER),
@@ -567,12 +592,19 @@ def children(stack: Stack, checksum: str, for_redis: str | None = None) -> list[
         disruption_budget(stack, names.CONTENT_API),
         api_service(stack),
     ]
-    return owned
+    return [manifest for manifest in owned if manifest is not None]
 
 
 def unwanted(stack: Stack) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name) of children the stack no longer wants (managed Redis switched off)."""
-    if stack.spec.redis.managed:
-        return []
-    name = child_name(stack, names.REDIS)
-    return [("apps/v1", "StatefulSet", name), ("v1", "Service", name)]
+    """(apiVersion, kind, name) of children the stack no longer wants: a managed Redis switched off,
+    a PodDisruptionBudget turned off."""
+    gone = []
+    if not stack.spec.redis.managed:
+        name = child_name(stack, names.REDIS)
+        gone += [("apps/v1", "StatefulSet", name), ("v1", "Service", name)]
+    for component in (names.REDIS, names.WORKER, names.CONTENT_API):
+        if (component == names.REDIS and not stack.spec.redis.managed) or (
+            disruption_budget(stack, component) is None
+        ):
+            gone.append(("policy/v1", "PodDisruptionBudget", child_name(stack, component)))
+    return gone

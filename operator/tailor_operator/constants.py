@@ -7,6 +7,8 @@ from typing import Final
 from tailor.core import constants
 
 FIELD_MANAGER: Final = "tailor-operator"
+# Holds a Deployment's replicas for the moment an autoscaler takes them over (reconcile/children.py).
+REPLICAS_FIELD_MANAGER: Final = "tailor-operator-replicas-handover"
 MANAGED_BY: Final = "tailor-operator"
 APP_NAME: Final = "tailor"
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -31,6 +32,10 @@ from tailor_operator import conditions
 from tailor_operator import constants as names
 
 REQUEST_TIMEOUT_SECONDS: Final = 30
+# How long "the server serves no such kind" is believed: asking discovery again for a kind it lacks
+# re-reads all of discovery (the library starts over on a miss), so an optional CRD (KEDA's
+# ScaledObject) is looked for again at most this often; installing it is noticed within this time.
+NOT_SERVED_SECONDS: Final = 300.0
 JSON: Final = "application/json"
 # Every verb answers one object; "object" asks the library for the decoded JSON as it came.
 AS_OBJECT: Final = {200: "object", 201: "object", 202: "object"}
@@ -91,6 +96,7 @@ class Kube:
         self._dynamic = DynamicClient(self._api, cache_file=never_written, discoverer=_Discovery)
         self._discovered = False
         self._discovering = asyncio.Lock()
+        self._not_served: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> when we asked
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -111,6 +117,22 @@ class Kube:
         except ResourceNotFoundError:
             raise ApiError(404, f"the API server serves no {kind} in {api_version}") from None
         return str(resource.path(name=name, namespace=namespace))
+
+    async def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves the kind (an optional CRD is installed); a no is remembered
+        for NOT_SERVED_SECONDS."""
+        asked = self._not_served.get((api_version, kind))
+        if asked is not None and time.monotonic() - asked < NOT_SERVED_SECONDS:
+            return False
+        try:
+            await self.path(api_version, kind, None)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            self._not_served[(api_version, kind)] = time.monotonic()
+            return False
+        self._not_served.pop((api_version, kind), None)
+        return True
 
     async def request(
         self,
@@ -140,15 +162,19 @@ class Kube:
 
     # --- the verbs reconcile functions use ------------------------------------------------------------
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply under our field manager, taking over fields others changed (drift)."""
+    async def apply(
+        self, manifest: Mapping[str, Any], field_manager: str = names.FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
+        """Server-side apply under our field manager, taking over fields others changed (drift).
+        Another manager, without force, only claims fields no one else has changed (a conflict is a
+        409 ApiError)."""
         meta = manifest["metadata"]
         path = await self.path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
         return await self.request(
             "PATCH",
             path,
             body=manifest,
-            query={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            query={"fieldManager": field_manager, **({"force": "true"} if force else {})},
             content_type="application/apply-patch+yaml",  # JSON is YAML
         )
 
@@ -165,7 +191,10 @@ class Kube:
             raise
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """True if something was deleted; its dependents go in the background."""
+        """True if something was deleted; its dependents go in the background. A kind the server does
+        not serve has nothing to delete."""
+        if not await self.serves(api_version, kind):
+            return False
         path = await self.path(api_version, kind, namespace, name)
         try:
             await self.request("DELETE", path, body={"propagationPolicy": "Background"})

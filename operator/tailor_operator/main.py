@@ -180,6 +180,8 @@ async def _reconcile_stack(body: kopf.Body, memo: Any) -> None:
         raise kopf.PermanentError(f"invalid spec: {error}") from error
     except children.MissingSecret as error:
         raise kopf.TemporaryError(str(error), delay=10) from error
+    except children.MissingApi as error:
+        raise kopf.TemporaryError(str(error), delay=30) from error
     except kube.ApiError as error:
         raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=5) from error
 

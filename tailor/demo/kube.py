@@ -21,6 +21,7 @@ from kubernetes import config as k8s_config
 
 from tailor.core import constants
 from tailor.core.rules import versions
+from tailor.devstack import probes
 
 PLURALS = (constants.STACK_PLURAL, constants.RULE_PLURAL, constants.VARIANT_PLURAL)
 SHORT = {constants.STACK_KIND: "pstack", constants.RULE_KIND: "prule", constants.VARIANT_KIND: "cvar"}
@@ -47,7 +48,16 @@ def kubectl(binary: Path, kubeconfig: str, *args: str, input: str | None = None,
 def apply_crds(binary: Path, kubeconfig: str, crds: Path) -> None:
     kubectl(binary, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crds))
     names = [f"crd/{plural}.{constants.API_GROUP}" for plural in PLURALS]
-    kubectl(binary, kubeconfig, "wait", "--for=condition=Established", *names, "--timeout=60s", timeout=70)
+    probes.until_conditions_set(
+        kubectl,
+        binary,
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        *names,
+        "--timeout=60s",
+        timeout=70,
+    )
 
 
 def apply_manifests(binary: Path, kubeconfig: str, namespace: str, documents_yaml: str) -> str:

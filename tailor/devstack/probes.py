@@ -118,3 +118,20 @@ def kafka_metadata(bootstrap: str, timeout: float = 3.0) -> bool:
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     metadata = admin.list_topics(timeout=timeout)
     return bool(metadata.brokers)
+
+
+def until_conditions_set(kubectl_wait: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call `kubectl_wait(*args, **kwargs)` (a `kubectl wait --for=condition=Established` on CRDs just
+    applied) again while it fails because a CRD's status.conditions is still null: kubectl 1.37 fails
+    at once on that ("accessor error: <nil>"; a jsonpath wait fails alike) instead of waiting. The
+    null lasts until the API server has compiled the CRD's schema, 0.1-0.7 s for the
+    PersonalizationStack CRD; 30 s at most."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            kubectl_wait(*args, **kwargs)
+            return
+        except Exception as error:
+            if "<nil>" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)

@@ -25,6 +25,10 @@ DISTRIBUTION: Final = "v3.1.2"
 CRI_TOOLS: Final = "v1.36.0"
 #: Cluster DNS for the real node's pods (Service names like <name>.<namespace>.svc resolve).
 COREDNS: Final = "v1.15.0"
+#: KEDA's CRDs (ScaledObject, TriggerAuthentication), read from its Go module for the tests of
+#: the operator's KEDA mode (tailor.devstack.keda); KEDA itself does not run in the local stack.
+#: (v2.21 requires Go 1.27, newer than the toolchain here.)
+KEDA: Final = "v2.20.2"
 KAFKA: Final = "4.3.1"
 KAFKA_SCALA: Final = "2.13"
 #: Kafka 4.3 logs through slf4j 1.7 and ships log4j-core 2.25.4; this binds the two so the

@@ -33,7 +33,7 @@ from playwright.sync_api import Browser, Page
 from shop_server import STRICT_CSP, ShopServer
 
 from tailor.core.rules import versions
-from tailor.devstack import ports
+from tailor.devstack import ports, probes
 
 pytestmark = [pytest.mark.browser, pytest.mark.kube, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -172,7 +172,9 @@ def shop(
 ) -> Iterator[Shop]:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for name in ("personalizationstacks", "personalizationrules", "contentvariants"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s")
+        probes.until_conditions_set(
+            kubectl, "wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s"
+        )
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     core = k8s_client.CoreV1Api(kube_api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=namespace)))

@@ -19,7 +19,7 @@ import yaml
 from api_harness import page_view, running_api
 
 from tailor.core.rules import versions
-from tailor.devstack import ports
+from tailor.devstack import ports, probes
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow,
               pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(300)]  # fmt: skip
@@ -47,7 +47,9 @@ def operator_published(
     yields the stack (`namespace/shop`)."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     for name in ("personalizationstacks", "personalizationrules", "contentvariants"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s")
+        probes.until_conditions_set(
+            kubectl, "wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s"
+        )
     documents = shop_documents(redis_url, kafka_bootstrap)
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     log = tmp_path / "operator.log"

@@ -30,7 +30,7 @@ import yaml
 
 from tailor.core import constants
 from tailor.core.rules import specs
-from tailor.devstack import artifacts, ports, toolchain
+from tailor.devstack import artifacts, ports, probes, toolchain
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_VALUES = sorted((ROOT / "ci").glob("*-values.yaml"))
@@ -711,7 +711,13 @@ def crds_applied(kubectl: Runner) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for crd in (ROOT / "crds").glob("*.yaml"):
         for doc in yaml.safe_load_all(crd.read_text()):
-            kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{doc['metadata']['name']}")
+            probes.until_conditions_set(
+                kubectl,
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                f"crd/{doc['metadata']['name']}",
+            )
 
 
 def _server_side_dry_run(kubectl: Runner, manifests: list[Manifest]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client as k8s_client
 
 from tailor.core.rules import versions
-from tailor.devstack import ports
+from tailor.devstack import ports, probes
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis, pytest.mark.slow]
 
@@ -91,7 +91,9 @@ class Operator:
 def crds(kubectl: Callable[..., Any]) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for name in ("personalizationstacks", "personalizationrules", "contentvariants"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s")
+        probes.until_conditions_set(
+            kubectl, "wait", "--for=condition=Established", f"crd/{name}.tailor.dev", "--timeout=30s"
+        )
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ def test_managed_stack_owns_redis_workers_and_api_with_fixed_names() -> None:
     assert [(m["kind"], m["metadata"]["name"]) for m in owned] == [
         ("Service", "shop-redis"),
         ("StatefulSet", "shop-redis"),
+        ("PodDisruptionBudget", "shop-redis"),
         ("Deployment", "shop-worker"),
         ("PodDisruptionBudget", "shop-worker"),
         ("Deployment", "shop-api"),
@@ -51,6 +52,7 @@ def test_external_redis_stack_owns_no_redis_and_prunes_it() -> None:
     assert builders.unwanted(external) == [
         ("apps/v1", "StatefulSet", "shop-redis"),
         ("v1", "Service", "shop-redis"),
+        ("policy/v1", "PodDisruptionBudget", "shop-redis"),
     ]
 
 
@@ -123,13 +125,15 @@ def test_an_upgrade_rolls_workers_and_api_one_surge_pod_at_a_time_and_never_rest
     assert sums["StatefulSet"] == {"tailor.dev/config-checksum": "redis-sum"}
 
 
-def test_disruption_budgets_let_one_pod_go_at_a_time() -> None:
-    for component in ("worker", "content-api"):
+def test_disruption_budgets_let_one_pod_go_at_a_time_and_never_hold_a_drain() -> None:
+    for component in ("worker", "content-api", "redis"):
         budget = builders.disruption_budget(stack(), component)
+        assert budget is not None
         assert budget["apiVersion"] == "policy/v1"
         assert budget["spec"] == {
             "maxUnavailable": 1,
             "selector": {"matchLabels": builders.selector_labels(stack(), component)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         }
 
 

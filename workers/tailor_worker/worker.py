@@ -247,7 +247,7 @@ class Worker:
                 kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
             ),
         )
-        group = self.settings.group_id or f"tailor-worker.{config.namespace}.{config.name}"
+        group = self.settings.group_id or config.worker_group
         self._consumer = EventConsumer(
             kafka.bootstrap_servers,
             kafka.events_topic,

@@ -1,4 +1,11 @@
-"""A stack's children: apply them all, restore one that drifted, report each component's readiness."""
+"""A stack's children: apply them all, restore one that drifted, report each component's readiness.
+
+Autoscaled Deployments: the manifest then leaves `replicas` out, and server-side apply removes a
+field from the object when the one manager that owned it stops applying it, so the first apply
+without it would reset the Deployment to 1 replica. Before that apply the live replicas are applied
+once under a second field manager (names.REPLICAS_FIELD_MANAGER), which keeps them until the
+autoscaler's controller writes its own value through the scale subresource and takes them over.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import pydantic
 
 from tailor.core import constants
 from tailor.core.rules import compiler, specs
-from tailor_operator import builders, conditions, kube, metrics, redis_access
+from tailor_operator import autoscaling, builders, conditions, kube, metrics, redis_access, templates
 from tailor_operator import constants as names
 from tailor_operator.reconcile import stack_status
 
@@ -26,6 +33,10 @@ class MissingSecret(Exception):
     """A referenced Secret does not exist (yet); retrying may help."""
 
 
+class MissingApi(Exception):
+    """The spec needs a kind the cluster does not serve (KEDA's ScaledObject); installing it helps."""
+
+
 def parse_stack(source: specs.Source) -> builders.Stack:
     try:
         spec = specs.StackSpec.model_validate(source.spec)
@@ -38,6 +49,23 @@ def parse_stack(source: specs.Source) -> builders.Stack:
         except ValueError as error:  # a maxmemory at or above the memory limit
             raise InvalidStack(str(error)) from None
     return stack
+
+
+def wanted_children(stack: builders.Stack, checksums: tuple[str, str]) -> list[builders.Manifest]:
+    """builders.children, with a template that clashes with the operator's settings as InvalidStack."""
+    try:
+        return builders.children(stack, *checksums)
+    except templates.TemplateConflict as error:
+        raise InvalidStack(str(error)) from None
+
+
+def owns_replicas(body: Mapping[str, Any], manager: str = names.FIELD_MANAGER) -> bool:
+    """Whether `manager` applied spec.replicas of this object (its managedFields say so)."""
+    for entry in (body.get("metadata") or {}).get("managedFields") or ():
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("manager") == manager and entry.get("operation") == "Apply" and "f:replicas" in fields:
+            return True
+    return False
 
 
 def is_paused(source: specs.Source) -> bool:
@@ -73,6 +101,13 @@ def component_condition(body: Mapping[str, Any], generation: int) -> conditions.
     )
 
 
+def _autoscalers(stack: builders.Stack, keda: bool) -> list[builders.Manifest]:
+    try:
+        return autoscaling.manifests(stack, keda)
+    except ValueError as error:  # the spec's Kafka settings, read as the data plane reads them
+        raise InvalidStack(str(error)) from None
+
+
 class ChildrenReconciler:
     def __init__(
         self, client: kube.Kube, book: stack_status.StackStatusBook, redis: redis_access.RedisConnections
@@ -82,6 +117,8 @@ class ChildrenReconciler:
         self._redis = redis
         # stack key -> (config checksum, Redis checksum) last applied
         self._checksums: dict[str, tuple[str, str]] = {}
+        # (namespace, Deployment) -> whether our last apply owned its replicas (unknown: assume so)
+        self._own_replicas: dict[tuple[str, str], bool] = {}
 
     async def reconcile(self, source: specs.Source, status: Mapping[str, Any]) -> None:
         """Apply every child of the stack (creating, updating or restoring it) and report readiness."""
@@ -104,8 +141,12 @@ class ChildrenReconciler:
                     builders.config_checksum(stack, digests),
                     builders.redis_checksum(stack, digests),
                 )
-            except (InvalidStack, MissingSecret) as error:
-                reason = "InvalidSpec" if isinstance(error, InvalidStack) else "SecretMissing"
+                keda = await self._keda_wanted(stack)
+                wanted = [*wanted_children(stack, checksums), *_autoscalers(stack, keda)]
+            except (InvalidStack, MissingSecret, MissingApi) as error:
+                reason = {InvalidStack: "InvalidSpec", MissingSecret: "SecretMissing"}.get(
+                    type(error), "KedaNotInstalled"
+                )
                 await self._book.update(
                     source.namespace,
                     source.name,
@@ -114,10 +155,20 @@ class ChildrenReconciler:
                 )
                 raise
             self._checksums[stack.key] = checksums
+            # An autoscaler being replaced goes first: KEDA refuses a ScaledObject for a Deployment
+            # that another HPA scales.
+            for api_version, kind, name in autoscaling.unwanted(stack, keda):
+                if await self._kube.delete(api_version, kind, stack.namespace, name):
+                    log.info("deleted %s %s/%s: the stack no longer wants it", kind, stack.namespace, name)
             updates = []
             from_statefulset = None
-            for manifest in builders.children(stack, *checksums):
-                applied = await self._kube.apply(manifest)
+            for manifest in wanted:
+                try:
+                    applied = await self._apply(manifest)
+                except kube.ApiError as error:
+                    if error.status in (400, 422):  # the API server refused what the spec asked for
+                        await self._refused(source, manifest, error)
+                    raise
                 condition = component_condition(applied, source.generation)
                 if condition is not None and condition["type"] == names.REDIS_READY:
                     from_statefulset = condition
@@ -126,9 +177,7 @@ class ChildrenReconciler:
             updates.append(await self._redis_ready(stack, from_statefulset, source.generation))
             for api_version, kind, name in builders.unwanted(stack):
                 if await self._kube.delete(api_version, kind, stack.namespace, name):
-                    log.info(
-                        "deleted %s %s/%s: the stack no longer manages Redis", kind, stack.namespace, name
-                    )
+                    log.info("deleted %s %s/%s: the stack no longer wants it", kind, stack.namespace, name)
             updates.append(
                 conditions.make(
                     names.RECONCILED, True, "Applied", "every child is applied", source.generation
@@ -151,7 +200,7 @@ class ChildrenReconciler:
             return
         wanted = {
             (manifest["kind"], manifest["metadata"]["name"]): manifest
-            for manifest in builders.children(stack, *checksums)
+            for manifest in wanted_children(stack, checksums)
         }
         meta = child.get("metadata") or {}
         manifest = wanted.get((str(child.get("kind")), str(meta.get("name"))))
@@ -160,7 +209,7 @@ class ChildrenReconciler:
         with metrics.reconciling(str(child.get("kind"))):
             if event == "DELETED":
                 log.info("restoring deleted %s %s/%s", child.get("kind"), stack.namespace, meta.get("name"))
-            applied = await self._kube.apply(manifest)
+            applied = await self._apply(manifest)
         condition = component_condition(applied, source.generation)
         if condition is not None and condition["type"] == names.REDIS_READY:
             condition = await self._redis_ready(stack, condition, source.generation)
@@ -216,7 +265,65 @@ class ChildrenReconciler:
             digests[ref.name] = builders.secret_digest(data)
         return digests
 
+    async def _keda_wanted(self, stack: builders.Stack) -> bool:
+        """Whether the workers would be scaled by KEDA: asked only when they autoscale by it or by Auto;
+        KEDA's absence under mode KEDA is MissingApi."""
+        scaling = stack.spec.workers.autoscaling
+        if not scaling.enabled or scaling.mode == "HPA":
+            return False
+        served = await self._kube.serves(autoscaling.KEDA_API_VERSION, autoscaling.SCALED_OBJECT)
+        try:
+            autoscaling.worker_scaler(stack, served)
+        except autoscaling.KedaMissing as error:
+            raise MissingApi(str(error)) from None
+        return served
+
+    async def _apply(self, manifest: builders.Manifest) -> dict[str, Any]:
+        """Apply a child; an autoscaled Deployment's replicas are handed over first (module docstring)."""
+        if manifest["kind"] != "Deployment":
+            return await self._kube.apply(manifest)
+        meta = manifest["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if "replicas" not in manifest["spec"] and self._own_replicas.get(key, True):
+            await self._hand_over_replicas(manifest)
+        applied = await self._kube.apply(manifest)
+        self._own_replicas[key] = owns_replicas(applied)
+        return applied
+
+    async def _hand_over_replicas(self, manifest: builders.Manifest) -> None:
+        meta = manifest["metadata"]
+        live = await self._kube.get("apps/v1", "Deployment", meta["namespace"], meta["name"])
+        if live is None or not owns_replicas(live):
+            return  # a new Deployment starts at 1 (the autoscaler raises it), or it is not ours to give
+        replicas = (live.get("spec") or {}).get("replicas", 1)
+        hold = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        # Without force: if the autoscaler changed them meanwhile, this conflicts (409) and the retry
+        # finds them no longer ours.
+        await self._kube.apply(hold, field_manager=names.REPLICAS_FIELD_MANAGER, force=False)
+        log.info(
+            "Deployment %s/%s: %d replicas handed over to its autoscaler",
+            meta["namespace"],
+            meta["name"],
+            replicas,
+        )
+
+    async def _refused(self, source: specs.Source, manifest: builders.Manifest, error: kube.ApiError) -> None:
+        message = f"the API server refused {manifest['kind']} {manifest['metadata']['name']}: {error}"
+        await self._book.update(
+            source.namespace,
+            source.name,
+            source.generation,
+            [conditions.make(names.RECONCILED, False, "ChildRefused", message, source.generation)],
+        )
+
     def forget(self, namespace: str, name: str) -> None:
         self._checksums.pop(f"{namespace}/{name}", None)
         self._redis.forget(f"{namespace}/{name}")
+        for suffix in ("worker", "api"):
+            self._own_replicas.pop((namespace, f"{name}-{suffix}"), None)
         self._book.forget(namespace, name)

@@ -97,6 +97,11 @@ class StackConfig(Model):
         """The stack's identity, `namespace/name`, as `tailor worker --stack` takes it."""
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def worker_group(self) -> str:
+        """The workers' Kafka consumer group (what KEDA's lag trigger watches)."""
+        return f"tailor-worker.{self.namespace}.{self.name}"
+
 
 class Variant(Model):
     name: str

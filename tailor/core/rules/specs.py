@@ -58,6 +58,73 @@ class TokenSecretRef(SecretKeyRef):
     key: str = "token"
 
 
+# --- PersonalizationStack: how its pods are placed, disrupted and scaled -----------------------------
+# Kubernetes types (affinity, tolerations, volumes, env) stay the plain camelCase dicts the CRD let
+# through: the operator copies them into the pod templates as written (tailor_operator/templates.py).
+
+
+class PodMetadataTemplate(SpecModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class LocalObjectReference(SpecModel):
+    name: str
+
+
+class PodSettings(SpecModel):
+    metadata: PodMetadataTemplate = PodMetadataTemplate()
+    image_pull_secrets: tuple[LocalObjectReference, ...] = ()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    affinity: dict[str, Any] | None = None
+    tolerations: tuple[dict[str, Any], ...] = ()
+    topology_spread_constraints: tuple[dict[str, Any], ...] = ()
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    volumes: tuple[dict[str, Any], ...] = ()
+
+
+class ContainerSettings(SpecModel):
+    env: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
+
+
+class DisruptionBudgetSettings(SpecModel):
+    enabled: bool = True
+    max_unavailable: int | str | None = None
+    min_available: int | None = None
+
+
+class PodTemplate(SpecModel):
+    """A component's pods, in the style of Strimzi's `template`: pod, container, PodDisruptionBudget."""
+
+    pod: PodSettings = PodSettings()
+    container: ContainerSettings = ContainerSettings()
+    pod_disruption_budget: DisruptionBudgetSettings = DisruptionBudgetSettings()
+
+
+class KedaAuthenticationRef(SpecModel):
+    name: str
+    kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
+
+
+class WorkerAutoscaling(SpecModel):
+    enabled: bool = False
+    mode: Literal["Auto", "KEDA", "HPA"] = "Auto"
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    lag_threshold: int = 10_000
+    target_cpu_utilization_percentage: int = Field(70, alias="targetCPUUtilizationPercentage")
+    authentication_ref: KedaAuthenticationRef | None = None
+
+
+class ContentApiAutoscaling(SpecModel):
+    enabled: bool = False
+    min_replicas: int = 2
+    max_replicas: int | None = None
+    target_cpu_utilization_percentage: int = Field(70, alias="targetCPUUtilizationPercentage")
+
+
 class KafkaTopics(SpecModel):
     events: str = "tailor.events"
     dead_letter: str = "tailor.events.deadletter"
@@ -88,6 +155,7 @@ class RedisSpec(SpecModel):
     resources: dict[str, Any] | None = None
     maxmemory: str | None = None  # None: 80 % of the memory limit
     appendfsync: Literal["always", "everysec", "no"] = "always"
+    template: PodTemplate = PodTemplate()
 
 
 class FeaturesSpec(SpecModel):
@@ -103,11 +171,15 @@ class FeaturesSpec(SpecModel):
 class WorkersSpec(SpecModel):
     replicas: int = 1
     resources: dict[str, Any] | None = None
+    autoscaling: WorkerAutoscaling = WorkerAutoscaling()
+    template: PodTemplate = PodTemplate()
 
 
 class ContentApiSpec(SpecModel):
     replicas: int = 2
     resources: dict[str, Any] | None = None
+    autoscaling: ContentApiAutoscaling = ContentApiAutoscaling()
+    template: PodTemplate = PodTemplate()
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     cors_origins: tuple[str, ...] = ()
     admin_token_secret_ref: TokenSecretRef | None = None
