@@ -1,8 +1,9 @@
 """Benchmark: `spec.when` evaluation, tailor.core.cel against celpy's interpreter and hand-written Python.
 
 For a few representative rule expressions over a realistic profile (Profile.as_cel), prints one table:
-µs per evaluation and evaluations/s of Program.matches, of celpy's InterpretedRunner on the same
-expression (the dependency we replace), and of the same condition written by hand in Python (the
+µs per evaluation and evaluations/s of Program.matches, compiled as the content API's engine compiles
+a `when` (tailor.core.rules.compiler.compile_when: with its cost budget), of celpy's InterpretedRunner
+on the same expression (the dependency we replace), and of the same condition written by hand in Python (the
 ceiling: what any CEL implementation in Python could at best approach). Ratios are what to read; the
 machine is shared and absolute numbers drift.
 
@@ -20,10 +21,19 @@ from typing import Any
 import celpy
 from celpy import adapter
 
-from tailor.core import cel, constants, profile
+from tailor.core import constants, profile
+from tailor.core.rules import compiler, ruleset
 
 WINDOWS = ["5m", "30m", "24h"]
 DIMENSIONS = ["category", "productId", "query"]
+
+
+def features() -> ruleset.FeatureConfig:
+    windows = tuple(
+        ruleset.Window(name=name, seconds=seconds, bucket_seconds=compiler.bucket_seconds(seconds))
+        for name, seconds in (("5m", 300), ("30m", 1800), ("24h", 86400))
+    )
+    return ruleset.FeatureConfig(windows=windows, dimensions=tuple(DIMENSIONS), allowed_lateness_seconds=0)
 
 
 def activation() -> dict[str, Any]:
@@ -115,7 +125,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for source, by_hand in CASES:
-        program = cel.compile(source, plain)
+        program = compiler.compile_when(source, features())
         runner = environment.program(environment.compile(source))
         expected = by_hand(plain)
         assert program.matches(plain) is expected, source
