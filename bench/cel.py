@@ -2,10 +2,11 @@
 
 For a few representative rule expressions over a realistic profile (Profile.as_cel), prints one table:
 µs per evaluation and evaluations/s of Program.matches, compiled as the content API's engine compiles
-a `when` (tailor.core.rules.compiler.compile_when: with its cost budget), of celpy's InterpretedRunner
-on the same expression (the dependency we replace), and of the same condition written by hand in Python (the
-ceiling: what any CEL implementation in Python could at best approach). Ratios are what to read; the
-machine is shared and absolute numbers drift.
+a `when` (tailor.core.rules.compiler.compile_when: with its cost budget) and without the budget
+(cel.compile alone: the code every `when` compiled to before issue 14, the same source byte for byte),
+of celpy's InterpretedRunner on the same expression (the dependency we replace), and of the same
+condition written by hand in Python (the ceiling: what any CEL implementation in Python could at best
+approach). Ratios are what to read; the machine is shared and absolute numbers drift.
 
     .venv/bin/python bench/cel.py [--seconds 0.3]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import celpy
 from celpy import adapter
 
-from tailor.core import constants, profile
+from tailor.core import cel, constants, profile
 from tailor.core.rules import compiler, ruleset
 
 WINDOWS = ["5m", "30m", "24h"]
@@ -118,22 +120,25 @@ def main() -> None:
     typed = {name: adapter.json_to_cel(value) for name, value in plain.items()}
     environment = celpy.Environment()
 
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     header = (
-        f"{'expression':<58} {'tailor µs':>9} {'evals/s':>10} {'celpy µs':>9} {'speedup':>8}"
-        f" {'by hand µs':>10} {'of ceiling':>10}"
+        f"{'expression':<58} {'tailor µs':>9} {'evals/s':>10} {'no budget':>9} {'budgeted':>8}"
+        f" {'celpy µs':>9} {'speedup':>8} {'by hand µs':>10} {'of ceiling':>10}"
     )
     print(header)
     print("-" * len(header))
     for source, by_hand in CASES:
         program = compiler.compile_when(source, features())
+        unbudgeted = cel.compile(source, constants.CEL_VARIABLES)
         runner = environment.program(environment.compile(source))
         expected = by_hand(plain)
         assert program.matches(plain) is expected, source
         assert bool(runner.evaluate(typed)) is expected, source
 
-        ours, theirs, ceiling = per_call(
+        ours, before, theirs, ceiling = per_call(
             [
                 functools.partial(program.matches, plain),
+                functools.partial(unbudgeted.matches, plain),
                 functools.partial(runner.evaluate, typed),
                 functools.partial(by_hand, plain),
             ],
@@ -141,12 +146,15 @@ def main() -> None:
         )
         label = source if len(source) <= 58 else source[:55] + "..."
         print(
-            f"{label:<58} {ours * 1e6:>9.2f} {1 / ours:>10,.0f} {theirs * 1e6:>9.1f} {theirs / ours:>7.0f}x"
-            f" {ceiling * 1e6:>10.2f} {ceiling / ours:>9.0%}"
+            f"{label:<58} {ours * 1e6:>9.2f} {1 / ours:>10,.0f} {before * 1e6:>9.2f} {before / ours:>8.2f}"
+            f" {theirs * 1e6:>9.1f} {theirs / ours:>7.0f}x {ceiling * 1e6:>10.2f} {ceiling / ours:>9.0%}"
         )
     print(
-        "speedup = celpy µs / tailor µs; of ceiling = hand-written Python µs / tailor µs (100% = no overhead)"
+        "no budget = µs without the cost budget (the code before issue 14); budgeted = its evaluations/s"
+        " ratio (1.00 = no cost); speedup = celpy µs / tailor µs; of ceiling = hand-written Python µs /"
+        " tailor µs (100% = no overhead)"
     )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

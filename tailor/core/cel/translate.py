@@ -194,7 +194,8 @@ class Translator:
         self._variables = variables
         self._weights = weights or {}
         self._budget = budget
-        self._charged = False  # whether some comprehension charges the budget
+        self._charged = False  # whether comprehensions keep a running total of their charges
+        self._stoppable = False  # whether some comprehension checks the budget
         self.references: set[str] = set()  # the declared variables the expression uses
         self._lines: list[str] = []
         self._depth = 0
@@ -213,7 +214,7 @@ class Translator:
         guarded = "".join("    " + line + "\n" for line in self._lines)
         is_true = repr(result.value is True) if result.literal else f"{result.text} is True"
         # A budget stop is no CEL error (nothing absorbs it), but it is no match either.
-        stopped = "    except _Stopped:\n        return False\n" if self._charged else ""
+        stopped = "    except _Stopped:\n        return False\n" if self._stoppable else ""
         return (
             f"def _cel(_a):\n{body}    return {result.text}\n"
             f"def _match(_a):\n    try:\n{guarded}        return {is_true}\n"
@@ -540,9 +541,16 @@ class Translator:
         if self._budget is not None:
             # Charged once per start, for all its elements: a loop that would overspend never runs.
             weight = self._weights.get(id(tree), self._budget + 1)
-            self._emit(f"if (_b := _b + len({items}) * {weight}) > {self._budget}:")
-            self._emit(f"    _over_budget(_b, {self._budget})")
-            self._charged = True
+            if len(self._weights) == 1:
+                # The only comprehension starts at most once: no running total, just its length (the
+                # common case, and the cheapest check).
+                self._emit(f"if len({items}) > {self._budget // weight}:")
+                self._emit(f"    _over_budget(len({items}) * {weight}, {self._budget})")
+            else:
+                self._emit(f"if (_b := _b + len({items}) * {weight}) > {self._budget}:")
+                self._emit(f"    _over_budget(_b, {self._budget})")
+                self._charged = True
+            self._stoppable = True
         local = self._temp("_v")
         outer = self._scope
         self._scope = {**outer, str(variable.children[0]): local}
