@@ -36,7 +36,8 @@
     id: 128, url: 2048, title: 256, text: 256, query: 512, properties: 32, propertyName: 64,
     device: 64, locale: 35, userAgent: 512,
   };
-  const PRINTABLE_ID = /^[!-~]{1,128}$/;
+  // The collector's and the API's one id grammar (tailor.core.constants.ID_PATTERN), at most 128 long.
+  const ID = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
   const PROPERTY_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 
   const DEFAULTS = {
@@ -969,7 +970,7 @@
     /** The ids events carry: {user: userId or anonymousId, userId, anonymousId, session}. */
     identity() {
       let anonymousId = this.store.get(PREFIX + 'anonymousId');
-      if (!anonymousId || !PRINTABLE_ID.test(anonymousId)) {
+      if (!anonymousId || !ID.test(anonymousId)) {
         anonymousId = uuid(this.env.crypto);
         this.store.set(PREFIX + 'anonymousId', anonymousId);
       }
@@ -987,11 +988,13 @@
       return id;
     }
 
-    /** Ties this browser's events to a known user (printable ASCII, at most 128 characters). */
+    /** Ties this browser's events to a known user (1 to 128 letters, digits and . _ : @ + -). */
     identify(userId) {
       const id = String(userId === undefined || userId === null ? '' : userId);
-      if (!PRINTABLE_ID.test(id)) {
-        throw new TypeError('tailor.identify: the user id must be 1 to 128 printable ASCII characters without spaces');
+      if (!ID.test(id)) {
+        throw new TypeError(
+          'tailor.identify: the user id must be 1 to 128 letters, digits and . _ : @ + -, starting with a letter or digit'
+        );
       }
       if (this.consentState !== 'denied') this.store.set(PREFIX + 'userId', id);
       return id;

@@ -1,7 +1,10 @@
 """What the API accepts from outside: lengths and character sets of user, session, slot and tokens.
 
 Identifiers end up inside Redis keys (users are the Redis Cluster hash tag, so braces are refused) and
-inside signed decision tokens, so they are checked before anything else touches them.
+inside signed decision tokens, so they are checked before anything else touches them. Users and
+sessions follow the one id grammar the collector's events follow too (tailor.core.constants.ID_PATTERN).
+Every pattern is matched whole (`fullmatch`): with `match`, `$` lets a final newline through, and
+`user=alice%0A` would be another user, and a forged line in the logs.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-USER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
-SESSION_PATTERN: Final = r"^(?:[A-Za-z0-9][A-Za-z0-9._:\-]{0,127})?$"  # empty: no session
+from tailor.core import constants
+
+USER_PATTERN: Final = constants.ID_PATTERN
+SESSION_PATTERN: Final = f"^(?:{constants.ID_PATTERN[1:-1]})?$"  # empty: no session
 SLOT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
 MAX_SLOTS_PER_REQUEST: Final = 16
 DECISION_ID_PATTERN: Final = (
@@ -24,7 +29,7 @@ _DECISION_ID = re.compile(DECISION_ID_PATTERN)
 
 
 def decision_id(value: object) -> str:
-    if not isinstance(value, str) or not _DECISION_ID.match(value):
+    if not isinstance(value, str) or not _DECISION_ID.fullmatch(value):
         raise InvalidParameter("decisionId", "`decisionId` must be the string a /v1/decide response gave")
     return value
 
@@ -40,12 +45,8 @@ class InvalidParameter(ValueError):
 def user(value: str | None, parameter: str = "user") -> str:
     if not value:
         raise InvalidParameter(parameter, f"`{parameter}` is required: the user (or anonymous) id")
-    if not _USER.match(value):
-        raise InvalidParameter(
-            parameter,
-            f"`{parameter}` must be 1-128 characters of letters, digits and . _ : @ + -, "
-            "starting with a letter or digit",
-        )
+    if len(value) > constants.MAX_ID_LENGTH or not _USER.fullmatch(value):
+        raise InvalidParameter(parameter, f"`{parameter}` must be {constants.ID_CHARACTERS}")
     return value
 
 
@@ -53,8 +54,8 @@ def session(value: str | None) -> str:
     """The session id; optional (an empty session is one long session for the user)."""
     if value is None or value == "":
         return ""
-    if not _SESSION.match(value):
-        raise InvalidParameter("session", "`session` must be 1-128 characters of letters, digits and . _ : -")
+    if len(value) > constants.MAX_ID_LENGTH or not _SESSION.fullmatch(value):
+        raise InvalidParameter("session", f"`session` must be empty (none) or {constants.ID_CHARACTERS}")
     return value
 
 
@@ -64,7 +65,7 @@ def slots(values: list[str]) -> tuple[str, ...]:
     if len(values) > MAX_SLOTS_PER_REQUEST:
         raise InvalidParameter("slot", f"at most {MAX_SLOTS_PER_REQUEST} slots per request")
     for value in values:
-        if not _SLOT.match(value):
+        if not _SLOT.fullmatch(value):
             raise InvalidParameter(
                 "slot", f"slot {value[:70]!r} must be 1-63 characters of letters, digits and . _ -"
             )

@@ -21,7 +21,7 @@ use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// The patterns the checks below implement by hand; a reader refuses to start if the schema changed them.
-const IDENTIFIER_PATTERN: &str = "^[!-~]+$";
+const IDENTIFIER_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]*$";
 const PROPERTY_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_.-]*$";
 /// Properties the model reads as text: a float there is coerced (the model's call), text is fine.
 const TEXT_PROPERTIES: [&str; 3] = ["category", "productId", "query"];
@@ -512,9 +512,13 @@ impl EventReader {
 
     fn identifier<'a>(&self, id: Text<'a>) -> Option<Cow<'a, str>> {
         let id = id.0;
-        // Printable ASCII only, so bytes are code points.
-        let printable = id.bytes().all(|b| (b'!'..=b'~').contains(&b));
-        (printable && !id.is_empty() && id.len() <= self.limits.id).then_some(id)
+        // ASCII only, so bytes are code points: a letter or digit, then letters, digits and . _ : @ + -
+        let mut bytes = id.bytes();
+        let starts_well = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+        let rest_well = bytes.all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'+' | b'-')
+        });
+        (starts_well && rest_well && id.len() <= self.limits.id).then_some(id)
     }
 
     fn is_property_name(&self, name: &str) -> bool {

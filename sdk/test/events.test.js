@@ -77,7 +77,7 @@ test('the anonymous id outlives the page; identify adds the user id; reset forge
 
 test('identify refuses ids the collector would refuse', () => {
   const { tailor } = started();
-  for (const bad of ['', 'with space', 'é', 'x'.repeat(129), null, undefined]) {
+  for (const bad of ['', 'with space', 'é', 'x'.repeat(129), null, undefined, 'alice\n', '{tag}', 'a/b', 'a#b', '-lead']) {
     assert.throws(() => tailor.identify(bad), TypeError, String(bad));
   }
   assert.equal(tailor.identify(12345), '12345');

@@ -31,6 +31,13 @@ CEL_VARIABLES: Final[tuple[str, ...]] = (*FEATURES, "recent", "session", "user")
 # profile keeps no more, and a rule's `when` is costed with them as its variables' bounds
 # (tailor.core.rules.environment).
 MAX_ID_LENGTH: Final = 128  # a user, anonymous, session or event id
+# The one grammar of those ids, wherever they come in (the collector's events, the API's parameters):
+# they become Redis keys and fields (a user is a Redis Cluster hash tag: no braces), Kafka headers and
+# log fields, so a profile is never written for an id that cannot be decided on. A pattern for JSON
+# Schema and pydantic (Rust regex), where `$` is the end of the text; Python's `re` must `fullmatch`
+# it, because there `$` also matches before a final newline ("alice\n" would be another user).
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]*$"
+ID_CHARACTERS: Final = "1 to 128 letters, digits and . _ : @ + -, starting with a letter or digit"
 MAX_PROPERTY_VALUE_LENGTH: Final = 256  # a text property, counted as a dimension value
 MAX_QUERY_LENGTH: Final = 512  # the `query` property
 MAX_FIELDS_PER_BUCKET: Final = 512  # counters one bucket of a profile holds (tailor.core.profile.state)

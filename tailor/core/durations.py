@@ -9,7 +9,7 @@ _SECONDS = {"h": 3600, "m": 60, "s": 1}
 
 def parse_seconds(text: str) -> int:
     """Seconds in a duration such as "30m" or "1h30m"; ValueError says what a valid one looks like."""
-    if not _WHOLE.match(text):
+    if not _WHOLE.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration: use whole hours, minutes, seconds like 5m, 24h, 1h30m")
     seconds = sum(int(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
     if seconds <= 0:

@@ -175,6 +175,9 @@ async def test_response_headers_and_several_slots(live: Live) -> None:
         ("slot=hero&user=%7Bbad%7D", 400, "user"),
         ("slot=hero&user=" + "x" * 200, 400, "user"),
         ("slot=hero&user=u1&session=a%20b", 400, "session"),
+        ("slot=hero&user=alice%0A", 400, "user"),  # another user than alice, and a line in the logs
+        ("slot=hero&user=u1&session=s1%0A", 400, "session"),
+        ("slot=hero%0A&user=u1", 400, "slot"),
         ("slot=hero&user=u1&user=u2", 400, "user"),
         ("slot=he%00ro&user=u1", 400, "slot"),
     ],

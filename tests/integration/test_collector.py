@@ -107,6 +107,27 @@ async def test_good_events_reach_kafka_as_cloudevents_beside_bad_ones(kafka_boot
     assert stamped["timestamp"].endswith("Z")  # filled in at collection
 
 
+async def test_ids_the_api_could_never_decide_on_are_refused(kafka_bootstrap: str) -> None:
+    """Users, sessions and event ids follow /v1/decide's grammar: no profile for `alice\\n` or `{tag}`."""
+    config = collector_stack(kafka_bootstrap)
+    collector = Collector()
+    await collector.start(config)
+    good = event(sessionId="tab:1@shop+x")
+    batch = [event(userId="alice\n"), event(id="{e1}"), event(sessionId="s#1"), event(id="a/b"), good]
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json={"events": batch})
+    finally:
+        await collector.close()
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    fields = [{e["field"] for e in item["errors"]} for item in body["rejected"]]
+    assert fields == [{"userId"}, {"id"}, {"sessionId"}, {"id"}]
+    messages = read_topic(kafka_bootstrap, config.kafka.events_topic, 1)
+    assert [orjson.loads(m.value() or b"")["id"] for m in messages] == [good["id"]]
+
+
 async def test_a_single_event_is_accepted(kafka_bootstrap: str) -> None:
     config = collector_stack(kafka_bootstrap)
     collector = Collector()

@@ -21,10 +21,27 @@ def test_a_parameter_given_twice_is_refused() -> None:
         web.single({"user": ["a", "b"]}, "user")
 
 
-@pytest.mark.parametrize("user", ["{tag}", "a b", "", "x" * 129, "-lead", "ü"])
+@pytest.mark.parametrize(
+    "user", ["{tag}", "a b", "", "x" * 129, "-lead", "ü", "alice\n", "alice\r\n", "a/b", "a#b"]
+)
 def test_users_that_could_break_keys_or_logs_are_refused(user: str) -> None:
     with pytest.raises(validation.InvalidParameter):
         validation.user(user)
+
+
+@pytest.mark.parametrize("session", ["s1\n", "{s}", "a b", "x" * 129, "s#1"])
+def test_sessions_follow_the_same_grammar(session: str) -> None:
+    with pytest.raises(validation.InvalidParameter):
+        validation.session(session)
+    assert validation.session("") == ""  # no session
+    assert validation.session("tab:1@shop+x") == "tab:1@shop+x"
+
+
+def test_a_slot_or_decision_id_with_a_final_newline_is_refused() -> None:
+    with pytest.raises(validation.InvalidParameter):
+        validation.slots(["hero\n"])
+    with pytest.raises(validation.InvalidParameter):
+        validation.decision_id("abc.def\n")
 
 
 def test_slots_are_deduplicated_and_bounded() -> None:

@@ -110,6 +110,89 @@ def test_variant_html_is_sanitized_at_compile_time() -> None:
     assert "Hi" in body
 
 
+def test_variant_html_loses_ids_and_names_that_would_clobber_page_globals() -> None:
+    clobbering = {
+        "apiVersion": "tailor.dev/v1alpha1",
+        "kind": "ContentVariant",
+        "metadata": {"name": "hero-welcome"},
+        "spec": {
+            "slot": "home-hero",
+            "fallback": True,
+            "content": {
+                "type": "html",
+                "body": '<img id="config" name="config" src="/a.png" class="hero"><a id="c" href="/c">c</a>',
+            },
+        },
+    }
+    compiled = compile_(replace(shop_manifests(), clobbering)).ruleset
+    assert compiled is not None
+    assert compiled.variants["hero-welcome"].body == (
+        '<img src="/a.png" class="hero"><a href="/c" rel="noopener noreferrer">c</a>'
+    )
+
+
+def image_variant(**data: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tailor.dev/v1alpha1",
+        "kind": "ContentVariant",
+        "metadata": {"name": "hero-shoes-sale"},
+        "spec": {"slot": "home-hero", "content": {"type": "image", "data": {"src": "/img/a.webp", **data}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            {"href": "javascript:alert(document.cookie)"},
+            "content.data.href must be an https URL or a relative path",
+        ),
+        ({"href": "JaVaScRiPt:alert(1)"}, "not 'JaVaScRiPt:alert(1)'"),
+        ({"href": "java\tscript:alert(1)"}, "content.data.href must not hold spaces, control characters"),
+        ({"href": " javascript:alert(1)"}, "must not hold spaces"),
+        ({"href": "data:text/html,<script>x()</script>"}, "content.data.href must be an https URL"),
+        ({"href": "http://shop.example/sale"}, "content.data.href must be an https URL"),
+        ({"href": "//evil.example/x"}, "another host with the page's scheme"),
+        ({"href": "/\\evil.example/x"}, "backslashes"),
+        ({"href": "https://shop.example/" + "x" * 2030}, "content.data.href must be at most 2048 characters"),
+        (
+            {"href": 42},
+            "content.data.href must be an https URL or a relative path (like /sale), a non-empty string",
+        ),
+        (
+            {"src": "data:image/svg+xml;base64,PHN2Zz4="},
+            "content.data.src may be a data: URL only as a base64",
+        ),
+        ({"src": "javascript:x()"}, "content.data.src must be an https URL"),
+    ],
+)
+def test_an_image_variant_with_an_unsafe_url_fails_with_the_field_and_why(
+    data: dict[str, Any], fragment: str
+) -> None:
+    result = compile_(replace(shop_manifests(), image_variant(**data)))
+    (problem,) = outcome(result, "ContentVariant", "hero-shoes-sale").problems
+    assert problem.reason == "InvalidContent"
+    assert fragment in problem.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"href": "https://shop.example/c/shoes?sale=1#top"},
+        {"href": "/c/shoes/sale"},
+        {"href": "sale.html"},
+        {"href": "#offers"},
+        {"src": "https://cdn.example/a.webp", "href": "/c/shoes"},
+        {"src": "http://cdn.example/a.webp"},  # images, as before (the page may upgrade them)
+        {"src": "data:image/png;base64,iVBORw0KGgo="},
+        {},
+    ],
+)
+def test_an_image_variant_with_https_or_relative_urls_publishes(data: dict[str, Any]) -> None:
+    result = compile_(replace(shop_manifests(), image_variant(**data)))
+    assert outcome(result, "ContentVariant", "hero-shoes-sale").outcome == "published"
+
+
 @pytest.mark.parametrize(
     ("spec", "reason", "fragment"),
     [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import string
 from datetime import datetime
 from typing import Any
 
@@ -65,10 +66,22 @@ def mostly(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> st
     return st.integers(0, 9).flatmap(lambda n: invalid if n == 0 else valid)
 
 
+ID_FIRST = st.characters(categories=(), include_characters=string.ascii_letters + string.digits)
+ID_REST = st.characters(categories=(), include_characters=string.ascii_letters + string.digits + "._:@+-")
+
+
+def ids(*lengths: int) -> st.SearchStrategy[str]:
+    """Ids of the one grammar (tailor.core.constants.ID_PATTERN), of these lengths."""
+    return st.sampled_from(lengths).flatmap(
+        lambda n: st.tuples(ID_FIRST, st.text(ID_REST, min_size=n - 1, max_size=n - 1)).map("".join)
+    )
+
+
 identifiers = mostly(
-    st.one_of(texts(1, 8, 128), st.none()),
-    st.one_of(texts(129, 0), st.sampled_from(["with space", "tab\there", "ünïcode", "a\u0000b"]),
-              st.integers(-5, 5)),
+    st.one_of(ids(1, 8, 128), st.none()),
+    st.one_of(ids(129), texts(0, 1, 8), st.integers(-5, 5),
+              st.sampled_from(["with space", "tab\there", "ünïcode", "a\u0000b", "alice\n", "{tag}", "a/b",
+                               "a#b", "-lead", ".x"])),
 )  # fmt: skip
 numbers = st.one_of(
     st.integers(-(10**6), 10**6), st.sampled_from([0, 10**15 - 1, 10**15, 10**20, 10**400, -(10**400)]),
@@ -142,7 +155,7 @@ contexts = mostly(
 @st.composite
 def raw_events(draw: st.DrawFn) -> bytes:
     fields: dict[str, Any] = {
-        "id": draw(mostly(texts(32), identifiers)),
+        "id": draw(mostly(ids(32), identifiers)),
         "type": draw(mostly(st.sampled_from(events.EVENT_TYPES), st.sampled_from(["hover", None, 3]))),
     }
     for name, strategy in (
@@ -288,9 +301,10 @@ def test_the_compiled_check_decodes_escapes_and_counts_code_points() -> None:
             assert native == by_the_model(raw)
             assert dict(native.dimensions)["brand"] == text
     assert read("native", event_with(properties={"brand": "😀" * 257})) is None
-    escaped_id = read("native", b'{"id": "\\u0041\\/b", "type": "click", "userId": "u"}')
+    escaped_id = read("native", b'{"id": "\\u0041\\u002db", "type": "click", "userId": "u"}')
     assert escaped_id is not None
-    assert escaped_id.id == "A/b"
+    assert escaped_id.id == "A-b"
+    assert read("native", b'{"id": "A\\/b", "type": "click", "userId": "u"}') is None  # `/`: no id
     for lone_surrogate in (b'"\\ud800"', b'"\\udc00x"', b'"\\ud800\\u0041"'):
         raw = b'{"id": "e1", "type": "click", "userId": "u", "properties": {"brand": %s}}' % lone_surrogate
         assert read("native", raw) is None

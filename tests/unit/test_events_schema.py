@@ -6,6 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tailor_api import validation
 
 from tailor.core import events
 from tailor.core.events.schema import MAX_PROPERTIES
@@ -61,6 +64,15 @@ def test_an_event_without_any_identity_names_the_field_to_add() -> None:
         (event(id="has space"), "id"),
         (event(id="x" * 129), "id"),
         (event(userId="u" * 129), "userId"),
+        # One grammar with the API's `user` and `session` (tailor.core.constants.ID_PATTERN).
+        (event(id="e-1\n"), "id"),
+        (event(id="{e-1}"), "id"),
+        (event(id="a/b#c"), "id"),
+        (event(userId="alice\n"), "userId"),
+        (event(userId="{alice}"), "userId"),
+        (event(anonymousId="a/b"), "anonymousId"),
+        (event(sessionId="s#1"), "sessionId"),
+        (event(sessionId="-s"), "sessionId"),
         (event(timestamp="2026-11-29T10:00:00"), "timestamp"),  # no zone: ambiguous
         (event(timestamp=True), "timestamp"),
         (event(page={"url": "u" * 2049}), "page.url"),
@@ -71,6 +83,7 @@ def test_an_event_without_any_identity_names_the_field_to_add() -> None:
         (event(properties={"nested": {"a": 1}}), "properties.nested"),
         (event(properties={"long": "v" * 257}), "properties.long"),
         (event(properties={"bad name": "v"}), "properties"),
+        (event(properties={"brand\n": "v"}), "properties"),
         (event(properties={f"p{i}": i for i in range(33)}), "properties"),
         (event(context={"device": "d" * 65}), "context.device"),
         (event(extra=1), "extra"),
@@ -155,3 +168,21 @@ def test_snake_case_names_are_not_part_of_the_wire_format() -> None:
         "user_id": "Extra inputs are not permitted",
         "userId": "either userId or anonymousId is required",
     }
+
+
+@given(st.text(st.characters(min_codepoint=9, max_codepoint=127), min_size=0, max_size=130))
+@settings(max_examples=400, deadline=None)
+def test_the_collector_takes_exactly_the_ids_the_api_decides_on(candidate: str) -> None:
+    """A profile is written for an event's user only if /v1/decide accepts that user: no profiles that
+    can never be decided on, and no id the API takes that the collector refuses."""
+    try:
+        validation.user(candidate)
+        decidable = True
+    except validation.InvalidParameter:
+        decidable = False
+    for field in ("userId", "anonymousId", "sessionId", "id"):
+        data = event(**{field: candidate})
+        parsed, _ = events.validate(data)
+        assert (parsed is not None) is decidable, (field, candidate)
+        from_json, _ = events.validate_json(orjson.dumps(data))
+        assert (from_json is not None) is decidable, (field, candidate)

@@ -51,9 +51,10 @@ MAX_URL_LENGTH: Final = 2048
 MAX_DEVICE_LENGTH: Final = 64
 MAX_LOCALE_LENGTH: Final = 35
 MAX_USER_AGENT_LENGTH: Final = 512
+# Matched with fullmatch: `$` alone lets a final newline through in Python.
 PROPERTY_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-# Ids are opaque but printable: they become Redis members and Kafka header values.
-IDENTIFIER_PATTERN: Final = r"^[!-~]+$"
+# Users, anonymous ids, sessions and event ids share the API's grammar (tailor.core.constants.ID_PATTERN).
+IDENTIFIER_PATTERN: Final = constants.ID_PATTERN
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)
@@ -167,7 +168,7 @@ class Properties(BaseModel):
                 {"limit": MAX_PROPERTIES, "count": known + len(extra)},
             )
         for name in extra:
-            if len(name) > MAX_PROPERTY_NAME_LENGTH or not PROPERTY_NAME.match(name):
+            if len(name) > MAX_PROPERTY_NAME_LENGTH or not PROPERTY_NAME.fullmatch(name):
                 raise PydanticCustomError(
                     "property_name",
                     "property name '{name}' must start with a letter, use only letters, digits, '_', '.', '-'"

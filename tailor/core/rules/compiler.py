@@ -220,8 +220,10 @@ def compile_variant(source: specs.Source) -> ruleset.Variant | Problem:
     if content.type == "image":
         if not isinstance(data, dict) or not isinstance(data.get("src"), str) or not data["src"]:
             return problem("InvalidContent", "image content needs content.data.src (the image URL)")
-        if not str(data["src"]).startswith(("https://", "http://", "/")):
-            return problem("InvalidContent", "content.data.src must be an http(s) URL or a path from /")
+        for field, image in (("src", True), ("href", False)):
+            wrong = sanitize.url_problem(data[field], image=image) if data.get(field) is not None else None
+            if wrong is not None:
+                return problem("InvalidContent", f"content.data.{field} {wrong}")
     if content.type == "html" and body is not None:
         body = sanitize.clean_html(body)
     start = end = None
