@@ -102,3 +102,36 @@ async def test_create_unless_exists_reports_whether_it_created(kubeconfig: Path,
         assert kept["data"] == {"first": "yes"}
     finally:
         await client.close()
+
+
+async def test_optional_kinds_are_asked_once_and_another_manager_applies_without_force(
+    kubeconfig: Path, kube_api: k8s_client.ApiClient, namespace: str
+) -> None:
+    client = await kube.Kube.connect(str(kubeconfig))
+    try:
+        assert await client.serves("autoscaling/v2", "HorizontalPodAutoscaler") is True
+        # No such CRD here: a no, remembered (a miss re-reads all of discovery, so the next answers
+        # must not ask it again), and nothing to delete.
+        assert await client.serves("example.tailor.dev/v1", "Gadget") is False
+
+        async def no_discovery(*args: object) -> str:
+            raise AssertionError(f"discovery asked again for {args}")
+
+        asked = client.path
+        client.path = no_discovery  # type: ignore[method-assign]
+        assert await client.serves("example.tailor.dev/v1", "Gadget") is False
+        assert await client.delete("example.tailor.dev/v1", "Gadget", namespace, "x") is False
+        client.path = asked  # type: ignore[method-assign]
+
+        await client.apply(config_map(namespace, {"a": "1"}))
+        # The same value under a second manager: shared, no conflict (the replicas hand-over's step).
+        shared = await client.apply(config_map(namespace, {"a": "1"}), field_manager="second", force=False)
+        assert {"tailor-operator", "second"} <= {e["manager"] for e in shared["metadata"]["managedFields"]}
+        # A different value without force: the owner's field is not taken.
+        with pytest.raises(kube.ApiError) as conflict:
+            await client.apply(config_map(namespace, {"a": "2"}), field_manager="third", force=False)
+        assert conflict.value.status == 409
+        live = k8s_client.CoreV1Api(kube_api).read_namespaced_config_map("facade", namespace)
+        assert live.data == {"a": "1"}
+    finally:
+        await client.close()
