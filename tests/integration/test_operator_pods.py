@@ -170,6 +170,18 @@ REFUSED = [
      "minReplicas 0 (scale to zero) needs mode: KEDA"),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "mode": "Keda"}, "mode"),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "lagThreshold": 0}, "lagThreshold"),
+    ("autoscaling", {"enabled": True, "maxReplicas": 2, "targetCPUUtilizationPercentage": 0},
+     "targetCPUUtilizationPercentage"),
+    ("autoscaling", {"enabled": True, "maxReplicas": 2, "authenticationRef": {"name": "a", "kind": "Secret"}},
+     "authenticationRef.kind"),
+    ("template.pod.imagePullSecrets", [{"name": ""}], "imagePullSecrets[0].name"),
+    ("template.pod.nodeSelector", {"pool": "x" * 64}, "nodeSelector.pool"),
+    ("template.pod.metadata.labels", {"team": "growth team"}, "labels.team"),
+    ("template.pod.serviceAccountName", "Tailor_Workers", "serviceAccountName"),
+    ("template.pod.affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": []}}}, "nodeSelectorTerms"),
+    ("template.container.env", [{"name": "1BAD", "value": "x"}], "env[0].name"),
+    ("template.container.volumeMounts", [{"name": "ca", "mountPath": "relative/path"}], "mountPath"),
 ]  # fmt: skip
 
 
@@ -198,6 +210,12 @@ def test_the_api_server_refuses_bad_templates_and_autoscaling_with_our_messages(
             "template": {"podDisruptionBudget": {"minAvailable": 2}}}  # fmt: skip
     assert "contentApi.template.podDisruptionBudget.minAvailable must be below replicas" in refusal(
         kube_api, namespace, stack_manifest(redis_url, contentApi=over)
+    )
+    assert "contentApi.autoscaling.maxReplicas is required when autoscaling is enabled" in refusal(
+        kube_api, namespace, stack_manifest(redis_url, contentApi={"autoscaling": {"enabled": True}})
+    )
+    assert "minReplicas" in refusal(
+        kube_api, namespace, stack_manifest(redis_url, contentApi={"autoscaling": {"minReplicas": 0}})
     )
     kept = {"managed": True, "template": {"podDisruptionBudget": {"minAvailable": 1}}}
     assert "redis.template.podDisruptionBudget.minAvailable must be 0" in refusal(
