@@ -424,7 +424,7 @@ async def bench_ruleset_kind(kind: str, url: str, names: list[str], args: argpar
     published = RULESETS[kind](stack)
     populate(client, published, args.users)
     settings = ApiSettings.model_validate(
-        {"redis_url": url, "stack": stack, "collector_enabled": False, "readiness_checks_kafka": False,
+        {"redis_url": url, "stack": stack, "api_routes": "decide",
          "impressions_flush_seconds": 1.0, "bandit_refresh_seconds": 60.0}
     )  # fmt: skip
     app = app_module.create_app(settings)

@@ -103,7 +103,7 @@ def collector(
         TAILOR_COLLECTOR_DELIVERY_MODE=mode,
     )
     try:
-        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz")
+        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz/collector")  # events taken
         body = orjson.dumps({"events": [_pipeline.shopper_event(f"u{i}") for i in range(BATCH)]})
         script = wrk_script(body)
         url = f"http://127.0.0.1:{port}/v1/events"

@@ -1,6 +1,7 @@
 """Benchmark: GET /v1/decide (1 slot, Redis-backed profile) against a bare route on the same server.
 
     .venv/bin/python bench/decide.py [--seconds 10] [--users 10000]
+    .venv/bin/python bench/decide.py --baseline /tmp/before [--rounds 3]   # a change's cost, same run
 
 Everything runs on this 2-core machine, so it is split on purpose: the `tailor api` server (granian +
 the app, one worker) is pinned to core 0; the load generators to core 1; Redis is left to the
@@ -150,12 +151,24 @@ def populate(target: redis_target.RedisTarget, published: ruleset.Ruleset, users
 
 
 def start_api(
-    target: redis_target.RedisTarget, stack: str, port: int, log: Path, app: str | None
+    target: redis_target.RedisTarget,
+    stack: str,
+    port: int,
+    log: Path,
+    app: str | None,
+    tree: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """`tailor api`, or with `app` (MODULE:FACTORY) granian serving that app as `tailor api` serves
-    its own (one worker, uvloop, HTTP/1): how candidate HTTP stacks are compared."""
-    # decisions only: no collector (and no Kafka client threads competing for the server core)
-    env = {**os.environ, **target.environment(), "TAILOR_COLLECTOR_ENABLED": "false", "TAILOR_STACK": stack}
+    its own (one worker, uvloop, HTTP/1): how candidate HTTP stacks are compared. With `tree` (another
+    checkout, e.g. `git worktree add /tmp/before REV`), the server runs that tree's code."""
+    # decisions only: no collector (and no Kafka client threads competing for the server core);
+    # TAILOR_COLLECTOR_ENABLED said so before TAILOR_API_ROUTES (2026-12-07), for --baseline trees.
+    env = {**os.environ, **target.environment(), "TAILOR_API_ROUTES": "decide", "TAILOR_STACK": stack,
+           "TAILOR_COLLECTOR_ENABLED": "false"}  # fmt: skip
+    if tree is not None:
+        # Ahead of the editable install's finder, which Python consults after sys.path.
+        paths = [tree, tree / "content_api", tree / "operator", tree / "workers"]
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *filter(None, [env.get("PYTHONPATH")])])
     if app is None:
         command = [str(BIN / "tailor"), "api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port),
                    "--log-level", "error"]  # fmt: skip
@@ -405,6 +418,49 @@ def server_stacks(workdir: Path, seconds: int) -> None:
             )
 
 
+# --- the same measurement of two trees, alternating -------------------------------------------------
+
+
+def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
+    """Saturation of /healthz and /v1/decide, and decisions per CPU-second, served by `baseline`'s code
+    and by this tree's in turns (`--rounds` each), on one Redis and one ruleset: a change's cost on the
+    hot path, measured in the same run. Each row notes the load average when it ended."""
+    url, redis_process = start_redis(workdir)
+    target = redis_target.RedisTarget.from_environment(url=url)
+    stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+    published = bench_ruleset(stack)
+    asyncio.run(_publish(target, published))
+    populate(target, published, args.users)
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    results: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "this tree": []}
+    print(f"{'round':>5}  {'code':10} {'/healthz/s':>11} {'decide/s':>9} {'per CPU-s':>10}  load")
+    try:
+        for index in range(args.rounds):
+            for name, tree in (("baseline", baseline), ("this tree", None)):
+                port = ports.pick(None)
+                api = start_api(target, stack, port, workdir / "api.log", None, tree)
+                try:
+                    saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
+                    hello = saturate(port, api.pid, "/healthz", args.seconds, None)
+                    decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                finally:
+                    api.terminate()
+                    api.wait(10)
+                per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
+                results[name].append((hello["rate"], decide["rate"], per_cpu))
+                load = os.getloadavg()[0]
+                print(f"{index + 1:>5}  {name:10} {hello['rate']:>11,.0f} {decide['rate']:>9,.0f} "
+                      f"{per_cpu:>10,.0f}  {load:.2f}")  # fmt: skip
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+    for name, measured in results.items():
+        medians = [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
+        print(f"median {name:10} {medians[0]:>11,.0f} {medians[1]:>9,.0f} {medians[2]:>10,.0f}")
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -432,7 +488,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compare-tls", action="store_true", help="only the cost of TLS to Redis: plain vs TLS, same run"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="--compare-tls: saturation rounds per side")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="compare the server from TREE (a checkout of an earlier revision) with this tree's, saturation "
+        "only, in alternating rounds",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="--compare-tls, --baseline: saturation rounds per side"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("bench/decide.py needs wrk and taskset: make setup installs wrk; util-linux has taskset")
@@ -440,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(temporary)
         if args.server_stacks:
             server_stacks(workdir, args.seconds)
+            return 0
+        if args.baseline:
+            compare(workdir, args.baseline.resolve(), args)
             return 0
         if args.compare_tls:
             compare_tls(workdir, args)

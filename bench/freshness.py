@@ -229,7 +229,7 @@ def main() -> int:
     ]
     redis_client = redis.Redis.from_url(redis_url)
     try:
-        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz")
+        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz/collector")  # events taken
         cpu_before = [_pipeline.tree_cpu_seconds(p.pid) for p in (api, *workers)] + [
             time.process_time(), _redis_cpu(redis_client)]  # fmt: skip
         started = time.perf_counter()

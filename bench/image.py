@@ -4,7 +4,8 @@
 (podman, host network, the chart's restricted settings: `scripts/image.sh run-flags`), timed from
 `podman run` to:
   operator  its health endpoint answers 200 (the chart's liveness probe);
-  api       /readyz answers 200: ruleset served, Redis, collector and Kafka ready (readiness probe);
+  api       /readyz answers 200: ruleset served and Redis answering (readiness probe; Kafka before
+            2026-12-07, see docs/content-api.md);
   worker    /metrics answers (its liveness probe); then its partitions are assigned (it consumes).
 Beside each, in the same run, the same command from the checkout's .venv without a container:
 what the container adds. And the image's size.

@@ -4,8 +4,8 @@ What the operator may do, shared by the ClusterRole (every namespace) and the Ro
 under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
 are written by server-side apply, status by merge patch), Secrets read by name only (no
 list/watch) and created only for a managed Redis' generated password, deletes only for what the
-operator removes (a managed Redis, a budget or an autoscaler switched off), and nothing about RBAC,
-Pods or ConfigMaps.
+operator removes (a managed Redis, a budget or an autoscaler switched off, a separate collector
+folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 */}}
 {{- define "tailor.operatorRules" -}}
 # The three Tailor kinds: kopf watches them and patches its annotations and finalizer.
@@ -16,11 +16,11 @@ Pods or ConfigMaps.
 - apiGroups: ["tailor.dev"]
   resources: ["personalizationstacks/status", "personalizationrules/status", "contentvariants/status"]
   verbs: ["get", "patch"]
-# A stack's children: worker and content-API Deployments, managed-Redis StatefulSet, their
-# Services. Server-side apply needs create (first apply) and patch; the watch restores drift.
+# A stack's children: worker, content-API and collector Deployments, managed-Redis StatefulSet,
+# their Services. Server-side apply needs create (first apply) and patch; the watch restores drift.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

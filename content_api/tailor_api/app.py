@@ -5,7 +5,14 @@ a dict lookup, not a framework router: Starlette's application, router and one m
 against it on the decide path, cost more than the 5 % issue 16 allowed (docs/content-api.md, "Server
 stack"), and every route here is fixed. What middleware would add is done inline, once:
 security headers (strict CSP, nosniff) on every response, CORS from the served ruleset's
-`config.api.corsOrigins`, request metrics, and a problem+json 500 for anything unexpected.
+`config.api.corsOrigins`, request metrics, the request's id (X-Request-Id, taken when sane or made,
+returned, and in every log line of the request: tailor.core.logs), and a problem+json 500 for
+anything unexpected.
+
+`settings.api_routes` says what this replica serves: `all`; `decide` (everything but POST /v1/events:
+no Kafka client); `collect` (POST /v1/events and the operational routes, for a collector Deployment
+of its own). A route served elsewhere answers 503 with a problem that says where, so that misrouted
+events stay queued in the browsers and the 5xx alerts name the route (docs/operating.md).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from tailor.core import logs
 from tailor.core.decision.engine import Engine
 from tailor_api import admin, decide_endpoint, feedback, metrics, openapi, ops, web
 from tailor_api.runtime import Collector, Runtime, load_collector
@@ -36,6 +44,10 @@ SECURITY_HEADERS: web.Headers = [
 PROFILES_PREFIX = "/v1/profiles/"
 CORS_METHODS = b"GET, POST, OPTIONS"
 CORS_HEADERS = b"content-type"
+# What a collector of its own (`--routes collect`) serves beside POST /v1/events.
+COLLECT_ROUTES = frozenset(
+    {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +71,22 @@ class TailorApp:
             "/v1/explain": Route("/v1/explain", get, admin.explain),
             "/healthz": Route("/healthz", get, ops.healthz),
             "/readyz": Route("/readyz", get, ops.readyz),
+            "/readyz/collector": Route("/readyz/collector", get, ops.collector_readyz),
             "/metrics": Route("/metrics", get, ops.metrics),
             "/openapi.json": Route("/openapi.json", get, self._openapi),
             "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path)),
         }
         self.profiles = Route("/v1/profiles/{user}", get, admin.profile)
+        mode = settings.api_routes
+        if mode == "decide":
+            del self.routes["/readyz/collector"]
+            self.routes["/v1/events"] = Route("/v1/events", post, served_elsewhere)
+        elif mode == "collect":
+            for path, route in self.routes.items():
+                if path not in COLLECT_ROUTES:
+                    self.routes[path] = Route(route.label, route.methods, served_elsewhere)
+            self.profiles = Route(self.profiles.label, get, served_elsewhere)
+        self.request_ids = web.RequestIds()
         self.cors_origins: frozenset[bytes] = frozenset()
         self.cors_any = False
         self.openapi_body = orjson.dumps(openapi.document(()))
@@ -112,6 +135,10 @@ class TailorApp:
 
     async def _http(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
         started = time.perf_counter()
+        request_id = self.request_ids(scope)
+        # Each request runs in a task of its own, which has its own copy of the context: the id set
+        # here is seen by every line logged beneath, and by no other request.
+        logs.REQUEST_ID.set(request_id)
         path: str = scope["path"]
         method: str = scope["method"]
         route = self.routes.get(path)
@@ -136,7 +163,8 @@ class TailorApp:
                 reply = web.problem(
                     500, "internal", "Internal error", "the server failed; it has been logged"
                 )
-        await web.send_reply(send, reply, SECURITY_HEADERS + cors if cors else SECURITY_HEADERS)
+        extra = SECURITY_HEADERS + cors if cors else SECURITY_HEADERS
+        await web.send_reply(send, reply, extra, request_id)
         self._observe(label, method, reply.status, started)
 
     def _preflight(self, route: Route, cors: web.Headers) -> web.Reply:
@@ -169,9 +197,26 @@ async def collect(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> w
     return await collector.handle(scope, receive)
 
 
+async def served_elsewhere(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    """A route of the content API that this replica does not serve (`--routes decide|collect`)."""
+    name = runtime.stack.partition("/")[2]
+    mode = runtime.settings.api_routes
+    if mode == "decide":
+        where = (
+            f"events are collected by the stack's collector (Service {name}-collector, "
+            "spec.contentApi.collector.separate): route POST /v1/events there"
+        )
+    else:
+        where = f"it is served by the stack's content API (Service {name}-api): route it there"
+    detail = f"this replica serves `tailor api --routes {mode}`, not {scope['path'][:100]}; {where}"
+    return web.problem(503, "served-elsewhere", "Route served elsewhere", detail)
+
+
 def create_app(settings: ApiSettings, *, collector: Collector | None = None) -> TailorApp:
-    """The app for `settings.stack`; the collector defaults to tailor_api.collector's when enabled."""
-    if collector is None and settings.collector_enabled:
+    """The app for `settings.stack`; the collector defaults to tailor_api.collector's where it serves."""
+    if settings.api_routes == "decide":
+        collector = None
+    elif collector is None:
         collector = load_collector()
     return TailorApp(settings, Runtime(settings, collector))
 

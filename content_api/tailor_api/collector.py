@@ -175,7 +175,10 @@ class Collector:
         except producer.Unavailable as error:
             UNAVAILABLE.inc()
             log.warning("events not acknowledged by Kafka: %s", error)
-            detail = "Kafka did not acknowledge the events; send the whole batch again"
+            detail = (
+                f"Kafka did not acknowledge the events ({error}), so none of them is accepted: "
+                "send the whole batch again after Retry-After"
+            )
             return web.problem(503, "kafka-unavailable", "Events not stored", detail)
         _ACCEPTED.inc(len(outgoing))
         PRODUCED.labels(topic).inc(len(outgoing))

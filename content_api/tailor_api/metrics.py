@@ -32,6 +32,12 @@ ruleset_version = Gauge("tailor_ruleset_version", "Ruleset version served", ["st
 ruleset_loaded = Gauge(
     "tailor_ruleset_loaded_timestamp_seconds", "When the served ruleset was loaded", ["stack", "component"]
 )
+kafka_up = Gauge(
+    "tailor_collector_kafka_up",
+    "1 when the collector's last check reached the stack's Kafka (metadata of its events topic), else 0;"
+    " checked when readiness is asked, at most every TAILOR_KAFKA_CHECK_SECONDS",
+    ["stack"],
+)
 
 
 @lru_cache(maxsize=4096)

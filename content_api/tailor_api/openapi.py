@@ -25,7 +25,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
         403: "Refused: admin endpoints disabled (no TAILOR_ADMIN_TOKEN), or a decisionId not issued here",
         404: "Unknown slot",
         413: "Body too large",
-        503: "Not ready (no ruleset yet) or Redis/Kafka unavailable; retry after Retry-After",
+        503: "Not ready (no ruleset yet), Redis/Kafka unavailable, or the route is served by another "
+        "replica (`tailor api --routes`); retry after Retry-After",
     }
     return {
         str(s): {"description": titles[s], "content": {"application/problem+json": {"schema": _PROBLEM}}}
@@ -187,9 +188,23 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
+                    "description": "Can this replica answer what it serves (decisions: a ruleset and "
+                    "Redis; a collector of its own: a ruleset and the collector running). Kafka is "
+                    "reported in `checks.kafka`, never required.",
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready"),
                         "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not ready, and why"),
+                    },
+                }
+            },
+            "/readyz/collector": {
+                "get": {
+                    "operationId": "collectorReadyz",
+                    "description": "Can events be collected now: a ruleset, the collector running and "
+                    "Kafka reachable (for monitors, not for probes). Not served by `--routes decide`.",
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Readiness"}, "Collecting"),
+                        "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not collecting, and why"),
                     },
                 }
             },
@@ -323,8 +338,21 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                 },
                 "Readiness": {
                     "type": "object",
-                    "required": ["ready", "checks"],
-                    "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object"}},
+                    "required": ["ready", "routes", "checks"],
+                    "properties": {
+                        "ready": {"type": "boolean"},
+                        "routes": {"type": "string", "enum": ["all", "decide", "collect"]},
+                        "checks": {
+                            "type": "object",
+                            "description": "ruleset, redis, and where it collects collector and kafka: "
+                            "each {ok, detail, required}; ready is every required check ok",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["ok", "required"],
+                                "properties": {"ok": {"type": "boolean"}, "required": {"type": "boolean"}},
+                            },
+                        },
+                    },
                 },
                 **_event_schemas(),
             },

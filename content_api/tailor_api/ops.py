@@ -1,4 +1,4 @@
-"""Operational routes: /healthz, /readyz, /metrics, /openapi.json and /sdk/tailor.js."""
+"""Operational routes: /healthz, /readyz, /readyz/collector, /metrics, /openapi.json and /sdk/tailor.js."""
 
 from __future__ import annotations
 
@@ -18,8 +18,22 @@ async def healthz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> w
 
 
 async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
-    """Ready when a ruleset is served, Redis answers, the collector runs and (unless turned off)
-    Kafka's brokers answer."""
+    """Ready when this replica can answer what it serves. Serving decisions takes a loaded ruleset and
+    Redis; a collector of its own (`--routes collect`) takes a ruleset and a running collector. Kafka
+    is reported, never required: while it is away, POST /v1/events answers 503 with Retry-After, and a
+    Kafka outage must not take decisions, or the collector's own answers, out of their Services."""
+    needed = ("ruleset", "redis") if runtime.decides else ("ruleset", "collector")
+    return await _readiness(runtime, needed)
+
+
+async def collector_readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    """Can events be collected now: a ruleset, the collector running, and Kafka reachable. For
+    monitors and dashboards; no probe should use it (a Kafka outage would empty the Service)."""
+    return await _readiness(runtime, ("ruleset", "collector", "kafka"))
+
+
+async def _readiness(runtime: Runtime, needed: tuple[str, ...]) -> web.Reply:
+    """`{"ready", "routes", "checks": {name: {ok, detail, required}}}`; 200 when every needed check is ok."""
     served = runtime.engine
     checks: dict[str, dict[str, object]] = {
         "ruleset": {"ok": served is not None, "version": served.version if served else None}
@@ -28,17 +42,22 @@ async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         checks["ruleset"]["detail"] = runtime.last_load_error
     ok, detail = await runtime.redis_ready()
     checks["redis"] = {"ok": ok, "detail": detail}
-    if runtime.settings.collector_enabled:
+    if runtime.collector is not None:
         # POST /v1/events answers 503 until the collector runs with the served ruleset's Kafka settings.
-        running = runtime.collector is not None and runtime.collector_config is not None
-        checks["collector"] = {"ok": running, "detail": "running" if running else "starting"}
-        if runtime.settings.readiness_checks_kafka:
-            ok, detail = await runtime.kafka_ready()
-            checks["kafka"] = {"ok": ok, "detail": detail}
-    ready = all(check["ok"] for check in checks.values())
-    return web.json_reply(
-        200 if ready else 503, {"ready": ready, "checks": checks}, [(b"cache-control", b"no-store")]
-    )
+        running = runtime.collector_config is not None
+        error = runtime.collector_error
+        if running:
+            detail = f"running on earlier settings; the latest failed: {error}" if error else "running"
+        else:
+            detail = f"not running: {error}" if error else "starting"
+        checks["collector"] = {"ok": running, "detail": detail}
+        ok, detail = runtime.kafka_state()
+        checks["kafka"] = {"ok": ok, "detail": detail}
+    for name, check in checks.items():
+        check["required"] = name in needed
+    ready = all(name in checks and checks[name]["ok"] for name in needed)
+    document = {"ready": ready, "routes": runtime.settings.api_routes, "checks": checks}
+    return web.json_reply(200 if ready else 503, document, [(b"cache-control", b"no-store")])
 
 
 async def metrics(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:

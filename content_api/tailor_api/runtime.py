@@ -48,7 +48,7 @@ class Collector(Protocol):
 
 
 def load_collector() -> Collector:
-    """The collector, imported only when enabled: a decisions-only replica never loads the Kafka client."""
+    """The collector, imported only where it serves: a decisions-only replica never loads the Kafka client."""
     from tailor_api import collector
 
     return collector.Collector()
@@ -75,13 +75,20 @@ class Runtime:
         self.collector_config: ruleset.StackConfig | None = None  # what the collector runs with
         self._collector_target: ruleset.StackConfig | None = None  # what it was last asked to run with
         self._collector_work: asyncio.Task[None] | None = None
+        self.collector_error: str | None = None  # why the collector could not take the last settings
         self.load_errors = 0
         self.last_load_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[engine_module.Engine], None]] = []
-        self._kafka_checked: tuple[float, bool, str] = (0.0, False, "not checked yet")
+        self._kafka_checked: tuple[float, bool, str] = (-float("inf"), False, "not checked yet")
+        self._kafka_check: asyncio.Task[None] | None = None
 
     # --- life cycle ------------------------------------------------------------------------------
+
+    @property
+    def decides(self) -> bool:
+        """Serves decisions (and feedback, admin): every mode but a collector of its own."""
+        return self.settings.api_routes != "collect"
 
     async def start(self) -> None:
         """Connect and follow the stack's rulesets. When Redis refuses, start returns anyway and keeps
@@ -95,6 +102,9 @@ class Runtime:
         self._follow()
 
     async def _prepare(self) -> None:
+        if not self.decides:  # a collector of its own signs nothing and reads no profile
+            self.start_error = None
+            return
         self.signer = tokens.Signer(await tokens.stack_key(self.redis, self.stack))
         try:
             await store.install(self.redis)
@@ -133,8 +143,11 @@ class Runtime:
         self._spawn(
             versions.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll), "follow"
         )
-        self._spawn(self._every(settings.bandit_refresh_seconds, self.refresh_bandit), "bandit-refresh")
-        self._spawn(self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions")
+        if self.decides:
+            self._spawn(self._every(settings.bandit_refresh_seconds, self.refresh_bandit), "bandit-refresh")
+            self._spawn(
+                self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions"
+            )
 
     async def stop(self) -> None:
         # On Python 3.11 redis-py can swallow a cancellation (its sends go through asyncio.wait_for;
@@ -152,6 +165,10 @@ class Runtime:
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.flush_impressions()
+        if self._kafka_check is not None:
+            self._kafka_check.cancel()  # its thread ends by its own timeout
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._kafka_check
         if self._collector_work is not None:
             self._collector_work.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -201,7 +218,7 @@ class Runtime:
         metrics.ruleset_version.labels(self.stack, "api").set(loaded.version)
         metrics.ruleset_loaded.labels(self.stack, "api").set(time.time())
         log.info("serving ruleset %s v%s", self.stack, loaded.version)
-        if loaded.bandit_rules:
+        if loaded.bandit_rules and self.decides:
             with contextlib.suppress(Exception):
                 await self.refresh_bandit()
         if self.collector is not None and loaded.config != self._collector_target:
@@ -225,7 +242,9 @@ class Runtime:
             else:
                 await self.collector.reconfigure(config)
             self.collector_config = config
+            self.collector_error = None
         except Exception as error:
+            self.collector_error = str(error)
             log.error("the event collector could not take the stack's Kafka settings: %s", error)
 
     # --- background work -------------------------------------------------------------------------
@@ -270,18 +289,26 @@ class Runtime:
             return False, self.start_error
         return reply == b"PONG", "ok" if reply == b"PONG" else f"unexpected reply {reply!r}"
 
-    async def kafka_ready(self) -> tuple[bool, str]:
-        """Can the brokers of the stack's Kafka be reached (metadata of the events topic)? Cached."""
-        served = self.engine
-        if served is None:
+    def kafka_state(self) -> tuple[bool, str]:
+        """Could the stack's Kafka brokers be reached (metadata of the events topic), as last checked.
+        Never waits: a check older than `kafka_check_seconds` starts a new one in the background, so a
+        readiness probe is not held up by brokers that do not answer (the check waits seconds for them)."""
+        if self.engine is None:
             return False, "no ruleset yet, so no Kafka settings"
         checked_at, ok, detail = self._kafka_checked
-        if time.monotonic() - checked_at < self.settings.kafka_check_seconds:
-            return ok, detail
+        stale = time.monotonic() - checked_at >= self.settings.kafka_check_seconds
+        if stale and (self._kafka_check is None or self._kafka_check.done()):
+            self._kafka_check = asyncio.create_task(self._check_kafka(), name="kafka-check")
+        return ok, detail
+
+    async def _check_kafka(self) -> None:
+        served = self.engine
+        if served is None:
+            return
         kafka = served.config.kafka
         ok, detail = await asyncio.to_thread(_kafka_metadata, kafka.bootstrap_servers, kafka.events_topic)
         self._kafka_checked = (time.monotonic(), ok, detail)
-        return ok, detail
+        metrics.kafka_up.labels(self.stack).set(1 if ok else 0)
 
 
 def _kafka_metadata(bootstrap: str, topic: str) -> tuple[bool, str]:

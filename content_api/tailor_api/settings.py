@@ -4,10 +4,14 @@ stack comes from the ruleset the operator publishes."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from tailor.core import redis_target
+
+Routes = Literal["all", "decide", "collect"]
 
 
 class ApiSettings(redis_target.RedisClientSettings):
@@ -22,10 +26,13 @@ class ApiSettings(redis_target.RedisClientSettings):
     bandit_refresh_seconds: float = 2.0
     impressions_flush_seconds: float = 1.0
     feedback_max_age_seconds: int = 7 * 86400  # decisionIds older than this are refused
-    kafka_check_seconds: float = 5.0  # how long a readiness check of Kafka is reused
+    kafka_check_seconds: float = 5.0  # how long a check of Kafka (reported by readiness) is reused
     sdk_path: str | None = None  # tailor.js to serve at /sdk/tailor.js; found in the package otherwise
-    collector_enabled: bool = True  # false: no POST /v1/events (503), no Kafka client in this replica
-    readiness_checks_kafka: bool = True  # readiness includes Kafka (only when the collector is enabled)
+    api_routes: Routes = Field(
+        default="all",
+        description="what this replica serves: all; decide (decisions, feedback, admin: no Kafka client); "
+        "collect (POST /v1/events only, for a collector Deployment of its own)",
+    )
 
 
 def from_environment() -> ApiSettings:

@@ -8,6 +8,9 @@ parameter, `parameter`. Every 503 carries the same Retry-After.
 
 from __future__ import annotations
 
+import itertools
+import re
+import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,10 @@ PROBLEM_BASE: Final = "https://tailor.dev/problems/"
 # Every 503 (no ruleset yet, Redis or Kafka away) asks clients to wait this long before retrying;
 # tailor.js waits at least this, plus jitter, and backs off further while the outage lasts.
 RETRY_AFTER_SECONDS: Final = 2
+REQUEST_ID_HEADER: Final = b"x-request-id"
+# An X-Request-Id taken as given: what proxies and tracers send (UUIDs, hex, base64), nothing that
+# could break a log line or a header; anything else is replaced by one of ours.
+_SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:+/=@-]{1,128}")
 
 
 @dataclass(slots=True)
@@ -41,6 +48,21 @@ class Reply:
 
 class BodyTooLarge(Exception):
     """The request body is over the route's limit; the message says by how much, for the 413."""
+
+
+class RequestIds:
+    """This process' request ids: a random prefix and a counter (unique without a syscall per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self, scope: Scope) -> str:
+        """The request's id: its X-Request-Id when sane, else a new one."""
+        given = header(scope, REQUEST_ID_HEADER)
+        if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+            return given.decode()
+        return f"{self._prefix}-{next(self._counter)}"
 
 
 def json_reply(status: int, document: Any, headers: Headers | None = None) -> Reply:
@@ -115,14 +137,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_reply(send: Send, reply: Reply, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    """`reply` as an ASGI response, with `extra` headers (the app's security and CORS headers)."""
+async def send_reply(
+    send: Send, reply: Reply, extra: Sequence[tuple[bytes, bytes]] = (), request_id: str | None = None
+) -> None:
+    """`reply` as an ASGI response, with `extra` headers (the app's security and CORS headers) and the
+    request's id in X-Request-Id."""
     headers = [
         (b"content-type", reply.content_type),
         (b"content-length", b"%d" % len(reply.body)),
         *reply.headers,
         *extra,
     ]
+    if request_id is not None:
+        headers.append((REQUEST_ID_HEADER, request_id.encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 

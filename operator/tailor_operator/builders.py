@@ -66,7 +66,12 @@ class Stack:
 
 
 def child_name(stack: Stack, component: str) -> str:
-    suffix = {names.WORKER: "worker", names.CONTENT_API: "api", names.REDIS: "redis"}[component]
+    suffix = {
+        names.WORKER: "worker",
+        names.CONTENT_API: "api",
+        names.COLLECTOR: "collector",
+        names.REDIS: "redis",
+    }[component]
     return f"{stack.name}-{suffix}"
 
 
@@ -93,6 +98,8 @@ def template_of(stack: Stack, component: str) -> tuple[specs.PodTemplate, str]:
     return {
         names.WORKER: (spec.workers.template, "workers.template"),
         names.CONTENT_API: (spec.content_api.template, "contentApi.template"),
+        # The separate collector's pods are the content API's, serving one route.
+        names.COLLECTOR: (spec.content_api.template, "contentApi.template"),
         names.REDIS: (spec.redis.template, "redis.template"),
     }[component]
 
@@ -336,6 +343,13 @@ while True:
 """
 
 
+def _logging_env(stack: Stack) -> list[dict[str, Any]]:
+    """TAILOR_LOG_FORMAT when the stack asks for JSON logs (text is every command's default)."""
+    if stack.spec.logging.format == "text":
+        return []
+    return [{"name": "TAILOR_LOG_FORMAT", "value": stack.spec.logging.format}]
+
+
 def _wait_for_redis(stack: Stack) -> dict[str, Any]:
     return {
         "name": "wait-for-redis",
@@ -416,7 +430,7 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tailor"],
         "args": ["worker", "--stack", stack.key],
-        "env": _redis_env(stack),
+        "env": _redis_env(stack) + _logging_env(stack),
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
         # The metrics server runs on its own thread beside the consume loop: alive while the process is.
         "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
@@ -428,7 +442,44 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
     return _deployment(stack, names.WORKER, replicas, container, checksum)
 
 
+def _http_container(stack: Stack, component: str, routes: str | None, env: list[dict[str, Any]]) -> Manifest:
+    """A `tailor api` container: the content API, or (routes "collect") the collector of its own."""
+    spec = stack.spec
+    args = ["api", "--stack", stack.key, "--port", str(names.API_PORT)]
+    if routes is not None:
+        args += ["--routes", routes]
+    resources = spec.content_api.resources
+    if component == names.COLLECTOR:
+        resources = spec.content_api.collector.resources
+    return {
+        "name": component,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["tailor"],
+        "args": args,
+        "env": env + _logging_env(stack),
+        "ports": [{"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+        # Serve on while the endpoint removal reaches every proxy; then SIGTERM, and the server
+        # finishes the requests it has. (`sleep` of the image, not the preStop sleep action, which
+        # needs Kubernetes 1.30.)
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(API_DRAIN_SECONDS)]}}},
+        "resources": resources or dict(API_RESOURCES),
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
+    }
+
+
+def _http_pod(stack: Stack) -> dict[str, Any]:
+    return {
+        "terminationGracePeriodSeconds": 30,
+        **({"initContainers": [_wait_for_redis(stack)]} if stack.spec.redis.managed else {}),
+    }
+
+
 def api_deployment(stack: Stack, checksum: str) -> Manifest:
+    """The content API; with a separate collector it serves everything but POST /v1/events."""
     spec = stack.spec
     env = _redis_env(stack)
     token = spec.content_api.admin_token_secret_ref
@@ -439,35 +490,19 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
                 "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
             }
         )
-    container = {
-        "name": names.CONTENT_API,
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "command": ["tailor"],
-        "args": ["api", "--stack", stack.key, "--port", str(names.API_PORT)],
-        "env": env,
-        "ports": [{"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
-        # Serve on while the endpoint removal reaches every proxy; then SIGTERM, and the server
-        # finishes the requests it has. (`sleep` of the image, not the preStop sleep action, which
-        # needs Kubernetes 1.30.)
-        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(API_DRAIN_SECONDS)]}}},
-        "resources": spec.content_api.resources or dict(API_RESOURCES),
-        "securityContext": _container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
-    }
-    return _deployment(
-        stack,
-        names.CONTENT_API,
-        None if spec.content_api.autoscaling.enabled else spec.content_api.replicas,
-        container,
-        checksum,
-        pod={
-            "terminationGracePeriodSeconds": 30,
-            **({"initContainers": [_wait_for_redis(stack)]} if spec.redis.managed else {}),
-        },
-    )
+    routes = "decide" if spec.content_api.collector.separate else None
+    container = _http_container(stack, names.CONTENT_API, routes, env)
+    replicas = None if spec.content_api.autoscaling.enabled else spec.content_api.replicas
+    return _deployment(stack, names.CONTENT_API, replicas, container, checksum, pod=_http_pod(stack))
+
+
+def collector_deployment(stack: Stack, checksum: str) -> Manifest:
+    """The collector of its own (spec.contentApi.collector.separate): POST /v1/events, health,
+    readiness and metrics; it reads the stack's Kafka settings from the published ruleset in Redis.
+    Its pods take the content API's template (contentApi.template)."""
+    container = _http_container(stack, names.COLLECTOR, "collect", _redis_env(stack))
+    replicas = stack.spec.content_api.collector.replicas
+    return _deployment(stack, names.COLLECTOR, replicas, container, checksum, pod=_http_pod(stack))
 
 
 def disruption_budget(stack: Stack, component: str) -> Manifest | None:
@@ -479,14 +514,15 @@ def disruption_budget(stack: Stack, component: str) -> Manifest | None:
     )
 
 
-def api_service(stack: Stack) -> Manifest:
+def api_service(stack: Stack, component: str = names.CONTENT_API) -> Manifest:
+    """The content API's Service (`<stack>-api`), or the separate collector's (`<stack>-collector`)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(stack, names.CONTENT_API),
+        "metadata": metadata(stack, component),
         "spec": {
             "type": stack.spec.content_api.service_type,
-            "selector": selector_labels(stack, names.CONTENT_API),
+            "selector": selector_labels(stack, component),
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -592,19 +628,30 @@ def children(stack: Stack, checksum: str, for_redis: str | None = None) -> list[
         disruption_budget(stack, names.CONTENT_API),
         api_service(stack),
     ]
+    if stack.spec.content_api.collector.separate:
+        owned += [
+            collector_deployment(stack, checksum),
+            disruption_budget(stack, names.COLLECTOR),
+            api_service(stack, names.COLLECTOR),
+        ]
     return [manifest for manifest in owned if manifest is not None]
 
 
 def unwanted(stack: Stack) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of children the stack no longer wants: a managed Redis switched off,
-    a PodDisruptionBudget turned off."""
+    a PodDisruptionBudget turned off, the separate collector folded back into the content API."""
     gone = []
     if not stack.spec.redis.managed:
         name = child_name(stack, names.REDIS)
         gone += [("apps/v1", "StatefulSet", name), ("v1", "Service", name)]
-    for component in (names.REDIS, names.WORKER, names.CONTENT_API):
-        if (component == names.REDIS and not stack.spec.redis.managed) or (
-            disruption_budget(stack, component) is None
+    for component in (names.REDIS, names.WORKER, names.CONTENT_API, names.COLLECTOR):
+        if (
+            (component == names.REDIS and not stack.spec.redis.managed)
+            or (component == names.COLLECTOR and not stack.spec.content_api.collector.separate)
+            or disruption_budget(stack, component) is None
         ):
             gone.append(("policy/v1", "PodDisruptionBudget", child_name(stack, component)))
+    if not stack.spec.content_api.collector.separate:
+        name = child_name(stack, names.COLLECTOR)
+        gone += [("apps/v1", "Deployment", name), ("v1", "Service", name)]
     return gone

@@ -14,6 +14,7 @@ APP_NAME: Final = "tailor"
 
 WORKER: Final = "worker"
 CONTENT_API: Final = "content-api"
+COLLECTOR: Final = "collector"
 REDIS: Final = "redis"
 
 API_PORT: Final = 8080
@@ -25,10 +26,16 @@ READY: Final = "Ready"
 RECONCILED: Final = "Reconciled"
 WORKERS_READY: Final = "WorkersReady"
 CONTENT_API_READY: Final = "ContentApiReady"
+COLLECTOR_READY: Final = "CollectorReady"
 REDIS_READY: Final = "RedisReady"
 RULESET_PUBLISHED: Final = "RulesetPublished"
 RECONCILIATION_PAUSED: Final = "ReconciliationPaused"
-COMPONENT_CONDITIONS: Final = {WORKER: WORKERS_READY, CONTENT_API: CONTENT_API_READY, REDIS: REDIS_READY}
+COMPONENT_CONDITIONS: Final = {
+    WORKER: WORKERS_READY,
+    CONTENT_API: CONTENT_API_READY,
+    COLLECTOR: COLLECTOR_READY,
+    REDIS: REDIS_READY,
+}
 
 # Handler ids (kopf records progress under them: never rename one).
 HANDLER_STACK_RECONCILE: Final = "stack-reconcile"

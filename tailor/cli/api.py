@@ -1,8 +1,10 @@
-"""`tailor api --stack NS/NAME [--port P]`: the content API (decisions, events, feedback, explain).
+"""`tailor api --stack NS/NAME [--port P] [--routes all|decide|collect]`: the content API.
 
 It needs only TAILOR_REDIS_URL (with TAILOR_REDIS_USERNAME, _PASSWORD and _TLS_CA_FILE, _TLS_CERT_FILE,
 _TLS_KEY_FILE where Redis asks for them): the rules, variants and Kafka settings come from the ruleset the
 operator publishes for the stack, and are followed live. TAILOR_ADMIN_TOKEN enables the admin endpoints.
+--routes: all (decisions, events, feedback, explain); decide (all but events, no Kafka client);
+collect (POST /v1/events only: a collector Deployment of its own).
 The server is granian (chosen by measurement, docs/content-api.md) running the ASGI app with uvloop.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import pydantic
 
-from tailor.core import constants
+from tailor.core import constants, logs
 
 DEFAULT_PORT = 8080
 
@@ -41,6 +43,13 @@ def register(subparsers: Any) -> None:
         "(granian calls them experimental; Python 3.11 only; a shorter latency tail, "
         "docs/content-api.md); env TAILOR_API_TASK_IMPL",
     )
+    parser.add_argument(
+        "--routes",
+        choices=["all", "decide", "collect"],
+        default=os.environ.get("TAILOR_API_ROUTES", "all"),
+        help="what to serve: all (default); decide (decisions, feedback, admin; no Kafka client); collect "
+        "(POST /v1/events and health, readiness, metrics); env TAILOR_API_ROUTES",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
@@ -55,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if not slash or not namespace or not name:
         print(f"tailor api: --stack {args.stack!r} must be NAMESPACE/NAME", file=sys.stderr)
         return 2
-    os.environ["TAILOR_STACK"] = args.stack  # the app factory runs in the server's worker processes
+    # The app factory runs in the server's worker processes: it reads these from the environment.
+    os.environ["TAILOR_STACK"] = args.stack
+    os.environ["TAILOR_API_ROUTES"] = args.routes
     try:
         settings.from_environment()
     except pydantic.ValidationError as error:
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"tailor api: {where + ': ' if where else ''}{problem['msg']}", file=sys.stderr)
         return 2
+    component = "collector" if args.routes == "collect" else "content-api"
     Granian(
         "tailor_api.app:app_from_environment",
         factory=True,
@@ -78,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         http=HTTPModes.http1,
         websockets=False,
         log_level=LogLevels(args.log_level),
+        # Text: granian's own configuration, as ever. JSON: every logger of the server and the app.
+        log_dictconfig=(
+            logs.granian_config(component, args.stack, args.log_level) if args.log_format == "json" else None
+        ),
         log_access=False,
         respawn_failed_workers=True,  # a crashed worker comes back; the pod stays up
     ).serve()

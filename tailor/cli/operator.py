@@ -10,8 +10,11 @@ import argparse
 import logging
 from typing import Any
 
+import kopf
 from tailor_operator import main as operator_main
 from tailor_operator import settings
+
+from tailor.core import logs
 
 
 def register(subparsers: Any) -> None:
@@ -35,10 +38,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.log_format == "json":
+        # kopf's own JSON format (as `kopf run --log-format=json`: timestamp, severity, message, and
+        # the Kubernetes object under `object`), with the fields every Tailor component writes added.
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(logs.OperatorFields("operator"))
+    else:
+        logs.configure("text", component="operator", level=logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # kopf logs every handler run at INFO; ours say what changed.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
+from tailor.core import logs
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tailor_worker import settings as worker_settings
     from tailor_worker import worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format, component="worker", stack=args.stack)
     if args.stack.count("/") != 1 or not all(args.stack.split("/")):
         print(f"tailor worker: --stack must be NAMESPACE/NAME, got {args.stack!r}", file=sys.stderr)
         return 2

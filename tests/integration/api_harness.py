@@ -92,7 +92,7 @@ async def running_api(
     stack_given = stack is not None  # an existing stack (published by the operator): wait for its ruleset
     stack = stack or new_stack()
     options: dict[str, object] = {
-        "redis_url": redis_url, "stack": stack, "admin_token": ADMIN_TOKEN, "readiness_checks_kafka": False,
+        "redis_url": redis_url, "stack": stack, "admin_token": ADMIN_TOKEN,
         "bandit_refresh_seconds": 0.1, "impressions_flush_seconds": 0.05, "ruleset_poll_seconds": 1.0,
     }  # fmt: skip
     options.update(settings)

@@ -1,5 +1,6 @@
 """A stack's content API and worker as real `tailor` processes on the real broker and Redis: started on
-a published ruleset, their metrics scraped, their output kept for failure messages."""
+a published ruleset, their metrics scraped, their output kept for failure messages; and the session's
+broker, to stop and start under them."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from tailor import devstack
 from tailor.core.rules.ruleset import StackConfig
-from tailor.devstack import ports, scratch
+from tailor.devstack import ports, probes, scratch
 
 ADMIN_TOKEN = "pipeline-admin-token"
 
@@ -43,7 +45,8 @@ class Process:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """SIGTERM, as Kubernetes stops a pod (SIGKILL if it takes more than 30 s); the output stays."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -51,7 +54,49 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    def close(self) -> None:
+        self.stop()
         self.log.close()
+
+
+@dataclass
+class Broker:
+    """The session's Kafka broker (tailor.devstack), for tests that take it away."""
+
+    stack: devstack.Stack
+
+    def restart(self) -> None:
+        """SIGTERM (a controlled shutdown), then start and wait until healthy."""
+        self.stack.restart("kafka")
+
+    def stop(self) -> None:
+        self.stack.stop("kafka")
+
+    def start(self) -> None:
+        """Start (a no-op when running) and wait until healthy."""
+        self.stack.start("kafka")
+
+    def kill_and_start(self, down_seconds: float) -> None:
+        """SIGKILL (a crash: log recovery on start), down a while, then start and wait until healthy."""
+        self.stack.kill("kafka")
+        time.sleep(down_seconds)
+        self.stack.start("kafka")
+
+
+@contextlib.contextmanager
+def session_broker(stack: devstack.Stack, bootstrap: str) -> Iterator[Broker]:
+    """The session's broker, running and healthy again when the block ends whatever happened in it (the
+    tests after it share the broker). Refuses an external one (TAILOR_KAFKA_BOOTSTRAP)."""
+    if "kafka" not in stack.state.components:
+        raise AssertionError(
+            "TAILOR_KAFKA_BOOTSTRAP points elsewhere: this test stops the session's own broker"
+        )
+    try:
+        yield Broker(stack)
+    finally:
+        stack.start("kafka")
+        assert probes.kafka_metadata(bootstrap, timeout=10.0), "the broker did not come back"
 
 
 def metric(text: str, name: str) -> float:
@@ -133,33 +178,55 @@ class Pipeline:
         return metric(scrape(f"{self.api_url}/metrics"), name)
 
 
+def start_api(
+    config: StackConfig, redis_url: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[Process, str]:
+    """`tailor api` for `config`'s stack on a free port (`args` added, e.g. --routes collect); its URL."""
+    port = ports.pick(None)
+    process = Process(
+        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         *args],
+        {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(url: str, process: Process, explain: Callable[[], str], path: str = "/readyz") -> None:
+    """Until `url` answers 200 on `path` (/readyz/collector: events are taken); AssertionError with
+    `explain()` if the process exits first."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}{path}", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(lambda: ready() or not process.alive, 60, explain)
+    assert process.alive, explain()
+
+
 @contextlib.contextmanager
-def running_pipeline(config: StackConfig, redis_url: str, worker_env: dict[str, str]) -> Iterator[Pipeline]:
+def running_pipeline(
+    config: StackConfig,
+    redis_url: str,
+    worker_env: dict[str, str],
+    *,
+    api_args: tuple[str, ...] = (),
+    api_env: dict[str, str] | None = None,
+) -> Iterator[Pipeline]:
     """`config`'s ruleset published (its topics made), its content API and worker running until the
-    block ends; `worker_env` adds to the worker's environment."""
+    block ends, the API collecting events unless `api_args` has it only decide; `worker_env` adds to
+    the worker's environment, `api_args` and `api_env` to the API's."""
     scratch.publish(redis_url, config)
-    port, metrics_port = ports.pick(None), ports.pick(None)
-    api = Process(
-        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN},
-    )
+    metrics_port = ports.pick(None)
+    api, api_url = start_api(config, redis_url, *api_args, env=api_env)
     worker = Process(
         ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
         {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1", **worker_env},
     )
-    running = Pipeline(
-        config, api, f"http://127.0.0.1:{port}", worker, f"http://127.0.0.1:{metrics_port}/metrics"
-    )
+    running = Pipeline(config, api, api_url, worker, f"http://127.0.0.1:{metrics_port}/metrics")
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{running.api_url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(lambda: ready() or not api.alive, 60, running.outputs)
-        assert api.alive, running.outputs()
+        wait_ready(api_url, api, running.outputs, "/readyz" if "decide" in api_args else "/readyz/collector")
         yield running
     finally:
         worker.close()

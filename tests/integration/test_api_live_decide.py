@@ -217,7 +217,7 @@ async def test_cors_allowlist_comes_from_the_ruleset(live: Live) -> None:
 
 
 async def test_not_ready_until_a_ruleset_is_published(live: Live) -> None:
-    async with live(None, readiness_checks_kafka=True) as api:
+    async with live(None) as api:
         assert (await api.client.get("/healthz")).status_code == 200
         ready = await api.client.get("/readyz")
         assert ready.status_code == 503
@@ -231,8 +231,16 @@ async def test_not_ready_until_a_ruleset_is_published(live: Live) -> None:
             await asyncio.sleep(0.1)
             ready = await api.client.get("/readyz")
         assert ready.status_code == 200, ready.json()
+        assert {name for name, check in ready.json()["checks"].items() if check["required"]} == {
+            "ruleset", "redis",
+        }  # fmt: skip
         assert (await api.decide("u1")).status_code == 200
-        # Ready means every route serves: the collector too, not a 503 while it starts.
+        # The collector says when it collects (running, Kafka reachable); then events are taken.
+        collecting = await api.client.get("/readyz/collector")
+        while collecting.status_code != 200 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            collecting = await api.client.get("/readyz/collector")
+        assert collecting.status_code == 200, collecting.json()
         posted = await api.client.post("/v1/events", json=page_view("u1", "shoes", 1)[0])
         assert posted.status_code == 202, posted.text
 

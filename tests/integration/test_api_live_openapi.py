@@ -85,7 +85,7 @@ def test_openapi_document_is_published_and_lists_every_route(server: str) -> Non
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/v1/decide", "/v1/feedback", "/v1/events", "/v1/explain", "/v1/profiles/{user}",
-        "/healthz", "/readyz", "/metrics", "/openapi.json", "/sdk/tailor.js",
+        "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json", "/sdk/tailor.js",
     }  # fmt: skip
     slot = document["paths"]["/v1/decide"]["get"]["parameters"][0]["schema"]["items"]
     assert slot["enum"] == ["hero"]  # the live ruleset's slots

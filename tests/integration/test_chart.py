@@ -454,6 +454,7 @@ def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path
     }
     for component, kind, suffix in (
         (operator_names.CONTENT_API, "Deployment", "api"),
+        (operator_names.COLLECTOR, "Deployment", "collector"),
         (operator_names.WORKER, "Deployment", "worker"),
         (operator_names.REDIS, "StatefulSet", "redis"),
     ):
@@ -465,8 +466,13 @@ def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path
         if component != operator_names.WORKER:  # workers expose no port yet; see docs/operating.md
             port_names = {p["name"] for c in pod_template["spec"]["containers"] for p in c.get("ports", [])}
             assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} <= port_names
-    # Redis admits the stack's workers and API and the operator, nobody else.
+    # Redis admits the stack's workers, API and collector and the operator, nobody else.
     redis_sources = policies[f"{stack.name}-redis"]["spec"]["ingress"][0]["from"]
+    [stack_pods] = [
+        s["podSelector"]["matchExpressions"] for s in redis_sources if "matchExpressions" in s["podSelector"]
+    ]
+    components = next(e["values"] for e in stack_pods if e["key"] == constants.LABEL_COMPONENT)
+    assert sorted(components) == ["collector", "content-api", "worker"]
     operator_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert any(
         source["podSelector"].get("matchLabels", {}).items() <= operator_labels.items()
@@ -528,7 +534,7 @@ def test_pod_monitor_selects_the_stacks_pods_and_their_metrics_ports(helm_binary
         )
         if matches:
             selected.append(labels[constants.LABEL_COMPONENT])
-    assert sorted(selected) == ["content-api", "worker"], "Redis is not scraped; API and workers are"
+    assert sorted(selected) == ["collector", "content-api", "worker"], "all but Redis are scraped"
     api = builders.api_deployment(stack, "checksum")["spec"]["template"]["spec"]["containers"][0]
     assert {port["name"] for port in api["ports"]} & ports, "the API's /metrics port is scraped"
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -577,4 +578,93 @@ def test_a_paused_stack_is_left_alone_until_resumed(
         "the held change published",
         lambda: (r := served(redis_url, key)) is not None and r.version > before.version,
         timeout=20,
+    )
+
+
+def test_bad_collector_and_logging_settings_are_refused_by_the_api_server(
+    crds: None, kubectl: Callable[..., Any], namespace: str
+) -> None:
+    for field, value, message in (
+        (
+            "contentApi",
+            {"collector": {"separate": True, "replicas": -1}},
+            "should be greater than or equal to 0",
+        ),
+        (
+            "contentApi",
+            {"collector": {"separate": "yes"}},
+            "spec.contentApi.collector.separate: Invalid value",
+        ),
+        ("logging", {"format": "xml"}, 'supported values: "text", "json"'),
+    ):
+        bad = the_stack(shop_documents())
+        bad["spec"][field] = value
+        result = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad), check=False)
+        assert result.returncode != 0, (field, value)
+        assert message in result.stderr, result.stderr
+
+
+def test_a_separate_collector_gets_its_own_deployment_and_service_that_go_with_the_setting(
+    start_operator: Callable[..., Operator],
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    documents = shop_documents(redis_url)
+    stack = the_stack(documents)
+    stack["spec"]["contentApi"]["collector"] = {"separate": True, "replicas": 1}
+    stack["spec"]["logging"] = {"format": "json"}
+    apply(kubectl, namespace, documents)
+    operator = start_operator("--namespace", namespace, "--standalone", env={"TAILOR_LOG_FORMAT": "json"})
+    wait_for("every resource Ready", lambda: all_ready(kube_api, namespace), timeout=60)
+    assert children_of(kube_api, namespace) == {
+        "deployments": ["shop-api", "shop-collector", "shop-worker"],
+        "statefulsets": [],
+        "services": ["shop-api", "shop-collector"],
+    }
+    apps, core = k8s_client.AppsV1Api(kube_api), k8s_client.CoreV1Api(kube_api)
+    policy = k8s_client.PolicyV1Api(kube_api)
+    collector = apps.read_namespaced_deployment("shop-collector", namespace)
+    container = collector.spec.template.spec.containers[0]
+    assert container.args == ["api", "--stack", f"{namespace}/shop", "--port", "8080", "--routes", "collect"]
+    assert {e.name: e.value for e in container.env}["TAILOR_LOG_FORMAT"] == "json"
+    assert collector.spec.replicas == 1
+    api = apps.read_namespaced_deployment("shop-api", namespace).spec.template.spec.containers[0]
+    assert api.args[-2:] == ["--routes", "decide"]
+    service = core.read_namespaced_service("shop-collector", namespace)
+    assert service.spec.selector["app.kubernetes.io/component"] == "collector"
+    assert policy.read_namespaced_pod_disruption_budget("shop-collector", namespace).spec.max_unavailable == 1
+    status = get(kube_api, namespace, "personalizationstacks", "shop")["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["CollectorReady"] == "True"
+
+    # Folded back into the content API: the collector's objects and condition go, the API collects.
+    stack["spec"]["contentApi"]["collector"] = {"separate": False}
+    apply(kubectl, namespace, [stack])
+
+    def folded() -> bool:
+        names = children_of(kube_api, namespace)
+        budgets = policy.list_namespaced_pod_disruption_budget(namespace).items
+        conditions = get(kube_api, namespace, "personalizationstacks", "shop")["status"]["conditions"]
+        args = apps.read_namespaced_deployment("shop-api", namespace).spec.template.spec.containers[0].args
+        return (
+            names["deployments"] == ["shop-api", "shop-worker"]
+            and names["services"] == ["shop-api"]
+            and "shop-collector" not in {b.metadata.name for b in budgets}
+            and "CollectorReady" not in {c["type"] for c in conditions}
+            and "--routes" not in args
+        )
+
+    wait_for("the collector folded back", folded, timeout=30)
+    wait_for("the shop Ready again", lambda: all_ready(kube_api, namespace), timeout=60)
+
+    # The operator's own lines: kopf's JSON format, with the fields every component writes.
+    lines = [line for line in operator.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert records
+    assert all({"timestamp", "severity", "level", "logger", "message"} <= r.keys() for r in records)
+    assert all(r["component"] == "operator" for r in records)
+    deleted = f"deleted Deployment {namespace}/shop-collector: the stack no longer wants it"
+    assert any(
+        r["message"] == deleted and r["logger"] == "tailor_operator.reconcile.children" for r in records
     )

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import httpx
 import orjson
 import pytest
-from pipeline_harness import Pipeline, read_topic, running_pipeline, wait_until
+from pipeline_harness import Broker, Pipeline, read_topic, running_pipeline, session_broker, wait_until
 
 from tailor import devstack
-from tailor.devstack import probes, scratch
+from tailor.devstack import scratch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -57,32 +57,11 @@ LONG_OUTAGE_SECONDS = 120.0
 # --- the broker under test ---------------------------------------------------------------------
 
 
-@dataclass
-class Broker:
-    stack: devstack.Stack
-
-    def restart(self) -> None:
-        """SIGTERM (a controlled shutdown), then start and wait until healthy."""
-        self.stack.restart("kafka")
-
-    def kill_and_start(self, down_seconds: float = BROKER_DOWN_SECONDS) -> None:
-        """SIGKILL (a crash: log recovery on start), down a while, then start and wait until healthy."""
-        self.stack.kill("kafka")
-        time.sleep(down_seconds)
-        self.stack.start("kafka")
-
-
 @pytest.fixture
 def broker(stack: devstack.Stack, kafka_bootstrap: str) -> Iterator[Broker]:
-    """The session's Kafka broker, to restart; running and healthy again when the test ends, whatever
-    happened in it (the tests after this one share the broker)."""
-    if "kafka" not in stack.state.components:
-        pytest.fail("TAILOR_KAFKA_BOOTSTRAP points elsewhere: this test restarts the session's own broker")
-    try:
-        yield Broker(stack)
-    finally:
-        stack.start("kafka")  # no-op when running; waits until healthy either way
-        assert probes.kafka_metadata(kafka_bootstrap, timeout=10.0), "the broker did not come back"
+    """The session's Kafka broker, to restart; running and healthy again when the test ends."""
+    with session_broker(stack, kafka_bootstrap) as running:
+        yield running
 
 
 # --- the stack's processes ---------------------------------------------------------------------

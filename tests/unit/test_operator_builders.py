@@ -49,11 +49,53 @@ def test_external_redis_stack_owns_no_redis_and_prunes_it() -> None:
     external = stack(redis={"url": "redis://r.example:6379/0"})
     kinds = [(m["kind"], m["metadata"]["name"]) for m in builders.children(external, "c")]
     assert ("StatefulSet", "shop-redis") not in kinds
-    assert builders.unwanted(external) == [
+    assert builders.unwanted(external)[:3] == [
         ("apps/v1", "StatefulSet", "shop-redis"),
         ("v1", "Service", "shop-redis"),
         ("policy/v1", "PodDisruptionBudget", "shop-redis"),
     ]
+
+
+def test_a_separate_collector_has_its_own_deployment_budget_and_service_that_go_with_the_setting() -> None:
+    collector = {"separate": True, "replicas": 3, "resources": {"limits": {"cpu": "1"}}}
+    apart = stack(contentApi={"collector": collector, "adminTokenSecretRef": {"name": "admin"}})
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in builders.children(apart, "c")]
+    assert kinds[-3:] == [
+        ("Deployment", "shop-collector"),
+        ("PodDisruptionBudget", "shop-collector"),
+        ("Service", "shop-collector"),
+    ]
+    assert not any(name == "shop-collector" for _, _, name in builders.unwanted(apart))
+    collector = builders.collector_deployment(apart, "c")
+    assert collector["spec"]["replicas"] == 3
+    assert collector["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "collector"
+    container = pod_spec(collector)["containers"][0]
+    assert container["args"] == ["api", "--stack", "shop/shop", "--port", "8080", "--routes", "collect"]
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "TAILOR_ADMIN_TOKEN" not in {e["name"] for e in container["env"]}  # it serves no admin route
+    service = builders.api_service(apart, "collector")
+    assert service["spec"]["selector"] == builders.selector_labels(apart, "collector")
+    api = pod_spec(builders.api_deployment(apart, "c"))["containers"][0]
+    assert api["args"][-2:] == ["--routes", "decide"]
+    together = stack()
+    assert not any(m["metadata"]["name"] == "shop-collector" for m in builders.children(together, "c"))
+    assert sorted(builders.unwanted(together)) == [
+        ("apps/v1", "Deployment", "shop-collector"),
+        ("policy/v1", "PodDisruptionBudget", "shop-collector"),
+        ("v1", "Service", "shop-collector"),
+    ]
+    assert "--routes" not in pod_spec(builders.api_deployment(together, "c"))["containers"][0]["args"]
+
+
+def test_json_logs_reach_every_pod_of_the_stack_as_tailor_log_format() -> None:
+    json_logs = stack(logging={"format": "json"}, contentApi={"collector": {"separate": True}})
+    for manifest in builders.children(json_logs, "c"):
+        if manifest["kind"] == "Deployment":
+            env = {e["name"]: e.get("value") for e in pod_spec(manifest)["containers"][0]["env"]}
+            assert env["TAILOR_LOG_FORMAT"] == "json", manifest["metadata"]["name"]
+    text = pod_spec(builders.worker_deployment(stack(), "c"))["containers"][0]["env"]
+    assert "TAILOR_LOG_FORMAT" not in {e["name"] for e in text}
 
 
 def test_pods_are_restricted_and_need_no_api_access() -> None:
@@ -126,7 +168,7 @@ def test_an_upgrade_rolls_workers_and_api_one_surge_pod_at_a_time_and_never_rest
 
 
 def test_disruption_budgets_let_one_pod_go_at_a_time_and_never_hold_a_drain() -> None:
-    for component in ("worker", "content-api", "redis"):
+    for component in ("worker", "content-api", "collector", "redis"):
         budget = builders.disruption_budget(stack(), component)
         assert budget is not None
         assert budget["apiVersion"] == "policy/v1"

@@ -183,9 +183,10 @@ class ChildrenReconciler:
                     names.RECONCILED, True, "Applied", "every child is applied", source.generation
                 )
             )
-            await self._book.update(
-                stack.namespace, stack.name, source.generation, updates, remove=[names.RECONCILIATION_PAUSED]
-            )
+            removed = [names.RECONCILIATION_PAUSED]
+            if not stack.spec.content_api.collector.separate:
+                removed.append(names.COLLECTOR_READY)
+            await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
 
     async def on_child(
         self, source: specs.Source, status: Mapping[str, Any], child: Mapping[str, Any], event: str | None

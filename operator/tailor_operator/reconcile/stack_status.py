@@ -20,6 +20,7 @@ READY_INPUTS = (
     names.RECONCILED,
     names.WORKERS_READY,
     names.CONTENT_API_READY,
+    names.COLLECTOR_READY,
     names.REDIS_READY,
     names.RULESET_PUBLISHED,
 )

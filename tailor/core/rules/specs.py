@@ -175,17 +175,28 @@ class WorkersSpec(SpecModel):
     template: PodTemplate = PodTemplate()
 
 
+class CollectorSpec(SpecModel):
+    separate: bool = False
+    replicas: int = 2
+    resources: dict[str, Any] | None = None
+
+
 class ContentApiSpec(SpecModel):
     replicas: int = 2
     resources: dict[str, Any] | None = None
     autoscaling: ContentApiAutoscaling = ContentApiAutoscaling()
     template: PodTemplate = PodTemplate()
+    collector: CollectorSpec = CollectorSpec()
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     cors_origins: tuple[str, ...] = ()
     admin_token_secret_ref: TokenSecretRef | None = None
     suppression: str = "168h"
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
+
+
+class LoggingSpec(SpecModel):
+    format: Literal["text", "json"] = "text"
 
 
 class StackSpec(SpecModel):
@@ -197,6 +208,7 @@ class StackSpec(SpecModel):
     features: FeaturesSpec = FeaturesSpec()
     workers: WorkersSpec = WorkersSpec()
     content_api: ContentApiSpec = ContentApiSpec()
+    logging: LoggingSpec = LoggingSpec()
 
 
 # --- ContentVariant ----------------------------------------------------------------------------------
