@@ -618,11 +618,12 @@ def test_a_separate_collector_gets_its_own_deployment_and_service_that_go_with_t
     apply(kubectl, namespace, documents)
     operator = start_operator("--namespace", namespace, "--standalone", env={"TAILOR_LOG_FORMAT": "json"})
     wait_for("every resource Ready", lambda: all_ready(kube_api, namespace), timeout=60)
-    assert children_of(kube_api, namespace) == {
+    apart = {
         "deployments": ["shop-api", "shop-collector", "shop-worker"],
         "statefulsets": [],
         "services": ["shop-api", "shop-collector"],
     }
+    wait_for("the collector's children", lambda: children_of(kube_api, namespace) == apart, timeout=15)
     apps, core = k8s_client.AppsV1Api(kube_api), k8s_client.CoreV1Api(kube_api)
     policy = k8s_client.PolicyV1Api(kube_api)
     collector = apps.read_namespaced_deployment("shop-collector", namespace)

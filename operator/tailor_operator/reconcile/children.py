@@ -160,6 +160,16 @@ class ChildrenReconciler:
             for api_version, kind, name in autoscaling.unwanted(stack, keda):
                 if await self._kube.delete(api_version, kind, stack.namespace, name):
                     log.info("deleted %s %s/%s: the stack no longer wants it", kind, stack.namespace, name)
+            collecting_apart = stack.spec.content_api.collector.separate
+            if collecting_apart and not self._book.has_condition(
+                stack.namespace, stack.name, names.COLLECTOR_READY
+            ):
+                # The other children's events may report them ready before the collector's Deployment
+                # exists: until it reports, the stack is not Ready.
+                waiting = conditions.make(
+                    names.COLLECTOR_READY, False, "Progressing", "creating the collector", source.generation
+                )
+                await self._book.update(stack.namespace, stack.name, source.generation, [waiting])
             updates = []
             from_statefulset = None
             for manifest in wanted:
@@ -184,7 +194,7 @@ class ChildrenReconciler:
                 )
             )
             removed = [names.RECONCILIATION_PAUSED]
-            if not stack.spec.content_api.collector.separate:
+            if not collecting_apart:
                 removed.append(names.COLLECTOR_READY)
             await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
 

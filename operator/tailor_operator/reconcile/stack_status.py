@@ -58,6 +58,10 @@ class StackStatusBook:
     def forget(self, namespace: str, name: str) -> None:
         self._statuses.pop((namespace, name), None)
 
+    def has_condition(self, namespace: str, name: str, type_: str) -> bool:
+        status = self._statuses.get((namespace, name), {})
+        return conditions.find(status.get("conditions") or [], type_) is not None
+
     def seed(self, namespace: str, name: str, observed: Mapping[str, Any]) -> None:
         """Start from the status the API shows (after an operator restart), once."""
         self._statuses.setdefault((namespace, name), dict(observed))
