@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from tailor.core import constants
-from tailor.core.rules.ruleset import FeatureConfig
+from tailor.core.rules.ruleset import FeatureConfig, Window
 
 # In the units of tailor.core.cel.cost: one comprehension over the largest dimension map with a
 # simple predicate fits, two nested do not; what it means in time is measured in docs/cel.md.
@@ -33,24 +33,28 @@ def _string(length: int) -> dict[str, Any]:
     return {"type": "string", "maxLength": length}
 
 
-def schemas(features: FeatureConfig) -> dict[str, dict[str, Any]]:
-    """The variables of tailor.core.profile.Profile.as_cel, as schemas bounding their sizes."""
-    buckets = max((-(-window.seconds // window.bucket_seconds) for window in features.windows), default=0)
-    counters = buckets * constants.MAX_FIELDS_PER_BUCKET
+def _window(window: Window, dimensions: tuple[str, ...]) -> dict[str, Any]:
+    """`views["30m"]`: a total, and per dimension the counters of the window's buckets (each bucket
+    holds at most MAX_FIELDS_PER_BUCKET: tailor.core.profile.state)."""
+    buckets = -(-window.seconds // window.bucket_seconds)
     per_dimension = {
         "type": "object",
         "additionalProperties": {"type": "integer"},
         "propertyNames": {"maxLength": DIMENSION_VALUE_LENGTH},
-        "maxProperties": counters,
+        "maxProperties": buckets * constants.MAX_FIELDS_PER_BUCKET,
     }
-    entry = {
+    return {
         "type": "object",
-        "properties": {"total": {"type": "integer"}, **{name: per_dimension for name in features.dimensions}},
+        "properties": {"total": {"type": "integer"}, **{name: per_dimension for name in dimensions}},
         "additionalProperties": False,
     }
+
+
+def schemas(features: FeatureConfig) -> dict[str, dict[str, Any]]:
+    """The variables of tailor.core.profile.Profile.as_cel, as schemas bounding their sizes."""
     feature = {
         "type": "object",
-        "properties": {window.name: entry for window in features.windows},
+        "properties": {window.name: _window(window, features.dimensions) for window in features.windows},
         "additionalProperties": False,
     }
     recent_values = {
