@@ -97,13 +97,19 @@ def batch_size(function: Callable[[], object], seconds: float) -> int:
         calls *= 4
 
 
-def per_call(functions: list[Callable[[], object]], budget: float, rounds: int = 7) -> list[float]:
-    """Seconds per call of each function: the best batch over rounds that interleave the functions,
-    so that load from other processes on the shared machine weighs on all of them alike."""
-    sizes = [batch_size(function, budget / rounds) for function in functions]
+BATCH_SECONDS = 0.001  # short enough that many batches run between two preemptions on a busy box
+
+
+def per_call(functions: list[Callable[[], object]], budget: float) -> list[float]:
+    """Seconds per call of each function: the best of many short batches that interleave the
+    functions (in alternating order), so that load from other processes on the shared machine weighs
+    on all of them alike and the best batches are the undisturbed ones."""
+    sizes = [batch_size(function, BATCH_SECONDS) for function in functions]
+    rounds = max(20, int(budget / (BATCH_SECONDS * len(functions))))
     best = [float("inf")] * len(functions)
-    for _ in range(rounds):
-        for position, (function, size) in enumerate(zip(functions, sizes, strict=True)):
+    indexed = list(enumerate(zip(functions, sizes, strict=True)))
+    for round_number in range(rounds):
+        for position, (function, size) in indexed if round_number % 2 else reversed(indexed):
             started = time.perf_counter()
             for _ in range(size):
                 function()

@@ -121,6 +121,21 @@ def test_the_budget_stops_an_evaluation_the_estimate_allowed_when_values_outgrow
     assert program.matches(activation(200)) is False
 
 
+def test_a_single_comprehension_is_stopped_by_its_length_and_a_wrong_range_stays_an_error() -> None:
+    """A program's only comprehension checks its range inline, without a running total."""
+    program = compiler.compile_when(
+        'recent.category.exists(c, c == "none of these")', features(recent_limit=5)
+    )
+    assert program.evaluate(activation(5)) is False
+    with pytest.raises(cel.CostLimitExceeded):
+        program.evaluate(activation(100_000))
+    assert program.matches(activation(100_000)) is False
+    wrong = compiler.compile_when("user.id.exists(c, true)", features())
+    with pytest.raises(cel.EvaluationError, match="cannot range over a string") as raised:
+        wrong.evaluate(activation(1))
+    assert not isinstance(raised.value, cel.CostLimitExceeded)
+
+
 def test_a_stopped_evaluation_is_not_absorbed_by_or() -> None:
     """CEL's || turns an error on one side into the other side's true; a budget stop is no error."""
     program = compiler.compile_when(f"{DEEP} || true", features(recent_limit=5))

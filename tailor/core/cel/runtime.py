@@ -329,6 +329,20 @@ def iterable(value: Any) -> Any:
     raise EvalFailure(f"a macro cannot range over a {type_name(value)}")
 
 
+def iterable_within(value: Any, most: int, weight: int, budget: int) -> NoReturn:
+    """The slow path of a program's only comprehension, whose generated code accepts a list or map of
+    at most `most` elements (budget // weight) inline: anything else is an error or a budget stop."""
+    iterable(value)
+    over_budget(len(value) * weight, budget)
+
+
+def iterable_charged(value: Any, spent: int, budget: int) -> NoReturn:
+    """The slow path of a comprehension among several, whose generated code accepts a list or map inline
+    while the running total `spent` stays within `budget`: anything else is an error or a budget stop."""
+    iterable(value)
+    over_budget(spent, budget)
+
+
 def size(value: Any) -> int:
     kind = type(value)
     if kind is str or kind is list or kind is dict:

@@ -44,9 +44,9 @@ NAMESPACE: dict[str, Any] = {
     "float": float,
     "str": str,
     "list": list,
+    "dict": dict,
     "len": len,  # for the budget's charge when a comprehension starts
     "_Stopped": runtime.BudgetExceeded,
-    "_over_budget": runtime.over_budget,
     "_logic_fail": runtime.logic_fail,
     "_condition": runtime.condition,
     "_predicate": runtime.predicate,
@@ -70,6 +70,8 @@ NAMESPACE: dict[str, Any] = {
     "_has": runtime.has_field,
     "_make_map": runtime.make_map,
     "_iterable": runtime.iterable,
+    "_iterable_within": runtime.iterable_within,
+    "_iterable_charged": runtime.iterable_charged,
     "_size": runtime.size,
     "_contains": runtime.contains,
     "_starts_with": runtime.starts_with,
@@ -537,18 +539,24 @@ class Translator:
             raise self._error(f".{name}() needs a variable name as its first argument", arguments[0])
         target = self._expr(target_tree)
         items = self._temp()
-        self._emit(f"{items} = _iterable({target.text})")
-        if self._budget is not None:
-            # Charged once per start, for all its elements: a loop that would overspend never runs.
-            weight = self._weights.get(id(tree), self._budget + 1)
+        budget = self._budget
+        if budget is None:
+            self._emit(f"{items} = _iterable({target.text})")
+        else:
+            # Charged once per start, for all its elements: a loop that would overspend never runs. The
+            # type and the charge are checked inline (cheaper than the call to _iterable they replace);
+            # the only comprehension of a program starts at most once and needs no running total.
+            weight = self._weights.get(id(tree), budget + 1)
+            self._emit(f"{items} = {target.text}")
+            kind = f"{items}.__class__"
             if len(self._weights) == 1:
-                # The only comprehension starts at most once: no running total, just its length (the
-                # common case, and the cheapest check).
-                self._emit(f"if len({items}) > {self._budget // weight}:")
-                self._emit(f"    _over_budget(len({items}) * {weight}, {self._budget})")
+                most = budget // weight
+                self._emit(f"if not (({kind} is list or {kind} is dict) and len({items}) <= {most}):")
+                self._emit(f"    _iterable_within({items}, {most}, {weight}, {budget})")
             else:
-                self._emit(f"if (_b := _b + len({items}) * {weight}) > {self._budget}:")
-                self._emit(f"    _over_budget(_b, {self._budget})")
+                charged = f"(_b := _b + len({items}) * {weight}) <= {budget}"
+                self._emit(f"if not (({kind} is list or {kind} is dict) and {charged}):")
+                self._emit(f"    _iterable_charged({items}, _b, {budget})")
                 self._charged = True
             self._stoppable = True
         local = self._temp("_v")
