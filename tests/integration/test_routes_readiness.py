@@ -12,6 +12,7 @@ the decisions process has no Kafka client at all and each answers for the other'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -85,9 +86,9 @@ def broker(stack: devstack.Stack, kafka_bootstrap: str) -> Iterator[Broker]:
         yield running
 
 
-@pytest.fixture(params=["together", "apart"])
-def serving(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str) -> Iterator[Serving]:
-    apart = request.param == "apart"
+@contextlib.contextmanager
+def serving(kafka_bootstrap: str, redis_url: str, apart: bool) -> Iterator[Serving]:
+    """A fresh stack's API and worker (and, apart, its collector of its own), ready to collect."""
     config = scratch.stack_config(kafka_bootstrap, "routes-test", windows=(scratch.ONE_HOUR,))
     api_args = ("--routes", "decide") if apart else ()
     with running_pipeline(config, redis_url, {}, api_args=api_args, api_env=QUICK) as pipeline:
@@ -104,6 +105,16 @@ def serving(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str
         finally:
             if collector is not None:
                 collector.close()
+
+
+@pytest.fixture
+def both(kafka_bootstrap: str, redis_url: str) -> Iterator[list[Serving]]:
+    """Both ways of serving at once, so that one broker outage tests both."""
+    with (
+        serving(kafka_bootstrap, redis_url, False) as together,
+        serving(kafka_bootstrap, redis_url, True) as apart,
+    ):
+        yield [together, apart]
 
 
 def readiness(url: str, path: str = "/readyz") -> tuple[int, dict[str, Any]]:
@@ -138,80 +149,79 @@ def kafka_threads(pid: int) -> list[str]:
     return names + [name for child in children for name in kafka_threads(int(child))]
 
 
-def test_while_kafka_is_away_decisions_stay_ready_and_events_get_503_until_it_is_back(
-    broker: Broker, serving: Serving
-) -> None:
-    user = f"u-{uuid.uuid4().hex[:8]}"
+def before_the_outage(serving: Serving, user: str) -> None:
+    """Decisions and events served, the collector reaching Kafka; who holds a Kafka client."""
     explain = serving.outputs
     wait_until(lambda: decide(serving.decide_url, user).status_code == 200, 30, explain)
     first = page_views(user, 2)
     wait_until(lambda: post_events(serving.events_url, first).status_code == 202, 30, explain)
     wait_until(lambda: readiness(serving.events_url, "/readyz/collector")[0] == 200, 30, explain)
-    events_metrics = f"{serving.events_url}/metrics"
-    assert metric(scrape(events_metrics), "tailor_collector_kafka_up") == 1
-
+    assert metric(scrape(f"{serving.events_url}/metrics"), "tailor_collector_kafka_up") == 1
     # Who holds a Kafka client: every API process together; apart, the collector and only it.
-    if serving.apart:
-        assert kafka_threads(serving.pipeline.api.process.pid) == [], explain()
-        assert kafka_threads(serving.events_process.process.pid), explain()
-        misrouted = post_events(serving.decide_url, first)
-        assert misrouted.status_code == 503
-        assert misrouted.headers["retry-after"] == "2"
-        assert misrouted.json()["type"].endswith("/served-elsewhere")
-        assert f"{serving.pipeline.config.name}-collector" in misrouted.json()["detail"]
-        assert decide(serving.events_url, user).status_code == 503
-        assert httpx.get(f"{serving.decide_url}/readyz/collector", timeout=5).status_code == 404
-        _, body = readiness(serving.decide_url)
-        assert set(body["checks"]) == {"ruleset", "redis"}, body
-        _, body = readiness(serving.events_url)
-        assert body["routes"] == "collect"
-        assert {n for n, check in body["checks"].items() if check["required"]} == {"ruleset", "collector"}
-    else:
+    if not serving.apart:
         assert kafka_threads(serving.pipeline.api.process.pid), explain()
+        return
+    assert kafka_threads(serving.pipeline.api.process.pid) == [], explain()
+    assert kafka_threads(serving.events_process.process.pid), explain()
+    misrouted = post_events(serving.decide_url, first)
+    assert misrouted.status_code == 503
+    assert misrouted.headers["retry-after"] == "2"
+    assert misrouted.json()["type"].endswith("/served-elsewhere")
+    assert f"{serving.pipeline.config.name}-collector" in misrouted.json()["detail"]
+    assert decide(serving.events_url, user).status_code == 503
+    assert httpx.get(f"{serving.decide_url}/readyz/collector", timeout=5).status_code == 404
+    _, body = readiness(serving.decide_url)
+    assert set(body["checks"]) == {"ruleset", "redis"}, body
+    _, body = readiness(serving.events_url)
+    assert body["routes"] == "collect"
+    assert {n for n, check in body["checks"].items() if check["required"]} == {"ruleset", "collector"}
 
-    second = page_views(user, 3)
-    broker.stop()
-    try:
-        # Readiness notices (its background check of Kafka), and stays 200 everywhere.
-        def kafka_reported_down() -> bool:
-            _, body = readiness(serving.events_url)
-            return body["checks"]["kafka"]["ok"] is False
 
-        wait_until(kafka_reported_down, 30, explain)
-        for url in {serving.decide_url, serving.events_url}:
-            status, body = readiness(url)
-            assert status == 200, body
-            assert body["ready"] is True
+def while_kafka_is_away(serving: Serving, user: str, batch: list[dict[str, Any]]) -> None:
+    explain = serving.outputs
+
+    def kafka_reported_down() -> bool:
         _, body = readiness(serving.events_url)
-        assert body["checks"]["kafka"] == {"ok": False, "detail": body["checks"]["kafka"]["detail"],
-                                           "required": False}  # fmt: skip
-        assert "Kafka at" in body["checks"]["kafka"]["detail"]
-        status, body = readiness(serving.events_url, "/readyz/collector")
-        assert (status, body["ready"]) == (503, False), body
-        assert metric(scrape(events_metrics), "tailor_collector_kafka_up") == 0
+        return body["checks"]["kafka"]["ok"] is False
 
-        for _ in range(3):
-            decided = decide(serving.decide_url, user)
-            assert decided.status_code == 200, decided.text
-            assert "hero-default" in str(decided.json()["decisions"][0]["content"])  # the fallback's
+    # Readiness notices (its background check of Kafka), and stays 200 everywhere.
+    wait_until(kafka_reported_down, 30, explain)
+    for url in {serving.decide_url, serving.events_url}:
+        status, body = readiness(url)
+        assert status == 200, body
+        assert body["ready"] is True
+    _, body = readiness(serving.events_url)
+    assert body["checks"]["kafka"] == {"ok": False, "detail": body["checks"]["kafka"]["detail"],
+                                       "required": False}  # fmt: skip
+    assert "Kafka at" in body["checks"]["kafka"]["detail"]
+    status, body = readiness(serving.events_url, "/readyz/collector")
+    assert (status, body["ready"]) == (503, False), body
+    assert metric(scrape(f"{serving.events_url}/metrics"), "tailor_collector_kafka_up") == 0
 
-        started = time.monotonic()
-        refused = post_events(serving.events_url, second)
-        took = time.monotonic() - started
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["retry-after"] == "2"
-        assert refused.headers["content-type"] == "application/problem+json"
-        problem = refused.json()
-        assert problem["type"].endswith("/kafka-unavailable")
-        assert problem["detail"].startswith("Kafka did not acknowledge the events ("), problem
-        assert "send the whole batch again" in problem["detail"]
-        assert took < ANSWER_WITHIN_SECONDS, took
-    finally:
-        broker.start()
+    for _ in range(3):
+        decided = decide(serving.decide_url, user)
+        assert decided.status_code == 200, decided.text
+        assert "hero-default" in str(decided.json()["decisions"][0]["content"])  # the fallback's
 
-    # Back: the same batch is accepted (its ids unchanged, as a browser resends it), and counted.
-    wait_until(lambda: post_events(serving.events_url, second).status_code == 202, 60, explain)
+    started = time.monotonic()
+    refused = post_events(serving.events_url, batch)
+    took = time.monotonic() - started
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "2"
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"].endswith("/kafka-unavailable")
+    assert problem["detail"].startswith("Kafka did not acknowledge the events ("), problem
+    assert "send the whole batch again" in problem["detail"]
+    assert took < ANSWER_WITHIN_SECONDS, took
+
+
+def after_the_outage(serving: Serving, user: str, batch: list[dict[str, Any]]) -> None:
+    """The same batch is accepted (its ids unchanged, as a browser resends it), and counted once."""
+    explain = serving.outputs
+    wait_until(lambda: post_events(serving.events_url, batch).status_code == 202, 60, explain)
     wait_until(lambda: readiness(serving.events_url, "/readyz/collector")[0] == 200, 30, explain)
+    events_metrics = f"{serving.events_url}/metrics"
     assert metric(scrape(events_metrics), "tailor_collector_kafka_up") == 1
     assert metric(scrape(events_metrics), "tailor_collector_unavailable_total") >= 1
     with httpx.Client(base_url=serving.decide_url, timeout=10) as http:
@@ -220,3 +230,20 @@ def test_while_kafka_is_away_decisions_stay_ready_and_events_get_503_until_it_is
         assert serving.pipeline.views(http, user, "1h") == 5  # each event once, resends deduplicated
     assert serving.pipeline.api.alive, explain()
     assert serving.events_process.alive, explain()
+
+
+def test_while_kafka_is_away_decisions_stay_ready_and_events_get_503_until_it_is_back(
+    broker: Broker, both: list[Serving]
+) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    for serving in both:
+        before_the_outage(serving, user)
+    batch = page_views(user, 3)
+    broker.stop()
+    try:
+        for serving in both:
+            while_kafka_is_away(serving, user, batch)
+    finally:
+        broker.start()
+    for serving in both:
+        after_the_outage(serving, user, batch)
