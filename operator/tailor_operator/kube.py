@@ -107,15 +107,17 @@ class Kube:
 
     async def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
         """The URL path of a kind's collection (no name) or of one object, from discovery."""
-        if not self._discovered:
-            async with self._discovering:
-                if not self._discovered:
-                    await self._dynamic  # the server's version and API groups: two requests, once
-                    self._discovered = True
-        try:
-            resource = await self._dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            raise ApiError(404, f"the API server serves no {kind} in {api_version}") from None
+        # One lookup at a time: a kind not found makes the library rebuild its cache in place
+        # (invalidate_cache, over two requests), and a lookup loading an API group meanwhile would
+        # write into it half built (KeyError). A kind already looked up costs no request: short turns.
+        async with self._discovering:
+            if not self._discovered:
+                await self._dynamic  # the server's version and API groups: two requests, once
+                self._discovered = True
+            try:
+                resource = await self._dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                raise ApiError(404, f"the API server serves no {kind} in {api_version}") from None
         return str(resource.path(name=name, namespace=namespace))
 
     async def serves(self, api_version: str, kind: str) -> bool:

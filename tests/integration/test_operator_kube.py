@@ -3,6 +3,7 @@ kube-apiserver: every verb the reconcilers use, with the outcomes they rely on."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
@@ -135,3 +136,27 @@ async def test_optional_kinds_are_asked_once_and_another_manager_applies_without
         assert live.data == {"a": "1"}
     finally:
         await client.close()
+
+
+async def test_a_kind_the_server_does_not_serve_never_breaks_lookups_running_beside_it(
+    kubeconfig: Path, kube_api: k8s_client.ApiClient, namespace: str
+) -> None:
+    """A miss makes the library rebuild its discovery cache (invalidate_cache, two requests); lookups
+    that load an API group meanwhile (another handler applying a child or posting an Event while the
+    topics reconciler looks for Strimzi's KafkaTopic) must wait for it, not write into a cache that
+    is half rebuilt (KeyError: 'resources')."""
+    groups = k8s_client.ApisApi(kube_api).get_api_versions().groups
+    versions = [group.preferred_version.group_version for group in groups]
+    for _ in range(10):
+        client = await kube.Kube.connect(str(kubeconfig))
+        try:
+            await client.path("v1", "ConfigMap", namespace)  # discovery done, the groups not loaded yet
+            # Every group's resources in flight, then a miss in the middle of them.
+            loads = [client.path(version, "NoSuchKind", namespace) for version in versions]
+            half = len(loads) // 2
+            missing = client.path("kafka.strimzi.io/v1", "KafkaTopic", namespace)
+            results = await asyncio.gather(*loads[:half], missing, *loads[half:], return_exceptions=True)
+        finally:
+            await client.close()
+        broken = [r for r in results if not (isinstance(r, kube.ApiError) and r.status == 404)]
+        assert broken == [], broken
