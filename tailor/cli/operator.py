@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         "priority": args.priority,
         "standalone": args.standalone,
     }
-    if args.liveness is not None:
-        overrides["liveness_url"] = None if args.liveness == "off" else args.liveness
-    ours = settings.OperatorSettings(**{key: value for key, value in overrides.items() if value is not None})
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if args.liveness is not None:  # after the filter: "off" is an explicit None
+        given["liveness_url"] = None if args.liveness == "off" else args.liveness
+    ours = settings.OperatorSettings(**given)
     return operator_main.run(ours)
