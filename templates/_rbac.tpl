@@ -39,6 +39,11 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["create", "patch", "delete"]
+# Strimzi KafkaTopics of stacks with kafka.topics.management: strimzi (docs/topics.md): written by
+# server-side apply only. Harmless where Strimzi is not installed.
+- apiGroups: ["kafka.strimzi.io"]
+  resources: ["kafkatopics"]
+  verbs: ["create", "patch"]
 # Secrets a stack references (Redis password, username, CA, client pair; admin token): read by name,
 # never listed. create: the generated password of a managed Redis, made once (never updated).
 - apiGroups: [""]

@@ -105,16 +105,24 @@ class Collector:
         if previous is not None and previous.kafka == config.kafka and self._producer is not None:
             return
         kafka = config.kafka
+        # The operator makes the topic (docs/topics.md); until it exists, events get 503s.
         try:
-            await asyncio.to_thread(
-                topics.ensure,
-                kafka.bootstrap_servers,
-                [kafka.events_topic, kafka.dead_letter_topic],
-                kafka.partitions,
+            absent = await asyncio.to_thread(
+                topics.missing,
+                {"bootstrap.servers": kafka.bootstrap_servers},
+                [kafka.events_topic],
                 timeout=self.settings.topic_check_seconds,
             )
-        except Exception as error:  # Kafka away at start: requests get 503s until it is back
+        except topics.TopicError as error:  # Kafka away at start: requests get 503s until it is back
             log.warning("could not check the topics of %s: %s", config.key, error)
+        else:
+            if absent:
+                log.warning(
+                    "topic %s of %s does not exist (yet): events get 503 until the operator makes it "
+                    "(the stack's TopicsReady condition says why it has not)",
+                    kafka.events_topic,
+                    config.key,
+                )
         old, self._producer = (
             self._producer,
             producer.AsyncProducer(

@@ -76,6 +76,9 @@ class AsyncProducer:
             "compression.type": compression,
             # A message not acknowledged in time fails its request with 503: the client resends.
             "message.timeout.ms": int(delivery_timeout_seconds * 1000),
+            # Topics are the operator's to make, with the stack's settings (docs/topics.md): a broker
+            # that auto-creates topics must not make one with its own defaults on our first send.
+            "allow.auto.create.topics": False,
             # A function, not a bound method: librdkafka's handle holds its callbacks where the garbage
             # collector cannot see them, so `self` there would keep this object and its producer (threads,
             # broker connections) alive forever after close.

@@ -28,6 +28,7 @@ WORKERS_READY: Final = "WorkersReady"
 CONTENT_API_READY: Final = "ContentApiReady"
 COLLECTOR_READY: Final = "CollectorReady"
 REDIS_READY: Final = "RedisReady"
+TOPICS_READY: Final = "TopicsReady"
 RULESET_PUBLISHED: Final = "RulesetPublished"
 RECONCILIATION_PAUSED: Final = "ReconciliationPaused"
 COMPONENT_CONDITIONS: Final = {
@@ -42,9 +43,16 @@ HANDLER_STACK_RECONCILE: Final = "stack-reconcile"
 HANDLER_STACK_DELETE: Final = "stack-delete"
 HANDLER_STACK_DRIFT: Final = "stack-drift"
 HANDLER_STACK_STATS: Final = "stack-stats"
+HANDLER_STACK_TOPICS: Final = "stack-topics"
 HANDLER_STACK_EVENT: Final = "stack-event"
 HANDLER_RULE_EVENT: Final = "rule-event"
 HANDLER_VARIANT_EVENT: Final = "variant-event"
 HANDLER_CHILD_EVENT: Final = "child-event"
 
 PAUSED_ANNOTATION: Final = constants.ANNOTATION_PAUSED
+
+# Strimzi's KafkaTopic: the API versions tried, newest first (v1 from Strimzi 0.49, v1beta2 before),
+# and the label naming the Kafka cluster its topic operator serves.
+STRIMZI_TOPIC_VERSIONS: Final = ("kafka.strimzi.io/v1", "kafka.strimzi.io/v1beta2")
+STRIMZI_TOPIC_KIND: Final = "KafkaTopic"
+STRIMZI_CLUSTER_LABEL: Final = "strimzi.io/cluster"

@@ -3,6 +3,7 @@
 What is watched, and why:
 - PersonalizationStacks: create/update/resume apply the children; a timer re-applies them (drift), a
   second copies live stats into rules; delete (behind our finalizer) withdraws the published ruleset.
+  Their topics have handlers of their own (create/update/resume and a timer), after the children's.
 - PersonalizationRules, ContentVariants, stacks: indexed per namespace (kopf indexes: the compile loop
   reads them instead of listing the API), and every event wakes the namespace's compile loop.
 - Deployments, StatefulSets, Services labelled managed-by=tailor-operator: an edit or deletion is
@@ -23,7 +24,7 @@ from tailor.core import constants
 from tailor_operator import constants as names
 from tailor_operator import kube, metrics, observed, redis_access
 from tailor_operator import settings as operator_settings
-from tailor_operator.reconcile import children, publishing, stack_status, stats
+from tailor_operator.reconcile import children, publishing, stack_status, stats, topics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 _AT_IMPORT = operator_settings.OperatorSettings()
 DRIFT_SECONDS = _AT_IMPORT.drift_interval_seconds
 STATS_SECONDS = _AT_IMPORT.stats_interval_seconds
+TOPICS_SECONDS = _AT_IMPORT.topics_interval_seconds
 CHILD_SELECTOR = {constants.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 Index = Mapping[str, Any]  # kopf.Index: namespace -> store of Observed
@@ -47,6 +49,7 @@ class Runtime:
     redis: redis_access.RedisConnections
     book: stack_status.StackStatusBook
     children: children.ChildrenReconciler
+    topics: topics.TopicsReconciler
     publisher: publishing.Publisher
 
     @classmethod
@@ -60,6 +63,7 @@ class Runtime:
             redis=connections,
             book=book,
             children=children.ChildrenReconciler(client, book, connections),
+            topics=topics.TopicsReconciler(client, book, ours.kafka_timeout_seconds),
             publisher=publishing.Publisher(client, connections, book, ours.debounce_seconds),
         )
 
@@ -166,6 +170,7 @@ async def stack_event(
 ) -> None:
     if type == "DELETED":
         _runtime(memo).children.forget(namespace or "", name)
+        _runtime(memo).topics.forget(namespace or "", name)
     _request(memo, namespace, indexes)
 
 
@@ -206,6 +211,39 @@ async def stack_resumed(body: kopf.Body, memo: Any, **_: Any) -> None:
 )
 async def stack_drift(body: kopf.Body, memo: Any, **_: Any) -> None:
     await _reconcile_stack(body, memo)
+
+
+# --- stacks: topics ----------------------------------------------------------------------------------
+# After the children's handlers (kopf runs a cause's handlers in the order they are registered), and
+# never raising for Kafka: TopicsReady says what is wrong, the timer looks again.
+
+
+async def _reconcile_topics(body: kopf.Body, memo: Any) -> None:
+    item = observed.Observed.from_body(body)
+    try:
+        await _runtime(memo).topics.reconcile(item.source, item.status)
+    except kube.ApiError as error:
+        raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=5) from error
+
+
+@kopf.on.create(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-create")
+async def stack_topics_created(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_topics(body, memo)
+
+
+@kopf.on.update(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-update")
+async def stack_topics_updated(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_topics(body, memo)
+
+
+@kopf.on.resume(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-resume")
+async def stack_topics_resumed(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_topics(body, memo)
+
+
+@kopf.timer(GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_TOPICS, interval=TOPICS_SECONDS)
+async def stack_topics(body: kopf.Body, memo: Any, **_: Any) -> None:
+    await _reconcile_topics(body, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_DELETE, retries=3, backoff=5)

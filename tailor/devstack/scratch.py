@@ -66,7 +66,7 @@ def compiled_stack_config(bootstrap: str, namespace: str, *, partitions: int = 3
 
 
 def publish(redis_url: str, config: StackConfig) -> None:
-    """Publish the stack's ruleset, and create its topics as the collector would before any event."""
+    """Publish the stack's ruleset, and create its topics as the operator would before any event."""
     kafka = config.kafka
     topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
 

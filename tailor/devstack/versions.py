@@ -34,6 +34,9 @@ KAFKA_SCALA: Final = "2.13"
 #: Kafka 4.3 logs through slf4j 1.7 and ships log4j-core 2.25.4; this binds the two so the
 #: broker logs to its log file instead of warning about a NOP logger.
 SLF4J_BACKEND: Final = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.4")
+#: Strimzi, whose KafkaTopic CRD (from its api test jar) the tests of `topics.management: strimzi`
+#: install; 0.51 serves kafka.strimzi.io v1 and v1beta2 (tailor.devstack.strimzibuild).
+STRIMZI: Final = "0.51.0"
 #: Pinned so `mvn dependency:copy-dependencies` behaves the same on every machine.
 MAVEN_DEPENDENCY_PLUGIN: Final = "3.8.1"
 

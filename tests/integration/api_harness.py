@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from tailor_api import app as app_module
 from tailor_api.settings import ApiSettings
 
+from tailor.core import topics
 from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
@@ -42,6 +43,9 @@ class Api:
         if self.kafka_bootstrap:
             kafka = config.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
             config = config.model_copy(update={"kafka": kafka})
+            # The topics, as the operator makes them before the collector's first event.
+            names = [kafka.events_topic, kafka.dead_letter_topic]
+            await asyncio.to_thread(topics.ensure, self.kafka_bootstrap, names, kafka.partitions)
         return await versions.publish(
             self.redis, published.model_copy(update={"stack": self.stack, "config": config})
         )

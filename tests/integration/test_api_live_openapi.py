@@ -15,6 +15,7 @@ import pytest
 import sample
 from api_harness import ADMIN_TOKEN, new_stack
 
+from tailor.core import topics
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import ports
 
@@ -46,6 +47,9 @@ def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str
     published = sample.shop(stack)
     kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
     config = published.config.model_copy(update={"namespace": namespace, "name": name, "kafka": kafka})
+    topics.ensure(
+        kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
+    )  # the operator's
     publish_sync(redis_url, published.model_copy(update={"config": config}))
     port = ports.pick(None)
     env = {**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN}

@@ -17,14 +17,16 @@ from prometheus_client import REGISTRY
 from tailor_api import web
 from tailor_api.collector import Collector
 
+from tailor.core import topics
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import scratch
 
 pytestmark = pytest.mark.kafka
 
 
-def collector_stack(bootstrap: str, **api: Any) -> StackConfig:
-    return scratch.stack_config(
+def collector_stack(bootstrap: str, *, made: bool = True, **api: Any) -> StackConfig:
+    """A stack of its own, its topics made as the operator makes them (the collector only checks)."""
+    config = scratch.stack_config(
         bootstrap,
         "collector-test",
         partitions=2,
@@ -32,6 +34,10 @@ def collector_stack(bootstrap: str, **api: Any) -> StackConfig:
         allowed_lateness_seconds=60,
         **api,
     )
+    if made:
+        kafka = config.kafka
+        topics.ensure(bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+    return config
 
 
 async def serve(collector: Collector) -> httpx.AsyncClient:
@@ -232,7 +238,7 @@ def closed_port() -> str:
 
 
 async def test_kafka_unavailable_gives_503_with_retry_after() -> None:
-    config = collector_stack(closed_port())
+    config = collector_stack(closed_port(), made=False)
     # The topic check at start waits for the unreachable broker too: 1 s instead of 15 s is enough here.
     collector = Collector(delivery_timeout_seconds=1.0, topic_check_seconds=1.0)
     await collector.start(config)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import sample
 from api_harness import new_stack
 
+from tailor.core import topics
 from tailor.core.rules import versions
 from tailor.devstack import ports
 
@@ -63,6 +64,7 @@ async def published_stack(redis_url: str, kafka_bootstrap: str) -> str:
     shop = sample.shop()
     kafka = shop.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
     config = shop.config.model_copy(update={"namespace": namespace, "name": name, "kafka": kafka})
+    topics.ensure(kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
     client = aioredis.Redis.from_url(redis_url)
     try:
         await versions.publish(client, shop.model_copy(update={"stack": stack, "config": config}))

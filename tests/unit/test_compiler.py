@@ -401,3 +401,42 @@ def test_dedup_marks_outlive_every_event_that_can_still_be_counted() -> None:
     assert stack_features().dedup_ttl_seconds == 86400
     week = stack_features(windows=["5m", "168h"])
     assert week.dedup_ttl_seconds == week.allowed_lateness_seconds == 168 * 3600
+
+
+def stack_kafka(namespace: str, name: str, **topics: Any) -> ruleset.KafkaConfig:
+    spec = specs.StackSpec.model_validate(
+        {"kafka": {"bootstrapServers": "kafka:9092", "topics": topics}, "redis": {}}
+    )
+    return compiler.stack_config(namespace, name, spec).kafka
+
+
+def test_default_topic_names_are_qualified_by_the_stacks_namespace_and_name() -> None:
+    shop, outlet = stack_kafka("shop", "tailor"), stack_kafka("outlet", "tailor")
+    assert (shop.events_topic, shop.dead_letter_topic) == (
+        "tailor.shop.tailor.events",
+        "tailor.shop.tailor.deadletter",
+    )
+    assert {shop.events_topic, shop.dead_letter_topic}.isdisjoint(
+        {outlet.events_topic, outlet.dead_letter_topic}
+    )
+    # Kafka's metrics spell `.` as `_`: qualified names still differ there (DNS labels have neither).
+    assert stack_kafka("a-b", "c").events_topic.replace(".", "_") != stack_kafka(
+        "a", "b-c"
+    ).events_topic.replace(".", "_")
+    longest = stack_kafka("n" * 63, "s" * 50)
+    assert len(longest.dead_letter_topic) <= 249
+
+
+def test_named_topics_are_used_as_named_and_may_not_be_the_same_topic() -> None:
+    named = stack_kafka("shop", "tailor", events="tailor.events", deadLetter="tailor.events.deadletter")
+    assert (named.events_topic, named.dead_letter_topic) == ("tailor.events", "tailor.events.deadletter")
+    assert stack_kafka("shop", "tailor", events="mine").dead_letter_topic == "tailor.shop.tailor.deadletter"
+    with pytest.raises(
+        ValueError, match=r"events and deadLetter are the same topic, tailor\.shop\.tailor\.deadletter"
+    ):
+        stack_kafka("shop", "tailor", events="tailor.shop.tailor.deadletter")
+
+
+def test_topic_retention_must_be_a_duration() -> None:
+    with pytest.raises(ValueError, match=r"kafka\.topics\.retention"):
+        stack_kafka("shop", "tailor", retention="7d")

@@ -39,6 +39,7 @@ class DeadLetterProducer:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
+                "allow.auto.create.topics": False,  # the operator's to make (docs/topics.md)
             },
             logger=log,
         )

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException, Message
 from tailor.core import logthrottle, native, redis_target, topics
 from tailor.core.profile import store
 from tailor.core.rules import versions
-from tailor.core.rules.ruleset import StackConfig
+from tailor.core.rules.ruleset import KafkaConfig, StackConfig
 from tailor_worker import batch, garbage, metrics
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
@@ -241,12 +241,11 @@ class Worker:
             return  # features only: the next batch is counted with them
         self._close_kafka()
         kafka = config.kafka
-        self._retry(
-            "ensure the topics exist",
-            lambda: topics.ensure(
-                kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
-            ),
-        )
+        # The operator makes the topics (docs/topics.md); subscribing before they exist would leave the
+        # consumer waiting for a metadata refresh, or a broker that auto-creates topics would make one
+        # with its own defaults.
+        if not self._retry("find the topics", lambda: _require_topics(kafka)):
+            return
         group = self.settings.group_id or config.worker_group
         self._consumer = EventConsumer(
             kafka.bootstrap_servers,
@@ -273,7 +272,7 @@ class Worker:
             try:
                 action()
                 return True
-            except (redis.RedisError, KafkaException) as error:
+            except (redis.RedisError, KafkaException, topics.TopicError) as error:
                 cause = (
                     redis_target.explain(error, self.target) if isinstance(error, redis.RedisError) else None
                 )
@@ -294,3 +293,15 @@ class Worker:
     def _close(self) -> None:
         self._close_kafka()
         log.info("worker for %s stopped", self.stack)
+
+
+def _require_topics(kafka: KafkaConfig) -> None:
+    absent = topics.missing(
+        {"bootstrap.servers": kafka.bootstrap_servers}, [kafka.events_topic, kafka.dead_letter_topic]
+    )
+    if absent:
+        raise topics.TopicError(
+            "TopicsMissing",
+            f"{' and '.join(absent)} missing: the operator creates them (the stack's TopicsReady condition "
+            "says why it has not)",
+        )

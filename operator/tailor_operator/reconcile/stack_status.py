@@ -22,6 +22,7 @@ READY_INPUTS = (
     names.CONTENT_API_READY,
     names.COLLECTOR_READY,
     names.REDIS_READY,
+    names.TOPICS_READY,
     names.RULESET_PUBLISHED,
 )
 
@@ -38,7 +39,8 @@ def ready_condition(current: list[conditions.Condition], generation: int) -> con
                 f"{type_}: {condition.get('message', '')}",
                 generation,
             )
-    missing = [t for t in (names.WORKERS_READY, names.CONTENT_API_READY, names.RULESET_PUBLISHED)
+    missing = [t for t in (names.WORKERS_READY, names.CONTENT_API_READY, names.TOPICS_READY,
+                           names.RULESET_PUBLISHED)
                if conditions.find(current, t) is None]  # fmt: skip
     if missing:
         return conditions.make(

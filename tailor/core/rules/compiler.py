@@ -132,6 +132,23 @@ def dedup_ttl_seconds(windows: Sequence[ruleset.Window]) -> int:
     return max(DEDUP_TTL_SECONDS, ruleset.horizon_seconds(windows))
 
 
+TOPIC_PREFIX = "tailor"
+
+
+def topic_names(namespace: str, name: str, topics: specs.KafkaTopics) -> tuple[str, str]:
+    """The events and dead-letter topics: as the spec names them, else qualified by the stack
+    (`tailor.<namespace>.<stack>.events`, `....deadletter`), so two stacks on one Kafka never share
+    one. Namespaces and stack names are DNS labels (a-z, 0-9, -: no `.` or `_`), so qualified names
+    are legal topic names, at most 132 characters (Kafka allows 249), and no two of them collide in
+    Kafka's metric names, where `.` and `_` are the same character."""
+    prefix = f"{TOPIC_PREFIX}.{namespace}.{name}"
+    events = topics.events or f"{prefix}.events"
+    dead_letter = topics.dead_letter or f"{prefix}.deadletter"
+    if events == dead_letter:
+        raise ValueError(f"kafka.topics: events and deadLetter are the same topic, {events}")
+    return events, dead_letter
+
+
 def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.StackConfig:
     """The data plane's configuration from a stack spec; ValueError names the bad field."""
     windows = []
@@ -140,13 +157,20 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
         windows.append(ruleset.Window(name=text, seconds=seconds, bucket_seconds=bucket_seconds(seconds)))
     lateness = spec.features.allowed_lateness
     chosen = None if lateness is None else _duration("features.allowedLateness", lateness)
+    events_topic, dead_letter_topic = topic_names(namespace, name, spec.kafka.topics)
+    for where, retention in (
+        ("kafka.topics.retention", spec.kafka.topics.retention),
+        ("kafka.topics.deadLetterRetention", spec.kafka.topics.dead_letter_retention),
+    ):
+        if retention is not None:
+            _duration(where, retention)
     return ruleset.StackConfig(
         namespace=namespace,
         name=name,
         kafka=ruleset.KafkaConfig(
             bootstrap_servers=spec.kafka.bootstrap_servers,
-            events_topic=spec.kafka.topics.events,
-            dead_letter_topic=spec.kafka.topics.dead_letter,
+            events_topic=events_topic,
+            dead_letter_topic=dead_letter_topic,
             partitions=spec.kafka.partitions,
         ),
         features=ruleset.FeatureConfig(

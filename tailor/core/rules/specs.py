@@ -125,9 +125,21 @@ class ContentApiAutoscaling(SpecModel):
     target_cpu_utilization_percentage: int = Field(70, alias="targetCPUUtilizationPercentage")
 
 
+class StrimziTopics(SpecModel):
+    cluster: str
+
+
 class KafkaTopics(SpecModel):
-    events: str = "tailor.events"
-    dead_letter: str = "tailor.events.deadletter"
+    # None: qualified by the stack (tailor.core.rules.compiler.topic_names). Stacks created before
+    # names were qualified keep the old default, stored in them by the API server.
+    events: str | None = None
+    dead_letter: str | None = None
+    management: Literal["operator", "strimzi", "none"] = "operator"
+    replication_factor: int | None = None
+    min_in_sync_replicas: int | None = None
+    retention: str | None = None
+    dead_letter_retention: str | None = None
+    strimzi: StrimziTopics | None = None
 
 
 class KafkaSpec(SpecModel):
