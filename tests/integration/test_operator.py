@@ -114,14 +114,18 @@ def start_operator(
         operator.stop()
 
 
-def shop_documents(kafka_bootstrap: str, redis_url: str | None = None) -> list[dict[str, Any]]:
-    """The shop example on the local Kafka (the operator makes the stack's topics there)."""
+def shop_documents(
+    redis_url: str | None = None, *, kafka_bootstrap: str | None = None
+) -> list[dict[str, Any]]:
+    """The shop example; on the local Kafka when given, where the operator makes the stack's topics
+    (TopicsReady, and so Ready, needs it: without, the example's address is unreachable)."""
     documents: list[dict[str, Any]] = []
     for path in sorted(SHOP.glob("*.yaml")):
         documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     for doc in documents:
         if doc["kind"] == "PersonalizationStack":
-            doc["spec"]["kafka"]["bootstrapServers"] = kafka_bootstrap
+            if kafka_bootstrap is not None:
+                doc["spec"]["kafka"]["bootstrapServers"] = kafka_bootstrap
             if redis_url is not None:
                 doc["spec"]["redis"] = {"url": redis_url}
     return documents
@@ -223,7 +227,7 @@ def test_the_shop_example_applies_and_every_resource_becomes_ready(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    apply(kubectl, namespace, shop_documents(kafka_bootstrap))
+    apply(kubectl, namespace, shop_documents(kafka_bootstrap=kafka_bootstrap))
     operator = start_operator("--namespace", namespace, "--standalone")
     wait_for("every stack, rule and variant Ready", lambda: all_ready(kube_api, namespace), timeout=60)
 
@@ -280,7 +284,7 @@ def test_schema_invalid_manifests_are_refused_by_the_api_server_with_our_message
     assert "rollout.percentage must be between 0 and 100" in result.stderr
     assert "window must be a duration like 5m, 24h or 1h30m" in result.stderr
     assert "variants must be named (variants.names) or selected (variants.selector)" in result.stderr
-    bad_stack = the_stack(shop_documents("kafka:9092"))
+    bad_stack = the_stack(shop_documents())
     bad_stack["spec"]["redis"] = {"managed": True, "url": "redis://elsewhere:6379/0"}
     result = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad_stack), check=False)
     assert result.returncode != 0
@@ -295,7 +299,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    documents = shop_documents(kafka_bootstrap, redis_url)
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     apply(kubectl, namespace, documents)
     start_operator("--namespace", namespace, "--standalone")
     key = f"{namespace}/shop"
@@ -366,7 +370,7 @@ def test_an_operator_killed_mid_change_converges_after_restart_without_duplicate
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    documents = shop_documents(kafka_bootstrap, redis_url)
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     apply(kubectl, namespace, documents)
     first = start_operator("--namespace", namespace, "--standalone")
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
@@ -416,7 +420,7 @@ def test_drift_is_restored(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    apply(kubectl, namespace, shop_documents(kafka_bootstrap, redis_url))
+    apply(kubectl, namespace, shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap))
     start_operator("--namespace", namespace, "--standalone")
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
     apps, core = k8s_client.AppsV1Api(kube_api), k8s_client.CoreV1Api(kube_api)
@@ -463,7 +467,7 @@ def test_with_two_peered_operators_only_one_acts(
     high = start_operator("--namespace", namespace, "--peering", "tailor", "--priority", "200", env=quick)
     wait_for("both operators serving metrics", lambda: high.reconciles() >= 0 and low.reconciles() >= 0)
     time.sleep(2)  # let them see each other in the peering object
-    documents = shop_documents(kafka_bootstrap, redis_url)
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     apply(kubectl, namespace, documents)
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
     assert high.reconciles() > 0, high.output()
@@ -494,7 +498,7 @@ def test_stats_are_copied_into_rule_status(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    apply(kubectl, namespace, shop_documents(kafka_bootstrap, redis_url))
+    apply(kubectl, namespace, shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap))
     start_operator(
         "--namespace", namespace, "--standalone", env={"TAILOR_OPERATOR_STATS_INTERVAL_SECONDS": "1"}
     )
@@ -526,7 +530,7 @@ def test_deleting_a_rule_removes_it_from_the_next_ruleset(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    apply(kubectl, namespace, shop_documents(kafka_bootstrap, redis_url))
+    apply(kubectl, namespace, shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap))
     start_operator("--namespace", namespace, "--standalone")
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
     kubectl("delete", "-n", namespace, "prule", "engaged-browser")
@@ -551,7 +555,7 @@ def test_a_paused_stack_is_left_alone_until_resumed(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    documents = shop_documents(kafka_bootstrap, redis_url)
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     apply(kubectl, namespace, documents)
     start_operator("--namespace", namespace, "--standalone")
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)

@@ -66,9 +66,10 @@ def test_the_operator_publishes_over_tls_as_the_acl_user_and_names_a_wrong_passw
     kube_api: k8s_client.ApiClient,
     namespace: str,
     secure_redis: tls_redis.SecureRedis,
+    kafka_bootstrap: str,
 ) -> None:
     server = secure_redis
-    documents = shop_documents()
+    documents = shop_documents(kafka_bootstrap=kafka_bootstrap)  # topics made there
     the_stack(documents)["spec"]["redis"] = {
         "url": server.url,
         "usernameSecretRef": {"name": "redis-login"},
@@ -134,6 +135,7 @@ def test_a_managed_redis_gets_one_generated_password_and_production_settings(
     kubectl: Callable[..., Any],
     kube_api: k8s_client.ApiClient,
     namespace: str,
+    kafka_bootstrap: str,
 ) -> None:
     # A volume of the class the claim asks for, bound to it (the test cluster has no provisioner).
     core, apps = k8s_client.CoreV1Api(kube_api), k8s_client.AppsV1Api(kube_api)
@@ -151,7 +153,7 @@ def test_a_managed_redis_gets_one_generated_password_and_production_settings(
         }
     )  # fmt: skip
     try:
-        documents = shop_documents()
+        documents = shop_documents(kafka_bootstrap=kafka_bootstrap)  # topics made there
         the_stack(documents)["spec"]["redis"] = {
             "managed": True, "storage": "2Gi", "storageClassName": "fast", "appendfsync": "everysec",
             "resources": {"limits": {"memory": "2Gi"}},

@@ -52,7 +52,13 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) ->
 @pytest.fixture(scope="module")
 def crds(kubectl: Callable[..., Any]) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", f"crd/{STACKS}.{GROUP}", "--timeout=30s")
+    established(kubectl, f"{STACKS}.{GROUP}")
+
+
+def established(kubectl: Callable[..., Any], crd: str) -> None:
+    """kubectl wait fails at once on a CRD so new that it has no conditions yet: ask until it is."""
+    wait = ("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    wait_for(f"{crd} established", lambda: kubectl(*wait, check=False).returncode == 0)
 
 
 class Operator:
@@ -465,7 +471,7 @@ def strimzi_crd(stack: devstack.Stack, kubectl: Callable[..., Any]) -> Iterator[
             if version["name"] == "v1":
                 version["served"] = v1_served
         kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(crd))
-        kubectl("wait", "--for=condition=Established", f"crd/{STRIMZI_CRD}", "--timeout=30s")
+        established(kubectl, STRIMZI_CRD)
 
     uninstall()
     yield install
