@@ -330,7 +330,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     condition = wait_for_rule_ready(kube_api, namespace, "newcomer", "False")
     assert condition["reason"] == "UnknownVariant"
     stack_ready = ready(get(kube_api, namespace, "personalizationstacks", "shop"))
-    assert stack_ready["status"] == "True"  # the stack serves; the rules say what is wrong with them
+    assert stack_ready["status"] == "True", stack_ready  # the stack serves; the rules say what is wrong
 
     # Fixing the rule publishes a new version that has it.
     fixed = copy.deepcopy(searcher)
@@ -624,8 +624,9 @@ def test_a_separate_collector_gets_its_own_deployment_and_service_that_go_with_t
     kube_api: k8s_client.ApiClient,
     namespace: str,
     redis_url: str,
+    kafka_bootstrap: str,
 ) -> None:
-    documents = shop_documents(redis_url)
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     stack = the_stack(documents)
     stack["spec"]["contentApi"]["collector"] = {"separate": True, "replicas": 1}
     stack["spec"]["logging"] = {"format": "json"}
