@@ -137,6 +137,10 @@ class RedisTarget:
             "db": self.db,
             "username": self.username,
             "password": self.password,
+            # No silent retries (redis-py's constructors retry 10 times, from_url not at all): a failed
+            # call reaches our own retry loops, which count it, say so and decide what to resend (the
+            # worker's batch write is resent from what Redis holds, under its version guard).
+            "retry": None,
         }
         if self.tls:
             options.update(

@@ -26,6 +26,14 @@ def test_the_url_gives_the_address_and_credentials_come_apart_with_any_character
     assert RedisTarget.parse("redis://[::1]:7000/0").url == "redis://[::1]:7000/0"
 
 
+def test_clients_do_not_retry_behind_our_back() -> None:
+    """redis-py's constructors retry a failed call 10 times unless told not to; ours must fail at once
+    so the worker counts the error and resends its batch itself (test_worker's Redis restart test)."""
+    target = RedisTarget.parse("redis://127.0.0.1:6379")
+    assert target.client().get_retry() is None
+    assert target.async_client().get_retry() is None
+
+
 @pytest.mark.parametrize(
     ("url", "files", "message"),
     [
