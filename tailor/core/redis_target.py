@@ -155,10 +155,10 @@ class RedisTarget:
         return options
 
     def client(self, **options: Any) -> redis.Redis:
-        return redis.Redis(**self.client_options(), **options)
+        return redis.Redis(**{**self.client_options(), **options})
 
     def async_client(self, **options: Any) -> aioredis.Redis:
-        return aioredis.Redis(**self.client_options(), **options)
+        return aioredis.Redis(**{**self.client_options(), **options})
 
     def environment(self) -> dict[str, str]:
         """The TAILOR_REDIS_* variables that give a `tailor` process this target (tests, benchmarks)."""

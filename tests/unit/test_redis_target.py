@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from tailor_api.settings import ApiSettings
 
 from tailor.core import redis_target
@@ -32,6 +34,10 @@ def test_clients_do_not_retry_behind_our_back() -> None:
     target = RedisTarget.parse("redis://127.0.0.1:6379")
     assert target.client().get_retry() is None
     assert target.async_client().get_retry() is None
+    once = Retry(NoBackoff(), 1)
+    chosen = target.client(retry=once).get_retry()  # a caller's own choice wins (redis-py copies it)
+    assert chosen is not None
+    assert chosen.get_retries() == 1
 
 
 @pytest.mark.parametrize(
