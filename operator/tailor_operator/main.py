@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,21 @@ async def stack_event(
     _request(memo, namespace, indexes)
 
 
+def _on_stack_changes(handler_id: str, reconcile: Callable[[kopf.Body, Any], Awaitable[None]]) -> None:
+    """Run `reconcile` when a stack is created, updated or resumed: one kopf handler per cause, each
+    with an id of its own (kopf keeps each handler's progress apart), registered in this order."""
+
+    async def handler(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile(body, memo)
+
+    for cause, register in (
+        ("create", kopf.on.create),
+        ("update", kopf.on.update),
+        ("resume", kopf.on.resume),
+    ):
+        register(GROUP, VERSION, constants.STACK_PLURAL, id=f"{handler_id}-{cause}")(handler)
+
+
 # --- stacks: children --------------------------------------------------------------------------------
 
 
@@ -191,19 +206,7 @@ async def _reconcile_stack(body: kopf.Body, memo: Any) -> None:
         raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=5) from error
 
 
-@kopf.on.create(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-create")
-async def stack_created(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_stack(body, memo)
-
-
-@kopf.on.update(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-update")
-async def stack_updated(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_stack(body, memo)
-
-
-@kopf.on.resume(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_RECONCILE}-resume")
-async def stack_resumed(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_stack(body, memo)
+_on_stack_changes(names.HANDLER_STACK_RECONCILE, _reconcile_stack)
 
 
 @kopf.timer(
@@ -226,19 +229,7 @@ async def _reconcile_topics(body: kopf.Body, memo: Any) -> None:
         raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=5) from error
 
 
-@kopf.on.create(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-create")
-async def stack_topics_created(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_topics(body, memo)
-
-
-@kopf.on.update(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-update")
-async def stack_topics_updated(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_topics(body, memo)
-
-
-@kopf.on.resume(GROUP, VERSION, constants.STACK_PLURAL, id=f"{names.HANDLER_STACK_TOPICS}-resume")
-async def stack_topics_resumed(body: kopf.Body, memo: Any, **_: Any) -> None:
-    await _reconcile_topics(body, memo)
+_on_stack_changes(names.HANDLER_STACK_TOPICS, _reconcile_topics)
 
 
 @kopf.timer(GROUP, VERSION, constants.STACK_PLURAL, id=names.HANDLER_STACK_TOPICS, interval=TOPICS_SECONDS)
