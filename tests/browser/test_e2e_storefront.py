@@ -237,11 +237,16 @@ def shop(
         running = Shop(namespace, storefront, api_url, processes)
 
         def ready() -> bool:
-            with urllib.request.urlopen(f"{api_url}/readyz", timeout=2) as reply:
-                return reply.status == 200
+            # Decisions and the collector are ready apart (/readyz needs Redis only); the first page
+            # view is posted at once, so wait for both, or its retry backoff eats the 1 s budget.
+            for path in ("/readyz", "/readyz/collector"):
+                with urllib.request.urlopen(f"{api_url}{path}", timeout=2) as reply:
+                    if reply.status != 200:
+                        return False
+            return True
 
         try:
-            wait_for("the content API to be ready", ready, timeout=90)
+            wait_for("the content API and its collector to be ready", ready, timeout=90)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{running.diagnostics()}") from None
         yield running

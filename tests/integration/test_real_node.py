@@ -272,8 +272,12 @@ def test_a_claim_in_the_default_class_gets_a_volume_a_restricted_pod_writes_and_
     eventually(lambda: not core.list_namespaced_pod(ns).items, 60, "the writer pod gone")
     core.delete_namespaced_persistent_volume_claim("data", ns)
     eventually(lambda: not directory.exists(), 60, "the volume's directory removed with its claim")
-    names = {v.metadata.name for v in core.list_persistent_volume().items}
-    assert bound.spec.volume_name not in names
+    # The provisioner removes the directory first, then the volume object.
+    eventually(
+        lambda: bound.spec.volume_name not in {v.metadata.name for v in core.list_persistent_volume().items},
+        30,
+        "the volume deleted with its claim",
+    )
 
 
 def test_a_second_stack_is_refused_the_machines_real_node_and_leaves_it_running(
