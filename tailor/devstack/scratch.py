@@ -65,10 +65,14 @@ def compiled_stack_config(bootstrap: str, namespace: str, *, partitions: int = 3
     return config.model_copy(update={"kafka": kafka})
 
 
-def publish(redis_url: str, config: StackConfig) -> None:
-    """Publish the stack's ruleset, and create its topics as the operator would before any event."""
+def publish(redis_url: str, config: StackConfig, *, make_topics: bool = True) -> None:
+    """Publish the stack's ruleset, and (unless told not to) create its topics as the operator would
+    before any event."""
     kafka = config.kafka
-    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+    if make_topics:
+        topics.ensure(
+            kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
+        )
 
     async def publish_ruleset() -> None:
         client = aioredis.Redis.from_url(redis_url)

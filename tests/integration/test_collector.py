@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 from tailor_api import web
 from tailor_api.collector import Collector
@@ -250,3 +251,29 @@ async def test_kafka_unavailable_gives_503_with_retry_after() -> None:
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
     assert response.json()["type"].endswith("kafka-unavailable")
+
+
+async def test_the_collector_never_creates_its_topic_even_on_a_broker_that_would(
+    kafka_bootstrap: str,
+) -> None:
+    """The operator makes topics, with the stack's settings; the local broker auto-creates topics
+    (auto.create.topics.enable, as many brokers do), so a producer left to its default would have
+    made this one with the broker's defaults on the first send."""
+    config = collector_stack(kafka_bootstrap, made=False)
+    collector = Collector(delivery_timeout_seconds=2.0)
+    await collector.start(config)
+    try:
+        async with await serve(collector) as client:
+            response = await client.post("/v1/events", json=event())
+    finally:
+        await collector.close()
+    assert response.status_code == 503, response.text
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert config.kafka.events_topic not in admin.list_topics(timeout=10).topics
+
+    # The control: a producer with librdkafka's default makes a topic by sending to it.
+    control = f"{config.kafka.events_topic}-control"
+    plain = Producer({"bootstrap.servers": kafka_bootstrap})
+    plain.produce(control, b"{}")
+    assert plain.flush(15) == 0
+    assert control in admin.list_topics(timeout=10).topics

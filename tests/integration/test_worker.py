@@ -24,7 +24,9 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from tailor.core import topics
 from tailor.core.profile import store
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, scratch, toolchain
@@ -456,4 +458,28 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
         )
         time.sleep(1.0)
         assert {u: views(client, config, u) for u in users} == acknowledged  # and nothing more arrives
+        client.close()
+
+
+def test_a_worker_waits_for_its_topics_and_makes_none(
+    kafka_bootstrap: str, redis_url: str, workers: list[WorkerProcess]
+) -> None:
+    """The operator makes the topics; a worker that starts first says what it waits for, creates
+    nothing (the local broker would auto-create a topic a client asks for), and counts once they exist."""
+    config = scratch.stack_config(kafka_bootstrap, "worker-test")
+    scratch.publish(redis_url, config, make_topics=False)
+    worker = WorkerProcess(config.key, redis_url, TAILOR_WORKER_RETRY_SECONDS="0.2")
+    workers.append(worker)
+    kafka = config.kafka
+    wait_until(lambda: f"{kafka.events_topic} and {kafka.dead_letter_topic} missing" in worker.output(), 30,
+               worker.output)  # fmt: skip
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert {kafka.events_topic, kafka.dead_letter_topic}.isdisjoint(admin.list_topics(timeout=10).topics)
+
+    topics.ensure(kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+    send(producer(kafka_bootstrap), kafka.events_topic, [event("bob", category="shoes")])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        wait_until(lambda: views(client, config, "bob") == 1, 30, worker.output)
+    finally:
         client.close()
