@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tailor.core import redis_target, topics
+from tailor.core import kafkaclient, redis_target, topics
 from tailor.core.rules import versions
 from tailor.core.rules.ruleset import Ruleset, StackConfig, Window
 from tailor.devstack import scratch
@@ -48,10 +48,17 @@ def stack_config(kafka: str, partitions: int = 6) -> StackConfig:
     )
 
 
-def publish(target: redis_target.RedisTarget, config: StackConfig) -> None:
-    """scratch.publish on any Redis target (TLS, an ACL user): the topics made, the ruleset published."""
+def publish(
+    target: redis_target.RedisTarget,
+    config: StackConfig,
+    kafka_secrets: Path = kafkaclient.DEFAULT_SECRETS_DIR,
+) -> None:
+    """scratch.publish on any Redis target (TLS, an ACL user): the topics made, the ruleset published.
+    `kafka_secrets`: where the Secret keys of the stack's Kafka security are."""
     kafka = config.kafka
-    topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+    client = kafkaclient.client_config(kafka, kafka_secrets)
+    wanted = [topics.Topic(name, kafka.partitions) for name in (kafka.events_topic, kafka.dead_letter_topic)]
+    topics.reconcile(client, wanted)  # topics.ensure, with the stack's security
 
     async def publish_ruleset() -> None:
         client = target.async_client()
@@ -69,11 +76,11 @@ def cleanup(redis_url: str, config: StackConfig) -> None:
     delete_topics(config)
 
 
-def delete_topics(config: StackConfig) -> None:
+def delete_topics(config: StackConfig, kafka_secrets: Path = kafkaclient.DEFAULT_SECRETS_DIR) -> None:
     from confluent_kafka import admin
 
     kafka = config.kafka
-    kafka_admin = admin.AdminClient({"bootstrap.servers": kafka.bootstrap_servers})  # alive until done
+    kafka_admin = admin.AdminClient(kafkaclient.client_config(kafka, kafka_secrets))  # alive until done
     futures = kafka_admin.delete_topics([kafka.events_topic, kafka.dead_letter_topic], operation_timeout=30)
     for future in futures.values():
         try:

@@ -25,6 +25,13 @@ ACL user), in turns for --rounds rounds: plain vs TLS (a CA bundle, as ElastiCac
 ask), or an append-only file fsynced every second vs before every write is acknowledged (the managed
 Redis' spec.redis.appendfsync). Each run's events/s, worker and Redis CPU per event and the load
 average; the ratio of the best rounds.
+
+With --kafka-security WAY (sasl-ssl-scram-sha-512, sasl-ssl-plain or mtls: the dev stack's secured
+listeners, docs/devstack.md) it measures the cost of Kafka's TLS (and SASL) on the worker instead:
+the backlog run (2.) over PLAINTEXT and over that listener of the same broker, in turns for --rounds
+rounds, on the environment's Redis; the same table and ratios.
+
+    .venv/bin/python bench/worker.py --kafka-security sasl-ssl-scram-sha-512 [--rounds 3] [--stack default]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import argparse
 import os
 import random
 import re
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -40,7 +48,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import _pipeline
@@ -48,8 +56,11 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer
 
+from tailor import devstack
 from tailor.core import redis_target
-from tailor.devstack import ports, scratch, secure_redis
+from tailor.core.rules import compiler, specs
+from tailor.devstack import paths, ports, scratch, secure_redis
+from tailor.devstack.components.kafka import SECURED
 
 TARGET = 50_000
 
@@ -112,10 +123,12 @@ def worker(
     *,
     native: bool = True,
     redis_seconds: Callable[[], float] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[float, float, float, float]:
     """(events/s, worker CPU-s per event, Redis CPU-s per event, duplicates seen). `native=False`:
     the Python references instead of the compiled hot path (TAILOR_NATIVE=off). `redis_seconds`:
-    Redis's CPU so far (default: INFO cpu, which an ACL user without @dangerous may not ask)."""
+    Redis's CPU so far (default: INFO cpu, which an ACL user without @dangerous may not ask). `env`
+    adds to the worker's environment."""
     port = ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-worker-{uuid.uuid4().hex[:6]}.log"
     client = target.client()
@@ -127,6 +140,7 @@ def worker(
         TAILOR_WORKER_METRICS_HOST="127.0.0.1",
         TAILOR_WORKER_GROUP_ID=f"bench-{uuid.uuid4().hex[:6]}",
         TAILOR_NATIVE="on" if native else "off",
+        **(env or {}),
     )
     try:
         processed = "tailor_worker_events_processed_total"
@@ -209,6 +223,49 @@ def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
     print(f"{second} / {first}, best rounds: events/s {best[second] / best[first]:.2f}, "
           f"worker CPU per event {least_worker[second] / least_worker[first]:.2f}, "
           f"Redis CPU per event {least_redis[second] / least_redis[first]:.2f}")  # fmt: skip
+
+
+def compare_kafka(way: str, kafka: str, redis_url: str, args: argparse.Namespace) -> None:
+    """The backlog run over PLAINTEXT and over the dev stack's secured listener `way`, in turns."""
+    endpoints = devstack.Stack(args.stack).kafka_secure()
+    bootstrap, spec = endpoints.stack_spec(way)
+    security = compiler.kafka_security(specs.KafkaSecuritySpec.model_validate(spec))
+    target = redis_target.RedisTarget.from_environment(url=redis_url)
+    runs: dict[str, list[tuple[float, float, float]]] = {"PLAINTEXT": [], way: []}
+    lines = [["run", "events/s", "worker CPU µs/event", "Redis CPU µs/event", "load"]]
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-kafka-secrets-") as directory:
+        secrets = Path(directory)
+        for name, data in endpoints.secret_files().items():  # as the operator mounts them in a pod
+            (secrets / name).parent.mkdir(parents=True, exist_ok=True)
+            (secrets / name).write_bytes(data)
+        for round_ in range(1, args.rounds + 1):
+            order = list(runs) if round_ % 2 else list(reversed(runs))  # each side first in turn
+            for side in order:
+                config = _pipeline.stack_config(kafka)
+                if side != "PLAINTEXT":
+                    update = {"bootstrap_servers": bootstrap, "security": security}
+                    config = config.model_copy(update={"kafka": config.kafka.model_copy(update=update)})
+                _pipeline.publish(target, config, secrets)
+                fill(kafka, config.kafka.events_topic, args.events, args.users)  # PLAINTEXT, not timed
+                mounted = {"TAILOR_KAFKA_SECRETS_DIR": str(secrets)}
+                rate, cpu, redis_spent, _ = worker(target, config.key, args.events, env=mounted)
+                load = os.getloadavg()[0]
+                scratch.forget(redis_url, config.key)
+                _pipeline.delete_topics(config, secrets)
+                runs[side].append((rate, cpu, redis_spent))
+                lines.append([f"{side}, round {round_}", f"{rate:,.0f}", f"{cpu * 1e6:.1f}",
+                              f"{redis_spent * 1e6:.1f}", f"{load:.1f}"])  # fmt: skip
+    best = {name: max(run[0] for run in values) for name, values in runs.items()}
+    least = {name: min(run[1] for run in values) for name, values in runs.items()}
+    median = {name: statistics.median(run[1] for run in values) for name, values in runs.items()}
+    print(f"bench/worker.py --kafka-security {way}: backlog of {args.events:,} events, "
+          f"{args.users:,} users, {args.rounds} rounds in turns")  # fmt: skip
+    _pipeline.table(lines)
+    plain = "PLAINTEXT"
+    print(
+        f"{way} / {plain}: events/s (best rounds) {best[way] / best[plain]:.2f}, worker CPU per event "
+        f"{least[way] / least[plain]:.2f} (least), {median[way] / median[plain]:.2f} (median)"
+    )
 
 
 def live(
@@ -312,6 +369,11 @@ def main() -> int:
         "--compare", choices=("tls", "appendfsync"),
         help="only the backlog run on two private redis-servers: plain vs TLS, or everysec vs always",
     )  # fmt: skip
+    parser.add_argument(
+        "--kafka-security", choices=SECURED,
+        help="only the backlog run over PLAINTEXT and over this listener of the dev stack's broker",
+    )  # fmt: skip
+    parser.add_argument("--stack", default=paths.DEFAULT_STACK_NAME, help="--kafka-security: the dev stack")
     parser.add_argument("--rounds", type=int, default=2, help="--compare: runs per side, in turns")
     parser.add_argument(
         "--redis-dir", default=None, help="--compare: where the servers keep their files (a real disk)"
@@ -322,6 +384,9 @@ def main() -> int:
         compare(args.compare, kafka, args)
         return 0
     kafka, redis_url = _pipeline.environment()
+    if args.kafka_security:
+        compare_kafka(args.kafka_security, kafka, redis_url, args)
+        return 0
     target = redis_target.RedisTarget.from_environment(url=redis_url)
     config = _pipeline.stack_config(kafka)
     scratch.publish(redis_url, config)

@@ -24,13 +24,15 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
 from prometheus_client import Counter
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tailor.core import durations, events, topics
+from tailor.core import constants, durations, events, kafkaclient, topics
 from tailor.core.rules.ruleset import StackConfig
 from tailor_api import producer, web
 
@@ -67,6 +69,11 @@ class CollectorSettings(BaseSettings):
     delivery_mode: Literal["thread", "loop"] = "thread"
     # How long the start-up check of the stack's topics waits for unreachable brokers.
     topic_check_seconds: float = 15.0
+    # Where the Secret keys of the stack's Kafka security are (the operator mounts them there).
+    kafka_secrets_dir: Path = Field(
+        default=Path(constants.KAFKA_SECRETS_DIR),
+        validation_alias=AliasChoices(constants.ENV_KAFKA_SECRETS_DIR, "TAILOR_COLLECTOR_KAFKA_SECRETS_DIR"),
+    )
 
 
 class Collector:
@@ -81,6 +88,7 @@ class Collector:
         self.settings = settings.model_copy(update=overrides) if overrides else settings
         self.producer_extra = producer_extra
         self.config: StackConfig | None = None
+        self.kafka_health: kafkaclient.Health | None = None
         self._producer: producer.AsyncProducer | None = None
         self._source = b""
 
@@ -99,17 +107,26 @@ class Collector:
             self._producer = None
 
     async def _use(self, config: StackConfig) -> None:
-        previous = self.config
+        previous, old = self.config, None
+        if previous is None or previous.kafka != config.kafka or self._producer is None:
+            old, self._producer = self._producer, await self._connect(config)
         self.config = config
         self._source = f"/tailor/{config.namespace}/{config.name}".encode()
-        if previous is not None and previous.kafka == config.kafka and self._producer is not None:
-            return
+        if old is not None:
+            await old.close()
+
+    async def _connect(self, config: StackConfig) -> producer.AsyncProducer:
+        """A producer for the stack's Kafka, its topics made if missing. A Secret key that is not
+        mounted raises before anything changes: the runtime logs it and the previous settings stay."""
         kafka = config.kafka
+        health = kafkaclient.Health(kafka, "the event collector")
+        client = {**kafkaclient.client_config(kafka, self.settings.kafka_secrets_dir), **health.callbacks()}
+        self.kafka_health = health
         # The operator makes the topic (docs/topics.md); until it exists, events get 503s.
         try:
             absent = await asyncio.to_thread(
                 topics.missing,
-                {"bootstrap.servers": kafka.bootstrap_servers},
+                client,
                 [kafka.events_topic],
                 timeout=self.settings.topic_check_seconds,
             )
@@ -123,18 +140,13 @@ class Collector:
                     kafka.events_topic,
                     config.key,
                 )
-        old, self._producer = (
-            self._producer,
-            producer.AsyncProducer(
-                kafka.bootstrap_servers,
-                delivery_timeout_seconds=self.settings.delivery_timeout_seconds,
-                linger_ms=self.settings.linger_ms,
-                mode=self.settings.delivery_mode,
-                extra=self.producer_extra,
-            ),
+        return producer.AsyncProducer(
+            client,
+            delivery_timeout_seconds=self.settings.delivery_timeout_seconds,
+            linger_ms=self.settings.linger_ms,
+            mode=self.settings.delivery_mode,
+            extra=self.producer_extra,
         )
-        if old is not None:
-            await old.close()
 
     # -- requests ----------------------------------------------------------------------------------
 

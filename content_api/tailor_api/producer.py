@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -57,7 +57,7 @@ class _Pending:
 class AsyncProducer:
     def __init__(
         self,
-        bootstrap_servers: str,
+        client: Mapping[str, Any],
         *,
         delivery_timeout_seconds: float = 5.0,
         linger_ms: float = 2.0,
@@ -68,7 +68,11 @@ class AsyncProducer:
         self.delivery_timeout_seconds = delivery_timeout_seconds
         self.mode = mode
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
+            # A function, not a bound method: librdkafka's handle holds its callbacks where the garbage
+            # collector cannot see them, so `self` there would keep this object and its producer (threads,
+            # broker connections) alive forever after close. `client` may bring its own (error_cb).
+            "error_cb": _log_kafka_error,
+            **client,  # the stack's servers and security (tailor.core.kafkaclient)
             # Idempotence implies acks=all and ordered, duplicate-free retries per partition.
             "enable.idempotence": True,
             "acks": "all",
@@ -79,10 +83,6 @@ class AsyncProducer:
             # Topics are the operator's to make, with the stack's settings (docs/topics.md): a broker
             # that auto-creates topics must not make one with its own defaults on our first send.
             "allow.auto.create.topics": False,
-            # A function, not a bound method: librdkafka's handle holds its callbacks where the garbage
-            # collector cannot see them, so `self` there would keep this object and its producer (threads,
-            # broker connections) alive forever after close.
-            "error_cb": _log_kafka_error,
             **(extra or {}),
         }
         self._producer = Producer(config, logger=log)

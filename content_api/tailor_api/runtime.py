@@ -15,6 +15,7 @@ import collections
 import contextlib
 import gc
 import logging
+import pathlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
@@ -306,24 +307,18 @@ class Runtime:
         if served is None:
             return
         kafka = served.config.kafka
-        ok, detail = await asyncio.to_thread(_kafka_metadata, kafka.bootstrap_servers, kafka.events_topic)
+        ok, detail = await asyncio.to_thread(_kafka_metadata, kafka, self.settings.kafka_secrets_dir)
+        if not ok and detail != self._kafka_checked[2]:  # once per change: readiness asks every few seconds
+            log.warning("not ready: %s", detail)
         self._kafka_checked = (time.monotonic(), ok, detail)
         metrics.kafka_up.labels(self.stack).set(1 if ok else 0)
 
 
-def _kafka_metadata(bootstrap: str, topic: str) -> tuple[bool, str]:
-    from confluent_kafka.admin import AdminClient
+def _kafka_metadata(kafka: ruleset.KafkaConfig, secrets_dir: pathlib.Path) -> tuple[bool, str]:
+    # Imported here: a decisions-only replica never loads the Kafka client.
+    from tailor.core import kafkaclient
 
-    try:
-        metadata = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}).list_topics(
-            topic, timeout=2
-        )
-    except Exception as error:
-        return False, f"Kafka at {bootstrap}: {error}"
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None:
-        return (
-            False,
-            f"Kafka at {bootstrap}: topic {topic} unavailable ({found.error if found else 'missing'})",
-        )
+    problem = kafkaclient.probe(kafka, secrets_dir, timeout=2.0, require_topic=True)
+    if problem is not None:
+        return False, f"Kafka at {kafka.bootstrap_servers}: {problem.reason}: {problem.message}"
     return True, "ok"

@@ -4,12 +4,13 @@ stack comes from the ruleset the operator publishes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from tailor.core import redis_target
+from tailor.core import constants, redis_target
 
 Routes = Literal["all", "decide", "collect"]
 
@@ -33,6 +34,8 @@ class ApiSettings(redis_target.RedisClientSettings):
         description="what this replica serves: all; decide (decisions, feedback, admin: no Kafka client); "
         "collect (POST /v1/events only, for a collector Deployment of its own)",
     )
+    # Where the Secret keys of the stack's Kafka security are (the operator mounts them there).
+    kafka_secrets_dir: Path = Path(constants.KAFKA_SECRETS_DIR)
 
 
 def from_environment() -> ApiSettings:

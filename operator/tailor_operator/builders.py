@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from tailor.core import constants
-from tailor.core.rules import specs
+from tailor.core.rules import compiler, ruleset, specs
 from tailor_operator import constants as names
 from tailor_operator import templates
 
@@ -49,6 +49,7 @@ GENERATED_PASSWORD_KEY = "password"
 # pod leaves its Service's endpoints at once (EndpointSlice ready=false), but every node's proxy
 # takes a moment to stop sending it new connections. Within terminationGracePeriodSeconds (30 s).
 API_DRAIN_SECONDS = 5
+KAFKA_SECRETS_VOLUME = "kafka-secrets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +363,30 @@ def _wait_for_redis(stack: Stack) -> dict[str, Any]:
     }
 
 
+def kafka_secret_files(stack: Stack) -> tuple[ruleset.SecretFile, ...]:
+    """The Secret keys the stack's Kafka clients read (CA, client certificate and key, password...)."""
+    return compiler.kafka_security(stack.spec.kafka.security).secret_files()
+
+
+def _kafka_secrets(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volume and mount that put each Kafka Secret key at <KAFKA_SECRETS_DIR>/<secret>/<key>, where
+    tailor.core.kafkaclient reads it: files in the pod, never values in the ruleset (which every pod
+    can read) nor in the environment (which `kubectl describe` and crash reports show)."""
+    keys: dict[str, list[str]] = {}
+    for file in kafka_secret_files(stack):
+        keys.setdefault(file.secret, []).append(file.key)
+    if not keys:
+        return [], []
+    sources = [
+        {"secret": {"name": name, "items": [{"key": key, "path": f"{name}/{key}"} for key in wanted]}}
+        for name, wanted in keys.items()
+    ]
+    # Readable by the pod's group (fsGroup) only.
+    volume = {"name": KAFKA_SECRETS_VOLUME, "projected": {"defaultMode": 0o440, "sources": sources}}
+    mount = {"name": KAFKA_SECRETS_VOLUME, "mountPath": constants.KAFKA_SECRETS_DIR, "readOnly": True}
+    return [volume], [mount]
+
+
 def _container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -388,6 +413,7 @@ def _deployment(
     container: dict[str, Any],
     checksum: str,
     pod: Mapping[str, Any] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
 ) -> Manifest:
     """`replicas` None: an autoscaler owns them, and the manifest leaves them out (see
     reconcile/children.py for the hand-over)."""
@@ -413,6 +439,7 @@ def _deployment(
                     "volumes": [
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                         *_redis_tls_volume(stack)[0],
+                        *(volumes or ()),
                     ],
                     **(pod or {}),
                 },
@@ -424,6 +451,7 @@ def _deployment(
 
 def worker_deployment(stack: Stack, checksum: str) -> Manifest:
     spec = stack.spec
+    kafka_volumes, kafka_mounts = _kafka_secrets(stack)
     container = {
         "name": names.WORKER,
         "image": spec.image,
@@ -434,15 +462,24 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
         # The metrics server runs on its own thread beside the consume loop: alive while the process is.
         "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
+        # Ready while it reads the stack's Kafka: a worker whose password or certificate is refused
+        # stays unready (and a rollout with a bad Secret stops there) instead of restarting in a loop.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},
         "resources": spec.workers.resources or dict(WORKER_RESOURCES),
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1], *kafka_mounts],
     }
     replicas = None if spec.workers.autoscaling.enabled else spec.workers.replicas
-    return _deployment(stack, names.WORKER, replicas, container, checksum)
+    return _deployment(stack, names.WORKER, replicas, container, checksum, volumes=kafka_volumes)
 
 
-def _http_container(stack: Stack, component: str, routes: str | None, env: list[dict[str, Any]]) -> Manifest:
+def _http_container(
+    stack: Stack,
+    component: str,
+    routes: str | None,
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> Manifest:
     """A `tailor api` container: the content API, or (routes "collect") the collector of its own."""
     spec = stack.spec
     args = ["api", "--stack", stack.key, "--port", str(names.API_PORT)]
@@ -467,7 +504,7 @@ def _http_container(stack: Stack, component: str, routes: str | None, env: list[
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(API_DRAIN_SECONDS)]}}},
         "resources": resources or dict(API_RESOURCES),
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1]],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_tls_volume(stack)[1], *mounts],
     }
 
 
@@ -491,18 +528,25 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
             }
         )
     routes = "decide" if spec.content_api.collector.separate else None
-    container = _http_container(stack, names.CONTENT_API, routes, env)
+    # The Kafka Secrets go only where a Kafka client runs: not to a content API whose collector is apart.
+    kafka_volumes, kafka_mounts = ([], []) if routes == "decide" else _kafka_secrets(stack)
+    container = _http_container(stack, names.CONTENT_API, routes, env, kafka_mounts)
     replicas = None if spec.content_api.autoscaling.enabled else spec.content_api.replicas
-    return _deployment(stack, names.CONTENT_API, replicas, container, checksum, pod=_http_pod(stack))
+    return _deployment(
+        stack, names.CONTENT_API, replicas, container, checksum, pod=_http_pod(stack), volumes=kafka_volumes
+    )
 
 
 def collector_deployment(stack: Stack, checksum: str) -> Manifest:
     """The collector of its own (spec.contentApi.collector.separate): POST /v1/events, health,
     readiness and metrics; it reads the stack's Kafka settings from the published ruleset in Redis.
     Its pods take the content API's template (contentApi.template)."""
-    container = _http_container(stack, names.COLLECTOR, "collect", _redis_env(stack))
+    kafka_volumes, kafka_mounts = _kafka_secrets(stack)
+    container = _http_container(stack, names.COLLECTOR, "collect", _redis_env(stack), kafka_mounts)
     replicas = stack.spec.content_api.collector.replicas
-    return _deployment(stack, names.COLLECTOR, replicas, container, checksum, pod=_http_pod(stack))
+    return _deployment(
+        stack, names.COLLECTOR, replicas, container, checksum, pod=_http_pod(stack), volumes=kafka_volumes
+    )
 
 
 def disruption_budget(stack: Stack, component: str) -> Manifest | None:

@@ -30,6 +30,8 @@ COLLECTOR_READY: Final = "CollectorReady"
 REDIS_READY: Final = "RedisReady"
 TOPICS_READY: Final = "TopicsReady"
 RULESET_PUBLISHED: Final = "RulesetPublished"
+# The operator's own connection with the stack's Kafka settings (reconcile/kafka_probe.py).
+KAFKA_CONNECTED: Final = "KafkaConnected"
 RECONCILIATION_PAUSED: Final = "ReconciliationPaused"
 COMPONENT_CONDITIONS: Final = {
     WORKER: WORKERS_READY,

@@ -24,7 +24,7 @@ from tailor.core import constants
 from tailor_operator import constants as names
 from tailor_operator import kube, metrics, observed, redis_access
 from tailor_operator import settings as operator_settings
-from tailor_operator.reconcile import children, publishing, stack_status, stats, topics
+from tailor_operator.reconcile import children, kafka_probe, publishing, stack_status, stats, topics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Runtime:
     kube: kube.Kube
     redis: redis_access.RedisConnections
     book: stack_status.StackStatusBook
+    prober: kafka_probe.KafkaProber
     children: children.ChildrenReconciler
     topics: topics.TopicsReconciler
     publisher: publishing.Publisher
@@ -57,17 +58,20 @@ class Runtime:
         client = await kube.Kube.connect()
         book = stack_status.StackStatusBook(client)
         connections = redis_access.RedisConnections(client, ours.redis_url)
+        prober = kafka_probe.KafkaProber(client, book, ours.kafka_probe_seconds)
         return cls(
             settings=ours,
             kube=client,
             redis=connections,
             book=book,
-            children=children.ChildrenReconciler(client, book, connections),
+            prober=prober,
+            children=children.ChildrenReconciler(client, book, connections, prober),
             topics=topics.TopicsReconciler(client, book, ours.kafka_timeout_seconds),
             publisher=publishing.Publisher(client, connections, book, ours.debounce_seconds),
         )
 
     async def close(self) -> None:
+        await self.prober.close()
         await self.publisher.close()
         await self.redis.close()
         await self.kube.close()

@@ -57,3 +57,7 @@ class OperatorSettings(BaseSettings):
 
     kafka_timeout_seconds: float = 10.0
     """How long one look at a stack's Kafka cluster (metadata, create, describe) may take."""
+
+    kafka_probe_seconds: float = 10.0
+    """How long the check of a stack's Kafka settings (KafkaConnected, on every reconcile) waits for
+    the brokers; 0 turns the check off."""

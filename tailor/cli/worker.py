@@ -14,7 +14,6 @@ import sys
 from types import FrameType
 from typing import Any
 
-from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from tailor.core import logs
@@ -37,8 +36,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the worker's metrics register in the process-wide registry,
     # and `tailor api` (same CLI, same process) registers its own `tailor_ruleset_version`.
+    from tailor_worker import metrics, worker
     from tailor_worker import settings as worker_settings
-    from tailor_worker import worker
 
     logs.configure(args.log_format, component="worker", stack=args.stack)
     if args.stack.count("/") != 1 or not all(args.stack.split("/")):
@@ -58,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"tailor worker: {name}: {problem['msg']}", file=sys.stderr)
         return 2
     port = config.metrics_port if args.metrics_port is None else args.metrics_port
-    if port:
-        start_http_server(port, addr=config.metrics_host)
     runner = worker.Worker(args.stack, config)
+    if port:
+        metrics.serve(port, config.metrics_host, runner.readiness)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info(

@@ -61,3 +61,7 @@ ENV_REDIS_TLS_CERT_FILE: Final = "TAILOR_REDIS_TLS_CERT_FILE"
 ENV_REDIS_TLS_KEY_FILE: Final = "TAILOR_REDIS_TLS_KEY_FILE"
 ENV_KAFKA_BOOTSTRAP: Final = "TAILOR_KAFKA_BOOTSTRAP"
 ENV_ADMIN_TOKEN: Final = "TAILOR_ADMIN_TOKEN"
+ENV_KAFKA_SECRETS_DIR: Final = "TAILOR_KAFKA_SECRETS_DIR"
+# Where the operator mounts the Secret keys a stack's Kafka settings name, as <dir>/<secret>/<key>
+# (tailor.core.kafkaclient reads them; TAILOR_KAFKA_SECRETS_DIR moves it outside a pod).
+KAFKA_SECRETS_DIR: Final = "/etc/tailor/kafka"

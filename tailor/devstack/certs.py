@@ -15,12 +15,15 @@ The CA key is kept for that, and the apiserver's certificate then also names the
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -80,6 +83,34 @@ class CertPaths:
     @property
     def ca_key(self) -> Path:
         return self.directory / "ca.key"
+
+    @property
+    def kafka_server(self) -> Path:
+        """The broker's TLS listeners' key and certificate chain, in one PEM file (Kafka's PEM keystore)."""
+        return self.directory / "kafka-server.pem"
+
+    @property
+    def kafka_client_cert(self) -> Path:
+        return self.directory / "kafka-client.crt"
+
+    @property
+    def kafka_client_key(self) -> Path:
+        return self.directory / "kafka-client.key"
+
+    @property
+    def oidc_signing_key(self) -> Path:
+        """The key a stand-in OIDC provider signs Kafka tokens with (tests run the provider)."""
+        return self.directory / "oidc-signing.key"
+
+    @property
+    def oidc_jwks(self) -> Path:
+        """Its public key as a JSON Web Key Set: what the broker validates OAUTHBEARER tokens with."""
+        return self.directory / "oidc-jwks.json"
+
+    @property
+    def kafka_own_ca(self) -> Path:
+        """Kafka's CA when the stack's CA key was not kept (a stack made before Kafka had TLS)."""
+        return self.directory / "kafka-ca.crt"
 
     @property
     def kubelet_client_cert(self) -> Path:
@@ -295,6 +326,7 @@ def ensure(paths: CertPaths, node: NodeIdentity | None = None) -> CertPaths:
     )
     sa_key = _new_key()
     _write(paths.ca_cert, _pem(ca_cert), private=False)
+    _write(paths.ca_key, _key_pem(ca_key), private=True)  # signs the node's and Kafka's certificates
     _write(paths.serving_cert, _pem(serving), private=False)
     _write(paths.serving_key, _key_pem(serving_key), private=True)
     _write(paths.client_cert, _pem(client), private=False)
@@ -344,3 +376,72 @@ def _write_node_set(
     _write(paths.kubelet_serving_key, _key_pem(kubelet_serving_key), private=True)
     _write(paths.kube_proxy_cert, _pem(kube_proxy), private=False)
     _write(paths.kube_proxy_key, _key_pem(kube_proxy_key), private=True)
+
+
+KAFKA_CLIENT_USER = "tailor-kafka-client"
+
+
+def kafka_tls(paths: CertPaths, addresses: tuple[str, ...] = ("127.0.0.1",)) -> Path:
+    """The broker's TLS listeners' certificate (for `addresses` and localhost) and a client certificate
+    (CN=tailor-kafka-client) for the mutual-TLS listener, signed by the stack's CA; made once, again
+    when the addresses change. Returns the CA that signed them, for clients to trust.
+
+    A stack whose CA key was not kept (made before this) gets a CA of Kafka's own, beside it.
+    """
+    if paths.ca_key.exists():
+        ca_path = paths.ca_cert
+        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+        loaded = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        ca_key = loaded
+    else:
+        ca_path = paths.kafka_own_ca
+        if _kafka_set_complete(paths, addresses, ca_path):
+            return ca_path
+        ca_cert, ca_key = make_ca()
+        _write(ca_path, _pem(ca_cert), private=False)
+    if _kafka_set_complete(paths, addresses, ca_path):
+        return ca_path
+    names = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost")] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    )
+    server, server_key = _leaf(ca_cert, ca_key, _name("kafka"), ExtendedKeyUsageOID.SERVER_AUTH, names)
+    client, client_key = _leaf(ca_cert, ca_key, _name(KAFKA_CLIENT_USER), ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write(paths.kafka_server, _key_pem(server_key) + _pem(server) + _pem(ca_cert), private=True)
+    _write(paths.kafka_client_cert, _pem(client), private=False)
+    _write(paths.kafka_client_key, _key_pem(client_key), private=True)
+    return ca_path
+
+
+def _kafka_set_complete(paths: CertPaths, addresses: tuple[str, ...], ca_path: Path) -> bool:
+    files = (paths.kafka_server, paths.kafka_client_cert, paths.kafka_client_key, ca_path)
+    if not all(path.exists() for path in files):
+        return False
+    server = x509.load_pem_x509_certificate(paths.kafka_server.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    try:
+        server.verify_directly_issued_by(ca)  # a CA made afresh has the same name: check the signature
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    named = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {ipaddress.ip_address(a) for a in addresses} <= set(named.get_values_for_type(x509.IPAddress))
+
+
+OIDC_KEY_ID = "tailor-devstack"
+
+
+def oidc_issuer(paths: CertPaths) -> Path:
+    """A signing key (ES256) for OAUTHBEARER tokens and its JWKS, made once; returns the JWKS."""
+    if paths.oidc_signing_key.exists() and paths.oidc_jwks.exists():
+        return paths.oidc_jwks
+    key = _new_key()
+    numbers = key.public_key().public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y),
+           "kid": OIDC_KEY_ID, "use": "sig", "alg": "ES256"}  # fmt: skip
+    _write(paths.oidc_signing_key, _key_pem(key), private=True)
+    _write(paths.oidc_jwks, json.dumps({"keys": [jwk]}).encode(), private=False)
+    return paths.oidc_jwks

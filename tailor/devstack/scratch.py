@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import topics
+from tailor.core import kafkaclient, topics
 from tailor.core.rules import compiler, specs, versions
 from tailor.core.rules.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 
@@ -65,14 +66,23 @@ def compiled_stack_config(bootstrap: str, namespace: str, *, partitions: int = 3
     return config.model_copy(update={"kafka": kafka})
 
 
-def publish(redis_url: str, config: StackConfig, *, make_topics: bool = True) -> None:
+def publish(
+    redis_url: str,
+    config: StackConfig,
+    secrets_dir: Path = kafkaclient.DEFAULT_SECRETS_DIR,
+    *,
+    make_topics: bool = True,
+) -> None:
     """Publish the stack's ruleset, and (unless told not to) create its topics as the operator would
-    before any event."""
+    before any event (`secrets_dir`: where the Secret keys its Kafka security names are, as
+    TAILOR_KAFKA_SECRETS_DIR)."""
     kafka = config.kafka
     if make_topics:
-        topics.ensure(
-            kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
-        )
+        client = kafkaclient.client_config(kafka, secrets_dir)
+        wanted = [
+            topics.Topic(name, kafka.partitions) for name in (kafka.events_topic, kafka.dead_letter_topic)
+        ]
+        topics.reconcile(client, wanted)  # topics.ensure, with the stack's security
 
     async def publish_ruleset() -> None:
         client = aioredis.Redis.from_url(redis_url)

@@ -33,7 +33,7 @@ from tailor.devstack.components.containerd import Containerd
 from tailor.devstack.components.controllers import ControllerManager, Scheduler
 from tailor.devstack.components.coredns import CoreDns
 from tailor.devstack.components.etcd import Etcd
-from tailor.devstack.components.kafka import Kafka
+from tailor.devstack.components.kafka import Kafka, SecureEndpoints
 from tailor.devstack.components.kubelet import Kubelet
 from tailor.devstack.components.kubeproxy import KubeProxy
 from tailor.devstack.components.kwok import Kwok
@@ -120,6 +120,12 @@ class Stack:
     @property
     def kafka_bootstrap(self) -> str:
         return self._require(self.endpoints.kafka_bootstrap, "Kafka bootstrap servers")
+
+    def kafka_secure(self) -> SecureEndpoints:
+        """The stack's own broker's SASL_SSL and mutual-TLS listeners, with their CA and users."""
+        if "kafka" not in self.state.components:
+            raise DevstackError(f"stack {self.name!r} does not run its own Kafka (TAILOR_KAFKA_BOOTSTRAP)")
+        return self._kafka().secure()
 
     @property
     def redis_url(self) -> str:

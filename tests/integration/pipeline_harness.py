@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -213,16 +214,19 @@ def running_pipeline(
     *,
     api_args: tuple[str, ...] = (),
     api_env: dict[str, str] | None = None,
+    kafka_secrets: Path | None = None,
 ) -> Iterator[Pipeline]:
     """`config`'s ruleset published (its topics made), its content API and worker running until the
     block ends, the API collecting events unless `api_args` has it only decide; `worker_env` adds to
-    the worker's environment, `api_args` and `api_env` to the API's."""
-    scratch.publish(redis_url, config)
+    the worker's environment, `api_args` and `api_env` to the API's. `kafka_secrets`: the directory of
+    the Secret keys its Kafka security names (TAILOR_KAFKA_SECRETS_DIR of both)."""
+    secrets = {"TAILOR_KAFKA_SECRETS_DIR": str(kafka_secrets)} if kafka_secrets is not None else {}
+    scratch.publish(redis_url, config, **({"secrets_dir": kafka_secrets} if kafka_secrets else {}))
     metrics_port = ports.pick(None)
-    api, api_url = start_api(config, redis_url, *api_args, env=api_env)
+    api, api_url = start_api(config, redis_url, *api_args, env={**secrets, **(api_env or {})})
     worker = Process(
         ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
-        {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1", **worker_env},
+        {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1", **secrets, **worker_env},
     )
     running = Pipeline(config, api, api_url, worker, f"http://127.0.0.1:{metrics_port}/metrics")
     try:

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from tailor_api import producer
 
+from tailor.core import kafkaclient
+from tailor.core.rules.ruleset import KafkaConfig
+
 TASKS = Path("/proc/self/task")
 
 
@@ -44,7 +47,10 @@ def test_a_closed_producer_leaves_no_librdkafka_thread(mode: str) -> None:
     before = librdkafka_threads()
 
     async def use_and_close() -> None:
-        kafka = producer.AsyncProducer(refused_address(), delivery_timeout_seconds=1.0, mode=mode)
+        # As the collector makes it: the stack's client settings with its Health's callbacks.
+        settings = KafkaConfig(bootstrap_servers=refused_address(), events_topic="e", dead_letter_topic="d")
+        client = {**kafkaclient.client_config(settings), **kafkaclient.Health(settings, "test").callbacks()}
+        kafka = producer.AsyncProducer(client, delivery_timeout_seconds=1.0, mode=mode)
         assert librdkafka_threads() > before, "the control: a live producer runs librdkafka threads"
         await kafka.close(flush_seconds=1.0)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -23,7 +24,7 @@ log.addFilter(RepeatThrottle())  # librdkafka repeats a down broker every few ms
 class EventConsumer:
     def __init__(
         self,
-        bootstrap_servers: str,
+        client: Mapping[str, Any],
         topic: str,
         group_id: str,
         *,
@@ -33,8 +34,9 @@ class EventConsumer:
     ) -> None:
         self.topic = topic
         self._on_dropped = on_dropped
-        config: dict[str, str | int | bool] = {
-            "bootstrap.servers": bootstrap_servers,
+        # `client`: the stack's connection settings and callbacks (tailor.core.kafkaclient).
+        config: dict[str, Any] = {
+            **client,
             "group.id": group_id,
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 1000,
@@ -102,6 +104,15 @@ class EventConsumer:
                 continue
             if high >= 0:
                 metrics.LAG.labels(self.topic, str(partition)).set(max(0, high - done))
+
+    def reaches_brokers(self, timeout: float = 1.0) -> bool:
+        """Whether the brokers answer a metadata request for the topic now."""
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=timeout)
+        except KafkaException:
+            return False
+        found = metadata.topics.get(self.topic)
+        return found is not None and found.error is None
 
     def commit(self) -> None:
         """Commit stored offsets now (revoke, shutdown); nothing stored is not an error."""

@@ -7,12 +7,17 @@ the events topic as it is; `tailor-dlq-*` headers say why it was refused and whe
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from tailor.core.logthrottle import RepeatThrottle
+
 log = logging.getLogger(__name__)
+log.addFilter(RepeatThrottle())  # librdkafka repeats a failing connection every few ms
 
 HEADER_REASON = "tailor-dlq-reason"
 HEADER_ERROR = "tailor-dlq-error"
@@ -31,11 +36,12 @@ class DeadLetter:
 
 
 class DeadLetterProducer:
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, client: Mapping[str, Any], topic: str) -> None:
+        """`client`: the stack's connection settings and callbacks (tailor.core.kafkaclient)."""
         self.topic = topic
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers,
+                **client,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,

@@ -1,8 +1,16 @@
-"""The worker's Prometheus metrics (names are the contract in docs/metrics.md)."""
+"""The worker's Prometheus metrics (names are the contract in docs/metrics.md), and the HTTP port that
+serves them beside /readyz."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref import simple_server
+
+import orjson
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 CONSUMED = Counter("tailor_worker_events_consumed", "Messages taken from the events topic.", ["topic"])
 PROCESSED = Counter(
@@ -38,3 +46,29 @@ RULESET_VERSION = Gauge("tailor_ruleset_version", "Ruleset version in use.", ["s
 RULESET_LOADED = Gauge(
     "tailor_ruleset_loaded_timestamp_seconds", "When the ruleset in use was loaded.", ["stack", "component"]
 )
+
+
+class _Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True  # a scrape in progress never holds up the worker's exit
+
+
+class _Quiet(simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # every probe and scrape would be a line
+        pass
+
+
+def serve(port: int, host: str, readiness: Callable[[], tuple[bool, str]]) -> None:
+    """/metrics, and /readyz (200 when `readiness` says so, else 503 with the reason), on a thread of
+    their own: alive while the process is, whatever the consume loop is doing."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/readyz":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        ready, detail = readiness()
+        status = "200 OK" if ready else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [orjson.dumps({"ready": ready, "detail": detail})]
+
+    server = simple_server.make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

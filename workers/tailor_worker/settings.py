@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -37,3 +39,10 @@ class WorkerSettings(redis_target.RedisClientSettings):
     session_timeout_ms: int = 10_000
     # Backoff between retries of a batch whose Redis write or dead-lettering failed.
     retry_seconds: float = 0.5
+    # Where the Secret keys of the stack's Kafka security are (the operator mounts them there).
+    kafka_secrets_dir: Path = Field(
+        default=Path(constants.KAFKA_SECRETS_DIR),
+        validation_alias=AliasChoices(constants.ENV_KAFKA_SECRETS_DIR, "TAILOR_WORKER_KAFKA_SECRETS_DIR"),
+    )
+    # How long the check of the stack's Kafka settings, before each connection, waits for an answer.
+    kafka_probe_seconds: float = 10.0

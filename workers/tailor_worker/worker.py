@@ -14,13 +14,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import logthrottle, native, redis_target, topics
+from tailor.core import kafkaclient, logthrottle, native, redis_target, topics
 from tailor.core.profile import store
 from tailor.core.rules import versions
 from tailor.core.rules.ruleset import KafkaConfig, StackConfig
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 _throttled = logging.getLogger(f"{__name__}.retry")
 _throttled.addFilter(logthrottle.RepeatThrottle())
 COMPONENT = "worker"
+
+
+class KafkaUnusable(Exception):
+    """The stack's Kafka settings do not work from here (Health has said why); retried with backoff."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class Worker:
         self._dead_letters: DeadLetterProducer | None = None
         self._writer: store.ProfileWriter | None = None
         self._garbage = garbage.GarbageClock()
+        self.kafka_health: kafkaclient.Health | None = None  # of the Kafka settings in use
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group (safe from a signal handler)."""
@@ -103,6 +109,7 @@ class Worker:
                         self._finish(pending)
                         pending = None
                     self._follow_ruleset()
+                    self._recheck_kafka()
                     next_check = time.monotonic() + self.settings.config_check_seconds
                 assert self._consumer is not None
                 # With a write in flight, take only what has arrived, so it is finished without delay.
@@ -240,25 +247,56 @@ class Worker:
         if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
             return  # features only: the next batch is counted with them
         self._close_kafka()
+        health = self.kafka_health = kafkaclient.Health(config.kafka, COMPONENT)
+        self._retry("connect to Kafka", lambda: self._connect(config, health))
+
+    def _connect(self, config: StackConfig, health: kafkaclient.Health) -> None:
+        """Check the stack's Kafka settings work (a refused password or certificate is named at once,
+        not after a metadata timeout), make the topics if missing, then the consumer and producer."""
         kafka = config.kafka
+        secrets = self.settings.kafka_secrets_dir
+        problem = kafkaclient.probe(kafka, secrets, timeout=self.settings.kafka_probe_seconds)
+        if problem is not None:
+            health.failed(problem)
+            raise KafkaUnusable(problem.reason)
+        client = {**kafkaclient.client_config(kafka, secrets), **health.callbacks()}
         # The operator makes the topics (docs/topics.md); subscribing before they exist would leave the
         # consumer waiting for a metadata refresh, or a broker that auto-creates topics would make one
         # with its own defaults.
-        if not self._retry("find the topics", lambda: _require_topics(kafka)):
-            return
+        _require_topics(client, kafka)
+        health.connected()
         group = self.settings.group_id or config.worker_group
         self._consumer = EventConsumer(
-            kafka.bootstrap_servers,
+            client,
             kafka.events_topic,
             group,
             instance_id=self.settings.instance_id,
             session_timeout_ms=self.settings.session_timeout_ms,
             on_dropped=self._partitions_dropped,
         )
-        self._dead_letters = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic)
+        self._dead_letters = DeadLetterProducer(client, kafka.dead_letter_topic)
         log.info(
             "consuming %s as %s (dead letters to %s)", kafka.events_topic, group, kafka.dead_letter_topic
         )
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once the worker reads the stack's Kafka and while its clients report no failure."""
+        if self.config is None or self.kafka_health is None:
+            return False, "waiting for a published ruleset"
+        return self.kafka_health.readiness()
+
+    def _recheck_kafka(self) -> None:
+        """After a client reported a failure: ask the brokers again, so readiness returns once they
+        answer (an idle consumer would otherwise never say so)."""
+        health = self.kafka_health
+        consumer = self._consumer
+        if (
+            health is not None
+            and health.problem is not None
+            and consumer is not None
+            and consumer.reaches_brokers()
+        ):
+            health.connected()
 
     def _partitions_dropped(self, partitions: list[int]) -> None:
         """Revoked or lost: another worker owns these users now, so their cached state is stale."""
@@ -272,7 +310,7 @@ class Worker:
             try:
                 action()
                 return True
-            except (redis.RedisError, KafkaException, topics.TopicError) as error:
+            except (redis.RedisError, KafkaException, topics.TopicError, KafkaUnusable) as error:
                 cause = (
                     redis_target.explain(error, self.target) if isinstance(error, redis.RedisError) else None
                 )
@@ -295,10 +333,8 @@ class Worker:
         log.info("worker for %s stopped", self.stack)
 
 
-def _require_topics(kafka: KafkaConfig) -> None:
-    absent = topics.missing(
-        {"bootstrap.servers": kafka.bootstrap_servers}, [kafka.events_topic, kafka.dead_letter_topic]
-    )
+def _require_topics(client: Mapping[str, Any], kafka: KafkaConfig) -> None:
+    absent = topics.missing(client, [kafka.events_topic, kafka.dead_letter_topic])
     if absent:
         raise topics.TopicError(
             "TopicsMissing",

@@ -20,7 +20,7 @@ from tailor.core import constants
 from tailor.core.rules import compiler, specs
 from tailor_operator import autoscaling, builders, conditions, kube, metrics, redis_access, templates
 from tailor_operator import constants as names
-from tailor_operator.reconcile import stack_status
+from tailor_operator.reconcile import kafka_probe, stack_status
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,16 @@ def _autoscalers(stack: builders.Stack, keda: bool) -> list[builders.Manifest]:
 
 class ChildrenReconciler:
     def __init__(
-        self, client: kube.Kube, book: stack_status.StackStatusBook, redis: redis_access.RedisConnections
+        self,
+        client: kube.Kube,
+        book: stack_status.StackStatusBook,
+        redis: redis_access.RedisConnections,
+        prober: kafka_probe.KafkaProber,
     ) -> None:
         self._kube = client
         self._book = book
         self._redis = redis
+        self._prober = prober
         # stack key -> (config checksum, Redis checksum) last applied
         self._checksums: dict[str, tuple[str, str]] = {}
         # (namespace, Deployment) -> whether our last apply owned its replicas (unknown: assume so)
@@ -197,6 +202,7 @@ class ChildrenReconciler:
             if not collecting_apart:
                 removed.append(names.COLLECTOR_READY)
             await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
+            self._prober.request(stack, source.generation)  # reports KafkaConnected when it is done
 
     async def on_child(
         self, source: specs.Source, status: Mapping[str, Any], child: Mapping[str, Any], event: str | None
@@ -263,17 +269,17 @@ class ChildrenReconciler:
             log.info("generated the password of %s's managed Redis into Secret %s", stack.key, name)
 
     async def _secret_digests(self, stack: builders.Stack) -> dict[str, str]:
+        """Digest of each referenced Secret's content: in the pods' checksum, so a changed password,
+        token or certificate rolls them (they read it at start)."""
         digests = {}
         refs = [*builders.redis_secret_refs(stack), stack.spec.content_api.admin_token_secret_ref]
-        for ref in refs:
-            if ref is None:
-                continue
-            data = await self._kube.read_secret(stack.namespace, ref.name)
-            if data is None or ref.key not in data:
-                raise MissingSecret(
-                    f"Secret {ref.name} with key {ref.key} does not exist in {stack.namespace}"
-                )
-            digests[ref.name] = builders.secret_digest(data)
+        wanted = [(ref.name, ref.key) for ref in refs if ref is not None]
+        wanted += [(file.secret, file.key) for file in builders.kafka_secret_files(stack)]
+        for name, key in wanted:
+            data = await self._kube.read_secret(stack.namespace, name)
+            if data is None or key not in data:
+                raise MissingSecret(f"Secret {name} with key {key} does not exist in {stack.namespace}")
+            digests[name] = builders.secret_digest(data)
         return digests
 
     async def _keda_wanted(self, stack: builders.Stack) -> bool:
@@ -337,4 +343,5 @@ class ChildrenReconciler:
         self._redis.forget(f"{namespace}/{name}")
         for suffix in ("worker", "api"):
             self._own_replicas.pop((namespace, f"{name}-{suffix}"), None)
+        self._prober.forget(f"{namespace}/{name}")
         self._book.forget(namespace, name)

@@ -18,6 +18,8 @@ from tailor_operator import constants as names
 
 READY_INPUTS = (
     names.RECONCILED,
+    # Before the components: pods that cannot authenticate are unready too, and the cause is here.
+    names.KAFKA_CONNECTED,
     names.WORKERS_READY,
     names.CONTENT_API_READY,
     names.COLLECTOR_READY,
@@ -31,14 +33,18 @@ def ready_condition(current: list[conditions.Condition], generation: int) -> con
     """Ready is True when every component and the ruleset are; else it names the first that is not."""
     for type_ in READY_INPUTS:
         condition = conditions.find(current, type_)
-        if condition is not None and condition.get("status") != "True":
-            return conditions.make(
-                names.READY,
-                False,
-                str(condition.get("reason") or type_),
-                f"{type_}: {condition.get('message', '')}",
-                generation,
-            )
+        if condition is None or condition.get("status") == "True":
+            continue
+        # Unknown: the operator could not tell from where it runs (kafka_probe.py); the pods can.
+        if type_ == names.KAFKA_CONNECTED and condition.get("status") == "Unknown":
+            continue
+        return conditions.make(
+            names.READY,
+            False,
+            str(condition.get("reason") or type_),
+            f"{type_}: {condition.get('message', '')}",
+            generation,
+        )
     missing = [t for t in (names.WORKERS_READY, names.CONTENT_API_READY, names.TOPICS_READY,
                            names.RULESET_PUBLISHED)
                if conditions.find(current, t) is None]  # fmt: skip

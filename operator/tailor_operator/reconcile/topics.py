@@ -21,16 +21,11 @@ from typing import Any
 
 from tailor.core import constants, durations, topics
 from tailor.core.rules import compiler, ruleset, specs
-from tailor_operator import builders, conditions, kube, metrics, strimzi
+from tailor_operator import builders, conditions, kafka_access, kube, metrics, strimzi
 from tailor_operator import constants as names
 from tailor_operator.reconcile import children, stack_status
 
 log = logging.getLogger(__name__)
-
-
-def client_config(kafka: ruleset.KafkaConfig) -> dict[str, Any]:
-    """The admin client's librdkafka configuration for a stack's cluster."""
-    return {"bootstrap.servers": kafka.bootstrap_servers}
 
 
 def wanted_topics(spec: specs.KafkaSpec, kafka: ruleset.KafkaConfig) -> list[topics.Topic]:
@@ -100,17 +95,26 @@ class TopicsReconciler:
         management = stack.spec.kafka.topics.management
         if management == "strimzi":
             return await self._strimzi(stack, wanted, generation), fields
-        return await self._kafka(kafka, wanted, management == "operator", generation), fields
+        return await self._kafka(stack, kafka, wanted, management == "operator", generation), fields
 
     async def _kafka(
-        self, kafka: ruleset.KafkaConfig, wanted: list[topics.Topic], create: bool, generation: int
+        self,
+        stack: builders.Stack,
+        kafka: ruleset.KafkaConfig,
+        wanted: list[topics.Topic],
+        create: bool,
+        generation: int,
     ) -> conditions.Condition:
         try:
-            outcome = await asyncio.to_thread(
-                topics.reconcile, client_config(kafka), wanted, create=create, timeout=self._timeout
-            )
+            # With the stack's own security, as its pods connect (kafka_access).
+            async with kafka_access.client_config(self._kube, stack.namespace, kafka) as client:
+                outcome = await asyncio.to_thread(
+                    topics.reconcile, client, wanted, create=create, timeout=self._timeout
+                )
         except topics.TopicError as error:
             return conditions.make(names.TOPICS_READY, False, error.reason, str(error), generation)
+        except kafka_access.SecretMissing as error:
+            return conditions.make(names.TOPICS_READY, False, "SecretMissing", str(error), generation)
         if outcome.missing:
             message = (
                 f"{' and '.join(outcome.missing)} missing: with kafka.topics.management none, create "

@@ -172,6 +172,7 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
             events_topic=events_topic,
             dead_letter_topic=dead_letter_topic,
             partitions=spec.kafka.partitions,
+            security=kafka_security(spec.kafka.security),
         ),
         features=ruleset.FeatureConfig(
             windows=tuple(windows),
@@ -189,6 +190,46 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
         ),
         kill_switch=spec.kill_switch,
     )
+
+
+def kafka_security(spec: specs.KafkaSecuritySpec | None) -> ruleset.KafkaSecurity:
+    """What the clients need to know of the stack's Kafka security: settings, and which Secret keys to
+    read (never their values: the ruleset is readable by every pod)."""
+    if spec is None:
+        return ruleset.KafkaSecurity()
+    tls = None
+    if spec.tls is not None:
+        ca, client = spec.tls.ca_secret_ref, spec.tls.client_certificate_secret_ref
+        tls = ruleset.KafkaTls(
+            ca=ruleset.SecretFile(secret=ca.name, key=ca.key) if ca else None,
+            certificate=ruleset.SecretFile(secret=client.name, key=client.certificate) if client else None,
+            key=ruleset.SecretFile(secret=client.name, key=client.key) if client else None,
+            verify_hostname=spec.tls.verify_hostname,
+        )
+    sasl = None
+    if spec.sasl is not None:
+        password, oidc = spec.sasl.password_secret_ref, spec.sasl.oidc
+        sasl = ruleset.KafkaSasl(
+            mechanism=spec.sasl.mechanism,
+            username=spec.sasl.username,
+            password=ruleset.SecretFile(secret=password.name, key=password.key) if password else None,
+            oidc=ruleset.KafkaOidc(
+                token_endpoint=oidc.token_endpoint,
+                client_id=oidc.client_id,
+                client_secret=ruleset.SecretFile(
+                    secret=oidc.client_secret_ref.name, key=oidc.client_secret_ref.key
+                ),
+                scope=oidc.scope,
+                extensions=dict(oidc.extensions),
+                ca=ruleset.SecretFile(secret=oidc.ca_secret_ref.name, key=oidc.ca_secret_ref.key)
+                if oidc.ca_secret_ref
+                else None,
+            )
+            if oidc
+            else None,
+            aws_msk_iam_region=spec.sasl.aws_msk_iam.region if spec.sasl.aws_msk_iam else None,
+        )
+    return ruleset.KafkaSecurity(protocol=spec.protocol, tls=tls, sasl=sasl)
 
 
 def _duration(where: str, text: str) -> int:

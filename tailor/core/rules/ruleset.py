@@ -70,11 +70,67 @@ class FeatureConfig(Model):
         raise KeyError(name)
 
 
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class SecretFile(Model):
+    """One key of a Secret in the stack's namespace. Only its name travels in the ruleset (which every
+    pod can read); the operator mounts the value into the pods that need it, at
+    `<secrets dir>/<secret>/<key>` (tailor.core.kafkaclient)."""
+
+    secret: str
+    key: str
+
+
+class KafkaTls(Model):
+    ca: SecretFile | None = None  # None: the system's trusted CAs
+    certificate: SecretFile | None = None  # client certificate and key (mutual TLS), both or neither
+    key: SecretFile | None = None
+    verify_hostname: bool = True
+
+
+class KafkaOidc(Model):
+    """OAUTHBEARER tokens from an OpenID Connect provider by client credentials (librdkafka's own)."""
+
+    token_endpoint: str
+    client_id: str
+    client_secret: SecretFile
+    scope: str | None = None
+    extensions: dict[str, str] = Field(default_factory=dict)
+    ca: SecretFile | None = None  # trusted for the token endpoint; None: the system's CAs
+
+
+class KafkaSasl(Model):
+    mechanism: SaslMechanism
+    username: str | None = None  # PLAIN, SCRAM
+    password: SecretFile | None = None  # PLAIN, SCRAM
+    oidc: KafkaOidc | None = None  # OAUTHBEARER from an OIDC provider
+    aws_msk_iam_region: str | None = None  # OAUTHBEARER: AWS MSK IAM tokens signed with the pod's identity
+
+
+class KafkaSecurity(Model):
+    """How clients connect to the brokers: everything but the secrets' values."""
+
+    protocol: KafkaProtocol = "PLAINTEXT"
+    tls: KafkaTls | None = None
+    sasl: KafkaSasl | None = None
+
+    def secret_files(self) -> tuple[SecretFile, ...]:
+        """Every Secret key the clients read, in a stable order."""
+        tls, sasl = self.tls, self.sasl
+        files = [tls.ca, tls.certificate, tls.key] if tls else []
+        if sasl is not None:
+            files += [sasl.password, *((sasl.oidc.client_secret, sasl.oidc.ca) if sasl.oidc else ())]
+        return tuple(dict.fromkeys(f for f in files if f is not None))
+
+
 class KafkaConfig(Model):
     bootstrap_servers: str
     events_topic: str
     dead_letter_topic: str
     partitions: int = 6
+    security: KafkaSecurity = KafkaSecurity()
 
 
 class ApiConfig(Model):

@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from tailor.core import constants
 from tailor.core.constants import Feature
-from tailor.core.rules.ruleset import ContentType, Operator, Strategy
+from tailor.core.rules.ruleset import ContentType, KafkaProtocol, Operator, SaslMechanism, Strategy
 
 DEFAULT_IMAGE = "ghcr.io/tailor-dev/tailor:0.1.0"
 
@@ -142,10 +142,56 @@ class KafkaTopics(SpecModel):
     strimzi: StrimziTopics | None = None
 
 
+class ClientCertificateSecretRef(SpecModel):
+    """A Secret holding a client certificate and its key, as cert-manager and Strimzi's KafkaUser write."""
+
+    name: str
+    certificate: str = "tls.crt"
+    key: str = "tls.key"
+
+
+class ClientSecretRef(SecretKeyRef):
+    key: str = "clientSecret"
+
+
+class KafkaTlsSpec(SpecModel):
+    ca_secret_ref: CaSecretRef | None = None
+    client_certificate_secret_ref: ClientCertificateSecretRef | None = None
+    verify_hostname: bool = True
+
+
+class KafkaOidcSpec(SpecModel):
+    token_endpoint: str
+    client_id: str
+    client_secret_ref: ClientSecretRef
+    scope: str | None = None
+    extensions: dict[str, str] = Field(default_factory=dict)
+    ca_secret_ref: CaSecretRef | None = None
+
+
+class KafkaAwsMskIamSpec(SpecModel):
+    region: str
+
+
+class KafkaSaslSpec(SpecModel):
+    mechanism: SaslMechanism
+    username: str | None = None
+    password_secret_ref: PasswordSecretRef | None = None
+    oidc: KafkaOidcSpec | None = None
+    aws_msk_iam: KafkaAwsMskIamSpec | None = None
+
+
+class KafkaSecuritySpec(SpecModel):
+    protocol: KafkaProtocol
+    tls: KafkaTlsSpec | None = None
+    sasl: KafkaSaslSpec | None = None
+
+
 class KafkaSpec(SpecModel):
     bootstrap_servers: str
     partitions: int = 6
     topics: KafkaTopics = KafkaTopics()
+    security: KafkaSecuritySpec | None = None
 
 
 class RedisTls(SpecModel):
