@@ -293,10 +293,13 @@ def test_an_existing_topic_that_differs_is_reported_and_partitions_only_ever_gro
     assert describe(admin, events)[2]["retention.ms"] == "60000", "the configuration is left as it is"
     ready_says(kube_api, namespace, "TopicSettingsDiffer")
     assert f"topics of {namespace}/shop: False TopicSettingsDiffer" in operator.output()
-    events_posted = kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "reason=TopicSettingsDiffer", "-o", "name"
+    wait_for(  # posted right after the log line
+        "an Event on the stack",
+        lambda: kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "reason=TopicSettingsDiffer", "-o", "name"
+        ).stdout.strip(),
+        timeout=10,
     )
-    assert events_posted.stdout.strip(), "an Event on the stack"
 
     # Aligning the topic clears the condition on the operator's next look.
     resource = kafka_admin.ConfigResource(
