@@ -253,6 +253,7 @@ async def stack_deleted(body: kopf.Body, name: str, namespace: str | None, memo:
         await runtime.publisher.stop(namespace or "")
         removed = await publishing.withdraw(client, stack.key)
         log.info("withdrew %d ruleset keys of %s", removed, stack.key)
+        metrics.forget(stack.key)
     except (children.InvalidStack, LookupError) as error:
         log.info("nothing to withdraw for %s/%s: %s", namespace, name, error)
 

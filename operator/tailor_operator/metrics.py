@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,14 @@ PUBLISH_TIMESTAMP = prometheus_client.Gauge(
     registry=REGISTRY,
 )
 
+NOT_LIVE = prometheus_client.Gauge(
+    "tailor_operator_resources_not_live",
+    "Rules and variants of a stack whose current spec is not in the served ruleset (a problem kept "
+    "their previous form or left them out), after the last compile",
+    ["stack"],
+    registry=REGISTRY,
+)
+
 
 @contextmanager
 def reconciling(kind: str) -> Iterator[None]:
@@ -58,6 +67,21 @@ def reconciling(kind: str) -> Iterator[None]:
 def published(stack: str, version: int) -> None:
     RULESET_VERSION.labels(stack=stack, component="operator").set(version)
     PUBLISH_TIMESTAMP.labels(stack=stack).set(time.time())
+
+
+def compiled(stack: str, not_live: int) -> None:
+    NOT_LIVE.labels(stack=stack).set(not_live)
+
+
+def forget(stack: str) -> None:
+    """A deleted stack's series go with it (a stale not-live count would keep its alert firing)."""
+    for gauge, labels in (
+        (RULESET_VERSION, (stack, "operator")),
+        (PUBLISH_TIMESTAMP, (stack,)),
+        (NOT_LIVE, (stack,)),
+    ):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
 
 
 def serve(port: int) -> None:

@@ -77,12 +77,16 @@ class Operator:
 
     def reconciles(self, kind: str = "Ruleset") -> float:
         """tailor_operator_reconciles_total{kind} from the process's /metrics."""
+        return self.metric(f'tailor_operator_reconciles_total{{kind="{kind}"}}') or 0.0
+
+    def metric(self, series: str) -> float | None:
+        """One series' value from the process's /metrics (`name{labels}` as exported), None if absent."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         for line in text.splitlines():
-            if line.startswith(f'tailor_operator_reconciles_total{{kind="{kind}"}}'):
+            if line.startswith(f"{series} "):
                 return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -304,11 +308,13 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
 ) -> None:
     documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
     apply(kubectl, namespace, documents)
-    start_operator("--namespace", namespace, "--standalone")
+    operator = start_operator("--namespace", namespace, "--standalone")
     key = f"{namespace}/shop"
     wait_for("the shop Ready", lambda: all_ready(kube_api, namespace), timeout=60)
     good = served(redis_url, key)
     assert good is not None
+    not_live = f'tailor_operator_resources_not_live{{stack="{key}"}}'
+    assert operator.metric(not_live) == 0, "every rule and variant is live"
 
     # An edit that breaks a live rule: Ready=False with the reason; the served ruleset is unchanged.
     searcher = next(doc for doc in documents if doc["metadata"]["name"] == "searcher")
@@ -320,6 +326,9 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     assert "'7m' is not one of the stack's features.windows" in condition["message"]
     events = k8s_client.CoreV1Api(kube_api).list_namespaced_event(namespace)
     assert any(e.reason == "WindowNotDeclared" and e.involved_object.name == "searcher" for e in events.items)
+    wait_for(
+        "the kept rule counted as not live (TailorRuleChangeNotLive)", lambda: operator.metric(not_live) == 1
+    )
     now = served(redis_url, key)
     assert now is not None
     assert now.version == good.version
@@ -332,6 +341,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     apply(kubectl, namespace, [newcomer])
     condition = wait_for_rule_ready(kube_api, namespace, "newcomer", "False")
     assert condition["reason"] == "UnknownVariant"
+    wait_for("the left-out rule counted too", lambda: operator.metric(not_live) == 2)
     # The stack serves; the rules say what is wrong. Waited for, not read once: a child Deployment can
     # report "change not yet observed" for a moment on a resync, which has nothing to do with the rules
     # (a rule error would keep the stack not Ready, and the wait would fail).
@@ -356,6 +366,7 @@ def test_a_semantic_error_sets_ready_false_while_the_previous_ruleset_keeps_serv
     )
     assert "newcomer" not in {rule.name for rule in newer.rules}
     wait_for_rule_ready(kube_api, namespace, "searcher", "True")
+    wait_for("only the left-out rule still not live", lambda: operator.metric(not_live) == 1)
 
 
 def children_of(kube_api: k8s_client.ApiClient, namespace: str) -> dict[str, list[str]]:

@@ -169,6 +169,8 @@ class Publisher:
             metrics.published(served.stack, served.version)
             if published:
                 log.info("published %s version %d", served.stack, served.version)
+        if stack_item is not None:
+            metrics.compiled(f"{namespace}/{stack_item.source.name}", not_live(result))
         await self._report(namespace, state, items, result, served, stack_item)
         state.inputs = fingerprint
         return Report(served.version if served else None, published, result.held, tuple(result.problems))
@@ -325,6 +327,15 @@ def resource_status(
         and conditions.same(current.get("conditions"), merged)
     )
     return None if unchanged else status
+
+
+def not_live(result: compiler.CompileResult) -> int:
+    """How many rules and variants the served ruleset does not have as their authors last wrote them:
+    each `kept` or `omitted`, or all of them when a problem holds the whole ruleset back."""
+    authored = [key for key in result.resources if key[0] != constants.STACK_KIND]
+    if result.ruleset is None:
+        return max(len(authored), 1)
+    return sum(1 for key in authored if result.resources[key].outcome != "published")
 
 
 def _the_stack(items: Iterable[observed.Observed]) -> observed.Observed | None:
