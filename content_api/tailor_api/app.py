@@ -26,7 +26,7 @@ import orjson
 
 from tailor.core import logs
 from tailor.core.decision.engine import Engine
-from tailor_api import admin, decide_endpoint, feedback, metrics, openapi, ops, web
+from tailor_api import admin, decide_endpoint, feedback, identity, metrics, openapi, ops, web
 from tailor_api.runtime import Collector, Runtime, load_collector
 from tailor_api.settings import ApiSettings
 
@@ -43,7 +43,7 @@ SECURITY_HEADERS: web.Headers = [
 ]
 PROFILES_PREFIX = "/v1/profiles/"
 CORS_METHODS = b"GET, POST, OPTIONS"
-CORS_HEADERS = b"content-type"
+CORS_HEADERS = b"content-type, authorization"  # authorization: identity tokens (docs/identity.md)
 # What a collector of its own (`--routes collect`) serves beside POST /v1/events.
 COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
@@ -194,7 +194,11 @@ async def collect(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> w
     if collector is None or runtime.collector_config is None:
         detail = "the event collector is not running (no ruleset with Kafka settings yet)"
         return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
-    return await collector.handle(scope, receive)
+    try:
+        who = runtime.identity.check(scope, time.time())
+    except identity.IdentityError as error:
+        return identity.refusal(error)
+    return await collector.handle(scope, receive, who)
 
 
 async def served_elsewhere(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:

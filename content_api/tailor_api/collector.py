@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tailor.core import constants, durations, events, kafkaclient, topics
 from tailor.core.rules.ruleset import StackConfig
-from tailor_api import producer, web
+from tailor_api import identity, producer, web
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,11 @@ class Collector:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def handle(self, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    async def handle(
+        self, scope: web.Scope, receive: web.Receive, who: identity.Identity | None = None
+    ) -> web.Reply:
+        """`who`: the user and session a verified identity token vouches for; every event must be
+        theirs (userId and sessionId left out are taken from it)."""
         config, kafka = self.config, self._producer
         if config is None or kafka is None:
             detail = "no stack configuration yet"
@@ -181,6 +185,11 @@ class Collector:
             detail = f"the batch has {len(items)} events; at most {limits.max_batch_events} are accepted"
             return web.too_large(detail)
 
+        if who is not None:
+            try:
+                claim_events(items, who)
+            except identity.IdentityError as error:
+                return identity.refusal(error)
         received_at = time.time()
         outgoing, rejected, late = self._prepare(items, received_at, config)
         if rejected:
@@ -250,6 +259,23 @@ class Collector:
             user = item.get("userId") or item["anonymousId"]
             outgoing.append((user.encode(), orjson.dumps(item), headers))
         return outgoing, rejected, late
+
+
+def claim_events(items: list[Any], who: identity.Identity) -> None:
+    """Each event's userId and sessionId: the token's, or IdentityError when one says otherwise."""
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue  # refused by validation, with the others' errors
+        for field, claimed, claim in (("userId", who.user, "sub"), ("sessionId", who.session, "sid")):
+            given = item.get(field)
+            if given is not None and given != claimed:
+                raise identity.IdentityError(
+                    "mismatch",
+                    f"event {index}: `{field}` is {str(given)[:128]!r} but the identity token's "
+                    f"`{claim}` is {claimed!r}",
+                )
+            if claimed:
+                item[field] = claimed
 
 
 def _late_message(age: float, config: StackConfig) -> str:

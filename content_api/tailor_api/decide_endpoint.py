@@ -21,16 +21,23 @@ from tailor.core.decision import caps, decide
 from tailor.core.decision.decide import Candidate, SlotDecision, UserContext
 from tailor.core.decision.engine import Engine, SlotPlan
 from tailor.core.profile import store
-from tailor_api import metrics, resp, user_context, validation, web
+from tailor_api import identity, metrics, resp, user_context, validation, web
 from tailor_api.runtime import Runtime
 
 CACHE_PRIVATE = (b"cache-control", b"private, no-cache")
 
 
-def parse_request(params: dict[str, list[str]], served: Engine) -> tuple[str, str, list[SlotPlan]]:
-    """(user, session, slot plans), or InvalidParameter / LookupError for the problem reply."""
-    user = validation.user(web.single(params, "user"))
-    session = validation.session(web.single(params, "session"))
+def parse_request(
+    params: dict[str, list[str]], served: Engine, who: identity.Identity | None = None
+) -> tuple[str, str, list[SlotPlan]]:
+    """(user, session, slot plans), or InvalidParameter / LookupError / IdentityError for the problem
+    reply. With a verified identity, user and session are the token's (and may be left out)."""
+    user, session = web.single(params, "user"), web.single(params, "session")
+    if who is not None:
+        user = identity.matched(who, "user", user, who.user, "sub")
+        session = identity.matched(who, "session", session, who.session, "sid")
+    user = validation.user(user)
+    session = validation.session(session)
     names = validation.slots(params.get("slot", []))
     unknown = [name for name in names if name not in served.slots]
     if unknown:
@@ -89,13 +96,17 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     if served is None or signer is None:
         return web.not_ready()
     started = time.perf_counter()
+    now = time.time()
     try:
-        user, session, plans = parse_request(web.query(scope), served)
+        who = runtime.identity.check(scope, now)
+        user, session, plans = parse_request(web.query(scope), served, who)
+    except identity.IdentityError as error:
+        return identity.refusal(error)
     except validation.InvalidParameter as error:
         return web.invalid_parameter(error)
     except LookupError as error:
         return unknown_slots(error.args[0], served)
-    now = time.time()
+    verified = who is not None
     try:
         context = await read_context(runtime, served, user, session, plans, now)
         cel = decide.CelActivation(served, context.profile)
@@ -119,13 +130,15 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
                     writes += user_context.round_robin_writes(served, user, rule.name)
             runtime.count_impression(rule.name, variant.name)
             metrics.decision_counter(slot, "rule").inc()
-            token = signer.issue(version, slot, rule.name, variant.name, user, session, now)
+            token = signer.issue(version, slot, rule.name, variant.name, user, session, now, verified)
             out.append({"slot": slot, "variant": variant.name, "rule": rule.name, "content": variant.content,
                         "decisionId": token, "rulesetVersion": version})  # fmt: skip
         else:
             fallback = decision.fallback
             metrics.decision_counter(slot, "fallback" if fallback else "empty").inc()
-            token = signer.issue(version, slot, None, fallback.name if fallback else None, user, session, now)
+            token = signer.issue(
+                version, slot, None, fallback.name if fallback else None, user, session, now, verified
+            )
             out.append({"slot": slot, "variant": None, "rule": None,
                         "content": fallback.content if fallback else None,
                         "decisionId": token, "rulesetVersion": version})  # fmt: skip

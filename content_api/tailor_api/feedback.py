@@ -13,10 +13,11 @@ import time
 from typing import Any, Final
 
 import orjson
+import redis
 
 from tailor.core import stats
 from tailor.core.decision import keys
-from tailor_api import metrics, resp, tokens, validation, web
+from tailor_api import identity, metrics, resp, tokens, validation, web
 from tailor_api.runtime import Runtime
 
 TYPES: Final = ("click", "dismiss", "notInterested", "conversion")
@@ -49,6 +50,11 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     signer = runtime.signer
     if signer is None:
         return web.not_ready()
+    now = time.time()
+    try:
+        who = runtime.identity.check(scope, now)
+    except identity.IdentityError as error:
+        return identity.refusal(error)
     try:
         body = await web.read_body(scope, receive, MAX_BODY_BYTES)
     except web.BodyTooLarge as error:
@@ -58,12 +64,22 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         return parsed
     decision_id, kind = parsed
     try:
-        ref = signer.verify(decision_id)
+        try:
+            ref = signer.verify(decision_id)
+        except tokens.UnknownKey as unknown:  # an older period's key, or a replica that has not seen it
+            older = await runtime.decision_key(unknown.kid)
+            if older is None:
+                raise
+            ref = older.verify(decision_id)
     except tokens.InvalidToken as error:  # well-formed but not ours (or altered): refused, not malformed
         return web.problem(
             403, "decision-not-verified", "Decision not verified", str(error), parameter="decisionId"
         )
-    now = time.time()
+    except (resp.RedisUnavailable, redis.RedisError) as error:
+        return web.redis_unavailable(error)
+    refused = not_for(who, ref)
+    if refused is not None:
+        return identity.refusal(refused)
     max_age = runtime.settings.feedback_max_age_seconds
     if now - ref.issued_at > max_age:
         return _invalid(
@@ -92,6 +108,23 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     if kind == "click" and ref.rule and ref.variant:
         metrics.clicks.labels(ref.rule, ref.variant).inc()
     return web.json_reply(202, {"status": "accepted"})
+
+
+def not_for(who: identity.Identity | None, ref: tokens.DecisionRef) -> identity.IdentityError | None:
+    """Why this caller may not give feedback on the decision, if it may not: feedback counts only for
+    the user and session the decision was made for, once a token says who the caller is, and a
+    decision made for a vouched-for user takes feedback only with their token."""
+    if who is None:
+        if ref.verified:
+            return identity.IdentityError(
+                "missing", "this decision was made for a signed-in user: send their identity token"
+            )
+        return None
+    if (who.user, who.session) != (ref.user, ref.session):
+        return identity.IdentityError(
+            "mismatch", "the decision was made for another user or session than the identity token's"
+        )
+    return None
 
 
 def suppression_writes(runtime: Runtime, user: str, variant: str, now: float) -> list[resp.Command]:

@@ -26,7 +26,7 @@ from tailor.core import cancellation, logthrottle, redis_target, stats
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
-from tailor_api import metrics, resp, tokens, web
+from tailor_api import identity, metrics, resp, tokens, web
 from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ class Collector(Protocol):
     async def start(self, config: ruleset.StackConfig) -> None: ...
     async def reconfigure(self, config: ruleset.StackConfig) -> None: ...
     async def close(self) -> None: ...
-    async def handle(self, scope: web.Scope, receive: web.Receive) -> web.Reply: ...
+    async def handle(
+        self, scope: web.Scope, receive: web.Receive, who: identity.Identity | None = None
+    ) -> web.Reply: ...
 
 
 def load_collector() -> Collector:
@@ -70,6 +72,23 @@ class Runtime:
         self.connection = resp.Connection(self.target, timeout_seconds=timeout)
         self.start_error: str | None = None  # why the start waits, while it does
         self.signer: tokens.Signer | None = None
+        self.decision_keys = tokens.StackKeys(
+            self.redis, self.stack, settings.decision_key_rotation_seconds, settings.feedback_max_age_seconds
+        )
+        self.identity_keys: identity.KeyDirectory | None = None
+        if settings.identity_mode != "off":
+            if not settings.identity_keys_dir:
+                raise ValueError(
+                    f"TAILOR_IDENTITY_MODE={settings.identity_mode} needs TAILOR_IDENTITY_KEYS_DIR, "
+                    "the mounted identity Secret"
+                )
+            self.identity_keys = identity.KeyDirectory(
+                settings.identity_keys_dir,
+                settings.identity_algorithms,
+                settings.identity_max_lifetime_seconds,
+            )
+            self.identity_keys.reload()
+        self.identity = identity.Gate(settings.identity_mode, self.identity_keys)
         self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
         self.impressions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.collector = collector
@@ -94,6 +113,10 @@ class Runtime:
     async def start(self) -> None:
         """Connect and follow the stack's rulesets. When Redis refuses, start returns anyway and keeps
         trying in the background: /readyz says why meanwhile (and the process never crash-loops)."""
+        if self.identity_keys is not None:
+            self._spawn(
+                self._every(self.settings.identity_reload_seconds, self.reload_identity_keys), "identity-keys"
+            )
         try:
             await self._prepare()
         except (redis.RedisError, OSError) as error:
@@ -106,7 +129,7 @@ class Runtime:
         if not self.decides:  # a collector of its own signs nothing and reads no profile
             self.start_error = None
             return
-        self.signer = tokens.Signer(await tokens.stack_key(self.redis, self.stack))
+        self.signer = await self.decision_keys.refresh(time.time())
         try:
             await store.install(self.redis)
         except redis.ResponseError as error:
@@ -149,6 +172,10 @@ class Runtime:
             self._spawn(
                 self._every(settings.impressions_flush_seconds, self.flush_impressions), "impressions"
             )
+            # A few times a period, so a new period's key is there before it starts (made ahead) and
+            # deleted keys are dropped within a minute.
+            refresh = min(60.0, settings.decision_key_rotation_seconds / 10)
+            self._spawn(self._every(refresh, self.refresh_decision_keys), "decision-keys")
 
     async def stop(self) -> None:
         # On Python 3.11 redis-py can swallow a cancellation (its sends go through asyncio.wait_for;
@@ -249,6 +276,21 @@ class Runtime:
             log.error("the event collector could not take the stack's Kafka settings: %s", error)
 
     # --- background work -------------------------------------------------------------------------
+
+    async def refresh_decision_keys(self) -> None:
+        self.signer = await self.decision_keys.refresh(time.time())
+
+    async def decision_key(self, kid: str) -> tokens.Signer | None:
+        """The signer, also holding older key `kid` when Redis still has it (None: it does not)."""
+        key = await self.decision_keys.fetch(kid)
+        if key is None or self.signer is None:
+            return None
+        self.signer = self.signer.with_key(kid, key)
+        return self.signer
+
+    async def reload_identity_keys(self) -> None:
+        if self.identity_keys is not None:
+            self.identity_keys.reload()
 
     async def refresh_bandit(self) -> None:
         """Per-variant impressions and clicks of every bandit rule, read in one pipeline."""

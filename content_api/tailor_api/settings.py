@@ -13,6 +13,8 @@ from pydantic_settings import SettingsConfigDict
 from tailor.core import constants, redis_target
 
 Routes = Literal["all", "decide", "collect"]
+IdentityMode = Literal["off", "optional", "required"]
+IdentityAlgorithm = Literal["HS256", "ES256", "EdDSA"]
 
 
 class ApiSettings(redis_target.RedisClientSettings):
@@ -27,6 +29,19 @@ class ApiSettings(redis_target.RedisClientSettings):
     bandit_refresh_seconds: float = 2.0
     impressions_flush_seconds: float = 1.0
     feedback_max_age_seconds: int = 7 * 86400  # decisionIds older than this are refused
+    # Each period signs decisionIds with a new key (its kid in the id); a key is kept for the period
+    # it was made ahead of, its own, and the feedback window after (tailor_api.tokens).
+    decision_key_rotation_seconds: int = Field(default=86400, ge=60)
+    identity_mode: IdentityMode = Field(
+        default="off",
+        description="signed user identity (tailor_api.identity, docs/identity.md): off, optional, required",
+    )
+    identity_keys_dir: str | None = Field(
+        default=None, description="the mounted identity Secret: <kid>.hs256 and <kid>.pem files"
+    )
+    identity_algorithms: tuple[IdentityAlgorithm, ...] = ("HS256", "ES256", "EdDSA")
+    identity_max_lifetime_seconds: int = Field(default=86400, ge=60)  # exp - iat above this is refused
+    identity_reload_seconds: float = 5.0  # how often the key files are read again (Secret updates)
     kafka_check_seconds: float = 5.0  # how long a check of Kafka (reported by readiness) is reused
     sdk_path: str | None = None  # tailor.js to serve at /sdk/tailor.js; found in the package otherwise
     api_routes: Routes = Field(
