@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tailor.core import constants
+from tailor.core import constants, durations
 from tailor.core.rules import compiler, ruleset, specs
 from tailor_operator import constants as names
 from tailor_operator import templates
@@ -508,6 +508,32 @@ def _http_container(
     }
 
 
+IDENTITY_VOLUME = "identity-keys"
+
+
+def _identity(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts, env) of signed user identity (docs/identity.md). The whole Secret is mounted,
+    never `items` or `subPath`: Kubernetes then updates the files in place when keys are added or
+    removed, and the API reads them again, so rotating keys restarts nothing."""
+    identity = stack.spec.content_api.identity
+    if identity.mode == "off" or identity.secret_ref is None:
+        return [], [], []
+    lifetime = durations.parse_seconds(identity.max_token_lifetime)
+    env = [
+        {"name": "TAILOR_IDENTITY_MODE", "value": identity.mode},
+        {"name": "TAILOR_IDENTITY_KEYS_DIR", "value": constants.IDENTITY_KEYS_DIR},
+        {"name": "TAILOR_IDENTITY_ALGORITHMS", "value": orjson.dumps(list(identity.algorithms)).decode()},
+        {"name": "TAILOR_IDENTITY_MAX_LIFETIME_SECONDS", "value": str(lifetime)},
+    ]
+    # Readable by the pod's group (fsGroup) only: a shared secret is a credential.
+    volume = {
+        "name": IDENTITY_VOLUME,
+        "secret": {"secretName": identity.secret_ref.name, "defaultMode": 0o440},
+    }
+    mount = {"name": IDENTITY_VOLUME, "mountPath": constants.IDENTITY_KEYS_DIR, "readOnly": True}
+    return [volume], [mount], env
+
+
 def _http_pod(stack: Stack) -> dict[str, Any]:
     return {
         "terminationGracePeriodSeconds": 30,
@@ -530,11 +556,15 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
     routes = "decide" if spec.content_api.collector.separate else None
     # The Kafka Secrets go only where a Kafka client runs: not to a content API whose collector is apart.
     kafka_volumes, kafka_mounts = ([], []) if routes == "decide" else _kafka_secrets(stack)
-    container = _http_container(stack, names.CONTENT_API, routes, env, kafka_mounts)
+    identity_volumes, identity_mounts, identity_env = _identity(stack)
+    container = _http_container(
+        stack, names.CONTENT_API, routes, env + identity_env, kafka_mounts + identity_mounts
+    )
     replicas = None if spec.content_api.autoscaling.enabled else spec.content_api.replicas
     return _deployment(
-        stack, names.CONTENT_API, replicas, container, checksum, pod=_http_pod(stack), volumes=kafka_volumes
-    )
+        stack, names.CONTENT_API, replicas, container, checksum, pod=_http_pod(stack),
+        volumes=kafka_volumes + identity_volumes,
+    )  # fmt: skip
 
 
 def collector_deployment(stack: Stack, checksum: str) -> Manifest:
@@ -542,11 +572,15 @@ def collector_deployment(stack: Stack, checksum: str) -> Manifest:
     readiness and metrics; it reads the stack's Kafka settings from the published ruleset in Redis.
     Its pods take the content API's template (contentApi.template)."""
     kafka_volumes, kafka_mounts = _kafka_secrets(stack)
-    container = _http_container(stack, names.COLLECTOR, "collect", _redis_env(stack), kafka_mounts)
+    identity_volumes, identity_mounts, identity_env = _identity(stack)
+    container = _http_container(
+        stack, names.COLLECTOR, "collect", _redis_env(stack) + identity_env, kafka_mounts + identity_mounts
+    )
     replicas = stack.spec.content_api.collector.replicas
     return _deployment(
-        stack, names.COLLECTOR, replicas, container, checksum, pod=_http_pod(stack), volumes=kafka_volumes
-    )
+        stack, names.COLLECTOR, replicas, container, checksum, pod=_http_pod(stack),
+        volumes=kafka_volumes + identity_volumes,
+    )  # fmt: skip
 
 
 def disruption_budget(stack: Stack, component: str) -> Manifest | None:

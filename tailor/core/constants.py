@@ -61,6 +61,8 @@ ENV_REDIS_TLS_CERT_FILE: Final = "TAILOR_REDIS_TLS_CERT_FILE"
 ENV_REDIS_TLS_KEY_FILE: Final = "TAILOR_REDIS_TLS_KEY_FILE"
 ENV_KAFKA_BOOTSTRAP: Final = "TAILOR_KAFKA_BOOTSTRAP"
 ENV_ADMIN_TOKEN: Final = "TAILOR_ADMIN_TOKEN"
+# Where the content API and collector pods find the identity Secret's keys (docs/identity.md).
+IDENTITY_KEYS_DIR: Final = "/etc/tailor/identity"
 ENV_KAFKA_SECRETS_DIR: Final = "TAILOR_KAFKA_SECRETS_DIR"
 # Where the operator mounts the Secret keys a stack's Kafka settings name, as <dir>/<secret>/<key>
 # (tailor.core.kafkaclient reads them; TAILOR_KAFKA_SECRETS_DIR moves it outside a pod).

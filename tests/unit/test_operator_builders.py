@@ -376,3 +376,21 @@ def test_managed_redis_settings_reach_the_statefulset_and_maxmemory_stays_below_
         1536,
         100,
     ]
+
+
+def test_identity_mounts_its_secret_whole_in_api_and_collector_and_nothing_when_off() -> None:
+    identity = {"mode": "optional", "secretRef": {"name": "keys"}, "maxTokenLifetime": "1h"}
+    on = stack(contentApi={"identity": identity, "collector": {"separate": True}})
+    for manifest in (builders.api_deployment(on, "c"), builders.collector_deployment(on, "c")):
+        pod = pod_spec(manifest)
+        assert {"name": "identity-keys", "secret": {"secretName": "keys", "defaultMode": 0o440}} in pod[
+            "volumes"
+        ]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert (env["TAILOR_IDENTITY_MODE"], env["TAILOR_IDENTITY_MAX_LIFETIME_SECONDS"]) == (
+            "optional",
+            "3600",
+        )
+    off = pod_spec(builders.api_deployment(stack(), "c"))
+    assert all(v["name"] != "identity-keys" for v in off["volumes"])
+    assert all(not e["name"].startswith("TAILOR_IDENTITY") for e in off["containers"][0]["env"])

@@ -280,6 +280,14 @@ class ChildrenReconciler:
             if data is None or key not in data:
                 raise MissingSecret(f"Secret {name} with key {key} does not exist in {stack.namespace}")
             digests[name] = builders.secret_digest(data)
+        identity = stack.spec.content_api.identity
+        if identity.mode != "off" and identity.secret_ref is not None:
+            # Checked, not digested: its keys are read again in place, so a change rolls no pod.
+            name = identity.secret_ref.name
+            if await self._kube.read_secret(stack.namespace, name) is None:
+                raise MissingSecret(
+                    f"Secret {name} (contentApi.identity.secretRef) does not exist in {stack.namespace}"
+                )
         return digests
 
     async def _keda_wanted(self, stack: builders.Stack) -> bool:

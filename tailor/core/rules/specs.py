@@ -239,6 +239,19 @@ class CollectorSpec(SpecModel):
     resources: dict[str, Any] | None = None
 
 
+class IdentitySecretRef(SpecModel):
+    name: str
+
+
+class IdentitySpec(SpecModel):
+    """Signed user identity (docs/identity.md): tokens the shop's backend issues, verified by the API."""
+
+    mode: Literal["off", "optional", "required"] = "off"
+    secret_ref: IdentitySecretRef | None = None
+    algorithms: tuple[Literal["HS256", "ES256", "EdDSA"], ...] = ("HS256", "ES256", "EdDSA")
+    max_token_lifetime: str = "24h"
+
+
 class ContentApiSpec(SpecModel):
     replicas: int = 2
     resources: dict[str, Any] | None = None
@@ -251,6 +264,7 @@ class ContentApiSpec(SpecModel):
     suppression: str = "168h"
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
+    identity: IdentitySpec = IdentitySpec()
 
 
 class LoggingSpec(SpecModel):
