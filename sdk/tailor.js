@@ -661,6 +661,12 @@
       }
       if (!missing.length) { t.stats.cacheHits += slots.length; return result; }
       t.stats.cacheHits += slots.length - missing.length;
+      // Rate-limited (429) or unavailable (503): no decide before the server's Retry-After; the
+      // slots keep their fallbacks meanwhile, as on any error.
+      if (this.decideRetryAt && t.now() < this.decideRetryAt) {
+        for (const slot of missing) result.set(slot, null);
+        return result;
+      }
       const query = new URLSearchParams();
       for (const slot of missing) query.append('slot', slot);
       query.append('user', identity.user);
@@ -677,7 +683,12 @@
           signal: controller ? controller.signal : undefined,
         });
         if (response.ok) body = parseJson(await response.text(), null);
-        else t.log('decide answered', response.status);
+        else {
+          t.log('decide answered', response.status);
+          const wait = response.status === 429 || response.status === 503
+            ? parseRetryAfter(response.headers.get('Retry-After'), t.now()) : null;
+          if (wait !== null) this.decideRetryAt = t.now() + wait;
+        }
       } catch (error) {
         t.log('decide failed or timed out', error);
       } finally {

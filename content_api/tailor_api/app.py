@@ -17,6 +17,7 @@ events stay queued in the browsers and the 5xx alerts name the route (docs/opera
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ import orjson
 
 from tailor.core import logs
 from tailor.core.decision.engine import Engine
-from tailor_api import admin, decide_endpoint, feedback, identity, metrics, openapi, ops, web
+from tailor_api import admin, decide_endpoint, feedback, identity, metrics, openapi, ops, validation, web
 from tailor_api.runtime import Collector, Runtime, load_collector
 from tailor_api.settings import ApiSettings
 
@@ -44,6 +45,10 @@ SECURITY_HEADERS: web.Headers = [
 PROFILES_PREFIX = "/v1/profiles/"
 CORS_METHODS = b"GET, POST, OPTIONS"
 CORS_HEADERS = b"content-type, authorization"  # authorization: identity tokens (docs/identity.md)
+# The `method` label's values: any other method name (clients send what they like) is counted as
+# "other", so that no request can add a series to /metrics. Paths are bounded alike: a route's
+# template, or "unmatched".
+METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # What a collector of its own (`--routes collect`) serves beside POST /v1/events.
 COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
@@ -55,6 +60,10 @@ class Route:
     label: str  # the `route` label of the request metrics
     methods: frozenset[str]
     handler: Handler
+    # Counted against the rate limits (tailor_api.ratelimit): per client, and per user where the user
+    # is in the query (decide; feedback counts its decision's user itself, once verified).
+    limited: bool = False
+    user_in_query: bool = False
 
 
 class TailorApp:
@@ -65,16 +74,16 @@ class TailorApp:
         self.runtime = runtime
         get, post = frozenset({"GET"}), frozenset({"POST"})
         self.routes: dict[str, Route] = {
-            "/v1/decide": Route("/v1/decide", get, decide_endpoint.handle),
-            "/v1/feedback": Route("/v1/feedback", post, feedback.handle),
-            "/v1/events": Route("/v1/events", post, collect),
+            "/v1/decide": Route("/v1/decide", get, decide_endpoint.handle, limited=True, user_in_query=True),
+            "/v1/feedback": Route("/v1/feedback", post, feedback.handle, limited=True),
+            "/v1/events": Route("/v1/events", post, collect, limited=True),
             "/v1/explain": Route("/v1/explain", get, admin.explain),
             "/healthz": Route("/healthz", get, ops.healthz),
             "/readyz": Route("/readyz", get, ops.readyz),
             "/readyz/collector": Route("/readyz/collector", get, ops.collector_readyz),
             "/metrics": Route("/metrics", get, ops.metrics),
-            "/openapi.json": Route("/openapi.json", get, self._openapi),
-            "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path)),
+            "/openapi.json": Route("/openapi.json", get, self._openapi, limited=True),
+            "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path), limited=True),
         }
         self.profiles = Route("/v1/profiles/{user}", get, admin.profile)
         mode = settings.api_routes
@@ -97,6 +106,7 @@ class TailorApp:
         self.cors_any = "*" in origins
         self.cors_origins = frozenset(origin.rstrip("/").encode() for origin in origins if origin != "*")
         self.openapi_body = orjson.dumps(openapi.document(tuple(served.slots)))
+        self.runtime.limiter.configure(served.config.api.rate_limits)
 
     async def _openapi(self, runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
         return web.Reply(200, self.openapi_body, web.JSON)
@@ -157,7 +167,8 @@ class TailorApp:
             reply.headers.append((b"allow", allow.encode()))
         else:
             try:
-                reply = await route.handler(self.runtime, scope, receive)
+                limited = await self._limit(route, scope) if route.limited else None
+                reply = limited or await route.handler(self.runtime, scope, receive)
             except Exception:
                 log.exception("%s %s failed", method, path)
                 reply = web.problem(
@@ -166,6 +177,19 @@ class TailorApp:
         extra = SECURITY_HEADERS + cors if cors else SECURITY_HEADERS
         await web.send_reply(send, reply, extra, request_id)
         self._observe(label, method, reply.status, started)
+
+    async def _limit(self, route: Route, scope: web.Scope) -> web.Reply | None:
+        """The 429 when this request is over a rate limit, else None (docs/api.md#rate-limits)."""
+        limiter = self.runtime.limiter
+        if not limiter.active:
+            return None
+        client = limiter.client_address(scope) if limiter.per_client is not None else None
+        user = None
+        if route.user_in_query and limiter.per_user is not None:
+            # An invalid user gets the route's own 400: there is nothing to count it under.
+            with contextlib.suppress(validation.InvalidParameter):
+                user = validation.user(web.single(web.query(scope), "user"))
+        return await limiter.check(self.runtime.connection, route.label, client, user)
 
     def _preflight(self, route: Route, cors: web.Headers) -> web.Reply:
         if not cors:
@@ -184,7 +208,7 @@ class TailorApp:
         )
 
     def _observe(self, label: str, method: str, status: int, started: float) -> None:
-        metrics.request_counter(label, method, status).inc()
+        metrics.request_counter(label, method if method in METHOD_LABELS else "other", status).inc()
         metrics.request_duration(label).observe(time.perf_counter() - started)
 
 

@@ -204,9 +204,10 @@ class Collector:
         except producer.Unavailable as error:
             UNAVAILABLE.inc()
             log.warning("events not acknowledged by Kafka: %s", error)
+            # The reason stays in the log: librdkafka's texts can name brokers, which clients must not see.
             detail = (
-                f"Kafka did not acknowledge the events ({error}), so none of them is accepted: "
-                "send the whole batch again after Retry-After"
+                "Kafka did not acknowledge the events (the reason is in the collector's log), so none of "
+                "them is accepted: send the whole batch again after Retry-After"
             )
             return web.problem(503, "kafka-unavailable", "Events not stored", detail)
         _ACCEPTED.inc(len(outgoing))

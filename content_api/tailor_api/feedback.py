@@ -80,6 +80,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     refused = not_for(who, ref)
     if refused is not None:
         return identity.refusal(refused)
+    if runtime.limiter.per_user is not None:  # its user is known only now, from the verified id
+        limited = await runtime.limiter.check(runtime.connection, "/v1/feedback", None, ref.user)
+        if limited is not None:
+            return limited
     max_age = runtime.settings.feedback_max_age_seconds
     if now - ref.issued_at > max_age:
         return _invalid(

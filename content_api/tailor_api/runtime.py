@@ -26,7 +26,7 @@ from tailor.core import cancellation, logthrottle, redis_target, stats
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
-from tailor_api import identity, metrics, resp, tokens, web
+from tailor_api import identity, metrics, ratelimit, resp, tokens, web
 from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ class Runtime:
         # Pub/sub waits pass their own timeout, so redis-py's default socket timeout never cuts them.
         self.follow_redis = self.target.async_client(socket_connect_timeout=timeout)
         self.connection = resp.Connection(self.target, timeout_seconds=timeout)
+        self.limiter = ratelimit.Limiter(self.stack)  # configured from each ruleset served (tailor_api.app)
         self.start_error: str | None = None  # why the start waits, while it does
+        self.start_reason = ""  # its reason alone (RedisAuthenticationFailed, …), for /readyz
         self.signer: tokens.Signer | None = None
         self.decision_keys = tokens.StackKeys(
             self.redis, self.stack, settings.decision_key_rotation_seconds, settings.feedback_max_age_seconds
@@ -140,6 +142,7 @@ class Runtime:
         self.start_error = None
 
     def _start_failed(self, error: BaseException) -> None:
+        self.start_reason = redis_target.explain(error, self.target).reason
         self.start_error = self._explain(error)
         _throttled.error("the content API cannot start yet: %s; retrying every %.0fs",
                          self.start_error, START_RETRY_SECONDS)  # fmt: skip
@@ -324,13 +327,17 @@ class Runtime:
     # --- readiness -------------------------------------------------------------------------------
 
     async def redis_ready(self) -> tuple[bool, str]:
+        """(ok, detail) for /readyz. The detail is the failure's reason only (RedisAuthenticationFailed,
+        …): the address and the advice go to the log, as readiness bodies can reach clients."""
         try:
             (reply,) = await self.connection.execute([("PING",)])
         except resp.RedisUnavailable as error:
-            return False, self._explain(error)
+            failure = redis_target.explain(error, self.target)
+            _throttled.warning("not ready: %s: %s", failure.reason, failure.message)
+            return False, f"{failure.reason} (the reason is in this replica's log)"
         if self.start_error is not None:
-            return False, self.start_error
-        return reply == b"PONG", "ok" if reply == b"PONG" else f"unexpected reply {reply!r}"
+            return False, f"{self.start_reason} (the reason is in this replica's log)"
+        return reply == b"PONG", "ok" if reply == b"PONG" else "unexpected reply to PING"
 
     def kafka_state(self) -> tuple[bool, str]:
         """Could the stack's Kafka brokers be reached (metadata of the events topic), as last checked.
@@ -349,18 +356,24 @@ class Runtime:
         if served is None:
             return
         kafka = served.config.kafka
-        ok, detail = await asyncio.to_thread(_kafka_metadata, kafka, self.settings.kafka_secrets_dir)
+        ok, detail, reason = await asyncio.to_thread(_kafka_metadata, kafka, self.settings.kafka_secrets_dir)
+        # The brokers' addresses go to the log only: readiness bodies can reach clients.
         if not ok and detail != self._kafka_checked[2]:  # once per change: readiness asks every few seconds
-            log.warning("not ready: %s", detail)
+            log.warning("not ready: Kafka at %s: %s", kafka.bootstrap_servers, reason)
         self._kafka_checked = (time.monotonic(), ok, detail)
         metrics.kafka_up.labels(self.stack).set(1 if ok else 0)
 
 
-def _kafka_metadata(kafka: ruleset.KafkaConfig, secrets_dir: pathlib.Path) -> tuple[bool, str]:
+def _kafka_metadata(kafka: ruleset.KafkaConfig, secrets_dir: pathlib.Path) -> tuple[bool, str, str]:
+    """(ok, what /readyz may say: the cause without the brokers' address, the whole cause for the log)."""
     # Imported here: a decisions-only replica never loads the Kafka client.
     from tailor.core import kafkaclient
 
     problem = kafkaclient.probe(kafka, secrets_dir, timeout=2.0, require_topic=True)
     if problem is not None:
-        return False, f"Kafka at {kafka.bootstrap_servers}: {problem.reason}: {problem.message}"
-    return True, "ok"
+        return (
+            False,
+            f"{problem.reason} (the reason is in this replica's log)",
+            f"{problem.reason}: {problem.message}",
+        )
+    return True, "ok", "ok"

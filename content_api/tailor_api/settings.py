@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from tailor.core import constants, redis_target
@@ -15,6 +15,9 @@ from tailor.core import constants, redis_target
 Routes = Literal["all", "decide", "collect"]
 IdentityMode = Literal["off", "optional", "required"]
 IdentityAlgorithm = Literal["HS256", "ES256", "EdDSA"]
+# The admin token guards reads of any user's profile: at least this many bytes once trimmed (a random
+# 32-byte token is out of reach of guessing; a short or blank one is a configuration mistake).
+MIN_ADMIN_TOKEN_BYTES = 32
 
 
 class ApiSettings(redis_target.RedisClientSettings):
@@ -51,6 +54,23 @@ class ApiSettings(redis_target.RedisClientSettings):
     )
     # Where the Secret keys of the stack's Kafka security are (the operator mounts them there).
     kafka_secrets_dir: Path = Path(constants.KAFKA_SECRETS_DIR)
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _strong_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        """Trimmed, and refused when shorter than MIN_ADMIN_TOKEN_BYTES: set but empty must never let
+        `Authorization: Bearer ` in, and a Secret's trailing newline must not be part of the token."""
+        if token is None:
+            return None
+        trimmed = token.get_secret_value().strip()
+        size = len(trimmed.encode())
+        if size < MIN_ADMIN_TOKEN_BYTES:
+            raise ValueError(
+                f"TAILOR_ADMIN_TOKEN has {size} bytes after trimming whitespace; give at least "
+                f"{MIN_ADMIN_TOKEN_BYTES} (e.g. `openssl rand -hex 32`), or unset it to disable the "
+                "admin endpoints"
+            )
+        return SecretStr(trimmed)
 
 
 def from_environment() -> ApiSettings:

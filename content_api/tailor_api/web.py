@@ -9,6 +9,7 @@ parameter, `parameter`. Every 503 carries the same Retry-After.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import secrets
 import urllib.parse
@@ -18,7 +19,11 @@ from typing import Any, Final
 
 import orjson
 
+from tailor.core import logthrottle
 from tailor_api import validation
+
+log = logging.getLogger(__name__)
+log.addFilter(logthrottle.RepeatThrottle())  # an outage fails every request: one line per cause per 10 s
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -167,4 +172,7 @@ def not_ready() -> Reply:
 
 
 def redis_unavailable(error: Exception) -> Reply:
-    return problem(503, "redis-unavailable", "Redis unavailable", f"Redis did not answer: {error}")
+    """A 503 that names no address: the client learns to retry, the log says which Redis and why."""
+    log.warning("answering 503: Redis did not answer: %s", error)
+    detail = "Redis did not answer; retry after Retry-After (the reason is in the content API's log)"
+    return problem(503, "redis-unavailable", "Redis unavailable", detail)

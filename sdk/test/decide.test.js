@@ -107,3 +107,19 @@ test('errors and unreadable answers mean fallback, never an exception', async ()
   assert.equal(decisions.get('hero'), null, 'the content API is down');
   server = await new RecordingServer().start();
 });
+
+test('a 429 on decide is honoured: no decide before its Retry-After, fallbacks meanwhile', async () => {
+  let limited = true;
+  server.respond = (request) => request.path === '/v1/decide' && limited && { status: 429, headers: { 'Retry-After': '30' }, body: { title: 'Too many requests' } };
+  const { tailor, env } = started();
+  const first = await tailor.renderer.decide(['hero']);
+  assert.equal(first.get('hero'), null, 'the fallback');
+  limited = false;
+  const during = await tailor.renderer.decide(['hero']);
+  assert.equal(during.get('hero'), null);
+  assert.equal(server.decides().length, 1, 'no second request within Retry-After');
+  env.clock.offset += 30001;
+  const after = await tailor.renderer.decide(['hero']);
+  assert.equal(after.get('hero').variant, 'hero-shoes');
+  assert.equal(server.decides().length, 2);
+});

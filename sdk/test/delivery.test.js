@@ -102,9 +102,9 @@ test('a 400 drops the batch: resending what the server refused would fail foreve
   assert.equal(tailor.status().rejected, 2);
 });
 
-test('a 503 keeps the events and the retry honours Retry-After', async () => {
+for (const status of [503, 429]) test(`a ${status} keeps the events and the retry honours Retry-After`, async () => {
   let outage = true;
-  server.respond = (request) => request.path === '/v1/events' && outage && { status: 503, headers: { 'Retry-After': '1' }, body: { error: 'kafka unavailable' } };
+  server.respond = (request) => request.path === '/v1/events' && outage && { status, headers: { 'Retry-After': '1' }, body: { title: 'unavailable or rate-limited' } };
   const { tailor } = started({ minBackoff: 10, maxBackoff: 50 });
   const id = tailor.track('page_view');
   await waitFor(() => server.posts().length === 1, 1000, 'the first attempt');

@@ -180,7 +180,7 @@ class Demo:
         self.args = args
         self.namespace: str = args.namespace
         self.stack_ref = f"{self.namespace}/{STACK_NAME}"
-        self.token = os.environ.get(constants.ENV_ADMIN_TOKEN) or secrets.token_urlsafe(18)
+        self.token = os.environ.get(constants.ENV_ADMIN_TOKEN) or secrets.token_urlsafe(32)
         self.children: demo_children.Children | None = None
         self.storefront: StorefrontServer | None = None
         self.traffic: demo_traffic.Traffic | None = None

@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.kube, pytest.mark.kafka, pytest.m
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop"
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-admin-token-of-at-least-32-bytes"
 HERO = "[data-tailor-slot='home-hero']"
 PROMO = "[data-tailor-slot='sidebar-promo']"
 INJECTION = (

@@ -21,7 +21,7 @@ from tailor.core.events import Event, occurrence
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, versions
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-of-at-least-32-bytes"
 
 
 def new_stack() -> str:

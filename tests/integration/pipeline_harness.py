@@ -23,7 +23,7 @@ from tailor import devstack
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, probes, scratch
 
-ADMIN_TOKEN = "pipeline-admin-token"
+ADMIN_TOKEN = "pipeline-admin-token-of-at-least-32-bytes"
 
 
 class Process:

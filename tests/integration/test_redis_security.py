@@ -177,7 +177,7 @@ def test_the_api_decides_and_takes_events_and_the_worker_counts_over_tls(
     topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
     publish(target, published)
     port = ports.pick(None)
-    env = {**target.environment(), "TAILOR_ADMIN_TOKEN": "t"}
+    env = {**target.environment(), "TAILOR_ADMIN_TOKEN": "t" * 32}
     api = Process(["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port)], env)
     worker = Process(["worker", "--stack", stack, "--metrics-port", "0"],
                      {**env, "TAILOR_WORKER_POLL_SECONDS": "0.1"})  # fmt: skip

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import ipaddress
 import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -187,6 +188,7 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
             suppression_seconds=_duration("contentApi.suppression", spec.content_api.suppression),
             max_batch_events=spec.content_api.max_batch_events,
             max_body_bytes=spec.content_api.max_body_bytes,
+            rate_limits=rate_limits(spec.content_api.rate_limits),
         ),
         kill_switch=spec.kill_switch,
     )
@@ -230,6 +232,32 @@ def kafka_security(spec: specs.KafkaSecuritySpec | None) -> ruleset.KafkaSecurit
             aws_msk_iam_region=spec.sasl.aws_msk_iam.region if spec.sasl.aws_msk_iam else None,
         )
     return ruleset.KafkaSecurity(protocol=spec.protocol, tls=tls, sasl=sasl)
+
+
+def rate_limits(spec: specs.RateLimitsSpec) -> ruleset.RateLimits:
+    """The published limits; a trusted proxy that is not a CIDR is refused here (the CRD only checks
+    its shape), so the stack says `Ready=False` with the entry rather than trusting the wrong hops."""
+    for entry in spec.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"contentApi.rateLimits.trustedProxies: {entry!r} is not a CIDR (e.g. 10.0.0.0/8)"
+            ) from None
+    return ruleset.RateLimits(
+        per_client=_rate_limit("perClient", spec.per_client),
+        per_user=_rate_limit("perUser", spec.per_user),
+        trusted_proxies=tuple(spec.trusted_proxies),
+    )
+
+
+def _rate_limit(name: str, spec: specs.RateLimitSpec) -> ruleset.RateLimit:
+    where = f"contentApi.rateLimits.{name}.per"
+    seconds = _duration(where, spec.per)
+    # A counter lives one window: a bound on the window is a bound on what the limiter keeps in Redis.
+    if not 1 <= seconds <= 3600:
+        raise ValueError(f"{where}: {spec.per} is outside 1s..1h")
+    return ruleset.RateLimit(requests=spec.requests, seconds=seconds)
 
 
 def _duration(where: str, text: str) -> int:

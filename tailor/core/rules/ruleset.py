@@ -133,11 +133,27 @@ class KafkaConfig(Model):
     security: KafkaSecurity = KafkaSecurity()
 
 
+class RateLimit(Model):
+    """At most `requests` per fixed window of `seconds`; 0 requests: no limit."""
+
+    requests: int = 0
+    seconds: int = 60
+
+
+class RateLimits(Model):
+    """The content API's request limits (spec.contentApi.rateLimits; tailor_api.ratelimit)."""
+
+    per_client: RateLimit = RateLimit()
+    per_user: RateLimit = RateLimit()
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+
+
 class ApiConfig(Model):
     cors_origins: tuple[str, ...] = ()
     suppression_seconds: int = 7 * 86400
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
+    rate_limits: RateLimits = RateLimits()
 
 
 class StackConfig(Model):

@@ -252,6 +252,19 @@ class IdentitySpec(SpecModel):
     max_token_lifetime: str = "24h"
 
 
+class RateLimitSpec(SpecModel):
+    requests: int
+    per: str = "1m"
+
+
+class RateLimitsSpec(SpecModel):
+    # Defaults a storefront stays far below (docs/api.md#rate-limits): a page makes a few calls, and a
+    # shop's visitors behind one carrier NAT share an address, hence the larger per-client allowance.
+    per_client: RateLimitSpec = RateLimitSpec(requests=1200)
+    per_user: RateLimitSpec = RateLimitSpec(requests=600)
+    trusted_proxies: tuple[str, ...] = ()
+
+
 class ContentApiSpec(SpecModel):
     replicas: int = 2
     resources: dict[str, Any] | None = None
@@ -265,6 +278,7 @@ class ContentApiSpec(SpecModel):
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
     identity: IdentitySpec = IdentitySpec()
+    rate_limits: RateLimitsSpec = RateLimitsSpec()
 
 
 class LoggingSpec(SpecModel):
