@@ -179,7 +179,7 @@ class TailorApp:
         self._observe(label, method, reply.status, started)
 
     async def _limit(self, route: Route, scope: web.Scope) -> web.Reply | None:
-        """The 429 when this request is over a rate limit, else None (docs/api.md#rate-limits)."""
+        """The 429 when this request is over a rate limit, else None (docs/content-api.md#rate-limits)."""
         limiter = self.runtime.limiter
         if not limiter.active:
             return None

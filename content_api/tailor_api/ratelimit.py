@@ -1,6 +1,6 @@
 """Rate limits of the public routes, per client address and per user, shared by every replica.
 
-Fixed windows counted in Redis (docs/api.md#rate-limits): per request one pipelined round trip of
+Fixed windows counted in Redis (docs/content-api.md#rate-limits): per request one pipelined round trip of
 INCR and EXPIRE on the window's key for each scope, on the hot path's multiplexed connection (so
 concurrent requests share its writes). Keys carry the stack's prefix and the window's number and live
 one window, so what the limiter keeps in Redis is bounded by the requests of one window, whatever

@@ -9,6 +9,8 @@ laptop replaced, in code because the local ports are only known at run time:
 - `spec.kafka.topics`: prefixed with the namespace, because Kafka topics are cluster-wide and two
   namespaces applying the example must not share a topic;
 - `spec.contentApi.corsOrigins`: the local storefront's origins, so the browser SDK may call the API.
+- `spec.contentApi.rateLimits.perClient`: off, because every synthetic shopper of `--traffic` comes
+  from 127.0.0.1 (per user the default limit stays).
 
 Rules and variants are applied unchanged.
 """
@@ -87,7 +89,9 @@ def overlay(
     topics = kafka.get("topics") or {"events": "events", "deadLetter": "events.deadletter"}
     kafka["topics"] = {role: f"{namespace}.{topic}" for role, topic in topics.items()}
     spec["redis"] = {"url": redis_url}
-    spec.setdefault("contentApi", {})["corsOrigins"] = local_origins(storefront_url)
+    content_api = spec.setdefault("contentApi", {})
+    content_api["corsOrigins"] = local_origins(storefront_url)
+    content_api.setdefault("rateLimits", {})["perClient"] = {"requests": 0}
     namespace_doc: Manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     return [namespace_doc, *out]
 

@@ -258,7 +258,7 @@ class RateLimitSpec(SpecModel):
 
 
 class RateLimitsSpec(SpecModel):
-    # Defaults a storefront stays far below (docs/api.md#rate-limits): a page makes a few calls, and a
+    # Defaults a storefront stays far below (docs/content-api.md#rate-limits): a page makes a few calls, and a
     # shop's visitors behind one carrier NAT share an address, hence the larger per-client allowance.
     per_client: RateLimitSpec = RateLimitSpec(requests=1200)
     per_user: RateLimitSpec = RateLimitSpec(requests=600)
