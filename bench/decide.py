@@ -31,6 +31,12 @@ the same ACL user, no persistence) but for TLS on one, a `tailor api` on each (b
 measured in turns), decisions/s at saturation, per CPU-second of the server and Redis CPU per
 decision, round by round, then p50/p99 at one fixed open-loop rate (--load of the plain saturation);
 the ratio TLS / plain and the load average beside each figure.
+
+    .venv/bin/python bench/decide.py --compare-rate-limits [--rounds 3]
+
+measures the cost of the rate limits (tailor_api.ratelimit) on decide: one server, one Redis, the
+ruleset republished with limits off and on (per client and per user, too high to refuse anything)
+in alternating rounds; decisions/s at saturation and per CPU-second of the server, and on / off.
 """
 
 from __future__ import annotations
@@ -461,6 +467,68 @@ def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
         print(f"median {name:10} {medians[0]:>11,.0f} {medians[1]:>9,.0f} {medians[2]:>10,.0f}")
 
 
+def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
+    """Decide with the rate limits off and on, on one server and Redis, in alternating rounds."""
+    url, redis_process = start_redis(workdir)
+    target = redis_target.RedisTarget.from_environment(url=url)
+    stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+    off = bench_ruleset(stack)
+    # Both scopes counted, with limits no run reaches: every request pays the limiter, none is refused.
+    high = ruleset.RateLimit(requests=100_000_000, seconds=60)
+    limits = ruleset.RateLimits(per_client=high, per_user=high)
+    api_config = off.config.api.model_copy(update={"rate_limits": limits})
+    on = off.model_copy(update={"config": off.config.model_copy(update={"api": api_config})})
+    asyncio.run(_publish(target, off))
+    populate(target, off, args.users)
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    port = ports.pick(None)
+    api = start_api(target, stack, port, workdir / "api.log", None)
+    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    print(f"bench/decide.py --compare-rate-limits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
+          f"{args.users:,} users, {args.seconds} s a run")  # fmt: skip
+    print(f"{'round':>5}  {'limits':6} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
+    try:
+        saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
+        for index in range(args.rounds):
+            for name, published in (("off", off), ("on", on)):
+                version = asyncio.run(_publish(target, published))
+                _wait_for_version(port, version)
+                decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
+                results[name].append((decide["rate"], per_cpu))
+                print(f"{index + 1:>5}  {name:6} {decide['rate']:>9,.0f} {per_cpu:>10,.0f} "
+                      f"{decide['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+    finally:
+        api.terminate()
+        api.wait(10)
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+        else:
+            scratch.forget(url, stack)
+    medians = {
+        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
+        for name, measured in results.items()
+    }
+    for name, (rate, per_cpu) in medians.items():
+        print(f"median {name:6} {rate:>9,.0f} {per_cpu:>10,.0f}")
+    print(f"on / off, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
+          f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
+
+
+def _wait_for_version(port: int, version: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/v1/decide?slot=hero&user=u1", timeout=2
+        ) as answer:
+            if int(answer.headers.get("x-tailor-ruleset-version", 0)) >= version:
+                return
+        time.sleep(0.05)
+    sys.exit(f"the API did not serve ruleset v{version} within 30 s")
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -489,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--compare-tls", action="store_true", help="only the cost of TLS to Redis: plain vs TLS, same run"
     )
     parser.add_argument(
+        "--compare-rate-limits",
+        action="store_true",
+        help="only the cost of the rate limits on decide: off vs on, alternating rounds, same run",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="TREE",
@@ -496,7 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "only, in alternating rounds",
     )
     parser.add_argument(
-        "--rounds", type=int, default=2, help="--compare-tls, --baseline: saturation rounds per side"
+        "--rounds",
+        type=int,
+        default=2,
+        help="--compare-tls, --compare-rate-limits, --baseline: saturation rounds per side",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
@@ -511,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.compare_tls:
             compare_tls(workdir, args)
+            return 0
+        if args.compare_rate_limits:
+            compare_rate_limits(workdir, args)
             return 0
         url, redis_process = start_redis(workdir)
         target = redis_target.RedisTarget.from_environment(url=url)
@@ -557,10 +636,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _publish(target: redis_target.RedisTarget, published: ruleset.Ruleset) -> None:
+async def _publish(target: redis_target.RedisTarget, published: ruleset.Ruleset) -> int:
     client = target.async_client()
-    await versions.publish(client, published)
+    stored = await versions.publish(client, published)
     await client.aclose()
+    return stored.version
 
 
 # --- the cost of TLS to Redis ----------------------------------------------------------------------
