@@ -32,6 +32,17 @@ ruleset_version = Gauge("tailor_ruleset_version", "Ruleset version served", ["st
 ruleset_loaded = Gauge(
     "tailor_ruleset_loaded_timestamp_seconds", "When the served ruleset was loaded", ["stack", "component"]
 )
+ruleset_published = Gauge(
+    "tailor_ruleset_published_version",
+    "The stack's current version in Redis as last seen by this replica (served or refused)",
+    ["stack", "component"],
+)
+ruleset_rejected = Counter(
+    "tailor_ruleset_rejected_total",
+    "Published versions this replica refused and did not serve; reason: signature (not signed by a "
+    "trusted key), format (newer than this reader), invalid (does not parse), load (rules do not compile)",
+    ["stack", "component", "reason"],
+)
 kafka_up = Gauge(
     "tailor_collector_kafka_up",
     "1 when the collector's last check reached the stack's Kafka (metadata of its events topic), else 0;"

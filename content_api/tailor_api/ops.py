@@ -40,6 +40,17 @@ async def _readiness(runtime: Runtime, needed: tuple[str, ...]) -> web.Reply:
     }
     if served is None and runtime.last_load_error:
         checks["ruleset"]["detail"] = runtime.last_load_error
+    behind, seconds = runtime.ruleset_lag()
+    if behind:
+        # Stale but ready: the version served was good when it came, and taking every replica out of
+        # its Service over a ruleset none of them will take would turn a bad publish into an outage.
+        # The gap is a metric and an alert instead (docs/operating.md, "A replica serves a stale ruleset").
+        checks["ruleset"]["published"] = runtime.published_version
+        checks["ruleset"]["stale"] = seconds >= runtime.settings.ruleset_stale_seconds
+        checks["ruleset"]["detail"] = (
+            f"serving an older version for {seconds:.0f}s; the published one was refused: "
+            f"{runtime.last_load_error or 'not loaded yet'}"
+        )
     ok, detail = await runtime.redis_ready()
     checks["redis"] = {"ok": ok, "detail": detail}
     if runtime.collector is not None:

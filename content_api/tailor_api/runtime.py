@@ -4,7 +4,9 @@
 Each new version is loaded into a complete Engine first (tailor.core.decision.engine.load, the data
 plane's stage) and then swapped in with one assignment: a request holds the engine it started with,
 so in-flight requests finish on the old version and a half-loaded one is never served. A version that
-fails to load is logged and the last good one keeps serving. In the background the runtime refreshes
+fails to load, or that must not be served (not signed by a trusted key, unparseable, of a newer format:
+tailor.core.rules.versions.Unreadable), is counted and logged, and the last good one keeps serving;
+/readyz shows how far behind the published version the replica is. In the background the runtime refreshes
 the bandit's statistics and flushes impression counts, so neither costs the hot path a Redis call.
 """
 
@@ -25,7 +27,7 @@ import redis
 from tailor.core import cancellation, logthrottle, redis_target, stats
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
-from tailor.core.rules import ruleset, versions
+from tailor.core.rules import ruleset, signing, versions
 from tailor_api import identity, metrics, ratelimit, resp, tokens, web
 from tailor_api.settings import ApiSettings
 
@@ -37,6 +39,9 @@ CLOSE_SECONDS = 15.0
 START_RETRY_SECONDS = 5.0
 _throttled = logging.getLogger(f"{__name__}.start")
 _throttled.addFilter(logthrottle.RepeatThrottle())  # one line per cause every 10 s, with the count
+# Refused rulesets: whoever can write to Redis can publish one a millisecond; the log must not follow.
+_refusals = logging.getLogger(f"{__name__}.refused")
+_refusals.addFilter(logthrottle.RepeatThrottle(interval_seconds=60.0))
 
 
 class Collector(Protocol):
@@ -98,8 +103,11 @@ class Runtime:
         self._collector_target: ruleset.StackConfig | None = None  # what it was last asked to run with
         self._collector_work: asyncio.Task[None] | None = None
         self.collector_error: str | None = None  # why the collector could not take the last settings
+        self.verifier = signing.Verifier.from_text(settings.ruleset_keys)
         self.load_errors = 0
         self.last_load_error: str | None = None
+        self.published_version = 0  # the current version in Redis, as last seen
+        self._behind_since: float | None = None  # monotonic time since which published > served
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[engine_module.Engine], None]] = []
         self._kafka_checked: tuple[float, bool, str] = (-float("inf"), False, "not checked yet")
@@ -167,9 +175,13 @@ class Runtime:
     def _follow(self) -> None:
         settings = self.settings
         poll = settings.ruleset_poll_seconds
-        self._spawn(
-            versions.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll), "follow"
-        )
+        if self.verifier.development:
+            log.warning("trusting rulesets signed with the public development key (%s is not set): "
+                        "fine locally, never in a cluster", signing.ENV_KEYS)  # fmt: skip
+        follower = versions.follow(self.follow_redis, self.stack, self.on_ruleset, poll_seconds=poll,
+                                   verifier=self.verifier, on_rejected=self.on_rejected,
+                                   on_published=self.on_published)  # fmt: skip
+        self._spawn(follower, "follow")
         if self.decides:
             self._spawn(self._every(settings.bandit_refresh_seconds, self.refresh_bandit), "bandit-refresh")
             self._spawn(
@@ -231,16 +243,41 @@ class Runtime:
 
     # --- rulesets --------------------------------------------------------------------------------
 
+    def on_published(self, version: int) -> None:
+        self.published_version = version
+        metrics.ruleset_published.labels(self.stack, "api").set(version)
+        served = self.engine.version if self.engine is not None else 0
+        if version <= served:
+            self._behind_since = None
+        elif self._behind_since is None:
+            self._behind_since = time.monotonic()
+
+    def on_rejected(self, refused: versions.Unreadable) -> None:
+        self._refused(refused.version, refused.reason, f"{refused.reason}: {refused.detail}")
+
+    def _refused(self, version: int, reason: str, detail: str) -> None:
+        self.load_errors += 1
+        self.last_load_error = f"version {version}: {detail}"
+        metrics.ruleset_rejected.labels(self.stack, "api", reason).inc()
+        served = f"v{self.engine.version} keeps serving" if self.engine is not None else "nothing served yet"
+        _refusals.error("ruleset %s v%s refused, %s: %s", self.stack, version, served, detail)
+
+    def ruleset_lag(self) -> tuple[int, float]:
+        """How many versions behind the published one the served ruleset is, and for how long (s)."""
+        served = self.engine.version if self.engine is not None else 0
+        if self._behind_since is None or self.published_version <= served:
+            return 0, 0.0
+        return self.published_version - served, time.monotonic() - self._behind_since
+
     async def on_ruleset(self, published: ruleset.Ruleset) -> None:
         try:
             loaded = engine_module.load(published)
         except Exception as error:
-            self.load_errors += 1
-            self.last_load_error = f"version {published.version}: {error}"
-            log.error("ruleset %s v%s not served, the last good one stays: %s",
-                      self.stack, published.version, error)  # fmt: skip
+            self._refused(published.version, "load", str(error))
             return
         self.engine = loaded  # the swap: one assignment
+        if loaded.version >= self.published_version:
+            self._behind_since = None
         # Engines and their compiled rules live long: keep them out of the collector's full sweeps,
         # which otherwise walk them all and show up as tail latency.
         gc.freeze()

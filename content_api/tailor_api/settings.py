@@ -29,6 +29,14 @@ class ApiSettings(redis_target.RedisClientSettings):
     )
     redis_timeout_seconds: float = 2.0
     ruleset_poll_seconds: float = 5.0  # pub/sub brings updates at once; the poll covers missed messages
+    ruleset_keys: str = Field(
+        default="",
+        description="comma-separated Ed25519 public keys (base64) that may sign this stack's rulesets "
+        "(TAILOR_RULESET_KEYS; the operator sets it); empty trusts the public development key",
+    )
+    # How long a replica may serve an older version than the published one before /readyz calls it
+    # stale (it stays ready: what it serves was good; tailor_ruleset_published_version shows the gap).
+    ruleset_stale_seconds: float = 30.0
     bandit_refresh_seconds: float = 2.0
     impressions_flush_seconds: float = 1.0
     feedback_max_age_seconds: int = 7 * 86400  # decisionIds older than this are refused

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from tailor.core import constants, durations
-from tailor.core.rules import compiler, ruleset, specs
+from tailor.core.rules import compiler, ruleset, signing, specs
 from tailor_operator import constants as names
 from tailor_operator import templates
 
@@ -45,6 +45,10 @@ REDIS_USER = 999  # the official redis image's user
 MAXMEMORY_SHARE = 0.8
 REDIS_TLS_DIR = "/etc/tailor/redis-tls"  # where worker and API pods find the Redis CA and client pair
 GENERATED_PASSWORD_KEY = "password"
+# The stack's ruleset signing Secret (reconcile/ruleset_keys.py): the operator reads the private key,
+# the pods get only the public keys (TAILOR_RULESET_KEYS).
+RULESET_PRIVATE_KEY = "privateKey"
+RULESET_PUBLIC_KEYS = "publicKeys"
 # The content API's pod, on its way out, keeps serving this long before it gets SIGTERM: a deleted
 # pod leaves its Service's endpoints at once (EndpointSlice ready=false), but every node's proxy
 # takes a moment to stop sending it new connections. Within terminationGracePeriodSeconds (30 s).
@@ -171,6 +175,28 @@ def generated_password_secret(stack: Stack, password: str) -> Manifest | None:
         "type": "Opaque",
         "metadata": metadata(stack, names.REDIS, generated_password_name(stack)),
         "data": {GENERATED_PASSWORD_KEY: base64.b64encode(password.encode()).decode()},
+    }
+
+
+def ruleset_signing_name(stack: Stack) -> str:
+    return f"{stack.name}-ruleset-signing"
+
+
+def ruleset_keys_ref(stack: Stack) -> specs.SecretKeyRef:
+    """The public keys the stack's pods verify rulesets with (docs/operating.md, "Who can publish")."""
+    return specs.SecretKeyRef(name=ruleset_signing_name(stack), key=RULESET_PUBLIC_KEYS)
+
+
+def ruleset_signing_secret(stack: Stack, signer: signing.Signer) -> Manifest:
+    """The stack's signing key pair, created once by the operator (never applied again, so never
+    replaced while it exists; rotating it is editing it: docs/operating.md)."""
+    data = {RULESET_PRIVATE_KEY: signer.encode_private(), RULESET_PUBLIC_KEYS: signer.encode_public()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata(stack, "ruleset-signing", ruleset_signing_name(stack)),
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
     }
 
 
@@ -317,6 +343,10 @@ def _redis_env(stack: Stack) -> list[dict[str, Any]]:
     return env
 
 
+def _ruleset_keys_env(stack: Stack) -> dict[str, Any]:
+    return _from_secret(signing.ENV_KEYS, ruleset_keys_ref(stack))
+
+
 def _from_secret(variable: str, ref: specs.SecretKeyRef) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
@@ -458,7 +488,7 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tailor"],
         "args": ["worker", "--stack", stack.key],
-        "env": _redis_env(stack) + _logging_env(stack),
+        "env": [*_redis_env(stack), _ruleset_keys_env(stack), *_logging_env(stack)],
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
         # The metrics server runs on its own thread beside the consume loop: alive while the process is.
         "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
@@ -494,7 +524,7 @@ def _http_container(
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tailor"],
         "args": args,
-        "env": env + _logging_env(stack),
+        "env": [*env, _ruleset_keys_env(stack), *_logging_env(stack)],
         "ports": [{"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},

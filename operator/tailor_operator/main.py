@@ -19,12 +19,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import redis
 
 from tailor.core import constants
 from tailor_operator import constants as names
 from tailor_operator import kube, metrics, observed, redis_access
 from tailor_operator import settings as operator_settings
-from tailor_operator.reconcile import children, kafka_probe, publishing, stack_status, stats, topics
+from tailor_operator.reconcile import (
+    children,
+    kafka_probe,
+    publishing,
+    ruleset_keys,
+    stack_status,
+    stats,
+    topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +68,19 @@ class Runtime:
         book = stack_status.StackStatusBook(client)
         connections = redis_access.RedisConnections(client, ours.redis_url)
         prober = kafka_probe.KafkaProber(client, book, ours.kafka_probe_seconds)
+        keys = ruleset_keys.RulesetKeys(client, ours.development_signing)
+        if ours.development_signing:
+            log.warning("new stacks' rulesets are signed with the public development key "
+                        "(TAILOR_OPERATOR_RULESET_SIGNING=stack generates one per stack)")  # fmt: skip
         return cls(
             settings=ours,
             kube=client,
             redis=connections,
             book=book,
             prober=prober,
-            children=children.ChildrenReconciler(client, book, connections, prober),
+            children=children.ChildrenReconciler(client, book, connections, prober, keys),
             topics=topics.TopicsReconciler(client, book, ours.kafka_timeout_seconds),
-            publisher=publishing.Publisher(client, connections, book, ours.debounce_seconds),
+            publisher=publishing.Publisher(client, connections, book, keys, ours.debounce_seconds),
         )
 
     async def close(self) -> None:
@@ -296,7 +309,12 @@ async def stack_stats(body: kopf.Body, namespace: str | None, memo: Any, **index
             await stats.copy_stats(
                 runtime.kube, client, stack.key, _items(indexes["tailor_rules"], namespace)
             )
-    except (children.InvalidStack, LookupError, ConnectionError, OSError) as error:
+        if not children.is_paused(item.source):
+            # What the readers check, checked here too: a ruleset someone else wrote is reported and
+            # replaced within this timer's interval (reconcile/publishing.py, check_current).
+            await runtime.publisher.check_current(stack, client)
+    except (children.InvalidStack, LookupError, ConnectionError, OSError, redis.RedisError,
+            ruleset_keys.SigningKeyError) as error:  # fmt: skip
         log.debug("stats of %s/%s not copied: %s", namespace, item.source.name, error)
 
 

@@ -40,6 +40,13 @@ PUBLISH_TIMESTAMP = prometheus_client.Gauge(
     ["stack"],
     registry=REGISTRY,
 )
+RULESETS_REFUSED = prometheus_client.Counter(
+    "tailor_operator_rulesets_refused_total",
+    "Current versions found in a stack's Redis that its key did not sign (or that do not parse), "
+    "published over; by reason (signature, format, invalid)",
+    ["stack", "reason"],
+    registry=REGISTRY,
+)
 
 NOT_LIVE = prometheus_client.Gauge(
     "tailor_operator_resources_not_live",
@@ -87,3 +94,7 @@ def forget(stack: str) -> None:
 def serve(port: int) -> None:
     if port:
         prometheus_client.start_http_server(port, registry=REGISTRY)
+
+
+def ruleset_refused(namespace: str, name: str, reason: str) -> None:
+    RULESETS_REFUSED.labels(stack=f"{namespace}/{name}", reason=reason).inc()

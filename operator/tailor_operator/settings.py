@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +21,18 @@ class OperatorSettings(BaseSettings):
 
     namespace: str | None = None
     """Watch only this namespace (and use a namespaced KopfPeering there); None watches all."""
+
+    ruleset_signing: Literal["stack", "development"] | None = None
+    """The key new stacks' rulesets are signed with: `stack` generates one per stack into a Secret,
+    `development` uses the public development key (for an operator beside local readers, which trust
+    it when given no keys). Unset: `stack` in a pod (KUBERNETES_SERVICE_HOST set), else `development`.
+    An existing Secret is used as it is either way (reconcile/ruleset_keys.py)."""
+
+    @property
+    def development_signing(self) -> bool:
+        if self.ruleset_signing is not None:
+            return self.ruleset_signing == "development"
+        return not os.environ.get("KUBERNETES_SERVICE_HOST")
 
     redis_url: str | None = None
     """Reach every stack's Redis here instead of at spec.redis.url or the managed Service's in-cluster

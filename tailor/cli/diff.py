@@ -170,6 +170,8 @@ def load_published(url: str | None, stack: str) -> ruleset.Ruleset | None:
     client = target.client(socket_connect_timeout=5, socket_timeout=10)
     try:
         return versions.load_sync(client, stack)
+    except versions.Unreadable as refused:
+        raise BaselineError(str(refused)) from None
     except (redis.RedisError, OSError) as error:
         raise BaselineError(f"cannot read the ruleset of {stack} from {url}: {error}") from None
     finally:

@@ -94,7 +94,11 @@ async def history(target: redis_target.RedisTarget, stack: str) -> list[str]:
         newest = int(await client.get(versions.seq_key(stack)) or 0)
         lines = []
         for version in range(newest, max(0, newest - versions.HISTORY), -1):
-            published = await versions.load(client, stack, version)
+            try:
+                published = await versions.load(client, stack, version)
+            except versions.Unreadable as refused:
+                lines.append(f"v{version}  unreadable: {refused.reason}: {refused.detail}")
+                continue
             if published is not None:
                 lines.append(_line(published, current))
     except (redis.RedisError, OSError) as error:
@@ -107,22 +111,36 @@ async def history(target: redis_target.RedisTarget, stack: str) -> list[str]:
 
 
 async def roll_back(target: redis_target.RedisTarget, stack: str, version: int) -> list[str]:
-    """Serve `version` of `stack` again; lines saying what is served now."""
+    """Serve `version` of `stack` again; lines saying what is served now. Signed with the private key
+    in TAILOR_RULESET_SIGNING_KEY (the stack's, from its Secret: docs/operating.md), else the
+    development key."""
+    import os
+
     import redis
 
-    from tailor.core.rules import versions
+    from tailor.core.rules import signing, versions
+
+    try:
+        signer = signing.signer_from_text(os.environ.get(signing.ENV_SIGNING_KEY))
+    except ValueError as error:
+        raise RollbackError(f"{signing.ENV_SIGNING_KEY}: {error}") from None
 
     client = target.async_client(socket_connect_timeout=5, socket_timeout=10)
     url = target.url
     try:
-        current = await versions.load(client, stack)
-        earlier = await versions.load(client, stack, version)
+        try:
+            current = await versions.load(client, stack, verifier=signer.verifier())
+        except versions.Unreadable:
+            current = None  # not ours: rolling back replaces it
+        earlier = await versions.load(client, stack, version, verifier=signer.verifier())
         if earlier is None:
             kept = f"; see tailor rollback --stack {stack} --list"
             raise RollbackError(f"{stack}: version {version} is not among the versions kept{kept}")
         if current is not None and current.checksum == earlier.checksum:
             return [f"{stack}: version {current.version} already serves the content of version {version}"]
-        served = await versions.rollback(client, stack, version)
+        served = await versions.rollback(client, stack, version, signer)
+    except versions.Unreadable as refused:
+        raise RollbackError(f"{refused}; set {signing.ENV_SIGNING_KEY} to the key that signed it") from None
     except (redis.RedisError, OSError) as error:
         raise RollbackError(f"cannot roll {stack} back in {url}: {error}") from None
     finally:

@@ -5,6 +5,7 @@ can follow it without a kube-apiserver."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tailor.core import kafkaclient, topics
-from tailor.core.rules import compiler, specs, versions
+from tailor.core.rules import compiler, signing, specs, versions
 from tailor.core.rules.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 
 FIVE_MINUTES = Window(name="5m", seconds=300, bucket_seconds=10)
@@ -87,7 +88,11 @@ def publish(
     async def publish_ruleset() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await versions.publish(client, Ruleset(stack=config.key, config=config, variants={}, rules=()))
+            # Signed with TAILOR_RULESET_SIGNING_KEY when set (a stack's own key), else the development key.
+            signer = signing.signer_from_text(os.environ.get(signing.ENV_SIGNING_KEY))
+            await versions.publish(
+                client, Ruleset(stack=config.key, config=config, variants={}, rules=()), signer
+            )
         finally:
             await client.aclose()
 

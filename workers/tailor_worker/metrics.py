@@ -46,6 +46,17 @@ RULESET_VERSION = Gauge("tailor_ruleset_version", "Ruleset version in use.", ["s
 RULESET_LOADED = Gauge(
     "tailor_ruleset_loaded_timestamp_seconds", "When the ruleset in use was loaded.", ["stack", "component"]
 )
+RULESET_PUBLISHED = Gauge(
+    "tailor_ruleset_published_version",
+    "The stack's current version in Redis as last seen by this worker (used or refused).",
+    ["stack", "component"],
+)
+RULESET_REJECTED = Counter(
+    "tailor_ruleset_rejected_total",
+    "Published versions this worker refused and did not use; reason: signature (not signed by a "
+    "trusted key), format (newer than this reader), invalid (does not parse).",
+    ["stack", "component", "reason"],
+)
 
 
 class _Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):

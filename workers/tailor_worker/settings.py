@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from tailor.core import constants, redis_target
+from tailor.core.rules import signing
 
 
 class WorkerSettings(redis_target.RedisClientSettings):
@@ -17,6 +18,12 @@ class WorkerSettings(redis_target.RedisClientSettings):
 
     redis_url: str = Field(
         validation_alias=AliasChoices(constants.ENV_REDIS_URL, "TAILOR_WORKER_REDIS_URL", "redis_url")
+    )
+    # The Ed25519 public keys that may sign this stack's rulesets (comma-separated base64; the operator
+    # sets TAILOR_RULESET_KEYS); empty trusts the public development key (tailor.core.rules.signing).
+    ruleset_keys: str = Field(
+        default="",
+        validation_alias=AliasChoices(signing.ENV_KEYS, "TAILOR_WORKER_RULESET_KEYS", "ruleset_keys"),
     )
     metrics_port: int = 9102
     metrics_host: str = "0.0.0.0"

@@ -1,5 +1,7 @@
 """The worker loop: consume a batch, classify it, write it to Redis atomically, dead-letter the rest,
 then store the offsets — and follow the stack's published ruleset for Kafka and feature settings.
+A published version it must not use (not signed by a trusted key, unparseable, of a newer format) is
+counted and logged, and the worker goes on with the settings it has; it never exits over one.
 
 Nothing acknowledged is lost and nothing is counted twice: offsets are stored only after the Redis
 write (and the dead-lettering) of their batch succeeded, and the write deduplicates by event id in
@@ -23,8 +25,8 @@ from confluent_kafka import KafkaException, Message
 
 from tailor.core import kafkaclient, logthrottle, native, redis_target, topics
 from tailor.core.profile import store
-from tailor.core.rules import versions
-from tailor.core.rules.ruleset import KafkaConfig, StackConfig
+from tailor.core.rules import signing, versions
+from tailor.core.rules.ruleset import KafkaConfig, Ruleset, StackConfig
 from tailor_worker import batch, garbage, metrics
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 # Lines repeated while Redis refuses (full, a wrong password): one per cause every 10 s, with the count.
 _throttled = logging.getLogger(f"{__name__}.retry")
 _throttled.addFilter(logthrottle.RepeatThrottle())
+# Refused rulesets: whoever can write to Redis can publish one a millisecond; the log must not follow.
+_refusals = logging.getLogger(f"{__name__}.refused")
+_refusals.addFilter(logthrottle.RepeatThrottle(interval_seconds=60.0))
 COMPONENT = "worker"
 
 
@@ -68,6 +73,8 @@ class Worker:
         self._stopping = threading.Event()
         self.config: StackConfig | None = None
         self.version = 0
+        self.verifier = signing.Verifier.from_text(settings.ruleset_keys)
+        self._refused_version = 0  # the last version refused: refused once, not at every check
         self._consumer: EventConsumer | None = None
         self._dead_letters: DeadLetterProducer | None = None
         self._writer: store.ProfileWriter | None = None
@@ -203,9 +210,12 @@ class Worker:
 
     def _wait_for_ruleset(self) -> StackConfig | None:
         warned = False
+        if self.verifier.development:
+            log.warning("trusting rulesets signed with the public development key (%s is not set): "
+                        "fine locally, never in a cluster", signing.ENV_KEYS)  # fmt: skip
         while not self.stopping:
             try:
-                ruleset = versions.load_sync(self.redis, self.stack)
+                ruleset = self._load_current()
             except redis.RedisError as error:
                 _throttled.warning("cannot read the ruleset of %s: %s", self.stack, error)
                 ruleset = None
@@ -218,12 +228,26 @@ class Worker:
             self._stopping.wait(1.0)
         return None
 
+    def _load_current(self) -> Ruleset | None:
+        """The current ruleset if this worker may use it; None when there is none, or it was refused."""
+        version = versions.current_version_sync(self.redis, self.stack)
+        if version:
+            metrics.RULESET_PUBLISHED.labels(self.stack, COMPONENT).set(version)
+        if not version or version in (self.version, self._refused_version):
+            return None
+        try:
+            return versions.load_sync(self.redis, self.stack, version, verifier=self.verifier)
+        except versions.Unreadable as refused:
+            self._refused_version = version
+            metrics.RULESET_REJECTED.labels(self.stack, COMPONENT, refused.reason).inc()
+            kept = f"v{self.version} stays in use" if self.version else "waiting for one it can use"
+            _refusals.error("ruleset %s v%d refused, %s: %s: %s",
+                            self.stack, version, kept, refused.reason, refused.detail)  # fmt: skip
+            return None
+
     def _follow_ruleset(self) -> None:
         try:
-            version = versions.current_version_sync(self.redis, self.stack)
-            if not version or version == self.version:
-                return
-            ruleset = versions.load_sync(self.redis, self.stack)
+            ruleset = self._load_current()
         except redis.RedisError as error:
             log.warning("cannot check the ruleset of %s: %s", self.stack, error)
             return

@@ -20,7 +20,7 @@ from tailor.core import constants
 from tailor.core.rules import compiler, specs
 from tailor_operator import autoscaling, builders, conditions, kube, metrics, redis_access, templates
 from tailor_operator import constants as names
-from tailor_operator.reconcile import kafka_probe, stack_status
+from tailor_operator.reconcile import kafka_probe, ruleset_keys, stack_status
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,10 @@ class ChildrenReconciler:
         book: stack_status.StackStatusBook,
         redis: redis_access.RedisConnections,
         prober: kafka_probe.KafkaProber,
+        keys: ruleset_keys.RulesetKeys,
     ) -> None:
         self._kube = client
+        self._keys = keys
         self._book = book
         self._redis = redis
         self._prober = prober
@@ -141,6 +143,7 @@ class ChildrenReconciler:
             try:
                 stack = parse_stack(source)
                 await self._ensure_generated_password(stack)
+                await self._keys.signer(stack)  # its Secret exists before the pods that read it
                 digests = await self._secret_digests(stack)
                 checksums = (
                     builders.config_checksum(stack, digests),
@@ -148,10 +151,12 @@ class ChildrenReconciler:
                 )
                 keda = await self._keda_wanted(stack)
                 wanted = [*wanted_children(stack, checksums), *_autoscalers(stack, keda)]
-            except (InvalidStack, MissingSecret, MissingApi) as error:
-                reason = {InvalidStack: "InvalidSpec", MissingSecret: "SecretMissing"}.get(
-                    type(error), "KedaNotInstalled"
-                )
+            except (InvalidStack, MissingSecret, MissingApi, ruleset_keys.SigningKeyError) as error:
+                reason = {
+                    InvalidStack: "InvalidSpec",
+                    MissingSecret: "SecretMissing",
+                    ruleset_keys.SigningKeyError: "SigningKeyInvalid",
+                }.get(type(error), "KedaNotInstalled")
                 await self._book.update(
                     source.namespace,
                     source.name,
@@ -272,7 +277,12 @@ class ChildrenReconciler:
         """Digest of each referenced Secret's content: in the pods' checksum, so a changed password,
         token or certificate rolls them (they read it at start)."""
         digests = {}
-        refs = [*builders.redis_secret_refs(stack), stack.spec.content_api.admin_token_secret_ref]
+        # The signing Secret too: pods restart when its public keys change (a rotation).
+        refs = [
+            *builders.redis_secret_refs(stack),
+            stack.spec.content_api.admin_token_secret_ref,
+            builders.ruleset_keys_ref(stack),
+        ]
         wanted = [(ref.name, ref.key) for ref in refs if ref is not None]
         wanted += [(file.secret, file.key) for file in builders.kafka_secret_files(stack)]
         for name, key in wanted:

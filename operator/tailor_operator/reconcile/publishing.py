@@ -19,10 +19,10 @@ import orjson
 import redis
 
 from tailor.core import cancellation, constants, redis_target
-from tailor.core.rules import compiler, ruleset, versions
-from tailor_operator import conditions, kube, metrics, observed, redis_access
+from tailor.core.rules import compiler, ruleset, signing, versions
+from tailor_operator import builders, conditions, kube, metrics, observed, redis_access
 from tailor_operator import constants as names
-from tailor_operator.reconcile import children, stack_status
+from tailor_operator.reconcile import children, ruleset_keys, stack_status
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,12 @@ class Publisher:
         client: kube.Kube,
         connections: redis_access.RedisConnections,
         book: stack_status.StackStatusBook,
+        keys: ruleset_keys.RulesetKeys,
         debounce: float = 0.02,
     ) -> None:
         self._kube = client
         self._redis = connections
+        self._keys = keys
         self._book = book
         self._debounce = debounce
         self._namespaces: dict[str, Namespace] = {}
@@ -145,16 +147,19 @@ class Publisher:
         if paused:
             return Report(None, False, None, ())
         client = None
+        signer = None
         if stack_item is not None:
             try:
                 stack = children.parse_stack(stack_item.source)
                 client = await self._redis.for_stack(stack)
             except (children.InvalidStack, LookupError):
                 client = None  # compile_namespace reports the stack's problem
+            else:
+                signer = await self._keys.signer(stack)
         if fingerprint == state.inputs:
             return Report(state.last.version if state.last else None, False, None, ())
 
-        previous = await self._current(client, stack_item, state)
+        previous = await self._current(client, stack_item, state, signer)
         started = time.perf_counter()
         result = await asyncio.to_thread(
             compiler.compile_namespace, namespace, [item.source for item in items], previous, state.cache
@@ -162,8 +167,13 @@ class Publisher:
         log.debug("compiled %s in %.1f ms", namespace, (time.perf_counter() - started) * 1000)
         published = False
         served = previous
-        if result.ruleset is not None and client is not None and stack_item is not None:
-            served = await versions.publish(client, result.ruleset)
+        if (
+            result.ruleset is not None
+            and client is not None
+            and stack_item is not None
+            and signer is not None
+        ):
+            served = await versions.publish(client, result.ruleset, signer)
             published = previous is None or served.version != previous.version
             state.last = served
             metrics.published(served.stack, served.version)
@@ -176,10 +186,16 @@ class Publisher:
         return Report(served.version if served else None, published, result.held, tuple(result.problems))
 
     async def _current(
-        self, client: Any, stack_item: observed.Observed | None, state: Namespace
+        self,
+        client: Any,
+        stack_item: observed.Observed | None,
+        state: Namespace,
+        signer: signing.Signer | None,
     ) -> ruleset.Ruleset | None:
-        """The ruleset being served (the last-good reference), cached while its version is current."""
-        if client is None or stack_item is None:
+        """The ruleset being served (the last-good reference), cached while its version is current.
+        A current version the stack's key did not sign is not taken as a reference: it is reported on
+        the stack (the readers refused it too) and published over."""
+        if client is None or stack_item is None or signer is None:
             return state.last
         key = f"{stack_item.source.namespace}/{stack_item.source.name}"
         try:
@@ -188,8 +204,47 @@ class Publisher:
             raise ConnectionError(f"Redis of {key} unreachable: {error}") from error
         if state.last is not None and state.last.stack == key and state.last.version == version:
             return state.last
-        state.last = await versions.load(client, key, version) if version else None
+        try:
+            state.last = (
+                await versions.load(client, key, version, verifier=signer.verifier()) if version else None
+            )
+        except versions.Unreadable as refused:
+            state.last = None
+            await self.report_refused(stack_item, refused)
         return state.last
+
+    async def check_current(self, stack: builders.Stack, client: Any) -> bool:
+        """Whether the current version in Redis verifies with the stack's key (the stats timer asks, so
+        a ruleset written by someone else is noticed between rounds). When it does not: an Event on the
+        stack, and its namespace is recompiled, which publishes a signed version over it."""
+        signer = await self._keys.signer(stack)
+        try:
+            await versions.load(client, stack.key, verifier=signer.verifier())
+        except versions.Unreadable as refused:
+            state = self._namespaces.get(stack.namespace)
+            if state is not None:
+                stack_item = _the_stack(state.snapshot())
+                if stack_item is not None:
+                    await self.report_refused(stack_item, refused)
+                state.inputs = b""  # the next round publishes, whatever the inputs
+                state.last = None
+                state.wake.set()
+            return False
+        return True
+
+    async def report_refused(self, stack_item: observed.Observed, refused: versions.Unreadable) -> None:
+        message = (
+            f"version {refused.version} in Redis is refused by the stack's readers ({refused.reason}: "
+            f"{refused.detail}); they keep their last good version, and the operator publishes over it. "
+            "Something other than the operator wrote to the stack's Redis: see docs/operating.md, "
+            "'Who can publish a ruleset'"
+        )
+        log.warning("%s: %s", stack_item.source.ref, message)
+        metrics.ruleset_refused(stack_item.source.namespace, stack_item.source.name, refused.reason)
+        try:
+            await self._kube.post_event(stack_item.involved(), "RulesetRefused", message)
+        except kube.ApiError as error:
+            log.warning("could not post an Event for %s: %s", stack_item.source.ref, error)
 
     async def _report(
         self,
@@ -282,7 +337,7 @@ async def withdraw(client: Any, stack: str) -> int:
     keys = [versions.current_key(stack)]
     async for key in client.scan_iter(match=versions.version_key(stack, 0)[:-1] + "*", count=500):
         name = key.decode() if isinstance(key, bytes) else str(key)
-        if name.rsplit(":", 1)[-1].isdigit():
+        if name.rsplit(":", 1)[-1].isdigit() or name.endswith(":signature"):
             keys.append(name)
     return int(await client.delete(*keys))
 
