@@ -3,7 +3,8 @@ What the operator may do, shared by the ClusterRole (every namespace) and the Ro
 (operator.watchNamespace). Least privilege, checked against the operator's code by running it
 under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
 are written by server-side apply, status by merge patch), Secrets read by name only (no
-list/watch) and created only for a managed Redis' generated password, deletes only for what the
+list/watch) and created only for a managed Redis' generated password and a stack's ruleset
+signing key, deletes only for what the
 operator removes (a managed Redis, a budget or an autoscaler switched off, a separate collector
 folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 */}}
@@ -31,6 +32,10 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch", "delete"]
+# The stack's NetworkPolicies (spec.networkPolicies): server-side apply, deleted when turned off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch", "delete"]
 # Autoscalers of workers and content API (spec.*.autoscaling): HPAs, or KEDA ScaledObjects where
 # KEDA is installed; server-side apply, deleted when autoscaling is turned off.
 - apiGroups: ["autoscaling"]
@@ -45,7 +50,8 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
   resources: ["kafkatopics"]
   verbs: ["create", "patch"]
 # Secrets a stack references (Redis password, username, CA, client pair; admin token): read by name,
-# never listed. create: the generated password of a managed Redis, made once (never updated).
+# never listed. create: the generated password of a managed Redis and each stack's ruleset signing
+# key, each made once (never updated).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -108,6 +108,8 @@ class Runtime:
         self.last_load_error: str | None = None
         self.published_version = 0  # the current version in Redis, as last seen
         self._behind_since: float | None = None  # monotonic time since which published > served
+        for reason in (*versions.REASONS, "load"):  # at 0 from the start, so the first refusal is an increase
+            metrics.ruleset_rejected.labels(self.stack, "api", reason)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[engine_module.Engine], None]] = []
         self._kafka_checked: tuple[float, bool, str] = (-float("inf"), False, "not checked yet")

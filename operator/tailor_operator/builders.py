@@ -745,6 +745,73 @@ def children(stack: Stack, checksum: str, for_redis: str | None = None) -> list[
     return [manifest for manifest in owned if manifest is not None]
 
 
+# --- NetworkPolicies ---------------------------------------------------------------------------------
+
+NETWORK_POLICY_API = "networking.k8s.io/v1"
+
+
+def _network_policy(stack: Stack, component: str, ingress: list[dict[str, Any]]) -> Manifest:
+    return {
+        "apiVersion": NETWORK_POLICY_API,
+        "kind": "NetworkPolicy",
+        "metadata": metadata(stack, component),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(stack, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def _port_from(port: str, peers: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """One ingress rule: `port` from `peers`, or from anyone when there are none."""
+    return {"ports": [{"port": port, "protocol": "TCP"}], **({"from": list(peers)} if peers else {})}
+
+
+def network_policies(stack: Stack) -> list[Manifest]:
+    """The stack's NetworkPolicies (spec.networkPolicies, on by default). Ingress only: the pods call
+    out to Kafka, Redis and (the operator) the API server, whose addresses a policy cannot name.
+    Kubelet probes are not subject to NetworkPolicy. The content API's metrics share its HTTP port
+    until it has an admin port of its own, so `contentApiFrom` covers them."""
+    spec = stack.spec.network_policies
+    if not spec.enabled:
+        return []
+    policies = []
+    if stack.spec.redis.managed:
+        stack_pods = {
+            "podSelector": {
+                "matchLabels": {constants.LABEL_NAME: names.APP_NAME, constants.LABEL_INSTANCE: stack.name},
+                "matchExpressions": [{"key": constants.LABEL_COMPONENT, "operator": "In",
+                                      "values": [names.WORKER, names.CONTENT_API, names.COLLECTOR]}],
+            }
+        }  # fmt: skip
+        # The operator publishes rulesets and checks Redis; it runs in a namespace of its own.
+        operator = {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchLabels": {constants.LABEL_NAME: names.APP_NAME, constants.LABEL_COMPONENT: "operator"}
+            },
+        }
+        redis_rule = {"ports": [{"port": "redis", "protocol": "TCP"}], "from": [stack_pods, operator]}
+        policies.append(_network_policy(stack, names.REDIS, [redis_rule]))
+    policies.append(_network_policy(stack, names.WORKER, [_port_from("metrics", spec.metrics_from)]))
+    policies.append(_network_policy(stack, names.CONTENT_API, [_port_from("http", spec.content_api_from)]))
+    if stack.spec.content_api.collector.separate:
+        policies.append(_network_policy(stack, names.COLLECTOR, [_port_from("http", spec.content_api_from)]))
+    return policies
+
+
+def unwanted_network_policies(stack: Stack) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of the stack's NetworkPolicies it no longer wants."""
+    wanted = {manifest["metadata"]["name"] for manifest in network_policies(stack)}
+    every = (names.REDIS, names.WORKER, names.CONTENT_API, names.COLLECTOR)
+    return [
+        (NETWORK_POLICY_API, "NetworkPolicy", child_name(stack, component))
+        for component in every
+        if child_name(stack, component) not in wanted
+    ]
+
+
 def unwanted(stack: Stack) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of children the stack no longer wants: a managed Redis switched off,
     a PodDisruptionBudget turned off, the separate collector folded back into the content API."""

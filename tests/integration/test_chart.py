@@ -437,6 +437,9 @@ def test_helm_test_hook_fails_when_the_api_does_not_answer(helm_binary: Path) ->
 
 
 def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path) -> None:
+    """The operator makes each stack's policies (builders.network_policies); the chart only the
+    operator's own. Each stack policy selects the pods of its component, names ports they have, and
+    Redis admits the stack's pods and the chart's operator pods."""
     builders = pytest.importorskip("tailor_operator.builders")
     operator_names = pytest.importorskip("tailor_operator.constants")
     manifests = render(helm_binary, ROOT / "ci" / "monitoring-values.yaml")
@@ -447,7 +450,7 @@ def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path
         uid="0",
         spec=specs.StackSpec.model_validate(stack_manifest["spec"]),
     )
-    policies = {p["metadata"]["name"]: p for p in by_kind(manifests, "NetworkPolicy")}
+    policies = {p["metadata"]["name"]: p for p in builders.network_policies(stack)}
     children = {
         (child["kind"], child["metadata"]["labels"][constants.LABEL_COMPONENT]): child
         for child in builders.children(stack, "checksum")
@@ -463,9 +466,11 @@ def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path
         assert (
             policy["spec"]["podSelector"]["matchLabels"].items() <= pod_template["metadata"]["labels"].items()
         )
-        if component != operator_names.WORKER:  # workers expose no port yet; see docs/operating.md
-            port_names = {p["name"] for c in pod_template["spec"]["containers"] for p in c.get("ports", [])}
-            assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} <= port_names
+        port_names = {p["name"] for c in pod_template["spec"]["containers"] for p in c.get("ports", [])}
+        assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} <= port_names
+    assert policies[f"{stack.name}-worker"]["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     # Redis admits the stack's workers, API and collector and the operator, nobody else.
     redis_sources = policies[f"{stack.name}-redis"]["spec"]["ingress"][0]["from"]
     [stack_pods] = [
@@ -479,6 +484,8 @@ def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path
         and source["podSelector"].get("matchLabels")
         for source in redis_sources
     )
+    [operator_policy] = by_kind(manifests, "NetworkPolicy")
+    assert operator_policy["spec"]["podSelector"]["matchLabels"].items() <= operator_labels.items()
     assert by_kind(render(helm_binary), "NetworkPolicy") == [], "off by default"
 
 

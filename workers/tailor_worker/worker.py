@@ -75,6 +75,8 @@ class Worker:
         self.version = 0
         self.verifier = signing.Verifier.from_text(settings.ruleset_keys)
         self._refused_version = 0  # the last version refused: refused once, not at every check
+        for reason in versions.REASONS:  # at 0 from the start, so the first refusal is an increase
+            metrics.RULESET_REJECTED.labels(stack, COMPONENT, reason)
         self._consumer: EventConsumer | None = None
         self._dead_letters: DeadLetterProducer | None = None
         self._writer: store.ProfileWriter | None = None

@@ -150,7 +150,11 @@ class ChildrenReconciler:
                     builders.redis_checksum(stack, digests),
                 )
                 keda = await self._keda_wanted(stack)
-                wanted = [*wanted_children(stack, checksums), *_autoscalers(stack, keda)]
+                wanted = [
+                    *wanted_children(stack, checksums),
+                    *_autoscalers(stack, keda),
+                    *builders.network_policies(stack),
+                ]
             except (InvalidStack, MissingSecret, MissingApi, ruleset_keys.SigningKeyError) as error:
                 reason = {
                     InvalidStack: "InvalidSpec",
@@ -195,7 +199,10 @@ class ChildrenReconciler:
                 elif condition is not None:
                     updates.append(condition)
             updates.append(await self._redis_ready(stack, from_statefulset, source.generation))
-            for api_version, kind, name in builders.unwanted(stack):
+            for api_version, kind, name in [
+                *builders.unwanted(stack),
+                *builders.unwanted_network_policies(stack),
+            ]:
                 if await self._kube.delete(api_version, kind, stack.namespace, name):
                     log.info("deleted %s %s/%s: the stack no longer wants it", kind, stack.namespace, name)
             updates.append(

@@ -285,6 +285,15 @@ class LoggingSpec(SpecModel):
     format: Literal["text", "json"] = "text"
 
 
+class NetworkPoliciesSpec(SpecModel):
+    """The stack's NetworkPolicies (operator builders.network_policies); peers are NetworkPolicyPeer
+    dicts as the CRD checked them, empty meaning anyone."""
+
+    enabled: bool = True
+    content_api_from: tuple[dict[str, Any], ...] = ()
+    metrics_from: tuple[dict[str, Any], ...] = ()
+
+
 class StackSpec(SpecModel):
     image: str = DEFAULT_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -295,6 +304,7 @@ class StackSpec(SpecModel):
     workers: WorkersSpec = WorkersSpec()
     content_api: ContentApiSpec = ContentApiSpec()
     logging: LoggingSpec = LoggingSpec()
+    network_policies: NetworkPoliciesSpec = NetworkPoliciesSpec()
 
 
 # --- ContentVariant ----------------------------------------------------------------------------------

@@ -66,6 +66,10 @@ async def current_version(client: aioredis.Redis, stack: str) -> int:
     return int(raw) if raw else 0
 
 
+REASONS = ("signature", "format", "invalid")
+"""Why a reader refuses a version (Unreadable.reason)."""
+
+
 class Unreadable(Exception):
     """A published version a reader must not serve. `reason` is a short fixed word for metrics:
     `signature` (unsigned, unknown key, or not matching), `format` (written for a newer reader), `invalid`
