@@ -254,11 +254,12 @@ def _secure_properties(secure: SecureListeners) -> list[str]:
 class Kafka(Component):
     name = "kafka"
     #: kafka-pods: the listener pods on the real node use (unused without one).
-    port_keys = ("kafka", "kafka-controller", "kafka-pods", "kafka-sasl-ssl", "kafka-mtls")
+    port_keys: tuple[str, ...] = ("kafka", "kafka-controller", "kafka-pods", "kafka-sasl-ssl", "kafka-mtls")
     start_timeout = 90.0
     stop_timeout = 30.0  # a clean shutdown lets the next start skip log recovery
     #: The SASL_SSL and MTLS listeners (on by default; bench/devstack_kafka.py times a start without).
     secure_listeners = True
+    heap = HEAP
 
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.context.port('kafka')}"
@@ -298,7 +299,7 @@ class Kafka(Component):
     def _java(self, main: str, *args: str) -> list[str]:
         return [
             str(self.context.tools.java),
-            HEAP,
+            self.heap,
             "-Xms128m",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
