@@ -5,6 +5,7 @@ of what the collector acknowledged with what the worker counted in Redis."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -26,6 +27,10 @@ POSTERS = 3
 BATCH_EVENTS = 50
 PAUSE_SECONDS = 0.04  # between one poster's batches: up to ~3,000 events/s in all
 COUNTED = 'tailor_worker_events_processed_total{outcome="counted"}'
+#: The controls (a setting that must lose events, showing the measurement can) and the cases a CI case
+#: covers cost a minute or two each: they are run by hand (docs/operating.md#durability):
+#: `TAILOR_FAULTS_ALL=1 pytest tests/integration/test_faults_{kafka,redis}.py`
+ALL_CASES = os.environ.get("TAILOR_FAULTS_ALL") == "1"
 
 
 @dataclass(frozen=True)

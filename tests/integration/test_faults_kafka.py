@@ -21,8 +21,10 @@ from pathlib import Path
 import fault_harness
 import pytest
 from pipeline_harness import running_pipeline, wait_until
+from tailor_operator.reconcile import topics as operator_topics
 
 from tailor.core import topics
+from tailor.core.rules import specs
 from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import kafka_cluster, scratch
 
@@ -63,15 +65,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_cluster.
         running.stop()
 
 
-def replicated_stack(cluster: kafka_cluster.KafkaCluster, redis_url: str) -> StackConfig:
-    """A fresh stack whose topics have replication factor 3 and min.insync.replicas=2, as the operator
-    makes them for `spec.topics.replicationFactor: 3, minInSyncReplicas: 2` (docs/topics.md)."""
+def replicated_stack(cluster: kafka_cluster.KafkaCluster) -> StackConfig:
+    """A fresh stack whose topics the operator's own code makes for `spec.kafka.topics:
+    {replicationFactor: 3, minInSyncReplicas: 2}` (docs/topics.md)."""
     config = scratch.stack_config(cluster.bootstrap, "faults-test", partitions=PARTITIONS)
-    wanted = [
-        topics.Topic(name, PARTITIONS, 3, {topics.MIN_INSYNC_REPLICAS: "2"})
-        for name in (config.kafka.events_topic, config.kafka.dead_letter_topic)
-    ]
-    assert topics.reconcile({"bootstrap.servers": cluster.bootstrap}, wanted).created
+    spec = specs.KafkaSpec.model_validate(
+        {
+            "bootstrapServers": cluster.bootstrap,
+            "partitions": PARTITIONS,
+            "topics": {"replicationFactor": 3, "minInSyncReplicas": 2},
+        }
+    )
+    wanted = operator_topics.wanted_topics(spec, config.kafka)
+    assert topics.reconcile(operator_topics.client_config(config.kafka), wanted).created
     return config
 
 
@@ -81,11 +87,11 @@ class Fault:
     acks_1: bool = False  # the control: a collector whose producer does not wait for the replicas
 
 
-FAULTS = {
-    "leader-killed": Fault(followers_paused=False),
-    "leader-killed-ahead-of-its-followers": Fault(followers_paused=True),
-    "control-acks-1-leader-killed-ahead-of-its-followers": Fault(followers_paused=True, acks_1=True),
-}
+# Killed ahead of its followers is a leader killed mid-stream, and the worst moment for it: CI runs that.
+FAULTS = {"leader-killed-ahead-of-its-followers": Fault(followers_paused=True)}
+if fault_harness.ALL_CASES:
+    FAULTS["leader-killed"] = Fault(followers_paused=False)
+    FAULTS["control-acks-1-leader-killed-ahead-of-its-followers"] = Fault(followers_paused=True, acks_1=True)
 
 
 @pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
@@ -96,7 +102,7 @@ def test_the_partition_leader_sigkilled_mid_stream_loses_no_acknowledged_event_a
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    config = replicated_stack(cluster, redis_url)
+    config = replicated_stack(cluster)
     api_env: dict[str, str] = {}
     if fault.acks_1:
         (tmp_path / "sitecustomize.py").write_text(ACKS_1_SITECUSTOMIZE)
