@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tailor.devstack import kwokstages
+from tailor.devstack import kafka_cluster, kwokstages
 from tailor.devstack.components import kafka, kwok, redis
 
 
@@ -24,6 +24,20 @@ def test_kafka_is_one_combined_node_with_single_replica_internal_topics(tmp_path
     ):
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_a_fault_test_cluster_node_knows_all_three_voters_and_replicates_internal_topics_three_times(
+    tmp_path: object,
+) -> None:
+    voters = "1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3"
+    props = properties(kafka_cluster.node_properties(2, 19092, 19093, voters, tmp_path))  # type: ignore[arg-type]
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == voters
+    assert "controller.quorum.bootstrap.servers" not in props  # static: formatted without --standalone
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor"):
+        assert props[key] == "3", key
+    assert props["min.insync.replicas"] == "2"
+    assert props["unclean.leader.election.enable"] == "false"
 
 
 def test_kafka_cluster_ids_are_22_url_safe_characters_never_a_flag() -> None:
