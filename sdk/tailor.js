@@ -59,6 +59,7 @@
     cacheTtl: 30000,         // ms a decision may be reused while the visitor's behaviour is unchanged
     live: false,             // decide only once this page's view is counted, and again after later actions
     liveDelay: 150,          // ms between the collector's 202 and that decide (the workers' freshness)
+    token: '',               // a signed identity token from the shop's backend (docs/identity.md); or identify({token})
     debug: false,
   };
 
@@ -476,7 +477,8 @@
       try {
         response = await t.env.fetch(t.url('/v1/events'), {
           method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
+          // The token of now, not of when the events were tracked: a retried batch carries a fresh one.
+          headers: Object.assign({ 'Content-Type': 'application/json' }, t.authorization()),
           body,
           keepalive: body.length <= t.config.maxBatchBytes,
           credentials: 'omit',
@@ -492,6 +494,7 @@
       }
       t.stats.requests++;
       const verdict = classifyResponse(response.status, payload, batch.length);
+      if (response.status === 401) t.unauthorized('/v1/events', response); // kept queued: retried with the next token
       if (verdict.outcome === 'retry') {
         return this.backOff(parseRetryAfter(response.headers.get('Retry-After'), t.now()));
       }
@@ -568,6 +571,8 @@
       const t = this.t;
       const navigator = t.env.navigator;
       if (!t.canSend() || !navigator || typeof navigator.sendBeacon !== 'function') return 0;
+      // A beacon carries no Authorization header: with a token the events wait for the next page.
+      if (t.token) return 0;
       let handed = 0;
       for (const batch of batches(t.queue.list(), this.limit, t.config.maxBatchBytes)) {
         const body = JSON.stringify({ events: batch.map((entry) => entry.event) });
@@ -678,11 +683,13 @@
         t.stats.decideCalls++;
         const response = await t.env.fetch(t.url('/v1/decide') + '?' + query.toString(), {
           method: 'GET',
+          headers: t.authorization(),
           credentials: 'omit',
           cache: 'no-store',
           signal: controller ? controller.signal : undefined,
         });
         if (response.ok) body = parseJson(await response.text(), null);
+        else if (response.status === 401) t.unauthorized('/v1/decide', response);
         else {
           t.log('decide answered', response.status);
           const wait = response.status === 429 || response.status === 503
@@ -918,6 +925,11 @@
       this.queue = new EventQueue(this.store, this.config.maxQueue, () => this.now());
       this.sender = new Sender(this);
       this.renderer = new Renderer(this);
+      this.token = null;
+      const token = this.config.token || this.session.get(PREFIX + 'token');
+      if (token) {
+        try { this.setToken(token); } catch (error) { this.log('identity token ignored', error); }
+      }
       this.bindBrowser();
       if (this.pendingConsent !== undefined) this.consent(this.pendingConsent);
       // After the DOM is parsed: the title and <meta name="tailor:..."> are known, the slots exist.
@@ -985,8 +997,39 @@
         anonymousId = uuid(this.env.crypto);
         this.store.set(PREFIX + 'anonymousId', anonymousId);
       }
+      if (this.token) {
+        const { sub, sid } = this.token.claims;
+        return { user: sub, userId: sub, anonymousId, session: sid };
+      }
       const userId = this.store.get(PREFIX + 'userId') || null;
       return { user: userId || anonymousId, userId, anonymousId, session: this.sessionId(false) };
+    }
+
+    /** The Authorization header of a signed identity, when the page gave a token; {} otherwise. */
+    authorization() {
+      return this.token ? { Authorization: 'Bearer ' + this.token.raw } : {};
+    }
+
+    /** Keeps `raw`, a JWT from the shop's backend: its `sub` is the user and its `sid` the session of
+     *  every request from now on. The signature is the server's to check; this reads the claims only. */
+    setToken(raw) {
+      const parts = String(raw).split('.');
+      let claims = null;
+      try {
+        const text = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+        claims = JSON.parse(decodeURIComponent(Array.from(atob(text + '==='.slice((text.length + 3) % 4)),
+          (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join('')));
+      } catch (_) { claims = null; }
+      if (parts.length !== 3 || !claims || !ID.test(String(claims.sub)) || typeof claims.sid !== 'string') {
+        throw new TypeError('tailor.identify: the token must be a JWT with `sub` (the user id) and `sid` (the session)');
+      }
+      this.token = { raw: String(raw), claims: { sub: String(claims.sub), sid: claims.sid } };
+      if (this.consentState !== 'denied') {
+        this.store.set(PREFIX + 'userId', this.token.claims.sub);
+        this.session.set(PREFIX + 'token', this.token.raw);
+      }
+      // Events held back by a refused (expired) token go out now with the fresh one.
+      if (this.sender && this.queue.size()) { this.sender.retryAt = 0; this.sender.failures = 0; this.sender.schedule(0); }
     }
 
     /** The session id; a new one after `sessionTimeout` of inactivity. `touch` marks activity. */
@@ -1001,6 +1044,10 @@
 
     /** Ties this browser's events to a known user (1 to 128 letters, digits and . _ : @ + -). */
     identify(userId) {
+      if (userId && typeof userId === 'object') {
+        this.setToken(userId.token);
+        return this.token.claims.sub;
+      }
       const id = String(userId === undefined || userId === null ? '' : userId);
       if (!ID.test(id)) {
         throw new TypeError(
@@ -1015,6 +1062,8 @@
     reset() {
       for (const key of ['userId', 'anonymousId', 'session']) this.store.remove(PREFIX + key);
       this.session.remove(PREFIX + 'decisions');
+      this.session.remove(PREFIX + 'token');
+      this.token = null;
     }
 
     /** Changes whenever behaviour is tracked: cached decisions are valid only for the same mark. */
@@ -1066,7 +1115,7 @@
         id: uuid(this.env.crypto),
         type,
         anonymousId: identity.anonymousId,
-        sessionId: this.sessionId(true),
+        sessionId: this.token ? this.token.claims.sid || this.sessionId(true) : this.sessionId(true),
         timestamp: new Date(this.now()).toISOString(),
         page: {
           url: truncate(String((location && location.href) || 'about:blank'), LIMITS.url),
@@ -1123,10 +1172,20 @@
       const body = JSON.stringify({ decisionId, type });
       return Promise.resolve()
         .then(() => this.env.fetch(this.url('/v1/feedback'), {
-          method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
+          method: 'POST', headers: Object.assign({ 'Content-Type': 'application/json' }, this.authorization()), body,
           keepalive: true, credentials: 'omit', cache: 'no-store',
         }))
-        .then((response) => response.status === 202 || response.ok, (error) => { this.log('feedback failed', error); return false; });
+        .then((response) => {
+          if (response.status === 401) this.unauthorized('/v1/feedback', response);
+          return response.status === 202 || response.ok;
+        }, (error) => { this.log('feedback failed', error); return false; });
+    }
+
+    /** A 401: the identity token is missing, expired or refused; the page gets 'unauthorized' to
+     *  fetch a fresh token and call identify({token}) again. */
+    unauthorized(route, response) {
+      this.log(route, 'refused the identity (401)');
+      this.emit('unauthorized', { route, status: response.status });
     }
 
     /** Fills the slots under `root` again (e.g. after a single-page app changed the view). */
@@ -1212,7 +1271,7 @@
 
     // --- events for the page and for tests ------------------------------------------------------
 
-    /** on('sent' | 'rejected' | 'notCounted' | 'dropped', handler): returns a function that unsubscribes. */
+    /** on('sent' | 'rejected' | 'notCounted' | 'dropped' | 'unauthorized', handler): returns a function that unsubscribes. */
     on(name, handler) {
       if (!this.listeners.has(name)) this.listeners.set(name, new Set());
       this.listeners.get(name).add(handler);
@@ -1271,6 +1330,7 @@
       if (data[name] !== undefined && Number.isFinite(Number(data[name]))) config[name] = Number(data[name]);
     }
     if (data.dataLayer !== undefined) config.dataLayer = data.dataLayer === 'false' ? '' : data.dataLayer;
+    if (data.token !== undefined) config.token = data.token; // <script data-token="<JWT>">: docs/identity.md
     if (data.endpoint !== undefined) {
       config.endpoint = data.endpoint;
     } else if (script.src) {

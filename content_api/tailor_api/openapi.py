@@ -34,6 +34,21 @@ def _problems(*statuses: int) -> dict[str, Any]:
     }
 
 
+# Decide, feedback and events with signed user identity (docs/identity.md): optional or required by
+# the stack's spec.contentApi.identity.mode, which this document cannot know, so both are listed.
+_IDENTITY_SECURITY: list[dict[str, list[str]]] = [{}, {"identityToken": []}]
+_IDENTITY_401 = {
+    "401": {
+        "description": "Identity refused (only with spec.contentApi.identity on): the token is missing "
+        "(mode required), expired, signed by an unknown kid or not verified, invalid, or for another user "
+        "or session than the request (or the feedback's decision); the problem's type says which "
+        "(identity-missing, -expired, -unknown-kid, -bad-signature, -invalid, -mismatch)",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": {"application/problem+json": {"schema": _PROBLEM}},
+    }
+}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -75,8 +90,18 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
             "style": "form",
             "explode": True,
         },
-        _query("user", user, "user or anonymous id", required=True),
-        _query("session", session, "session id (keeps a slot stable within the session)", required=False),
+        _query(
+            "user",
+            user,
+            "user or anonymous id; with an identity token it may be left out (the token's `sub`)",
+            required=True,
+        ),
+        _query(
+            "session",
+            session,
+            "session id (keeps a slot stable within the session); with an identity token, its `sid`",
+            required=False,
+        ),
     ]
     explain_params = decide_params
     bearer: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -93,10 +118,12 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                     "operationId": "decide",
                     "summary": "Decide the content of one or more slots for a user",
                     "parameters": decide_params,
+                    "security": _IDENTITY_SECURITY,
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Decisions"}, "One decision per slot")
                         | {"headers": {"X-Tailor-Ruleset-Version": {"schema": {"type": "string"}}}},
                         **_problems(400, 404, 503),
+                        **_IDENTITY_401,
                     },
                 }
             },
@@ -104,6 +131,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "feedback",
                     "summary": "Report what the user did with a decision",
+                    "security": _IDENTITY_SECURITY,
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -113,6 +141,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/FeedbackAccepted"}, "Recorded"),
                         **_problems(400, 403, 413, 503),
+                        **_IDENTITY_401,
                     },
                 }
             },
@@ -120,6 +149,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "collectEvents",
                     "summary": "Collect one event or a batch; 202 once Kafka acknowledged every accepted one",
+                    "security": _IDENTITY_SECURITY,
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -149,6 +179,7 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/EventsAccepted"}, "Accepted"),
                         **_problems(400, 413, 503),
+                        **_IDENTITY_401,
                     },
                 }
             },
@@ -242,7 +273,16 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "identityToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A short-lived JWT from the shop's backend: `sub` the user, `sid` the "
+                    "session, `iat`, `exp`, a `kid` header (docs/identity.md)",
+                },
+            },
             "schemas": {
                 "Problem": {
                     "type": "object",

@@ -200,3 +200,13 @@ async def test_decision_ids_name_a_rotating_key_and_deleting_it_revokes_them(liv
         assert (await feedback(api, second)).status_code == 202
         ttl = await api.redis.ttl(tokens.key_name(api.stack, runtime.signer.kid))
         assert 0 < ttl <= 2 * PERIOD + 7 * 86400 + 60
+
+
+async def test_the_openapi_document_shows_the_bearer_scheme_and_the_401s(live: Live, keys: Path) -> None:
+    async with identified(live, keys, "required") as api:
+        document = (await api.client.get("/openapi.json")).json()
+        assert document["components"]["securitySchemes"]["identityToken"]["bearerFormat"] == "JWT"
+        for path, method in (("/v1/decide", "get"), ("/v1/feedback", "post"), ("/v1/events", "post")):
+            operation = document["paths"][path][method]
+            assert {"identityToken": []} in operation["security"], path
+            assert "identity-mismatch" in operation["responses"]["401"]["description"], path
