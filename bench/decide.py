@@ -37,6 +37,13 @@ the ratio TLS / plain and the load average beside each figure.
 measures the cost of the rate limits (tailor_api.ratelimit) on decide: one server, one Redis, the
 ruleset republished with limits off and on (per client and per user, too high to refuse anything)
 in alternating rounds; decisions/s at saturation and per CPU-second of the server, and on / off.
+
+    .venv/bin/python bench/decide.py --compare-identity [--rounds 2]
+
+measures the cost of signed user identity (docs/identity.md) on decide: one Redis, one ruleset, a
+`tailor api` per mode (identity off; optional and required with each user's HS256 token; required
+with the verified-token cache off, HS256 and ES256, so every request verifies a signature), measured
+in turns at saturation; the ratio to `off` and the load average beside each figure.
 """
 
 from __future__ import annotations
@@ -163,6 +170,7 @@ def start_api(
     log: Path,
     app: str | None,
     tree: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`tailor api`, or with `app` (MODULE:FACTORY) granian serving that app as `tailor api` serves
     its own (one worker, uvloop, HTTP/1): how candidate HTTP stacks are compared. With `tree` (another
@@ -170,7 +178,7 @@ def start_api(
     # decisions only: no collector (and no Kafka client threads competing for the server core);
     # TAILOR_COLLECTOR_ENABLED said so before TAILOR_API_ROUTES (2026-12-07), for --baseline trees.
     env = {**os.environ, **target.environment(), "TAILOR_API_ROUTES": "decide", "TAILOR_STACK": stack,
-           "TAILOR_COLLECTOR_ENABLED": "false"}  # fmt: skip
+           "TAILOR_COLLECTOR_ENABLED": "false", **(extra_env or {})}  # fmt: skip
     if tree is not None:
         # Ahead of the editable install's finder, which Python consults after sys.path.
         paths = [tree, tree / "content_api", tree / "operator", tree / "workers"]
@@ -529,6 +537,114 @@ def _wait_for_version(port: int, version: int) -> None:
     sys.exit(f"the API did not serve ruleset v{version} within 30 s")
 
 
+# --- the cost of signed identity ----------------------------------------------------------------------
+
+IDENTITY_WRK_SCRIPT = """
+local users = {users}
+local tokens = {{ {tokens} }}
+counter = 0
+request = function()
+  counter = counter + 1
+  local u = counter % users
+  return wrk.format("GET", "/v1/decide?slot=hero&user=u" .. u .. "&session=s" .. u,
+                    {{["Authorization"] = "Bearer " .. tokens[u + 1]}})
+end
+"""
+
+
+def identity_keys(workdir: Path) -> tuple[Path, dict[str, tuple[str, object]]]:
+    """A key directory as the operator mounts it: an HS256 secret and an ES256 public key; and the
+    signing side of each (kid, key) by algorithm."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    keys = workdir / "identity"
+    keys.mkdir()
+    secret = os.urandom(32)
+    (keys / "hs.hs256").write_bytes(secret)
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (keys / "ec.pem").write_bytes(pem)
+    return keys, {"HS256": ("hs", secret), "ES256": ("ec", private)}
+
+
+def identity_script(workdir: Path, users: int, algorithm: str, signing: tuple[str, object]) -> Path:
+    import jwt
+
+    kid, key = signing
+    now = int(time.time())
+    tokens = [
+        jwt.encode({"sub": f"u{i}", "sid": f"s{i}", "iat": now, "exp": now + 3600}, key,  # type: ignore[arg-type]
+                   algorithm=algorithm, headers={"kid": kid})
+        for i in range(users)
+    ]  # fmt: skip
+    script = workdir / f"decide-{algorithm}.lua"
+    script.write_text(IDENTITY_WRK_SCRIPT.format(users=users, tokens=", ".join(f'"{t}"' for t in tokens)))
+    return script
+
+
+def compare_identity(workdir: Path, args: argparse.Namespace) -> None:
+    """Decide with identity off, optional and required (and required without the token cache, HS256
+    and ES256): one Redis and ruleset, one server per mode on core 0, measured in turns."""
+    url, redis_process = start_redis(workdir)
+    target = redis_target.RedisTarget.from_environment(url=url)
+    stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+    published = bench_ruleset(stack)
+    asyncio.run(_publish(target, published))
+    populate(target, published, args.users)
+    keys, signing = identity_keys(workdir)
+    plain = workdir / "decide.lua"
+    plain.write_text(WRK_SCRIPT.format(users=args.users))
+    scripts = {name: identity_script(workdir, args.users, name, key) for name, key in signing.items()}
+    on = {"TAILOR_IDENTITY_KEYS_DIR": str(keys)}
+    modes: dict[str, tuple[dict[str, str], Path]] = {
+        "off": ({}, plain),
+        "optional, HS256": ({**on, "TAILOR_IDENTITY_MODE": "optional"}, scripts["HS256"]),
+        "required, HS256": ({**on, "TAILOR_IDENTITY_MODE": "required"}, scripts["HS256"]),
+        "required, HS256, no cache": (
+            {**on, "TAILOR_IDENTITY_MODE": "required", "TAILOR_IDENTITY_CACHE_SIZE": "0"},
+            scripts["HS256"],
+        ),
+        "required, ES256, no cache": (
+            {**on, "TAILOR_IDENTITY_MODE": "required", "TAILOR_IDENTITY_CACHE_SIZE": "0"},
+            scripts["ES256"],
+        ),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in modes}
+    per_cpu: dict[str, list[float]] = {name: [] for name in modes}
+    lines: list[list[str]] = [["run", "decisions/s", "per server CPU-s", "non-2xx", "load"]]
+    try:
+        for round_ in range(1, args.rounds + 1):
+            for name, (env, script) in modes.items():
+                port = ports.pick(None)
+                api = start_api(target, stack, port, workdir / "api.log", args.app, extra_env=env)
+                try:
+                    saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up: tokens cached, sessions made
+                    result = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                finally:
+                    api.terminate()
+                    api.wait(10)
+                cpu_rate = result["rate"] / result["cpu"] if result["cpu"] else float("nan")
+                rates[name].append(result["rate"])
+                per_cpu[name].append(cpu_rate)
+                lines.append([f"{name}, round {round_}", f"{result['rate']:,.0f}", f"{cpu_rate:,.0f}",
+                              f"{result['errors']:.0f}", f"{os.getloadavg()[0]:.1f}"])  # fmt: skip
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+    print(f"bench/decide.py --compare-identity — server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
+          f"{args.users:,} users (a token each), {args.seconds} s a run")  # fmt: skip
+    _pipeline_table(lines)
+    best = {name: max(values) for name, values in rates.items()}
+    best_cpu = {name: max(values) for name, values in per_cpu.items()}
+    for name in modes:
+        print(f"{name:28s} / off, best round: decisions/s {best[name] / best['off']:.2f}, "
+              f"per server CPU-s {best_cpu[name] / best_cpu['off']:.2f}")  # fmt: skip
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -562,6 +678,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the cost of the rate limits on decide: off vs on, alternating rounds, same run",
     )
     parser.add_argument(
+        "--compare-identity",
+        action="store_true",
+        help="only the cost of signed identity: off / optional / required (cached and not), same run",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="TREE",
@@ -572,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=2,
-        help="--compare-tls, --compare-rate-limits, --baseline: saturation rounds per side",
+        help="--compare-tls, --compare-rate-limits, --compare-identity, --baseline: saturation rounds per "
+        "side",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
@@ -590,6 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.compare_rate_limits:
             compare_rate_limits(workdir, args)
+            return 0
+        if args.compare_identity:
+            compare_identity(workdir, args)
             return 0
         url, redis_process = start_redis(workdir)
         target = redis_target.RedisTarget.from_environment(url=url)

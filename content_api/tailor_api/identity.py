@@ -117,6 +117,8 @@ class Verifier:
                 )
             return known
         verified = self._verify(token, now)
+        if not self._cache_size:
+            return verified
         if len(self._cache) >= self._cache_size:
             del self._cache[next(iter(self._cache))]  # the oldest entry: dicts keep insertion order
         self._cache[token] = verified
@@ -185,13 +187,17 @@ class Verifier:
 class KeyDirectory:
     """The mounted identity Secret: keys read from its files, and read again when they change."""
 
-    def __init__(self, path: str, algorithms: tuple[Algorithm, ...], max_lifetime_seconds: float) -> None:
+    def __init__(
+        self, path: str, algorithms: tuple[Algorithm, ...], max_lifetime_seconds: float,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
+        self.cache_size = cache_size
         self.algorithms = algorithms
         self.max_lifetime_seconds = max_lifetime_seconds
         self._fingerprint: str | None = None
         self.problems: list[str] = []
-        self.verifier = Verifier({}, max_lifetime_seconds=max_lifetime_seconds)
+        self.verifier = Verifier({}, max_lifetime_seconds=max_lifetime_seconds, cache_size=cache_size)
 
     def reload(self) -> bool:
         """Read the directory; a new verifier (and an empty cache) when its content changed. True then."""
@@ -233,7 +239,9 @@ class KeyDirectory:
         if not keys:
             log.error("no usable identity key in %s: every identity token is refused", self.path)
         log.info("identity keys loaded from %s: %s", self.path, ", ".join(sorted(keys)) or "none")
-        self.verifier = Verifier(keys, max_lifetime_seconds=self.max_lifetime_seconds)
+        self.verifier = Verifier(
+            keys, max_lifetime_seconds=self.max_lifetime_seconds, cache_size=self.cache_size
+        )
         return True
 
 

@@ -93,6 +93,7 @@ class Runtime:
                 settings.identity_keys_dir,
                 settings.identity_algorithms,
                 settings.identity_max_lifetime_seconds,
+                settings.identity_cache_size,
             )
             self.identity_keys.reload()
         self.identity = identity.Gate(settings.identity_mode, self.identity_keys)

@@ -53,6 +53,7 @@ class ApiSettings(redis_target.RedisClientSettings):
     identity_algorithms: tuple[IdentityAlgorithm, ...] = ("HS256", "ES256", "EdDSA")
     identity_max_lifetime_seconds: int = Field(default=86400, ge=60)  # exp - iat above this is refused
     identity_reload_seconds: float = 5.0  # how often the key files are read again (Secret updates)
+    identity_cache_size: int = Field(default=20_000, ge=0)  # verified tokens remembered (0: verify each time)
     kafka_check_seconds: float = 5.0  # how long a check of Kafka (reported by readiness) is reused
     sdk_path: str | None = None  # tailor.js to serve at /sdk/tailor.js; found in the package otherwise
     api_routes: Routes = Field(
