@@ -42,7 +42,8 @@ _IDENTITY_401 = {
         "description": "Identity refused (only with spec.contentApi.identity on): the token is missing "
         "(mode required), expired, signed by an unknown kid or not verified, invalid, or for another user "
         "or session than the request (or the feedback's decision); the problem's type says which "
-        "(identity-missing, -expired, -unknown-kid, -bad-signature, -invalid, -mismatch)",
+        "(identity-missing, identity-expired, identity-unknown-kid, identity-bad-signature, "
+        "identity-invalid, identity-mismatch)",
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
         "content": {"application/problem+json": {"schema": _PROBLEM}},
     }
