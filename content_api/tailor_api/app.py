@@ -189,6 +189,10 @@ class TailorApp:
             # An invalid user gets the route's own 400: there is nothing to count it under.
             with contextlib.suppress(validation.InvalidParameter):
                 user = validation.user(web.single(web.query(scope), "user"))
+            if user is None:  # left out for an identity token's `sub` (docs/identity.md); cached check
+                with contextlib.suppress(identity.IdentityError):
+                    who = self.runtime.identity.check(scope, time.time())
+                    user = who.user if who is not None else None
         return await limiter.check(self.runtime.connection, route.label, client, user)
 
     def _preflight(self, route: Route, cors: web.Headers) -> web.Reply:
