@@ -125,3 +125,15 @@ app.kubernetes.io/name: tailor
 app.kubernetes.io/instance: {{ include "tailor.stackName" .context }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, as a JSON list: operator.watchNamespaces, else the release
+namespace; [] when operator.clusterWide (every namespace). Read with `include ... | fromJsonArray`.
+*/}}
+{{- define "tailor.watchNamespaces" -}}
+{{- if .Values.operator.clusterWide }}
+{{- list | toJson }}
+{{- else }}
+{{- default (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson }}
+{{- end }}
+{{- end }}

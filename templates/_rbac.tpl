@@ -1,6 +1,6 @@
 {{/*
-What the operator may do, shared by the ClusterRole (every namespace) and the Role
-(operator.watchNamespace). Least privilege, checked against the operator's code by running it
+What the operator may do, shared by the Role of each watched namespace (the default) and the
+ClusterRole (operator.clusterWide). Least privilege, checked against the operator's code by running it
 under exactly these rules (tests/integration/test_chart.py): no wildcards, no `update` (children
 are written by server-side apply, status by merge patch), Secrets read by name only (no
 list/watch) and created only for a managed Redis' generated password and a stack's ruleset
@@ -49,12 +49,23 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 - apiGroups: ["kafka.strimzi.io"]
   resources: ["kafkatopics"]
   verbs: ["create", "patch"]
-# Secrets a stack references (Redis password, username, CA, client pair; admin token): read by name,
-# never listed. create: the generated password of a managed Redis and each stack's ruleset signing
-# key, each made once (never updated).
+# Secrets a stack references (Redis and Kafka credentials, CAs and client pairs; the admin token): read
+# by name, never listed or watched, and only those of rbac.secretNames when set (resourceNames limits
+# get; it cannot limit list, watch or create). create: the generated password of a managed Redis and
+# each stack's ruleset signing key, each made once (never updated).
+{{- if .Values.rbac.secretNames }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: {{ .Values.rbac.secretNames | uniq | toJson }}
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- else }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+{{- end }}
 # Events on the objects it handles (kopf's and the operator's own), for `kubectl describe`.
 - apiGroups: [""]
   resources: ["events"]
@@ -63,7 +74,7 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
 
 {{/* kopf peering: the operator creates its peering object at start and keeps it fresh. */}}
 {{- define "tailor.peeringRules" -}}
-{{- $plural := ternary "kopfpeerings" "clusterkopfpeerings" (not (empty .Values.operator.watchNamespace)) -}}
+{{- $plural := ternary "clusterkopfpeerings" "kopfpeerings" (.Values.operator.clusterWide | default false) -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ $plural | quote }}]
   verbs: ["create"]

@@ -78,7 +78,9 @@ class Runtime:
             redis=connections,
             book=book,
             prober=prober,
-            children=children.ChildrenReconciler(client, book, connections, prober, keys),
+            children=children.ChildrenReconciler(
+                client, book, connections, prober, keys, image_allowlist=ours.image_allowlist
+            ),
             topics=topics.TopicsReconciler(client, book, ours.kafka_timeout_seconds),
             publisher=publishing.Publisher(client, connections, book, keys, ours.debounce_seconds),
         )
@@ -322,20 +324,22 @@ async def stack_stats(body: kopf.Body, namespace: str | None, memo: Any, **index
 
 
 async def ensure_peering(ours: operator_settings.OperatorSettings) -> None:
-    """Create the peering object operators meet in, unless it exists (kopf requires it)."""
+    """Create the peering objects operators meet in, unless they exist (kopf requires them): one
+    cluster-wide, or one in each watched namespace."""
     if ours.standalone:
         return
+    meta: dict[str, Any] = {"name": ours.peering}
+    manifests: list[dict[str, Any]] = [
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {**meta, "namespace": namespace}}
+        for namespace in ours.namespaces
+    ] or [{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": meta}]
     client = await kube.Kube.connect()
-    manifest: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ours.peering}}
-    if ours.namespace:
-        manifest["kind"] = "KopfPeering"
-        manifest["metadata"]["namespace"] = ours.namespace
-    else:
-        manifest["kind"] = "ClusterKopfPeering"
     try:
-        await client.create_unless_exists(manifest)
-    except kube.ApiError as error:
-        log.warning("could not create the peering object %s: %s", ours.peering, error)
+        for manifest in manifests:
+            try:
+                await client.create_unless_exists(manifest)
+            except kube.ApiError as error:
+                log.warning("could not create the peering object %s: %s", ours.peering, error)
     finally:
         await client.close()
 
@@ -343,8 +347,8 @@ async def ensure_peering(ours: operator_settings.OperatorSettings) -> None:
 async def operate(ours: operator_settings.OperatorSettings, stop: asyncio.Event | None = None) -> None:
     await ensure_peering(ours)
     await kopf.operator(
-        clusterwide=ours.namespace is None,
-        namespaces=[ours.namespace] if ours.namespace else (),
+        clusterwide=not ours.namespaces,
+        namespaces=list(ours.namespaces),
         standalone=ours.standalone,
         priority=ours.priority,
         peering_name=None if ours.standalone else ours.peering,
@@ -357,10 +361,11 @@ async def operate(ours: operator_settings.OperatorSettings, stop: asyncio.Event 
 def run(ours: operator_settings.OperatorSettings) -> int:
     metrics.serve(ours.metrics_port)
     log.info(
-        "tailor operator: %s, peering %s (priority %d)",
-        f"namespace {ours.namespace}" if ours.namespace else "all namespaces",
+        "tailor operator: %s, peering %s (priority %d), images %s",
+        f"namespaces {', '.join(ours.namespaces)}" if ours.namespaces else "all namespaces",
         "off" if ours.standalone else ours.peering,
         ours.priority,
+        f"allowed: {', '.join(ours.image_allowlist)}" if ours.image_allowlist else "unrestricted",
     )
     asyncio.run(operate(ours))
     return 0

@@ -20,7 +20,13 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAILOR_OPERATOR_", frozen=True)
 
     namespace: str | None = None
-    """Watch only this namespace (and use a namespaced KopfPeering there); None watches all."""
+    """Watch only this namespace, or these (comma-separated: `shop,checkout`), with a namespaced
+    KopfPeering in each; None watches all (the chart's operator.clusterWide)."""
+
+    image_allowlist: tuple[str, ...] = ()
+    """Shell-style patterns of the images stacks may run (spec.image, spec.redis.image), e.g.
+    `["registry.example.com/tailor/*"]` (JSON in TAILOR_OPERATOR_IMAGE_ALLOWLIST); empty allows any
+    (images.py)."""
 
     ruleset_signing: Literal["stack", "development"] | None = None
     """The key new stacks' rulesets are signed with: `stack` generates one per stack into a Secret,
@@ -75,3 +81,8 @@ class OperatorSettings(BaseSettings):
     kafka_probe_seconds: float = 10.0
     """How long the check of a stack's Kafka settings (KafkaConnected, on every reconcile) waits for
     the brokers; 0 turns the check off."""
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The watched namespaces; empty means every namespace."""
+        return tuple(part.strip() for part in (self.namespace or "").split(",") if part.strip())

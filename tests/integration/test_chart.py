@@ -298,7 +298,8 @@ def test_operator_deployment_is_a_single_recreated_replica_with_a_liveness_probe
     assert env["TAILOR_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
     assert env["TAILOR_OPERATOR_LIVENESS_URL"] == f"http://0.0.0.0:{ports['health']}/healthz"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert "TAILOR_OPERATOR_NAMESPACE" not in env  # all namespaces by default
+    assert env["TAILOR_OPERATOR_NAMESPACE"] == "shop", "the release namespace only, by default"
+    assert "TAILOR_OPERATOR_IMAGE_ALLOWLIST" not in env
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     assert "/tmp" in mounts, "a read-only root filesystem needs a writable /tmp"
 
@@ -345,27 +346,74 @@ def test_rbac_is_least_privilege(helm_binary: Path, values_file: Path) -> None:
         }
         assert "update" not in rule["verbs"], "children are applied server-side; nothing needs update"
         if "secrets" in rule["resources"]:
-            # Read by name only (never listed); created: a managed Redis' generated password.
-            assert rule["verbs"] == ["get", "create"], "Secrets are read by name only"
+            # Read by name only (never listed), limited to rbac.secretNames when set; created: a managed
+            # Redis' generated password.
+            assert rule["verbs"] in (["get", "create"], ["get"], ["create"]), "Secrets are read by name only"
+            assert rule["verbs"] != ["get"] or rule["resourceNames"], rule
         if "escalate" in rule["verbs"] or "bind" in rule["verbs"] or "impersonate" in rule["verbs"]:
             pytest.fail(f"privilege-escalating verb in {rule}")
 
 
-def test_watching_one_namespace_grants_nothing_cluster_wide(helm_binary: Path) -> None:
-    manifests = render(helm_binary, ROOT / "ci" / "namespaced-values.yaml")
+def _operator_objects(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if m["metadata"]["labels"][constants.LABEL_COMPONENT] == "operator"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "watched"),
+    [((), ["shop"]), (("operator.watchNamespaces={checkout,outlet}",), ["checkout", "outlet"])],
+    ids=["release-namespace", "listed"],
+)
+def test_by_default_the_operator_is_granted_only_the_namespaces_it_watches(
+    helm_binary: Path, sets: tuple[str, ...], watched: list[str]
+) -> None:
+    manifests = _operator_objects(render(helm_binary, sets=sets, namespace="shop"))
     assert by_kind(manifests, "ClusterRole") == []
     assert by_kind(manifests, "ClusterRoleBinding") == []
-    operator_objects = [
-        m for m in manifests if m["metadata"]["labels"][constants.LABEL_COMPONENT] == "operator"
-    ]
-    role = one(operator_objects, "Role")
-    assert role["metadata"]["namespace"] == "shop"
-    assert one(operator_objects, "RoleBinding")["metadata"]["namespace"] == "shop"
-    peering = [rule for rule in role["rules"] if rule["apiGroups"] == ["kopf.dev"]]
-    assert peering
-    assert all(rule["resources"] == ["kopfpeerings"] for rule in peering)
+    assert by_kind(manifests, "ClusterKopfPeering") == []
+    for kind in ("Role", "RoleBinding", "KopfPeering"):
+        assert sorted(m["metadata"]["namespace"] for m in by_kind(manifests, kind)) == watched, kind
+    for binding in by_kind(manifests, "RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == "shop", "the operator's account, where it runs"
+    for role in by_kind(manifests, "Role"):
+        peering = [rule for rule in role["rules"] if rule["apiGroups"] == ["kopf.dev"]]
+        assert peering
+        assert all(rule["resources"] == ["kopfpeerings"] for rule in peering)
     container = one_container(one(manifests, "Deployment")["spec"]["template"]["spec"])
-    assert {"name": "TAILOR_OPERATOR_NAMESPACE", "value": "shop"} in container["env"]
+    assert {"name": "TAILOR_OPERATOR_NAMESPACE", "value": ",".join(watched)} in container["env"]
+
+
+def test_cluster_wide_rights_only_when_asked_for(helm_binary: Path) -> None:
+    manifests = _operator_objects(render(helm_binary, sets=("operator.clusterWide=true",)))
+    assert by_kind(manifests, "Role") == []
+    assert by_kind(manifests, "KopfPeering") == []
+    role = one(manifests, "ClusterRole")
+    assert one(manifests, "ClusterRoleBinding")["roleRef"]["name"] == role["metadata"]["name"]
+    assert one(manifests, "ClusterKopfPeering")["metadata"]["name"] == "tailor"
+    assert any(rule["resources"] == ["clusterkopfpeerings"] for rule in role["rules"])
+    container = one_container(one(manifests, "Deployment")["spec"]["template"]["spec"])
+    assert "TAILOR_OPERATOR_NAMESPACE" not in {e["name"] for e in container["env"]}, "every namespace"
+
+
+def test_secret_names_and_the_image_allowlist_reach_the_role_and_the_operator(helm_binary: Path) -> None:
+    manifests = _operator_objects(render(helm_binary, ROOT / "ci" / "namespaced-values.yaml"))
+    secret_rules = [rule for rule in one(manifests, "Role")["rules"] if rule["resources"] == ["secrets"]]
+    assert secret_rules == [
+        {"apiGroups": [""], "resources": ["secrets"],
+         "resourceNames": ["shop-redis-auth", "shop-ruleset-signing", "tailor-kafka"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]  # fmt: skip
+    container = one_container(one(manifests, "Deployment")["spec"]["template"]["spec"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert json.loads(env["TAILOR_OPERATOR_IMAGE_ALLOWLIST"]) == [
+        "ghcr.io/tailor-dev/*",
+        "docker.io/library/redis:7.*",
+    ]
+    operator_settings = pytest.importorskip("tailor_operator.settings")
+    parsed = operator_settings.OperatorSettings(
+        image_allowlist=json.loads(env["TAILOR_OPERATOR_IMAGE_ALLOWLIST"]),
+        namespace=env["TAILOR_OPERATOR_NAMESPACE"],
+    )
+    assert parsed.namespaces == ("shop",)
 
 
 def test_rbac_and_service_account_can_be_left_to_an_admin(helm_binary: Path) -> None:
@@ -746,7 +794,7 @@ def test_rendered_manifests_pass_the_api_servers_validation(
     helm_binary: Path, kubectl: Runner, namespace: str, crds_applied: None, values_file: Path
 ) -> None:
     # The namespaced configuration's Role lives in the watched namespace: point it at ours.
-    sets = ("operator.watchNamespace=" + namespace,) if "namespaced" in values_file.name else ()
+    sets = (f"operator.watchNamespaces={{{namespace}}}",) if "namespaced" in values_file.name else ()
     manifests = render(helm_binary, values_file, sets=sets, namespace=namespace)
     # The local API server has no prometheus-operator CRDs: those kinds are checked offline above.
     checked = [m for m in manifests if m["apiVersion"] != MONITORING_GROUP]
@@ -989,7 +1037,6 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
     # at the local one (TAILOR_OPERATOR_REDIS_URL), as an operator outside the cluster does.
     helm(
         "install", release, str(ROOT), "-n", namespace, "--wait", "--timeout", "120s",
-        "--set", f"operator.watchNamespace={namespace}",
         "--set", f"stack.spec.kafka.bootstrapServers={kafka_bootstrap}",
         "--set", "stack.spec.workers.replicas=1",
         "--set", "stack.spec.contentApi.replicas=1",
@@ -1073,9 +1120,10 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
 def test_secret_reads_are_by_name_only(
     kubectl: Runner, helm: Runner, namespace: str, crds_applied: None
 ) -> None:
-    """The chart's ServiceAccount can read a Secret it is told about, but not list Secrets."""
+    """The chart's ServiceAccount can read a Secret it is told about, but not list Secrets; with
+    rbac.secretNames, only the Secrets named there."""
     release = f"r{uuid.uuid4().hex[:6]}"
-    helm("install", release, str(ROOT), "-n", namespace, "--set", f"operator.watchNamespace={namespace}")
+    helm("install", release, str(ROOT), "-n", namespace)
     try:
         account = f"system:serviceaccount:{namespace}:{release}-tailor"
         token = base64.b64encode(b"s3cret").decode()
@@ -1095,6 +1143,16 @@ def test_secret_reads_are_by_name_only(
         assert "forbidden" in denied.stderr.lower()
         elsewhere = kubectl("get", "deployments", "-n", "default", "--as", account, check=False)
         assert elsewhere.returncode != 0, "a namespaced operator has no rights outside its namespace"
+
+        # With rbac.secretNames, only the Secrets listed (the API server checks resourceNames).
+        other = {**secret, "metadata": {"name": "someone-elses"}}
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(other))
+        assert kubectl("get", "secret", "someone-elses", "-n", namespace, "--as", account).returncode == 0
+        helm("upgrade", release, str(ROOT), "-n", namespace, "--set", "rbac.secretNames={redis-pass}")
+        assert kubectl("get", "secret", "redis-pass", "-n", namespace, "--as", account).returncode == 0
+        refused = kubectl("get", "secret", "someone-elses", "-n", namespace, "--as", account, check=False)
+        assert refused.returncode != 0
+        assert "forbidden" in refused.stderr.lower()
     finally:
         helm("uninstall", release, "-n", namespace)
 

@@ -714,8 +714,14 @@ def _leftovers(release: Release) -> list[str]:
     custom = release.custom
     stacks = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "personalizationstacks")
     peerings = custom.list_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings")
+    # The operator watches the release namespace by default: its peering and Role are there.
+    local_peerings = custom.list_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings")
     found += [f"pstack {s['metadata']['name']}" for s in stacks["items"]]
     found += [f"clusterkopfpeering {p['metadata']['name']}" for p in peerings["items"]]
+    found += [f"kopfpeering {p['metadata']['name']}" for p in local_peerings["items"]]
+    found += [
+        f"role {r.metadata.name}" for r in rbac.list_namespaced_role(namespace, label_selector=label).items
+    ]
     return found
 
 

@@ -488,3 +488,61 @@ def test_with_keda_installed_workers_scale_by_a_scaled_object_on_their_lag(
         "2 workers again", lambda: deployment(kube_api, namespace, "shop-worker")["spec"]["replicas"] == 2
     )
     assert operator.process.poll() is None, operator.output()
+
+
+# --- the image allowlist -----------------------------------------------------------------------------
+
+
+def _no_deployment(kube_api: k8s_client.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        k8s_client.AppsV1Api(kube_api).read_namespaced_deployment(name, namespace)
+    except k8s_client.ApiException as error:
+        return error.status == 404
+    return False
+
+
+def test_a_stack_whose_image_is_not_allowed_gets_no_pods_and_says_why(
+    start_operator: Callable[..., Operator],  # noqa: F811 (the fixture, imported)
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    allowlist = {"TAILOR_OPERATOR_IMAGE_ALLOWLIST": json.dumps(["registry.example.com/tailor/*"])}
+    operator = start_operator("--namespace", namespace, "--standalone", env={**QUICK_DRIFT, **allowlist})
+    stack = stack_manifest(redis_url, image="ghcr.io/someone/miner:1")
+    apply(kubectl, namespace, [stack])
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(kube_api, namespace, "Ready")
+        return ready if ready.get("reason") == "ImageNotAllowed" else None
+
+    ready = wait_for("Ready=False, ImageNotAllowed", refused)
+    assert ready["status"] == "False"
+    assert "spec.image ghcr.io/someone/miner:1 is not in the operator's image allowlist" in ready["message"]
+    assert "registry.example.com/tailor/*" in ready["message"]
+    resyncs(operator, 3)
+    assert _no_deployment(kube_api, namespace, "shop-worker")
+    assert _no_deployment(kube_api, namespace, "shop-api")
+
+    # The control: an allowed image is run.
+    stack["spec"]["image"] = "registry.example.com/tailor/tailor:0.1.0"
+    apply(kubectl, namespace, [stack])
+    workers = wait_for("the workers", lambda: deployment(kube_api, namespace, "shop-worker"))
+    assert workers["spec"]["template"]["spec"]["containers"][0]["image"] == stack["spec"]["image"]
+    wait_for("Reconciled", lambda: condition(kube_api, namespace, "Reconciled").get("status") == "True")
+
+    # Switched to a disallowed image: refused again, and the running pods are left as they were, also
+    # when one of them is deleted (not restored with the new image).
+    stack["spec"]["image"] = "registry.example.com/tailor-evil/tailor:0.1.0"
+    apply(kubectl, namespace, [stack])
+    wait_for("Ready=False, ImageNotAllowed again", refused)
+    k8s_client.AppsV1Api(kube_api).delete_namespaced_deployment("shop-api", namespace)
+    resyncs(operator, 3)
+    live = deployment(kube_api, namespace, "shop-worker")
+    assert (
+        live["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example.com/tailor/tailor:0.1.0"
+    )
+    assert _no_deployment(kube_api, namespace, "shop-api")
+    assert operator.process.poll() is None, operator.output()

@@ -18,7 +18,7 @@ import pydantic
 
 from tailor.core import constants
 from tailor.core.rules import compiler, specs
-from tailor_operator import autoscaling, builders, conditions, kube, metrics, redis_access, templates
+from tailor_operator import autoscaling, builders, conditions, images, kube, metrics, redis_access, templates
 from tailor_operator import constants as names
 from tailor_operator.reconcile import kafka_probe, ruleset_keys, stack_status
 
@@ -29,8 +29,16 @@ class InvalidStack(Exception):
     """The stack's spec cannot be acted on; retrying will not help until it is edited."""
 
 
+class ImageNotAllowed(InvalidStack):
+    """An image of the stack is not in the operator's image allowlist (images.py)."""
+
+
 class MissingSecret(Exception):
     """A referenced Secret does not exist (yet); retrying may help."""
+
+
+class SecretForbidden(MissingSecret):
+    """The operator may not read a Secret the stack names (the chart's rbac.secretNames lacks it)."""
 
 
 class MissingApi(Exception):
@@ -116,9 +124,11 @@ class ChildrenReconciler:
         redis: redis_access.RedisConnections,
         prober: kafka_probe.KafkaProber,
         keys: ruleset_keys.RulesetKeys,
+        image_allowlist: tuple[str, ...] = (),
     ) -> None:
         self._kube = client
         self._keys = keys
+        self._image_allowlist = image_allowlist
         self._book = book
         self._redis = redis
         self._prober = prober
@@ -141,7 +151,7 @@ class ChildrenReconciler:
                 await self._book.update(source.namespace, source.name, source.generation, [paused])
                 return
             try:
-                stack = parse_stack(source)
+                stack = self._allowed_stack(source)
                 await self._ensure_generated_password(stack)
                 await self._keys.signer(stack)  # its Secret exists before the pods that read it
                 digests = await self._secret_digests(stack)
@@ -158,7 +168,9 @@ class ChildrenReconciler:
             except (InvalidStack, MissingSecret, MissingApi, ruleset_keys.SigningKeyError) as error:
                 reason = {
                     InvalidStack: "InvalidSpec",
+                    ImageNotAllowed: "ImageNotAllowed",
                     MissingSecret: "SecretMissing",
+                    SecretForbidden: "SecretForbidden",
                     ruleset_keys.SigningKeyError: "SigningKeyInvalid",
                 }.get(type(error), "KedaNotInstalled")
                 await self._book.update(
@@ -222,7 +234,7 @@ class ChildrenReconciler:
         """A child changed or vanished: re-apply it (a no-op when it is as we want it) and report."""
         if is_paused(source):
             return
-        stack = parse_stack(source)
+        stack = self._allowed_stack(source)
         checksums = self._checksums.get(stack.key)
         if checksums is None:
             await self.reconcile(source, status)
@@ -245,6 +257,16 @@ class ChildrenReconciler:
         if condition is not None:
             self._book.seed(source.namespace, source.name, status)
             await self._book.update(stack.namespace, stack.name, source.generation, [condition])
+
+    def _allowed_stack(self, source: specs.Source) -> builders.Stack:
+        """parse_stack, refusing a stack whose images the allowlist does not allow: checked before
+        anything is created or changed, and before a drifted child is restored."""
+        stack = parse_stack(source)
+        try:
+            images.check(stack.spec, self._image_allowlist)
+        except images.ImageNotAllowed as error:
+            raise ImageNotAllowed(str(error)) from None
+        return stack
 
     async def _redis_ready(
         self, stack: builders.Stack, from_statefulset: conditions.Condition | None, generation: int
@@ -275,7 +297,7 @@ class ChildrenReconciler:
         if manifest is None:
             return
         name = manifest["metadata"]["name"]
-        if await self._kube.read_secret(stack.namespace, name) is not None:
+        if await self._read_secret(stack.namespace, name) is not None:
             return
         if await self._kube.create_unless_exists(manifest):
             log.info("generated the password of %s's managed Redis into Secret %s", stack.key, name)
@@ -293,7 +315,7 @@ class ChildrenReconciler:
         wanted = [(ref.name, ref.key) for ref in refs if ref is not None]
         wanted += [(file.secret, file.key) for file in builders.kafka_secret_files(stack)]
         for name, key in wanted:
-            data = await self._kube.read_secret(stack.namespace, name)
+            data = await self._read_secret(stack.namespace, name)
             if data is None or key not in data:
                 raise MissingSecret(f"Secret {name} with key {key} does not exist in {stack.namespace}")
             digests[name] = builders.secret_digest(data)
@@ -301,11 +323,22 @@ class ChildrenReconciler:
         if identity.mode != "off" and identity.secret_ref is not None:
             # Checked, not digested: its keys are read again in place, so a change rolls no pod.
             name = identity.secret_ref.name
-            if await self._kube.read_secret(stack.namespace, name) is None:
+            if await self._read_secret(stack.namespace, name) is None:
                 raise MissingSecret(
                     f"Secret {name} (contentApi.identity.secretRef) does not exist in {stack.namespace}"
                 )
         return digests
+
+    async def _read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            return await self._kube.read_secret(namespace, name)
+        except kube.ApiError as error:
+            if error.status != 403:
+                raise
+            raise SecretForbidden(
+                f"the operator may not read Secret {name} in {namespace}: add it to the chart's "
+                "rbac.secretNames (docs/install.md#security)"
+            ) from None
 
     async def _keda_wanted(self, stack: builders.Stack) -> bool:
         """Whether the workers would be scaled by KEDA: asked only when they autoscale by it or by Auto;
