@@ -29,7 +29,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tailor_api import validation, web
+from tailor_api import metrics, validation, web
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ class KeyDirectory:
         self.verifier = Verifier(
             keys, max_lifetime_seconds=self.max_lifetime_seconds, cache_size=self.cache_size
         )
+        metrics.identity_keys.set(len(keys))
         return True
 
 
@@ -284,7 +285,8 @@ def matched(who: Identity | None, field: str, given: str | None, claimed: str, c
 
 
 def refusal(error: IdentityError) -> web.Reply:
-    """The 401 for `error`, with the WWW-Authenticate challenge RFC 6750 asks for."""
+    """The 401 for `error`, with the WWW-Authenticate challenge RFC 6750 asks for; counted by reason."""
+    metrics.identity_refused.labels(error.kind).inc()
     reply = web.problem(
         401, f"identity-{error.kind}", _TITLES.get(error.kind, "Identity refused"), str(error)
     )

@@ -43,6 +43,16 @@ ruleset_rejected = Counter(
     "trusted key), format (newer than this reader), invalid (does not parse), load (rules do not compile)",
     ["stack", "component", "reason"],
 )
+identity_refused = Counter(
+    "tailor_identity_refused_total",
+    "Requests refused for their identity (docs/identity.md); reason: missing, expired, bad-signature, "
+    "unknown-kid, invalid, mismatch",
+    ["reason"],
+)
+identity_keys = Gauge(
+    "tailor_identity_keys",
+    "Identity verification keys loaded from the mounted Secret (0: every token refused)",
+)
 kafka_up = Gauge(
     "tailor_collector_kafka_up",
     "1 when the collector's last check reached the stack's Kafka (metadata of its events topic), else 0;"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from tailor.core.rules import versions
@@ -87,8 +88,11 @@ class StackKeys:
             if isinstance(value, bytes | str)
         }
         if current not in found:
-            raise RuntimeError(
-                f"{self.stack}: the decision signing key {current} could not be made in Redis: {replies[0]!r}"
+            # A RedisError, as the start retries on (a full Redis refuses the SET: -OOM).
+            if isinstance(replies[0], redis.RedisError):
+                raise replies[0]
+            raise redis.RedisError(
+                f"{self.stack}: the decision signing key {current} is not in Redis after SET NX"
             )
         self.keys = found
         legacy = values[-1]

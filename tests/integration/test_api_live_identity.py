@@ -17,6 +17,7 @@ import jwt
 import pytest
 import sample
 from api_harness import Api, Live, live_factory, page_view
+from prometheus_client import REGISTRY
 from tailor_api import tokens
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
@@ -73,10 +74,16 @@ async def until(check: Callable[[], Any], within: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def refused_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("tailor_identity_refused_total", {"reason": reason}) or 0.0
+
+
 async def test_required_refuses_unsigned_forged_expired_and_unknown_key_tokens(
     live: Live, keys: Path
 ) -> None:
+    forged_before = refused_count("bad-signature")
     async with identified(live, keys, "required") as api:
+        assert REGISTRY.get_sample_value("tailor_identity_keys") == 1
         assert problem(await decide(api, user="alice", session="s1")) == "identity-missing"
         assert problem(await decide(api, signed(key=b"x" * 32))) == "identity-bad-signature"
         assert problem(await decide(api, signed(exp=int(time.time()) - 120))) == "identity-expired"
@@ -84,6 +91,7 @@ async def test_required_refuses_unsigned_forged_expired_and_unknown_key_tokens(
         assert problem(await decide(api, {"authorization": "Bearer not.a.jwt"})) == "identity-invalid"
         good = await decide(api, signed())
         assert good.status_code == 200, good.text
+    assert refused_count("bad-signature") == forged_before + 1  # counted for the operator's alerts
 
 
 async def test_a_token_acts_only_for_its_own_user_and_session(live: Live, keys: Path) -> None:
