@@ -218,7 +218,7 @@ def one_pass(backlog: dict[str, Any], batch_size: int, detail: bool) -> Timer:
             metrics.CONSUMED.labels(topic).inc(len(messages))
             work = worker_batch.classify(messages, config.features, now)
             classified = time.process_time()
-            counted, duplicates, expired = write(client, work.by_user, now, work.partition_of)
+            counted, duplicates, expired, _ = write(client, work.by_user, now, work.partition_of)
             written = time.process_time()
             metrics.PROCESSED.labels("counted").inc(counted)
             metrics.PROCESSED.labels("duplicate").inc(duplicates)

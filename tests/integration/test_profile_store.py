@@ -195,7 +195,8 @@ def test_every_key_is_hash_tagged_by_user_and_expires(client: redis.Redis) -> No
 def test_a_bucket_keeps_totals_but_caps_distinct_values(client: redis.Redis) -> None:
     config = stack_config()
     flood = [occurrence(config, "search", query=f"q{i}") for i in range(store.MAX_FIELDS_PER_BUCKET + 50)]
-    write(client, config, flood)
+    writer = store.ProfileWriter(config, events_per_user_per_minute=len(flood))  # all within the cap
+    write(client, config, flood, writer=writer)
     profile = store.read(client, config, "alice", None, NOW)
     assert profile.count("5m", "searches") == len(flood)  # every event counted
     assert len(profile.counts["5m"]) <= store.MAX_FIELDS_PER_BUCKET
@@ -372,3 +373,102 @@ def test_a_profile_from_before_the_marks_moved_in_is_counted_on(client: redis.Re
     profile = store.read(client, config, "alice", None, NOW)
     assert profile.count("5m", "views", "category", "shoes") == 2
     assert client.hget(key, store.VERSION_FIELD) is not None  # guarded from here on
+
+
+# -- per-user caps (issue 14: one user id must not be able to stall or fill Redis) ------------------------
+
+
+def test_a_flooding_user_is_counted_up_to_the_per_minute_cap_and_others_are_not_held(
+    client: redis.Redis,
+) -> None:
+    config = stack_config()
+    writer = store.ProfileWriter(config, events_per_user_per_minute=100)
+    flood = [occurrence(config, at=NOW + i % 60) for i in range(250)]  # one minute of event time
+    written = writer.write(client, grouped([*flood, occurrence(config, user="bob")]), NOW + 60)
+    assert (written.counted, written.over_cap) == (101, 150)  # alice's 100 within the cap, and bob's one
+    assert store.read(client, config, "alice", None, NOW + 60).count("5m", "views") == 100
+    # The next minute of event time has a cap of its own; a resend of a counted event is not counted
+    # again (its full minute holds it back before the dedup check could: over the cap).
+    later = [occurrence(config, at=NOW + 60 + i % 60) for i in range(120)]
+    written = writer.write(client, {"alice": [*later, flood[0]]}, NOW + 120)
+    assert (written.counted, written.duplicates + written.over_cap) == (100, 21)
+    assert store.read(client, config, "alice", None, NOW + 120).count("5m", "views") == 200
+
+
+def _fill_marks(client: redis.Redis, key: str, count: int, at: float) -> None:
+    """`count` dedup marks counted at `at` in the user's hash, as a flood of events before the caps
+    (or a layout from before them) left them."""
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, count, 1000):
+        pipe.hset(
+            key, mapping={store.mark(f"old-{i}"): repr(at) for i in range(start, min(count, start + 1000))}
+        )
+    pipe.execute()
+
+
+def test_one_user_with_a_hundred_thousand_events_cannot_grow_redis_past_the_marks_cap(
+    client: redis.Redis,
+) -> None:
+    """10⁵ events of one user, 1,000 per minute of event time over 100 minutes (the per-minute cap
+    lifted): the user's hash stops at the marks cap (MEMORY USAGE), the rest is acknowledged as over
+    it. Today's code kept a mark for each (≈ 9 MB for this one user)."""
+    config = stack_config()
+    writer = store.ProfileWriter(config, events_per_user_per_minute=10**6, dedup_marks_per_user=5_000)
+    over = counted = 0
+    for minute in range(100):
+        now = NOW + 60 * minute
+        written = writer.write(client, {"alice": [occurrence(config, at=now) for _ in range(1000)]}, now)
+        counted, over = counted + written.counted, over + written.over_cap
+    key = store.profile_key(config.key, "alice")
+    assert (counted, over) == (5_000, 95_000)
+    assert client.hlen(key) <= 5_000 + 6
+    used = client.memory_usage(key)
+    assert used is not None
+    assert used < 1_000_000, f"{used:,} bytes for one user"
+    assert store.read(client, config, "alice", None, now).count("24h", "views") == 5_000
+
+
+def _slowest_call(client: redis.Redis, command: str, key: str) -> int:
+    """The longest `command` on `key` in Redis's slow log (µs of Redis time, not of this box's
+    scheduling)."""
+    found = [
+        entry["duration"]
+        for entry in client.slowlog_get(-1)
+        if str(entry["command"]).startswith(command) and key in str(entry["command"])
+    ]  # the fixture's client decodes: commands are text
+    assert found, f"no {command} on {key} in the slow log"
+    return max(found)
+
+
+def test_dropping_a_huge_hash_of_old_marks_takes_a_bounded_step_per_call(client: redis.Redis) -> None:
+    """10⁵ marks past the dedup TTL in one user's hash (a flood from before the caps): each write drops
+    a bounded step of them, where today's code read the whole hash in one call (the control: that
+    read alone, timed by Redis). Over the marks cap meanwhile, the user's events are acknowledged, not
+    written, until the old marks are gone; then they count again."""
+    config = stack_config()
+    key = store.profile_key(config.key, "alice")
+    _fill_marks(client, key, 100_000, NOW - 2 * 86400)
+    saved = client.config_get("slowlog-*")
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 100_000)
+    try:
+        client.slowlog_reset()
+        client.eval("return #redis.call('HGETALL', KEYS[1])", 1, key)
+        whole_hash = _slowest_call(client, "EVAL", key)
+        writer = store.ProfileWriter(config)
+        client.slowlog_reset()
+        now, calls = NOW, 0
+        while client.hlen(key) > store.DEDUP_MARKS_PER_USER:
+            written = writer.write(client, {"alice": [occurrence(config, at=now)]}, now)
+            assert written.over_cap == 1
+            calls += 1
+            now += 60  # a pruning write at most once a minute per user
+            assert calls < 1_000, "the old marks are not going"
+        slowest = _slowest_call(client, "FCALL", key)
+    finally:
+        for name, value in saved.items():
+            client.config_set(name, value)
+    print(f"whole-hash read {whole_hash} µs; slowest of {calls} guarded writes {slowest} µs")
+    assert slowest * 10 < whole_hash, (slowest, whole_hash)
+    written = writer.write(client, {"alice": [occurrence(config, at=now)]}, now)
+    assert written.counted == 1

@@ -16,7 +16,8 @@ CONSUMED = Counter("tailor_worker_events_consumed", "Messages taken from the eve
 PROCESSED = Counter(
     "tailor_worker_events_processed",
     "Events by outcome: counted, duplicate, dead_letter, late (further behind their ingestion than the"
-    " allowed lateness) or expired (older than the dedup TTL when processed: a replay long after).",
+    " allowed lateness), expired (older than the dedup TTL when processed: a replay long after) or"
+    " over_user_cap (beyond a per-user cap: acknowledged, not written).",
     ["outcome"],
 )
 PROCESSING_SECONDS = Histogram(
@@ -26,6 +27,11 @@ PROCESSING_SECONDS = Histogram(
 )
 LAG = Gauge("tailor_worker_consumer_lag", "Messages behind the partition's end.", ["topic", "partition"])
 DEAD_LETTERS = Counter("tailor_worker_dead_letters", "Messages sent to the dead-letter topic.", ["reason"])
+OVER_USER_CAP = Counter(
+    "tailor_worker_events_over_user_cap",
+    "Events acknowledged but not written because their user was over a per-user cap (events per minute,"
+    " or dedup marks held).",
+)
 DEDUP_HITS = Counter("tailor_worker_dedup_hits", "Events already counted (replays, client resends).")
 REDIS_ERRORS = Counter("tailor_worker_redis_errors", "Failed Redis writes (the batch is retried).")
 PROFILE_CACHE_USERS = Gauge(

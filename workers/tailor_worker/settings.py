@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from tailor.core import constants, redis_target
+from tailor.core.profile import store
 from tailor.core.rules import signing
 
 
@@ -34,6 +35,11 @@ class WorkerSettings(redis_target.RedisClientSettings):
     # Users whose profile state the worker keeps in memory (LRU; the memory per user: docs/pipeline.md);
     # a user not cached costs one more Redis round trip when it comes.
     cache_users: int = 20_000
+    # Per-user caps (docs/operating.md, "Per-user caps"): a user's events counted per minute of event
+    # time, and the dedup marks a user may hold in Redis; events beyond are acknowledged, counted in
+    # tailor_worker_events_over_user_cap_total, and not written.
+    events_per_user_per_minute: int = Field(store.EVENTS_PER_USER_PER_MINUTE, ge=1)
+    dedup_marks_per_user: int = Field(store.DEDUP_MARKS_PER_USER, ge=1)
     # How long an idle consume waits for the first message of a batch.
     poll_seconds: float = 0.5
     # How often the published ruleset is checked for new Kafka or feature settings.

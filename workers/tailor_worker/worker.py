@@ -158,7 +158,7 @@ class Worker:
                 return
             if written is None:
                 written = self._write(work, flight.now)
-        counted, duplicates, expired = written
+        counted, duplicates, expired, over_cap = written
         self._consumer.store(work.offsets)
         metrics.PROCESSED.labels("counted").inc(counted)
         metrics.PROCESSED.labels("duplicate").inc(duplicates)
@@ -166,6 +166,8 @@ class Worker:
         metrics.PROCESSED.labels("late").inc(work.late)
         # Older than the dedup TTL when finally processed (a replay long after): not counted.
         metrics.PROCESSED.labels("expired").inc(expired)
+        metrics.PROCESSED.labels("over_user_cap").inc(over_cap)
+        metrics.OVER_USER_CAP.inc(over_cap)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
         self._garbage.batch_done()
@@ -269,7 +271,12 @@ class Worker:
         previous = self.config
         self.config = config
         # A new writer starts with an empty cache: state cached under other feature settings is dropped.
-        self._writer = store.ProfileWriter(config, cache_users=self.settings.cache_users)
+        self._writer = store.ProfileWriter(
+            config,
+            cache_users=self.settings.cache_users,
+            events_per_user_per_minute=self.settings.events_per_user_per_minute,
+            dedup_marks_per_user=self.settings.dedup_marks_per_user,
+        )
         if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
             return  # features only: the next batch is counted with them
         self._close_kafka()

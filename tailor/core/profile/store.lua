@@ -12,35 +12,47 @@
 -- A refused user is reloaded by the worker and counted again from what Redis holds.
 --
 -- One hash per user holds it all: the profile's fields (c, w, b), its version, and the dedup marks
--- ('#' + event id -> when counted), so the guard is two calls, one HMGET and one HSET. Every
--- redis.call has a cost and every argument is copied into Lua, so nothing here parses or builds a
--- value; a hash, not a sorted set, keeps the marks, because a ZADD into a small sorted set scans and
+-- ('#' + event id -> when counted), so the guard is three calls, HMGET, HLEN (the marks' cap) and
+-- HSET. Every redis.call has a cost and every argument is copied into Lua, so nothing here parses or
+-- builds a value; a hash, not a sorted set, keeps the marks, because a ZADD into a small sorted set scans and
 -- parses every score, a cost that grows with the marks (measured: docs/pipeline.md).
 --
 --   KEYS: each user's profile
---   ARGV: now, the profile's TTL (s), drop marks counted before this, drop them only if last
---         dropped no later than this,
+--   ARGV: now, the profile's TTL (s), drop marks counted before this, start a pass that drops them
+--         only if the last one ended no later than this, the most marks a user may hold, the hash
+--         entries one pruning step may visit,
 --         then for each user: expected version ('' for none), new version, flags ('d': check the
 --         marks, 'p': prune: renew the TTL and drop old marks when due, 'x': give the TTL),
 --         n_fields, (field, value) * n_fields, n_marks, mark * n_marks ('#' + event id)
 --
 -- The TTL is renewed only when a write prunes (at most once a minute per user; every new profile's
 -- first write does), one prune interval longer than needed: the key still outlives what it must after
--- the last write, and a call per write is saved. Dropping old marks reads the whole hash, so it is due
--- more rarely still (tailor.core.profile.state.Plan.marks_prune_every).
---   returns for each user: 1 written; 0 the version changed (nothing written);
---           or the 1-based positions of the events counted already (nothing written)
+-- the last write, and a call per write is saved.
+--
+-- Old marks are dropped in passes over the hash, a bounded step per pruning write (HSCAN from the
+-- cursor kept in ' cursor', at most the step's entries visited): no call ever reads a user's whole
+-- hash, however many marks an abusive user id has piled up. A pass starts when the last one ended
+-- long enough ago (tailor.core.profile.state.Plan.marks_prune_every) and goes on, a step per
+-- pruning write, until its cursor comes back to 0.
+--
+-- A user's marks are capped: a write that would take the hash past the cap writes nothing (and
+-- still takes its pruning step, so the user comes back under the cap as its marks age out).
+--   returns for each user: 1 written; 0 the version changed (nothing written); 2 over the marks cap
+--           (nothing written); or the 1-based positions of the events counted already (nothing
+--           written)
 
 local VERSION = ' version' -- marks start with '#', the profile's fields are single letters
 local PRUNED = ' pruned'
+local CURSOR = ' cursor' -- the pass of dropping old marks under way ('0' or absent: none)
+local RESERVED = 6 -- fields that are not marks: w, c, b, version, pruned, cursor
 local CHUNK = 1000 -- arguments per redis.call: well under Lua's stack limit
 
--- The version, when marks were last dropped, then each mark (false when absent), in as few calls as
+-- The version, when the last pass of dropping marks ended, its cursor, then each mark (false when absent), in as few calls as
 -- the stack allows.
 local function marks_of(profile, args, first, n)
-  if n == 0 then return redis.call('HMGET', profile, VERSION, PRUNED) end
+  if n == 0 then return redis.call('HMGET', profile, VERSION, PRUNED, CURSOR) end
   local last = first + n - 1
-  local marks = redis.call('HMGET', profile, VERSION, PRUNED, unpack(args, first, math.min(last, first + CHUNK - 1)))
+  local marks = redis.call('HMGET', profile, VERSION, PRUNED, CURSOR, unpack(args, first, math.min(last, first + CHUNK - 1)))
   local from = first + CHUNK
   while from <= last do
     local to = math.min(last, from + CHUNK - 1)
@@ -52,12 +64,15 @@ local function marks_of(profile, args, first, n)
   return marks
 end
 
-local function drop_marks_before(profile, before)
-  local all = redis.call('HGETALL', profile)
+-- One step of a pass: visit about `count` entries from `cursor`, drop the marks counted before
+-- `before`; the cursor to go on from ('0': the pass is over).
+local function drop_marks_step(profile, cursor, before, count)
+  local reply = redis.call('HSCAN', profile, cursor, 'COUNT', count)
+  local entries = reply[2]
   local old = {}
-  for i = 1, #all, 2 do
-    if string.byte(all[i]) == 35 and tonumber(all[i + 1]) < before then -- 35: '#'
-      old[#old + 1] = all[i]
+  for i = 1, #entries, 2 do
+    if string.byte(entries[i]) == 35 and tonumber(entries[i + 1]) < before then -- 35: '#'
+      old[#old + 1] = entries[i]
       if #old >= CHUNK then
         redis.call('HDEL', profile, unpack(old))
         old = {}
@@ -65,13 +80,15 @@ local function drop_marks_before(profile, before)
     end
   end
   if #old > 0 then redis.call('HDEL', profile, unpack(old)) end
+  return reply[1]
 end
 
 local function write(keys, args)
   local now, ttl = args[1], args[2]
   local drop_before, dropped_due = tonumber(args[3]), tonumber(args[4])
+  local max_marks, step = tonumber(args[5]), tonumber(args[6])
   local result = {}
-  local a = 5
+  local a = 7
   for u = 1, #keys do
     local profile = keys[u]
     local expected, version, flags = args[a], args[a + 1], args[a + 2]
@@ -89,30 +106,44 @@ local function write(keys, args)
       local counted = {}
       if check then
         for i = 1, n do
-          if marks[i + 2] then counted[#counted + 1] = i end
+          if marks[i + 3] then counted[#counted + 1] = i end
         end
       end
       if #counted > 0 then
         result[#result + 1] = counted
       else
-        local set = {VERSION, version, unpack(args, fields, fields + 2 * n_fields - 1)}
+        local over = n > 0 and redis.call('HLEN', profile) + n > max_marks + RESERVED
+        local set = {}
         local prunes = string.find(flags, 'p', 1, true)
-        if prunes and tonumber(marks[2] or '0') <= dropped_due then
-          drop_marks_before(profile, drop_before)
-          set[#set + 1] = PRUNED
-          set[#set + 1] = now
-        end
-        for i = 0, n - 1 do
-          set[#set + 1] = args[ids + i]
-          set[#set + 1] = now
-          if #set >= CHUNK then
-            redis.call('HSET', profile, unpack(set))
-            set = {}
+        local cursor = marks[3] or '0'
+        if prunes and (cursor ~= '0' or tonumber(marks[2] or '0') <= dropped_due) then
+          cursor = drop_marks_step(profile, cursor, drop_before, step)
+          set[#set + 1] = CURSOR
+          set[#set + 1] = cursor
+          if cursor == '0' then
+            set[#set + 1] = PRUNED
+            set[#set + 1] = now
           end
         end
-        if #set > 0 then redis.call('HSET', profile, unpack(set)) end
-        if prunes or string.find(flags, 'x', 1, true) then redis.call('EXPIRE', profile, ttl) end
-        result[#result + 1] = 1
+        if over then
+          if #set > 0 then redis.call('HSET', profile, unpack(set)) end
+          result[#result + 1] = 2
+        else
+          set[#set + 1] = VERSION
+          set[#set + 1] = version
+          for i = fields, fields + 2 * n_fields - 1 do set[#set + 1] = args[i] end
+          for i = 0, n - 1 do
+            set[#set + 1] = args[ids + i]
+            set[#set + 1] = now
+            if #set >= CHUNK then
+              redis.call('HSET', profile, unpack(set))
+              set = {}
+            end
+          end
+          if #set > 0 then redis.call('HSET', profile, unpack(set)) end
+          if prunes or string.find(flags, 'x', 1, true) then redis.call('EXPIRE', profile, ttl) end
+          result[#result + 1] = 1
+        end
       end
     end
   end

@@ -7,8 +7,10 @@ instead; the two never meet in one call.
 
     …:{u}:profile  hash: three JSON fields, split by how often they change (w, c, b:
                    tailor.core.profile.state); ' version' -> the profile's version; the dedup
-                   record, '#<event id>' -> when it was counted; ' pruned' -> when old marks were
-                   last dropped. One key per user: the guard reads and writes it in two calls.
+                   record, '#<event id>' -> when it was counted (at most `dedup_marks_per_user`);
+                   ' pruned' -> when the last pass of dropping old marks ended, ' cursor' -> where
+                   the pass under way goes on. One key per user: the guard reads and writes it in
+                   three calls.
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
@@ -19,6 +21,12 @@ atomic step that checks the version (a worker that lost the partition cannot clo
 writes) and the dedup marks (an event is never counted twice), then sets the changed fields, the
 version and the events' marks. A refused user is reloaded and counted again; a worker killed at
 any point leaves each event either counted and marked, or neither.
+
+One user id cannot take Redis down (docs/operating.md, "Per-user caps"): the writer counts at most
+`events_per_user_per_minute` of a user's events per minute of event time, and the guard refuses a
+write that would take a user past `dedup_marks_per_user` marks; events beyond either are
+acknowledged and counted as over the cap (`Written.over_cap`), never written. Old marks are dropped
+a bounded step per call, never by reading a whole hash.
 
 Read side (content API): `ProfileReader.queue_read` adds one HMGET to the caller's pipeline (which may
 carry its own commands too) and `parse_read` turns the reply into a `tailor.core.profile.Profile`,
@@ -65,6 +73,13 @@ LIBRARY_CODE: Final = _SOURCE.replace("__LIBRARY__", LIBRARY).replace("__WRITE__
 # worker then retries the batch, which is always safe.
 MAX_ATTEMPTS: Final = 8
 
+# Per-user caps (docs/operating.md, "Per-user caps"): far above what a shopper's browser sends (a page
+# view every few seconds all day is ~10,000 a day), far below what stalls Redis.
+EVENTS_PER_USER_PER_MINUTE: Final = 300
+DEDUP_MARKS_PER_USER: Final = 10_000
+# Hash entries one pruning step visits (HSCAN COUNT): a bounded cost per call whatever the hash holds.
+MARKS_PRUNE_STEP: Final = 256
+
 
 def user_prefix(stack: str, user: str) -> str:
     """`stack` is `namespace/name`. Only the user is in braces: it is the hash tag."""
@@ -109,12 +124,14 @@ def is_missing_function(error: BaseException) -> bool:
 
 
 class Written(NamedTuple):
-    """What a write did: events counted, already counted (duplicates), and too old to count safely
-    (older than the dedup TTL, so a duplicate could no longer be recognised)."""
+    """What a write did: events counted, already counted (duplicates), too old to count safely
+    (older than the dedup TTL, so a duplicate could no longer be recognised), and over a per-user cap
+    (acknowledged, not written)."""
 
     counted: int
     duplicates: int
     expired: int
+    over_cap: int = 0
 
 
 class ProfileConflict(redis.RedisError):
@@ -142,7 +159,11 @@ class ProfileWriter:
     callers run it in a thread), `forget_partitions` may be called from any thread.
     """
 
-    def __init__(self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000) -> None:
+    def __init__(
+        self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000,
+        events_per_user_per_minute: int = EVENTS_PER_USER_PER_MINUTE,
+        dedup_marks_per_user: int = DEDUP_MARKS_PER_USER,
+    ) -> None:  # fmt: skip
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, so they
         # stay a few dozen. On Redis Cluster, use 1 (or group users by node).
         self.stack = config.key
@@ -150,6 +171,8 @@ class ProfileWriter:
         self.counting = profile_counting.counting(self.plan)
         self.users_per_call = users_per_call
         self.cache_users = cache_users
+        self.dedup_marks_per_user = dedup_marks_per_user
+        self.rate = UserRate(events_per_user_per_minute, config.features.allowed_lateness_seconds)
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._generations: dict[int, int] = {}
         # Versions: random 16-digit integers, unique across writers and writes, so a profile changed
@@ -225,17 +248,17 @@ class _Batch:
         self.partitions = partitions
         self.connection = connection
         self.todo = batch
-        self.counted = self.duplicates = self.expired = 0
+        self.counted = self.duplicates = self.expired = self.over_cap = 0
         self._in_flight: list[str] = []
         # The users written by the calls sent, in order: user, entry, new version, counted,
-        # duplicates, expired.
-        self._writes: list[tuple[str, _Cached, str, int, int, int]] = []
+        # duplicates, expired, over the per-minute cap, and the per-minute counts taken.
+        self._writes: list[tuple[str, _Cached, str, int, int, int, int, _Taken]] = []
         self._outgoing: list[bytes] = []
         self._size = 0
 
     @property
     def written(self) -> Written:
-        return Written(self.counted, self.duplicates, self.expired)
+        return Written(self.counted, self.duplicates, self.expired, self.over_cap)
 
     def abandon(self) -> None:
         """A step failed midway: what Redis holds for these users is unknown, so forget them."""
@@ -270,7 +293,10 @@ class _Batch:
             str(plan.ttl),
             repr(oldest),
             repr(now - plan.marks_prune_every),
+            str(writer.dedup_marks_per_user),
+            str(MARKS_PRUNE_STEP),
         ]
+        writer.rate.advance(now)
         per_call = writer.users_per_call
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
@@ -331,7 +357,7 @@ class _Batch:
             replies = self._read(sent)
             outcomes = [outcome for reply in replies for outcome in reply]
             refused: dict[str, Sequence[Occurrence]] = {}
-            for (user, entry, version, fresh_count, duplicates, expired), outcome in zip(
+            for (user, entry, version, fresh_count, duplicates, expired, over, taken), outcome in zip(
                 self._writes, outcomes, strict=True
             ):
                 if outcome == 1:
@@ -339,7 +365,16 @@ class _Batch:
                     self.counted += fresh_count
                     self.duplicates += duplicates
                     self.expired += expired
+                    self.over_cap += over
+                    writer.rate.commit(user, taken)
                     _keep(writer, user, entry)
+                elif outcome == 2:
+                    # Over the user's marks cap: nothing written; its state in the cache has these
+                    # events counted in, so it is dropped (reloaded when the user comes back).
+                    cache.pop(user, None)
+                    self.over_cap += fresh_count + over
+                    self.duplicates += duplicates
+                    self.expired += expired
                 else:
                     # Changed by another writer (0), or some events counted already: what Redis holds
                     # is the truth; reload and count again.
@@ -374,9 +409,11 @@ class _Batch:
                     taken.add(o.id)
                     fresh.append(o)
             duplicates = len(events) - len(fresh) - expired
+        fresh, over, minutes = writer.rate.split(user, fresh)
         if not fresh:
             self.duplicates += duplicates
             self.expired += expired
+            self.over_cap += over
             _keep(writer, user, entry)
             return
         state = entry.state
@@ -397,11 +434,60 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
-        self._writes.append((user, entry, version, len(fresh), duplicates, expired))
+        self._writes.append((user, entry, version, len(fresh), duplicates, expired, over, minutes))
         call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into
+
+_Taken = tuple[tuple[int, int], ...]  # (minute, events) a write takes of a user's per-minute cap
+
+
+class UserRate:
+    """The per-user cap on events per minute of event time, kept in the worker's memory: Kafka gives
+    each user to one worker, so its counts are the user's (a rebalance or restart starts them afresh:
+    at most one more minute's cap). Counts are taken on a write's success only (`commit`), so a write
+    refused and retried counts its events once. Event time, not the worker's clock: a backlog after an
+    outage is processed at full speed without capping its users, and a minute's events can only be
+    spread as far back as the allowed lateness (older ones are not counted anyway)."""
+
+    def __init__(self, per_minute: int, lateness_seconds: int) -> None:
+        self.per_minute = per_minute
+        self._keep_minutes = lateness_seconds // 60 + 2
+        self._counts: dict[tuple[str, int], int] = {}
+        self._minute = 0
+
+    def advance(self, now: float) -> None:
+        """Forget minutes that no countable event can fall in any more (once a minute)."""
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute = minute
+            oldest = minute - self._keep_minutes
+            self._counts = {key: n for key, n in self._counts.items() if key[1] >= oldest}
+
+    def split(self, user: str, events: Sequence[Occurrence]) -> tuple[Sequence[Occurrence], int, _Taken]:
+        """(the events within the cap, how many are over it, the counts they would take)."""
+        cap, counts = self.per_minute, self._counts
+        if len(events) == 1:  # the common case
+            minute = int(events[0].at // 60)
+            if counts.get((user, minute), 0) < cap:
+                return events, 0, ((minute, 1),)
+            return (), 1, ()
+        within: list[Occurrence] = []
+        taken: dict[int, int] = {}
+        for o in events:
+            minute = int(o.at // 60)
+            n = taken.get(minute, 0)
+            if counts.get((user, minute), 0) + n < cap:
+                taken[minute] = n + 1
+                within.append(o)
+        return within, len(events) - len(within), tuple(taken.items())
+
+    def commit(self, user: str, taken: _Taken) -> None:
+        counts = self._counts
+        for minute, n in taken:
+            key = (user, minute)
+            counts[key] = counts.get(key, 0) + n
 
 
 # What decoding or counting a damaged stored profile raises (both implementations).
