@@ -479,6 +479,26 @@ def _deployment(
     return _templated(stack, component, manifest)
 
 
+def _worker_env(stack: Stack) -> list[dict[str, Any]]:
+    """The per-user caps, and the container's memory limit (the downward API), which sizes the worker's
+    cache of users (docs/operating.md, "Worker memory")."""
+    limits = stack.spec.workers.limits
+    return [
+        {"name": "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE", "value": str(limits.events_per_user_per_minute)},
+        {"name": "TAILOR_WORKER_DEDUP_MARKS_PER_USER", "value": str(limits.dedup_marks_per_user)},
+        {
+            "name": "TAILOR_WORKER_MEMORY_LIMIT_BYTES",
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": names.WORKER,
+                    "resource": "limits.memory",
+                    "divisor": "1",
+                },
+            },
+        },
+    ]
+
+
 def worker_deployment(stack: Stack, checksum: str) -> Manifest:
     spec = stack.spec
     kafka_volumes, kafka_mounts = _kafka_secrets(stack)
@@ -488,10 +508,15 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tailor"],
         "args": ["worker", "--stack", stack.key],
-        "env": [*_redis_env(stack), _ruleset_keys_env(stack), *_logging_env(stack)],
+        "env": [*_redis_env(stack), _ruleset_keys_env(stack), *_logging_env(stack), *_worker_env(stack)],
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
-        # The metrics server runs on its own thread beside the consume loop: alive while the process is.
-        "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20},
+        # /healthz fails once the consume loop has made no progress for a minute (a Redis write hung
+        # or failing; an idle topic is progress): docs/operating.md, "Worker liveness".
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 2,
+        },
         # Ready while it reads the stack's Kafka: a worker whose password or certificate is refused
         # stays unready (and a rollout with a bad Secret stops there) instead of restarting in a loop.
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},

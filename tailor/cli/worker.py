@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"tailor worker: {name}: {problem['msg']}", file=sys.stderr)
         return 2
-    port = config.metrics_port if args.metrics_port is None else args.metrics_port
     runner = worker.Worker(args.stack, config)
+    port = config.metrics_port if args.metrics_port is None else args.metrics_port
     if port:
-        metrics.serve(port, config.metrics_host, runner.readiness)
+        metrics.serve(port, config.metrics_host, runner.readiness, runner.progress.check)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info(

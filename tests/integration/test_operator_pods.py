@@ -170,6 +170,10 @@ REFUSED = [
      "minReplicas 0 (scale to zero) needs mode: KEDA"),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "mode": "Keda"}, "mode"),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "lagThreshold": 0}, "lagThreshold"),
+    ("limits", {"eventsPerUserPerMinute": 0}, "spec.workers.limits.eventsPerUserPerMinute"),
+    ("limits", {"dedupMarksPerUser": 10}, "spec.workers.limits.dedupMarksPerUser"),
+    ("limits", {"dedupMarksPerUser": 10**7}, "spec.workers.limits.dedupMarksPerUser"),
+    ("limits", {"eventsPerMinute": 10}, 'unknown field "spec.workers.limits.eventsPerMinute"'),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "targetCPUUtilizationPercentage": 0},
      "targetCPUUtilizationPercentage"),
     ("autoscaling", {"enabled": True, "maxReplicas": 2, "authenticationRef": {"name": "a", "kind": "Secret"}},
@@ -194,6 +198,8 @@ def test_the_api_server_refuses_bad_templates_and_autoscaling_with_our_messages(
     # Controls: the full template passes, and so do the other components' templates, autoscaling
     # with a budget by minAvailable below minReplicas, and a minAvailable with 0 replicas.
     assert refusal(kube_api, namespace, stack_manifest(redis_url, workers=_with("replicas", 2))) == ""
+    limits = {"eventsPerUserPerMinute": 60, "dedupMarksPerUser": 2000}
+    assert refusal(kube_api, namespace, stack_manifest(redis_url, workers=_with("limits", limits))) == ""
     fine = stack_manifest(
         redis_url,
         redis={"managed": True, "template": {**GOOD_TEMPLATE, "podDisruptionBudget": {"minAvailable": 0}}},

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,8 +45,12 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tailor.cli.main", "worker", "--stack", stack,
              "--metrics-port", str(self.metrics_port)],
+            # These tests stream hundreds of events per user per second to count them exactly: the
+            # per-user caps (test_profile_store.py tests them) are lifted.
             env={**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1",
-                 "TAILOR_WORKER_POLL_SECONDS": "0.2", "TAILOR_WORKER_SESSION_TIMEOUT_MS": "6000", **env},
+                 "TAILOR_WORKER_POLL_SECONDS": "0.2", "TAILOR_WORKER_SESSION_TIMEOUT_MS": "6000",
+                 "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE": "1000000",
+                 "TAILOR_WORKER_DEDUP_MARKS_PER_USER": "1000000", **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -59,6 +63,14 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             text: str = reply.read().decode()
             return text
+
+    def healthz(self) -> int:
+        """The liveness probe's HTTP status."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=5) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as error:
+            return error.code
 
     def metric(self, name: str) -> float:
         """The sum of the samples whose line starts with `name`; NaN while the process is not serving yet."""
@@ -389,44 +401,61 @@ def test_revoked_partitions_leave_the_workers_cache(
     )
 
 
-@contextlib.contextmanager
-def private_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
-    """A Redis of its own (the shared one must not be killed under other tests), configured as the dev
-    stack's (AOF, fsync on every write); yields a function that SIGKILLs it and starts it again on
-    the same files."""
-    port = ports.pick(None)
-    conf = tmp_path / "redis.conf"
-    conf.write_text(redis_component.redis_conf(port, tmp_path))
-    command = [str(toolchain.find_tool("redis-server")), str(conf)]
-    log = (tmp_path / "redis.log").open("ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+class PrivateRedis:
+    """A redis-server of the test's own: SIGKILLed and started again on its files, or SIGSTOPped (a hung
+    server: connections stay open and nothing answers) and SIGCONTinued."""
 
-    def up() -> None:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = ports.pick(None)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tmp_path = tmp_path
+        conf = tmp_path / "redis.conf"
+        conf.write_text(redis_component.redis_conf(self.port, tmp_path))
+        self.command = [str(toolchain.find_tool("redis-server")), str(conf)]
+        self.log = (tmp_path / "redis.log").open("ab")
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.up()
+
+    def up(self) -> None:
         deadline = time.monotonic() + 30
-        with redis.Redis(port=port) as client:
+        with redis.Redis(port=self.port) as client:
             while True:
                 try:
                     client.ping()
                     return
                 except redis.ConnectionError:
-                    assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()[-2000:]
+                    assert time.monotonic() < deadline, (self.tmp_path / "redis.log").read_text()[-2000:]
                     time.sleep(0.05)
 
-    def restart() -> None:
-        nonlocal process
-        process.kill()  # SIGKILL: no chance to save anything beyond what the AOF already holds
-        process.wait(10)
+    def restart(self) -> None:
+        self.process.kill()  # SIGKILL: no chance to save anything beyond what the AOF already holds
+        self.process.wait(10)
         time.sleep(1.0)  # down long enough that the worker's writes fail (not only reconnect)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        up()
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.up()
 
-    up()
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.resume()
+        self.process.kill()
+        self.process.wait(10)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of its own (the shared one must not be killed or stopped under other tests), configured
+    as the dev stack's (AOF, fsync on every write)."""
+    server = PrivateRedis(tmp_path)
     try:
-        yield restart
+        yield server
     finally:
-        process.kill()
-        process.wait(10)
-        log.close()
+        server.close()
 
 
 def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_nothing(
@@ -434,9 +463,8 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
 ) -> None:
     """The worker's cache then holds state Redis may not (a write cut off by the kill): the writes
     that failed are retried from what Redis holds, the version guard refuses anything else."""
-    with private_redis(tmp_path) as restart:
-        port = int(re.findall(r"^port (\d+)$", (tmp_path / "redis.conf").read_text(), re.M)[0])
-        url = f"redis://127.0.0.1:{port}/0"
+    with private_redis(tmp_path) as server:
+        url = server.url
         client = redis.Redis.from_url(url, decode_responses=True)
         config = worker_stack(kafka_bootstrap, url)
         users = [f"a{i}" for i in range(20)]
@@ -444,13 +472,55 @@ def test_redis_killed_and_restarted_from_its_aof_mid_stream_loses_and_doubles_no
             worker = WorkerProcess(config.key, url, TAILOR_WORKER_RETRY_SECONDS="0.2")
             workers.append(worker)
             wait_until(lambda: sum(views(client, config, u) for u in users) > 1500, 60, worker.output)
-            restart()
+            server.restart()
             counted_at_restart = sum(views(client, config, u) for u in users)
             # The worker's writes failed while Redis was down, were retried, and it went on counting.
             wait_until(lambda: worker.metric("tailor_worker_redis_errors_total") > 0, 30, worker.output)
             wait_until(lambda: sum(views(client, config, u) for u in users) > counted_at_restart + 500, 30,
                        worker.output)  # fmt: skip
 
+        wait_until(
+            lambda: {u: views(client, config, u) for u in users} == acknowledged,
+            90,
+            lambda: f"{acknowledged} vs {[views(client, config, u) for u in users]}\n{worker.output()}",
+        )
+        time.sleep(1.0)
+        assert {u: views(client, config, u) for u in users} == acknowledged  # and nothing more arrives
+        client.close()
+
+
+def test_a_hung_redis_turns_the_worker_s_liveness_red_in_time_and_it_recovers_exactly(
+    kafka_bootstrap: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """Redis SIGSTOPped mid-stream: the worker's calls time out (no call blocks for ever), its batch
+    is retried and the consume loop stops going round, so /healthz fails within the allowed stall
+    while the process still answers /metrics (what the probe looked at before: green throughout).
+    SIGCONT: green again, and every acknowledged event counted once."""
+    stall = 3.0
+    with private_redis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        config = worker_stack(kafka_bootstrap, server.url)
+        users = [f"h{i}" for i in range(10)]
+        with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+            worker = WorkerProcess(
+                config.key,
+                server.url,
+                TAILOR_WORKER_RETRY_SECONDS="0.2",
+                TAILOR_WORKER_LIVENESS_STALL_SECONDS=str(stall),
+                TAILOR_WORKER_REDIS_SOCKET_TIMEOUT_SECONDS="1",
+            )
+            workers.append(worker)
+            wait_until(lambda: sum(views(client, config, u) for u in users) > 500, 60, worker.output)
+            assert worker.healthz() == 200
+            server.pause()
+            paused = time.monotonic()
+            wait_until(lambda: worker.healthz() == 503, stall + 10, worker.output)
+            red_after = time.monotonic() - paused
+            assert worker.metric("tailor_worker_events_consumed_total") > 0  # /metrics still answers
+            server.resume()
+            wait_until(lambda: worker.healthz() == 200, 30, worker.output)
+        assert stall <= red_after <= stall + 5, red_after
+        assert worker.metric("tailor_worker_redis_errors_total") > 0  # the calls timed out, not blocked
         wait_until(
             lambda: {u: views(client, config, u) for u in users} == acknowledged,
             90,

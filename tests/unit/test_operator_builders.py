@@ -394,3 +394,18 @@ def test_identity_mounts_its_secret_whole_in_api_and_collector_and_nothing_when_
     off = pod_spec(builders.api_deployment(stack(), "c"))
     assert all(v["name"] != "identity-keys" for v in off["volumes"])
     assert all(not e["name"].startswith("TAILOR_IDENTITY") for e in off["containers"][0]["env"])
+
+
+def test_workers_get_their_per_user_caps_memory_limit_and_a_liveness_from_loop_progress() -> None:
+    capped = stack(workers={"limits": {"eventsPerUserPerMinute": 60, "dedupMarksPerUser": 2000}})
+    worker = pod_spec(builders.worker_deployment(capped, "c"))["containers"][0]
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE"]["value"] == "60"
+    assert env["TAILOR_WORKER_DEDUP_MARKS_PER_USER"]["value"] == "2000"
+    # The cache is sized from the container's own limit, read by the downward API.
+    assert env["TAILOR_WORKER_MEMORY_LIMIT_BYTES"]["valueFrom"] == {
+        "resourceFieldRef": {"containerName": worker["name"], "resource": "limits.memory", "divisor": "1"}
+    }
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    defaults = pod_spec(builders.worker_deployment(stack(), "c"))["containers"][0]["env"]
+    assert {"name": "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE", "value": "300"} in defaults

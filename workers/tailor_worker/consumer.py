@@ -46,6 +46,10 @@ class EventConsumer:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": session_timeout_ms,
             "enable.partition.eof": False,
+            # A broker that stops answering fails its requests in 30 s (librdkafka waits 60 by
+            # default), and a dead peer of an idle connection is noticed by TCP keepalive.
+            "socket.timeout.ms": 30_000,
+            "socket.keepalive.enable": True,
         }
         if instance_id:
             config["group.instance.id"] = instance_id

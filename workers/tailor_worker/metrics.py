@@ -1,5 +1,5 @@
 """The worker's Prometheus metrics (names are the contract in docs/metrics.md), and the HTTP port that
-serves them beside /readyz."""
+serves them beside /readyz and /healthz."""
 
 from __future__ import annotations
 
@@ -74,18 +74,28 @@ class _Quiet(simple_server.WSGIRequestHandler):
         pass
 
 
-def serve(port: int, host: str, readiness: Callable[[], tuple[bool, str]]) -> None:
-    """/metrics, and /readyz (200 when `readiness` says so, else 503 with the reason), on a thread of
-    their own: alive while the process is, whatever the consume loop is doing."""
+def serve(
+    port: int, host: str, readiness: Callable[[], tuple[bool, str]],
+    liveness: Callable[[], tuple[bool, str]] | None = None,
+) -> simple_server.WSGIServer:  # fmt: skip
+    """/metrics, /readyz (200 when `readiness` says so, else 503 with the reason) and /healthz (the
+    same from `liveness`: tailor_worker.liveness), on a thread of their own: they answer whatever the
+    consume loop is doing. Returns the server (its `server_port` is the port bound when `port` is 0)."""
     metrics_app = make_wsgi_app()
+    checks = {"/readyz": ("ready", readiness)}
+    if liveness is not None:
+        checks["/healthz"] = ("alive", liveness)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/readyz":
+        check = checks.get(environ.get("PATH_INFO", ""))
+        if check is None:
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        ready, detail = readiness()
-        status = "200 OK" if ready else "503 Service Unavailable"
+        name, ask = check
+        good, detail = ask()
+        status = "200 OK" if good else "503 Service Unavailable"
         start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
-        return [orjson.dumps({"ready": ready, "detail": detail})]
+        return [orjson.dumps({name: good, "detail": detail})]
 
     server = simple_server.make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

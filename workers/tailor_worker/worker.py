@@ -27,7 +27,7 @@ from tailor.core import kafkaclient, logthrottle, native, redis_target, topics
 from tailor.core.profile import store
 from tailor.core.rules import signing, versions
 from tailor.core.rules.ruleset import KafkaConfig, Ruleset, StackConfig
-from tailor_worker import batch, garbage, metrics
+from tailor_worker import batch, garbage, liveness, metrics
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
 from tailor_worker.settings import WorkerSettings
@@ -69,7 +69,12 @@ class Worker:
         self.settings = settings
         self.clock = clock
         self.target = settings.redis_target()
-        self.redis = redis_client or self.target.client(socket_connect_timeout=5, socket_timeout=30)
+        self.redis = redis_client or self.target.client(
+            socket_connect_timeout=settings.redis_connect_timeout_seconds,
+            socket_timeout=settings.redis_socket_timeout_seconds,
+            socket_keepalive=True,
+        )
+        self.progress = liveness.Progress(settings.liveness_stall_seconds)
         self._stopping = threading.Event()
         self.config: StackConfig | None = None
         self.version = 0
@@ -124,6 +129,7 @@ class Worker:
                 # With a write in flight, take only what has arrived, so it is finished without delay.
                 wait = 0.0 if pending is not None else self.settings.poll_seconds
                 messages = self._consumer.take(self.settings.batch_size, wait)
+                self.progress.beat()  # returned, with events or without: the loop goes round
                 started = time.perf_counter()
                 work = self._classify(messages) if messages else None
                 if pending is not None:
@@ -170,6 +176,7 @@ class Worker:
         metrics.OVER_USER_CAP.inc(over_cap)
         metrics.PROCESSED.labels("dead_letter").inc(len(work.dead))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - flight.started)
+        self.progress.beat()
         self._garbage.batch_done()
 
     def _write(self, work: batch.ClassifiedBatch, now: float) -> store.Written | None:
@@ -191,7 +198,7 @@ class Worker:
             else:
                 log.warning("Redis write failed, retrying the batch: %s", error)
             if store.is_missing_function(error):
-                self._retry("install the profile functions", lambda: store.install(self.redis))
+                self._retry("install the profile functions", lambda: store.install(self.redis), beat=False)
             return None
         finally:
             metrics.PROFILE_LOADS.inc(writer.loads - loads)
@@ -226,6 +233,7 @@ class Worker:
             if ruleset is not None:
                 self._loaded(ruleset.version)
                 return ruleset.config
+            self.progress.beat()  # waiting for the operator, not stuck: a restart would not help
             if not warned:
                 log.info("waiting for the operator to publish a ruleset for %s", self.stack)
                 warned = True
@@ -273,7 +281,7 @@ class Worker:
         # A new writer starts with an empty cache: state cached under other feature settings is dropped.
         self._writer = store.ProfileWriter(
             config,
-            cache_users=self.settings.cache_users,
+            cache_users=self.settings.cache_size(),
             events_per_user_per_minute=self.settings.events_per_user_per_minute,
             dedup_marks_per_user=self.settings.dedup_marks_per_user,
         )
@@ -336,8 +344,9 @@ class Worker:
         if self._writer is not None:
             self._writer.forget_partitions(partitions)
 
-    def _retry(self, what: str, action: Callable[[], object]) -> bool:
-        """Run `action` until it succeeds (True) or the worker stops (False)."""
+    def _retry(self, what: str, action: Callable[[], object], *, beat: bool = True) -> bool:
+        """Run `action` until it succeeds (True) or the worker stops (False); each failed attempt is
+        progress for the liveness unless `beat` is False (a batch's write in trouble)."""
         delay = self.settings.retry_seconds
         while not self.stopping:
             try:
@@ -349,6 +358,8 @@ class Worker:
                 )
                 _throttled.warning("could not %s (%s); retrying in %.1fs", what,
                                    f"{cause.reason}: {cause.message}" if cause else error, delay)  # fmt: skip
+                if beat:
+                    self.progress.beat()  # waiting on another part, not stuck: a restart would not help
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
         return False

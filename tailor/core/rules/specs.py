@@ -226,10 +226,19 @@ class FeaturesSpec(SpecModel):
     recent_limit: int = 20
 
 
+class WorkerLimits(SpecModel):
+    """Per-user caps of the workers (docs/operating.md, "Per-user caps"); the defaults are
+    tailor.core.profile.store's."""
+
+    events_per_user_per_minute: int = 300
+    dedup_marks_per_user: int = 10_000
+
+
 class WorkersSpec(SpecModel):
     replicas: int = 1
     resources: dict[str, Any] | None = None
     autoscaling: WorkerAutoscaling = WorkerAutoscaling()
+    limits: WorkerLimits = WorkerLimits()
     template: PodTemplate = PodTemplate()
 
 
