@@ -24,6 +24,12 @@ from tailor.core.rules.ruleset import StackConfig
 from tailor.devstack import ports, probes, scratch
 
 ADMIN_TOKEN = "pipeline-admin-token-of-at-least-32-bytes"
+# The pipelines here stream hundreds of events per user per second to count them exactly: the workers'
+# per-user caps (tested in test_profile_store.py) are lifted.
+UNCAPPED = {
+    "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE": "1000000",
+    "TAILOR_WORKER_DEDUP_MARKS_PER_USER": "1000000",
+}
 
 
 class Process:
@@ -226,7 +232,13 @@ def running_pipeline(
     api, api_url = start_api(config, redis_url, *api_args, env={**secrets, **(api_env or {})})
     worker = Process(
         ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
-        {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1", **secrets, **worker_env},
+        {
+            "TAILOR_REDIS_URL": redis_url,
+            "TAILOR_WORKER_METRICS_HOST": "127.0.0.1",
+            **secrets,
+            **UNCAPPED,
+            **worker_env,
+        },
     )
     running = Pipeline(config, api, api_url, worker, f"http://127.0.0.1:{metrics_port}/metrics")
     try:
