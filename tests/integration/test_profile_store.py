@@ -428,9 +428,8 @@ def test_one_user_with_a_hundred_thousand_events_cannot_grow_redis_past_the_mark
     assert store.read(client, config, "alice", None, now).count("24h", "views") == 5_000
 
 
-def _slowest_call(client: redis.Redis, command: str, key: str) -> int:
-    """The longest `command` on `key` in Redis's slow log (µs of Redis time, not of this box's
-    scheduling)."""
+def _calls(client: redis.Redis, command: str, key: str) -> list[int]:
+    """How long each `command` on `key` in Redis's slow log took (µs of Redis' time), ascending."""
     found = []
     for entry in client.slowlog_get(-1):
         text = entry["command"]
@@ -438,7 +437,7 @@ def _slowest_call(client: redis.Redis, command: str, key: str) -> int:
         if text.startswith(command) and key in text:
             found.append(entry["duration"])
     assert found, f"no {command} on {key} in the slow log"
-    return max(found)
+    return sorted(found)
 
 
 def test_dropping_a_huge_hash_of_old_marks_takes_a_bounded_step_per_call(client: redis.Redis) -> None:
@@ -455,7 +454,7 @@ def test_dropping_a_huge_hash_of_old_marks_takes_a_bounded_step_per_call(client:
     try:
         client.slowlog_reset()
         client.eval("return #redis.call('HGETALL', KEYS[1])", 1, key)
-        whole_hash = _slowest_call(client, "EVAL", key)
+        whole_hash = _calls(client, "EVAL", key)[-1]
         writer = store.ProfileWriter(config)
         client.slowlog_reset()
         now, calls = NOW, 0
@@ -466,12 +465,17 @@ def test_dropping_a_huge_hash_of_old_marks_takes_a_bounded_step_per_call(client:
             if not written.over_cap:
                 break
             assert calls < 1_000, "the old marks are not going"
-        slowest = _slowest_call(client, "FCALL", key)
+        writes = _calls(client, "FCALL", key)
     finally:
         for name, value in saved.items():
             client.config_set(name, value)
-    print(f"whole-hash read {whole_hash} µs; slowest of {calls} guarded writes {slowest} µs")
+    p99 = writes[int(len(writes) * 0.99)]
+    print(f"whole-hash read {whole_hash} µs; {calls} guarded writes: 99th percentile {p99} µs, slowest"
+          f" {writes[-1]} µs")  # fmt: skip
     assert calls > 100  # bounded steps: many calls
-    assert slowest * 5 < whole_hash, (slowest, whole_hash)
+    # Each write is a bounded step: even the slowest (a busy box preempts Redis now and then) is less
+    # than one read of the whole hash, and 99 % of them take a small fraction of it.
+    assert writes[-1] < whole_hash, (writes[-1], whole_hash)
+    assert p99 * 10 < whole_hash, (p99, whole_hash)
     assert written.counted == 1  # under the cap again: counted
     assert client.hlen(key) <= store.DEDUP_MARKS_PER_USER + 6

@@ -519,7 +519,7 @@ def test_a_hung_redis_turns_the_worker_s_liveness_red_in_time_and_it_recovers_ex
             assert worker.metric("tailor_worker_events_consumed_total") > 0  # /metrics still answers
             server.resume()
             wait_until(lambda: worker.healthz() == 200, 30, worker.output)
-        assert stall - 0.5 <= red_after <= stall + 5, red_after  # the last beat came just before the pause
+        assert stall - 1 <= red_after <= stall + 5, red_after  # the last beat came just before the pause
         assert worker.metric("tailor_worker_redis_errors_total") > 0  # the calls timed out, not blocked
         wait_until(
             lambda: {u: views(client, config, u) for u in users} == acknowledged,
