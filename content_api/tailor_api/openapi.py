@@ -386,7 +386,9 @@ def document(slots: Sequence[str]) -> dict[str, Any]:
                         "checks": {
                             "type": "object",
                             "description": "ruleset, redis, and where it collects collector and kafka: "
-                            "each {ok, detail, required}; ready is every required check ok",
+                            "each {ok, detail, required}; ready is every required check ok. The ruleset's "
+                            "has its version, and while the replica serves an older one than is "
+                            "published, published and stale (it stays ready)",
                             "additionalProperties": {
                                 "type": "object",
                                 "required": ["ok", "required"],
