@@ -28,6 +28,7 @@ class RulesetKeys:
     def __init__(self, client: kube.Kube, development: bool) -> None:
         self._kube = client
         self._development = development
+        self._warned: set[str] = set()
 
     async def signer(self, stack: builders.Stack) -> signing.Signer:
         """The stack's signer, from its Secret (created first when it does not exist)."""
@@ -46,8 +47,20 @@ class RulesetKeys:
         if not encoded:
             raise SigningKeyError(f"Secret {stack.namespace}/{name} has no {builders.RULESET_PRIVATE_KEY}")
         try:
-            return signing.Signer.from_text(base64.b64decode(encoded).decode())
+            signer = signing.Signer.from_text(base64.b64decode(encoded).decode())
         except ValueError as error:
             raise SigningKeyError(
                 f"Secret {stack.namespace}/{name}, {builders.RULESET_PRIVATE_KEY}: {error}"
             ) from None
+        if (
+            not self._development
+            and signer.key_id == signing.DEVELOPMENT.key_id
+            and stack.key not in self._warned
+        ):
+            # Made by an operator that ran outside the cluster: anyone can sign with this key. The
+            # operator may not update Secrets, so it says so instead of replacing it.
+            self._warned.add(stack.key)
+            log.warning("Secret %s/%s holds the public development key: anyone can sign %s's rulesets; "
+                        "delete the Secret and the operator generates a key of the stack's own",
+                        stack.namespace, name, stack.key)  # fmt: skip
+        return signer
