@@ -263,7 +263,9 @@ class Runtime:
         self.last_load_error = f"version {version}: {detail}"
         metrics.ruleset_rejected.labels(self.stack, "api", reason).inc()
         served = f"v{self.engine.version} keeps serving" if self.engine is not None else "nothing served yet"
-        _refusals.error("ruleset %s v%s refused, %s: %s", self.stack, version, served, detail)
+        # One line per reason a minute (with the count): each version's text differs, the reason does not.
+        _refusals.error("ruleset %s v%s refused, %s: %s", self.stack, version, served, detail,
+                        extra={"throttle_key": f"ruleset refused: {reason}"})  # fmt: skip
 
     def ruleset_lag(self) -> tuple[int, float]:
         """How many versions behind the published one the served ruleset is, and for how long (s)."""

@@ -114,6 +114,10 @@ def test_refused_rulesets_keep_the_last_good_one_in_api_and_worker(
             decided = http.get("/v1/decide", params={"slot": "hero", "user": "u1", "session": "s1"})
             assert decided.status_code != 503, decided.text
 
+        # Logged once per reason a minute: the second `signature` refusal adds no line.
+        for output in (pipeline.api.output(200_000), pipeline.worker.output(200_000)):
+            assert output.count(" refused, ") == 3, output
+
         # A good publish (the development key, as the devstack's operator signs) is taken by both.
         fresh = good.model_copy(update={"config": good.config.model_copy(update={"kill_switch": True})})
         published = asyncio.run(publish(redis_url, fresh))

@@ -253,8 +253,10 @@ class Worker:
             self._refused_version = version
             metrics.RULESET_REJECTED.labels(self.stack, COMPONENT, refused.reason).inc()
             kept = f"v{self.version} stays in use" if self.version else "waiting for one it can use"
+            # One line per reason a minute (with the count): each version's text differs, the reason not.
             _refusals.error("ruleset %s v%d refused, %s: %s: %s",
-                            self.stack, version, kept, refused.reason, refused.detail)  # fmt: skip
+                            self.stack, version, kept, refused.reason, refused.detail,
+                            extra={"throttle_key": f"ruleset refused: {refused.reason}"})  # fmt: skip
             return None
 
     def _follow_ruleset(self) -> None:
