@@ -77,7 +77,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         )
     except (resp.RedisUnavailable, redis.RedisError) as error:
         return web.redis_unavailable(error)
-    refused = not_for(who, ref)
+    refused = not_for(who, ref) if runtime.identity.mode != "off" else None
     if refused is not None:
         return identity.refusal(refused)
     if runtime.limiter.per_user is not None:  # its user is known only now, from the verified id
@@ -117,7 +117,8 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
 def not_for(who: identity.Identity | None, ref: tokens.DecisionRef) -> identity.IdentityError | None:
     """Why this caller may not give feedback on the decision, if it may not: feedback counts only for
     the user and session the decision was made for, once a token says who the caller is, and a
-    decision made for a vouched-for user takes feedback only with their token."""
+    decision made for a vouched-for user takes feedback only with their token (while identity is on:
+    a stack that turned it off takes feedback as before)."""
     if who is None:
         if ref.verified:
             return identity.IdentityError(

@@ -119,6 +119,10 @@ async def test_feedback_counts_only_for_the_user_and_session_of_the_decision(liv
         assert problem(await feedback(api, decision_id, signed("alice", "other"))) == "identity-mismatch"
         accepted = await feedback(api, decision_id, signed("alice", "s1"))
         assert (accepted.status_code, accepted.json()) == (202, {"status": "accepted"})
+        # A stack that turns identity off takes feedback on such decisions without a token again.
+        dismissed = (await decide(api, signed("alice", "s1"))).json()["decisions"][0]["decisionId"]
+        async with live(None, stack=api.stack) as off:
+            assert (await feedback(off, dismissed)).status_code == 202
 
 
 async def test_optional_lets_unsigned_requests_through_and_a_token_wins(live: Live, keys: Path) -> None:
