@@ -125,12 +125,14 @@ class Report:
     twice: int  # counted more often than acknowledged (per user, summed)
     missing_from_topic: int  # acknowledged ids Kafka no longer has
     timings: dict[str, float]
+    answers: Counter[int | None]  # the collector's answers by status (None: no HTTP answer)
 
     def __str__(self) -> str:
         spans = ", ".join(f"{name} {value:.1f}" for name, value in self.timings.items())
         return (
             f"{self.acknowledged} acknowledged, {self.counted} counted, {self.lost} lost, {self.twice} "
-            f"counted twice, {self.missing_from_topic} acknowledged ids missing from the topic; {spans}"
+            f"counted twice, {self.missing_from_topic} acknowledged ids missing from the topic; {spans}; "
+            f"answers {dict(self.answers)}"
         )
 
 
@@ -169,4 +171,5 @@ def measure(
         twice=sum((final - expected).values()),
         missing_from_topic=len(set(acknowledged) - in_topic),
         timings=timings,
+        answers=Counter(a.status for p in posters for a in p.answers),
     )
