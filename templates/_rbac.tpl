@@ -37,12 +37,13 @@ folded back into the content API), and nothing about RBAC, Pods or ConfigMaps.
   resources: ["networkpolicies"]
   verbs: ["create", "patch", "delete"]
 # Autoscalers of workers and content API (spec.*.autoscaling): HPAs, or KEDA ScaledObjects where
-# KEDA is installed; server-side apply, deleted when autoscaling is turned off.
+# KEDA is installed, with the TriggerAuthentication of a secured Kafka; server-side apply, deleted
+# when autoscaling is turned off.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
-  resources: ["scaledobjects"]
+  resources: ["scaledobjects", "triggerauthentications"]
   verbs: ["create", "patch", "delete"]
 # Strimzi KafkaTopics of stacks with kafka.topics.management: strimzi (docs/topics.md): written by
 # server-side apply only. Harmless where Strimzi is not installed.

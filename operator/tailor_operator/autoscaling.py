@@ -24,6 +24,15 @@ Scaler = Literal["KEDA", "HPA"]
 
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
 SCALED_OBJECT: Final = "ScaledObject"
+TRIGGER_AUTHENTICATION: Final = "TriggerAuthentication"
+# KEDA's kafka scaler's `sasl` for each of our mechanisms (its parameter names: KEDA's
+# docs/scalers/apache-kafka.md, "Authentication Parameters").
+KEDA_SASL: Final = {
+    "PLAIN": "plaintext",
+    "SCRAM-SHA-256": "scram_sha256",
+    "SCRAM-SHA-512": "scram_sha512",
+    "OAUTHBEARER": "oauthbearer",
+}
 HPA_API_VERSION: Final = "autoscaling/v2"
 HPA: Final = "HorizontalPodAutoscaler"
 
@@ -56,6 +65,9 @@ def manifests(stack: builders.Stack, keda_served: bool) -> list[Manifest]:
     workers = stack.spec.workers.autoscaling
     scaler = worker_scaler(stack, keda_served)
     if scaler == "KEDA":
+        authentication = trigger_authentication(stack)
+        if authentication is not None:
+            wanted.append(authentication)  # before the ScaledObject that refers to it
         wanted.append(scaled_object(stack))
     elif scaler == "HPA":
         wanted.append(
@@ -88,6 +100,8 @@ def unwanted(stack: builders.Stack, keda_served: bool) -> list[tuple[str, str, s
     gone = []
     if scaler != "KEDA":
         gone.append((KEDA_API_VERSION, SCALED_OBJECT, worker))
+    if scaler != "KEDA" or trigger_authentication(stack) is None:
+        gone.append((KEDA_API_VERSION, TRIGGER_AUTHENTICATION, worker))
     if scaler != "HPA":
         gone.append((HPA_API_VERSION, HPA, worker))
     if not stack.spec.content_api.autoscaling.enabled:
@@ -146,10 +160,16 @@ def scaled_object(stack: builders.Stack) -> Manifest:
             "offsetResetPolicy": "earliest",
         },
     }
+    trigger["metadata"].update(_security_metadata(stack))
     if autoscaling.authentication_ref is not None:
         trigger["authenticationRef"] = {
             "name": autoscaling.authentication_ref.name,
             "kind": autoscaling.authentication_ref.kind,
+        }
+    elif trigger_authentication(stack) is not None:
+        trigger["authenticationRef"] = {
+            "name": builders.child_name(stack, names.WORKER),
+            "kind": TRIGGER_AUTHENTICATION,
         }
     return {
         "apiVersion": KEDA_API_VERSION,
@@ -162,3 +182,86 @@ def scaled_object(stack: builders.Stack) -> Manifest:
             "triggers": [trigger],
         },
     }
+
+
+# --- KEDA's login to a secured Kafka -----------------------------------------------------------------
+
+
+def _security_metadata(stack: builders.Stack) -> dict[str, str]:
+    """The trigger's plain security settings (KEDA reads `tls` and `sasl` from the trigger too): TLS on
+    or off, the SASL mode, and for MSK IAM the token provider and region."""
+    security = stack.spec.kafka.security
+    if security is None or security.protocol == "PLAINTEXT":
+        return {}
+    metadata: dict[str, str] = {}
+    if security.protocol in ("SSL", "SASL_SSL"):
+        metadata["tls"] = "enable"
+    sasl = security.sasl
+    if sasl is not None and security.protocol.startswith("SASL_"):
+        metadata["sasl"] = KEDA_SASL[sasl.mechanism]
+        if sasl.aws_msk_iam is not None:
+            metadata["saslTokenProvider"] = "aws_msk_iam"
+            metadata["awsRegion"] = sasl.aws_msk_iam.region
+    return metadata
+
+
+def trigger_authentication(stack: builders.Stack) -> Manifest | None:
+    """The TriggerAuthentication that logs KEDA's kafka scaler in as the workers log in, from the same
+    Secrets; None when Kafka is plaintext or the stack names its own (workers.autoscaling.
+    authenticationRef). Secrets map by secretTargetRef (password or OIDC client secret; tls ca, cert,
+    key); the plain settings by `env`, from the worker container (builders.keda_kafka_env). MSK IAM:
+    KEDA's `aws` pod identity with identityOwner workload, so KEDA assumes the IAM role of the workers'
+    service account (its eks.amazonaws.com/role-arn annotation): KEDA's own role must be trusted to
+    assume it (docs/install.md, EKS). What KEDA cannot take: the OIDC token endpoint's own CA, and
+    tls.verifyHostname false (KEDA then fails hostname verification: set authenticationRef yourself)."""
+    security = stack.spec.kafka.security
+    if stack.spec.workers.autoscaling.authentication_ref is not None or security is None:
+        return None
+    if security.protocol == "PLAINTEXT":
+        return None
+    secrets: list[dict[str, str]] = []
+    env: list[dict[str, str]] = []
+    spec: dict[str, Any] = {}
+
+    def secret(parameter: str, name: str, key: str) -> None:
+        secrets.append({"parameter": parameter, "name": name, "key": key})
+
+    tls = security.tls
+    if tls is not None and security.protocol in ("SSL", "SASL_SSL"):
+        if tls.ca_secret_ref is not None:
+            secret("ca", tls.ca_secret_ref.name, tls.ca_secret_ref.key)
+        pair = tls.client_certificate_secret_ref
+        if pair is not None:
+            secret("cert", pair.name, pair.certificate)
+            secret("key", pair.name, pair.key)
+    sasl = security.sasl
+    if sasl is not None and security.protocol.startswith("SASL_"):
+        if sasl.aws_msk_iam is not None:
+            spec["podIdentity"] = {"provider": "aws", "identityOwner": "workload"}
+        else:
+            for variable in builders.keda_kafka_env(stack):
+                parameter = _ENV_PARAMETERS[variable["name"]]
+                env.append({"parameter": parameter, "name": variable["name"], "containerName": names.WORKER})
+            password = sasl.oidc.client_secret_ref if sasl.oidc is not None else sasl.password_secret_ref
+            if password is not None:
+                secret("password", password.name, password.key)
+    if not secrets and not env and not spec:
+        return None  # TLS with the system's CAs and no client certificate: the trigger's tls suffices
+    if secrets:
+        spec["secretTargetRef"] = secrets
+    if env:
+        spec["env"] = env
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": TRIGGER_AUTHENTICATION,
+        "metadata": builders.metadata(stack, names.WORKER),
+        "spec": spec,
+    }
+
+
+_ENV_PARAMETERS: Final = {
+    names.ENV_KEDA_KAFKA_USERNAME: "username",
+    names.ENV_KEDA_KAFKA_TOKEN_ENDPOINT: "oauthTokenEndpointUri",
+    names.ENV_KEDA_KAFKA_SCOPES: "scopes",
+    names.ENV_KEDA_KAFKA_EXTENSIONS: "oauthExtensions",
+}

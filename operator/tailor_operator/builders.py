@@ -499,6 +499,31 @@ def _worker_env(stack: Stack) -> list[dict[str, Any]]:
     ]
 
 
+def keda_kafka_env(stack: Stack) -> list[dict[str, Any]]:
+    """The worker's plain SASL login settings (user name; OIDC client id, token endpoint, scope,
+    extensions) as env variables, where KEDA's TriggerAuthentication can read them
+    (autoscaling.trigger_authentication). The workers themselves do not read them."""
+    security = stack.spec.kafka.security
+    sasl = security.sasl if security is not None else None
+    if sasl is None:
+        return []
+    if sasl.oidc is not None:
+        oidc = sasl.oidc
+        env = [
+            {"name": names.ENV_KEDA_KAFKA_USERNAME, "value": oidc.client_id},
+            {"name": names.ENV_KEDA_KAFKA_TOKEN_ENDPOINT, "value": oidc.token_endpoint},
+        ]
+        if oidc.scope:
+            env.append({"name": names.ENV_KEDA_KAFKA_SCOPES, "value": oidc.scope})
+        if oidc.extensions:
+            extensions = ",".join(f"{key}={value}" for key, value in sorted(oidc.extensions.items()))
+            env.append({"name": names.ENV_KEDA_KAFKA_EXTENSIONS, "value": extensions})
+        return env
+    if sasl.username is not None:
+        return [{"name": names.ENV_KEDA_KAFKA_USERNAME, "value": sasl.username}]
+    return []
+
+
 def worker_deployment(stack: Stack, checksum: str) -> Manifest:
     spec = stack.spec
     kafka_volumes, kafka_mounts = _kafka_secrets(stack)
@@ -508,7 +533,13 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tailor"],
         "args": ["worker", "--stack", stack.key],
-        "env": [*_redis_env(stack), _ruleset_keys_env(stack), *_logging_env(stack), *_worker_env(stack)],
+        "env": [
+            *_redis_env(stack),
+            _ruleset_keys_env(stack),
+            *_logging_env(stack),
+            *_worker_env(stack),
+            *keda_kafka_env(stack),
+        ],
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
         # /healthz fails once the consume loop has made no progress for a minute (a Redis write hung
         # or failing; an idle topic is progress): docs/operating.md, "Worker liveness".

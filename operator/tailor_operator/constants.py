@@ -58,3 +58,11 @@ PAUSED_ANNOTATION: Final = constants.ANNOTATION_PAUSED
 STRIMZI_TOPIC_VERSIONS: Final = ("kafka.strimzi.io/v1", "kafka.strimzi.io/v1beta2")
 STRIMZI_TOPIC_KIND: Final = "KafkaTopic"
 STRIMZI_CLUSTER_LABEL: Final = "strimzi.io/cluster"
+
+# The worker container's plain (not secret) Kafka login settings, for KEDA's kafka scaler: a
+# TriggerAuthentication reads authentication parameters only from Secrets or from the scale target's
+# container env, and these are not in any Secret (autoscaling.trigger_authentication).
+ENV_KEDA_KAFKA_USERNAME: Final = "TAILOR_KEDA_KAFKA_USERNAME"
+ENV_KEDA_KAFKA_TOKEN_ENDPOINT: Final = "TAILOR_KEDA_KAFKA_TOKEN_ENDPOINT"
+ENV_KEDA_KAFKA_SCOPES: Final = "TAILOR_KEDA_KAFKA_SCOPES"
+ENV_KEDA_KAFKA_EXTENSIONS: Final = "TAILOR_KEDA_KAFKA_EXTENSIONS"

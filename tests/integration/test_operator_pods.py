@@ -496,6 +496,93 @@ def test_with_keda_installed_workers_scale_by_a_scaled_object_on_their_lag(
     assert operator.process.poll() is None, operator.output()
 
 
+def _secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def test_keda_logs_in_to_a_secured_kafka_from_the_stacks_own_secrets(
+    keda_crds: None,
+    start_operator: Callable[..., Operator],  # noqa: F811 (the fixture, imported)
+    kubectl: Callable[..., Any],
+    kube_api: k8s_client.ApiClient,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    objects = k8s_client.CustomObjectsApi(kube_api)
+    secrets = [
+        _secret("kafka-login", password="p4ss"),
+        _secret("kafka-ca", **{"ca.crt": "-----BEGIN CERTIFICATE-----"}),
+        _secret("kafka-client", **{"tls.crt": "cert", "tls.key": "key"}),
+    ]
+    stack = stack_manifest(redis_url, workers={"replicas": 2})
+    stack["spec"]["kafka"]["security"] = {
+        "protocol": "SASL_SSL",
+        "tls": {"caSecretRef": {"name": "kafka-ca"}, "clientCertificateSecretRef": {"name": "kafka-client"}},
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "shop-worker",
+                 "passwordSecretRef": {"name": "kafka-login"}},
+    }  # fmt: skip
+    stack["spec"]["workers"]["autoscaling"] = {"enabled": True, "maxReplicas": 6, "mode": "KEDA"}
+    apply(kubectl, namespace, [*secrets, stack])
+    operator = start_operator("--namespace", namespace, "--standalone", env=QUICK_DRIFT)
+
+    def keda_object(plural: str) -> dict[str, Any]:
+        found: dict[str, Any] = objects.get_namespaced_custom_object(
+            "keda.sh", "v1alpha1", namespace, plural, "shop-worker"
+        )
+        return found
+
+    # Accepted by KEDA's own schema; the trigger says TLS and SCRAM and points at it.
+    authentication = wait_for("the TriggerAuthentication", lambda: keda_object("triggerauthentications"))
+    [trigger] = wait_for("the ScaledObject", lambda: keda_object("scaledobjects"))["spec"]["triggers"]
+    assert {k: trigger["metadata"].get(k) for k in ("tls", "sasl")} == {
+        "tls": "enable",
+        "sasl": "scram_sha512",
+    }
+    assert trigger["authenticationRef"] == {"name": "shop-worker", "kind": "TriggerAuthentication"}
+    assert authentication["metadata"]["ownerReferences"][0]["name"] == "shop"
+    assert sorted(authentication["spec"]["secretTargetRef"], key=lambda r: r["parameter"]) == [
+        {"parameter": "ca", "name": "kafka-ca", "key": "ca.crt"},
+        {"parameter": "cert", "name": "kafka-client", "key": "tls.crt"},
+        {"parameter": "key", "name": "kafka-client", "key": "tls.key"},
+        {"parameter": "password", "name": "kafka-login", "key": "password"},
+    ]
+    # What KEDA resolves: every env parameter from the worker container named, every Secret key present.
+    worker = deployment(kube_api, namespace, "shop-worker")["spec"]["template"]["spec"]["containers"][0]
+    env = {variable["name"]: variable.get("value") for variable in worker["env"]}
+    resolved = {ref["parameter"]: env[ref["name"]] for ref in authentication["spec"]["env"]
+                if ref["containerName"] == worker["name"]}  # fmt: skip
+    assert resolved == {"username": "shop-worker"}
+    for ref in authentication["spec"]["secretTargetRef"]:
+        stored = k8s_client.CoreV1Api(kube_api).read_namespaced_secret(ref["name"], namespace)
+        assert ref["key"] in stored.data, ref
+
+    # MSK IAM: no Secrets, KEDA assumes the workers' own IAM role (their service account's).
+    stack["spec"]["kafka"]["security"] = {
+        "protocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER", "awsMskIam": {"region": "eu-west-1"}},
+    }  # fmt: skip
+    apply(kubectl, namespace, [stack])
+    wait_for("the pod identity", lambda: "podIdentity" in keda_object("triggerauthentications")["spec"])
+    assert keda_object("triggerauthentications")["spec"] == {
+        "podIdentity": {"provider": "aws", "identityOwner": "workload"}
+    }
+    [trigger] = keda_object("scaledobjects")["spec"]["triggers"]
+    assert {k: trigger["metadata"].get(k) for k in ("tls", "sasl", "saslTokenProvider", "awsRegion")} == {
+        "tls": "enable",
+        "sasl": "oauthbearer",
+        "saslTokenProvider": "aws_msk_iam",
+        "awsRegion": "eu-west-1",
+    }
+
+    # A TriggerAuthentication of the user's own wins: ours goes.
+    stack["spec"]["workers"]["autoscaling"]["authenticationRef"] = {"name": "platform-kafka"}
+    apply(kubectl, namespace, [stack])
+    wait_for("the trigger on theirs", lambda: keda_object("scaledobjects")["spec"]["triggers"][0][
+        "authenticationRef"] == {"name": "platform-kafka", "kind": "TriggerAuthentication"})  # fmt: skip
+    assert not objects.list_namespaced_custom_object(
+        "keda.sh", "v1alpha1", namespace, "triggerauthentications")["items"]  # fmt: skip
+    assert operator.process.poll() is None, operator.output()
+
+
 # --- the image allowlist -----------------------------------------------------------------------------
 
 
