@@ -824,11 +824,21 @@ def _port_from(port: str, peers: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     return {"ports": [{"port": port, "protocol": "TCP"}], **({"from": list(peers)} if peers else {})}
 
 
+def _http_ingress(stack: Stack, pods: Manifest) -> list[dict[str, Any]]:
+    """The content API's or collector's rules, one per port of its pods: `http` (the Service's) from
+    contentApiFrom, any other (an admin port: metrics, probes, explain) from metricsFrom."""
+    spec = stack.spec.network_policies
+    container = pods["spec"]["template"]["spec"]["containers"][0]  # ours; a template adds no other
+    return [
+        _port_from(port["name"], spec.content_api_from if port["name"] == "http" else spec.metrics_from)
+        for port in container.get("ports", [])
+    ]
+
+
 def network_policies(stack: Stack) -> list[Manifest]:
     """The stack's NetworkPolicies (spec.networkPolicies, on by default). Ingress only: the pods call
     out to Kafka, Redis and (the operator) the API server, whose addresses a policy cannot name.
-    Kubelet probes are not subject to NetworkPolicy. The content API's metrics share its HTTP port
-    until it has an admin port of its own, so `contentApiFrom` covers them."""
+    Kubelet probes are not subject to NetworkPolicy."""
     spec = stack.spec.network_policies
     if not spec.enabled:
         return []
@@ -851,9 +861,11 @@ def network_policies(stack: Stack) -> list[Manifest]:
         redis_rule = {"ports": [{"port": "redis", "protocol": "TCP"}], "from": [stack_pods, operator]}
         policies.append(_network_policy(stack, names.REDIS, [redis_rule]))
     policies.append(_network_policy(stack, names.WORKER, [_port_from("metrics", spec.metrics_from)]))
-    policies.append(_network_policy(stack, names.CONTENT_API, [_port_from("http", spec.content_api_from)]))
+    api = _http_ingress(stack, api_deployment(stack, ""))
+    policies.append(_network_policy(stack, names.CONTENT_API, api))
     if stack.spec.content_api.collector.separate:
-        policies.append(_network_policy(stack, names.COLLECTOR, [_port_from("http", spec.content_api_from)]))
+        collector = _http_ingress(stack, collector_deployment(stack, ""))
+        policies.append(_network_policy(stack, names.COLLECTOR, collector))
     return policies
 
 
