@@ -120,6 +120,10 @@ class Toolbox:
         """Strimzi's KafkaTopic CRD (a YAML file), for tests of topics managed through Strimzi."""
         return strimzibuild.kafka_topic_crd(self.report)
 
+    def strimzi_crd(self, name: str) -> Path:
+        """One of Strimzi's CRDs (strimzibuild.CRDS: kafka, kafkanodepool, kafkatopic, kafkauser)."""
+        return strimzibuild.crd(self.report, name)
+
     @functools.cached_property
     def java(self) -> Path:
         return toolchain.find_tool("java")
@@ -151,7 +155,8 @@ class Toolbox:
             toolchain.find_tool(tool)
         _ = self.kubectl
         _ = self.kafka_libs
-        _ = self.strimzi_kafka_topic_crd
+        for name in strimzibuild.CRDS:
+            self.strimzi_crd(name)
         _ = self.kube
         _ = self.helm
         _ = self.node

@@ -1,8 +1,9 @@
-"""Strimzi's KafkaTopic CRD from Maven Central, for tests of `spec.kafka.topics.management: strimzi`.
+"""Strimzi's CRDs from Maven Central: KafkaTopic for tests of `spec.kafka.topics.management: strimzi`,
+and Kafka, KafkaNodePool and KafkaUser too for the check of docs/install.md's Strimzi walkthrough.
 
 Strimzi publishes its CRDs, as its release installs them, inside the test jar of its `api` artifact
 (`crds/v1beta2/043-Crd-kafkatopic.yaml`: versions v1alpha1 to v1, storage v1beta2). Maven fetches the
-jar (the same resolver and mirrors as Kafka's jars, kafkabuild) and the CRD is kept under
+jar (the same resolver and mirrors as Kafka's jars, kafkabuild) and each CRD is kept under
 ``<cache>/strimzi/<version>-r<recipe>/``. Nothing of Strimzi is kept in this repository.
 """
 
@@ -18,6 +19,13 @@ from tailor.devstack.gobuild import Report
 from tailor.devstack.runner import exclusive, run_logged
 
 KAFKA_TOPIC_CRD = "crds/v1beta2/043-Crd-kafkatopic.yaml"
+# The CRDs kept, by the name of their file in the cache.
+CRDS = {
+    "kafkatopic": KAFKA_TOPIC_CRD,
+    "kafkauser": "crds/v1beta2/044-Crd-kafkauser.yaml",
+    "kafka": "crds/v1beta2/040-Crd-kafka.yaml",
+    "kafkanodepool": "crds/v1beta2/045-Crd-kafkanodepool.yaml",
+}
 
 
 def strimzi_root() -> Path:
@@ -30,7 +38,12 @@ def kafka_topic_crd_path() -> Path:
 
 def kafka_topic_crd(report: Report) -> Path:
     """The KafkaTopic CRD file, fetched unless cached."""
-    target = kafka_topic_crd_path()
+    return crd(report, "kafkatopic")
+
+
+def crd(report: Report, name: str) -> Path:
+    """The CRD file `name` (a key of CRDS), fetched unless cached."""
+    target = strimzi_root() / f"{name}-crd.yaml"
     if target.exists():
         return target
     root = strimzi_root()
@@ -40,7 +53,7 @@ def kafka_topic_crd(report: Report) -> Path:
             return target
         mvn = toolchain.find_tool("mvn")
         log = root / "fetch.log"
-        report(f"fetching Strimzi {versions.STRIMZI}'s KafkaTopic CRD from Maven Central (log: {log})")
+        report(f"fetching Strimzi {versions.STRIMZI}'s CRDs from Maven Central (log: {log})")
         download = root / "download"
         shutil.rmtree(download, ignore_errors=True)
         run_logged(
@@ -59,9 +72,9 @@ def kafka_topic_crd(report: Report) -> Path:
         )
         (jar,) = download.glob("*.jar")
         with zipfile.ZipFile(jar) as archive:
-            text = archive.read(KAFKA_TOPIC_CRD)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(text)
-        partial.rename(target)
+            for kept, member in CRDS.items():
+                partial = root / f"{kept}-crd.partial"
+                partial.write_bytes(archive.read(member))
+                partial.rename(root / f"{kept}-crd.yaml")
         shutil.rmtree(download, ignore_errors=True)
     return target
