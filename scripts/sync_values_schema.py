@@ -65,6 +65,25 @@ def stack_spec_schema(crd_path: Path = CRD_PATH) -> dict[str, Any]:
     return to_json_schema(spec)
 
 
+# The components whose `template` (pod, container, PodDisruptionBudget) the CRD spells out alike; a CRD
+# cannot refer to a shared schema, a JSON Schema can: one definition, referred to from each.
+TEMPLATE_COMPONENTS = ("workers", "contentApi", "redis")
+POD_TEMPLATE_DEFINITION = "podTemplate"
+
+
+def share_pod_templates(synced: dict[str, Any]) -> None:
+    """Replace the components' identical `template` schemas under spec with a `$ref` to one definition
+    (draft-07's `definitions`, the keyword `$defs` was named before 2019-09). A component whose
+    template differs from the workers' keeps its own copy."""
+    components = synced["properties"]["spec"]["properties"]
+    shared = components["workers"]["properties"]["template"]
+    for component in TEMPLATE_COMPONENTS:
+        properties = components[component]["properties"]
+        if properties.get("template") == shared:
+            properties["template"] = {"$ref": f"#/definitions/{POD_TEMPLATE_DEFINITION}"}
+    synced.setdefault("definitions", {})[POD_TEMPLATE_DEFINITION] = shared
+
+
 def synced_stack_chart_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """charts/tailor-stack/values.schema.json with spec, rules.*.spec and variants.*.spec from crds/."""
     synced = json.loads(json.dumps(schema))
@@ -72,6 +91,7 @@ def synced_stack_chart_schema(schema: dict[str, Any]) -> dict[str, Any]:
     properties["spec"] = stack_spec_schema(CRD_PATH)
     properties["rules"]["additionalProperties"]["properties"]["spec"] = stack_spec_schema(RULE_CRD_PATH)
     properties["variants"]["additionalProperties"]["properties"]["spec"] = stack_spec_schema(VARIANT_CRD_PATH)
+    share_pod_templates(synced)
     return synced
 
 
@@ -87,6 +107,8 @@ def synced_values_schema(
         if key not in ("$schema", "title")
     }
     synced = json.loads(json.dumps(values_schema))
+    # A `$ref` is resolved from the document's root: the subchart's definitions move up with it.
+    synced["definitions"] = {**synced.get("definitions", {}), **stack.pop("definitions", {})}
     synced["properties"]["stack"] = {"description": "The tailor-stack subchart's values.", **stack}
     return synced
 

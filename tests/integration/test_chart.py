@@ -735,6 +735,46 @@ def test_the_stack_chart_schema_carries_the_crds_specs(helm_binary: Path) -> Non
     assert "priorty" in typo.stderr
 
 
+def test_the_components_pod_templates_are_one_schema_definition(helm_binary: Path) -> None:
+    """The CRD spells the workers', content API's and Redis' `template` out three times; the values
+    schemas refer to one definition, which still refuses a typo inside it, with its path."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import sync_values_schema
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    crd_spec = sync_values_schema.stack_spec_schema()
+    for path, spec_of in (
+        (ROOT / "values.schema.json", lambda s: s["properties"]["stack"]["properties"]["spec"]),
+        (STACK_CHART / "values.schema.json", lambda s: s["properties"]["spec"]),
+    ):
+        schema = json.loads(path.read_text())
+        components = spec_of(schema)["properties"]
+        for component in ("workers", "contentApi", "redis"):
+            template = components[component]["properties"]["template"]
+            assert template == {"$ref": "#/definitions/podTemplate"}, (path.name, component)
+        assert (
+            schema["definitions"]["podTemplate"] == crd_spec["properties"]["redis"]["properties"]["template"]
+        )
+    for chart, key in ((".", "stack.spec.contentApi"), (str(STACK_CHART), "spec.redis")):
+        fine = run_helm(
+            helm_binary, "template", "r", chart, "--set", f"{key}.template.pod.nodeSelector.pool=a"
+        )
+        assert fine.returncode == 0
+        typo = run_helm(
+            helm_binary,
+            "template",
+            "r",
+            chart,
+            "--set",
+            f"{key}.template.pod.nodeSelectr.pool=a",
+            check=False,
+        )
+        assert typo.returncode != 0
+        assert "nodeSelectr" in typo.stderr
+        assert f"/{key.replace('.', '/')}/template/pod" in typo.stderr, typo.stderr
+
+
 def test_the_root_chart_renders_its_default_stack_through_the_stack_chart(helm_binary: Path) -> None:
     chart = yaml.safe_load((ROOT / "Chart.yaml").read_text())
     [dependency] = chart["dependencies"]
