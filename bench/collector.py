@@ -94,16 +94,28 @@ def collector(
     kafka: str, redis_url: str, stack: str, mode: str, seconds: int, connections: int
 ) -> tuple[float, float, int, str]:
     """(events/s, events per server CPU-second, non-202 responses, wrk latency line)."""
-    port = ports.pick(None)
+    port, admin_port = ports.pick(None), ports.pick(None)
     log = Path(tempfile.gettempdir()) / f"tailor-bench-api-{mode}-{uuid.uuid4().hex[:6]}.log"
     server = _pipeline.tailor(
-        ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            "api",
+            "--stack",
+            stack,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--log-level",
+            "warning",
+        ],
         redis_url,
         log,
         TAILOR_COLLECTOR_DELIVERY_MODE=mode,
     )
     try:
-        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz/collector")  # events taken
+        _pipeline.wait_http(f"http://127.0.0.1:{admin_port}/readyz/collector")  # events taken
         body = orjson.dumps({"events": [_pipeline.shopper_event(f"u{i}") for i in range(BATCH)]})
         script = wrk_script(body)
         url = f"http://127.0.0.1:{port}/v1/events"

@@ -9,13 +9,14 @@ scheduler (pinned beside the generator it starved, beside the server it would co
 "per core" is decisions per second of one core, and decisions per CPU-second of the server's processes
 (read from /proc) as the figure that survives a shared, busy machine. The steps:
 
-1. saturation: wrk (closed loop, 64 connections) against /healthz — the ceiling: the same server,
+1. saturation: wrk (closed loop, 64 connections) against a bare route (CEILING_PATH, a path no route
+   serves: the router's 404, since /healthz moved to the admin port) — the ceiling: the same server,
    router, headers and metrics with no work — and against /v1/decide over `--users` users whose
    profiles hold real counters, a ruleset of 8 rules (matchers, CEL, rollout) and a fallback;
 2. latency: an open-loop generator (bench/loadgen, Go, built on first use; a fixed arrival rate,
    --load: 70 % of the decide saturation); latency counts from each request's due time, so a slow
    server cannot slow the generator down and hide its own queueing (no coordinated omission). Its
-   ceilings: /healthz at the same rate, and /healthz at the same share of its own saturation;
+   ceilings: the bare route at the same rate, and at the same share of its own saturation;
 3. meanwhile, rule changes: a new ruleset version every 0.4 s, and the time until a decision
    reports it in X-Tailor-Ruleset-Version;
 4. the server's own view of the same run: percentiles of tailor_decide_duration_seconds (from the
@@ -85,6 +86,10 @@ CATEGORIES = ("shoes", "hats", "bags", "coats", "watches", "socks")
 TARGET_PER_CORE = 5_000
 TARGET_P99_MS = 10.0
 TARGET_RULE_CHANGE_P99_S = 1.0
+# The ceiling's route: answered by the router alone (a problem+json 404), no handler work.
+CEILING_PATH = "/bench-ceiling"
+# Public port -> admin port (readiness, /metrics) of each server started here.
+ADMIN_PORTS: dict[int, int] = {}
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -177,8 +182,10 @@ def start_api(
     checkout, e.g. `git worktree add /tmp/before REV`), the server runs that tree's code."""
     # decisions only: no collector (and no Kafka client threads competing for the server core);
     # TAILOR_COLLECTOR_ENABLED said so before TAILOR_API_ROUTES (2026-12-07), for --baseline trees.
+    ADMIN_PORTS[port] = ports.pick(None)
     env = {**os.environ, **target.environment(), "TAILOR_API_ROUTES": "decide", "TAILOR_STACK": stack,
-           "TAILOR_COLLECTOR_ENABLED": "false", **(extra_env or {})}  # fmt: skip
+           "TAILOR_COLLECTOR_ENABLED": "false", "TAILOR_ADMIN_PORT": str(ADMIN_PORTS[port]),
+           **(extra_env or {})}  # fmt: skip
     if tree is not None:
         # Ahead of the editable install's finder, which Python consults after sys.path.
         paths = [tree, tree / "content_api", tree / "operator", tree / "workers"]
@@ -200,13 +207,24 @@ def start_api(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            with urllib.request.urlopen(f"{admin_url(port)}/readyz", timeout=1) as response:
                 if response.status == 200:
                     return process
         except OSError:
             time.sleep(0.2)
     process.kill()
     sys.exit(f"the API did not become ready; its log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def admin_url(port: int) -> str:
+    """Where the server on `port` answers /readyz and /metrics: its admin port, or, for a --baseline
+    tree from before the admin port, the public port."""
+    admin = ADMIN_PORTS.get(port)
+    if admin is not None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", admin)) == 0:
+                return f"http://127.0.0.1:{admin}"
+    return f"http://127.0.0.1:{port}"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -253,7 +271,7 @@ def saturate(port: int, pid: int, path: str, seconds: int, script: Path | None) 
 
 def decide_histogram(port: int) -> dict[float, float]:
     """Cumulative counts per bucket bound of tailor_decide_duration_seconds, from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{admin_url(port)}/metrics", timeout=5) as response:
         text = response.read().decode()
     buckets: dict[float, float] = {}
     for match in re.finditer(
@@ -436,7 +454,7 @@ def server_stacks(workdir: Path, seconds: int) -> None:
 
 
 def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
-    """Saturation of /healthz and /v1/decide, and decisions per CPU-second, served by `baseline`'s code
+    """Saturation of the bare route and /v1/decide, and decisions per CPU-second, served by `baseline`'s code
     and by this tree's in turns (`--rounds` each), on one Redis and one ruleset: a change's cost on the
     hot path, measured in the same run. Each row notes the load average when it ended."""
     url, redis_process = start_redis(workdir)
@@ -448,7 +466,7 @@ def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
     script = workdir / "decide.lua"
     script.write_text(WRK_SCRIPT.format(users=args.users))
     results: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "this tree": []}
-    print(f"{'round':>5}  {'code':10} {'/healthz/s':>11} {'decide/s':>9} {'per CPU-s':>10}  load")
+    print(f"{'round':>5}  {'code':10} {'ceiling/s':>11} {'decide/s':>9} {'per CPU-s':>10}  load")
     try:
         for index in range(args.rounds):
             for name, tree in (("baseline", baseline), ("this tree", None)):
@@ -456,7 +474,7 @@ def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
                 api = start_api(target, stack, port, workdir / "api.log", None, tree)
                 try:
                     saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
-                    hello = saturate(port, api.pid, "/healthz", args.seconds, None)
+                    hello = saturate(port, api.pid, CEILING_PATH, args.seconds, None)
                     decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
                 finally:
                     api.terminate()
@@ -728,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             script = workdir / "decide.lua"
             script.write_text(WRK_SCRIPT.format(users=args.users))
             saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up: sessions remembered, caches hot
-            hello = saturate(port, api.pid, "/healthz", args.seconds, None)
+            hello = saturate(port, api.pid, CEILING_PATH, args.seconds, None)
             decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
             rate = args.load * decide["rate"]
             before = decide_histogram(port)
@@ -742,10 +760,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             opened["load"] = args.load
             # Ceilings: the bare route at the same rate (what the generator and server stack add), and
             # at the same share of its own saturation (the server stack's own queueing at that load).
-            same_rate, _ = uvloop.run(latency_phase(target, stack, port, rate, args.seconds, ["/healthz"], 0))
+            same_rate, _ = uvloop.run(
+                latency_phase(target, stack, port, rate, args.seconds, [CEILING_PATH], 0)
+            )
             bare_rate = args.load * hello["rate"]
             same_load, _ = uvloop.run(
-                latency_phase(target, stack, port, bare_rate, args.seconds, ["/healthz"], 0)
+                latency_phase(target, stack, port, bare_rate, args.seconds, [CEILING_PATH], 0)
             )
         finally:
             api.terminate()
@@ -839,7 +859,7 @@ def rows(
 ) -> Iterator[tuple[str, str, str, str, str]]:  # fmt: skip
     per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
     yield (
-        "saturation /healthz (ceiling)",
+        "saturation, bare route (ceiling)",
         f"{hello['rate']:,.0f}/s",
         "",
         "",
@@ -855,9 +875,9 @@ def rows(
         target = f"<= {TARGET_P99_MS:.0f} ms at 70%" if name == "p99" else ""
         yield (f"decide latency {name} at {load}", f"{opened[key]:.2f} ms", "", target, "")
     p99 = opened["p99_ms"]
-    yield ("/healthz p99, same rate (ceiling)", f"{same_rate['p99_ms']:.2f} ms",
+    yield ("bare route p99, same rate (ceiling)", f"{same_rate['p99_ms']:.2f} ms",
            f"{p99 / same_rate['p99_ms']:.1f}", "", "the generator and server stack alone")  # fmt: skip
-    yield (f"/healthz p99 at {load} of its saturation", f"{same_load['p99_ms']:.2f} ms",
+    yield (f"bare route p99 at {load} of its saturation", f"{same_load['p99_ms']:.2f} ms",
            f"{p99 / same_load['p99_ms']:.1f}", "",
            f"{same_load['offered']:,.0f}/s: the server stack's own queueing; "
            f"generator lag p99 {same_load['dispatch_lag_p99_ms']:.2f} ms")  # fmt: skip

@@ -215,9 +215,21 @@ def main() -> int:
     config = _pipeline.stack_config(kafka)
     scratch.publish(redis_url, config)
     logs = Path(tempfile.mkdtemp(prefix="tailor-bench-freshness-"))
-    port = ports.pick(None)
+    port, admin_port = ports.pick(None), ports.pick(None)
     api = _pipeline.tailor(
-        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            "api",
+            "--stack",
+            config.key,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--log-level",
+            "warning",
+        ],
         redis_url,
         logs / "api.log",
     )
@@ -229,7 +241,7 @@ def main() -> int:
     ]
     redis_client = redis.Redis.from_url(redis_url)
     try:
-        _pipeline.wait_http(f"http://127.0.0.1:{port}/readyz/collector")  # events taken
+        _pipeline.wait_http(f"http://127.0.0.1:{admin_port}/readyz/collector")  # events taken
         cpu_before = [_pipeline.tree_cpu_seconds(p.pid) for p in (api, *workers)] + [
             time.process_time(), _redis_cpu(redis_client)]  # fmt: skip
         started = time.perf_counter()

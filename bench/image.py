@@ -4,8 +4,8 @@
 (podman, host network, the chart's restricted settings: `scripts/image.sh run-flags`), timed from
 `podman run` to:
   operator  its health endpoint answers 200 (the chart's liveness probe);
-  api       /readyz answers 200: ruleset served and Redis answering (readiness probe; Kafka before
-            2026-12-07, see docs/content-api.md);
+  api       /readyz answers 200 on its admin port: ruleset served and Redis answering (readiness
+            probe; Kafka before 2026-12-07, see docs/content-api.md);
   worker    /metrics answers (its liveness probe); then its partitions are assigned (it consumes).
 Beside each, in the same run, the same command from the checkout's .venv without a container:
 what the container adds. And the image's size.
@@ -113,9 +113,19 @@ def components(namespace: str, redis_url: str) -> list[Component]:
         ),
         Component(
             "api",
-            lambda p: ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(p["http"])],
+            lambda p: [
+                "api",
+                "--stack",
+                stack,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["http"]),
+                "--admin-port",
+                str(p["metrics"]),
+            ],
             lambda p: {"TAILOR_REDIS_URL": redis_url},
-            {"readyz 200": lambda p: answers(f"http://127.0.0.1:{p['http']}/readyz")},
+            {"readyz 200": lambda p: answers(f"http://127.0.0.1:{p['metrics']}/readyz")},
         ),
         Component(
             "worker",

@@ -9,6 +9,12 @@ security headers (strict CSP, nosniff) on every response, CORS from the served r
 returned, and in every log line of the request: tailor.core.logs), and a problem+json 500 for
 anything unexpected.
 
+Two listeners: the public port (granian) serves the API shoppers and the shop call — /v1/decide,
+/v1/feedback, /v1/events, /openapi.json, /sdk/tailor.js — and the admin port (tailor_api.adminserver,
+`settings.admin_port`) serves /v1/explain, /v1/profiles/{user}, /metrics, /healthz, /readyz and
+/readyz/collector, with its own /openapi.json; both through this one router (`TailorApp` and
+`TailorApp.admin`). An admin path asked on the public port is a 404 that names the admin port.
+
 `settings.api_routes` says what this replica serves: `all`; `decide` (everything but POST /v1/events:
 no Kafka client); `collect` (POST /v1/events and the operational routes, for a collector Deployment
 of its own). A route served elsewhere answers 503 with a problem that says where, so that misrouted
@@ -17,6 +23,7 @@ events stay queued in the browsers and the 5xx alerts name the route (docs/opera
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -27,7 +34,19 @@ import orjson
 
 from tailor.core import logs
 from tailor.core.decision.engine import Engine
-from tailor_api import admin, decide_endpoint, feedback, identity, metrics, openapi, ops, validation, web
+from tailor_api import (
+    admin,
+    adminserver,
+    decide_endpoint,
+    feedback,
+    identity,
+    metrics,
+    openapi,
+    ops,
+    validation,
+    web,
+)
+from tailor_api import settings as settings_module
 from tailor_api.runtime import Collector, Runtime, load_collector
 from tailor_api.settings import ApiSettings
 
@@ -53,6 +72,9 @@ METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
 )
+PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js")
+ADMIN_PATHS = ("/v1/explain", "/v1/profiles/{user}", "/healthz", "/readyz", "/readyz/collector", "/metrics",
+               "/openapi.json")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,39 +99,50 @@ class TailorApp:
             "/v1/decide": Route("/v1/decide", get, decide_endpoint.handle, limited=True, user_in_query=True),
             "/v1/feedback": Route("/v1/feedback", post, feedback.handle, limited=True),
             "/v1/events": Route("/v1/events", post, collect, limited=True),
+            "/openapi.json": Route("/openapi.json", get, self._openapi, limited=True),
+            "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path), limited=True),
+        }
+        self.admin_routes: dict[str, Route] = {
             "/v1/explain": Route("/v1/explain", get, admin.explain),
             "/healthz": Route("/healthz", get, ops.healthz),
             "/readyz": Route("/readyz", get, ops.readyz),
             "/readyz/collector": Route("/readyz/collector", get, ops.collector_readyz),
             "/metrics": Route("/metrics", get, ops.metrics),
-            "/openapi.json": Route("/openapi.json", get, self._openapi, limited=True),
-            "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path), limited=True),
+            "/openapi.json": Route("/openapi.json", get, self._admin_openapi),
         }
         self.profiles = Route("/v1/profiles/{user}", get, admin.profile)
         mode = settings.api_routes
         if mode == "decide":
-            del self.routes["/readyz/collector"]
+            del self.admin_routes["/readyz/collector"]
             self.routes["/v1/events"] = Route("/v1/events", post, served_elsewhere)
         elif mode == "collect":
-            for path, route in self.routes.items():
-                if path not in COLLECT_ROUTES:
-                    self.routes[path] = Route(route.label, route.methods, served_elsewhere)
+            for table in (self.routes, self.admin_routes):
+                for path, route in table.items():
+                    if path not in COLLECT_ROUTES:
+                        table[path] = Route(route.label, route.methods, served_elsewhere)
             self.profiles = Route(self.profiles.label, get, served_elsewhere)
+        self.admin = AdminApp(self)
+        self._admin_server: asyncio.Server | None = None
         self.request_ids = web.RequestIds()
         self.cors_origins: frozenset[bytes] = frozenset()
         self.cors_any = False
-        self.openapi_body = orjson.dumps(openapi.document(()))
+        self.openapi_body = orjson.dumps(openapi.document((), PUBLIC_PATHS))
+        self.admin_openapi_body = orjson.dumps(openapi.document((), ADMIN_PATHS))
         runtime.on_engine(self._on_engine)
 
     def _on_engine(self, served: Engine) -> None:
         origins = served.config.api.cors_origins
         self.cors_any = "*" in origins
         self.cors_origins = frozenset(origin.rstrip("/").encode() for origin in origins if origin != "*")
-        self.openapi_body = orjson.dumps(openapi.document(tuple(served.slots)))
+        self.openapi_body = orjson.dumps(openapi.document(tuple(served.slots), PUBLIC_PATHS))
+        self.admin_openapi_body = orjson.dumps(openapi.document(tuple(served.slots), ADMIN_PATHS))
         self.runtime.limiter.configure(served.config.api.rate_limits)
 
     async def _openapi(self, runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
         return web.Reply(200, self.openapi_body, web.JSON)
+
+    async def _admin_openapi(self, runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+        return web.Reply(200, self.admin_openapi_body, web.JSON)
 
     async def __call__(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
         kind = scope["type"]
@@ -124,15 +157,33 @@ class TailorApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.runtime.start()
+                    await self.start_admin()
                 except Exception as error:
                     log.exception("content API failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.stop_admin()
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def start_admin(self) -> None:
+        """Listen on the admin port (settings.admin_port; 0: none, for tests that drive `admin` directly)."""
+        settings = self.settings
+        if settings.admin_port:
+            self._admin_server = await adminserver.start(
+                self.admin, settings.admin_host, settings.admin_port, shared=settings.admin_port_shared
+            )
+            log.info("admin port (explain, profiles, metrics, health, readiness): %s:%d",
+                     settings.admin_host, settings.admin_port)  # fmt: skip
+
+    async def stop_admin(self) -> None:
+        server, self._admin_server = self._admin_server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
     def _cors(self, origin: bytes | None) -> web.Headers:
         if origin is None:
@@ -143,7 +194,9 @@ class TailorApp:
             return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
         return []
 
-    async def _http(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+    async def _http(
+        self, scope: web.Scope, receive: web.Receive, send: web.Send, *, admin_port: bool = False
+    ) -> None:
         started = time.perf_counter()
         request_id = self.request_ids(scope)
         # Each request runs in a task of its own, which has its own copy of the context: the id set
@@ -151,14 +204,16 @@ class TailorApp:
         logs.REQUEST_ID.set(request_id)
         path: str = scope["path"]
         method: str = scope["method"]
-        route = self.routes.get(path)
-        if route is None and path.startswith(PROFILES_PREFIX):
+        routes = self.admin_routes if admin_port else self.routes
+        route = routes.get(path)
+        if route is None and admin_port and path.startswith(PROFILES_PREFIX):
             route = self.profiles
-        origin = web.header(scope, b"origin") if (self.cors_any or self.cors_origins) else None
+        cors_on = not admin_port and (self.cors_any or self.cors_origins)
+        origin = web.header(scope, b"origin") if cors_on else None
         cors = self._cors(origin)
         label = route.label if route is not None else "unmatched"
         if route is None:
-            reply = web.problem(404, "not-found", "Not found", f"no route {path[:100]}; see /openapi.json")
+            reply = self._not_found(path, admin_port)
         elif method == "OPTIONS" and origin is not None:
             reply = self._preflight(route, cors)
         elif method not in route.methods:
@@ -177,6 +232,16 @@ class TailorApp:
         extra = SECURITY_HEADERS + cors if cors else SECURITY_HEADERS
         await web.send_reply(send, reply, extra, request_id)
         self._observe(label, method, reply.status, started)
+
+    def _not_found(self, path: str, admin_port: bool) -> web.Reply:
+        detail = f"no route {path[:100]}; see /openapi.json"
+        if not admin_port and (path in self.admin_routes or path.startswith(PROFILES_PREFIX)):
+            detail = (
+                f"{path[:100]} is served on the admin port (tailor api --admin-port, default "
+                f"{settings_module.DEFAULT_ADMIN_PORT}), not on the public one "
+                "(docs/operating.md#the-admin-port)"
+            )
+        return web.problem(404, "not-found", "Not found", detail)
 
     async def _limit(self, route: Route, scope: web.Scope) -> web.Reply | None:
         """The 429 when this request is over a rate limit, else None (docs/content-api.md#rate-limits)."""
@@ -214,6 +279,17 @@ class TailorApp:
     def _observe(self, label: str, method: str, status: int, started: float) -> None:
         metrics.request_counter(label, method if method in METHOD_LABELS else "other", status).inc()
         metrics.request_duration(label).observe(time.perf_counter() - started)
+
+
+class AdminApp:
+    """The admin port's ASGI callable: the same router, with the admin routes."""
+
+    def __init__(self, app: TailorApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+        if scope["type"] == "http":
+            await self.app._http(scope, receive, send, admin_port=True)
 
 
 async def collect(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
@@ -255,6 +331,4 @@ def create_app(settings: ApiSettings, *, collector: Collector | None = None) -> 
 
 def app_from_environment() -> TailorApp:
     """The factory the server calls in each worker process (`tailor api` sets TAILOR_STACK)."""
-    from tailor_api import settings as settings_module
-
     return create_app(settings_module.from_environment())

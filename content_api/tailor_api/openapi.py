@@ -69,7 +69,14 @@ def _event_schemas() -> dict[str, Any]:
     return loaded
 
 
-def document(slots: Sequence[str]) -> dict[str, Any]:
+def document(slots: Sequence[str], paths: Sequence[str]) -> dict[str, Any]:
+    """The document of one listener: its `paths` (the public port's or the admin port's)."""
+    whole = _document(slots)
+    whole["paths"] = {path: item for path, item in whole["paths"].items() if path in paths}
+    return whole
+
+
+def _document(slots: Sequence[str]) -> dict[str, Any]:
     slot_schema: dict[str, Any] = {"type": "string", "pattern": validation.SLOT_PATTERN, "maxLength": 63}
     if slots:
         slot_schema = {"type": "string", "enum": sorted(slots)}

@@ -18,6 +18,7 @@ IdentityAlgorithm = Literal["HS256", "ES256", "EdDSA"]
 # The admin token guards reads of any user's profile: at least this many bytes once trimmed (a random
 # 32-byte token is out of reach of guessing; a short or blank one is a configuration mistake).
 MIN_ADMIN_TOKEN_BYTES = 32
+DEFAULT_ADMIN_PORT = constants.DEFAULT_ADMIN_PORT
 
 
 class ApiSettings(redis_target.RedisClientSettings):
@@ -27,6 +28,14 @@ class ApiSettings(redis_target.RedisClientSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token for /v1/explain, /v1/profiles"
     )
+    admin_port: int = Field(
+        default=DEFAULT_ADMIN_PORT,
+        ge=0,
+        le=65535,
+        description="the admin listener (explain, profiles, metrics, health, readiness); 0: none",
+    )
+    admin_host: str = "0.0.0.0"
+    admin_port_shared: bool = False  # several worker processes listen on it (`tailor api --workers N`)
     redis_timeout_seconds: float = 2.0
     ruleset_poll_seconds: float = 5.0  # pub/sub brings updates at once; the poll covers missed messages
     ruleset_keys: str = Field(

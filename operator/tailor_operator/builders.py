@@ -568,7 +568,15 @@ def _http_container(
 ) -> Manifest:
     """A `tailor api` container: the content API, or (routes "collect") the collector of its own."""
     spec = stack.spec
-    args = ["api", "--stack", stack.key, "--port", str(names.API_PORT)]
+    args = [
+        "api",
+        "--stack",
+        stack.key,
+        "--port",
+        str(names.API_PORT),
+        "--admin-port",
+        str(names.API_ADMIN_PORT),
+    ]
     if routes is not None:
         args += ["--routes", routes]
     resources = spec.content_api.resources
@@ -581,9 +589,13 @@ def _http_container(
         "command": ["tailor"],
         "args": args,
         "env": [*env, _ruleset_keys_env(stack), *_logging_env(stack)],
-        "ports": [{"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+        # The public port (the Service's target) and the admin port (probes, Prometheus, operators).
+        "ports": [
+            {"name": "http", "containerPort": names.API_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": names.API_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10},
         # Serve on while the endpoint removal reaches every proxy; then SIGTERM, and the server
         # finishes the requests it has. (`sleep` of the image, not the preStop sleep action, which
         # needs Kubernetes 1.30.)

@@ -18,6 +18,9 @@ COLLECTOR: Final = "collector"
 REDIS: Final = "redis"
 
 API_PORT: Final = 8080
+# The content API's admin port (explain, profiles, metrics, health, readiness): on the pods, named
+# "admin", never in the Service shoppers reach (docs/operating.md#the-admin-port).
+API_ADMIN_PORT: Final = constants.DEFAULT_ADMIN_PORT
 WORKER_METRICS_PORT: Final = 9102  # tailor worker's default TAILOR_WORKER_METRICS_PORT
 REDIS_PORT: Final = 6379
 

@@ -1,10 +1,13 @@
-"""`tailor api --stack NS/NAME [--port P] [--routes all|decide|collect]`: the content API.
+"""`tailor api --stack NS/NAME [--port P] [--admin-port A] [--routes all|decide|collect]`: the content API.
 
 It needs only TAILOR_REDIS_URL (with TAILOR_REDIS_USERNAME, _PASSWORD and _TLS_CA_FILE, _TLS_CERT_FILE,
 _TLS_KEY_FILE where Redis asks for them): the rules, variants and Kafka settings come from the ruleset the
 operator publishes for the stack, and are followed live. TAILOR_ADMIN_TOKEN enables the admin endpoints.
 --routes: all (decisions, events, feedback, explain); decide (all but events, no Kafka client);
 collect (POST /v1/events only: a collector Deployment of its own).
+--port serves the public API (decide, feedback, events, openapi.json, sdk/tailor.js); --admin-port
+(default 9464) serves /v1/explain, /v1/profiles, /metrics, /healthz and /readyz: keep it off the
+shoppers' Service (docs/operating.md#the-admin-port).
 The server is granian (chosen by measurement, docs/content-api.md) running the ASGI app with uvloop.
 """
 
@@ -32,6 +35,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stack", required=True, metavar="NS/NAME", help="the PersonalizationStack to serve")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ.get("TAILOR_ADMIN_PORT", constants.DEFAULT_ADMIN_PORT)),
+        help="port of explain, profiles, metrics, health and readiness (default "
+        f"{constants.DEFAULT_ADMIN_PORT}); env TAILOR_ADMIN_PORT",
+    )
+    parser.add_argument(
+        "--admin-host", default=None, help="address the admin port listens on (default: as --host)"
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes (default 1: scale with replicas)"
     )
@@ -67,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
     # The app factory runs in the server's worker processes: it reads these from the environment.
     os.environ["TAILOR_STACK"] = args.stack
     os.environ["TAILOR_API_ROUTES"] = args.routes
+    os.environ["TAILOR_ADMIN_PORT"] = str(args.admin_port)
+    os.environ["TAILOR_ADMIN_HOST"] = args.admin_host or args.host
+    os.environ["TAILOR_ADMIN_PORT_SHARED"] = "true" if args.workers > 1 else "false"
+    if args.admin_port and args.admin_port == args.port:
+        print(
+            f"tailor api: --admin-port {args.admin_port} is the public --port; give another", file=sys.stderr
+        )
+        return 2
     try:
         settings.from_environment()
     except pydantic.ValidationError as error:

@@ -16,8 +16,9 @@ Run the whole product on this machine and check that it works end to end:
   127.0.0.1 -> a self-check without a browser (page views through POST /v1/events switch a
   synthetic shopper's hero in GET /v1/decide; the event->decision time is printed).
 
-The demo takes four consecutive ports from --port: storefront, content API, operator metrics,
-worker metrics. Ctrl-C (or SIGTERM) stops the child processes; the stack stays up (`tailor dev down`).
+The demo takes five consecutive ports from --port: storefront, content API, operator metrics,
+worker metrics, the content API's admin port. Ctrl-C (or SIGTERM) stops the child processes; the
+stack stays up (`tailor dev down`).
 Details and things to try: docs/demo.md.
 """
 
@@ -33,7 +34,8 @@ def register(subparsers: Any) -> None:
         "--port",
         type=int,
         default=runner.DEFAULT_PORT,
-        help="storefront port; the content API, operator and worker metrics take the next three "
+        help="storefront port; the content API, operator and worker metrics and the API's admin port "
+        "take the next four "
         "(default %(default)s; 0: any free ports)",
     )
     parser.add_argument(

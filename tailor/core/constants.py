@@ -63,6 +63,9 @@ ENV_KAFKA_BOOTSTRAP: Final = "TAILOR_KAFKA_BOOTSTRAP"
 ENV_ADMIN_TOKEN: Final = "TAILOR_ADMIN_TOKEN"
 # Where the content API and collector pods find the identity Secret's keys (docs/identity.md).
 IDENTITY_KEYS_DIR: Final = "/etc/tailor/identity"
+# The content API's admin port (explain, profiles, metrics, health, readiness: tailor_api.adminserver);
+# 9464 is Prometheus' registered default for exporters without one of their own.
+DEFAULT_ADMIN_PORT: Final = 9464
 ENV_KAFKA_SECRETS_DIR: Final = "TAILOR_KAFKA_SECRETS_DIR"
 # Where the operator mounts the Secret keys a stack's Kafka settings name, as <dir>/<secret>/<key>
 # (tailor.core.kafkaclient reads them; TAILOR_KAFKA_SECRETS_DIR moves it outside a pod).

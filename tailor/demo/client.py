@@ -83,9 +83,17 @@ def retry_after(headers: Mapping[str, str], default: float = 0.2, cap: float = 5
 
 
 class ApiClient:
-    """`ApiClient("http://127.0.0.1:8001")`: events, decide, feedback, and the admin routes."""
+    """`ApiClient("http://127.0.0.1:8001", admin_url="http://127.0.0.1:8004")`: events, decide,
+    feedback on the public port; explain, profiles and readiness on the admin port."""
 
-    def __init__(self, base_url: str, admin_token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        admin_token: str | None = None,
+        timeout: float = 5.0,
+        *,
+        admin_url: str | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected http://host:port, got {base_url!r}")
@@ -95,15 +103,21 @@ class ApiClient:
         self.admin_token = admin_token
         self.timeout = timeout
         self._connection: http.client.HTTPConnection | None = None
+        # The admin port's routes go to a client of their own (its own connection).
+        self._admin = ApiClient(admin_url, admin_token, timeout) if admin_url else None
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._admin is not None:
+            self._admin.close()
 
     def request(
         self, method: str, path: str, body: Any = None, *, admin: bool = False, origin: str | None = None
     ) -> Reply:
+        if admin and self._admin is not None:
+            return self._admin.request(method, path, body, admin=True, origin=origin)
         headers = {"Accept": "application/json"}
         payload = None
         if body is not None:
@@ -188,6 +202,6 @@ class ApiClient:
 
     def ready(self) -> bool:
         try:
-            return self.request("GET", "/readyz").status == 200
+            return self.request("GET", "/readyz", admin=True).status == 200
         except ApiError:
             return False

@@ -71,6 +71,7 @@ class Ports:
     api: int
     operator_metrics: int
     worker_metrics: int
+    api_admin: int  # the content API's admin port: explain, profiles, metrics, readiness
 
 
 def _free(port: int) -> bool:
@@ -89,20 +90,20 @@ def _any_free_port() -> int:
 
 
 def choose_ports(base: int) -> Ports:
-    """Four consecutive ports from `base`, each checked free; any free ones for base 0."""
+    """Five consecutive ports from `base`, each checked free; any free ones for base 0."""
     if base == 0:
-        return Ports(*(_any_free_port() for _ in range(4)))
-    if not 1 <= base <= 65532:
-        raise DemoError(f"--port {base} is out of range (1-65532, or 0 for any free ports)")
-    ports = Ports(base, base + 1, base + 2, base + 3)
-    roles = ("the storefront", "the content API", "the operator's metrics", "the worker's metrics")
-    for port, role in zip(
-        (ports.storefront, ports.api, ports.operator_metrics, ports.worker_metrics), roles, strict=True
-    ):
+        return Ports(*(_any_free_port() for _ in range(5)))
+    if not 1 <= base <= 65531:
+        raise DemoError(f"--port {base} is out of range (1-65531, or 0 for any free ports)")
+    ports = Ports(base, base + 1, base + 2, base + 3, base + 4)
+    roles = ("the storefront", "the content API", "the operator's metrics", "the worker's metrics",
+             "the content API's admin port")  # fmt: skip
+    chosen = (ports.storefront, ports.api, ports.operator_metrics, ports.worker_metrics, ports.api_admin)
+    for port, role in zip(chosen, roles, strict=True):
         if not _free(port):
             raise DemoError(
                 f"port {port} (for {role}) is in use on 127.0.0.1: stop what uses it, or pick another "
-                f"base with --port (the demo takes {base}-{base + 3}), or --port 0 for any free ports"
+                f"base with --port (the demo takes {base}-{base + 4}), or --port 0 for any free ports"
             )
     return ports
 
@@ -140,12 +141,14 @@ def hints(
     logs: str,
     browser: bool,
 ) -> str:
+    admin = f"http://127.0.0.1:{ports.api_admin}"
     lines = [
         "",
         "Tailor demo is running.",
         f"  storefront    {storefront}/",
         f"  content API   {api}/  (OpenAPI: {api}/openapi.json)",
-        f"  metrics       {api}/metrics  http://127.0.0.1:{ports.operator_metrics}/metrics (operator)"
+        f"  admin port    {admin}/  (explain, profiles, health, readiness)",
+        f"  metrics       {admin}/metrics  http://127.0.0.1:{ports.operator_metrics}/metrics (operator)"
         f"  http://127.0.0.1:{ports.worker_metrics}/metrics (worker)",
         f"  logs          {logs}",
     ]
@@ -163,12 +166,12 @@ def hints(
         "",
         "Poke at it from another terminal:",
         f'  eval "$({dev} env)"',
-        f"  export TAILOR_API={api} TAILOR_ADMIN_TOKEN={token}",
+        f"  export TAILOR_API={api} TAILOR_ADMIN={admin} TAILOR_ADMIN_TOKEN={token}",
         f"  {kubectl} -n {namespace} get tailor                  # Ready, slot, priority, published version",
         f"  {kubectl} -n {namespace} get prule -o custom-columns=RULE:.metadata.name,STATS:.status.stats",
         '  curl -s "$TAILOR_API/v1/decide?slot=home-hero&slot=sidebar-promo&user=alice"',
         '  curl -s -H "Authorization: Bearer $TAILOR_ADMIN_TOKEN" \\',
-        '       "$TAILOR_API/v1/explain?slot=home-hero&user=alice"',
+        '       "$TAILOR_ADMIN/v1/explain?slot=home-hero&user=alice"',
         f"  more in docs/demo.md. Ctrl-C stops the demo; the stack stays up (`{dev} down` stops it).",
         "",
     ]
@@ -240,10 +243,11 @@ class Demo:
         )
         children.start(
             "api",
-            ["api", "--stack", self.stack_ref, "--host", "127.0.0.1", "--port", str(ports.api)],
+            ["api", "--stack", self.stack_ref, "--host", "127.0.0.1", "--port", str(ports.api),
+             "--admin-port", str(ports.api_admin)],
             {constants.ENV_ADMIN_TOKEN: self.token},
-        )
-        client = ApiClient(api_url, admin_token=self.token)
+        )  # fmt: skip
+        client = ApiClient(api_url, admin_token=self.token, admin_url=f"http://127.0.0.1:{ports.api_admin}")
         self._wait("the content API to be ready (Kafka, Redis, ruleset)", client.ready, timeout=90)
         try:
             storefront = StorefrontServer(demo_manifests.STOREFRONT, api_url, port=ports.storefront)

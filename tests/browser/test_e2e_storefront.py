@@ -101,10 +101,11 @@ class Shop:
     storefront: ShopServer
     api_url: str
     processes: list[Process]
+    admin_url: str
 
     def profile(self, user: str) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"{self.api_url}/v1/profiles/{user}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            f"{self.admin_url}/v1/profiles/{user}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
         with urllib.request.urlopen(request, timeout=5) as reply:
             document: dict[str, Any] = json.loads(reply.read())
@@ -179,8 +180,9 @@ def shop(
     core = k8s_client.CoreV1Api(kube_api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=namespace)))
     logs = tmp_path_factory.mktemp("e2e-logs")
-    api_port = ports.pick(None)
+    api_port, admin_port = ports.pick(None), ports.pick(None)
     api_url = f"http://127.0.0.1:{api_port}"
+    admin_url = f"http://127.0.0.1:{admin_port}"  # readiness and profiles: the API's admin port
     storefront = ShopServer().start()
     storefront.sdk_src = f"{api_url}/sdk/tailor.js"  # the content API serves the SDK and is its endpoint
     processes: list[Process] = []
@@ -230,17 +232,27 @@ def shop(
             Process(
                 "api",
                 logs,
-                ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(api_port)],
+                [
+                    "api",
+                    "--stack",
+                    stack,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                    "--admin-port",
+                    str(admin_port),
+                ],
                 {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN},
             )
         )
-        running = Shop(namespace, storefront, api_url, processes)
+        running = Shop(namespace, storefront, api_url, processes, admin_url)
 
         def ready() -> bool:
             # Decisions and the collector are ready apart (/readyz needs Redis only); the first page
             # view is posted at once, so wait for both, or its retry backoff eats the 1 s budget.
             for path in ("/readyz", "/readyz/collector"):
-                with urllib.request.urlopen(f"{api_url}{path}", timeout=2) as reply:
+                with urllib.request.urlopen(f"{admin_url}{path}", timeout=2) as reply:
                     if reply.status != 200:
                         return False
             return True

@@ -1,5 +1,6 @@
 """A content API on the real Redis for integration tests: its own stack name, a published ruleset,
-the app's lifespan running, and an httpx client talking ASGI to it."""
+the app's lifespan running, and httpx clients talking ASGI to it: `client` to its public port's routes,
+`admin` to its admin port's (explain, profiles, metrics, health, readiness)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def new_stack() -> str:
 class Api:
     app: app_module.TailorApp
     client: httpx.AsyncClient
+    admin: httpx.AsyncClient
     redis: aioredis.Redis
     stack: str
     kafka_bootstrap: str | None = None
@@ -106,6 +108,7 @@ async def running_api(
     api = Api(
         app,
         httpx.AsyncClient(transport=transport, base_url="http://api"),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app.admin), base_url="http://admin"),
         client,
         stack,
         kafka_bootstrap,
@@ -121,6 +124,7 @@ async def running_api(
         yield api
     finally:
         await api.client.aclose()
+        await api.admin.aclose()
         await app.runtime.stop()
         await client.aclose()
         # The tests share one event loop: a task the API left running would poll on in later tests.

@@ -36,6 +36,7 @@ class Process:
     """A `tailor` command in a subprocess, its output kept (for failure messages) until closed."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.admin_url = ""  # `tailor api`'s admin port (explain, profiles, metrics, readiness): start_api
         self.log = tempfile.NamedTemporaryFile(prefix=f"tailor-{args[0]}-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tailor.cli.main", *args],
@@ -159,22 +160,31 @@ def wait_until(check: Callable[[], bool], timeout: float, explain: Callable[[], 
 class Pipeline:
     config: StackConfig
     api: Process
-    api_url: str
+    api_url: str  # the public port: decide, feedback, events
     worker: Process
     worker_metrics: str
 
     def outputs(self) -> str:
         return f"--- api ---\n{self.api.output()}\n--- worker ---\n{self.worker.output(12000)}"
 
-    def profile(self, http: httpx.Client, user: str) -> dict[str, object]:
-        """GET /v1/profiles/{user}, as an operator reads it."""
-        reply = http.get(f"/v1/profiles/{user}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    @property
+    def admin_url(self) -> str:
+        """The API's admin port: explain, profiles, metrics, health, readiness."""
+        return self.api.admin_url
+
+    def profile(self, user: str) -> dict[str, object]:
+        """GET /v1/profiles/{user} on the admin port, as an operator reads it."""
+        reply = httpx.get(
+            f"{self.admin_url}/v1/profiles/{user}",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
         assert reply.status_code == 200, reply.text
         document: dict[str, object] = reply.json()
         return document
 
-    def views(self, http: httpx.Client, user: str, window: str = "24h") -> int:
-        counts = self.profile(http, user)["counts"]
+    def views(self, user: str, window: str = "24h") -> int:
+        counts = self.profile(user)["counts"]
         assert isinstance(counts, dict)
         return int(counts.get(window, {}).get("views", 0))
 
@@ -182,25 +192,27 @@ class Pipeline:
         return metric(scrape(self.worker_metrics), name)
 
     def api_metric(self, name: str) -> float:
-        return metric(scrape(f"{self.api_url}/metrics"), name)
+        return metric(scrape(f"{self.admin_url}/metrics"), name)
 
 
 def start_api(
     config: StackConfig, redis_url: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[Process, str]:
-    """`tailor api` for `config`'s stack on a free port (`args` added, e.g. --routes collect); its URL."""
-    port = ports.pick(None)
+    """`tailor api` for `config`'s stack on free ports (`args` added, e.g. --routes collect); the URL of
+    its public port (its admin port's is `process.admin_url`)."""
+    port, admin_port = ports.pick(None), ports.pick(None)
     process = Process(
-        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         *args],
+        ["api", "--stack", config.key, "--host", "127.0.0.1", "--port", str(port),
+         "--admin-port", str(admin_port), "--log-level", "warning", *args],
         {"TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
     )  # fmt: skip
+    process.admin_url = f"http://127.0.0.1:{admin_port}"
     return process, f"http://127.0.0.1:{port}"
 
 
 def wait_ready(url: str, process: Process, explain: Callable[[], str], path: str = "/readyz") -> None:
-    """Until `url` answers 200 on `path` (/readyz/collector: events are taken); AssertionError with
-    `explain()` if the process exits first."""
+    """Until `url` (an admin port) answers 200 on `path` (/readyz/collector: events are taken);
+    AssertionError with `explain()` if the process exits first."""
 
     def ready() -> bool:
         try:
@@ -242,7 +254,8 @@ def running_pipeline(
     )
     running = Pipeline(config, api, api_url, worker, f"http://127.0.0.1:{metrics_port}/metrics")
     try:
-        wait_ready(api_url, api, running.outputs, "/readyz" if "decide" in api_args else "/readyz/collector")
+        path = "/readyz" if "decide" in api_args else "/readyz/collector"
+        wait_ready(api.admin_url, api, running.outputs, path)
         yield running
     finally:
         worker.close()

@@ -218,28 +218,28 @@ async def test_cors_allowlist_comes_from_the_ruleset(live: Live) -> None:
 
 async def test_not_ready_until_a_ruleset_is_published(live: Live) -> None:
     async with live(None) as api:
-        assert (await api.client.get("/healthz")).status_code == 200
-        ready = await api.client.get("/readyz")
+        assert (await api.admin.get("/healthz")).status_code == 200
+        ready = await api.admin.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["ruleset"]["ok"] is False
         assert (await api.decide("u1")).status_code == 503
         await api.publish(sample.shop())
         await api.wait_for_version(1)
         deadline = asyncio.get_running_loop().time() + 20
-        ready = await api.client.get("/readyz")
+        ready = await api.admin.get("/readyz")
         while ready.status_code != 200 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
-            ready = await api.client.get("/readyz")
+            ready = await api.admin.get("/readyz")
         assert ready.status_code == 200, ready.json()
         assert {name for name, check in ready.json()["checks"].items() if check["required"]} == {
             "ruleset", "redis",
         }  # fmt: skip
         assert (await api.decide("u1")).status_code == 200
         # The collector says when it collects (running, Kafka reachable); then events are taken.
-        collecting = await api.client.get("/readyz/collector")
+        collecting = await api.admin.get("/readyz/collector")
         while collecting.status_code != 200 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
-            collecting = await api.client.get("/readyz/collector")
+            collecting = await api.admin.get("/readyz/collector")
         assert collecting.status_code == 200, collecting.json()
         posted = await api.client.post("/v1/events", json=page_view("u1", "shoes", 1)[0])
         assert posted.status_code == 202, posted.text
@@ -248,7 +248,7 @@ async def test_not_ready_until_a_ruleset_is_published(live: Live) -> None:
 async def test_metrics_use_the_contract_names(live: Live) -> None:
     async with live(sample.shop()) as api:
         await api.decide("u1")
-        text = (await api.client.get("/metrics")).text
+        text = (await api.admin.get("/metrics")).text
         for name in ("tailor_http_requests_total", "tailor_decisions_total", "tailor_decide_duration_seconds",
                      "tailor_ruleset_version", "tailor_ruleset_loaded_timestamp_seconds"):  # fmt: skip
             assert name in text
@@ -285,7 +285,7 @@ async def test_a_when_that_spends_its_budget_does_not_match_and_is_counted(live:
         assert time.perf_counter() - started < 1.0
         assert served(stopped) == (None, None)
         assert stopped["decisions"][0]["content"]["body"] == "<p>hero-default</p>"
-        text = (await api.client.get("/metrics")).text
+        text = (await api.admin.get("/metrics")).text
         assert 'tailor_cel_budget_stops_total{rule="triples"} 1.0' in text
 
 

@@ -114,14 +114,12 @@ async def test_bandit_shifts_traffic_toward_the_variant_with_more_clicks(live: L
 
 async def test_explain_needs_the_token_and_shows_every_check(live: Live) -> None:
     async with live(sample.shop()) as api:
-        assert (await api.client.get("/v1/explain?slot=hero&user=u1")).status_code == 401
-        wrong = await api.client.get(
-            "/v1/explain?slot=hero&user=u1", headers={"authorization": "Bearer nope"}
-        )
+        assert (await api.admin.get("/v1/explain?slot=hero&user=u1")).status_code == 401
+        wrong = await api.admin.get("/v1/explain?slot=hero&user=u1", headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert "bearer" in wrong.headers["www-authenticate"].lower()
         await api.record_events("u1", page_view("u1", "shoes", 3), time.time())
-        explained = await api.client.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)
+        explained = await api.admin.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)
         assert explained.status_code == 200
         body = explained.json()
         (slot,) = body["slots"]
@@ -145,9 +143,9 @@ async def test_explain_counts_no_cap(live: Live) -> None:
     )
     async with live(capped) as api:
         for _ in range(3):
-            await api.client.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)
+            await api.admin.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)
         assert (await api.decide("u1", "s1")).json()["decisions"][0]["rule"] == "p"
-        explained = (await api.client.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)).json()
+        explained = (await api.admin.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)).json()
         assert explained["slots"][0]["rules"][0]["caps"]["perSession"] == {
             "limit": 1,
             "count": 1,
@@ -157,7 +155,7 @@ async def test_explain_counts_no_cap(live: Live) -> None:
 
 async def test_admin_endpoints_are_disabled_without_a_token(live: Live) -> None:
     async with live(sample.shop(), admin_token=None) as api:
-        response = await api.client.get("/v1/profiles/u1", headers=ADMIN)
+        response = await api.admin.get("/v1/profiles/u1", headers=ADMIN)
         assert response.status_code == 403
         assert "TAILOR_ADMIN_TOKEN" in response.json()["detail"]
 
@@ -165,7 +163,7 @@ async def test_admin_endpoints_are_disabled_without_a_token(live: Live) -> None:
 async def test_profile_shows_live_features(live: Live) -> None:
     async with live(sample.shop()) as api:
         await api.record_events("u7", page_view("u7", "hats", 2, session="s9"), time.time())
-        response = await api.client.get("/v1/profiles/u7?session=s9", headers=ADMIN)
+        response = await api.admin.get("/v1/profiles/u7?session=s9", headers=ADMIN)
         assert response.status_code == 200
         body = response.json()
         assert body["counts"]["5m"]["views"] == 2

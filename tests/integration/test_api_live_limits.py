@@ -211,7 +211,7 @@ async def test_replies_name_no_redis_or_kafka_address_and_limits_fail_open(
 
         async def kafka_checked() -> dict[str, object]:
             for _ in range(100):
-                body = (await api.client.get("/readyz")).json()
+                body = (await api.admin.get("/readyz")).json()
                 if body["checks"]["kafka"]["detail"] != "not checked yet":
                     return body  # type: ignore[no-any-return]
                 await asyncio.sleep(0.1)
@@ -227,7 +227,7 @@ async def test_replies_name_no_redis_or_kafka_address_and_limits_fail_open(
             reply = await api.decide("erin")
             assert reply.status_code == 503, reply.text
             assert port not in reply.text, reply.text
-        ready = await api.client.get("/readyz")
+        ready = await api.admin.get("/readyz")
         assert ready.status_code == 503
         assert port not in ready.text, ready.text
         assert "RedisUnavailable" in ready.text

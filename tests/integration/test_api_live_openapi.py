@@ -40,8 +40,9 @@ def publish_sync(redis_url: str, published: ruleset.Ruleset) -> None:
 
 
 @pytest.fixture
-def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str]:
-    """`tailor api` in its own process, serving a fresh stack whose ruleset points at the real Kafka."""
+def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`tailor api` in its own process, serving a fresh stack whose ruleset points at the real Kafka:
+    the URLs of its public port and of its admin port."""
     stack = new_stack()
     namespace, _, name = stack.partition("/")
     published = sample.shop(stack)
@@ -51,21 +52,21 @@ def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str
         kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions
     )  # the operator's
     publish_sync(redis_url, published.model_copy(update={"config": config}))
-    port = ports.pick(None)
+    port, admin_port = ports.pick(None), ports.pick(None)
     env = {**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN}
     log = tmp_path / "api.log"
     with log.open("w") as output:
         process = subprocess.Popen(
             [str(BIN / "tailor"), "api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
+             "--admin-port", str(admin_port), "--log-level", "warning"],
             env=env, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{admin}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -74,7 +75,7 @@ def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str
                 process.wait()
                 pytest.fail(f"tailor api did not become ready:\n{log.read_text()}")
             time.sleep(0.2)
-        yield url
+        yield url, admin
     finally:
         process.terminate()
         try:
@@ -84,12 +85,16 @@ def server(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[str
             process.wait()
 
 
-def test_openapi_document_is_published_and_lists_every_route(server: str) -> None:
-    document = httpx.get(f"{server}/openapi.json").json()
+def test_each_port_publishes_an_openapi_document_of_its_own_routes(server: tuple[str, str]) -> None:
+    public, admin = server
+    document = httpx.get(f"{public}/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
-        "/v1/decide", "/v1/feedback", "/v1/events", "/v1/explain", "/v1/profiles/{user}",
-        "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json", "/sdk/tailor.js",
+        "/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js",
+    }  # fmt: skip
+    assert set(httpx.get(f"{admin}/openapi.json").json()["paths"]) == {
+        "/v1/explain", "/v1/profiles/{user}", "/healthz", "/readyz", "/readyz/collector", "/metrics",
+        "/openapi.json",
     }  # fmt: skip
     slot = document["paths"]["/v1/decide"]["get"]["parameters"][0]["schema"]["items"]
     assert slot["enum"] == ["hero"]  # the live ruleset's slots
@@ -104,15 +109,16 @@ def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_schemathesis_finds_no_server_error_and_no_contract_violation(server: str) -> None:
-    result = schemathesis(server, "--checks", "all", "--exclude-path", "/v1/events")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+def test_schemathesis_finds_no_server_error_and_no_contract_violation(server: tuple[str, str]) -> None:
+    for url in server:  # the public port, then the admin port
+        result = schemathesis(url, "--checks", "all", "--exclude-path", "/v1/events")
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
 def test_schemathesis_finds_no_server_error_and_no_contract_violation_in_event_collection(
-    server: str,
+    server: tuple[str, str],
 ) -> None:
     """/v1/events on its own (it produces to Kafka, so it is slower): every check, positive data too —
     whatever the published JSON Schema accepts, the collector accepts."""
-    result = schemathesis(server, "--checks", "all", "--include-path", "/v1/events")
+    result = schemathesis(server[0], "--checks", "all", "--include-path", "/v1/events")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

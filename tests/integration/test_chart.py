@@ -481,7 +481,7 @@ def test_helm_test_hook_fails_when_the_api_does_not_answer(helm_binary: Path) ->
     command = [sys.executable if part == "python" else part for part in container["command"]]
     result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "the content API at http://127.0.0.1:9 failed /healthz" in result.stderr
+    assert "the content API at http://127.0.0.1:9 failed /openapi.json" in result.stderr
 
 
 def test_network_policies_select_the_pods_the_operator_creates(helm_binary: Path) -> None:
@@ -591,7 +591,7 @@ def test_pod_monitor_selects_the_stacks_pods_and_their_metrics_ports(helm_binary
             selected.append(labels[constants.LABEL_COMPONENT])
     assert sorted(selected) == ["collector", "content-api", "worker"], "all but Redis are scraped"
     api = builders.api_deployment(stack, "checksum")["spec"]["template"]["spec"]["containers"][0]
-    assert {port["name"] for port in api["ports"]} & ports, "the API's /metrics port is scraped"
+    assert {port["name"] for port in api["ports"]} & ports == {"admin"}, "the API's admin port is scraped"
 
 
 def _prometheus_rule_groups(helm: Path, *sets: str) -> list[Manifest]:
@@ -1120,7 +1120,7 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
     api_log = (tmp_path / "api.log").open("w")
     api = subprocess.Popen(
         [str(Path(sys.executable).parent / "tailor"), "api", "--stack", f"{namespace}/{stack_name}",
-         "--port", str(port)],
+         "--port", str(port), "--admin-port", str(ports.pick(None))],
         env={**os.environ, "TAILOR_REDIS_URL": redis_url}, stdout=api_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -1132,8 +1132,7 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
             command, env={**os.environ, **hook_env}, capture_output=True, text=True, timeout=90
         )
         assert check.returncode == 0, check.stderr + (tmp_path / "api.log").read_text()
-        assert "/healthz: 200" in check.stdout
-        assert "/readyz: 200" in check.stdout
+        assert "/openapi.json: 200" in check.stdout
     finally:
         api.terminate()
         api.wait(timeout=20)

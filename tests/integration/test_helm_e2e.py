@@ -238,6 +238,12 @@ class Release:
         ip = self.core.read_namespaced_service(f"{RELEASE}-api", self.namespace).spec.cluster_ip
         return f"http://{ip}"
 
+    def admin_url(self) -> str:
+        """A content API pod's admin port (profiles, explain, metrics): no Service exposes it."""
+        running = [p for p in self.pods("content-api") if _running_ready(p)]
+        assert running, "no content API pod is ready"
+        return f"http://{running[0].status.pod_ip}:9464"
+
     def wait_stack_ready(self, timeout: float = 240) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
             obj = self.stack_object()
@@ -658,7 +664,7 @@ def test_helm_upgrade_rolls_every_pod_under_traffic_without_losing_or_double_cou
 
     # Every acknowledged event counted exactly once, once the workers caught up.
     expected = dict(traffic.acknowledged)
-    with httpx.Client(base_url=release.service_url(), timeout=5) as client:
+    with httpx.Client(base_url=release.admin_url(), timeout=5) as client:
 
         def counted() -> dict[str, int]:
             return {user: _counted_views(client, user) for user in expected}

@@ -101,19 +101,21 @@ def test_the_image_runs_tailor_as_the_charts_user_with_its_compiled_hot_path(
 def test_the_content_api_serves_from_a_read_only_container(
     image: str, restricted: list[str], published_stack: str, redis_url: str, container_name: str
 ) -> None:
-    port = ports.pick(None)
+    port, admin_port = ports.pick(None), ports.pick(None)
     started = run(
         "podman", "run", "--detach", "--name", container_name, "--network", "host", *restricted,
         "--env", f"TAILOR_REDIS_URL={redis_url}",
         image, "api", "--stack", published_stack, "--host", "127.0.0.1", "--port", str(port),
+        "--admin-port", str(admin_port),
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     base = f"http://127.0.0.1:{port}"
+    admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}", timeout=2.0)
     deadline = time.monotonic() + 60
-    with httpx.Client(base_url=base, timeout=2.0) as client:
+    with httpx.Client(base_url=base, timeout=2.0) as client, admin:
         while True:
             try:
-                if client.get("/readyz").status_code == 200:
+                if admin.get("/readyz").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -122,7 +124,7 @@ def test_the_content_api_serves_from_a_read_only_container(
                 logs = run("podman", "logs", container_name)
                 pytest.fail(f"not ready (container {state}):\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
             time.sleep(0.1)
-        health = client.get("/healthz")
+        health = admin.get("/healthz")
         assert health.status_code == 200
         assert health.json() == {"status": "ok"}
         decided = client.get("/v1/decide", params={"slot": "hero", "user": "u1", "session": "s1"})

@@ -122,14 +122,16 @@ def test_every_client_works_over_the_secured_listener(
         assert len(plain_view[kafka.dead_letter_topic].partitions) == kafka.partitions
         # The collector is ready (running_pipeline waited for /readyz/collector): its check of Kafka
         # connected too.
-        kafka_check = httpx.get(f"{pipeline.api_url}/readyz/collector", timeout=10).json()["checks"]["kafka"]
+        kafka_check = httpx.get(f"{pipeline.admin_url}/readyz/collector", timeout=10).json()["checks"][
+            "kafka"
+        ]
         assert (kafka_check["ok"], kafka_check["detail"]) == (True, "ok")
 
         user = f"sec-{uuid.uuid4().hex[:8]}"
         with httpx.Client(base_url=pipeline.api_url, timeout=15) as http:
             reply = http.post("/v1/events", json={"events": page_views(user, 3)})
             assert reply.status_code == 202, reply.text  # the collector's producer: acks=all
-            wait_until(lambda: pipeline.views(http, user) == 3, 60, pipeline.outputs)
+            wait_until(lambda: pipeline.views(user) == 3, 60, pipeline.outputs)
 
         # A message no event can be read from, put on the topic by a client with the same settings:
         # the worker dead-letters it over the secured listener.
@@ -174,7 +176,7 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
     # Secrets are not, as when a Secret is edited wrong or a CA bundle is stale.
     scratch.publish(redis_url, config, right)
     secrets = {"TAILOR_KAFKA_SECRETS_DIR": str(mounted(tmp_path / "wrong", secret_files(secure, **wrong)))}
-    metrics_port, api_port = ports.pick(None), ports.pick(None)
+    metrics_port, api_port, admin_port = ports.pick(None), ports.pick(None), ports.pick(None)
     worker = Process(
         ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
         {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_METRICS_HOST": "127.0.0.1", **secrets},
@@ -188,6 +190,8 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
             "127.0.0.1",
             "--port",
             str(api_port),
+            "--admin-port",
+            str(admin_port),
             "--log-level",
             "warning",
         ],
@@ -210,7 +214,7 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
 
         def api_readiness() -> dict[str, Any]:
             try:
-                return dict(httpx.get(f"http://127.0.0.1:{api_port}/readyz/collector", timeout=10).json())
+                return dict(httpx.get(f"http://127.0.0.1:{admin_port}/readyz/collector", timeout=10).json())
             except httpx.HTTPError:
                 return {}
 

@@ -89,10 +89,10 @@ def test_late_events_count_in_exactly_the_windows_that_hold_them(
         assert "24h" in answer["notCounted"][0]["message"], answer
 
         def counted() -> int:
-            return int(pipeline.profile(http, user)["counts"]["24h"].get("views", 0))  # type: ignore[index]
+            return int(pipeline.profile(user)["counts"]["24h"].get("views", 0))  # type: ignore[index]
 
         wait_until(lambda: counted() == 4, 30, pipeline.outputs)
-        assert counted_by_window(pipeline.profile(http, user)) == HELD_BY
+        assert counted_by_window(pipeline.profile(user)) == HELD_BY
         assert pipeline.worker_metric('tailor_worker_events_processed_total{outcome="late"}') == 1
         assert pipeline.api_metric('tailor_events_not_counted_total{reason="late"}') == 1
 
@@ -104,7 +104,7 @@ def test_late_events_count_in_exactly_the_windows_that_hold_them(
             assert http.post("/v1/events", json={"events": views}).status_code == 202
             wait_until(lambda: pipeline.worker_metric(duplicates) == 4, 30, pipeline.outputs)
             assert profile_keys(client, pipeline.config.key) == stored
-            assert counted_by_window(pipeline.profile(http, user)) == HELD_BY
+            assert counted_by_window(pipeline.profile(user)) == HELD_BY
 
             # The topic re-read by the worker's own code an hour and a day later (a new consumer
             # group, a reset offset): the events are duplicates, then too old; nothing changes.

@@ -103,7 +103,7 @@ async def test_posted_events_change_the_next_decision_and_show_in_the_profile(
                 await asyncio.sleep(0.05)
             assert (await api.decide(user)).json()["decisions"][0]["variant"] == "shoes"
 
-            profile = await api.client.get(
+            profile = await api.admin.get(
                 f"/v1/profiles/{user}",
                 params={"session": "s1"},
                 headers={"authorization": f"Bearer {ADMIN_TOKEN}"},

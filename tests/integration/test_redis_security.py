@@ -176,15 +176,26 @@ def test_the_api_decides_and_takes_events_and_the_worker_counts_over_tls(
     kafka = published.config.kafka
     topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
     publish(target, published)
-    port = ports.pick(None)
+    port, admin_port = ports.pick(None), ports.pick(None)
     env = {**target.environment(), "TAILOR_ADMIN_TOKEN": "t" * 32}
-    api = Process(["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port)], env)
+    api = Process(["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port),
+                   "--admin-port", str(admin_port)], env)  # fmt: skip
     worker = Process(["worker", "--stack", stack, "--metrics-port", "0"],
                      {**env, "TAILOR_WORKER_POLL_SECONDS": "0.1"})  # fmt: skip
     # Beside them, a content API with a wrong password: it stays up, not ready, and says why.
-    wrong_port = ports.pick(None)
+    wrong_port, wrong_admin = ports.pick(None), ports.pick(None)
     wrong = Process(
-        ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(wrong_port)],
+        [
+            "api",
+            "--stack",
+            stack,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(wrong_port),
+            "--admin-port",
+            str(wrong_admin),
+        ],
         {**env, "TAILOR_REDIS_PASSWORD": "not-it"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -196,14 +207,7 @@ def test_the_api_decides_and_takes_events_and_the_worker_counts_over_tls(
 
     try:
         with httpx.Client(base_url=base, timeout=5) as http:
-
-            def ready() -> bool:
-                try:
-                    return http.get("/readyz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_until(lambda: ready() or not api.alive, 60, outputs)
+            wait_until(lambda: _ready(admin_port) or not api.alive, 60, outputs)
             user = f"u-{uuid.uuid4().hex[:6]}"
             first = http.get("/v1/decide", params={"slot": "hero", "user": user}).json()["decisions"][0]
             assert first["rule"] is None  # the fallback: nothing counted yet
@@ -224,13 +228,13 @@ def test_the_api_decides_and_takes_events_and_the_worker_counts_over_tls(
 
         def says_why() -> bool:
             try:
-                reply = httpx.get(f"http://127.0.0.1:{wrong_port}/readyz", timeout=5)
+                reply = httpx.get(f"http://127.0.0.1:{wrong_admin}/readyz", timeout=5)
             except httpx.HTTPError:
                 return False
             return reply.status_code == 503 and "RedisAuthenticationFailed" in reply.text
 
         wait_until(says_why, 60, outputs)
-        assert httpx.get(f"http://127.0.0.1:{wrong_port}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{wrong_admin}/healthz", timeout=5).status_code == 200
         assert wrong.alive, outputs()
         assert "RedisAuthenticationFailed" in wrong.output()
     finally:
@@ -259,9 +263,10 @@ def test_a_full_redis_refuses_writes_and_the_worker_holds_its_batch_and_the_api_
     kafka = published.config.kafka
     topics.ensure(kafka.bootstrap_servers, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
     publish(target, published)
-    api_port = ports.pick(None)
+    api_port, admin_port = ports.pick(None), ports.pick(None)
     env = target.environment()
-    api = Process(["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(api_port)], env)
+    api = Process(["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(api_port),
+                   "--admin-port", str(admin_port)], env)  # fmt: skip
     quick = {"TAILOR_WORKER_POLL_SECONDS": "0.1", "TAILOR_WORKER_RETRY_SECONDS": "0.2"}
     worker = Process(["worker", "--stack", stack, "--metrics-port", "0"], {**env, **quick})
 
@@ -270,7 +275,7 @@ def test_a_full_redis_refuses_writes_and_the_worker_holds_its_batch_and_the_api_
 
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5) as http:
-            wait_until(lambda: _ready(http) or not api.alive, 60, outputs)
+            wait_until(lambda: _ready(admin_port) or not api.alive, 60, outputs)
             wait_until(lambda: "consuming" in worker.output(), 60, outputs)
             # Full: maxmemory at what Redis holds now, so every write is refused with -OOM.
             admin.config_set("maxmemory", str(int(admin.info("memory")["used_memory"])))
@@ -320,8 +325,9 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def _ready(http: httpx.Client) -> bool:
+def _ready(admin_port: int) -> bool:
+    """The API's readiness, on its admin port."""
     try:
-        return http.get("/readyz").status_code == 200
+        return httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False

@@ -64,6 +64,16 @@ class Serving:
     def events_process(self) -> Process:
         return self.collector or self.pipeline.api
 
+    @property
+    def decide_admin(self) -> str:
+        """The admin port (readiness, metrics) of the replica that decides."""
+        return self.pipeline.api.admin_url
+
+    @property
+    def events_admin(self) -> str:
+        """The admin port of the replica that collects events."""
+        return self.events_process.admin_url
+
 
 def publish_slot(redis_url: str, config: ruleset.StackConfig) -> None:
     """A ruleset with one slot (`hero`, served by its fallback), on `config`'s Kafka settings."""
@@ -100,7 +110,7 @@ def serving(kafka_bootstrap: str, redis_url: str, apart: bool) -> Iterator[Servi
         served = Serving(pipeline, apart, pipeline.api_url, events_url, collector)
         try:
             if collector is not None:
-                wait_ready(events_url, collector, served.outputs, "/readyz/collector")
+                wait_ready(collector.admin_url, collector, served.outputs, "/readyz/collector")
             yield served
         finally:
             if collector is not None:
@@ -155,8 +165,8 @@ def before_the_outage(serving: Serving, user: str) -> None:
     wait_until(lambda: decide(serving.decide_url, user).status_code == 200, 30, explain)
     first = page_views(user, 2)
     wait_until(lambda: post_events(serving.events_url, first).status_code == 202, 30, explain)
-    wait_until(lambda: readiness(serving.events_url, "/readyz/collector")[0] == 200, 30, explain)
-    assert metric(scrape(f"{serving.events_url}/metrics"), "tailor_collector_kafka_up") == 1
+    wait_until(lambda: readiness(serving.events_admin, "/readyz/collector")[0] == 200, 30, explain)
+    assert metric(scrape(f"{serving.events_admin}/metrics"), "tailor_collector_kafka_up") == 1
     # Who holds a Kafka client: every API process together; apart, the collector and only it.
     if not serving.apart:
         assert kafka_threads(serving.pipeline.api.process.pid), explain()
@@ -169,10 +179,10 @@ def before_the_outage(serving: Serving, user: str) -> None:
     assert misrouted.json()["type"].endswith("/served-elsewhere")
     assert f"{serving.pipeline.config.name}-collector" in misrouted.json()["detail"]
     assert decide(serving.events_url, user).status_code == 503
-    assert httpx.get(f"{serving.decide_url}/readyz/collector", timeout=5).status_code == 404
-    _, body = readiness(serving.decide_url)
+    assert httpx.get(f"{serving.decide_admin}/readyz/collector", timeout=5).status_code == 404
+    _, body = readiness(serving.decide_admin)
     assert set(body["checks"]) == {"ruleset", "redis"}, body
-    _, body = readiness(serving.events_url)
+    _, body = readiness(serving.events_admin)
     assert body["routes"] == "collect"
     assert {n for n, check in body["checks"].items() if check["required"]} == {"ruleset", "collector"}
 
@@ -181,24 +191,24 @@ def while_kafka_is_away(serving: Serving, user: str, batch: list[dict[str, Any]]
     explain = serving.outputs
 
     def kafka_reported_down() -> bool:
-        _, body = readiness(serving.events_url)
+        _, body = readiness(serving.events_admin)
         return body["checks"]["kafka"]["ok"] is False
 
     # Readiness notices (its background check of Kafka), and stays 200 everywhere.
     wait_until(kafka_reported_down, 30, explain)
-    for url in {serving.decide_url, serving.events_url}:
+    for url in {serving.decide_admin, serving.events_admin}:
         status, body = readiness(url)
         assert status == 200, body
         assert body["ready"] is True
-    _, body = readiness(serving.events_url)
+    _, body = readiness(serving.events_admin)
     assert body["checks"]["kafka"] == {"ok": False, "detail": body["checks"]["kafka"]["detail"],
                                        "required": False}  # fmt: skip
     # What failed, without the brokers' address (it is in the log; readiness bodies can reach clients).
     assert "Kafka at" not in body["checks"]["kafka"]["detail"]
     assert serving.pipeline.config.kafka.bootstrap_servers not in str(body)
-    status, body = readiness(serving.events_url, "/readyz/collector")
+    status, body = readiness(serving.events_admin, "/readyz/collector")
     assert (status, body["ready"]) == (503, False), body
-    assert metric(scrape(f"{serving.events_url}/metrics"), "tailor_collector_kafka_up") == 0
+    assert metric(scrape(f"{serving.events_admin}/metrics"), "tailor_collector_kafka_up") == 0
 
     for _ in range(3):
         decided = decide(serving.decide_url, user)
@@ -222,14 +232,13 @@ def after_the_outage(serving: Serving, user: str, batch: list[dict[str, Any]]) -
     """The same batch is accepted (its ids unchanged, as a browser resends it), and counted once."""
     explain = serving.outputs
     wait_until(lambda: post_events(serving.events_url, batch).status_code == 202, 60, explain)
-    wait_until(lambda: readiness(serving.events_url, "/readyz/collector")[0] == 200, 30, explain)
-    events_metrics = f"{serving.events_url}/metrics"
+    wait_until(lambda: readiness(serving.events_admin, "/readyz/collector")[0] == 200, 30, explain)
+    events_metrics = f"{serving.events_admin}/metrics"
     assert metric(scrape(events_metrics), "tailor_collector_kafka_up") == 1
     assert metric(scrape(events_metrics), "tailor_collector_unavailable_total") >= 1
-    with httpx.Client(base_url=serving.decide_url, timeout=10) as http:
-        wait_until(lambda: serving.pipeline.views(http, user, "1h") == 5, 60, explain)
-        time.sleep(1.0)
-        assert serving.pipeline.views(http, user, "1h") == 5  # each event once, resends deduplicated
+    wait_until(lambda: serving.pipeline.views(user, "1h") == 5, 60, explain)
+    time.sleep(1.0)
+    assert serving.pipeline.views(user, "1h") == 5  # each event once, resends deduplicated
     assert serving.pipeline.api.alive, explain()
     assert serving.events_process.alive, explain()
 

@@ -59,17 +59,19 @@ def damage_profile(redis_url: str, stack: str, user: str) -> None:
 
 
 def start_api(redis_url: str, stack: str, *args: str) -> tuple[Process, str]:
-    """`tailor api --routes decide` (no Kafka needed) with `args`, once ready."""
-    port = ports.pick(None)
+    """`tailor api --routes decide` (no Kafka needed) with `args`, once ready (its admin port says)."""
+    port, admin_port = ports.pick(None), ports.pick(None)
     api = Process(
-        ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port), "--routes", "decide", *args],
+        ["api", "--stack", stack, "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port),
+         "--routes", "decide", *args],
         {"TAILOR_REDIS_URL": redis_url},
-    )
+    )  # fmt: skip
+    api.admin_url = f"http://127.0.0.1:{admin_port}"
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{api.admin_url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -118,7 +120,7 @@ def test_an_api_request_logs_json_lines_that_carry_its_request_id(redis_url: str
         assert GENERATED_ID.fullmatch(refused.headers["x-request-id"]), refused.headers
         assert len({made.headers["x-request-id"], refused.headers["x-request-id"]}) == 2
         ids = [r.headers["x-request-id"] for r in (given, made, refused)]
-        ok = httpx.get(f"{url}/healthz", timeout=5)
+        ok = httpx.get(f"{api.admin_url}/healthz", timeout=5)
         assert GENERATED_ID.fullmatch(ok.headers["x-request-id"])  # every response has one
 
         def warned() -> list[dict[str, Any]]:

@@ -296,9 +296,11 @@ def test_a_busy_port_is_named_with_its_role_and_what_to_do() -> None:
     assert "--port 0 for any free ports" in str(raised.value)
 
 
-def test_port_zero_takes_four_free_ports() -> None:
+def test_port_zero_takes_five_free_ports() -> None:
     ports = runner.choose_ports(0)
-    assert len({ports.storefront, ports.api, ports.operator_metrics, ports.worker_metrics}) == 4
+    assert (
+        len({ports.storefront, ports.api, ports.operator_metrics, ports.worker_metrics, ports.api_admin}) == 5
+    )
 
 
 def test_the_cli_reports_a_busy_port_without_a_traceback() -> None:
@@ -322,7 +324,7 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
     text = runner.hints(
         storefront="http://127.0.0.1:8000",
         api="http://127.0.0.1:8001",
-        ports=runner.Ports(8000, 8001, 8002, 8003),
+        ports=runner.Ports(8000, 8001, 8002, 8003, 8004),
         namespace="tailor-demo",
         token="secret",
         kubectl="kubectl",
@@ -338,7 +340,7 @@ def test_the_hints_say_what_to_try_and_how_to_poke() -> None:
     assert 'eval "$(tailor dev --name x env)"' in text
     assert "`tailor dev --name x down` stops it" in text
     quiet = runner.hints(
-        storefront="s", api="a", ports=runner.Ports(1, 2, 3, 4), namespace="n", token="t",
+        storefront="s", api="a", ports=runner.Ports(1, 2, 3, 4, 5), namespace="n", token="t",
         kubectl="k", dev="d", logs="l", browser=False,
     )  # fmt: skip
     assert "Try it in a browser" not in quiet

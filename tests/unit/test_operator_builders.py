@@ -70,12 +70,18 @@ def test_a_separate_collector_has_its_own_deployment_budget_and_service_that_go_
     assert collector["spec"]["replicas"] == 3
     assert collector["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "collector"
     container = pod_spec(collector)["containers"][0]
-    assert container["args"] == ["api", "--stack", "shop/shop", "--port", "8080", "--routes", "collect"]
+    assert container["args"] == [
+        "api", "--stack", "shop/shop", "--port", "8080", "--admin-port", "9464", "--routes", "collect"
+    ]  # fmt: skip
     assert container["resources"] == {"limits": {"cpu": "1"}}
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Probes on the admin port; the Service targets the public port only (docs/operating.md#the-admin-port).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "admin": 9464}
     assert "TAILOR_ADMIN_TOKEN" not in {e["name"] for e in container["env"]}  # it serves no admin route
     service = builders.api_service(apart, "collector")
     assert service["spec"]["selector"] == builders.selector_labels(apart, "collector")
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
     api = pod_spec(builders.api_deployment(apart, "c"))["containers"][0]
     assert api["args"][-2:] == ["--routes", "decide"]
     together = stack()
@@ -120,7 +126,7 @@ def test_commands_and_env_follow_the_cli_contract() -> None:
     )
     api = pod_spec(builders.api_deployment(with_secrets, "c"))["containers"][0]
     assert api["command"] == ["tailor"]
-    assert api["args"] == ["api", "--stack", "shop/shop", "--port", "8080"]
+    assert api["args"] == ["api", "--stack", "shop/shop", "--port", "8080", "--admin-port", "9464"]
     env = {e["name"]: e for e in api["env"]}
     assert env["TAILOR_REDIS_PASSWORD"]["valueFrom"] == {
         "secretKeyRef": {"name": "redis-auth", "key": "password"}
