@@ -178,7 +178,7 @@ async def test_events_carry_the_tokens_user_and_refuse_another(live: Live, keys:
 
 
 async def _collecting(api: Api) -> bool:
-    return (await api.client.get("/readyz/collector")).status_code == 200
+    return (await api.admin.get("/readyz/collector")).status_code == 200
 
 
 async def test_decision_ids_name_a_rotating_key_and_deleting_it_revokes_them(live: Live) -> None:

@@ -258,7 +258,15 @@ def test_the_shop_example_applies_and_every_resource_becomes_ready(
     api = apps.read_namespaced_deployment("shop-api", namespace).to_dict()
     pod = api["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"] == ["api", "--stack", f"{namespace}/shop", "--port", "8080"]
+    assert container["args"] == [
+        "api",
+        "--stack",
+        f"{namespace}/shop",
+        "--port",
+        "8080",
+        "--admin-port",
+        "9464",
+    ]
     assert pod["automount_service_account_token"] is False
     assert pod["security_context"]["run_as_non_root"] is True
     assert pod["security_context"]["seccomp_profile"]["type"] == "RuntimeDefault"
@@ -663,7 +671,9 @@ def test_a_separate_collector_gets_its_own_deployment_and_service_that_go_with_t
     policy = k8s_client.PolicyV1Api(kube_api)
     collector = apps.read_namespaced_deployment("shop-collector", namespace)
     container = collector.spec.template.spec.containers[0]
-    assert container.args == ["api", "--stack", f"{namespace}/shop", "--port", "8080", "--routes", "collect"]
+    assert container.args == [
+        "api", "--stack", f"{namespace}/shop", "--port", "8080", "--admin-port", "9464", "--routes", "collect"
+    ]  # fmt: skip
     assert {e.name: e.value for e in container.env}["TAILOR_LOG_FORMAT"] == "json"
     assert collector.spec.replicas == 1
     api = apps.read_namespaced_deployment("shop-api", namespace).spec.template.spec.containers[0]

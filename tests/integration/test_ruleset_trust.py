@@ -89,9 +89,12 @@ def test_refused_rulesets_keep_the_last_good_one_in_api_and_worker(
         ("signature", lambda v: (tampered.model_copy(update={"version": v}).to_json(), other_key)),
         ("signature", lambda v: (tampered.model_copy(update={"version": v}).to_json(), None)),
     ]
-    with httpx.Client(base_url=pipeline.api_url, timeout=5) as http:
+    with (
+        httpx.Client(base_url=pipeline.api_url, timeout=5) as http,
+        httpx.Client(base_url=pipeline.admin_url, timeout=5) as admin,
+    ):
         for reason, make in attacks:
-            api_before = rejected(scrape(f"{pipeline.api_url}/metrics"), reason)
+            api_before = rejected(scrape(f"{pipeline.admin_url}/metrics"), reason)
             worker_before = rejected(scrape(pipeline.worker_metrics), reason)
             version = int(client.get(versions.seq_key(stack)) or 0) + 1
             document, signer = make(version)
@@ -99,13 +102,13 @@ def test_refused_rulesets_keep_the_last_good_one_in_api_and_worker(
                 write_version(client, stack, document, signer.sign(document) if signer else None) == version
             )
 
-            wait_until(lambda: rejected(scrape(f"{pipeline.api_url}/metrics"), reason) == api_before + 1,  # noqa: B023
+            wait_until(lambda: rejected(scrape(f"{pipeline.admin_url}/metrics"), reason) == api_before + 1,  # noqa: B023
                        10, pipeline.outputs)  # fmt: skip
             wait_until(lambda: rejected(scrape(pipeline.worker_metrics), reason) == worker_before + 1,  # noqa: B023
                        10, pipeline.outputs)  # fmt: skip
             assert pipeline.api.alive, pipeline.outputs()
             assert pipeline.worker.alive, pipeline.outputs()
-            readiness = http.get("/readyz")
+            readiness = admin.get("/readyz")
             assert readiness.status_code == 200, readiness.text
             check = readiness.json()["checks"]["ruleset"]
             assert (check["version"], check["published"], check["stale"]) == (good.version, version, True)
@@ -121,11 +124,11 @@ def test_refused_rulesets_keep_the_last_good_one_in_api_and_worker(
         # A good publish (the development key, as the devstack's operator signs) is taken by both.
         fresh = good.model_copy(update={"config": good.config.model_copy(update={"kill_switch": True})})
         published = asyncio.run(publish(redis_url, fresh))
-        wait_until(lambda: http.get("/readyz").json()["checks"]["ruleset"]["version"] == published.version,
+        wait_until(lambda: admin.get("/readyz").json()["checks"]["ruleset"]["version"] == published.version,
                    10, pipeline.outputs)  # fmt: skip
         wait_until(lambda: served_version(scrape(pipeline.worker_metrics)) == published.version, 10,
                    pipeline.outputs)  # fmt: skip
-        check = http.get("/readyz").json()["checks"]["ruleset"]
+        check = admin.get("/readyz").json()["checks"]["ruleset"]
         assert "stale" not in check, check
     client.close()
 
