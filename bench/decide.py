@@ -42,7 +42,8 @@ in alternating rounds; decisions/s at saturation and per CPU-second of the serve
     .venv/bin/python bench/decide.py --compare-identity [--rounds 2]
 
 measures the cost of signed user identity (docs/identity.md) on decide: one Redis, one ruleset, a
-`tailor api` per mode (identity off; optional and required with each user's HS256 token; required
+`tailor api` per mode (identity off; optional without tokens (today's pages); optional and required
+with each user's HS256 token; required
 with the verified-token cache off, HS256 and ES256, so every request verifies a signature), measured
 in turns at saturation; the ratio to `off` and the load average beside each figure.
 """
@@ -619,6 +620,7 @@ def compare_identity(workdir: Path, args: argparse.Namespace) -> None:
     on = {"TAILOR_IDENTITY_KEYS_DIR": str(keys)}
     modes: dict[str, tuple[dict[str, str], Path]] = {
         "off": ({}, plain),
+        "optional, unsigned": ({**on, "TAILOR_IDENTITY_MODE": "optional"}, plain),
         "optional, HS256": ({**on, "TAILOR_IDENTITY_MODE": "optional"}, scripts["HS256"]),
         "required, HS256": ({**on, "TAILOR_IDENTITY_MODE": "required"}, scripts["HS256"]),
         "required, HS256, no cache": (
