@@ -1156,6 +1156,61 @@ def test_operator_under_the_charts_rbac_reconciles_the_default_stack_to_ready(
     assert _refusals(_operator_log(tmp_path)) == []
 
 
+@pytest.mark.slow
+def test_a_secret_outside_rbac_secret_names_stops_the_stack_with_reason_secret_forbidden(
+    helm: Runner,
+    kubectl: Runner,
+    kubeconfig: Path,
+    namespace: str,
+    redis_url: str,
+    crds_applied: None,
+    operator_process: Callable[[dict[str, str]], subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    release = f"r{uuid.uuid4().hex[:6]}"
+    stack_name = f"{release}-tailor"
+    allowed = f"rbac.secretNames={{{stack_name}-ruleset-signing}}"
+    install = (
+        "-n", namespace, "--set", allowed,
+        "--set", "stack.spec.redis.managed=false", "--set", f"stack.spec.redis.url={redis_url}",
+        "--set", "stack.spec.redis.passwordSecretRef.name=redis-pass",
+    )  # fmt: skip
+    helm("install", release, str(ROOT), *install)
+    account_kubeconfig = _service_account_kubeconfig(
+        kubectl, kubeconfig, namespace, f"{release}-tailor", tmp_path / "operator.kubeconfig"
+    )
+    process = operator_process(
+        {
+            "KUBECONFIG": str(account_kubeconfig),
+            "TAILOR_OPERATOR_NAMESPACE": namespace,
+            "TAILOR_OPERATOR_REDIS_URL": redis_url,
+            "TAILOR_OPERATOR_METRICS_PORT": "0",
+            "TAILOR_OPERATOR_LIVENESS_URL": f"http://127.0.0.1:{ports.pick(None)}/healthz",
+            "TAILOR_OPERATOR_STANDALONE": "true",
+        }
+    )
+
+    def reconciled() -> dict[str, Any] | None:
+        assert process.poll() is None, f"the operator exited:\n{_operator_log(tmp_path)}"
+        stack = json.loads(kubectl("get", "pstack", stack_name, "-n", namespace, "-o", "json").stdout)
+        found = [c for c in stack.get("status", {}).get("conditions", []) if c["type"] == "Reconciled"]
+        return found[0] if found else None
+
+    refused = eventually(
+        lambda: (c := reconciled()) and c["reason"] == "SecretForbidden" and c, 90, "refusal"
+    )
+    assert refused["status"] == "False"
+    assert f"may not read Secret redis-pass in {namespace}" in refused["message"]
+    assert "rbac.secretNames" in refused["message"]
+
+    # The control: listed, the same Secret is read and every child applied.
+    kubectl("create", "secret", "generic", "redis-pass", "-n", namespace, "--from-literal=password=x")
+    both = f"rbac.secretNames={{{stack_name}-ruleset-signing,redis-pass}}"
+    helm("upgrade", release, str(ROOT), *install, "--set", both)
+    eventually(lambda: (c := reconciled()) and c["status"] == "True", 90, "Reconciled once listed")
+    helm("uninstall", release, "-n", namespace, "--no-hooks")
+
+
 def test_secret_reads_are_by_name_only(
     kubectl: Runner, helm: Runner, namespace: str, crds_applied: None
 ) -> None:

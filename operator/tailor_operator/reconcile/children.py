@@ -45,6 +45,13 @@ class MissingApi(Exception):
     """The spec needs a kind the cluster does not serve (KEDA's ScaledObject); installing it helps."""
 
 
+def _forbidden(namespace: str, name: str) -> SecretForbidden:
+    return SecretForbidden(
+        f"the operator may not read Secret {name} in {namespace}: add it to the chart's "
+        "rbac.secretNames (docs/install.md#security)"
+    )
+
+
 def parse_stack(source: specs.Source) -> builders.Stack:
     try:
         spec = specs.StackSpec.model_validate(source.spec)
@@ -153,7 +160,7 @@ class ChildrenReconciler:
             try:
                 stack = self._allowed_stack(source)
                 await self._ensure_generated_password(stack)
-                await self._keys.signer(stack)  # its Secret exists before the pods that read it
+                await self._signer(stack)  # its Secret exists before the pods that read it
                 digests = await self._secret_digests(stack)
                 checksums = (
                     builders.config_checksum(stack, digests),
@@ -335,10 +342,17 @@ class ChildrenReconciler:
         except kube.ApiError as error:
             if error.status != 403:
                 raise
-            raise SecretForbidden(
-                f"the operator may not read Secret {name} in {namespace}: add it to the chart's "
-                "rbac.secretNames (docs/install.md#security)"
-            ) from None
+            raise _forbidden(namespace, name) from None
+
+    async def _signer(self, stack: builders.Stack) -> None:
+        """The stack's ruleset signing key, made unless it exists (ruleset_keys); a Secret the
+        operator may not read is SecretForbidden here too."""
+        try:
+            await self._keys.signer(stack)
+        except kube.ApiError as error:
+            if error.status != 403:
+                raise
+            raise _forbidden(stack.namespace, builders.ruleset_signing_name(stack)) from None
 
     async def _keda_wanted(self, stack: builders.Stack) -> bool:
         """Whether the workers would be scaled by KEDA: asked only when they autoscale by it or by Auto;
