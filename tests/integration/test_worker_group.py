@@ -164,6 +164,16 @@ class Offsets:
         self._consumer.close()
 
 
+def longest_pause(samples: list[tuple[float, float]]) -> float:
+    """The longest time a counter stood still in (time, value) samples."""
+    longest, since = 0.0, samples[0]
+    for moment, value in samples[1:]:
+        if value > since[1]:
+            since = (moment, value)
+        longest = max(longest, moment - since[0])
+    return longest
+
+
 def views(client: redis.Redis, config: StackConfig, user: str) -> int:
     return store.read(client, config, user, None, time.time()).count("24h", "views")
 
@@ -175,6 +185,7 @@ def test_three_workers_on_twelve_partitions_lose_and_double_nothing_through_a_ki
     config, workers = group
     offsets = Offsets(kafka_bootstrap, config)
     resumed: dict[str, float] = {}
+    pauses: list[float] = []  # the others' longest stand-still while one joins (sampled every ~0.1 s)
 
     def outputs() -> str:
         return "\n".join(f"--- worker {i} ---\n{w.process.output(3000)}" for i, w in enumerate(workers))
@@ -230,6 +241,8 @@ def test_three_workers_on_twelve_partitions_lose_and_double_nothing_through_a_ki
                 during = [sample[index] for sample in counters if sample[0] >= revoke_seen]
                 assert len(during) >= 2, (counters, revoke_seen)
                 assert during[-1] > during[0], (during, outputs())
+                pauses.append(longest_pause([(sample[0], sample[index]) for sample in counters]))
+            sampled_every = (counters[-1][0] - counters[0][0]) / (len(counters) - 1)
             wait_until(lambda: all_partitions_owned([second, third, fourth]), 30, outputs)
 
             # 3. One scaled away gracefully: SIGTERM, it commits and leaves the group at once.
@@ -257,4 +270,6 @@ def test_three_workers_on_twelve_partitions_lose_and_double_nothing_through_a_ki
     wall = time.monotonic() - started
     print(f"\n{total} events, {PARTITIONS} partitions; resumed after: "
           + ", ".join(f"{change} {seconds:.1f} s" for change, seconds in resumed.items())
+          + f"; longest pause of the others during the join {max(pauses):.2f} s (sampled every"
+          + f" {sampled_every:.2f} s)"
           + f"; duplicates recognised by the survivors {duplicates:.0f}; wall {wall:.0f} s")  # fmt: skip
