@@ -12,8 +12,8 @@
 -- A refused user is reloaded by the worker and counted again from what Redis holds.
 --
 -- One hash per user holds it all: the profile's fields (c, w, b), its version, and the dedup marks
--- ('#' + event id -> when counted), so the guard is three calls, HMGET, HLEN (the marks' cap) and
--- HSET. Every redis.call has a cost and every argument is copied into Lua, so nothing here parses or
+-- ('#' + event id -> when counted), so the guard is two calls, one HMGET and one HSET (and an HLEN
+-- when the marks' cap is checked). Every redis.call has a cost and every argument is copied into Lua, so nothing here parses or
 -- builds a value; a hash, not a sorted set, keeps the marks, because a ZADD into a small sorted set scans and
 -- parses every score, a cost that grows with the marks (measured: docs/pipeline.md).
 --
@@ -22,7 +22,8 @@
 --         only if the last one ended no later than this, the most marks a user may hold, the hash
 --         entries one pruning step may visit,
 --         then for each user: expected version ('' for none), new version, flags ('d': check the
---         marks, 'p': prune: renew the TTL and drop old marks when due, 'x': give the TTL),
+--         marks, 'p': prune: renew the TTL and drop old marks when due, 'x': give the TTL, 'c': check
+--         the marks' cap),
 --         n_fields, (field, value) * n_fields, n_marks, mark * n_marks ('#' + event id)
 --
 -- The TTL is renewed only when a write prunes (at most once a minute per user; every new profile's
@@ -36,7 +37,9 @@
 -- pruning write, until its cursor comes back to 0.
 --
 -- A user's marks are capped: a write that would take the hash past the cap writes nothing (and
--- still takes its pruning step, so the user comes back under the cap as its marks age out).
+-- still takes its pruning step, so the user comes back under the cap as its marks age out). The
+-- worker asks for the check ('c') on a user's first write after loading it and then every few dozen
+-- marks, so the cap holds within that many and a shopper's write costs no HLEN.
 --   returns for each user: 1 written; 0 the version changed (nothing written); 2 over the marks cap
 --           (nothing written); or the 1-based positions of the events counted already (nothing
 --           written)
@@ -112,7 +115,8 @@ local function write(keys, args)
       if #counted > 0 then
         result[#result + 1] = counted
       else
-        local over = n > 0 and redis.call('HLEN', profile) + n > max_marks + RESERVED
+        local over = n > 0 and string.find(flags, 'c', 1, true)
+          and redis.call('HLEN', profile) + n > max_marks + RESERVED
         local set = {}
         local prunes = string.find(flags, 'p', 1, true)
         local cursor = marks[3] or '0'

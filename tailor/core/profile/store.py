@@ -10,7 +10,7 @@ instead; the two never meet in one call.
                    record, '#<event id>' -> when it was counted (at most `dedup_marks_per_user`);
                    ' pruned' -> when the last pass of dropping old marks ended, ' cursor' -> where
                    the pass under way goes on. One key per user: the guard reads and writes it in
-                   three calls.
+                   two calls (and an HLEN when it checks the marks' cap).
 
 Write side (workers): Redis does not scale out per stack the way workers do, so the counting happens in
 the worker. Kafka gives each user to one worker, which keeps its users' state in memory
@@ -79,6 +79,9 @@ EVENTS_PER_USER_PER_MINUTE: Final = 300
 DEDUP_MARKS_PER_USER: Final = 10_000
 # Hash entries one pruning step visits (HSCAN COUNT): a bounded cost per call whatever the hash holds.
 MARKS_PRUNE_STEP: Final = 256
+# The guard checks a user's marks against the cap (an HLEN) on its first write after a load and then
+# once per this many marks written: the cap holds within that many, and most writes skip the call.
+MARKS_CHECK_EVERY: Final = 32
 
 
 def user_prefix(stack: str, user: str) -> str:
@@ -148,6 +151,7 @@ class _Cached:
     key: str  # the profile's
     partition: int | None
     generation: int
+    unchecked: int = MARKS_CHECK_EVERY  # marks written since the cap was last checked (loaded: due)
 
 
 class ProfileWriter:
@@ -172,7 +176,7 @@ class ProfileWriter:
         self.users_per_call = users_per_call
         self.cache_users = cache_users
         self.dedup_marks_per_user = dedup_marks_per_user
-        self.rate = UserRate(events_per_user_per_minute, config.features.allowed_lateness_seconds)
+        self.rate = UserRate(events_per_user_per_minute)
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._generations: dict[int, int] = {}
         # Versions: random 16-digit integers, unique across writers and writes, so a profile changed
@@ -251,8 +255,9 @@ class _Batch:
         self.counted = self.duplicates = self.expired = self.over_cap = 0
         self._in_flight: list[str] = []
         # The users written by the calls sent, in order: user, entry, new version, counted,
-        # duplicates, expired, over the per-minute cap, and the per-minute counts taken.
-        self._writes: list[tuple[str, _Cached, str, int, int, int, int, _Taken]] = []
+        # duplicates, expired, over the per-minute cap, the minute its events count in, and the marks
+        # unchecked after it.
+        self._writes: list[tuple[str, _Cached, str, int, int, int, int, int, int]] = []
         self._outgoing: list[bytes] = []
         self._size = 0
 
@@ -357,16 +362,25 @@ class _Batch:
             replies = self._read(sent)
             outcomes = [outcome for reply in replies for outcome in reply]
             refused: dict[str, Sequence[Occurrence]] = {}
-            for (user, entry, version, fresh_count, duplicates, expired, over, taken), outcome in zip(
-                self._writes, outcomes, strict=True
-            ):
+            for (
+                user,
+                entry,
+                version,
+                fresh_count,
+                duplicates,
+                expired,
+                over,
+                minute,
+                unchecked,
+            ), outcome in zip(self._writes, outcomes, strict=True):
                 if outcome == 1:
                     entry.version = version
+                    entry.unchecked = unchecked
                     self.counted += fresh_count
                     self.duplicates += duplicates
                     self.expired += expired
                     self.over_cap += over
-                    writer.rate.commit(user, taken)
+                    writer.rate.commit(user, minute, fresh_count)
                     _keep(writer, user, entry)
                 elif outcome == 2:
                     # Over the user's marks cap: nothing written; its state in the cache has these
@@ -409,7 +423,7 @@ class _Batch:
                     taken.add(o.id)
                     fresh.append(o)
             duplicates = len(events) - len(fresh) - expired
-        fresh, over, minutes = writer.rate.split(user, fresh)
+        fresh, over, minute = writer.rate.split(user, fresh)
         if not fresh:
             self.duplicates += duplicates
             self.expired += expired
@@ -434,60 +448,63 @@ class _Batch:
             flags += "p"
         if renew:
             flags += "x"
-        self._writes.append((user, entry, version, len(fresh), duplicates, expired, over, minutes))
+        unchecked = entry.unchecked + len(fresh)
+        if unchecked >= MARKS_CHECK_EVERY:
+            flags += "c"
+            unchecked = 0
+        self._writes.append((user, entry, version, len(fresh), duplicates, expired, over, minute, unchecked))
         call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into
 
-_Taken = tuple[tuple[int, int], ...]  # (minute, events) a write takes of a user's per-minute cap
-
 
 class UserRate:
     """The per-user cap on events per minute of event time, kept in the worker's memory: Kafka gives
     each user to one worker, so its counts are the user's (a rebalance or restart starts them afresh:
-    at most one more minute's cap). Counts are taken on a write's success only (`commit`), so a write
-    refused and retried counts its events once. Event time, not the worker's clock: a backlog after an
-    outage is processed at full speed without capping its users, and a minute's events can only be
-    spread as far back as the allowed lateness (older ones are not counted anyway)."""
+    at most one more minute's cap). A user's count is of its newest minute; its events of earlier
+    minutes (late ones) count against that minute too, so a flood cannot spread over past minutes.
+    Counts are taken on a write's success only (`commit`), so a write refused and retried counts its
+    events once. Event time, not the worker's clock: a backlog after an outage is processed at full
+    speed without capping its users."""
 
-    def __init__(self, per_minute: int, lateness_seconds: int) -> None:
+    def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._keep_minutes = lateness_seconds // 60 + 2
-        self._counts: dict[tuple[str, int], int] = {}
+        self._counts: dict[str, list[int]] = {}  # user -> [its newest minute, events counted in it]
         self._minute = 0
 
     def advance(self, now: float) -> None:
-        """Forget minutes that no countable event can fall in any more (once a minute)."""
+        """Forget users whose newest minute has passed (once a minute)."""
         minute = int(now // 60)
         if minute != self._minute:
             self._minute = minute
-            oldest = minute - self._keep_minutes
-            self._counts = {key: n for key, n in self._counts.items() if key[1] >= oldest}
+            self._counts = {user: slot for user, slot in self._counts.items() if slot[0] >= minute - 1}
 
-    def split(self, user: str, events: Sequence[Occurrence]) -> tuple[Sequence[Occurrence], int, _Taken]:
-        """(the events within the cap, how many are over it, the counts they would take)."""
-        cap, counts = self.per_minute, self._counts
+    def split(self, user: str, events: Sequence[Occurrence]) -> tuple[Sequence[Occurrence], int, int]:
+        """(the events within the cap, how many are over it, the minute they count in)."""
+        slot = self._counts.get(user)
         if len(events) == 1:  # the common case
             minute = int(events[0].at // 60)
-            if counts.get((user, minute), 0) < cap:
-                return events, 0, ((minute, 1),)
-            return (), 1, ()
-        within: list[Occurrence] = []
-        taken: dict[int, int] = {}
-        for o in events:
-            minute = int(o.at // 60)
-            n = taken.get(minute, 0)
-            if counts.get((user, minute), 0) + n < cap:
-                taken[minute] = n + 1
-                within.append(o)
-        return within, len(events) - len(within), tuple(taken.items())
+            if slot is None or minute > slot[0]:
+                return events, 0, minute
+            return (events, 0, slot[0]) if slot[1] < self.per_minute else ((), 1, slot[0])
+        if not events:
+            return events, 0, 0
+        minute = int(max(o.at for o in events) // 60)
+        used = 0
+        if slot is not None and slot[0] >= minute:
+            minute, used = slot[0], slot[1]
+        room = max(0, self.per_minute - used)
+        if room >= len(events):
+            return events, 0, minute
+        return events[:room], len(events) - room, minute
 
-    def commit(self, user: str, taken: _Taken) -> None:
-        counts = self._counts
-        for minute, n in taken:
-            key = (user, minute)
-            counts[key] = counts.get(key, 0) + n
+    def commit(self, user: str, minute: int, events: int) -> None:
+        slot = self._counts.get(user)
+        if slot is None or minute > slot[0]:
+            self._counts[user] = [minute, events]
+        else:
+            slot[1] += events
 
 
 # What decoding or counting a damaged stored profile raises (both implementations).
