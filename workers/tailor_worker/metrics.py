@@ -10,58 +10,102 @@ from typing import Any
 from wsgiref import simple_server
 
 import orjson
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+)
 
-CONSUMED = Counter("tailor_worker_events_consumed", "Messages taken from the events topic.", ["topic"])
+# Its own registry: the content API's metrics share names (tailor_ruleset_version, …) and one process
+# may import both (the CLI, the tests); the process metrics are added as the default registry has them.
+REGISTRY = CollectorRegistry()
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+CONSUMED = Counter(
+    "tailor_worker_events_consumed", "Messages taken from the events topic.", ["topic"], registry=REGISTRY
+)
 PROCESSED = Counter(
     "tailor_worker_events_processed",
     "Events by outcome: counted, duplicate, dead_letter, late (further behind their ingestion than the"
     " allowed lateness), expired (older than the dedup TTL when processed: a replay long after) or"
     " over_user_cap (beyond a per-user cap: acknowledged, not written).",
     ["outcome"],
+    registry=REGISTRY,
 )
 PROCESSING_SECONDS = Histogram(
     "tailor_worker_processing_seconds",
     "Per batch: validate, dedup, aggregate, write to Redis, store offsets.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
 )
-LAG = Gauge("tailor_worker_consumer_lag", "Messages behind the partition's end.", ["topic", "partition"])
-DEAD_LETTERS = Counter("tailor_worker_dead_letters", "Messages sent to the dead-letter topic.", ["reason"])
+LAG = Gauge(
+    "tailor_worker_consumer_lag",
+    "Messages behind the partition's end.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "tailor_worker_dead_letters", "Messages sent to the dead-letter topic.", ["reason"], registry=REGISTRY
+)
 OVER_USER_CAP = Counter(
     "tailor_worker_events_over_user_cap",
     "Events acknowledged but not written because their user was over a per-user cap (events per minute,"
     " or dedup marks held).",
+    registry=REGISTRY,
 )
-DEDUP_HITS = Counter("tailor_worker_dedup_hits", "Events already counted (replays, client resends).")
-REDIS_ERRORS = Counter("tailor_worker_redis_errors", "Failed Redis writes (the batch is retried).")
+DEDUP_HITS = Counter(
+    "tailor_worker_dedup_hits", "Events already counted (replays, client resends).", registry=REGISTRY
+)
+REDIS_ERRORS = Counter(
+    "tailor_worker_redis_errors", "Failed Redis writes (the batch is retried).", registry=REGISTRY
+)
 PROFILE_CACHE_USERS = Gauge(
-    "tailor_worker_profile_cache_users", "Users whose profile state the worker holds."
+    "tailor_worker_profile_cache_users",
+    "Users whose profile state the worker holds.",
+    registry=REGISTRY,
 )
 PROFILE_LOADS = Counter(
-    "tailor_worker_profile_loads", "Users' profiles read from Redis because they were not cached."
+    "tailor_worker_profile_loads",
+    "Users' profiles read from Redis because they were not cached.",
+    registry=REGISTRY,
 )
 PROFILE_RESETS = Counter(
     "tailor_worker_profile_resets",
     "Users whose stored profile could not be read (damaged, or an incompatible version): counted afresh.",
+    registry=REGISTRY,
 )
 PROFILE_CONFLICTS = Counter(
     "tailor_worker_profile_conflicts",
     "Users' writes refused because another worker had changed them (rebalances); reloaded and recounted.",
+    registry=REGISTRY,
 )
-RULESET_VERSION = Gauge("tailor_ruleset_version", "Ruleset version in use.", ["stack", "component"])
+RULESET_VERSION = Gauge(
+    "tailor_ruleset_version", "Ruleset version in use.", ["stack", "component"], registry=REGISTRY
+)
 RULESET_LOADED = Gauge(
-    "tailor_ruleset_loaded_timestamp_seconds", "When the ruleset in use was loaded.", ["stack", "component"]
+    "tailor_ruleset_loaded_timestamp_seconds",
+    "When the ruleset in use was loaded.",
+    ["stack", "component"],
+    registry=REGISTRY,
 )
 RULESET_PUBLISHED = Gauge(
     "tailor_ruleset_published_version",
     "The stack's current version in Redis as last seen by this worker (used or refused).",
     ["stack", "component"],
+    registry=REGISTRY,
 )
 RULESET_REJECTED = Counter(
     "tailor_ruleset_rejected_total",
     "Published versions this worker refused and did not use; reason: signature (not signed by a "
     "trusted key), format (newer than this reader), invalid (does not parse).",
     ["stack", "component", "reason"],
+    registry=REGISTRY,
 )
 
 
@@ -81,7 +125,7 @@ def serve(
     """/metrics, /readyz (200 when `readiness` says so, else 503 with the reason) and /healthz (the
     same from `liveness`: tailor_worker.liveness), on a thread of their own: they answer whatever the
     consume loop is doing. Returns the server (its `server_port` is the port bound when `port` is 0)."""
-    metrics_app = make_wsgi_app()
+    metrics_app = make_wsgi_app(REGISTRY)
     checks = {"/readyz": ("ready", readiness)}
     if liveness is not None:
         checks["/healthz"] = ("alive", liveness)

@@ -61,7 +61,24 @@ Identifier = Annotated[
 ]
 Url = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_PROPERTY_VALUE_LENGTH)]
-PropertyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROPERTY_VALUE_LENGTH)]
+
+
+def _text_or_number(max_length: int) -> WithJsonSchema:
+    """The schema of a text property as accepted: a number is taken too, as its decimal text
+    (`coerce_numbers_to_str` below), which pydantic's generated schema does not say."""
+    return WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_length}, {"type": "number"}]}
+    )
+
+
+PropertyText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PROPERTY_VALUE_LENGTH),
+    _text_or_number(MAX_PROPERTY_VALUE_LENGTH),
+]
+QueryText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_QUERY_LENGTH), _text_or_number(MAX_QUERY_LENGTH)
+]
 
 
 def _property_value(value: Any) -> str | int | float:
@@ -152,7 +169,7 @@ class Properties(BaseModel):
 
     category: PropertyText | None = None
     product_id: PropertyText | None = None
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_LENGTH)] | None = None
+    query: QueryText | None = None
     value: Number | None = None
 
     @model_validator(mode="after")
