@@ -194,6 +194,24 @@ def test_a_burst_is_counted_exactly_and_a_replay_changes_nothing(
     assert counts() == expected
 
 
+def test_a_flooding_user_is_capped_per_minute_and_the_rest_is_acknowledged_and_counted_over(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
+) -> None:
+    """The caps as a stack sets them (the operator passes spec.workers.limits as these variables):
+    one user's 60 events in a minute against a cap of 20, a quiet user beside it untouched."""
+    config = worker_stack(kafka_bootstrap, redis_url)
+    flood = [event("flooder") for _ in range(60)]
+    for item in flood:
+        item["timestamp"] = flood[0]["timestamp"]  # one minute of event time
+    send(producer(kafka_bootstrap), config.kafka.events_topic, [*flood, event("quiet"), event("quiet")])
+    worker = WorkerProcess(config.key, redis_url, TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE="20")
+    workers.append(worker)
+    wait_until(lambda: worker.metric("tailor_worker_events_over_user_cap_total") == 40, 60, worker.output)
+    assert (views(redis_client, config, "flooder"), views(redis_client, config, "quiet")) == (20, 2)
+    assert worker.metric('tailor_worker_events_processed_total{outcome="over_user_cap"}') == 40
+    wait_until(lambda: worker.metric("tailor_worker_consumer_lag") == 0, 10, worker.output)  # acknowledged
+
+
 def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_count(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
