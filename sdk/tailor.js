@@ -666,8 +666,9 @@
       }
       if (!missing.length) { t.stats.cacheHits += slots.length; return result; }
       t.stats.cacheHits += slots.length - missing.length;
-      // Rate-limited (429) or unavailable (503): no decide before the server's Retry-After; the
-      // slots keep their fallbacks meanwhile, as on any error.
+      // Rate-limited (429): no decide before the server's Retry-After; the slots keep their
+      // fallbacks meanwhile, as on any error. (A 503 is retried at once: the next page view's decide
+      // must not wait for an outage that may already be over.)
       if (this.decideRetryAt && t.now() < this.decideRetryAt) {
         for (const slot of missing) result.set(slot, null);
         return result;
@@ -692,7 +693,7 @@
         else if (response.status === 401) t.unauthorized('/v1/decide', response);
         else {
           t.log('decide answered', response.status);
-          const wait = response.status === 429 || response.status === 503
+          const wait = response.status === 429
             ? parseRetryAfter(response.headers.get('Retry-After'), t.now()) : null;
           if (wait !== null) this.decideRetryAt = t.now() + wait;
         }
