@@ -257,8 +257,16 @@ def shop(
                         return False
             return True
 
+        worker = processes[1]
+
+        def consuming() -> bool:
+            # A worker is ready before its consumer group hands it partitions (a few seconds on a
+            # new group); events posted meanwhile wait in Kafka, and a test timing freshness fails.
+            return "tailor_worker.consumer: assigned [" in worker.log.read_text(errors="replace")
+
         try:
             wait_for("the content API and its collector to be ready", ready, timeout=90)
+            wait_for("the worker to be assigned its partitions", consuming, timeout=60)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{running.diagnostics()}") from None
         yield running

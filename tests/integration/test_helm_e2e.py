@@ -268,6 +268,9 @@ def _install_values(stack: devstack.Stack, images: Images) -> list[str]:
         # rate limits, which would answer 429s the availability check counts as failures.
         "--set", "stack.spec.contentApi.rateLimits.perClient.requests=0",
         "--set", "stack.spec.contentApi.rateLimits.perUser.requests=0",
+        # Its ten users post ~450 events each through the roll: over the workers' per-user cap of 300
+        # a minute, which would acknowledge and not count them (docs/operating.md#per-user-caps).
+        "--set", "stack.spec.workers.limits.eventsPerUserPerMinute=100000",
     ]  # fmt: skip
 
 

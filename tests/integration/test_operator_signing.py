@@ -49,7 +49,12 @@ def test_a_stack_gets_its_own_key_and_a_ruleset_someone_else_wrote_is_reported_a
 
     apps = k8s_client.AppsV1Api(kube_api)
     for deployment in ("shop-api", "shop-worker"):
-        [container] = apps.read_namespaced_deployment(deployment, namespace).spec.template.spec.containers
+        # The ruleset may be published before the children are applied.
+        made = wait_for(
+            f"Deployment {deployment}",
+            lambda name=deployment: apps.read_namespaced_deployment(name, namespace),  # type: ignore[misc]
+        )
+        [container] = made.spec.template.spec.containers
         [keys] = [e for e in container.env if e.name == "TAILOR_RULESET_KEYS"]
         assert (keys.value_from.secret_key_ref.name, keys.value_from.secret_key_ref.key) == (
             "shop-ruleset-signing", "publicKeys")  # fmt: skip

@@ -94,7 +94,8 @@ class RedisWriter:
         self.restart()
 
     def restart(self) -> None:
-        self.writer = store.ProfileWriter(self.config, users_per_call=2)
+        # No per-user cap: the bursts here are about counting, not about one user's flood.
+        self.writer = store.ProfileWriter(self.config, users_per_call=2, events_per_user_per_minute=10**9)
 
     def __call__(self, batch: list[occurrence.Occurrence], now: float) -> tuple[int, int]:
         grouped: dict[str, list[occurrence.Occurrence]] = {}

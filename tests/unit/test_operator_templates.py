@@ -194,6 +194,7 @@ def test_without_autoscaling_the_operator_sets_replicas_and_owns_no_autoscaler()
     assert autoscaling.manifests(plain, keda_served=True) == []
     assert autoscaling.unwanted(plain, keda_served=True) == [
         ("keda.sh/v1alpha1", "ScaledObject", "shop-worker"),
+        ("keda.sh/v1alpha1", "TriggerAuthentication", "shop-worker"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "shop-worker"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "shop-api"),
     ]
