@@ -162,8 +162,8 @@ class Collector:
         limits = config.api
         try:
             body = await web.read_body(scope, receive, limits.max_body_bytes)
-        except web.BodyTooLarge as error:
-            return web.too_large(str(error))
+        except web.BodyRefused as error:
+            return error.reply()
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:

@@ -57,8 +57,8 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         return identity.refusal(error)
     try:
         body = await web.read_body(scope, receive, MAX_BODY_BYTES)
-    except web.BodyTooLarge as error:
-        return web.too_large(str(error))
+    except web.BodyRefused as error:
+        return error.reply()
     parsed = parse(body)
     if isinstance(parsed, web.Reply):
         return parsed
@@ -90,7 +90,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
             "decisionId", f"the decision is older than {max_age} seconds; feedback is no longer taken"
         )
     stack = runtime.stack
-    once_key = f"{keys.api_prefix(stack, ref.user)}fb:{ref.nonce}:{kind}"
+    # Once per session and rule, not per decision: every decide issues a new id, so per decision one
+    # session could click its remembered variant again and again and poison the bandit (issue 14).
+    once = f"r:{ref.session}:{ref.rule}" if ref.rule else ref.nonce
+    once_key = f"{keys.api_prefix(stack, ref.user)}fb:{once}:{kind}"
     try:
         (first,) = await runtime.connection.execute([("SET", once_key, 1, "NX", "EX", max_age)])
         if first is None:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from tailor.core import events
-from tailor_api import feedback, validation
+from tailor_api import feedback, validation, web
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -24,6 +24,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         401: "Missing or wrong admin token",
         403: "Refused: admin endpoints disabled (no TAILOR_ADMIN_TOKEN), or a decisionId not issued here",
         404: "Unknown slot",
+        408: f"The body did not arrive whole within {web.BODY_SECONDS:g} s",
         413: "Body too large",
         503: "Not ready (no ruleset yet), Redis/Kafka unavailable, or the route is served by another "
         "replica (`tailor api --routes`); retry after Retry-After",
@@ -148,7 +149,7 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/FeedbackAccepted"}, "Recorded"),
-                        **_problems(400, 403, 413, 503),
+                        **_problems(400, 403, 408, 413, 503),
                         **_IDENTITY_401,
                     },
                 }
@@ -186,7 +187,7 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/EventsAccepted"}, "Accepted"),
-                        **_problems(400, 413, 503),
+                        **_problems(400, 408, 413, 503),
                         **_IDENTITY_401,
                     },
                 }

@@ -8,6 +8,7 @@ parameter, `parameter`. Every 503 carries the same Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -34,6 +35,8 @@ Headers = list[tuple[bytes, bytes]]
 JSON: Final = b"application/json"
 PROBLEM_JSON: Final = b"application/problem+json"
 PROBLEM_BASE: Final = "https://tailor.dev/problems/"
+# A request body must arrive whole within this: events and feedback are a few KiB, sent at once.
+BODY_SECONDS: Final = 10.0
 # Every 503 (no ruleset yet, Redis or Kafka away) asks clients to wait this long before retrying;
 # tailor.js waits at least this, plus jitter, and backs off further while the outage lasts.
 RETRY_AFTER_SECONDS: Final = 2
@@ -51,8 +54,26 @@ class Reply:
     headers: Headers = field(default_factory=list)
 
 
-class BodyTooLarge(Exception):
+class BodyRefused(Exception):
+    """The request body cannot be taken; `reply()` says why, the message in its detail."""
+
+    status, kind, title = 400, "bad-body", "Request body refused"
+
+    def reply(self) -> Reply:
+        return problem(self.status, self.kind, self.title, str(self))
+
+
+class BodyTooLarge(BodyRefused):
     """The request body is over the route's limit; the message says by how much, for the 413."""
+
+    status, kind, title = 413, "too-large", "Request too large"
+
+
+class BodyTooSlow(BodyRefused):
+    """The whole body did not arrive within BODY_SECONDS: a client trickling it (slowloris) would
+    otherwise hold a connection and a task for as long as it likes."""
+
+    status, kind, title = 408, "body-timeout", "Request body too slow"
 
 
 class RequestIds:
@@ -119,26 +140,31 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, seconds: float = BODY_SECONDS) -> bytes:
     """The request body, refused with BodyTooLarge as soon as it is known to be over `limit` bytes: by
-    its Content-Length before reading, else as it arrives (a lying or absent length gains nothing). A
-    client that disconnects midway leaves what arrived, which no route accepts as JSON."""
+    its Content-Length before reading, else as it arrives (a lying or absent length gains nothing), and
+    with BodyTooSlow when it has not all arrived within `seconds`. A client that disconnects midway
+    leaves what arrived, which no route accepts as JSON."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the body has {int(declared)} bytes; at most {limit} are accepted")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is over {limit} bytes, the most this route accepts")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"the body is over {limit} bytes, the most this route accepts")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise BodyTooSlow(f"the body did not arrive within {seconds:g} s ({size} bytes came)") from None
     return b"".join(chunks)
 
 
@@ -160,7 +186,7 @@ async def send_reply(
 
 
 def too_large(detail: str) -> Reply:
-    return problem(413, "too-large", "Request too large", detail)
+    return BodyTooLarge(detail).reply()
 
 
 def invalid_parameter(error: validation.InvalidParameter) -> Reply:

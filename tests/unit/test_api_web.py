@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sample
 from tailor_api import validation, web
@@ -100,3 +102,13 @@ async def test_a_body_longer_than_it_claims_is_cut_off_as_it_arrives() -> None:
     with pytest.raises(web.BodyTooLarge, match="over 150 bytes"):
         await web.read_body(scope, receiving(b"x" * 100, b"x" * 100, b"x" * 100), 150)
     assert await web.read_body({"headers": []}, receiving(b"ab", b"cd"), 4) == b"abcd"
+
+
+async def test_a_body_trickled_slower_than_allowed_is_refused_with_a_408() -> None:
+    async def trickle() -> web.Message:
+        await asyncio.sleep(0.02)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    with pytest.raises(web.BodyTooSlow, match=r"within 0.2 s \(\d+ bytes came\)") as refused:
+        await web.read_body({"headers": []}, trickle, 4096, seconds=0.2)
+    assert refused.value.reply().status == 408

@@ -7,7 +7,8 @@
                                                         (rules with a per-user cap: caps)
     tailor:<ns>/<name>:{<user>}:api:sup          zset   v:<variant> | t:<tag> -> suppressed until
     tailor:<ns>/<name>:{<user>}:api:rr           hash   rule -> variants served so far (roundRobin)
-    tailor:<ns>/<name>:{<user>}:api:fb:…         string one per (decision, feedback type): counted once
+    tailor:<ns>/<name>:{<user>}:api:fb:…         string one per (session and rule, or a fallback's decision;
+                                                        feedback type): counted once
 
 The content API reads and writes them (tailor_api.user_context, feedback); caps.lua checks and
 counts caps in them atomically.
