@@ -105,10 +105,17 @@ def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Re
     return Reply(status, orjson.dumps(document), PROBLEM_JSON, headers)
 
 
+_QUERY: Final = "tailor.query"  # the parsed query, kept in the request's scope
+
+
 def query(scope: Scope) -> dict[str, list[str]]:
     """Query parameters; percent-decoding only where needed (parse_qsl costs several times more on the
-    hot path: docs/performance.md)."""
+    hot path: docs/performance.md). Parsed once per request: the rate limiter and the route both ask."""
+    parsed: dict[str, list[str]] | None = scope.get(_QUERY)
+    if parsed is not None:
+        return parsed
     params: dict[str, list[str]] = {}
+    scope[_QUERY] = params
     raw: bytes = scope.get("query_string", b"")
     if not raw:
         return params
