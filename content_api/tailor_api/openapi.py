@@ -175,8 +175,10 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                                                     "type": "array",
                                                     "minItems": 1,
                                                     "description": "at most the stack's "
-                                                    "spec.api.maxBatchEvents (413 beyond)",
-                                                    "items": {"$ref": "#/components/schemas/Event"},
+                                                    "spec.api.maxBatchEvents (413 beyond). Each item is "
+                                                    "judged alone: the valid ones are accepted, the others "
+                                                    "come back in `rejected`; 400 when none is valid",
+                                                    "contains": {"$ref": "#/components/schemas/Event"},
                                                 }
                                             },
                                         },

@@ -65,10 +65,13 @@ def serve(redis_url: str, kafka_bootstrap: str, log: Path, **env: str) -> Iterat
         )  # fmt: skip
     served = Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", port, stack)
     try:
+        # Decide's readiness and the collector's come apart (the producer starts after the ruleset
+        # loads): a test that posts events first would meet the collector's 503.
+        checks = ["/readyz"] if env.get("TAILOR_API_ROUTES") == "decide" else ["/readyz", "/readyz/collector"]
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{served.admin}/readyz", timeout=2).status_code == 200:
+                if all(httpx.get(f"{served.admin}{path}", timeout=2).status_code == 200 for path in checks):
                     break
             except httpx.TransportError:
                 pass
