@@ -197,6 +197,7 @@ class KeyDirectory:
         self.max_lifetime_seconds = max_lifetime_seconds
         self._fingerprint: str | None = None
         self.problems: list[str] = []
+        self.kids: tuple[str, ...] = ()  # the usable keys' ids, for readiness
         self.verifier = Verifier({}, max_lifetime_seconds=max_lifetime_seconds, cache_size=cache_size)
 
     def reload(self) -> bool:
@@ -234,6 +235,7 @@ class KeyDirectory:
                 continue
             keys[key.kid] = key
         self.problems = problems
+        self.kids = tuple(sorted(keys))
         for problem in problems:
             log.error("identity key ignored: %s", problem)
         if not keys:

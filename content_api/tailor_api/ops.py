@@ -64,6 +64,12 @@ async def _readiness(runtime: Runtime, needed: tuple[str, ...]) -> web.Reply:
         checks["collector"] = {"ok": running, "detail": detail}
         ok, detail = runtime.kafka_state()
         checks["kafka"] = {"ok": ok, "detail": detail}
+    keys = runtime.identity_keys
+    if keys is not None and runtime.decides:
+        # Reported, never required: with no usable key every signed request gets a 401, and taking
+        # every replica out of its Service over a bad Secret would only turn those into 503s.
+        detail = "keys: " + ", ".join(keys.kids) if keys.kids else "no usable key: every token is refused"
+        checks["identity"] = {"ok": bool(keys.kids), "detail": "; ".join([detail, *keys.problems])}
     for name, check in checks.items():
         check["required"] = name in needed
     ready = all(name in checks and checks[name]["ok"] for name in needed)

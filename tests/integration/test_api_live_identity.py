@@ -161,6 +161,20 @@ async def test_keys_rotate_in_place_and_a_removed_key_is_refused(live: Live, key
         await until(old_refused)
         assert problem(await decide(api, old_token)) == "identity-unknown-kid"
         assert (await decide(api, new_token)).status_code == 200
+        assert (await api.admin.get("/readyz")).json()["checks"]["identity"] == {
+            "ok": True, "detail": "keys: new", "required": False,
+        }  # fmt: skip
+
+        (keys / "new.hs256").write_bytes(b"short")  # a Secret edited wrong: no usable key is left
+
+        async def reported() -> bool:
+            return not (await api.admin.get("/readyz")).json()["checks"]["identity"]["ok"]
+
+        await until(reported)
+        readiness = await api.admin.get("/readyz")
+        assert readiness.status_code == 200  # reported, not required: see ops.readyz
+        detail = readiness.json()["checks"]["identity"]["detail"]
+        assert detail.startswith("no usable key: every token is refused; new.hs256:"), detail
 
 
 async def test_events_carry_the_tokens_user_and_refuse_another(live: Live, keys: Path) -> None:
