@@ -72,7 +72,9 @@ async def explain(runtime: Runtime, served: Engine, scope: web.Scope) -> web.Rep
     slots = []
     for plan in plans:
         trace: decide.Trace = []
-        decision = decide.decide_slot(served, plan, context, now, runtime.bandit, cel, trace)
+        decision = decide.decide_slot(
+            served, plan, context, now, runtime.bandit, cel, trace, segments=runtime.segments
+        )
         slots.append({"slot": plan.name, "rules": trace, "decision": _outcome(decision)})
     document = {
         "user": user,
@@ -104,12 +106,15 @@ def _outcome(decision: decide.SlotDecision) -> dict[str, Any]:
             why += (
                 "; its frequency cap is confirmed atomically when served, the next candidate follows if not"
             )
-        return {
+        outcome = {
             "rule": first.rule.name,
             "variant": first.variant.name,
             "reason": why,
             "candidates": candidates,
         }
+        if first.segment is not None:  # a contextual bandit: the segment whose counts this one takes
+            outcome["segment"] = first.segment
+        return outcome
     fallback = decision.fallback
     return {
         "rule": None,

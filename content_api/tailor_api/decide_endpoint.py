@@ -110,7 +110,10 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     try:
         context = await read_context(runtime, served, user, session, plans, now)
         cel = decide.CelActivation(served, context.profile)
-        decisions = [decide.decide_slot(served, plan, context, now, runtime.bandit, cel) for plan in plans]
+        decisions = [
+            decide.decide_slot(served, plan, context, now, runtime.bandit, cel, segments=runtime.segments)
+            for plan in plans
+        ]
         for stopped in cel.stopped:
             metrics.cel_budget_stops.labels(stopped).inc()
         served_candidates = await confirm_caps(runtime, served, context, decisions, now)
@@ -128,9 +131,11 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
                     writes += user_context.memory_writes(served, context, slot, rule.name, variant.name)
                 if rule.strategy == "roundRobin":
                     writes += user_context.round_robin_writes(served, user, rule.name)
-            runtime.count_impression(rule.name, variant.name)
+            runtime.count_impression(rule.name, variant.name, candidate.segment)
             metrics.decision_counter(slot, "rule").inc()
-            token = signer.issue(version, slot, rule.name, variant.name, user, session, now, verified)
+            token = signer.issue(
+                version, slot, rule.name, variant.name, user, session, now, verified, candidate.segment
+            )
             out.append({"slot": slot, "variant": variant.name, "rule": rule.name, "content": variant.content,
                         "decisionId": token, "rulesetVersion": version})  # fmt: skip
         else:

@@ -103,6 +103,9 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
             commands.append(
                 ("HINCRBY", stats.key(stack, ref.rule), stats.field(ref.variant, MEASURE[kind]), 1)
             )
+            if ref.segment is not None and kind == "click":  # a contextual bandit's segment learns too
+                field = stats.segment_field(ref.segment, ref.variant, stats.CLICKS)
+                commands.append(("HINCRBY", stats.segment_key(stack, ref.rule), field, 1))
         if kind == "notInterested" and ref.variant:
             commands += suppression_writes(runtime, ref.user, ref.variant, now)
         if commands:

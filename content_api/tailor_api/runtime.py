@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from tailor.core import cancellation, logthrottle, redis_target, stats
+from tailor.core.decision import contextual
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, signing, versions
@@ -98,7 +99,9 @@ class Runtime:
             self.identity_keys.reload()
         self.identity = identity.Gate(settings.identity_mode, self.identity_keys)
         self.bandit: dict[str, dict[str, stats.VariantStats]] = {}
-        self.impressions: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.segments: dict[str, contextual.Segments] = {}  # contextual bandit rules' counts per segment
+        # (rule, variant, segment or None): a contextual rule's impressions count for its segment too
+        self.impressions: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
         self.collector = collector
         self.collector_config: ruleset.StackConfig | None = None  # what the collector runs with
         self._collector_target: ruleset.StackConfig | None = None  # what it was last asked to run with
@@ -338,19 +341,32 @@ class Runtime:
             self.identity_keys.reload()
 
     async def refresh_bandit(self) -> None:
-        """Per-variant impressions and clicks of every bandit rule, read in one pipeline."""
+        """Per-variant impressions and clicks of every bandit rule, and per segment of every contextual
+        one (bounded to its maxSegments: decision.contextual), read in one pipeline."""
         served = self.engine
         if served is None or not served.bandit_rules:
-            self.bandit = {}
+            self.bandit, self.segments = {}, {}
             return
+        contexts = {
+            rule.name: rule.context for plan in served.slots.values() for rule in plan.rules if rule.context
+        }
         async with self.redis.pipeline(transaction=False) as pipe:
             for rule in served.bandit_rules:
                 pipe.hgetall(stats.key(self.stack, rule))
+            for rule in contexts:
+                pipe.hgetall(stats.segment_key(self.stack, rule))
             replies = await pipe.execute()
-        self.bandit = {rule: stats.parse(raw) for rule, raw in zip(served.bandit_rules, replies, strict=True)}
+        count = len(served.bandit_rules)
+        self.bandit = {
+            rule: stats.parse(raw) for rule, raw in zip(served.bandit_rules, replies[:count], strict=True)
+        }
+        self.segments = {
+            rule: contextual.bound(stats.parse_segments(raw), context.max_segments)
+            for (rule, context), raw in zip(contexts.items(), replies[count:], strict=True)
+        }
 
-    def count_impression(self, rule: str, variant: str) -> None:
-        self.impressions[(rule, variant)] += 1
+    def count_impression(self, rule: str, variant: str, segment: str | None = None) -> None:
+        self.impressions[(rule, variant, segment)] += 1
         metrics.impression_counter(rule, variant).inc()
 
     async def flush_impressions(self) -> None:
@@ -359,8 +375,11 @@ class Runtime:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for (rule, variant), n in pending.items():
+                for (rule, variant, segment), n in pending.items():
                     pipe.hincrby(stats.key(self.stack, rule), stats.field(variant, stats.IMPRESSIONS), n)
+                    if segment is not None:
+                        field = stats.segment_field(segment, variant, stats.IMPRESSIONS)
+                        pipe.hincrby(stats.segment_key(self.stack, rule), field, n)
                 await pipe.execute()
         except Exception:
             self.impressions.update(pending)  # counted next time: impressions are never dropped

@@ -125,6 +125,7 @@ class DecisionRef:
     issued_at: int
     nonce: str
     verified: bool  # made for a user an identity token vouched for
+    segment: str | None = None  # a contextual bandit's segment of the user (its click counts there)
 
 
 def _b64(data: bytes) -> bytes:
@@ -180,13 +181,13 @@ class Signer:
         session: str,
         now: float,
         verified: bool = False,
+        segment: str | None = None,
     ) -> str:
-        payload = _b64(
-            orjson.dumps(
-                [FORMAT, self._current, version, slot, rule, variant, user, session, int(now), self._nonce(),
-                 1 if verified else 0]
-            )
-        )  # fmt: skip
+        fields = [FORMAT, self._current, version, slot, rule, variant, user, session, int(now), self._nonce(),
+                  1 if verified else 0]  # fmt: skip
+        if segment is not None:  # only contextual bandit rules' ids carry it (a 12th field)
+            fields.append(segment)
+        payload = _b64(orjson.dumps(fields))
         mac = hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]
         return (payload + b"." + _b64(mac)).decode()
 
@@ -202,7 +203,7 @@ class Signer:
         # The payload is read before its MAC is checked only to learn which key to check it with.
         if (
             isinstance(fields, list)
-            and len(fields) == 11
+            and len(fields) in (11, 12)
             and fields[0] == FORMAT
             and isinstance(fields[1], str)
         ):
@@ -223,5 +224,8 @@ class Signer:
         if fields[0] == LEGACY_FORMAT:
             _, version, slot, rule, variant, user, session, issued_at, nonce = fields
             return DecisionRef(version, slot, rule, variant, user, session, issued_at, nonce, False)
-        _, _, version, slot, rule, variant, user, session, issued_at, nonce, verified = fields
-        return DecisionRef(version, slot, rule, variant, user, session, issued_at, nonce, bool(verified))
+        _, _, version, slot, rule, variant, user, session, issued_at, nonce, verified, *rest = fields
+        segment = rest[0] if rest and isinstance(rest[0], str) else None
+        return DecisionRef(
+            version, slot, rule, variant, user, session, issued_at, nonce, bool(verified), segment
+        )

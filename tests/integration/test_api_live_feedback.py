@@ -112,6 +112,49 @@ async def test_bandit_shifts_traffic_toward_the_variant_with_more_clicks(live: L
         assert min(shares[-2:]) > 0.75, shares
 
 
+async def test_a_click_counts_for_the_users_segment_and_explain_shows_its_counts(live: Live) -> None:
+    """A contextual bandit (rotation.context: the top category in 24h): the decision's id carries the
+    user's segment, feedback adds the click to that segment's counts beside the rule's, and explain
+    names the segment with its counts; a user without views is in "(none)", which saw nothing."""
+    by_category = ruleset.BanditContext(
+        profile=ruleset.ProfileSegment(feature="views", dimension="category", window="24h")
+    )
+    published = sample.build(
+        [sample.html_variant("a", "hero"), sample.html_variant("b", "hero")],
+        [ruleset.Rule(name="ctx", slot="hero", variants=("a", "b"), strategy="bandit", context=by_category)],
+    )
+    async with live(published) as api:
+        await api.record_events("u1", page_view("u1", "shoes", 3), time.time())
+        decision = (await api.decide("u1")).json()["decisions"][0]
+        clicked = await api.client.post(
+            "/v1/feedback", json={"decisionId": decision["decisionId"], "type": "click"}
+        )
+        assert clicked.status_code == 202
+        variant, deadline = decision["variant"], time.monotonic() + 10
+        while True:  # impressions are flushed and the counts re-read in the background
+            explained = (
+                await api.admin.get("/v1/explain?slot=hero&user=u1&session=s1", headers=ADMIN)
+            ).json()
+            segment = explained["slots"][0]["rules"][0]["segment"]
+            if segment["counts"][variant]["impressions"] == 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert segment["name"] == "shoes"
+        assert segment["counts"][variant] | {"posteriorMean": 0} == {
+            "impressions": 1,
+            "clicks": 1,
+            "posteriorMean": 0,
+        }
+        assert explained["slots"][0]["decision"]["segment"] == "shoes"
+        raw = await api.redis.hgetall(stats.segment_key(api.stack, "ctx"))
+        assert stats.parse_segments(raw) == {"shoes": {variant: stats.VariantStats(1, 1)}}
+        assert (await stats.read(api.redis, api.stack, "ctx"))[variant] == stats.VariantStats(1, 1)
+        newcomer = (await api.admin.get("/v1/explain?slot=hero&user=u2&session=s1", headers=ADMIN)).json()
+        segment = newcomer["slots"][0]["rules"][0]["segment"]
+        assert segment["name"] == "(none)"
+        assert segment["counts"][variant]["impressions"] == 0
+
+
 async def test_explain_needs_the_token_and_shows_every_check(live: Live) -> None:
     async with live(sample.shop()) as api:
         assert (await api.admin.get("/v1/explain?slot=hero&user=u1")).status_code == 401

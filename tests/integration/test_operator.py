@@ -526,7 +526,12 @@ def test_stats_are_copied_into_rule_status(
     redis_url: str,
     kafka_bootstrap: str,
 ) -> None:
-    apply(kubectl, namespace, shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap))
+    documents = shop_documents(redis_url, kafka_bootstrap=kafka_bootstrap)
+    # abandoned-cart learns per segment (the top category in 24h), two values apart at most.
+    cart = next(doc for doc in documents if doc["metadata"]["name"] == "abandoned-cart")
+    profile = {"feature": "views", "dimension": "category", "window": "24h"}
+    cart["spec"]["rotation"] = {"strategy": "bandit", "context": {"profile": profile, "maxSegments": 2}}
+    apply(kubectl, namespace, documents)
     start_operator(
         "--namespace", namespace, "--standalone", env={"TAILOR_OPERATOR_STATS_INTERVAL_SECONDS": "1"}
     )
@@ -537,13 +542,29 @@ def test_stats_are_copied_into_rule_status(
 
         key = stats.key(f"{namespace}/shop", "abandoned-cart")
         client.hset(key, mapping={"promo-cart-discount|impressions": 200, "promo-cart-discount|clicks": 10})
+        per_segment = {"shoes": (100, 8), "bags": (60, 1), "hats": (30, 1), "(none)": (10, 0)}
+        client.hset(
+            stats.segment_key(f"{namespace}/shop", "abandoned-cart"),
+            mapping={
+                f"{segment}|promo-cart-discount|{measure}": n
+                for segment, (shown, clicked) in per_segment.items()
+                for measure, n in (("impressions", shown), ("clicks", clicked))
+            },
+        )
         expected = {"promo-cart-discount": {"impressions": 200, "clicks": 10, "ctr": 0.05}}
+        expected_segments = {
+            "shoes": {"promo-cart-discount": {"impressions": 100, "clicks": 8, "ctr": 0.08}},
+            "bags": {"promo-cart-discount": {"impressions": 60, "clicks": 1, "ctr": round(1 / 60, 6)}},
+            "(none)": {"promo-cart-discount": {"impressions": 10, "clicks": 0, "ctr": 0.0}},
+            "(other)": {"promo-cart-discount": {"impressions": 30, "clicks": 1, "ctr": round(1 / 30, 6)}},
+        }
+
+        def status() -> dict[str, Any]:
+            return dict(get(kube_api, namespace, "personalizationrules", "abandoned-cart")["status"])
+
         wait_for(
             "stats in status",
-            lambda: (
-                get(kube_api, namespace, "personalizationrules", "abandoned-cart")["status"].get("stats")
-                == expected
-            ),
+            lambda: status().get("stats") == expected and status().get("segmentStats") == expected_segments,
             timeout=20,
         )
     finally:

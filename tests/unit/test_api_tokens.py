@@ -32,6 +32,15 @@ def test_a_decision_id_round_trips_and_matches_the_published_pattern() -> None:
     assert fields == (7, "hero", "rule", "variant", "user@example.com", "s1", 1_800_000_000, True)
 
 
+def test_a_contextual_bandit_decision_carries_its_segment_and_others_none() -> None:
+    issued = signer().issue(7, "hero", "rule", "a", "u1", "s1", 1_800_000_000.0, False, "(none)")
+    assert validation.decision_id(issued) == issued
+    assert signer().verify(issued).segment == "(none)"
+    assert (
+        signer().verify(signer().issue(7, "hero", "rule", "a", "u1", "s1", 1_800_000_000.0)).segment is None
+    )
+
+
 def test_every_decision_gets_its_own_nonce() -> None:
     issuer = signer()
     nonces = {issuer.verify(issuer.issue(1, "s", None, None, "u", "", 0)).nonce for _ in range(1000)}

@@ -14,6 +14,9 @@ SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 NS = "shop"
 
 
+BY_CATEGORY = {"feature": "views", "dimension": "category", "window": "24h"}
+
+
 def shop_manifests() -> list[dict[str, Any]]:
     documents = []
     for path in sorted(SHOP.glob("*.yaml")):
@@ -217,6 +220,21 @@ def test_an_image_variant_with_https_or_relative_urls_publishes(data: dict[str, 
             "matches no",
         ),
         ({"priority": 100}, "PriorityConflict", "'returning-shoe-browser' already has priority 100"),
+        (
+            {"rotation": {"strategy": "bandit", "context": {"profile": {**BY_CATEGORY, "window": "1h"}}}},
+            "WindowNotDeclared",
+            "rotation.context.profile.window '1h'",
+        ),
+        (
+            {
+                "rotation": {
+                    "strategy": "bandit",
+                    "context": {"profile": {**BY_CATEGORY, "dimension": "color"}},
+                }
+            },
+            "DimensionNotDeclared",
+            "rotation.context.profile.dimension 'color'",
+        ),
     ],
 )
 def test_semantic_errors_are_reported_per_rule_and_the_rest_publishes(
@@ -230,6 +248,26 @@ def test_semantic_errors_are_reported_per_rule_and_the_rest_publishes(
     assert result.ruleset is not None
     assert len(result.ruleset.rules) == 5
     assert all(p.name == "newcomer" for p in result.problems)
+
+
+def test_a_contextual_bandit_rule_compiles_with_its_segment_source_and_defaults() -> None:
+    result = compile_(
+        [
+            *shop_manifests(),
+            rule("newcomer", rotation={"strategy": "bandit", "context": {"profile": BY_CATEGORY}}),
+        ]
+    )
+    (compiled,) = [r for r in result.ruleset.rules if r.name == "newcomer"] if result.ruleset else []
+    assert compiled.context == ruleset.BanditContext(
+        profile=ruleset.ProfileSegment(feature="views", dimension="category", window="24h"),
+        max_segments=8,
+        prior_weight=20.0,
+    )
+    # `tailor validate` refuses a context on another strategy as the API server does.
+    _, errors = crdschema.check(
+        rule("newcomer", rotation={"strategy": "sticky", "context": {"profile": BY_CATEGORY}})
+    )
+    assert any("rotation.context needs rotation.strategy bandit" in str(e) for e in errors), errors
 
 
 def test_a_broken_edit_keeps_the_last_good_form_of_the_rule() -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tailor.core import cel as cel_language
 from tailor.core import constants
-from tailor.core.decision import caps, hashing, rotation
+from tailor.core.decision import caps, contextual, hashing, rotation
 from tailor.core.decision.engine import Engine, LoadedRule, LoadedVariant, SlotPlan
 from tailor.core.profile import Profile
 
@@ -31,6 +32,7 @@ COMPARE: Mapping[str, Callable[[float, float], bool]] = {
 }
 
 Trace = list[dict[str, Any]]
+NO_SEGMENTS: Mapping[str, contextual.Segments] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class Candidate:
     rule: LoadedRule
     variant: LoadedVariant
     remembered: bool  # the session already saw this rule's variant in this slot
+    segment: str | None = None  # a contextual bandit's segment of the user: its counts take the impression
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +171,10 @@ def decide_slot(
     bandit: Mapping[str, rotation.BanditStats],
     cel: CelActivation,
     trace: Trace | None = None,
+    segments: Mapping[str, contextual.Segments] = NO_SEGMENTS,
 ) -> SlotDecision:
-    """Candidates for `plan`'s slot in serving order, and its fallback; see the module docstring."""
+    """Candidates for `plan`'s slot in serving order, and its fallback; see the module docstring.
+    `bandit` holds each bandit rule's counts, `segments` each contextual one's per segment."""
     candidates: list[Candidate] = []
     remembered_rule, remembered_variant = context.memory.get(plan.name, ("", ""))
     if engine.kill_switch:
@@ -186,7 +191,9 @@ def decide_slot(
             if entry is not None:
                 entry["outcome"] = "notReached"
             continue
-        outcome = _consider(rule, plan, context, now, bandit, cel, entry, remembered_rule, remembered_variant)
+        outcome = _consider(
+            rule, plan, context, now, bandit, segments, cel, entry, remembered_rule, remembered_variant
+        )
         if isinstance(outcome, Candidate):
             candidates.append(outcome)
             if entry is not None:
@@ -208,6 +215,7 @@ def _consider(
     context: UserContext,
     now: float,
     bandit: Mapping[str, rotation.BanditStats],
+    segments: Mapping[str, contextual.Segments],
     cel: CelActivation,
     entry: dict[str, Any] | None,
     remembered_rule: str,
@@ -245,10 +253,43 @@ def _consider(
         }
     if not eligible:
         return "noVariant"
+    observed = bandit.get(rule.name)
+    segment, segment_observed = None, None
+    if rule.context is not None:
+        known = segments.get(rule.name, contextual.EMPTY)
+        segment = contextual.segment_of(rule.context, context.profile, known)
+        segment_observed = known.per_segment.get(segment)
+        if entry is not None:
+            entry["segment"] = segment_trace(rule, segment, observed, segment_observed)
     if remembered_rule == rule.name:
         for variant in eligible:
             if variant.name == remembered_variant:
-                return Candidate(rule, variant, remembered=True)
-    served_so_far, observed = context.round_robin.get(rule.name, 0), bandit.get(rule.name)
-    variant = rotation.choose(rule, eligible, context.user, context.session, served_so_far, observed)
-    return Candidate(rule, variant, remembered=False)
+                return Candidate(rule, variant, remembered=True, segment=segment)
+    served_so_far = context.round_robin.get(rule.name, 0)
+    variant = rotation.choose(
+        rule, eligible, context.user, context.session, served_so_far, observed, segment_observed
+    )
+    return Candidate(rule, variant, remembered=False, segment=segment)
+
+
+def segment_trace(
+    rule: LoadedRule,
+    segment: str,
+    observed: rotation.BanditStats | None,
+    segment_observed: rotation.BanditStats | None,
+) -> dict[str, Any]:
+    """What explain shows of a contextual bandit: the user's segment, its counts per variant, and the
+    posterior mean each variant is drawn around."""
+    assert rule.context is not None
+    counts: dict[str, Any] = {}
+    for variant in rule.variants:
+        own = segment_observed.get(variant.name) if segment_observed else None
+        alpha, beta = contextual.posterior(
+            observed.get(variant.name) if observed else None, own, rule.context.prior_weight
+        )
+        counts[variant.name] = {
+            "impressions": own.impressions if own else 0,
+            "clicks": own.clicks if own else 0,
+            "posteriorMean": round(alpha / (alpha + beta), 4),
+        }
+    return {"name": segment, "source": rule.context.profile.model_dump(by_alias=True), "counts": counts}

@@ -77,6 +77,7 @@ class LoadedRule:
     variants: tuple[LoadedVariant, ...]
     strategy: ruleset.Strategy
     seed: str
+    context: ruleset.BanditContext | None  # a contextual bandit's segments (decision.contextual)
     per_session: int  # 0: no cap
     per_user: int  # 0: no cap
     per_user_window_seconds: int
@@ -153,6 +154,7 @@ def _load_rule(
         variants=tuple(variants[name] for name in rule.variants),
         strategy=rule.strategy,
         seed=rule.seed or rule.name,  # rulesets built in code may leave it empty; the compiler never does
+        context=rule.context if rule.strategy == "bandit" else None,
         per_session=(cap.per_session or 0) if cap else 0,
         per_user=(cap.per_user_count or 0) if cap and cap.per_user_window_seconds else 0,
         per_user_window_seconds=(cap.per_user_window_seconds or 0) if cap else 0,

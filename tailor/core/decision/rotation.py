@@ -1,4 +1,5 @@
-"""Choosing one of a rule's variants: weighted, sticky, round-robin or a Thompson-sampling bandit.
+"""Choosing one of a rule's variants: weighted, sticky, round-robin or a Thompson-sampling bandit
+(for everyone at once, or per segment of users: tailor.core.decision.contextual).
 
 Every strategy draws its randomness from `hashing`, keyed by the rule's seed and the user (and session),
 so the same inputs give the same variant on every replica and in every test run.
@@ -9,13 +10,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from tailor.core import stats
-from tailor.core.decision import hashing
+from tailor.core.decision import contextual, hashing
 from tailor.core.decision.engine import LoadedRule, LoadedVariant
 
-BanditStats = Mapping[str, stats.VariantStats]  # variant -> impressions and clicks
+BanditStats = contextual.BanditStats  # variant -> impressions and clicks
 
 
 def weighted_pick(variants: Sequence[LoadedVariant], u: float) -> LoadedVariant:
@@ -50,8 +50,10 @@ def choose(
     session: str,
     round_robin_count: int,
     observed: BanditStats | None,
+    segment: BanditStats | None = None,
 ) -> LoadedVariant:
-    """One of `eligible` (non-empty) by the rule's strategy."""
+    """One of `eligible` (non-empty) by the rule's strategy; a contextual bandit draws from the user's
+    segment's counts (`segment`) with the rule's global ones (`observed`) as the prior."""
     if len(eligible) == 1:
         return eligible[0]
     strategy = rule.strategy
@@ -61,5 +63,7 @@ def choose(
         return eligible[round_robin_count % len(eligible)]
     if strategy == "bandit":
         rng = random.Random(hashing.hash64(rule.seed, rule.name, "bandit", user, session))
+        if rule.context is not None:
+            return contextual.pick(eligible, observed, segment, rule.context.prior_weight, rng)
         return thompson_pick(eligible, observed, rng)
     return weighted_pick(eligible, hashing.unit(rule.seed, rule.name, "weighted", user, session))

@@ -45,6 +45,8 @@ from tailor.core import cel, constants, durations
 from tailor.core.rules import environment, ruleset, sanitize, specs
 
 MAX_BUCKETS = 60
+MAX_SEGMENTS = 64  # a contextual bandit's distinct segments (docs/rules: rotation.context)
+MAX_PRIOR_WEIGHT = 10_000.0
 DEDUP_TTL_SECONDS = 86400  # dedup marks live at least a day, longer when a window is longer
 
 Outcome = Literal["published", "kept", "omitted"]
@@ -402,6 +404,9 @@ def compile_rule(
         )
     if not 0 <= spec.rollout.percentage <= 100:
         return problem("InvalidSpec", "rollout.percentage must be between 0 and 100")
+    context = _bandit_context(spec.rotation, windows, features)
+    if isinstance(context, tuple):
+        return problem(*context)
     rule = ruleset.Rule(
         name=source.name,
         slot=spec.slot,
@@ -422,11 +427,48 @@ def compile_rule(
         variants=(),
         strategy=spec.rotation.strategy,
         seed=spec.rotation.seed or source.name,
+        context=context,
         frequency_cap=cap,
         rollout_percentage=spec.rollout.percentage,
         generation=source.generation,
     )
     return spec, rule
+
+
+def _bandit_context(
+    rotation: specs.Rotation, windows: set[str], features: ruleset.FeatureConfig
+) -> ruleset.BanditContext | tuple[str, str] | None:
+    """The compiled `rotation.context`, None without one, or (reason, message)."""
+    spec = rotation.context
+    if spec is None:
+        return None
+    if rotation.strategy != "bandit":
+        return "InvalidSpec", "rotation.context needs rotation.strategy bandit"
+    if not 1 <= spec.max_segments <= MAX_SEGMENTS:
+        return "InvalidSpec", f"rotation.context.maxSegments must be between 1 and {MAX_SEGMENTS}"
+    if not 0 <= spec.prior_weight <= MAX_PRIOR_WEIGHT:
+        return "InvalidSpec", f"rotation.context.priorWeight must be between 0 and {MAX_PRIOR_WEIGHT:g}"
+    source = spec.profile
+    if source.window not in windows:
+        return (
+            "WindowNotDeclared",
+            f"rotation.context.profile.window {source.window!r} is not one of the stack's features.windows "
+            f"({', '.join(sorted(windows))}); use one of them or declare it in the stack",
+        )
+    if source.dimension not in features.dimensions:
+        return (
+            "DimensionNotDeclared",
+            f"rotation.context.profile.dimension {source.dimension!r} is not one of the stack's "
+            f"features.dimensions ({', '.join(features.dimensions) or 'none'}); declare it so workers "
+            "count it",
+        )
+    return ruleset.BanditContext(
+        profile=ruleset.ProfileSegment(
+            feature=source.feature, dimension=source.dimension, window=source.window
+        ),
+        max_segments=spec.max_segments,
+        prior_weight=spec.prior_weight,
+    )
 
 
 def when_problem(source: str, features: ruleset.FeatureConfig) -> tuple[str, str] | None:
@@ -536,6 +578,12 @@ def rule_fits(
             return f"the stack no longer declares window {matcher.window!r}"
         if matcher.dimension is not None and matcher.dimension not in features.dimensions:
             return f"the stack no longer declares dimension {matcher.dimension!r}"
+    if rule.context is not None:
+        source = rule.context.profile
+        if source.window not in windows:
+            return f"the stack no longer declares window {source.window!r} (rotation.context)"
+        if source.dimension not in features.dimensions:
+            return f"the stack no longer declares dimension {source.dimension!r} (rotation.context)"
     if rule.when is not None:
         refused = when_problem(rule.when, features)  # the stack's bounds may have grown since
         if refused is not None:

@@ -201,6 +201,25 @@ class Matcher(Model):
     threshold: float = 1
 
 
+class ProfileSegment(Model):
+    """A user's segment from their profile: the most frequent `dimension` value among their `feature`
+    events in `window` (ties: the first in sorted order)."""
+
+    feature: Feature
+    dimension: str
+    window: str
+
+
+class BanditContext(Model):
+    """A contextual bandit's segments (tailor.core.decision.contextual): where a user's segment comes
+    from, how many distinct segments are learned apart (the rest pooled into "(other)"), and how many
+    impressions of the other segments' estimate each segment's prior is worth."""
+
+    profile: ProfileSegment
+    max_segments: int = 8
+    prior_weight: float = 20.0
+
+
 class FrequencyCap(Model):
     per_session: int | None = None
     per_user_count: int | None = None
@@ -217,6 +236,7 @@ class Rule(Model):
     variants: tuple[str, ...]
     strategy: Strategy = "weighted"
     seed: str = ""
+    context: BanditContext | None = None  # bandit only: learn per segment
     frequency_cap: FrequencyCap | None = None
     rollout_percentage: float = 100.0
     generation: int = 0

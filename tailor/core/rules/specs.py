@@ -386,9 +386,22 @@ class VariantsRef(SpecModel):
     selector: LabelSelector | None = None
 
 
+class ProfileSegmentSpec(SpecModel):
+    feature: Feature
+    dimension: str
+    window: str
+
+
+class BanditContextSpec(SpecModel):
+    profile: ProfileSegmentSpec
+    max_segments: int = 8
+    prior_weight: float = 20.0
+
+
 class Rotation(SpecModel):
     strategy: Strategy = "weighted"
     seed: str | None = None
+    context: BanditContextSpec | None = None
 
 
 class PerUserCap(SpecModel):
