@@ -29,6 +29,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from tailor import devstack
+from tailor.devstack import redis_cluster as redis_cluster_servers
 from tailor.devstack import secure_redis as secure_redis_server
 
 #: Fixture name -> marker it implies.
@@ -42,6 +43,7 @@ _FIXTURE_MARKERS = {
     "redis_url": "redis",
     "redis_client": "redis",
     "secure_redis": "redis",
+    "redis_cluster": "redis",
     "real_node_stack": "realnode",
 }
 
@@ -141,6 +143,22 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[secure_re
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_cluster_servers.RedisCluster]:
+    """A Redis Cluster of 3 primaries and 3 replicas (tailor.devstack.redis_cluster), started by the
+    first test that asks for it (about 6 s) and shared by the session. A test that kills or moves
+    something leaves the cluster ok again (restart what it killed; `wait_ok`) and finds nodes by role
+    and slot (`owner`, `replica_of`), never by index: an earlier test may have failed one over."""
+    try:
+        cluster = redis_cluster_servers.start(tmp_path_factory.mktemp("redis-cluster"))
+    except devstack.DevstackError as error:
+        pytest.fail(f"the Redis cluster did not start:\n{error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

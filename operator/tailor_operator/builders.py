@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tailor.core import constants, durations
+from tailor.core import constants, durations, redis_target
 from tailor.core.rules import compiler, ruleset, signing, specs
 from tailor_operator import constants as names
 from tailor_operator import templates
@@ -323,6 +323,8 @@ def _redis_env(stack: Stack) -> list[dict[str, Any]]:
     never inside the URL, so a password may hold any character."""
     redis = stack.spec.redis
     env: list[dict[str, Any]] = [{"name": constants.ENV_REDIS_URL, "value": redis_url(stack)}]
+    if redis.mode == redis_target.CLUSTER:
+        env.append({"name": constants.ENV_REDIS_MODE, "value": redis_target.CLUSTER})
     if redis.username is not None:
         env.append({"name": constants.ENV_REDIS_USERNAME, "value": redis.username})
     elif redis.username_secret_ref is not None:

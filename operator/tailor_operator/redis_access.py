@@ -68,7 +68,13 @@ class RedisConnections:
         if url.startswith("redis://"):  # an override without TLS (a port-forward to a plain port)
             ca_data = cert_file = key_file = None
         return redis_target.RedisTarget.parse(
-            url, username=username, password=password, ca_data=ca_data, cert_file=cert_file, key_file=key_file
+            url,
+            username=username,
+            password=password,
+            ca_data=ca_data,
+            cert_file=cert_file,
+            key_file=key_file,
+            mode=redis.mode,
         )
 
     def _pair_files(self, cert: str, key: str) -> tuple[str, str]:

@@ -59,6 +59,8 @@ ENV_REDIS_PASSWORD: Final = "TAILOR_REDIS_PASSWORD"
 ENV_REDIS_TLS_CA_FILE: Final = "TAILOR_REDIS_TLS_CA_FILE"
 ENV_REDIS_TLS_CERT_FILE: Final = "TAILOR_REDIS_TLS_CERT_FILE"
 ENV_REDIS_TLS_KEY_FILE: Final = "TAILOR_REDIS_TLS_KEY_FILE"
+# standalone (one primary) or cluster (Redis Cluster: the URL is a seed node), tailor.core.redis_target.
+ENV_REDIS_MODE: Final = "TAILOR_REDIS_MODE"
 ENV_KAFKA_BOOTSTRAP: Final = "TAILOR_KAFKA_BOOTSTRAP"
 ENV_ADMIN_TOKEN: Final = "TAILOR_ADMIN_TOKEN"
 # Where the content API and collector pods find the identity Secret's keys (docs/identity.md).

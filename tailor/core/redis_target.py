@@ -13,6 +13,26 @@ content API off its hot path, the CLI) and the content API's multiplexed connect
   host of the URL. A client certificate (TAILOR_REDIS_TLS_CERT_FILE and _KEY_FILE) is presented when
   given, for servers with `tls-auth-clients yes`.
 
+Standalone or cluster (`mode`, TAILOR_REDIS_MODE, a stack's `spec.redis.mode`): in cluster mode the
+URL names one seed node of a Redis Cluster (any node; clients discover the rest from it), the
+database must be 0 (a cluster has no others), and `client()` / `async_client()` build redis-py's
+cluster clients (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster), which route each
+command to the primary of its key's slot and follow MOVED, ASK and failovers by refreshing the slot
+map. They answer the same commands as redis.Redis for keys, scripts and pipelines, and are typed as
+redis.Redis here so every caller keeps one path; what differs, and what every caller must keep to:
+
+- Every multi-key command, script and transaction touches keys of one slot only: Tailor's keys put
+  what must stay together in one {hash tag} (a user's keys share the user's tag, a stack's ruleset
+  keys the stack's; docs/architecture.md lists them). A pipeline without a transaction may mix slots
+  (it is split by node).
+- Pub/sub: PUBLISH reaches subscribers on every node, but costs the whole cluster's bus; Tailor's
+  ruleset notifications use sharded pub/sub instead (SPUBLISH/SSUBSCRIBE on the stack's hash-tagged
+  channel: `RedisTarget.cluster` tells which to use).
+- No database numbers, and SCAN/KEYS reach one node only: iterate the primaries (get_primaries()).
+
+A client of its own (the content API's tailor_api.resp) reads `cluster`, `host`, `port`, the
+credentials and `ssl_context()` and speaks the cluster protocol itself.
+
 `explain` turns what a client raised into a reason and advice (a wrong password, an untrusted CA, a
 full Redis): the operator's RedisReady condition, readiness details and log lines use it.
 """
@@ -26,16 +46,21 @@ import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiorediscluster
+import redis.cluster as rediscluster
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
 from tailor.core import constants
 
 DEFAULT_PORT = 6379
+STANDALONE = "standalone"
+CLUSTER = "cluster"
+MODES = (STANDALONE, CLUSTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +77,7 @@ class RedisTarget:
     ca_data: str | None = field(default=None, repr=False)  # the same as PEM text (the operator's)
     cert_file: str | None = None  # client certificate (PEM) and its key, for tls-auth-clients
     key_file: str | None = None
+    cluster: bool = False  # a Redis Cluster: host:port is a seed node (module docstring)
 
     @classmethod
     def parse(
@@ -64,9 +90,17 @@ class RedisTarget:
         ca_data: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        mode: str | None = None,
     ) -> RedisTarget:
         """The target of `url` (`redis://host:port/db` or `rediss://…`) with these credentials and
-        TLS files; ValueError, saying what to change, for anything it cannot use."""
+        TLS files, in `mode` (standalone, the default, or cluster); ValueError, saying what to change,
+        for anything it cannot use."""
+        mode = (mode or STANDALONE).strip().lower()
+        if mode not in MODES:
+            raise ValueError(
+                f"Redis mode {mode!r}: use standalone or cluster ({constants.ENV_REDIS_MODE}, "
+                "spec.redis.mode)"
+            )
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"{_shown(parts)}: a Redis URL starts with redis:// or rediss://")
@@ -93,6 +127,8 @@ class RedisTarget:
             )
         if bool(cert_file) != bool(key_file):
             raise ValueError("a TLS client certificate needs its key, and the key its certificate")
+        if mode == CLUSTER and int(path or 0) != 0:
+            raise ValueError(f"{_shown(parts)}: a Redis Cluster has database 0 only; end the URL in /0")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port,
@@ -104,7 +140,12 @@ class RedisTarget:
             ca_data=ca_data or None,
             cert_file=cert_file or None,
             key_file=key_file or None,
+            cluster=mode == CLUSTER,
         )
+
+    @property
+    def mode(self) -> str:
+        return CLUSTER if self.cluster else STANDALONE
 
     @property
     def address(self) -> str:
@@ -154,10 +195,25 @@ class RedisTarget:
             )
         return options
 
+    def cluster_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py's cluster clients: the node options without a database,
+        and the cluster's own retries left on. They are what follows a failover or a resharding: a
+        command that meets a dead node or CLUSTERDOWN is sent again after the slot map is refreshed
+        (at most three times, with backoff), where a standalone client would fail at once."""
+        options = self.client_options()
+        del options["db"], options["retry"]
+        return options
+
     def client(self, **options: Any) -> redis.Redis:
+        """A redis-py client; in cluster mode a redis.cluster.RedisCluster (module docstring)."""
+        if self.cluster:
+            return cast(redis.Redis, rediscluster.RedisCluster(**{**self.cluster_options(), **options}))
         return redis.Redis(**{**self.client_options(), **options})
 
     def async_client(self, **options: Any) -> aioredis.Redis:
+        """An asyncio redis-py client; in cluster mode a redis.asyncio.cluster.RedisCluster."""
+        if self.cluster:
+            return cast(aioredis.Redis, aiorediscluster.RedisCluster(**{**self.cluster_options(), **options}))
         return aioredis.Redis(**{**self.client_options(), **options})
 
     def environment(self) -> dict[str, str]:
@@ -171,6 +227,7 @@ class RedisTarget:
             constants.ENV_REDIS_TLS_CA_FILE: self.ca_file,
             constants.ENV_REDIS_TLS_CERT_FILE: self.cert_file,
             constants.ENV_REDIS_TLS_KEY_FILE: self.key_file,
+            constants.ENV_REDIS_MODE: CLUSTER if self.cluster else None,
         }
         return {name: value for name, value in variables.items() if value is not None}
 
@@ -190,6 +247,7 @@ class RedisTarget:
             ca_file=env.get(constants.ENV_REDIS_TLS_CA_FILE),
             cert_file=env.get(constants.ENV_REDIS_TLS_CERT_FILE),
             key_file=env.get(constants.ENV_REDIS_TLS_KEY_FILE),
+            mode=env.get(constants.ENV_REDIS_MODE),
         )
 
 
@@ -221,6 +279,12 @@ class RedisClientSettings(BaseSettings):
         default=None, validation_alias=AliasChoices(constants.ENV_REDIS_TLS_KEY_FILE, "redis_tls_key_file")
     )
 
+    redis_mode: str = Field(
+        default=STANDALONE,
+        validation_alias=AliasChoices(constants.ENV_REDIS_MODE, "redis_mode"),
+        description="standalone (one Redis) or cluster (Redis Cluster; the URL names a seed node)",
+    )
+
     @model_validator(mode="after")
     def _usable(self) -> RedisClientSettings:
         self.redis_target()  # a URL with credentials, TLS files without rediss://: refused here
@@ -234,6 +298,7 @@ class RedisClientSettings(BaseSettings):
             ca_file=self.redis_tls_ca_file,
             cert_file=self.redis_tls_cert_file,
             key_file=self.redis_tls_key_file,
+            mode=self.redis_mode,
         )
 
 

@@ -230,6 +230,9 @@ def test_the_api_server_refuses_redis_settings_that_cannot_work(
         ({"managed": True, "storage": "big"}, "redis.storage must be a size like 1Gi or 500Mi"),
         ({"managed": True, "appendfsync": "sometimes"}, 'Unsupported value: "sometimes"'),
         ({"managed": True, "storageClassName": "Fast_SSD"}, "storageClassName"),
+        ({"url": "redis://r:6379/0", "mode": "sharded"}, 'Unsupported value: "sharded"'),
+        ({"managed": True, "mode": "cluster"}, "redis.mode cluster needs redis.url"),
+        ({"url": "redis://r:7000/2", "mode": "cluster"}, "redis.mode cluster takes database 0 only"),
     ]  # fmt: skip
     for redis_spec, message in bad:
         stack = the_stack(shop_documents())
@@ -245,3 +248,6 @@ def test_the_api_server_refuses_redis_settings_that_cannot_work(
         "storageClassName": "",
     }
     kubectl("apply", "-n", namespace, "-f", "-", "--dry-run=server", input=yaml.safe_dump(good))
+    cluster = the_stack(shop_documents())
+    cluster["spec"]["redis"] = {"url": "redis://node-0.redis-cluster:7000", "mode": "cluster"}
+    kubectl("apply", "-n", namespace, "-f", "-", "--dry-run=server", input=yaml.safe_dump(cluster))

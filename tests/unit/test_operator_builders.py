@@ -133,6 +133,12 @@ def test_commands_and_env_follow_the_cli_contract() -> None:
     }
     assert env["TAILOR_REDIS_URL"]["value"] == "redis://r.example:6379/0"  # never a secret in it
     assert "TAILOR_REDIS_USERNAME" not in env  # your own Redis' default user
+    assert "TAILOR_REDIS_MODE" not in env  # standalone, the default
+    cluster = stack(redis={"url": "redis://node-0.cache:7000/0", "mode": "cluster"})
+    for deployment in (builders.api_deployment(cluster, "c"), builders.worker_deployment(cluster, "c")):
+        assert {"name": "TAILOR_REDIS_MODE", "value": "cluster"} in pod_spec(deployment)["containers"][0][
+            "env"
+        ]
     assert env["TAILOR_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "admin", "key": "token"}}
     worker = pod_spec(builders.worker_deployment(with_secrets, "c"))["containers"][0]
     assert worker["args"] == ["worker", "--stack", "shop/shop"]

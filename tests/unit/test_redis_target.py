@@ -50,6 +50,8 @@ def test_clients_do_not_retry_behind_our_back() -> None:
         ("redis://r:6379/0?password=s3cret", {}, "no query parameters"),
         ("redis://r:6379/0", {"ca_file": "/ca.crt"}, "use rediss://"),
         ("rediss://r:6379/0", {"cert_file": "/c.crt"}, "needs its key"),
+        ("redis://r:6379/1", {"mode": "cluster"}, "database 0 only"),
+        ("redis://r:6379/0", {"mode": "sharded"}, "use standalone or cluster"),
     ],
 )
 def test_what_cannot_work_is_refused_saying_what_to_do_and_never_showing_a_password(
@@ -75,6 +77,18 @@ def test_the_environment_round_trips_and_component_settings_read_it() -> None:
     assert settings.redis_target().password == "p@:/%"
     with pytest.raises(ValueError, match="put no credentials"):
         ApiSettings.model_validate({"redis_url": "redis://:x@r:6379/0"})
+
+
+def test_cluster_mode_comes_from_the_environment_and_settings_and_goes_back_into_it() -> None:
+    target = RedisTarget.parse("redis://seed:7000", mode="Cluster")
+    assert (target.cluster, target.mode, target.db) == (True, "cluster", 0)
+    assert target.environment() == {"TAILOR_REDIS_URL": "redis://seed:7000/0", "TAILOR_REDIS_MODE": "cluster"}
+    assert RedisTarget.from_environment(target.environment()) == target
+    assert RedisTarget.parse("redis://seed:7000").environment() == {"TAILOR_REDIS_URL": "redis://seed:7000/0"}
+    settings = ApiSettings.model_validate({"redis_url": "redis://seed:7000/0", "redis_mode": "cluster"})
+    assert settings.redis_target() == target
+    options = target.cluster_options()
+    assert not {"db", "retry"} & options.keys()  # the cluster client's own retries follow failovers
 
 
 def test_a_client_error_is_explained_by_its_cause() -> None:

@@ -202,6 +202,8 @@ class RedisTls(SpecModel):
 class RedisSpec(SpecModel):
     managed: bool = False
     url: str | None = None
+    # standalone or cluster (tailor.core.redis_target: how every component's client is built)
+    mode: Literal["standalone", "cluster"] = "standalone"
     username: str | None = None
     username_secret_ref: UsernameSecretRef | None = None
     password_secret_ref: PasswordSecretRef | None = None
