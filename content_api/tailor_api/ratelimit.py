@@ -109,7 +109,7 @@ class Limiter:
     # --- counting --------------------------------------------------------------------------------
 
     async def check(
-        self, connection: resp.Connection, route: str, client: str | None, user: str | None
+        self, connection: resp.Pipelined, route: str, client: str | None, user: str | None
     ) -> web.Reply | None:
         """None to go on, else the 429 to answer. One round trip for both scopes."""
         now = time.time()

@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 log.addFilter(logthrottle.RepeatThrottle())
 
 
+class Pipelined(typing.Protocol):
+    """What the hot path needs of Redis: this module's Connection (one Redis), or
+    tailor_api.resp_cluster.ClusterConnection (a Redis Cluster, routed by hash slot)."""
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]: ...
+    async def send_nowait(self, commands: Sequence[Command]) -> None: ...
+    async def close(self) -> None: ...
+
+
 class RedisUnavailable(ConnectionError):
     """Redis could not be reached or did not answer in time."""
 
@@ -152,6 +161,17 @@ class Connection:
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         return await self._roundtrip(protocol, commands)
+
+    async def submit(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """Send `commands` now and return the future of their replies, to await or watch later (the
+        cluster connection watches its writes sent without waiting for redirections)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            protocol = await self._connect()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        protocol.pending.append((future, len(commands), [], time.monotonic()))
+        protocol.write(b"".join([pack_command(c) for c in commands]))
+        return future
 
     async def send_nowait(self, commands: Sequence[Command]) -> None:
         """Send `commands` without waiting for their replies (which are checked and logged)."""
