@@ -2,7 +2,8 @@
 # Install the Debian packages the local real stack needs, only when one is missing.
 #
 # redis-server: the stack's Redis; kcat: an independent Kafka client for tests;
-# prometheus: for promtool (alert-rule checks); chromium: browser tests; nodejs: the SDK's tests;
+# prometheus: for promtool (alert-rule checks); chromium: browser tests; nodejs: the SDK's tests
+# (and npm, below);
 # wrk: the HTTP load generator of bench/decide.py and bench/collector.py;
 # containerd, runc, iptables, nftables: the real node (`tailor dev up --node real`).
 # A warm machine has them all and so never runs apt (fast, and works offline).
@@ -17,6 +18,12 @@ for pkg in "${packages[@]}"; do
     missing+=("$pkg")
   fi
 done
+
+# npm (the SDK's package and the browser tests' npm packages): NodeSource's nodejs ships it, Debian's
+# does not, so Debian's npm package is added only when no npm is on the PATH.
+if ! command -v npm > /dev/null; then
+  missing+=(npm)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "apt: all stack packages present (${packages[*]})"

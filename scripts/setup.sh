@@ -5,7 +5,10 @@
 #   2. .venv with `pip install -e '.[dev]'`, at the versions in constraints.txt, when either file
 #      changed since the last install;
 #   3. the compiled worker hot path (native/, Rust via maturin) when its sources changed;
-#   4. `tailor dev build`: Kubernetes, etcd, kwok, helm, the real node's kubelet, kube-proxy, CNI
+#   4. `npm ci` in each directory with a package-lock.json listed in NPM_DIRS (the SDK's package and
+#      the browser tests' npm packages), when its lock file changed; npm's cache is under
+#      ${TAILOR_CACHE:-~/.cache/tailor}/npm, node_modules stay git-ignored;
+#   5. `tailor dev build`: Kubernetes, etcd, kwok, helm, the real node's kubelet, kube-proxy, CNI
 #      plugins, registry and crictl (Go) and Kafka (Maven), cached by version under
 #      ${TAILOR_CACHE:-~/.cache/tailor}, so a second run builds nothing.
 set -euo pipefail
@@ -46,5 +49,26 @@ if [ "$(cat "$native_stamp" 2>/dev/null)" != "$native_hash" ]; then
 else
   echo "setup: native/ up to date"
 fi
+
+# npm packages, exactly as each package-lock.json says (`npm ci`), skipped while the lock is unchanged.
+# Install scripts stay off (npm's default here): the packages we use work without them.
+NPM_DIRS=(sdk)
+npm_ci() {
+  local dir=$1 lock_hash
+  if ! command -v npm > /dev/null; then
+    echo "setup: npm is missing: install Node.js with npm (scripts/apt-packages.sh installs nodejs)" >&2
+    exit 1
+  fi
+  lock_hash=$(sha256sum "$dir/package-lock.json" | cut -c1-16)
+  if [ "$(cat "$dir/node_modules/.tailor-npm-ci" 2>/dev/null)" = "$lock_hash" ]; then
+    echo "setup: $dir/node_modules up to date"
+    return
+  fi
+  echo "setup: npm ci in $dir"
+  (cd "$dir" && npm ci --cache "${TAILOR_CACHE:-$HOME/.cache/tailor}/npm" --prefer-offline \
+    --no-audit --no-fund --loglevel=error)
+  echo "$lock_hash" > "$dir/node_modules/.tailor-npm-ci"
+}
+for dir in "${NPM_DIRS[@]}"; do npm_ci "$dir"; done
 
 .venv/bin/tailor dev build

@@ -9,8 +9,8 @@
  *           view; the markup already in the slot is the fallback on timeout or error.
  *
  * Loaded as a classic <script>, it starts itself from the tag's data-* attributes and exposes
- * window.tailor. Under CommonJS (Node's test runner) it only exports its factory, so every part can be
- * tested against a real HTTP server without a browser.
+ * window.tailor. Under CommonJS (Node's test runner, and index.mjs, the npm package's ES module) it
+ * only exports its factory, so every part can be tested against a real HTTP server without a browser.
  */
 (function (root, factory) {
   'use strict';
@@ -1192,6 +1192,29 @@
     /** Fills the slots under `root` again (e.g. after a single-page app changed the view). */
     render(root) { return this.renderer.render(root || null); }
 
+    /** Decisions for `slots` without touching the page (for frameworks that render themselves, e.g.
+     *  the React bindings): one GET /v1/decide for all the uncached ones, the same cache, timeout and
+     *  consent rules as render(). Resolves with {slot: decision or null}; null keeps the fallback. */
+    async decide(slots) {
+      const names = Array.from(new Set(Array.from(slots || [], String))).filter(Boolean);
+      const decisions = names.length ? await this.renderer.decide(names) : new Map();
+      const result = {};
+      for (const name of names) result[name] = decisions.get(name) || null;
+      return result;
+    }
+
+    /** Server-sanitized HTML as inert DOM nodes, scrubbed again (see scrub): parsed in a <template>,
+     *  never re-serialized, so a framework can move the nodes into its slot without ever handing a
+     *  string to innerHTML. Throws when Trusted Types are enforced without the `tailor` policy. */
+    fragment(html) { return this.renderer.parseHtml(typeof html === 'string' ? html : ''); }
+
+    /** Click feedback for a decision shown by the page itself: POST /v1/feedback, once per decision. */
+    clicked(decisionId) {
+      if (!decisionId || this.renderer.clicked.has(decisionId)) return Promise.resolve(false);
+      this.renderer.clicked.add(decisionId);
+      return this.feedback(decisionId, 'click');
+    }
+
     url(path) { return this.config.endpoint + path; }
 
     /** Beacons cross origins without a CORS preflight only with a "simple" content type. */
@@ -1361,11 +1384,21 @@
 
   function createTailor(env) { return new Tailor(env); }
 
+  /** A started instance for a page that loads the SDK as a module (no script tag to read options
+   *  from, no global): `config` as in DEFAULTS. */
+  function start(config, window) {
+    const w = window || (typeof globalThis !== 'undefined' ? globalThis : undefined);
+    if (!w || !w.document) throw new Error('tailor: start() needs a browser window (on a server, render the fallback)');
+    return new Tailor(envFromWindow(w)).init(config || {});
+  }
+
   return {
     VERSION,
     createTailor,
+    start,
     autoStart,
     envFromWindow,
+    safeUrl,
     internals: {
       uuid, backoffDelay, parseRetryAfter, cleanProperties, mapDataLayerEntry, dataProperties, classifyResponse,
       batches, configFromScript, deviceOf, safeUrl, Store, EventQueue, DEFAULTS, QUEUE_PREFIX, PREFIX,
