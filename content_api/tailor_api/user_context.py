@@ -62,14 +62,15 @@ class ContextRead:
         for reply in replies:
             if isinstance(reply, resp.ReplyError):
                 raise reply
+        reads = reader.commands  # the profile's, and its traits' when the stack declares any
         try:
-            profile = reader.parse_read(replies[0], self.user, self.session or None, now=self.now)
+            profile = reader.parse_reads(replies[:reads], self.user, self.session or None, now=self.now)
         except Exception as error:  # an unreadable profile must not take decisions down with it
             log.warning("profile of %s unreadable, deciding on an empty one: %r", self.user, error)
             profile = Profile(user=self.user)
         memory: dict[str, tuple[str, str]] = {}
         session_caps: dict[str, int] = {}
-        fields = replies[1]
+        fields = replies[reads]
         for i in range(0, len(fields), 2):
             name, value = _text(fields[i]), _text(fields[i + 1])
             if name.startswith(keys.MEMORY_FIELD_PREFIX):
@@ -77,8 +78,8 @@ class ContextRead:
                 memory[name[len(keys.MEMORY_FIELD_PREFIX) :]] = (rule, variant)
             elif name.startswith(caps.SESSION_COUNT_PREFIX):
                 session_caps[name[len(caps.SESSION_COUNT_PREFIX) :]] = int(value)
-        suppressed = frozenset(_text(member) for member in replies[2])
-        index = 3
+        suppressed = frozenset(_text(member) for member in replies[reads + 1])
+        index = reads + 2
         round_robin: dict[str, int] = {}
         if self.round_robin:
             pairs = replies[index]

@@ -23,9 +23,9 @@ FEATURE_OF_EVENT_TYPE: Final[dict[str, Feature]] = {
     "search": "searches",
     "purchase": "purchases",
 }
-# The top-level names a rule's CEL `when` may use: one per feature, plus recent, session and user
-# (tailor.core.profile.Profile.as_cel gives each its value).
-CEL_VARIABLES: Final[tuple[str, ...]] = (*FEATURES, "recent", "session", "user")
+# The top-level names a rule's CEL `when` may use: one per feature, plus recent, session, user and
+# the user's declared traits (tailor.core.profile.Profile.as_cel gives each its value).
+CEL_VARIABLES: Final[tuple[str, ...]] = (*FEATURES, "recent", "session", "user", "traits")
 
 # Sizes every component relies on: the events schema (tailor.core.events.schema) refuses more, the
 # profile keeps no more, and a rule's `when` is costed with them as its variables' bounds

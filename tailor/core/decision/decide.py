@@ -22,7 +22,7 @@ from tailor.core.decision import caps, contextual, hashing, rotation
 from tailor.core.decision.engine import Engine, LoadedRule, LoadedVariant, SlotPlan
 from tailor.core.profile import Profile
 
-COMPARE: Mapping[str, Callable[[float, float], bool]] = {
+COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
     "gte": operator.ge,
     "gt": operator.gt,
     "lte": operator.le,
@@ -111,14 +111,32 @@ class CelActivation:
         return self._value
 
 
+def trait_holds(matcher: Any, actual: Any) -> bool:
+    """A trait matcher: numbers against `threshold`, strings and booleans against `value` (booleans
+    as "true"/"false"); never while the trait is unset or expired."""
+    if actual is None:
+        return False
+    if isinstance(actual, bool):
+        return COMPARE[matcher.op]("true" if actual else "false", matcher.value)
+    if isinstance(actual, str):
+        return COMPARE[matcher.op](actual, matcher.value)
+    return COMPARE[matcher.op](actual, matcher.threshold)
+
+
 def audience_matches(rule: LoadedRule, profile: Profile, trace: dict[str, Any] | None) -> bool:
     matched = True
     for matcher in rule.audience:
-        actual = profile.count(matcher.window, matcher.feature, matcher.dimension, matcher.value)
-        holds = COMPARE[matcher.op](actual, matcher.threshold)
+        actual: Any
+        if matcher.trait is not None:
+            actual = profile.traits.get(matcher.trait)
+            holds = trait_holds(matcher, actual)
+        else:
+            assert matcher.feature is not None  # the compiler's check: a feature or a trait
+            actual = profile.count(matcher.window, matcher.feature, matcher.dimension, matcher.value)
+            holds = COMPARE[matcher.op](actual, matcher.threshold)
         if trace is not None:
             trace.setdefault("audience", []).append(
-                {**matcher.model_dump(by_alias=True), "actual": actual, "matched": holds}
+                {**matcher.model_dump(by_alias=True, exclude_none=True), "actual": actual, "matched": holds}
             )
         elif not holds:
             return False
@@ -136,11 +154,20 @@ def when_matches(rule: LoadedRule, cel: CelActivation, trace: dict[str, Any] | N
             cel.stopped.append(rule.name)
         if trace is not None:
             trace["when"] = {"expression": rule.when_source, "result": None, "error": str(error)}
+            _trace_traits(rule, cel, trace["when"])
         return False
     matched = result is True  # a `when` matches only on a boolean true
     if trace is not None:
         trace["when"] = {"expression": rule.when_source, "result": matched}
+        _trace_traits(rule, cel, trace["when"])
     return matched
+
+
+def _trace_traits(rule: LoadedRule, cel: CelActivation, entry: dict[str, Any]) -> None:
+    """Explain: the values of the traits the `when` names (null: unset or expired)."""
+    if rule.when_traits:
+        traits = cel.get()["traits"]
+        entry["traits"] = {name: traits.get(name) for name in rule.when_traits}
 
 
 def rollout_bucket(rule: LoadedRule, user: str) -> float:

@@ -82,6 +82,7 @@ class LoadedRule:
     per_user: int  # 0: no cap
     per_user_window_seconds: int
     rollout_percentage: float
+    when_traits: tuple[str, ...] = ()  # the traits its `when` names (explain shows their values)
 
     @property
     def capped(self) -> bool:
@@ -159,6 +160,7 @@ def _load_rule(
         per_user=(cap.per_user_count or 0) if cap and cap.per_user_window_seconds else 0,
         per_user_window_seconds=(cap.per_user_window_seconds or 0) if cap else 0,
         rollout_percentage=rule.rollout_percentage,
+        when_traits=compiler.traits_named(rule.when) if rule.when else (),
     )
 
 

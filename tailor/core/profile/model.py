@@ -37,6 +37,7 @@ class Profile:
     counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # window -> counter -> n
     recent: Mapping[str, Sequence[str]] = field(default_factory=dict)  # dimension -> newest first
     session: Session | None = None
+    traits: Mapping[str, Any] = field(default_factory=dict)  # set and unexpired (profile.traits)
 
     def count(self, window: str, feature: str, dimension: str | None = None, value: str | None = None) -> int:
         """Events of `feature` in `window`; with a dimension and no value, the top value's count."""
@@ -60,8 +61,9 @@ class Profile:
         self, windows: Sequence[str], features: Sequence[str], dimensions: Sequence[str]
     ) -> dict[str, Any]:
         """The profile as CEL variables: `views["30m"].total`, `views["30m"].category["shoes"]`,
-        `recent.query`, `session.pageViews`, `user.id`. Every declared window and dimension is present
-        (as 0 or an empty map), so expressions need no `has()` guards for them."""
+        `recent.query`, `session.pageViews`, `user.id`, `traits.churnRisk`. Every declared window and
+        dimension is present (as 0 or an empty map), so expressions need no `has()` guards for them;
+        traits are present only while set and unexpired."""
         activation: dict[str, Any] = {}
         for feature in features:
             per_window: dict[str, Any] = {}
@@ -84,4 +86,5 @@ class Profile:
             "durationSeconds": max(0, int(session.last_seen_at - session.started_at)),
         }
         activation["user"] = {"id": self.user}
+        activation["traits"] = dict(self.traits)
         return activation

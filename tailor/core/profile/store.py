@@ -38,6 +38,7 @@ Time is always passed in (`now`, event times): tests move it, and replays decide
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import logging
 import random
@@ -54,6 +55,7 @@ import redis.asyncio as aioredis
 from tailor.core.events.occurrence import Occurrence
 from tailor.core.profile import counting as profile_counting
 from tailor.core.profile import state as profile_state
+from tailor.core.profile import traits as profile_traits
 from tailor.core.profile.model import Profile
 from tailor.core.rules.ruleset import StackConfig
 
@@ -548,11 +550,30 @@ class ProfileReader:
         self.plan = profile_state.Plan.of(config.features)
         self.window_names = tuple(window.name for window in config.features.windows)
         self.dimensions = config.features.dimensions
+        self.traits = profile_traits.declared(config.features.traits)
+        # Commands queue_read adds: the profile's HMGET, and the traits' HGETALL when the stack
+        # declares traits (none read, and no cost, otherwise).
+        self.commands = 2 if self.traits else 1
 
     def queue_read(self, pipe: Any, user: str, session: str | None, now: float) -> None:
         """Add the profile read to `pipe` (sync or asyncio pipeline, or any object with
-        `execute_command`): one HMGET, one of the cheapest commands Redis has."""
+        `execute_command`): one HMGET, one of the cheapest commands Redis has, and one HGETALL of the
+        user's traits when the stack declares any (`self.commands` says how many; their replies go to
+        parse_read in order)."""
         pipe.execute_command("HMGET", profile_key(self.stack, user), *profile_state.FIELDS)
+        if self.traits:
+            pipe.execute_command(*profile_traits.read_command(self.stack, user))
+
+    def parse_reads(
+        self, replies: Sequence[Any], user: str, session: str | None, now: float | None = None
+    ) -> Profile:
+        """The Profile from the replies of queue_read's `self.commands` commands."""
+        profile = self.parse_read(replies[0], user, session, now)
+        if not self.traits:
+            return profile
+        at = time.time() if now is None else now
+        found = profile_traits.parse(replies[1], self.traits, at)
+        return dataclasses.replace(profile, traits=found) if found else profile
 
     def parse_read(self, raw: Any, user: str, session: str | None, now: float | None = None) -> Profile:
         """The Profile from the read's reply (a list of three values, bytes or text, None where
@@ -575,5 +596,4 @@ def read(client: redis.Redis, config: StackConfig, user: str, session: str | Non
     reader = ProfileReader(config)
     pipe = client.pipeline(transaction=False)
     reader.queue_read(pipe, user, session, now)
-    (raw,) = pipe.execute()
-    return reader.parse_read(raw, user, session, now)
+    return reader.parse_reads(pipe.execute(), user, session, now)

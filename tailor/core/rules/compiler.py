@@ -33,6 +33,7 @@ import datetime
 import functools
 import ipaddress
 import math
+import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,42 @@ def topic_names(namespace: str, name: str, topics: specs.KafkaTopics) -> tuple[s
     return events, dead_letter
 
 
+def traits_topic_name(namespace: str, name: str, topics: specs.KafkaTopics, declared: bool) -> str:
+    """The traits topic (docs/traits.md): as the spec names it, else qualified by the stack like the
+    events topic; "" while the stack declares no traits (nothing consumes or makes it)."""
+    if not declared:
+        return ""
+    chosen = topics.traits or f"{TOPIC_PREFIX}.{namespace}.{name}.traits"
+    if chosen in topic_names(namespace, name, topics):
+        raise ValueError(f"kafka.topics.traits: {chosen} is already the events or dead-letter topic")
+    return chosen
+
+
+def traits(spec: Sequence[specs.TraitSpec]) -> tuple[ruleset.Trait, ...]:
+    """The declared traits; ValueError names the bad one (the CRD refuses most of these already)."""
+    seen: set[str] = set()
+    out = []
+    for index, trait in enumerate(spec):
+        where = f"traits[{index}]"
+        if trait.name in seen:
+            raise ValueError(f"{where}.name: {trait.name!r} is declared twice")
+        seen.add(trait.name)
+        if trait.minimum is not None and trait.maximum is not None and trait.minimum > trait.maximum:
+            raise ValueError(f"{where}: minimum {trait.minimum} is above maximum {trait.maximum}")
+        out.append(
+            ruleset.Trait(
+                name=trait.name,
+                type=trait.type,
+                ttl_seconds=_duration(f"{where}.ttl", trait.ttl),
+                minimum=trait.minimum,
+                maximum=trait.maximum,
+                values=tuple(trait.values),
+                max_length=trait.max_length,
+            )
+        )
+    return tuple(out)
+
+
 def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.StackConfig:
     """The data plane's configuration from a stack spec; ValueError names the bad field."""
     windows = []
@@ -174,6 +211,7 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
             bootstrap_servers=spec.kafka.bootstrap_servers,
             events_topic=events_topic,
             dead_letter_topic=dead_letter_topic,
+            traits_topic=traits_topic_name(namespace, name, spec.kafka.topics, bool(spec.traits)),
             partitions=spec.kafka.partitions,
             security=kafka_security(spec.kafka.security),
         ),
@@ -184,6 +222,7 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
             dedup_ttl_seconds=dedup_ttl_seconds(windows),
             recent_limit=spec.features.recent_limit,
             session_timeout_seconds=_duration("features.sessionTimeout", spec.features.session_timeout),
+            traits=traits(spec.traits),
         ),
         api=ruleset.ApiConfig(
             cors_origins=tuple(spec.content_api.cors_origins),
@@ -370,6 +409,11 @@ def compile_rule(
     windows = {window.name for window in features.windows}
     for index, matcher in enumerate(spec.audience):
         where = f"audience[{index}]"
+        if matcher.trait is not None or matcher.feature is None:
+            refused = trait_matcher_problem(where, matcher, features)
+            if refused is not None:
+                return problem(*refused)
+            continue
         if matcher.window not in windows:
             return problem(
                 "WindowNotDeclared",
@@ -388,6 +432,13 @@ def compile_rule(
         refused = when_problem(spec.when, features)
         if refused is not None:
             return problem(refused[0], f"when: {refused[1]}")
+    audience = tuple(
+        ruleset.Matcher(
+            feature=m.feature, dimension=m.dimension, value=m.value, window=m.window or "",
+            op=m.op, threshold=m.threshold, trait=m.trait,
+        )
+        for m in spec.audience
+    )  # fmt: skip
     cap = None
     if spec.frequency_cap is not None:
         per_user = spec.frequency_cap.per_user
@@ -412,17 +463,7 @@ def compile_rule(
         slot=spec.slot,
         priority=spec.priority,
         enabled=spec.enabled,
-        audience=tuple(
-            ruleset.Matcher(
-                feature=m.feature,
-                dimension=m.dimension,
-                value=m.value,
-                window=m.window,
-                op=m.op,
-                threshold=m.threshold,
-            )
-            for m in spec.audience
-        ),
+        audience=audience,
         when=spec.when,
         variants=(),
         strategy=spec.rotation.strategy,
@@ -471,9 +512,64 @@ def _bandit_context(
     )
 
 
+def trait_matcher_problem(
+    where: str, matcher: specs.MatcherSpec | ruleset.Matcher, features: ruleset.FeatureConfig
+) -> tuple[str, str] | None:
+    """None if an audience matcher on a trait names a declared trait and compares it the way its type
+    can be compared, else (reason, message)."""
+    if matcher.trait is None or matcher.feature is not None:
+        return "InvalidSpec", f"{where}: a matcher needs either a feature (with its window) or a trait"
+    declared = {trait.name: trait for trait in features.traits}
+    trait = declared.get(matcher.trait)
+    if trait is None:
+        return (
+            "TraitNotDeclared",
+            f"{where}.trait {matcher.trait!r} is not one of the stack's spec.traits "
+            f"({', '.join(sorted(declared)) or 'none'}); declare it in the stack",
+        )
+    if matcher.window or matcher.dimension is not None:
+        return "InvalidSpec", f"{where}: a trait matcher takes no window or dimension"
+    if trait.type == "number":
+        if matcher.value is not None:
+            return "InvalidSpec", f"{where}: trait {trait.name!r} is a number: compare it with threshold"
+    else:
+        if matcher.op not in ("eq", "ne") or matcher.value is None:
+            return (
+                "InvalidSpec",
+                f"{where}: trait {trait.name!r} is a {trait.type}: compare it with op eq or ne and a value",
+            )
+        if trait.type == "boolean" and matcher.value not in ("true", "false"):
+            return "InvalidSpec", f'{where}.value: trait {trait.name!r} is a boolean: use "true" or "false"'
+    return None
+
+
+_TRAIT_REFERENCE = re.compile(r"\btraits\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([^\"']*)[\"']\s*\])")
+
+
+def traits_named(source: str) -> tuple[str, ...]:
+    """The traits a `when` names (`traits.churnRisk`, `traits["churnRisk"]`), sorted: what explain
+    shows beside its result."""
+    return tuple(sorted({a or b for a, b in _TRAIT_REFERENCE.findall(source)}))
+
+
+def undeclared_traits(source: str, features: ruleset.FeatureConfig) -> list[str]:
+    """The traits a `when` names that the stack does not declare: such a rule could never match, so
+    it is refused instead."""
+    declared = {trait.name for trait in features.traits}
+    return [name for name in traits_named(source) if name not in declared]
+
+
 def when_problem(source: str, features: ruleset.FeatureConfig) -> tuple[str, str] | None:
     """None if `source` compiles against the profile's variables and its worst-case cost fits
-    (tailor.core.rules.environment), else (reason, message): `InvalidCel` or `CelCostExceeded`."""
+    (tailor.core.rules.environment), else (reason, message): `InvalidCel`, `TraitNotDeclared` or
+    `CelCostExceeded`."""
+    unknown = undeclared_traits(source, features)
+    if unknown:
+        declared = ", ".join(trait.name for trait in features.traits) or "none"
+        return (
+            "TraitNotDeclared",
+            f"trait {', '.join(unknown)} is not one of the stack's spec.traits ({declared}); declare it",
+        )
     try:
         program = compile_when(source, features)
     except cel.CelError as error:
@@ -574,6 +670,11 @@ def rule_fits(
             return f"its variant {name!r} is now on slot {variant.slot!r}"
     windows = {window.name for window in features.windows}
     for matcher in rule.audience:
+        if matcher.trait is not None:
+            refused = trait_matcher_problem("audience", matcher, features)
+            if refused is not None:
+                return refused[1]
+            continue
         if matcher.window not in windows:
             return f"the stack no longer declares window {matcher.window!r}"
         if matcher.dimension is not None and matcher.dimension not in features.dimensions:
@@ -779,7 +880,12 @@ def _features_key(features: ruleset.FeatureConfig) -> bytes:
     # Everything a rule's check reads: matchers name windows and dimensions, a `when` is costed over
     # them and over the recent limit.
     return orjson.dumps(
-        [[window.name for window in features.windows], list(features.dimensions), features.recent_limit]
+        [
+            [window.name for window in features.windows],
+            list(features.dimensions),
+            features.recent_limit,
+            [trait.model_dump(mode="json") for trait in features.traits],
+        ]
     )
 
 

@@ -51,8 +51,12 @@ def percent(value: float) -> str:
 
 
 def matcher(item: ruleset.Matcher) -> str:
-    """`views[category=shoes] ≥ 3 in 24h`; without a value the dimension's top value counts."""
-    counted: str = item.feature
+    """`views[category=shoes] ≥ 3 in 24h`; without a value the dimension's top value counts; a trait's
+    `traits.churnRisk > 0.7` or `traits.plan = gold`."""
+    if item.trait is not None:
+        compared = number(item.threshold) if item.value is None else item.value
+        return f"traits.{item.trait} {OPERATORS[item.op]} {compared}"
+    counted: str = item.feature or ""
     if item.dimension is not None:
         counted += f"[{item.dimension}={item.value}]" if item.value is not None else f"[top {item.dimension}]"
     return f"{counted} {OPERATORS[item.op]} {number(item.threshold)} in {item.window}"

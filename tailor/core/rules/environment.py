@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from tailor.core import constants
-from tailor.core.rules.ruleset import FeatureConfig, Window
+from tailor.core.rules.ruleset import FeatureConfig, Trait, Window
 
 # In the units of tailor.core.cel.cost: one comprehension over the largest dimension map with a
 # simple predicate fits, two nested do not; what it means in time is measured in docs/cel.md.
@@ -84,4 +84,16 @@ def schemas(features: FeatureConfig) -> dict[str, dict[str, Any]]:
             "properties": {"id": _string(constants.MAX_ID_LENGTH)},
             "additionalProperties": False,
         },
+        # The user's declared traits that are set and unexpired (tailor.core.profile.traits).
+        "traits": {
+            "type": "object",
+            "properties": {trait.name: _trait(trait) for trait in features.traits},
+            "additionalProperties": False,
+        },
     }
+
+
+def _trait(trait: Trait) -> dict[str, Any]:
+    if trait.type == "string":
+        return _string(trait.max_length)
+    return {"type": trait.type}

@@ -49,6 +49,22 @@ def horizon_seconds(windows: Iterable[Window]) -> int:
     return max((-(-w.seconds // w.bucket_seconds) * w.bucket_seconds for w in windows), default=0)
 
 
+TraitType = Literal["number", "string", "boolean"]
+
+
+class Trait(Model):
+    """A per-user attribute written from outside (docs/traits.md): by the traits topic or the admin
+    PUT, kept `ttl_seconds` after each write, usable in audiences and CEL as `traits.<name>`."""
+
+    name: str
+    type: TraitType
+    ttl_seconds: int
+    minimum: float | None = None  # numbers
+    maximum: float | None = None
+    values: tuple[str, ...] = ()  # strings: the allowed values (none: any of at most max_length)
+    max_length: int = 256
+
+
 class FeatureConfig(Model):
     windows: tuple[Window, ...]
     dimensions: tuple[str, ...]
@@ -58,6 +74,7 @@ class FeatureConfig(Model):
     recent_limit: int = 20
     session_timeout_seconds: int = 1800
     dedup_ttl_seconds: int = 86400
+    traits: tuple[Trait, ...] = ()  # declared by the stack (spec.traits); none: no trait read or written
 
     @property
     def horizon_seconds(self) -> int:
@@ -129,6 +146,7 @@ class KafkaConfig(Model):
     bootstrap_servers: str
     events_topic: str
     dead_letter_topic: str
+    traits_topic: str = ""  # consumed by the workers when the stack declares traits (docs/traits.md)
     partitions: int = 6
     security: KafkaSecurity = KafkaSecurity()
 
@@ -191,14 +209,17 @@ class Variant(Model):
 
 class Matcher(Model):
     """`feature` count (of events with `dimension` == `value`, or the top value when no value is
-    given) within `window`, compared with `threshold` by `op`."""
+    given) within `window`, compared with `threshold` by `op`; or, with `trait` instead of `feature`,
+    the user's trait compared with `threshold` (numbers) or `value` (strings, booleans as
+    "true"/"false"), which never holds while the trait is unset or expired."""
 
-    feature: Feature
+    feature: Feature | None = None
     dimension: str | None = None
     value: str | None = None
-    window: str
+    window: str = ""
     op: Operator = "gte"
     threshold: float = 1
+    trait: str | None = None
 
 
 class ProfileSegment(Model):

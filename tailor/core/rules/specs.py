@@ -134,6 +134,7 @@ class KafkaTopics(SpecModel):
     # names were qualified keep the old default, stored in them by the API server.
     events: str | None = None
     dead_letter: str | None = None
+    traits: str | None = None  # None: qualified by the stack (tailor.<ns>.<stack>.traits)
     management: Literal["operator", "strimzi", "none"] = "operator"
     replication_factor: int | None = None
     min_in_sync_replicas: int | None = None
@@ -228,6 +229,19 @@ class FeaturesSpec(SpecModel):
     recent_limit: int = 20
 
 
+class TraitSpec(SpecModel):
+    """spec.traits[]: a per-user attribute written from outside (docs/traits.md)."""
+
+    name: str
+    type: Literal["number", "string", "boolean"]
+    ttl: str = "720h"
+    minimum: float | None = None
+    maximum: float | None = None
+    values: tuple[str, ...] = ()
+    max_length: int = 256
+    description: str | None = None
+
+
 class WorkerLimits(SpecModel):
     """Per-user caps of the workers (docs/operating.md, "Per-user caps"); the defaults are
     tailor.core.profile.store's."""
@@ -312,6 +326,7 @@ class StackSpec(SpecModel):
     kafka: KafkaSpec
     redis: RedisSpec
     features: FeaturesSpec = FeaturesSpec()
+    traits: tuple[TraitSpec, ...] = ()
     workers: WorkersSpec = WorkersSpec()
     content_api: ContentApiSpec = ContentApiSpec()
     logging: LoggingSpec = LoggingSpec()
@@ -345,12 +360,13 @@ class VariantSpec(SpecModel):
 
 
 class MatcherSpec(SpecModel):
-    feature: Feature
+    feature: Feature | None = None
     dimension: str | None = None
     value: str | None = None
-    window: str
+    window: str | None = None
     op: Operator = "gte"
     threshold: float = 1
+    trait: str | None = None  # instead of feature and window: the user's trait (docs/traits.md)
 
 
 class SelectorRequirement(SpecModel):
