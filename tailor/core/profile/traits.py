@@ -133,7 +133,8 @@ def with_source(command: Command) -> Command:
 
 
 def is_missing_script(error: BaseException | Any) -> bool:
-    return str(error).startswith("NOSCRIPT")
+    """A NOSCRIPT reply (redis-py raises it as NoScriptError, with another text)."""
+    return isinstance(error, redis.exceptions.NoScriptError) or str(error).startswith("NOSCRIPT")
 
 
 def read_command(stack: str, user: str) -> Command:
