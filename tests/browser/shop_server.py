@@ -75,7 +75,7 @@ Responder = Callable[[Recorded], Answer | None]
 class ShopServer:
     """One origin on 127.0.0.1: the storefront and/or the API routes. Tests set `respond_events`,
     `respond_decide`, `decisions`, `decide_delay`, `decide_gate`, `csp`, `script_attributes`,
-    `sdk_src` and `extra_pages` to shape the answers."""
+    `sdk_src`, `extra_pages` and `extra_scripts` to shape the answers."""
 
     def __init__(self, root: Path = STOREFRONT) -> None:
         self.root = root
@@ -93,6 +93,7 @@ class ShopServer:
         self.script_attributes = ""  # added to the storefront's tailor.js <script> tag
         self.sdk_src: str | None = None  # another URL for tailor.js (e.g. the API origin's)
         self.extra_pages: dict[str, str] = {}  # path -> HTML, for pages only a test needs
+        self.extra_scripts: dict[str, bytes] = {}  # path -> JavaScript (e.g. a bundle a test built)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="shop-server", daemon=True)
@@ -227,6 +228,9 @@ class ShopServer:
             def _static(self, path: str, query: str) -> None:
                 if path in server.extra_pages:
                     self._send(200, server.extra_pages[path].encode(), TYPES[".html"])
+                    return
+                if path in server.extra_scripts:
+                    self._send(200, server.extra_scripts[path], TYPES[".js"])
                     return
                 if path == "/sdk/tailor.js":
                     self._send(200, SDK.read_bytes(), TYPES[".js"])
