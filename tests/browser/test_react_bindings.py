@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ def react_page(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture
-def react_shop(shop: ShopServer, react_page: dict[str, Any]) -> Iterator[ShopServer]:
+def react_shop(shop: ShopServer, react_page: dict[str, Any]) -> ShopServer:
     shop.extra_scripts["/react-page.js"] = react_page["bundle"]
     for name, document in react_page["pages"].items():
         shop.extra_pages[f"/react/{name}/"] = document
@@ -83,7 +82,7 @@ def react_shop(shop: ShopServer, react_page: dict[str, Any]) -> Iterator[ShopSer
             "content": {"type": "text", "body": "<b>Free</b> returns"},
         },
     }
-    yield shop
+    return shop
 
 
 def open_with_a_late_decision(page: Page, shop: ShopServer, path: str) -> None:
@@ -178,7 +177,8 @@ def test_the_server_rendered_markup_is_kept_with_javascript_off(
         assert page.text_content(f"{PROMO} .promo-fallback") == "Free returns on every order"
         assert page.text_content(FOOTER) == "Thanks for shopping"
         box = page.locator(HERO).bounding_box()
-        assert box is not None and box["height"] == 240, "the slot's space is reserved without script"
+        assert box is not None
+        assert box["height"] == 240, "the slot's space is reserved without script"
         assert react_shop.recorded("/v1/decide") == []
     finally:
         context.close()
