@@ -29,6 +29,7 @@ sent again in the background, so a resharding does not drop session memory.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
@@ -136,7 +137,8 @@ class ClusterConnection:
     def __init__(self, target: redis_target.RedisTarget, *, timeout_seconds: float = 2.0) -> None:
         self.target = target
         self.timeout_seconds = timeout_seconds
-        self.map_loads = 0  # how often the slot map was loaded (tests, the log)
+        self.map_loads = 0  # how often the slot map was loaded
+        self.redirections: collections.Counter[str] = collections.Counter()  # MOVED, ASK, TRYAGAIN, …
         self._seed: Address = (target.host, target.port)
         self._owners: list[Address | None] | None = None
         self._known: list[Address] = []  # every node of the last map, primaries first
@@ -144,6 +146,7 @@ class ClusterConnection:
         self._loading: asyncio.Task[None] | None = None
         self._loaded_at = -float("inf")
         self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -259,6 +262,7 @@ class ClusterConnection:
             if type(reply) is not resp.ReplyError or not str(reply).startswith(_RETRIED):
                 continue
             again.append(i)
+            self.redirections[str(reply).partition(" ")[0]] += 1
             redirect = parse_redirect(reply)
             if redirect is None:  # TRYAGAIN, CLUSTERDOWN: the same node(s), a moment later
                 wait, why = True, str(reply)
@@ -309,7 +313,7 @@ class ClusterConnection:
         future.add_done_callback(functools.partial(self._written, commands))
 
     def _written(self, commands: Sequence[resp.Command], future: asyncio.Future[list[Any]]) -> None:
-        if future.cancelled():
+        if future.cancelled() or self._closed:  # closing fails what is pending: nothing to send again
             return
         if future.exception() is not None:
             self._in_background(self._write(commands, list(range(len(commands)))))
@@ -318,6 +322,7 @@ class ClusterConnection:
         for i, reply in enumerate(future.result()):
             if type(reply) is resp.ReplyError:
                 if str(reply).startswith(_RETRIED):
+                    self.redirections[str(reply).partition(" ")[0]] += 1
                     again.append(i)
                 else:
                     log.warning("Redis refused a background write: %s", reply)
@@ -380,10 +385,12 @@ class ClusterConnection:
         )
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._background):
             task.cancel()
         if self._loading is not None:
             self._loading.cancel()
+            self._background.add(self._loading)
         await asyncio.gather(*self._background, return_exceptions=True)
         for connection in list(self._nodes.values()):
             await connection.close()

@@ -29,7 +29,7 @@ from tailor.core.decision import contextual
 from tailor.core.decision import engine as engine_module
 from tailor.core.profile import store
 from tailor.core.rules import ruleset, signing, versions
-from tailor_api import identity, metrics, ratelimit, resp, tokens, web
+from tailor_api import identity, metrics, ratelimit, resp, resp_cluster, tokens, web
 from tailor_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,12 @@ class Runtime:
         self.redis = self.target.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
         # Pub/sub waits pass their own timeout, so redis-py's default socket timeout never cuts them.
         self.follow_redis = self.target.async_client(socket_connect_timeout=timeout)
-        self.connection = resp.Connection(self.target, timeout_seconds=timeout)
+        # The hot path's own connection: to one Redis, or over a Redis Cluster's primaries by hash slot.
+        self.connection: resp.Pipelined = (
+            resp_cluster.ClusterConnection(self.target, timeout_seconds=timeout)
+            if self.target.cluster
+            else resp.Connection(self.target, timeout_seconds=timeout)
+        )
         self.limiter = ratelimit.Limiter(self.stack)  # configured from each ruleset served (tailor_api.app)
         self.start_error: str | None = None  # why the start waits, while it does
         self.start_reason = ""  # its reason alone (RedisAuthenticationFailed, …), for /readyz

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
-import redis
 import redis.asyncio as aioredis
 from tailor_api import app as app_module
 from tailor_api.settings import ApiSettings
@@ -72,7 +71,7 @@ class Api:
             occurrence.from_event(Event.model_validate(event), now, config.features.dimensions)
             for event in events
         ]
-        with redis.Redis.from_url(self.redis_url) as client:  # the writer is synchronous: in a thread
+        with self.app.runtime.target.client() as client:  # the writer is synchronous: in a thread
             await asyncio.to_thread(writer.write, client, {user: occurrences}, now)
 
 
@@ -102,8 +101,10 @@ async def running_api(
         "bandit_refresh_seconds": 0.1, "impressions_flush_seconds": 0.05, "ruleset_poll_seconds": 1.0,
     }  # fmt: skip
     options.update(settings)
-    app = app_module.create_app(ApiSettings.model_validate(options))
-    client = aioredis.Redis.from_url(redis_url)
+    api_settings = ApiSettings.model_validate(options)
+    app = app_module.create_app(api_settings)
+    target = api_settings.redis_target()  # one Redis, or a Redis Cluster with redis_mode="cluster"
+    client = target.async_client()
     transport = httpx.ASGITransport(app=app)
     api = Api(
         app,
@@ -128,7 +129,8 @@ async def running_api(
         await app.runtime.stop()
         await client.aclose()
         # The tests share one event loop: a task the API left running would poll on in later tests.
-        left = [task for task in asyncio.all_tasks() - before if not task.done()]
+        # (Not the task closing it: a module-scoped fixture's teardown runs in a task of its own.)
+        left = [task for task in asyncio.all_tasks() - before - {asyncio.current_task()} if not task.done()]
         for task in left:
             task.cancel()
         assert not left, f"the content API's stop() left tasks running: {sorted(t.get_name() for t in left)}"
