@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import sample
@@ -13,6 +14,8 @@ from api_harness import Live, live_factory, page_view
 
 from tailor.core.profile import store
 from tailor.core.rules import ruleset
+
+SDK_SOURCE = Path(__file__).resolve().parents[2] / "sdk" / "tailor.js"
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 
@@ -291,10 +294,15 @@ async def test_a_when_that_spends_its_budget_does_not_match_and_is_counted(live:
 
 async def test_sdk_is_served_as_javascript_or_404_with_a_reason(live: Live) -> None:
     async with live(sample.shop()) as api:
-        response = await api.client.get("/sdk/tailor.js")
+        response = await api.client.get("/sdk/tailor.js", headers={"accept-encoding": "gzip"})
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/javascript")
-        assert b"tailor" in response.content
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.content == SDK_SOURCE.read_bytes()  # httpx decoded it
+        assert int(response.headers["content-length"]) < len(response.content) / 3
+        plain = await api.client.get("/sdk/tailor.js", headers={"accept-encoding": "gzip;q=0, identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.content == SDK_SOURCE.read_bytes()
     async with live(None, sdk_path="/nonexistent/tailor.js") as api:
         missing = await api.client.get("/sdk/tailor.js")
         assert missing.status_code == 404
