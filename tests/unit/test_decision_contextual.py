@@ -8,10 +8,12 @@ from collections import Counter
 
 import bandit_simulation as sim
 import pytest
+import sample
 
 from tailor.core import stats
 from tailor.core.decision import contextual, decide
 from tailor.core.profile import Profile
+from tailor.core.rules import describe, ruleset
 
 SEEDS = (11, 12, 13, 14)
 
@@ -106,3 +108,14 @@ def test_explain_traces_the_segment_and_its_counts() -> None:
     assert segment["counts"]["hero-a"]["impressions"] == 40
     assert segment["counts"]["hero-a"]["clicks"] == 4
     assert segment["counts"]["hero-b"]["impressions"] == 0
+
+
+def test_tailor_diff_and_simulate_describe_the_segments() -> None:
+    rule = sim.build_engine(True)
+    published = sample.build(
+        [sample.html_variant(name, "hero") for name in sim.VARIANTS],
+        [ruleset.Rule(name="r", slot="hero", variants=sim.VARIANTS, strategy="bandit",
+                      context=rule.slots["hero"].rules[0].context)],
+    )  # fmt: skip
+    words = describe.variants(published.rules[0], published.variants)
+    assert words.endswith("(bandit, learning from clicks per segment: the top `category` of views in 24h)")

@@ -109,7 +109,11 @@ def variants(rule: ruleset.Rule, known: Mapping[str, ruleset.Variant]) -> str:
         )
     else:
         listed = names([item.name for item in chosen])
-    return f"one of {listed} ({STRATEGIES[rule.strategy]})"
+    how = STRATEGIES[rule.strategy]
+    if rule.context is not None:  # a contextual bandit (docs/content-api.md#contextual-bandit)
+        source = rule.context.profile
+        how += f" per segment: the top {code(source.dimension)} of {source.feature} in {source.window}"
+    return f"one of {listed} ({how})"
 
 
 def fallbacks(items: Sequence[ruleset.Variant]) -> str:
