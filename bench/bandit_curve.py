@@ -1,6 +1,7 @@
 """Benchmark: the contextual bandit's learning curve beside the plain bandit's and the per-segment oracle's.
 
     .venv/bin/python bench/bandit_curve.py [--seeds 8] [--impressions 5000] [--svg docs/img/bandit-curve.svg]
+    .venv/bin/python bench/bandit_curve.py --cost   # also: what the context costs per decision (µs)
 
 The simulated shop of tests/bandit_simulation.py (four segments whose hidden click-through rates
 differ, each with its own best variant), decided by the content API's own decision code; the three
@@ -98,6 +99,38 @@ def svg(curves: dict[str, list[tuple[int, float]]], target: float, impressions: 
     return "\n".join(parts) + "\n"
 
 
+def decide_cost(calls: int, rounds: int) -> None:
+    """µs per `decide.decide_slot` for the plain and the contextual bandit rule, interleaved rounds,
+    on a profile with 20 categories in the window and counts for 8 segments (what a replica holds)."""
+    from tailor.core import stats
+    from tailor.core.decision import contextual, decide
+    from tailor.core.profile import Profile
+
+    counts = {"views": 60, **{f"views|category|c{i}": 1 + i for i in range(20)}}
+    profile = Profile(user="u1", counts={"24h": counts})
+    everyone = {v: stats.VariantStats(4000, 200 + 40 * i) for i, v in enumerate(sim.VARIANTS)}
+    per_segment = {f"c{i}": {v: stats.VariantStats(500, 20 + i) for v in sim.VARIANTS} for i in range(12, 20)}
+    segments = {"hero-bandit": contextual.bound(per_segment, 8)}
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, contextual_rule in (("plain", False), ("contextual", True)):
+            built = sim.build_engine(contextual_rule)
+            plan = built.slots["hero"]
+            context = decide.UserContext(profile=profile, session="s1")
+            started = time.perf_counter()
+            for _ in range(calls):
+                cel = decide.CelActivation(built, profile)
+                decide.decide_slot(
+                    built, plan, context, 0.0, {"hero-bandit": everyone}, cel, segments=segments
+                )
+            micros = (time.perf_counter() - started) / calls * 1e6
+            best[name] = min(best.get(name, micros), micros)
+    print(f"decide_slot, best of {rounds} interleaved rounds of {calls}: "
+          f"plain bandit {best['plain']:.1f} µs, contextual {best['contextual']:.1f} µs "
+          f"(x {best['contextual'] / best['plain']:.2f}); "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=8)
@@ -105,7 +138,10 @@ def main() -> None:
     parser.add_argument("--refresh", type=int, default=50, help="impressions between the bandit's reads")
     parser.add_argument("--step", type=int, default=250, help="impressions per point of the curve")
     parser.add_argument("--svg", type=Path, default=ROOT / "docs" / "img" / "bandit-curve.svg")
+    parser.add_argument("--cost", action="store_true", help="also time decide_slot, plain vs contextual")
     args = parser.parse_args()
+    if args.cost:
+        decide_cost(20_000, 3)
     load_before = os.getloadavg()
     started = time.monotonic()
     seeds = range(101, 101 + args.seeds)
