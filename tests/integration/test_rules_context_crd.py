@@ -49,7 +49,9 @@ def test_the_api_server_refuses_a_bad_bandit_context_and_defaults_a_good_one(
         ({**bandit, "context": {"profile": {**PROFILE, "feature": "likes"}}}, "context.profile.feature"),
         ({**bandit, "context": {"profile": PROFILE, "maxSegments": 0}}, "spec.rotation.context.maxSegments"),
         ({**bandit, "context": {"profile": PROFILE, "priorWeight": -1}}, "spec.rotation.context.priorWeight"),
-        ({**bandit, "context": {"maxSegments": 4}}, "spec.rotation.context.profile: Required value"),
+        ({**bandit, "context": {"maxSegments": 4}}, "exactly one source, profile or trait"),
+        ({**bandit, "context": {"profile": PROFILE, "trait": "plan"}}, "exactly one source"),
+        ({**bandit, "context": {"trait": "churn-risk"}}, "spec.rotation.context.trait"),
     ):  # fmt: skip
         result = kubectl("apply", "-n", namespace, "-f", "-", input=rule_with(rotation), check=False)
         assert result.returncode != 0, rotation

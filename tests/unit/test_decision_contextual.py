@@ -13,7 +13,7 @@ import sample
 from tailor.core import stats
 from tailor.core.decision import contextual, decide
 from tailor.core.profile import Profile
-from tailor.core.rules import describe, ruleset
+from tailor.core.rules import compiler, describe, ruleset, specs
 
 SEEDS = (11, 12, 13, 14)
 
@@ -119,3 +119,48 @@ def test_tailor_diff_and_simulate_describe_the_segments() -> None:
     )  # fmt: skip
     words = describe.variants(published.rules[0], published.variants)
     assert words.endswith("(bandit, learning from clicks per segment: the top `category` of views in 24h)")
+
+
+TRAITS = (
+    ruleset.Trait(name="plan", type="string", ttl_seconds=3600, values=("free", "gold")),
+    ruleset.Trait(name="vip", type="boolean", ttl_seconds=60),
+    ruleset.Trait(name="churnRisk", type="number", ttl_seconds=3600),
+)
+
+
+def compile_context(context: dict[str, object]) -> ruleset.Rule | compiler.Problem:
+    features = sample.stack_config().features.model_copy(update={"traits": TRAITS})
+    source = specs.Source(
+        kind="PersonalizationRule", name="r", namespace="shop", generation=1, created="",
+        spec={"slot": "hero", "variants": {"names": ["a"]},
+              "rotation": {"strategy": "bandit", "context": context}},
+    )  # fmt: skip
+    compiled = compiler.compile_rule(source, features)
+    return compiled if isinstance(compiled, compiler.Problem) else compiled[1]
+
+
+def test_a_string_or_boolean_trait_is_a_segment_source_and_a_number_or_undeclared_one_is_refused() -> None:
+    by_plan = compile_context({"trait": "plan"})
+    assert isinstance(by_plan, ruleset.Rule)
+    assert by_plan.context is not None
+    assert by_plan.context.trait == "plan"
+    assert by_plan.context.profile is None
+    for context, reason, fragment in (
+        ({"trait": "ltv"}, "TraitNotDeclared", "rotation.context.trait 'ltv' is not one of the stack's"),
+        ({"trait": "churnRisk"}, "InvalidSpec", "is a number"),
+        ({"trait": "plan", "profile": {"feature": "views", "dimension": "category", "window": "24h"}},
+         "InvalidSpec", "exactly one source"),
+    ):  # fmt: skip
+        refused = compile_context(context)
+        assert isinstance(refused, compiler.Problem), context
+        assert (refused.reason, fragment in refused.message) == (reason, True), refused
+    empty = contextual.EMPTY
+    assert contextual.segment_of(by_plan.context, Profile("u", traits={"plan": "gold"}), empty) == "gold"
+    assert contextual.segment_of(by_plan.context, Profile("u"), empty) == contextual.NONE
+    by_vip = compile_context({"trait": "vip"})
+    assert isinstance(by_vip, ruleset.Rule)
+    assert by_vip.context is not None
+    assert contextual.segment_of(by_vip.context, Profile("u", traits={"vip": False}), empty) == "false"
+    known = {name: sample.html_variant(name, "hero") for name in ("a", "b")}
+    words = describe.variants(by_plan.model_copy(update={"variants": ("a", "b")}), known)
+    assert words.endswith("(bandit, learning from clicks per segment: the trait `plan`)"), words

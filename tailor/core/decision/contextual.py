@@ -57,8 +57,16 @@ def bound(per_segment: Mapping[str, BanditStats], max_segments: int) -> Segments
 
 
 def raw_value(context: ruleset.BanditContext, profile: Profile) -> str | None:
-    """The user's most frequent value of the context's dimension (ties: the first by name), or None."""
+    """The user's trait value (a boolean as "true"/"false"), or their most frequent value of the
+    context's dimension (ties: the first by name); None without one."""
+    if context.trait is not None:
+        value = profile.traits.get(context.trait)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value if isinstance(value, str) and value else None
     source = context.profile
+    if source is None:
+        return None
     counts = profile.counts.get(source.window)
     if not counts:
         return None

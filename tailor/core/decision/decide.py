@@ -319,4 +319,6 @@ def segment_trace(
             "clicks": own.clicks if own else 0,
             "posteriorMean": round(alpha / (alpha + beta), 4),
         }
-    return {"name": segment, "source": rule.context.profile.model_dump(by_alias=True), "counts": counts}
+    profile = rule.context.profile
+    source = profile.model_dump(by_alias=True) if profile is not None else {"trait": rule.context.trait}
+    return {"name": segment, "source": source, "counts": counts}

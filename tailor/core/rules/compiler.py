@@ -489,7 +489,17 @@ def _bandit_context(
         return "InvalidSpec", f"rotation.context.maxSegments must be between 1 and {MAX_SEGMENTS}"
     if not 0 <= spec.prior_weight <= MAX_PRIOR_WEIGHT:
         return "InvalidSpec", f"rotation.context.priorWeight must be between 0 and {MAX_PRIOR_WEIGHT:g}"
+    if (spec.profile is None) == (spec.trait is None):
+        return "InvalidSpec", "rotation.context needs exactly one source: profile or trait"
+    if spec.trait is not None:
+        refused = context_trait_problem(spec.trait, features)
+        if refused is not None:
+            return refused
+        return ruleset.BanditContext(
+            trait=spec.trait, max_segments=spec.max_segments, prior_weight=spec.prior_weight
+        )
     source = spec.profile
+    assert source is not None
     if source.window not in windows:
         return (
             "WindowNotDeclared",
@@ -557,6 +567,26 @@ def undeclared_traits(source: str, features: ruleset.FeatureConfig) -> list[str]
     it is refused instead."""
     declared = {trait.name for trait in features.traits}
     return [name for name in traits_named(source) if name not in declared]
+
+
+def context_trait_problem(name: str, features: ruleset.FeatureConfig) -> tuple[str, str] | None:
+    """None if a contextual bandit may segment by trait `name`: declared, and a string or boolean (a
+    number would make a segment of every value; an audience or CEL rule can bucket it instead)."""
+    declared = {trait.name: trait for trait in features.traits}
+    trait = declared.get(name)
+    if trait is None:
+        return (
+            "TraitNotDeclared",
+            f"rotation.context.trait {name!r} is not one of the stack's spec.traits "
+            f"({', '.join(sorted(declared)) or 'none'}); declare it in the stack",
+        )
+    if trait.type == "number":
+        return (
+            "InvalidSpec",
+            f"rotation.context.trait {name!r} is a number: segment by a string or boolean trait "
+            "(each number would be a segment of its own)",
+        )
+    return None
 
 
 def when_problem(source: str, features: ruleset.FeatureConfig) -> tuple[str, str] | None:
@@ -679,7 +709,11 @@ def rule_fits(
             return f"the stack no longer declares window {matcher.window!r}"
         if matcher.dimension is not None and matcher.dimension not in features.dimensions:
             return f"the stack no longer declares dimension {matcher.dimension!r}"
-    if rule.context is not None:
+    if rule.context is not None and rule.context.trait is not None:
+        refused = context_trait_problem(rule.context.trait, features)
+        if refused is not None:
+            return f"{refused[1]} (since the stack changed)"
+    if rule.context is not None and rule.context.profile is not None:
         source = rule.context.profile
         if source.window not in windows:
             return f"the stack no longer declares window {source.window!r} (rotation.context)"

@@ -112,7 +112,10 @@ def variants(rule: ruleset.Rule, known: Mapping[str, ruleset.Variant]) -> str:
     how = STRATEGIES[rule.strategy]
     if rule.context is not None:  # a contextual bandit (docs/content-api.md#contextual-bandit)
         source = rule.context.profile
-        how += f" per segment: the top {code(source.dimension)} of {source.feature} in {source.window}"
+        if source is not None:
+            how += f" per segment: the top {code(source.dimension)} of {source.feature} in {source.window}"
+        else:
+            how += f" per segment: the trait {code(rule.context.trait or '')}"
     return f"one of {listed} ({how})"
 
 

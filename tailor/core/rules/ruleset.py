@@ -233,10 +233,12 @@ class ProfileSegment(Model):
 
 class BanditContext(Model):
     """A contextual bandit's segments (tailor.core.decision.contextual): where a user's segment comes
-    from, how many distinct segments are learned apart (the rest pooled into "(other)"), and how many
-    impressions of the other segments' estimate each segment's prior is worth."""
+    from — their profile, or the value of a declared string or boolean trait (exactly one) —, how many
+    distinct segments are learned apart (the rest pooled into "(other)"), and how many impressions of
+    the other segments' estimate each segment's prior is worth."""
 
-    profile: ProfileSegment
+    profile: ProfileSegment | None = None
+    trait: str | None = None
     max_segments: int = 8
     prior_weight: float = 20.0
 

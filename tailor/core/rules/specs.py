@@ -411,7 +411,8 @@ class ProfileSegmentSpec(SpecModel):
 
 
 class BanditContextSpec(SpecModel):
-    profile: ProfileSegmentSpec
+    profile: ProfileSegmentSpec | None = None
+    trait: str | None = None
     max_segments: int = 8
     prior_weight: float = 20.0
 
