@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from tailor.core import kafkaclient, topics
+from tailor.core import kafkaclient, redis_target, topics
 from tailor.core.rules import compiler, signing, specs, versions
 from tailor.core.rules.ruleset import ApiConfig, FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 
@@ -73,10 +73,11 @@ def publish(
     secrets_dir: Path = kafkaclient.DEFAULT_SECRETS_DIR,
     *,
     make_topics: bool = True,
+    cluster: bool = False,
 ) -> None:
     """Publish the stack's ruleset, and (unless told not to) create its topics as the operator would
     before any event (`secrets_dir`: where the Secret keys its Kafka security names are, as
-    TAILOR_KAFKA_SECRETS_DIR)."""
+    TAILOR_KAFKA_SECRETS_DIR; `cluster`: `redis_url` is a Redis Cluster's node)."""
     kafka = config.kafka
     if make_topics:
         client = kafkaclient.client_config(kafka, secrets_dir)
@@ -86,7 +87,11 @@ def publish(
         topics.reconcile(client, wanted)  # topics.ensure, with the stack's security
 
     async def publish_ruleset() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = (
+            redis_target.RedisTarget.parse(redis_url, mode=redis_target.CLUSTER).async_client()
+            if cluster
+            else aioredis.Redis.from_url(redis_url)
+        )
         try:
             # Signed with TAILOR_RULESET_SIGNING_KEY when set (a stack's own key), else the development key.
             signer = signing.signer_from_text(os.environ.get(signing.ENV_SIGNING_KEY))

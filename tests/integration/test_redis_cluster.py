@@ -3,10 +3,23 @@ keys routed to their slot's primary, a live slot migration followed through ASK 
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
 import pytest
 import redis
+import sample
 
+from tailor.core import events
+from tailor.core.events.occurrence import Occurrence, from_event
+from tailor.core.profile import store
+from tailor.core.rules import versions
+from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
 from tailor.devstack.redis_cluster import PRIMARIES, RedisCluster
+
+NOW = 1_800_000_000.0
 
 
 def test_the_cluster_has_three_primaries_each_with_a_replica_and_every_slot_served(
@@ -54,3 +67,124 @@ def test_a_slot_moved_live_is_followed_by_the_targets_client_through_ask_and_mov
     assert [client.get(key) for key in others] == [str(number) for number in range(2, len(others) + 2)]
     client.delete(moving, staying, *others)
     client.close()
+
+
+def _burst(config: StackConfig, users: int, each: int) -> dict[str, list[Occurrence]]:
+    by_user: dict[str, list[Occurrence]] = {}
+    for number in range(users):
+        user = f"user-{number}"
+        for step in range(each):
+            data = {
+                "id": uuid.uuid4().hex,
+                "type": "page_view",
+                "userId": user,
+                "sessionId": "s",
+                "timestamp": NOW - step,
+            }
+            event = events.Event.model_validate({**data, "properties": {"category": "shoes"}})
+            by_user.setdefault(user, []).append(from_event(event, NOW, config.features.dimensions))
+    return by_user
+
+
+def _config() -> StackConfig:
+    return StackConfig(
+        namespace=f"ns-{uuid.uuid4().hex[:6]}",
+        name="shop",
+        kafka=KafkaConfig(bootstrap_servers="unused:9092", events_topic="events", dead_letter_topic="dead"),
+        features=FeatureConfig(
+            windows=(Window(name="5m", seconds=300, bucket_seconds=10),),
+            dimensions=("category",),
+            allowed_lateness_seconds=600,
+        ),
+    )
+
+
+def test_the_profile_writer_counts_exactly_on_every_primary_and_through_a_slot_migration(
+    redis_cluster: RedisCluster,
+) -> None:
+    client = redis_cluster.target().client()
+    store.install(client)
+    config = _config()
+    burst = _burst(config, users=150, each=3)
+    slots = {redis_cluster.slot_of(store.profile_key(config.key, user)) for user in burst}
+    assert len({redis_cluster.owner(slot).port for slot in list(slots)[:40]}) == PRIMARIES  # spread out
+    writer = store.ProfileWriter(config)
+    assert writer.write(client, burst, NOW) == store.Written(450, 0, 0)
+    # A fresh writer (nothing cached) replaying the burst while one user's slot migrates: the users
+    # already moved are reached through ASK, the others at the old owner; nothing counts twice.
+    moving = store.profile_key(config.key, "user-7")
+    slot = redis_cluster.slot_of(moving)
+    source = redis_cluster.owner(slot)
+    destination = next(
+        n for n in redis_cluster.nodes if n is not source and redis_cluster.role(n) == "master"
+    )
+    replayed: list[store.Written] = []
+
+    def while_migrating() -> None:
+        with source.client() as raw:
+            raw.execute_command("MIGRATE", "127.0.0.1", destination.port, moving, 0, 5000)
+        replayed.append(store.ProfileWriter(config).write(client, burst, NOW))
+
+    redis_cluster.migrate_slot(slot, destination, between=while_migrating)
+    assert replayed == [store.Written(0, 450, 0)]
+    # After it (MOVED for a writer whose slot map is old): one more event each, counted once.
+    more = _burst(config, users=150, each=1)
+    assert writer.write(client, more, NOW) == store.Written(150, 0, 0)
+    for user in ("user-0", "user-7", "user-149"):
+        profile = store.read(client, config, user, None, NOW)
+        assert profile.count("5m", "views", "category", "shoes") == 4, user
+    client.close()
+
+
+def test_a_published_ruleset_reaches_a_follower_through_sharded_pub_sub_within_a_second(
+    redis_cluster: RedisCluster,
+) -> None:
+    """The poll is 60 s: only the SPUBLISH in the publish's MULTI/EXEC can bring each version."""
+
+    async def scenario() -> list[float]:
+        client = redis_cluster.target().async_client()
+        stack = f"t-{uuid.uuid4().hex[:8]}/main"
+        first = await versions.publish(client, sample.shop(stack))
+        seen: dict[int, float] = {}
+        looks = 0
+
+        def served(ruleset: Ruleset) -> None:
+            seen.setdefault(ruleset.version, time.monotonic())
+
+        def looked(_: int) -> None:
+            nonlocal looks
+            looks += 1
+
+        follower = asyncio.create_task(
+            versions.follow(
+                client, stack, served, poll_seconds=60, on_published=looked,
+            )
+        )  # fmt: skip
+        delays = []
+        try:
+            await _until(lambda: first.version in seen)
+            await asyncio.sleep(0.5)
+            assert looks <= 2  # idle: no busy polling of the shard
+            base = sample.shop(stack)
+            for number in range(3):
+                changed = base.model_copy(update={"rules": base.rules if number % 2 else ()})
+                began = time.monotonic()
+                published = await versions.publish(client, changed)
+                await _until(lambda: published.version in seen)  # noqa: B023
+                delays.append(seen[published.version] - began)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            await client.aclose()
+        return delays
+
+    delays = asyncio.run(scenario())
+    assert len(delays) == 3
+    assert max(delays) < 1.0, delays
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5.0
+    while not condition():
+        assert time.monotonic() < deadline, "not seen in time"
+        await asyncio.sleep(0.005)

@@ -44,6 +44,11 @@ class WorkerSettings(redis_target.RedisClientSettings):
     # tailor_worker_events_over_user_cap_total, and not written.
     events_per_user_per_minute: int = Field(store.EVENTS_PER_USER_PER_MINUTE, ge=1)
     dedup_marks_per_user: int = Field(store.DEDUP_MARKS_PER_USER, ge=1)
+    # A batch's offsets are stored once this many replicas of each Redis primary written hold its
+    # writes (WAIT; docs/operating.md#redis-cluster): a failover then loses no acknowledged event. 0:
+    # once the primary holds them (Redis's asynchronous replication can lose the last writes).
+    redis_wait_replicas: int = Field(0, ge=0)
+    redis_wait_timeout_ms: int = Field(1000, ge=1)
     # Liveness (docs/operating.md, "Worker liveness"): /healthz on the metrics port fails once the consume
     # loop has made no progress for this long (a poll that finds nothing is progress).
     liveness_stall_seconds: float = Field(60.0, gt=0)

@@ -286,6 +286,8 @@ class Worker:
             cache_users=self.settings.cache_size(),
             events_per_user_per_minute=self.settings.events_per_user_per_minute,
             dedup_marks_per_user=self.settings.dedup_marks_per_user,
+            wait_replicas=self.settings.redis_wait_replicas,
+            wait_timeout_ms=self.settings.redis_wait_timeout_ms,
         )
         if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
             return  # features only: the next batch is counted with them

@@ -51,11 +51,13 @@ from typing import Any, Final, NamedTuple, overload
 
 import redis
 import redis.asyncio as aioredis
+import redis.cluster as rediscluster
 
 from tailor.core.events.occurrence import Occurrence
 from tailor.core.profile import counting as profile_counting
 from tailor.core.profile import state as profile_state
 from tailor.core.profile import traits as profile_traits
+from tailor.core.profile import wires
 from tailor.core.profile.model import Profile
 from tailor.core.rules.ruleset import StackConfig
 
@@ -168,16 +170,22 @@ class ProfileWriter:
     def __init__(
         self, config: StackConfig, *, users_per_call: int = 32, cache_users: int = 20_000,
         events_per_user_per_minute: int = EVENTS_PER_USER_PER_MINUTE,
-        dedup_marks_per_user: int = DEDUP_MARKS_PER_USER,
+        dedup_marks_per_user: int = DEDUP_MARKS_PER_USER, wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:  # fmt: skip
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, so they
-        # stay a few dozen. On Redis Cluster, use 1 (or group users by node).
+        # stay a few dozen. On a Redis Cluster each call holds one user (users' keys are in different
+        # slots, and a call's keys must share one): `write` sees to it.
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
         self.counting = profile_counting.counting(self.plan)
         self.users_per_call = users_per_call
         self.cache_users = cache_users
         self.dedup_marks_per_user = dedup_marks_per_user
+        # A batch is written once this many replicas of each primary hold it (WAIT; 0: once the
+        # primaries do). tailor.core.profile.wires says what it protects against.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.rate = UserRate(events_per_user_per_minute)
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._generations: dict[int, int] = {}
@@ -188,6 +196,7 @@ class ProfileWriter:
         self.conflicts = 0  # users refused because another writer changed them (rebalances)
         self.loads = 0  # users read from Redis (not in the cache)
         self.resets = 0  # users whose stored profile could not be read, started afresh
+        self._refresh_slots = False  # a write to a Redis Cluster failed: read its slot map first
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """The users of these partitions are another worker's now (revoked or lost): never trust their
@@ -221,19 +230,33 @@ class ProfileWriter:
 
         Commands stream out on one connection as they are ready (the users' loads first, then each
         few dozen users' guarded writes) and the replies are read last, so Redis executes one chunk
-        while the worker counts the next."""
-        pool = client.connection_pool
-        connection = pool.get_connection()
-        work = _Batch(self, batch, now, partitions or {}, connection)
+        while the worker counts the next. On a Redis Cluster (`client` is a RedisCluster) the same
+        goes on one connection per primary, one user per guarded call (tailor.core.profile.wires)."""
+        wire: wires.Wire | wires.ClusterWire
+        if isinstance(client, rediscluster.RedisCluster):
+            if self._refresh_slots:
+                wires.ClusterWire.refresh(client)
+                self._refresh_slots = False
+            wire, per_call = wires.ClusterWire(client), 1
+        else:
+            pool = client.connection_pool
+            wire, per_call = wires.Wire(pool.get_connection()), self.users_per_call
+        work = _Batch(self, batch, now, partitions or {}, wire, per_call)
+        healthy = False
         try:
             work.run()
+            if self.wait_replicas:
+                wire.confirm(self.wait_replicas, self.wait_timeout_ms)
+            healthy = True
             return work.written
         except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]  # replies may be pending: never reuse
             work.abandon()
+            self._refresh_slots = True
             raise
         finally:
-            pool.release(connection)
+            wire.close(healthy)
+            if isinstance(wire, wires.Wire):
+                client.connection_pool.release(wire.connection)
 
 
 # Commands go out in writes of about this size: Redis works on one while the worker counts the next.
@@ -247,12 +270,14 @@ class _Batch:
 
     def __init__(
         self, writer: ProfileWriter, batch: Mapping[str, Sequence[Occurrence]], now: float,
-        partitions: Mapping[str, int], connection: Any,
+        partitions: Mapping[str, int], wire: wires.Wire | wires.ClusterWire, per_call: int,
     ) -> None:  # fmt: skip
         self.writer = writer
         self.now = now
         self.partitions = partitions
-        self.connection = connection
+        self.wire = wire
+        self.per_call = per_call
+        self._call_key = ""  # the key of the user last added to the guarded call (the cluster's route)
         self.todo = batch
         self.counted = self.duplicates = self.expired = self.over_cap = 0
         self._in_flight: list[str] = []
@@ -260,7 +285,6 @@ class _Batch:
         # duplicates, expired, over the per-minute cap, the minute its events count in, and the marks
         # unchecked after it.
         self._writes: list[tuple[str, _Cached, str, int, int, int, int, int, int]] = []
-        self._outgoing: list[bytes] = []
         self._size = 0
 
     @property
@@ -272,22 +296,19 @@ class _Batch:
         for user in self._in_flight:
             self.writer._cache.pop(user, None)
 
-    def _send(self, packed: bytes) -> None:
-        self._outgoing.append(packed)
+    def _send(self, packed: bytes, key: str) -> None:
+        """Queue a command touching `key` (the cluster's route)."""
+        self.wire.send(packed, key)
         self._size += len(packed)
         if self._size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._outgoing:
-            # Joined: redis-py makes one system call per item (two per user not cached).
-            self.connection.send_packed_command([b"".join(self._outgoing)])
-            self._outgoing, self._size = [], 0
+            self.wire.flush()
+            self._size = 0
 
     def _read(self, count: int) -> list[Any]:
-        self._flush()
-        # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
-        return [self.connection.read_response(disable_decoding=True) for _ in range(count)]
+        self.wire.flush()
+        self._size = 0
+        read = self.wire.read
+        return [read() for _ in range(count)]
 
     def run(self) -> None:
         writer, plan, stack, now = self.writer, self.writer.plan, self.writer.stack, self.now
@@ -304,7 +325,7 @@ class _Batch:
             str(MARKS_PRUNE_STEP),
         ]
         writer.rate.advance(now)
-        per_call = writer.users_per_call
+        per_call = self.per_call
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
             if not todo:
@@ -329,7 +350,8 @@ class _Batch:
                 self._send(
                     profile_counting.pack_command(
                         ("HMGET", entry.key, *read, *[mark(o.id) for o in todo[user]])
-                    )
+                    ),
+                    entry.key,
                 )
 
             call = writer.counting.guarded_call(WRITE_FUNCTION, head, MARK_PREFIX)
@@ -337,7 +359,7 @@ class _Batch:
             for user, entry in hits:
                 self._count(user, todo[user], entry, None, False, call)
                 if call.users >= per_call:
-                    self._send(call.take())
+                    self._send(call.take(), self._call_key)
                     sent += 1
             if misses:
                 replies = self._read(len(misses))
@@ -352,10 +374,10 @@ class _Batch:
                     known = {o.id for o, found in zip(todo[user], marks, strict=True) if found is not None}
                     self._count(user, todo[user], entry, known, renew, call)
                     if call.users >= per_call:
-                        self._send(call.take())
+                        self._send(call.take(), self._call_key)
                         sent += 1
             if call.users:
-                self._send(call.take())
+                self._send(call.take(), self._call_key)
                 sent += 1
             if not sent:
                 self.todo = {}
@@ -456,6 +478,7 @@ class _Batch:
             unchecked = 0
         self._writes.append((user, entry, version, len(fresh), duplicates, expired, over, minute, unchecked))
         call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
+        self._call_key = entry.key
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into

@@ -10,6 +10,12 @@ publish is one MULTI/EXEC even on Redis Cluster.
     tailor:{ns/name}:ruleset:current   the version being served
     tailor:{ns/name}:ruleset           pub/sub channel; the message is the new current version
 
+On a Redis Cluster (the client is redis-py's RedisCluster, tailor.core.redis_target) the channel is a
+sharded one (SPUBLISH/SSUBSCRIBE, Redis 7): it lives in the stack's slot like the keys, so the publish
+stays one MULTI/EXEC on one node, and the message travels only to that shard's primary and replicas,
+not over the whole cluster's bus as PUBLISH would. Followers subscribe at the slot's owner and move
+with it (redis-py follows MOVED and failovers); the periodic poll covers what a move drops.
+
 Readers pass a `signing.Verifier` and get `Unreadable` for a version they must not serve: not signed by
 a trusted key, not a ruleset, or of a newer format. Followers keep the last good one and say why
 (`on_rejected`); they never stop following (docs/operating.md, "Who can publish a ruleset").
@@ -27,6 +33,7 @@ import orjson
 import pydantic
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiorediscluster
 
 from tailor.core import cancellation
 from tailor.core.rules import signing
@@ -200,7 +207,10 @@ async def _make_current(client: aioredis.Redis, ruleset: Ruleset, signer: signin
         pipe.set(current_key(stack), version)
         if version > HISTORY:
             pipe.delete(version_key(stack, version - HISTORY), signature_key(stack, version - HISTORY))
-        pipe.publish(channel(stack), version)
+        if isinstance(client, aiorediscluster.RedisCluster):
+            pipe.spublish(channel(stack), version)
+        else:
+            pipe.publish(channel(stack), version)
         await pipe.execute()
     return ruleset
 
@@ -261,6 +271,22 @@ async def follow(
 async def _subscription(
     client: aioredis.Redis, name: str
 ) -> AsyncIterator[Callable[[float], AsyncIterator[None]]]:
+    if isinstance(client, aiorediscluster.RedisCluster):
+        sharded = client.pubsub()
+        await sharded.ssubscribe(name)
+
+        async def sharded_ticks(poll_seconds: float) -> AsyncIterator[None]:
+            while True:
+                cancellation.checkpoint()
+                await sharded.get_sharded_message(ignore_subscribe_messages=True, timeout=poll_seconds)
+                yield None
+
+        try:
+            yield sharded_ticks
+        finally:
+            await sharded.aclose()
+        return
+
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(name)
 

@@ -1,0 +1,168 @@
+"""How the profile writer's packed commands reach Redis: one connection, or one per Redis Cluster primary.
+
+The writer (tailor.core.profile.store) streams packed commands out and reads their replies back in
+the order sent, without redis-py's per-command parsing (docs/pipeline.md). A wire does the routing:
+
+- `Wire`: one connection to one Redis (standalone). Commands are joined into one send.
+- `ClusterWire`: a Redis Cluster. Each command names the key it touches (the one key of an HMGET or a
+  guard call: the writer puts one user in each call on a cluster, since users' keys are in different
+  slots), goes to the primary of that key's slot on a connection of its own per node, and the replies
+  are read back in the global order sent (each node answers its own commands in order). A MOVED reply
+  (the slot has a new owner: a finished resharding or failover) refreshes the slot map and sends the
+  command again to the new owner; ASK (the slot is migrating and the key already moved) sends it once
+  to the node named, after ASKING. Both go on a connection of their own, so the replies still pending
+  on the batch's connections stay in order. A dead node (a connection error) fails the write like on
+  one Redis; the next write starts from a refreshed slot map (`ClusterWire.refresh`), so once a replica
+  took over, the retried batch reaches it.
+
+`confirm(replicas, timeout_ms)` ends a batch with WAIT on every connection used: Redis replicates
+asynchronously, so a primary that dies can take the last writes it acknowledged with it (its replica
+never saw them), and the worker would have stored their offsets. With WAIT the batch only counts as
+written (and its offsets are stored) once `replicas` replicas of each primary written hold it; else the
+write fails and the batch is retried (docs/operating.md#redis-cluster).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Final
+
+import redis
+import redis.cluster as rediscluster
+import redis.crc
+
+from tailor.core.profile import counting as profile_counting
+
+#: Redirections followed for one command before the write fails (and the batch is retried).
+MAX_REDIRECTS: Final = 5
+
+
+class NotReplicated(redis.exceptions.RedisError):
+    """WAIT returned before enough replicas held the batch's writes: retry the batch (dedup makes the
+    users already written harmless)."""
+
+
+def _wait(connections: list[Any], replicas: int, timeout_ms: int) -> None:
+    packed = profile_counting.pack_command(("WAIT", replicas, timeout_ms))
+    for connection in connections:
+        connection.send_packed_command([packed])
+    for connection in connections:
+        acknowledged = int(connection.read_response())
+        if acknowledged < replicas:
+            raise NotReplicated(
+                f"the batch reached {acknowledged} of {replicas} replica(s) of "
+                f"{connection.host}:{connection.port} in {timeout_ms} ms; retrying it"
+            )
+
+
+class Wire:
+    """One connection to a standalone Redis."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._outgoing: list[bytes] = []
+
+    def send(self, packed: bytes, key: str) -> None:
+        self._outgoing.append(packed)
+
+    def flush(self) -> None:
+        if self._outgoing:
+            # Joined: redis-py makes one system call per item (two per user not cached).
+            self.connection.send_packed_command([b"".join(self._outgoing)])
+            self._outgoing = []
+
+    def read(self) -> Any:
+        # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
+        return self.connection.read_response(disable_decoding=True)
+
+    def confirm(self, replicas: int, timeout_ms: int) -> None:
+        _wait([self.connection], replicas, timeout_ms)
+
+    def close(self, healthy: bool) -> None:
+        if not healthy:
+            self.connection.disconnect()  # replies may be pending: never reuse
+
+
+class ClusterWire:
+    """Connections to the primaries of a Redis Cluster, for one batch (module docstring)."""
+
+    def __init__(self, client: rediscluster.RedisCluster) -> None:
+        self.client = client
+        self._connections: dict[str, tuple[Any, Any]] = {}  # node name -> (pool, connection)
+        self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)
+        self._sent: collections.deque[tuple[Any, bytes]] = collections.deque()  # (connection, command)
+
+    @staticmethod
+    def refresh(client: rediscluster.RedisCluster) -> None:
+        """Read the slot map again (after a failed write: a node died, a replica may own its slots)."""
+        client.nodes_manager.initialize()
+
+    def _connection(self, node: rediscluster.ClusterNode) -> Any:
+        held = self._connections.get(node.name)
+        if held is None:
+            pool = node.redis_connection.connection_pool
+            held = self._connections[node.name] = (pool, pool.get_connection())
+        return held[1]
+
+    def send(self, packed: bytes, key: str) -> None:
+        node = self.client.nodes_manager.get_node_from_slot(redis.crc.key_slot(key.encode()))
+        connection = self._connection(node)
+        self._outgoing[node.name].append(packed)
+        self._sent.append((connection, packed))
+
+    def flush(self) -> None:
+        for name, parts in self._outgoing.items():
+            if parts:
+                self._connections[name][1].send_packed_command([b"".join(parts)])
+        self._outgoing.clear()
+
+    def read(self) -> Any:
+        connection, packed = self._sent.popleft()
+        try:
+            return connection.read_response(disable_decoding=True)
+        except redis.exceptions.AskError as asked:
+            return self._redirected(packed, asked)
+        except redis.exceptions.MovedError as moved:
+            return self._redirected(packed, moved)
+
+    def confirm(self, replicas: int, timeout_ms: int) -> None:
+        """WAIT on every primary written (the redirected commands' nodes are not among them: a
+        slot that moved mid-batch is rare, and its next write is confirmed)."""
+        _wait([connection for _, connection in self._connections.values()], replicas, timeout_ms)
+
+    def _redirected(self, packed: bytes, error: redis.exceptions.ResponseError) -> Any:
+        for _ in range(MAX_REDIRECTS):
+            asking = isinstance(error, redis.exceptions.AskError)
+            if not asking:
+                self.refresh(self.client)
+            node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
+            if node is None:
+                self.refresh(self.client)
+                node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
+            if node is None:
+                raise redis.exceptions.ClusterError(f"redirected to an unknown node: {error}")
+            pool = node.redis_connection.connection_pool
+            # A connection of its own: the batch's connection to that node may have replies pending.
+            connection = pool.get_connection()
+            try:
+                if asking:
+                    connection.send_packed_command([b"*1\r\n$6\r\nASKING\r\n" + packed])
+                    connection.read_response()
+                else:
+                    connection.send_packed_command([packed])
+                return connection.read_response(disable_decoding=True)
+            except (redis.exceptions.AskError, redis.exceptions.MovedError) as again:
+                error = again
+            except BaseException:
+                connection.disconnect()
+                raise
+            finally:
+                pool.release(connection)
+        raise redis.exceptions.ClusterError(f"still redirected after {MAX_REDIRECTS} tries: {error}")
+
+    def close(self, healthy: bool) -> None:
+        for pool, connection in self._connections.values():
+            if not healthy:
+                connection.disconnect()
+            pool.release(connection)
+        self._connections.clear()
