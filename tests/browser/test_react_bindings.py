@@ -91,13 +91,13 @@ def open_with_a_late_decision(page: Page, shop: ShopServer, path: str) -> None:
     shop.decide_gate = threading.Event()
     layout_shift.measure(page)
     page.goto(f"{shop.url}{path}")
-    shop.wait_for(lambda: len(shop.recorded("/v1/decide")) == 1, what="the decide request")
+    shop.wait_for(lambda: len(shop.recorded("/v1/decide")) == 1, timeout=15, what="the decide request")
     layout_shift.painted(page)
     shop.decide_gate.set()
 
 
 def state(page: Page, selector: str, value: str) -> None:
-    page.wait_for_selector(f"{selector}[data-tailor-state='{value}']", timeout=5000)
+    page.wait_for_selector(f"{selector}[data-tailor-state='{value}']", timeout=10_000)
 
 
 def test_react_slots_share_one_decide_show_sanitized_content_and_shift_nothing(
