@@ -43,6 +43,7 @@ from tailor_api import (
     metrics,
     openapi,
     ops,
+    traits_endpoint,
     validation,
     web,
 )
@@ -73,8 +74,8 @@ COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
 )
 PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js")
-ADMIN_PATHS = ("/v1/explain", "/v1/profiles/{user}", "/healthz", "/readyz", "/readyz/collector", "/metrics",
-               "/openapi.json")  # fmt: skip
+ADMIN_PATHS = ("/v1/explain", "/v1/profiles/{user}", "/v1/profiles/{user}/traits", "/healthz", "/readyz",
+               "/readyz/collector", "/metrics", "/openapi.json")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class TailorApp:
             "/openapi.json": Route("/openapi.json", get, self._admin_openapi),
         }
         self.profiles = Route("/v1/profiles/{user}", get, admin.profile)
+        self.traits = Route("/v1/profiles/{user}/traits", frozenset({"PUT"}), traits_endpoint.put)
         mode = settings.api_routes
         if mode == "decide":
             del self.admin_routes["/readyz/collector"]
@@ -121,6 +123,7 @@ class TailorApp:
                     if path not in COLLECT_ROUTES:
                         table[path] = Route(route.label, route.methods, served_elsewhere)
             self.profiles = Route(self.profiles.label, get, served_elsewhere)
+            self.traits = Route(self.traits.label, self.traits.methods, served_elsewhere)
         self.admin = AdminApp(self)
         self._admin_server: asyncio.Server | None = None
         self.request_ids = web.RequestIds()
@@ -135,7 +138,9 @@ class TailorApp:
         self.cors_any = "*" in origins
         self.cors_origins = frozenset(origin.rstrip("/").encode() for origin in origins if origin != "*")
         self.openapi_body = orjson.dumps(openapi.document(tuple(served.slots), PUBLIC_PATHS))
-        self.admin_openapi_body = orjson.dumps(openapi.document(tuple(served.slots), ADMIN_PATHS))
+        self.admin_openapi_body = orjson.dumps(
+            openapi.document(tuple(served.slots), ADMIN_PATHS, served.config.features.traits)
+        )
         self.runtime.limiter.configure(served.config.api.rate_limits)
 
     async def _openapi(self, runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
@@ -207,7 +212,7 @@ class TailorApp:
         routes = self.admin_routes if admin_port else self.routes
         route = routes.get(path)
         if route is None and admin_port and path.startswith(PROFILES_PREFIX):
-            route = self.profiles
+            route = self.traits if path.endswith(traits_endpoint.SUFFIX) else self.profiles
         cors_on = not admin_port and (self.cors_any or self.cors_origins)
         origin = web.header(scope, b"origin") if cors_on else None
         cors = self._cors(origin)

@@ -26,6 +26,15 @@ cel_budget_stops = Counter(
     ["rule"],
 )
 feedback = Counter("tailor_feedback_total", "Feedback received", ["type"])
+# Traits written through PUT /v1/profiles/{user}/traits (docs/traits.md); the workers count the
+# traits topic's in their own registry, under the same names.
+traits_written = Counter("tailor_traits_written_total", "Trait values written", ["source"])
+traits_rejected = Counter(
+    "tailor_traits_rejected_total", "Trait writes refused (400 here; dead letters in the workers)", ["source"]
+)
+traits_expired = Counter(
+    "tailor_traits_expired_total", "Trait values found past their TTL and dropped by a later write"
+)
 impressions = Counter("tailor_variant_impressions_total", "Variant impressions", ["rule", "variant"])
 clicks = Counter("tailor_variant_clicks_total", "Variant clicks", ["rule", "variant"])
 ruleset_version = Gauge("tailor_ruleset_version", "Ruleset version served", ["stack", "component"])

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from tailor.core import events
+from tailor.core.rules import ruleset
 from tailor_api import feedback, validation, web
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -70,11 +71,47 @@ def _event_schemas() -> dict[str, Any]:
     return loaded
 
 
-def document(slots: Sequence[str], paths: Sequence[str]) -> dict[str, Any]:
-    """The document of one listener: its `paths` (the public port's or the admin port's)."""
+TRAITS_PATH = "/v1/profiles/{user}/traits"
+
+
+def document(
+    slots: Sequence[str], paths: Sequence[str], traits: Sequence[ruleset.Trait] = ()
+) -> dict[str, Any]:
+    """The document of one listener: its `paths` (the public port's or the admin port's). The traits
+    PUT is listed only while the stack declares traits, with their schemas: without any, no body is
+    valid."""
     whole = _document(slots)
-    whole["paths"] = {path: item for path, item in whole["paths"].items() if path in paths}
+    whole["paths"] = {
+        path: item
+        for path, item in whole["paths"].items()
+        if path in paths and (path != TRAITS_PATH or traits)
+    }
+    if TRAITS_PATH in whole["paths"]:
+        body = whole["paths"][TRAITS_PATH]["put"]["requestBody"]["content"]["application/json"]
+        body["schema"] = {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {trait.name: _trait_schema(trait) for trait in traits},
+        }
     return whole
+
+
+def _trait_schema(trait: ruleset.Trait) -> dict[str, Any]:
+    """A trait's values as JSON Schema (tailor.core.profile.traits.validate's checks); null unsets."""
+    if trait.type == "number":
+        schema: dict[str, Any] = {"type": "number"}
+        if trait.minimum is not None:
+            schema["minimum"] = trait.minimum
+        if trait.maximum is not None:
+            schema["maximum"] = trait.maximum
+    elif trait.type == "string":
+        schema = {"type": "string", "maxLength": trait.max_length}
+        if trait.values:
+            schema["enum"] = list(trait.values)
+    else:
+        schema = {"type": "boolean"}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _document(slots: Sequence[str]) -> dict[str, Any]:
@@ -218,6 +255,33 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Profile"}, "The profile"),
                         **_problems(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/v1/profiles/{user}/traits": {
+                "put": {
+                    "operationId": "putTraits",
+                    "summary": "Set a user's traits, checked against the stack's spec.traits (admin)",
+                    "description": "An object of trait name -> value (null unsets one). One bad trait "
+                    "refuses the whole write: the 400 names each bad trait and what was wrong "
+                    "(docs/traits.md).",
+                    "security": bearer,
+                    "parameters": [{"name": "user", "in": "path", "required": True, "schema": user}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "minProperties": 1,
+                                    "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}, "Written: how many, and the values"),
+                        **_problems(400, 401, 403, 408, 413, 503),
                     },
                 }
             },
