@@ -91,6 +91,7 @@ test('a slow decide times out and every slot keeps its fallback', async () => {
   assert.equal(decisions.get('hero'), null);
   assert.ok(took >= 90 && took < 1500, `gave up after ${took} ms, not when the answer came`);
   server.respond = null;
+  tailor.config.decideTimeout = 10000; // the retry must not time out too on a loaded machine
   const retry = await tailor.renderer.decide(['hero']);
   assert.equal(retry.get('hero').variant, 'hero-shoes', 'a failure is not cached');
 });

@@ -67,3 +67,21 @@ test("esbuild's minified classic script exports the same factory as tailor.js", 
   assert.deepEqual(Object.keys(minified).sort(), Object.keys(classic).sort());
   assert.equal(minified.VERSION, classic.VERSION);
 });
+
+test('the package resolves by its name as a user imports it, through its exports and built files', async () => {
+  const pkg = await import('@tailor/sdk'); // the "import" condition: dist/tailor.mjs
+  assert.deepEqual(Object.keys(pkg).sort(), DECLARED);
+  assert.equal(require('@tailor/sdk'), classic, 'the "require" condition is tailor.js');
+
+  const react = await import('@tailor/sdk/react'); // dist/react.mjs, which imports @tailor/sdk
+  const declaredReact = readFileSync(new URL('../react/index.d.mts', import.meta.url), 'utf8');
+  const names = [...declaredReact.matchAll(/^export function (\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(Object.keys(react).sort(), names);
+
+  // On a server the built bindings render the slot's reserved box with its fallback, nothing else.
+  const { createElement } = await import('react');
+  const { renderToString } = await import('react-dom/server');
+  const html = renderToString(createElement(react.TailorProvider, { endpoint: 'https://api.shop.example' },
+    createElement(react.TailorSlot, { name: 'hero', height: 120, fallback: createElement('p', null, 'Welcome') })));
+  assert.equal(html, '<div style="height:120px;contain:strict;overflow:hidden" data-tailor-slot="hero"><p>Welcome</p></div>');
+});
