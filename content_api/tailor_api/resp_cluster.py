@@ -3,8 +3,8 @@
 Why not redis-py's asyncio RedisCluster here: it was measured against this in the same run, for the
 decision's own commands (docs/content-api.md#redis-cluster); everything off the hot path uses it.
 
-Each command goes to the primary serving its key's hash slot (CRC16 of the key, or of its {hash tag}:
-redis.crc.key_slot, the maintained client's own), over that primary's multiplexed, pipelined
+Each command goes to the primary serving its key's hash slot (CRC16 of the key, or of its {hash tag}),
+over that primary's multiplexed, pipelined
 connection (tailor_api.resp.Connection). A request's commands name one user's keys, which share the
 user's tag and so one slot: a decision is still one round trip to one node. A pipeline that mixes
 slots (the rate limiter's client and user counters; feedback's click count beside the user's keys)
@@ -29,6 +29,7 @@ sent again in the background, so a resharding does not drop session memory.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import collections
 import dataclasses
 import functools
@@ -61,8 +62,25 @@ log.addFilter(logthrottle.RepeatThrottle())
 
 
 def key_slot(key: bytes | str | int | float) -> int:
-    """The hash slot of `key`: CRC16 (XMODEM) of its {hash tag} when it has one, else of all of it."""
-    return redis.crc.key_slot(key if isinstance(key, bytes) else str(key).encode())
+    """The hash slot of `key`: CRC16/XMODEM of its {hash tag} when it has one, else of all of it,
+    modulo 16384. redis.crc.key_slot is the reference (the tests compare); this one takes text without
+    encoding it first and remembers recent tags: a request names one user's tag several times, and
+    this is on every command of the hot path."""
+    if type(key) is not str:
+        return redis.crc.key_slot(key if isinstance(key, bytes) else str(key).encode())
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:  # `{}` is no tag: the whole key is hashed
+            return _slot_of_tag(key[start + 1 : end])
+    return _slot_of_tag(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot_of_tag(text: str) -> int:
+    # '{' and '}' are single bytes in UTF-8, never part of another character: finding them in the
+    # text finds them in the bytes Redis hashes.
+    return binascii.crc_hqx(text.encode(), 0) % SLOTS
 
 
 def command_keys(command: resp.Command) -> tuple[bytes | str | int | float, ...]:
@@ -168,14 +186,25 @@ class ClusterConnection:
             return self._known[0] if self._known else self._seed
         return self._owners[slot]
 
+    def _single_node(self, commands: Sequence[resp.Command]) -> Address | None:
+        """The node serving every one of `commands` (the common case: one user's keys, one slot), or
+        None when they span nodes or a slot has no owner in the map."""
+        first = command_slot(commands[0])
+        address = self.owner(first)
+        for command in commands[1:]:
+            slot = command_slot(command)
+            if slot != first and self.owner(slot) != address:
+                return None
+        return address
+
     async def execute(self, commands: Sequence[resp.Command]) -> list[Any]:
         """The replies to `commands`, in order; error replies come back as ReplyError, as from
         resp.Connection, but never a redirection: those are followed."""
         if self._owners is None:
             await self.reload()
         everything = list(range(len(commands)))
-        address = self.owner(command_slot(commands[0]))
-        if address is None or any(self.owner(command_slot(c)) != address for c in commands[1:]):
+        address = self._single_node(commands)
+        if address is None:
             return await self._settle(commands, [None] * len(commands), everything, {}, wait=False)
         try:
             replies = await self.node(address).execute(commands)
@@ -301,8 +330,8 @@ class ClusterConnection:
         background, and a refused one is logged."""
         if self._owners is None:
             await self.reload()
-        address = self.owner(command_slot(commands[0]))
-        if address is None or any(self.owner(command_slot(c)) != address for c in commands[1:]):
+        address = self._single_node(commands)
+        if address is None:
             self._in_background(self._write(commands, list(range(len(commands)))))
             return
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis.crc
 import sample
 from tailor_api import resp, resp_cluster, user_context
 
@@ -37,6 +38,17 @@ def test_a_keys_slot_is_crc16_of_its_hash_tag_modulo_16384(key: str | bytes, slo
 def test_an_empty_tag_hashes_the_whole_key_and_the_first_closing_brace_ends_the_tag() -> None:
     assert resp_cluster.key_slot("foo{}{bar}") != resp_cluster.key_slot("bar")
     assert resp_cluster.key_slot("foo{{bar}}zap") == resp_cluster.key_slot("{bar")
+
+
+def test_the_slot_of_text_keys_is_the_reference_implementations_slot() -> None:
+    """key_slot finds the tag in the text (and remembers it); redis-py's key_slot, on the bytes, is
+    the oracle."""
+    keys_ = ["", "{", "}", "{}", "}{", "a{b", "a}b{c}", "{{a}}", "x{}{y}", "{ü}", "schüh{ß}x", "a{b}c{d}"]
+    keys_ += ["tailor:shop/main:{user-1}:api:s:s1", "tailor:{shop/main}:stats:promo", "rl:u:alice:123"]
+    keys_ += [f"k{n}:{{u{n % 97}}}" for n in range(300)]
+    for key in keys_:
+        assert resp_cluster.key_slot(key) == redis.crc.key_slot(key.encode()), key
+        assert resp_cluster.key_slot(key) == resp_cluster.key_slot(key.encode()), key
 
 
 def test_a_commands_slot_is_its_first_keys_and_scripts_name_theirs_after_the_count() -> None:
