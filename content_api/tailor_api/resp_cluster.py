@@ -165,6 +165,9 @@ class ClusterConnection:
         self._loaded_at = -float("inf")
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Nodes whose connection failed last time: asked for the map last (a dead pod's address can
+        # take the whole connect timeout to fail, the retries' budget).
+        self._suspects: set[Address] = set()
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -209,6 +212,7 @@ class ClusterConnection:
         try:
             replies = await self.node(address).execute(commands)
         except resp.RedisUnavailable as error:
+            self._suspects.add(address)
             return await self._settle(commands, [None] * len(commands), everything, {}, wait=True,
                                       failure=str(error))  # fmt: skip
         for reply in replies:
@@ -261,9 +265,10 @@ class ClusterConnection:
             if unserved:
                 failure = f"no node serves slot {command_slot(commands[unserved[0]])}"
             answered: list[int] = []
-            for indexes, result in zip(groups.values(), results, strict=True):
+            for (address, indexes), result in zip(groups.items(), results, strict=True):
                 if isinstance(result, resp.RedisUnavailable):
                     failure, wait = str(result), True
+                    self._suspects.add(address)
                     todo += indexes
                 elif isinstance(result, BaseException):
                     raise result
@@ -395,13 +400,16 @@ class ClusterConnection:
     async def _load(self) -> None:
         self._loaded_at = time.monotonic()
         candidates = [*self._known, self._seed] if self._seed not in self._known else list(self._known)
+        candidates.sort(key=lambda address: address in self._suspects)  # stable: primaries first
         failures = []
         for address in candidates:
             try:
                 (reply,) = await self.node(address).execute([("CLUSTER", "SLOTS")])
             except resp.RedisUnavailable as error:
+                self._suspects.add(address)
                 failures.append(str(error))
                 continue
+            self._suspects.discard(address)
             if isinstance(reply, resp.ReplyError) or not reply:
                 failures.append(f"{address[0]}:{address[1]} answered CLUSTER SLOTS with {reply!r}")
                 continue

@@ -11,6 +11,7 @@ import sample
 from tailor_api import resp, resp_cluster, user_context
 
 from tailor.core.decision import caps, engine, keys
+from tailor.core.profile import traits
 from tailor.core.rules import ruleset
 
 
@@ -129,6 +130,8 @@ def every_call_of_a_user(user: str) -> list[resp.Command]:
         *user_context.round_robin_writes(built, user, "q"),
         ("SET", f"{keys.api_prefix(built.stack, user)}fb:r:s1:p:click", 1, "NX", "EX", 60),
         ("ZADD", suppression, now + 60, "v:p"),
+        traits.read_command(built.stack, user),
+        traits.write_command(built.stack, user, {}, {}, now, now),
     ]
 
 
