@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ import pytest
 import sample
 import yaml
 from api_harness import ADMIN_TOKEN, Api, running_api
+from confluent_kafka import Producer
+from pipeline_harness import Process, read_topic
 
+from tailor.core import topics
 from tailor.core.rules import ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +35,21 @@ TRAITS = (
 )
 
 
-def traits_ruleset() -> ruleset.Ruleset:
+def traits_ruleset(suffix: str = "") -> ruleset.Ruleset:
+    """Rules on traits; with a `suffix`, topics of their own (the traits topic test's worker)."""
     config = sample.stack_config()
+    topic_names = {"traits_topic": "tailor.traits"}
+    if suffix:
+        topic_names = {
+            "events_topic": f"traits-events-{suffix}",
+            "dead_letter_topic": f"traits-dead-{suffix}",
+            "traits_topic": f"traits-{suffix}",
+            "partitions": 1,
+        }
     config = config.model_copy(
         update={
             "features": config.features.model_copy(update={"traits": TRAITS}),
-            "kafka": config.kafka.model_copy(update={"traits_topic": "tailor.traits"}),
+            "kafka": config.kafka.model_copy(update=topic_names),
         }
     )
     rules = [
@@ -139,6 +152,72 @@ async def test_a_trait_stops_applying_when_its_ttl_passes(live: Live) -> None:
             assert time.monotonic() < deadline, "the 1s trait still applied after 3s"
             await asyncio.sleep(0.05)
         assert time.monotonic() - written_at >= 0.9  # not before its TTL
+
+
+# -- the traits topic ---------------------------------------------------------------------------------
+
+
+def traits_event(user: str, traits: dict[str, Any], at: float | None = None) -> bytes:
+    """A traits CloudEvent in structured JSON mode, as a Flink or Spark job writes it (docs/traits.md)."""
+    moment = time.gmtime(at if at is not None else time.time())
+    return json.dumps({
+        "specversion": "1.0", "type": "dev.tailor.traits.v1", "source": "//tests/churn-model",
+        "id": str(uuid.uuid4()), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment),
+        "datacontenttype": "application/json", "data": {"userId": user, "traits": traits},
+    }).encode()  # fmt: skip
+
+
+@pytest.mark.kafka
+@on_the_loop
+async def test_a_traits_event_on_the_topic_changes_the_decision_and_a_bad_one_is_dead_lettered(
+    redis_url: str, kafka_bootstrap: str
+) -> None:
+    published = traits_ruleset(uuid.uuid4().hex[:8])
+    kafka = published.config.kafka
+    await asyncio.to_thread(topics.ensure, kafka_bootstrap, [kafka.traits_topic], 1)  # the operator's job
+    async with running_api(redis_url, published, kafka_bootstrap=kafka_bootstrap) as api:
+        worker = Process(
+            ["worker", "--stack", api.stack, "--metrics-port", "0"],
+            {"TAILOR_REDIS_URL": redis_url, "TAILOR_WORKER_POLL_SECONDS": "0.1"},
+        )
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        try:
+            user = f"topic-{time.monotonic_ns()}"
+            assert await served(api, user) is None
+            # An older event after a newer one: the newer value stays (replays never undo a write).
+            producer.produce(kafka.traits_topic, traits_event(user, {"churnRisk": 0.95}), key=user)
+            producer.produce(
+                kafka.traits_topic, traits_event(user, {"churnRisk": 0.1}, time.time() - 60), key=user
+            )
+            producer.produce(
+                kafka.traits_topic, traits_event(user, {"churnRisk": 3, "plan": "gold"}), key=user
+            )
+            producer.produce(kafka.traits_topic, b"not json", key=user)
+            assert producer.flush(10) == 0
+            deadline = time.monotonic() + 60
+            while await served(api, user) != "at-risk":
+                assert worker.alive, worker.output()
+                assert time.monotonic() < deadline, worker.output()
+                await asyncio.sleep(0.1)
+
+            def letters() -> list[Any]:
+                return read_topic(kafka_bootstrap, kafka.dead_letter_topic, 1, timeout=10)
+
+            found = await asyncio.to_thread(letters)
+            while len(found) < 2:
+                assert time.monotonic() < deadline, worker.output()
+                await asyncio.sleep(0.2)
+                found = await asyncio.to_thread(letters)
+            headers = [dict(m.headers()) for m in found]
+            reasons = {h["tailor-dlq-reason"]: json.loads(h["tailor-dlq-error"]) for h in headers}
+            assert reasons[b"invalid-trait"] == [
+                {"field": "data.traits.churnRisk", "message": "number trait 3.0 is above the maximum 1"}
+            ]
+            assert b"undecodable" in reasons
+            assert await served(api, user) == "at-risk"  # plan=gold came in a refused event: not written
+        finally:
+            producer.flush(5)
+            worker.close()
 
 
 # -- the declaration, refused by the API server ---------------------------------------------------------

@@ -50,6 +50,27 @@ LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+# The traits topic (tailor_worker.traits; docs/traits.md): the content API's admin PUT counts its own
+# under the same names.
+TRAITS_WRITTEN = Counter(
+    "tailor_traits_written", "Trait values written from the traits topic.", registry=REGISTRY
+)
+TRAITS_STALE = Counter(
+    "tailor_traits_stale",
+    "Trait values not written: a newer value of the trait was stored already (a replay, a late event).",
+    registry=REGISTRY,
+)
+TRAITS_REJECTED = Counter(
+    "tailor_traits_rejected",
+    "Traits events dead-lettered; reason: undecodable, invalid (not a traits event), invalid-trait.",
+    ["reason"],
+    registry=REGISTRY,
+)
+TRAITS_EXPIRED = Counter(
+    "tailor_traits_expired",
+    "Trait values found past their TTL and dropped by a later write.",
+    registry=REGISTRY,
+)
 DEAD_LETTERS = Counter(
     "tailor_worker_dead_letters", "Messages sent to the dead-letter topic.", ["reason"], registry=REGISTRY
 )

@@ -28,6 +28,7 @@ from tailor.core.profile import store
 from tailor.core.rules import signing, versions
 from tailor.core.rules.ruleset import KafkaConfig, Ruleset, StackConfig
 from tailor_worker import batch, garbage, liveness, metrics
+from tailor_worker import traits as traits_topic
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
 from tailor_worker.settings import WorkerSettings
@@ -84,6 +85,7 @@ class Worker:
             metrics.RULESET_REJECTED.labels(stack, COMPONENT, reason)
         self._consumer: EventConsumer | None = None
         self._dead_letters: DeadLetterProducer | None = None
+        self._traits: traits_topic.TraitsLoop | None = None  # while the stack declares traits
         self._writer: store.ProfileWriter | None = None
         self._garbage = garbage.GarbageClock()
         self.kafka_health: kafkaclient.Health | None = None  # of the Kafka settings in use
@@ -289,7 +291,12 @@ class Worker:
             wait_replicas=self.settings.redis_wait_replicas,
             wait_timeout_ms=self.settings.redis_wait_timeout_ms,
         )
-        if previous is not None and previous.kafka == config.kafka and self._consumer is not None:
+        if (
+            previous is not None
+            and previous.kafka == config.kafka
+            and previous.features.traits == config.features.traits
+            and self._consumer is not None
+        ):
             return  # features only: the next batch is counted with them
         self._close_kafka()
         health = self.kafka_health = kafkaclient.Health(config.kafka, COMPONENT)
@@ -323,6 +330,11 @@ class Worker:
         log.info(
             "consuming %s as %s (dead letters to %s)", kafka.events_topic, group, kafka.dead_letter_topic
         )
+        if kafka.traits_topic and config.features.traits:
+            self._traits = traits_topic.TraitsLoop(
+                client, config, f"{group}.traits", self.redis, retry_seconds=self.settings.retry_seconds
+            )
+            self._traits.start()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once the worker reads the stack's Kafka and while its clients report no failure."""
@@ -369,6 +381,9 @@ class Worker:
         return False
 
     def _close_kafka(self) -> None:
+        if self._traits is not None:
+            self._traits.stop()
+            self._traits = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -382,7 +397,12 @@ class Worker:
 
 
 def _require_topics(client: Mapping[str, Any], kafka: KafkaConfig) -> None:
-    absent = topics.missing(client, [kafka.events_topic, kafka.dead_letter_topic])
+    wanted = [
+        kafka.events_topic,
+        kafka.dead_letter_topic,
+        *([kafka.traits_topic] if kafka.traits_topic else []),
+    ]
+    absent = topics.missing(client, wanted)
     if absent:
         raise topics.TopicError(
             "TopicsMissing",

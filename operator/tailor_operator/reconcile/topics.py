@@ -50,6 +50,19 @@ def wanted_topics(spec: specs.KafkaSpec, kafka: ruleset.KafkaConfig) -> list[top
             settings.replication_factor,
             configs(settings.dead_letter_retention),
         ),
+        # Traits (docs/traits.md): made while the stack declares any; kept like the events.
+        *(
+            [
+                topics.Topic(
+                    kafka.traits_topic,
+                    spec.partitions,
+                    settings.replication_factor,
+                    configs(settings.retention),
+                )
+            ]
+            if kafka.traits_topic
+            else []
+        ),
     ]
 
 
