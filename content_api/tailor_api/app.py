@@ -41,6 +41,7 @@ from tailor_api import (
     feedback,
     identity,
     metrics,
+    ofrep,
     openapi,
     ops,
     traits_endpoint,
@@ -64,7 +65,9 @@ SECURITY_HEADERS: web.Headers = [
 ]
 PROFILES_PREFIX = "/v1/profiles/"
 CORS_METHODS = b"GET, POST, OPTIONS"
-CORS_HEADERS = b"content-type, authorization"  # authorization: identity tokens (docs/identity.md)
+# authorization: identity tokens (docs/identity.md); if-none-match: OFREP's bulk evaluation
+CORS_HEADERS = b"content-type, authorization, if-none-match"
+CORS_EXPOSED = (b"access-control-expose-headers", b"etag, retry-after")  # read by OFREP web providers
 # The `method` label's values: any other method name (clients send what they like) is counted as
 # "other", so that no request can add a series to /metrics. Paths are bounded alike: a route's
 # template, or "unmatched".
@@ -73,7 +76,8 @@ METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
 )
-PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js")
+PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js",
+                ofrep.BULK_PATH, ofrep.FLAG_LABEL)  # fmt: skip
 ADMIN_PATHS = ("/v1/explain", "/v1/profiles/{user}", "/v1/profiles/{user}/traits", "/healthz", "/readyz",
                "/readyz/collector", "/metrics", "/openapi.json")  # fmt: skip
 
@@ -102,7 +106,9 @@ class TailorApp:
             "/v1/events": Route("/v1/events", post, collect, limited=True),
             "/openapi.json": Route("/openapi.json", get, self._openapi, limited=True),
             "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path), limited=True),
+            ofrep.BULK_PATH: Route(ofrep.BULK_PATH, post, ofrep.evaluate_flags, limited=True),
         }
+        self.ofrep_flag = Route(ofrep.FLAG_LABEL, post, ofrep.evaluate_flag, limited=True)
         self.admin_routes: dict[str, Route] = {
             "/v1/explain": Route("/v1/explain", get, admin.explain),
             "/healthz": Route("/healthz", get, ops.healthz),
@@ -124,6 +130,7 @@ class TailorApp:
                         table[path] = Route(route.label, route.methods, served_elsewhere)
             self.profiles = Route(self.profiles.label, get, served_elsewhere)
             self.traits = Route(self.traits.label, self.traits.methods, served_elsewhere)
+            self.ofrep_flag = Route(self.ofrep_flag.label, post, served_elsewhere)
         self.admin = AdminApp(self)
         self._admin_server: asyncio.Server | None = None
         self.request_ids = web.RequestIds()
@@ -194,9 +201,9 @@ class TailorApp:
         if origin is None:
             return []
         if self.cors_any:
-            return [(b"access-control-allow-origin", b"*")]
+            return [(b"access-control-allow-origin", b"*"), CORS_EXPOSED]
         if origin in self.cors_origins:
-            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"), CORS_EXPOSED]
         return []
 
     async def _http(
@@ -213,6 +220,9 @@ class TailorApp:
         route = routes.get(path)
         if route is None and admin_port and path.startswith(PROFILES_PREFIX):
             route = self.traits if path.endswith(traits_endpoint.SUFFIX) else self.profiles
+            route = self.profiles
+        elif route is None and not admin_port and path.startswith(ofrep.FLAG_PREFIX):
+            route = self.ofrep_flag
         cors_on = not admin_port and (self.cors_any or self.cors_origins)
         origin = web.header(scope, b"origin") if cors_on else None
         cors = self._cors(origin)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 
 from tailor.core.decision import caps, decide
 from tailor.core.decision.decide import Candidate, SlotDecision, UserContext
-from tailor.core.decision.engine import Engine, SlotPlan
+from tailor.core.decision.engine import Engine, LoadedVariant, SlotPlan
 from tailor.core.profile import store
-from tailor_api import identity, metrics, resp, user_context, validation, web
+from tailor_api import identity, metrics, resp, tokens, user_context, validation, web
 from tailor_api.runtime import Runtime
 
 CACHE_PRIVATE = (b"cache-control", b"private, no-cache")
@@ -30,29 +30,44 @@ CACHE_PRIVATE = (b"cache-control", b"private, no-cache")
 def parse_request(
     params: dict[str, list[str]], served: Engine, who: identity.Identity | None = None
 ) -> tuple[str, str, list[SlotPlan]]:
+    """(user, session, slot plans) from decide's query; see `resolve`."""
+    return resolve(
+        served, who, web.single(params, "user"), web.single(params, "session"), params.get("slot", [])
+    )
+
+
+def resolve(
+    served: Engine, who: identity.Identity | None, user: str | None, session: str | None, names: list[str]
+) -> tuple[str, str, list[SlotPlan]]:
     """(user, session, slot plans), or InvalidParameter / LookupError / IdentityError for the problem
     reply. With a verified identity, user and session are the token's (and may be left out)."""
-    user, session = web.single(params, "user"), web.single(params, "session")
-    if who is not None:
-        user = identity.matched(who, "user", user, who.user, "sub")
-        session = identity.matched(who, "session", session, who.session, "sid")
-    user = validation.user(user)
-    session = validation.session(session)
-    names = validation.slots(params.get("slot", []))
-    unknown = [name for name in names if name not in served.slots]
+    user, session = identify(who, user, session)
+    slots = validation.slots(names)
+    unknown = [name for name in slots if name not in served.slots]
     if unknown:
         raise LookupError(unknown)
-    return user, session, [served.slots[name] for name in names]
+    return user, session, [served.slots[name] for name in slots]
+
+
+def identify(
+    who: identity.Identity | None, user: str | None, session: str | None, user_parameter: str = "user"
+) -> tuple[str, str]:
+    """The request's user and session, validated; the token's when it vouches (IdentityError when the
+    request names others)."""
+    if who is not None:
+        user = identity.matched(who, user_parameter, user, who.user, "sub")
+        session = identity.matched(who, "session", session, who.session, "sid")
+    return validation.user(user, user_parameter), validation.session(session)
 
 
 def unknown_slots(unknown: list[str], served: Engine) -> web.Reply:
+    return web.problem(404, "unknown-slot", "Unknown slot", unknown_detail(unknown, served), parameter="slot")
+
+
+def unknown_detail(unknown: list[str], served: Engine) -> str:
     known = ", ".join(sorted(served.slots)[:20]) or "none"
-    return web.problem(
-        404, "unknown-slot", "Unknown slot",
-        f"no rule or variant serves slot {', '.join(unknown)} in ruleset v{served.version}; "
-        f"known slots: {known}",
-        parameter="slot",
-    )  # fmt: skip
+    asked = ", ".join(name[:70] for name in unknown)
+    return f"no rule or variant serves slot {asked} in ruleset v{served.version}; known slots: {known}"
 
 
 async def read_context(
@@ -90,6 +105,63 @@ async def confirm_caps(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One slot's decision as served: REST and OFREP (tailor_api.ofrep) each write it their way."""
+
+    slot: str
+    rule: str | None  # None: no rule served; `variant` is then the slot's fallback, if any
+    variant: LoadedVariant | None  # None: nothing to show (every fallback suppressed, or none)
+    decision_id: str
+
+
+async def decide_slots(
+    runtime: Runtime, served: Engine, signer: tokens.Signer, user: str, session: str,
+    plans: Sequence[SlotPlan], verified: bool, now: float,
+) -> list[Served]:  # fmt: skip
+    """Decide `plans` for the user: read, decide, confirm caps, remember, count, sign. Raises
+    resp.RedisUnavailable or resp.ReplyError when Redis does not answer the read or the cap check."""
+    context = await read_context(runtime, served, user, session, plans, now)
+    cel = decide.CelActivation(served, context.profile)
+    decisions = [
+        decide.decide_slot(served, plan, context, now, runtime.bandit, cel, segments=runtime.segments)
+        for plan in plans
+    ]
+    for stopped in cel.stopped:
+        metrics.cel_budget_stops.labels(stopped).inc()
+    served_candidates = await confirm_caps(runtime, served, context, decisions, now)
+    writes: list[resp.Command] = []
+    out: list[Served] = []
+    version = served.version
+    for decision, candidate in zip(decisions, served_candidates, strict=True):
+        slot = decision.plan.name
+        if candidate is not None:
+            rule, variant = candidate.rule, candidate.variant
+            if not candidate.remembered:
+                if not rule.capped:  # caps.lua already remembered capped ones
+                    writes += user_context.memory_writes(served, context, slot, rule.name, variant.name)
+                if rule.strategy == "roundRobin":
+                    writes += user_context.round_robin_writes(served, user, rule.name)
+            runtime.count_impression(rule.name, variant.name, candidate.segment)
+            metrics.decision_counter(slot, "rule").inc()
+            token = signer.issue(
+                version, slot, rule.name, variant.name, user, session, now, verified, candidate.segment
+            )
+            out.append(Served(slot, rule.name, variant, token))
+        else:
+            fallback = decision.fallback
+            metrics.decision_counter(slot, "fallback" if fallback else "empty").inc()
+            token = signer.issue(
+                version, slot, None, fallback.name if fallback else None, user, session, now, verified
+            )
+            out.append(Served(slot, None, fallback, token))
+    if writes:
+        # If Redis is away the decision still stands; the session just is not remembered this time.
+        with contextlib.suppress(resp.RedisUnavailable):
+            await runtime.connection.send_nowait(writes)
+    return out
+
+
 async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
     served = runtime.engine
     signer = runtime.signer
@@ -106,51 +178,17 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
         return web.invalid_parameter(error)
     except LookupError as error:
         return unknown_slots(error.args[0], served)
-    verified = who is not None
     try:
-        context = await read_context(runtime, served, user, session, plans, now)
-        cel = decide.CelActivation(served, context.profile)
-        decisions = [
-            decide.decide_slot(served, plan, context, now, runtime.bandit, cel, segments=runtime.segments)
-            for plan in plans
-        ]
-        for stopped in cel.stopped:
-            metrics.cel_budget_stops.labels(stopped).inc()
-        served_candidates = await confirm_caps(runtime, served, context, decisions, now)
+        decided = await decide_slots(runtime, served, signer, user, session, plans, who is not None, now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)
-    writes: list[resp.Command] = []
-    out: list[dict[str, Any]] = []
     version = served.version
-    for decision, candidate in zip(decisions, served_candidates, strict=True):
-        slot = decision.plan.name
-        if candidate is not None:
-            rule, variant = candidate.rule, candidate.variant
-            if not candidate.remembered:
-                if not rule.capped:  # caps.lua already remembered capped ones
-                    writes += user_context.memory_writes(served, context, slot, rule.name, variant.name)
-                if rule.strategy == "roundRobin":
-                    writes += user_context.round_robin_writes(served, user, rule.name)
-            runtime.count_impression(rule.name, variant.name, candidate.segment)
-            metrics.decision_counter(slot, "rule").inc()
-            token = signer.issue(
-                version, slot, rule.name, variant.name, user, session, now, verified, candidate.segment
-            )
-            out.append({"slot": slot, "variant": variant.name, "rule": rule.name, "content": variant.content,
-                        "decisionId": token, "rulesetVersion": version})  # fmt: skip
-        else:
-            fallback = decision.fallback
-            metrics.decision_counter(slot, "fallback" if fallback else "empty").inc()
-            token = signer.issue(
-                version, slot, None, fallback.name if fallback else None, user, session, now, verified
-            )
-            out.append({"slot": slot, "variant": None, "rule": None,
-                        "content": fallback.content if fallback else None,
-                        "decisionId": token, "rulesetVersion": version})  # fmt: skip
-    if writes:
-        # If Redis is away the decision still stands; the session just is not remembered this time.
-        with contextlib.suppress(resp.RedisUnavailable):
-            await runtime.connection.send_nowait(writes)
+    out = [
+        {"slot": d.slot, "variant": d.variant.name if d.rule and d.variant else None, "rule": d.rule,
+         "content": d.variant.content if d.variant else None, "decisionId": d.decision_id,
+         "rulesetVersion": version}
+        for d in decided
+    ]  # fmt: skip
     metrics.decide_duration.observe(time.perf_counter() - started)
     return web.Reply(
         200,

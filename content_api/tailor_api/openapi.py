@@ -14,7 +14,7 @@ import orjson
 
 from tailor.core import events
 from tailor.core.rules import ruleset
-from tailor_api import feedback, validation, web
+from tailor_api import feedback, ofrep, validation, web
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -58,6 +58,139 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _query(name: str, schema: dict[str, Any], description: str, *, required: bool) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def _ofrep_paths() -> dict[str, Any]:
+    """OFREP's two evaluations (tailor_api.ofrep; docs/openfeature.md), as the protocol's OpenAPI
+    document has them, narrowed to what Tailor answers."""
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OfrepRequest"}}},
+    }
+    failure = {"$ref": "#/components/schemas/OfrepFailure"}
+    common = {
+        "400": _json(failure, "PARSE_ERROR (not JSON), TARGETING_KEY_MISSING or INVALID_CONTEXT"),
+        **_problems(408, 413),
+        "429": {
+            "description": "A rate limit was used up (errorCode GENERAL); retry after Retry-After",
+            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+            "content": {"application/problem+json": {"schema": _PROBLEM}},
+        },
+        **_problems(503),
+        **_IDENTITY_401,
+    }
+    return {
+        ofrep.BULK_PATH: {
+            "post": {
+                "operationId": "ofrepEvaluateFlags",
+                "summary": "OFREP bulk evaluation: a flag per slot (the context's `slots`, else every slot)",
+                "security": _IDENTITY_SECURITY,
+                "parameters": [
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "an earlier evaluation's ETag: 304 while every slot shows the same",
+                    },
+                ],
+                "requestBody": body,
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/OfrepFlags"}, "One evaluation per slot")
+                    | {"headers": {"ETag": {"schema": {"type": "string"}}}},
+                    "304": {"description": "Every slot shows what the If-None-Match's evaluation showed"},
+                    **common,
+                },
+            }
+        },
+        ofrep.FLAG_LABEL: {
+            "post": {
+                "operationId": "ofrepEvaluateFlag",
+                "summary": "OFREP evaluation of one slot: its value the chosen variant's name",
+                "security": _IDENTITY_SECURITY,
+                "parameters": [
+                    {
+                        "name": "key",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "the slot",
+                    },
+                ],
+                "requestBody": body,
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/OfrepFlag"}, "The slot's evaluation"),
+                    "404": _json(failure, "FLAG_NOT_FOUND: no such slot in the served ruleset"),
+                    **common,
+                },
+            }
+        },
+    }
+
+
+def _ofrep_schemas() -> dict[str, Any]:
+    scalar = {"type": ["string", "number", "boolean"]}
+    return {
+        "OfrepRequest": {
+            "type": "object",
+            "required": ["context"],
+            "properties": {"context": {"$ref": "#/components/schemas/OfrepContext"}},
+        },
+        "OfrepContext": {
+            "type": "object",
+            "description": "targetingKey: the user (with an identity token it may be left out: the token's "
+            "`sub`); session: the session; slots: the slots a bulk evaluation decides (default: all). "
+            "Other attributes are accepted and not used",
+            "required": ["targetingKey"],
+            "properties": {
+                "targetingKey": {"type": "string", "pattern": validation.USER_PATTERN, "maxLength": 128},
+                "session": {"type": "string", "pattern": validation.SESSION_PATTERN, "maxLength": 128},
+                "slots": {
+                    "type": "array",
+                    "maxItems": validation.MAX_SLOTS_PER_REQUEST,
+                    "items": {"type": "string", "pattern": validation.SLOT_PATTERN},
+                },
+            },
+        },
+        "OfrepFlag": {
+            "type": "object",
+            "required": ["key", "reason", "metadata"],
+            "description": "value and variant: the variant's name (none: use the code default); metadata: "
+            "decisionId (for /v1/feedback), rulesetVersion, content (JSON text), rule",
+            "properties": {
+                "key": {"type": "string"},
+                "value": {"type": "string"},
+                "variant": {"type": "string"},
+                "reason": {"enum": ["TARGETING_MATCH", "DEFAULT"]},
+                "metadata": {"type": "object", "additionalProperties": scalar},
+            },
+        },
+        "OfrepFailure": {
+            "type": "object",
+            "required": ["errorCode", "errorDetails"],
+            "properties": {
+                "key": {"type": "string"},
+                "errorCode": {"enum": list(ofrep.ERROR_CODES)},
+                "errorDetails": {"type": "string"},
+            },
+        },
+        "OfrepFlags": {
+            "type": "object",
+            "required": ["flags", "metadata"],
+            "properties": {
+                "flags": {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/OfrepFlag"},
+                            {"$ref": "#/components/schemas/OfrepFailure"},
+                        ]
+                    },
+                },
+                "metadata": {"type": "object", "additionalProperties": scalar},
+            },
+        },
+    }
 
 
 def _event_schemas() -> dict[str, Any]:
@@ -346,6 +479,7 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     },
                 }
             },
+            **_ofrep_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -471,6 +605,7 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                         },
                     },
                 },
+                **_ofrep_schemas(),
                 **_event_schemas(),
             },
         },

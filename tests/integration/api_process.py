@@ -46,13 +46,19 @@ def publish_sync(redis_url: str, published: ruleset.Ruleset) -> None:
 
 
 @contextlib.contextmanager
-def serve(redis_url: str, kafka_bootstrap: str, log: Path, **env: str) -> Iterator[Served]:
-    """The API on sample.shop()'s ruleset until the block ends; `env` adds to its environment."""
+def serve(
+    redis_url: str, kafka_bootstrap: str, log: Path, cors_origins: tuple[str, ...] = (), **env: str
+) -> Iterator[Served]:
+    """The API on sample.shop()'s ruleset until the block ends; `env` adds to its environment;
+    `cors_origins` lets pages of those origins call it."""
     stack = new_stack()
     namespace, _, name = stack.partition("/")
     published = sample.shop(stack)
     kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
-    config = published.config.model_copy(update={"namespace": namespace, "name": name, "kafka": kafka})
+    api = published.config.api.model_copy(update={"cors_origins": cors_origins})
+    config = published.config.model_copy(
+        update={"namespace": namespace, "name": name, "kafka": kafka, "api": api}
+    )
     topics.ensure(kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
     publish_sync(redis_url, published.model_copy(update={"config": config}))
     port, admin_port = ports.pick(None), ports.pick(None)
