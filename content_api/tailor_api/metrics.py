@@ -35,6 +35,16 @@ traits_rejected = Counter(
 traits_expired = Counter(
     "tailor_traits_expired_total", "Trait values found past their TTL and dropped by a later write"
 )
+# The decide path's own Redis Cluster client (tailor_api.resp_cluster): how often the topology moved
+# under it. MOVED/ASK bursts are a resharding, CLUSTERDOWN a failover in progress.
+redis_cluster_redirections = Counter(
+    "tailor_api_redis_cluster_redirections_total",
+    "Redis Cluster replies that sent a command elsewhere or again: MOVED, ASK, TRYAGAIN, CLUSTERDOWN",
+    ["kind"],
+)
+redis_cluster_map_loads = Counter(
+    "tailor_api_redis_cluster_map_loads_total", "Slot maps loaded (CLUSTER SLOTS) by the decide path"
+)
 impressions = Counter("tailor_variant_impressions_total", "Variant impressions", ["rule", "variant"])
 clicks = Counter("tailor_variant_clicks_total", "Variant clicks", ["rule", "variant"])
 ruleset_version = Gauge("tailor_ruleset_version", "Ruleset version served", ["stack", "component"])

@@ -41,7 +41,7 @@ from typing import Any, Final
 import redis.crc
 
 from tailor.core import logthrottle, redis_target
-from tailor_api import resp
+from tailor_api import metrics, resp
 
 Address = tuple[str, int]
 SLOTS: Final = redis.crc.REDIS_CLUSTER_HASH_SLOTS
@@ -296,7 +296,7 @@ class ClusterConnection:
             if type(reply) is not resp.ReplyError or not str(reply).startswith(_RETRIED):
                 continue
             again.append(i)
-            self.redirections[str(reply).partition(" ")[0]] += 1
+            self._count(reply)
             redirect = parse_redirect(reply)
             if redirect is None:  # TRYAGAIN, CLUSTERDOWN: the same node(s), a moment later
                 wait, why = True, str(reply)
@@ -327,6 +327,11 @@ class ClusterConnection:
             position += 1
         return out
 
+    def _count(self, reply: resp.ReplyError) -> None:
+        kind = str(reply).partition(" ")[0]
+        self.redirections[kind] += 1
+        metrics.redis_cluster_redirections.labels(kind).inc()
+
     # --- writes sent without waiting -----------------------------------------------------------
 
     async def send_nowait(self, commands: Sequence[resp.Command]) -> None:
@@ -356,7 +361,7 @@ class ClusterConnection:
         for i, reply in enumerate(future.result()):
             if type(reply) is resp.ReplyError:
                 if str(reply).startswith(_RETRIED):
-                    self.redirections[str(reply).partition(" ")[0]] += 1
+                    self._count(reply)
                     again.append(i)
                 else:
                     log.warning("Redis refused a background write: %s", reply)
@@ -415,6 +420,7 @@ class ClusterConnection:
                 continue
             self._owners, self._known = build_slot_map(reply, address[0])
             self.map_loads += 1
+            metrics.redis_cluster_map_loads.inc()
             self._loaded_at = time.monotonic()
             return
         raise resp.RedisUnavailable(

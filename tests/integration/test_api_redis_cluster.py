@@ -148,6 +148,8 @@ async def test_a_slot_migrated_live_is_followed_and_decide_sees_no_error(
     # Caps held through the move: each user saw the promo CAP times at most.
     assert rules["promo"] <= CAP * len(users)
     assert routed.owner(slot) == ("127.0.0.1", destination.port)
+    exported = (await api.admin.get("/metrics")).text  # what an operator sees of it
+    assert 'tailor_api_redis_cluster_redirections_total{kind="ASK"}' in exported
 
 
 async def test_a_primary_sigkilled_fails_decides_only_for_the_failover_window(
