@@ -30,7 +30,7 @@ feedback = Counter("tailor_feedback_total", "Feedback received", ["type"])
 # traits topic's in their own registry, under the same names.
 traits_written = Counter("tailor_traits_written_total", "Trait values written", ["source"])
 traits_rejected = Counter(
-    "tailor_traits_rejected_total", "Trait writes refused (400 here; dead letters in the workers)", ["source"]
+    "tailor_traits_rejected_total", "Trait writes refused with a 400 (source: admin)", ["source", "reason"]
 )
 traits_expired = Counter(
     "tailor_traits_expired_total", "Trait values found past their TTL and dropped by a later write"

@@ -51,12 +51,12 @@ async def put(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.R
     try:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        metrics.traits_rejected.labels("admin").inc()
+        metrics.traits_rejected.labels("admin", "invalid").inc()
         return _invalid(f"the body must be a JSON object of trait name -> value, {EXAMPLE}")
     try:
         values = profile_traits.validate(declared, document)
     except profile_traits.Problem as problem:
-        metrics.traits_rejected.labels("admin").inc()
+        metrics.traits_rejected.labels("admin", "invalid-trait").inc()
         return _invalid(f"nothing was written: {problem}", problem.problems)
     now = time.time()
     command = profile_traits.write_command(served.stack, user, declared, values, now, now)

@@ -242,3 +242,10 @@ def test_the_reader_adds_the_traits_read_only_when_the_stack_declares_traits() -
     assert reader.commands == 2
     raw = [b"churnRisk", profile_traits.orjson.dumps({"v": 0.9, "e": NOW + 9, "t": NOW})]
     assert reader.parse_reads([[None, None, None], raw], "u1", None, NOW).traits == {"churnRisk": 0.9}
+
+
+def test_has_guards_an_unset_trait_in_cel() -> None:
+    program = compiler.compile_when("has(traits.churnRisk) && traits.churnRisk > 0.7", FEATURES)
+    assert program.evaluate({"traits": {}}) is False
+    assert program.evaluate({"traits": {"churnRisk": 0.8}}) is True
+    assert compiler.traits_named('traits["plan"] == "gold" || traits.vip') == ("plan", "vip")

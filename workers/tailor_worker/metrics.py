@@ -53,7 +53,7 @@ LAG = Gauge(
 # The traits topic (tailor_worker.traits; docs/traits.md): the content API's admin PUT counts its own
 # under the same names.
 TRAITS_WRITTEN = Counter(
-    "tailor_traits_written", "Trait values written from the traits topic.", registry=REGISTRY
+    "tailor_traits_written", "Trait values written (source: topic).", ["source"], registry=REGISTRY
 )
 TRAITS_STALE = Counter(
     "tailor_traits_stale",
@@ -62,8 +62,9 @@ TRAITS_STALE = Counter(
 )
 TRAITS_REJECTED = Counter(
     "tailor_traits_rejected",
-    "Traits events dead-lettered; reason: undecodable, invalid (not a traits event), invalid-trait.",
-    ["reason"],
+    "Traits events dead-lettered (source: topic); reason: undecodable, invalid (not a traits event),"
+    " invalid-trait.",
+    ["source", "reason"],
     registry=REGISTRY,
 )
 TRAITS_EXPIRED = Counter(

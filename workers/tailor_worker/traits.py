@@ -134,11 +134,11 @@ class TraitsLoop:
             return False
         if work.dead and not self.dead_letters.send(work.dead):
             return False
-        metrics.TRAITS_WRITTEN.inc(written)
+        metrics.TRAITS_WRITTEN.labels("topic").inc(written)
         metrics.TRAITS_STALE.inc(stale)
         metrics.TRAITS_EXPIRED.inc(expired)
         for letter in work.dead:
-            metrics.TRAITS_REJECTED.labels(letter.reason).inc()
+            metrics.TRAITS_REJECTED.labels("topic", letter.reason).inc()
             metrics.DEAD_LETTERS.labels(letter.reason).inc()
         return True
 
