@@ -192,7 +192,7 @@ async def run(args: argparse.Namespace, single_port: int, cluster: cluster_modul
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in decides}
     print(f"bench/redis_cluster_client.py — {args.concurrency} concurrent, {args.users} users, "
-          f"{args.seconds:.0f} s a client a round; load average {load_average()}")  # fmt: skip
+          f"{args.seconds:g} s a client a round; load average {load_average()}")  # fmt: skip
     print(f"{'round':<6} {'client':<18} {'decisions/s':>12} {'client CPU µs/decision':>24}  load")
     names = list(decides)
     for round_number in range(1, args.rounds + 1):

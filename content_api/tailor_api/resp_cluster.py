@@ -301,7 +301,9 @@ class ClusterConnection:
             if redirect is None:  # TRYAGAIN, CLUSTERDOWN: the same node(s), a moment later
                 wait, why = True, str(reply)
                 continue
-            node = redirect.node if redirect.node[0] else (self.owner(redirect.slot) or self._seed)
+            node = redirect.node
+            if not node[0]:  # the host of the node that answered: the one our map sent it to
+                node = ((self.owner(redirect.slot) or self._seed)[0], node[1])
             if redirect.kind == "ASK":
                 asks[i] = node
             else:

@@ -151,6 +151,8 @@ class Runtime:
             self.start_error = None
             return
         self.signer = await self.decision_keys.refresh(time.time())
+        if isinstance(self.connection, resp_cluster.ClusterConnection):
+            await self.connection.reload()  # the slot map before the first decide (RedisUnavailable: retried)
         try:
             await store.install(self.redis)
         except redis.ResponseError as error:
