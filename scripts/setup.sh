@@ -52,7 +52,7 @@ fi
 
 # npm packages, exactly as each package-lock.json says (`npm ci`), skipped while the lock is unchanged.
 # Install scripts stay off (npm's default here): the packages we use work without them.
-NPM_DIRS=(sdk)
+NPM_DIRS=(sdk tests/browser/openfeature)
 npm_ci() {
   local dir=$1 lock_hash
   if ! command -v npm > /dev/null; then
