@@ -26,6 +26,11 @@ ask), or an append-only file fsynced every second vs before every write is ackno
 Redis' spec.redis.appendfsync). Each run's events/s, worker and Redis CPU per event and the load
 average; the ratio of the best rounds.
 
+With --redis-cluster (--compare cluster) the two setups are one redis-server and a Redis Cluster of 3
+primaries + 3 replicas (tailor.devstack.redis_cluster), all persisting alike (AOF, appendfsync always):
+the ratio of the worker's events per worker CPU-second on the cluster to that on one Redis, and the
+Redis CPU per event of all six nodes against the one.
+
 With --kafka-security WAY (sasl-ssl-scram-sha-512, sasl-ssl-plain or mtls: the dev stack's secured
 listeners, docs/devstack.md) it measures the cost of Kafka's TLS (and SASL) on the worker instead:
 the backlog run (2.) over PLAINTEXT and over that listener of the same broker, in turns for --rounds
@@ -50,6 +55,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import _pipeline
 import orjson
@@ -59,7 +65,7 @@ from confluent_kafka import Consumer, Producer
 from tailor import devstack
 from tailor.core import redis_target
 from tailor.core.rules import compiler, specs
-from tailor.devstack import paths, ports, scratch, secure_redis
+from tailor.devstack import paths, ports, redis_cluster, scratch, secure_redis
 from tailor.devstack.components.kafka import SECURED
 
 TARGET = 50_000
@@ -182,11 +188,18 @@ def worker(
 
 
 def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
-    """The backlog run on two redis-servers that differ only in `kind` (tls, appendfsync), in turns."""
+    """The backlog run on two Redis setups that differ only in `kind` (tls, appendfsync, cluster), in
+    turns. `cluster`: one redis-server against a Redis Cluster of 3 primaries + 3 replicas
+    (tailor.devstack.redis_cluster), every node persisting alike (AOF, appendfsync always); Redis CPU is
+    all six nodes' (the replicas' too)."""
     aof = ("appendonly yes",)
     with tempfile.TemporaryDirectory(prefix="tailor-bench-redis-", dir=args.redis_dir) as scratch_dir:
         where = Path(scratch_dir)
-        if kind == "tls":
+        servers: dict[str, Any]
+        if kind == "cluster":
+            single = secure_redis.start(where / "single", tls=False, extra=(*aof, "appendfsync always"))
+            servers = {"single": single, "cluster": redis_cluster.start(where / "cluster")}
+        elif kind == "tls":
             servers = {"plain": secure_redis.start(where / "plain", tls=False),
                        "TLS": secure_redis.start(where / "tls")}  # fmt: skip
         else:
@@ -199,12 +212,15 @@ def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
         try:
             for round_ in range(1, args.rounds + 1):
                 for name, server in servers.items():
-                    target = server.target(client_pair=False)
+                    if isinstance(server, redis_cluster.RedisCluster):
+                        target, nodes = server.target(), server.nodes
+                        spent: Callable[[], float] = lambda: sum(n.cpu_seconds() for n in nodes)  # noqa: E731,B023
+                    else:
+                        target, spent = server.target(client_pair=False), server.cpu_seconds
                     config = _pipeline.stack_config(kafka)
                     _pipeline.publish(target, config)
                     fill(kafka, config.kafka.events_topic, args.events, args.users)
-                    rate, cpu, redis_spent, _ = worker(target, config.key, args.events,
-                                                       redis_seconds=server.cpu_seconds)  # fmt: skip
+                    rate, cpu, redis_spent, _ = worker(target, config.key, args.events, redis_seconds=spent)
                     load = os.getloadavg()[0]
                     _pipeline.delete_topics(config)
                     runs[name].append((rate, cpu, redis_spent))
@@ -213,7 +229,7 @@ def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
         finally:
             for server in servers.values():
                 server.stop()
-    first, second = servers
+    first, second = list(servers)
     best = {name: max(run[0] for run in values) for name, values in runs.items()}
     least_worker = {name: min(run[1] for run in values) for name, values in runs.items()}
     least_redis = {name: min(run[2] for run in values) for name, values in runs.items()}
@@ -223,6 +239,9 @@ def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
     print(f"{second} / {first}, best rounds: events/s {best[second] / best[first]:.2f}, "
           f"worker CPU per event {least_worker[second] / least_worker[first]:.2f}, "
           f"Redis CPU per event {least_redis[second] / least_redis[first]:.2f}")  # fmt: skip
+    if kind == "cluster":
+        print(f"worker events per worker CPU-second, cluster / single (best rounds): "
+              f"{least_worker[first] / least_worker[second]:.2f}")  # fmt: skip
 
 
 def compare_kafka(way: str, kafka: str, redis_url: str, args: argparse.Namespace) -> None:
@@ -366,8 +385,9 @@ def main() -> int:
         help="skip the backlog run with the Python references (TAILOR_NATIVE=off)",
     )  # fmt: skip
     parser.add_argument(
-        "--compare", choices=("tls", "appendfsync"),
-        help="only the backlog run on two private redis-servers: plain vs TLS, or everysec vs always",
+        "--compare", choices=("tls", "appendfsync", "cluster"),
+        help="only the backlog run on two private Redis setups: plain vs TLS, everysec vs always, or "
+        "one redis-server vs a Redis Cluster of 3 primaries + 3 replicas",
     )  # fmt: skip
     parser.add_argument(
         "--kafka-security", choices=SECURED,
@@ -378,7 +398,12 @@ def main() -> int:
     parser.add_argument(
         "--redis-dir", default=None, help="--compare: where the servers keep their files (a real disk)"
     )
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="the same as --compare cluster (issue 15's ratio)"
+    )
     args = parser.parse_args()
+    if args.redis_cluster:
+        args.compare = "cluster"
     if args.compare:
         kafka = os.environ.get("TAILOR_KAFKA_BOOTSTRAP") or _pipeline.environment()[0]
         compare(args.compare, kafka, args)

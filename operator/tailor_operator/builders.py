@@ -488,6 +488,7 @@ def _worker_env(stack: Stack) -> list[dict[str, Any]]:
     return [
         {"name": "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE", "value": str(limits.events_per_user_per_minute)},
         {"name": "TAILOR_WORKER_DEDUP_MARKS_PER_USER", "value": str(limits.dedup_marks_per_user)},
+        {"name": "TAILOR_WORKER_REDIS_WAIT_REPLICAS", "value": str(stack.spec.redis.wait_replicas)},
         {
             "name": "TAILOR_WORKER_MEMORY_LIMIT_BYTES",
             "valueFrom": {

@@ -221,6 +221,7 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)  # a paused node would not hear SIGTERM
                 node.process.terminate()
         for node in self.nodes:
             if node.process is not None:
@@ -238,6 +239,16 @@ class RedisCluster:
             raise ComponentFailed(f"Redis cluster node {node.index} is not running")
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
+
+    def pause(self, node: Node) -> None:
+        """SIGSTOP one node: alive to its sockets, silent to everyone (a replica falling behind)."""
+        if node.process is None or node.process.poll() is not None:
+            raise ComponentFailed(f"Redis cluster node {node.index} is not running")
+        node.process.send_signal(signal.SIGSTOP)
+
+    def resume(self, node: Node) -> None:
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGCONT)
 
     def restart(self, node: Node, timeout: float = 60.0) -> None:
         """Start a stopped node again with its nodes.conf (it rejoins as the replica of whoever holds

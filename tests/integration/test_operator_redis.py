@@ -233,6 +233,7 @@ def test_the_api_server_refuses_redis_settings_that_cannot_work(
         ({"url": "redis://r:6379/0", "mode": "sharded"}, 'Unsupported value: "sharded"'),
         ({"managed": True, "mode": "cluster"}, "redis.mode cluster needs redis.url"),
         ({"url": "redis://r:7000/2", "mode": "cluster"}, "redis.mode cluster takes database 0 only"),
+        ({"url": "redis://r:7000/0", "waitReplicas": 6}, "should be less than or equal to 5"),
     ]  # fmt: skip
     for redis_spec, message in bad:
         stack = the_stack(shop_documents())

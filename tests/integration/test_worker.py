@@ -251,9 +251,9 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_later_events_still_coun
 
 
 @contextlib.contextmanager
-def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str, int]]:
-    """Produce events for `users` round-robin until the block ends; yields the count per user of
-    those the broker acknowledged (complete once the block has ended)."""
+def streaming(bootstrap: str, topic: str, users: list[str], pause: float = 0.02) -> Iterator[dict[str, int]]:
+    """Produce events for `users` round-robin until the block ends, `pause` s after every 200; yields
+    the count per user of those the broker acknowledged (complete once the block has ended)."""
     acknowledged = dict.fromkeys(users, 0)
     stop = threading.Event()
 
@@ -271,7 +271,7 @@ def streaming(bootstrap: str, topic: str, users: list[str]) -> Iterator[dict[str
             n += 1
             if n % 200 == 0:
                 kafka.poll(0)
-                time.sleep(0.02)
+                time.sleep(pause)
         kafka.flush(30)
 
     streamer = threading.Thread(target=stream)

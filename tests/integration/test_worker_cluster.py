@@ -69,8 +69,9 @@ def test_a_primary_sigkilled_mid_stream_loses_and_doubles_no_acknowledged_event_
     kafka_bootstrap: str, redis_cluster: RedisCluster, cluster_client: redis.Redis, wait_replicas: str
 ) -> None:
     """With TAILOR_WORKER_REDIS_WAIT_REPLICAS=1 a batch's offsets are stored only once each primary's
-    replica holds its writes: the replica promoted after the SIGKILL has every event whose offset was
-    stored, and the batches in flight are written again (dedup). The killed node comes back as a replica
+    replica holds its writes: the replica promoted after the SIGKILL (it was paused for 1.5 s before, so
+    the primary held writes it never had) has every event whose offset was stored, and the batches in
+    flight are written again (dedup). The killed node comes back as a replica
     (the promoted primary has none meanwhile, so its writes wait: what Kubernetes restarting the pod is).
     The control, without WAIT, may lose what the primary acknowledged but had not sent its replica."""
     config = cluster_stack(kafka_bootstrap, redis_cluster)
@@ -86,11 +87,21 @@ def test_a_primary_sigkilled_mid_stream_loses_and_doubles_no_acknowledged_event_
         TAILOR_WORKER_REDIS_WAIT_REPLICAS=wait_replicas,
     )
     try:
-        with streaming(kafka_bootstrap, config.kafka.events_topic, users) as acknowledged:
+        # About 2,000 events/s: a backlog the worker counts in seconds once the shard is back.
+        with streaming(kafka_bootstrap, config.kafka.events_topic, users, pause=0.1) as acknowledged:
             wait_until(
                 lambda: sum(views(cluster_client, config, u) for u in on_victim) > 300, 60, worker.output
             )
+            # The replica falls behind, the primary goes on acknowledging alone, then dies:
+            # the worst case of asynchronous replication, made certain rather than left to timing.
+            # Paused alone, a replica still gets the stream (the kernel buffers it for the stopped
+            # process); cut its link too, so the primary's writes reach no replica.
+            redis_cluster.pause(replica)
+            with victim.client() as raw:
+                raw.execute_command("CLIENT KILL TYPE replica")
+            time.sleep(1.5)
             redis_cluster.kill(victim)
+            redis_cluster.resume(replica)
             killed_at = time.monotonic()
             redis_cluster.wait_promoted(replica)
             promoted_after = time.monotonic() - killed_at
@@ -117,5 +128,6 @@ def test_a_primary_sigkilled_mid_stream_loses_and_doubles_no_acknowledged_event_
         assert sum(acknowledged[u] for u in on_victim) > 300
         assert worker.metric("tailor_worker_redis_errors_total") > 0  # the write did meet the dead primary
     finally:
+        redis_cluster.resume(replica)
         worker.close()
         redis_cluster.wait_ok()

@@ -134,7 +134,9 @@ def test_commands_and_env_follow_the_cli_contract() -> None:
     assert env["TAILOR_REDIS_URL"]["value"] == "redis://r.example:6379/0"  # never a secret in it
     assert "TAILOR_REDIS_USERNAME" not in env  # your own Redis' default user
     assert "TAILOR_REDIS_MODE" not in env  # standalone, the default
-    cluster = stack(redis={"url": "redis://node-0.cache:7000/0", "mode": "cluster"})
+    cluster = stack(redis={"url": "redis://node-0.cache:7000/0", "mode": "cluster", "waitReplicas": 1})
+    worker_env = pod_spec(builders.worker_deployment(cluster, "c"))["containers"][0]["env"]
+    assert {"name": "TAILOR_WORKER_REDIS_WAIT_REPLICAS", "value": "1"} in worker_env
     for deployment in (builders.api_deployment(cluster, "c"), builders.worker_deployment(cluster, "c")):
         assert {"name": "TAILOR_REDIS_MODE", "value": "cluster"} in pod_spec(deployment)["containers"][0][
             "env"

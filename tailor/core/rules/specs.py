@@ -205,6 +205,7 @@ class RedisSpec(SpecModel):
     url: str | None = None
     # standalone or cluster (tailor.core.redis_target: how every component's client is built)
     mode: Literal["standalone", "cluster"] = "standalone"
+    wait_replicas: int = 0  # replicas a worker's batch must reach before its offsets are stored
     username: str | None = None
     username_secret_ref: UsernameSecretRef | None = None
     password_secret_ref: PasswordSecretRef | None = None
