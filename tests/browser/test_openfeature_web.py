@@ -25,7 +25,7 @@ import api_process
 import test_openfeature
 from api_harness import page_view
 
-pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(180)]
 PACKAGE = Path(__file__).parent / "openfeature"
 PAGE = b"""<!doctype html><meta charset="utf-8"><title>OFREP</title>
 <div id="hero"></div><script src="/bundle.js"></script>"""
