@@ -29,6 +29,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from tailor import devstack
+from tailor.devstack import kinesis_emulator
 from tailor.devstack import redis_cluster as redis_cluster_servers
 from tailor.devstack import secure_redis as secure_redis_server
 
@@ -159,6 +160,22 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_cl
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kinesis_emulator.KinesisEmulator]:
+    """A Kinesis Data Streams emulator (moto's server mode, tailor.devstack.kinesis_emulator), started
+    by the first test that asks for it (about 2 s) and shared by the session; each test makes its own
+    stream. boto3 needs credentials to sign with (moto takes any): a test sets
+    kinesis_emulator.ENVIRONMENT with monkeypatch and passes it to its processes."""
+    try:
+        emulator = kinesis_emulator.start(tmp_path_factory.mktemp("kinesis"))
+    except RuntimeError as error:
+        pytest.fail(f"the Kinesis emulator did not start:\n{error}", pytrace=False)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ from prometheus_client import Counter
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tailor.core import constants, durations, events, kafkaclient, topics
+from tailor.core import constants, durations, events, kafkaclient, kinesis, topics
 from tailor.core.rules.ruleset import StackConfig
-from tailor_api import identity, producer, web
+from tailor_api import identity, kinesis_producer, producer, web
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class Collector:
         self.producer_extra = producer_extra
         self.config: StackConfig | None = None
         self.kafka_health: kafkaclient.Health | None = None
-        self._producer: producer.AsyncProducer | None = None
+        self._producer: producer.AsyncProducer | kinesis_producer.KinesisProducer | None = None
         self._source = b""
+        # TAILOR_EVENTS_SOURCE=kinesis: events go to a Kinesis data stream instead (docs/kinesis.md).
+        self.kinesis = kinesis.KinesisSettings()
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -108,7 +110,12 @@ class Collector:
 
     async def _use(self, config: StackConfig) -> None:
         previous, old = self.config, None
-        if previous is None or previous.kafka != config.kafka or self._producer is None:
+        if self.kinesis.enabled:
+            if self._producer is None:
+                self._producer = kinesis_producer.KinesisProducer(
+                    self.kinesis, delivery_timeout_seconds=self.settings.delivery_timeout_seconds
+                )
+        elif previous is None or previous.kafka != config.kafka or self._producer is None:
             old, self._producer = self._producer, await self._connect(config)
         self.config = config
         self._source = f"/tailor/{config.namespace}/{config.name}".encode()

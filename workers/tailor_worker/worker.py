@@ -23,11 +23,11 @@ from typing import Any
 import redis
 from confluent_kafka import KafkaException, Message
 
-from tailor.core import kafkaclient, logthrottle, native, redis_target, topics
+from tailor.core import kafkaclient, kinesis, logthrottle, native, redis_target, topics
 from tailor.core.profile import store
 from tailor.core.rules import signing, versions
 from tailor.core.rules.ruleset import KafkaConfig, Ruleset, StackConfig
-from tailor_worker import batch, garbage, liveness, metrics
+from tailor_worker import batch, garbage, kinesis_source, liveness, metrics
 from tailor_worker import traits as traits_topic
 from tailor_worker.consumer import EventConsumer
 from tailor_worker.deadletter import DeadLetterProducer
@@ -83,9 +83,11 @@ class Worker:
         self._refused_version = 0  # the last version refused: refused once, not at every check
         for reason in versions.REASONS:  # at 0 from the start, so the first refusal is an increase
             metrics.RULESET_REJECTED.labels(stack, COMPONENT, reason)
-        self._consumer: EventConsumer | None = None
-        self._dead_letters: DeadLetterProducer | None = None
+        self._consumer: EventConsumer | kinesis_source.ShardReader | None = None
+        self._dead_letters: DeadLetterProducer | kinesis_source.LoggedDeadLetters | None = None
         self._traits: traits_topic.TraitsLoop | None = None  # while the stack declares traits
+        # TAILOR_EVENTS_SOURCE=kinesis: the events come from a Kinesis data stream (docs/kinesis.md).
+        self.kinesis = kinesis.KinesisSettings()
         self._writer: store.ProfileWriter | None = None
         self._garbage = garbage.GarbageClock()
         self.kafka_health: kafkaclient.Health | None = None  # of the Kafka settings in use
@@ -291,6 +293,10 @@ class Worker:
             wait_replicas=self.settings.redis_wait_replicas,
             wait_timeout_ms=self.settings.redis_wait_timeout_ms,
         )
+        if self.kinesis.enabled:
+            if self._consumer is None:
+                self._retry("read the Kinesis stream", self._connect_kinesis)
+            return
         if (
             previous is not None
             and previous.kafka == config.kafka
@@ -336,8 +342,14 @@ class Worker:
             )
             self._traits.start()
 
+    def _connect_kinesis(self) -> None:
+        self._consumer = kinesis_source.ShardReader(self.kinesis, self.redis, self.stack)
+        self._dead_letters = kinesis_source.LoggedDeadLetters()
+
     def readiness(self) -> tuple[bool, str]:
         """Ready once the worker reads the stack's Kafka and while its clients report no failure."""
+        if self.kinesis.enabled:
+            return self._consumer is not None, f"reading the Kinesis stream {self.kinesis.stream}"
         if self.config is None or self.kafka_health is None:
             return False, "waiting for a published ruleset"
         return self.kafka_health.readiness()
@@ -368,7 +380,8 @@ class Worker:
             try:
                 action()
                 return True
-            except (redis.RedisError, KafkaException, topics.TopicError, KafkaUnusable) as error:
+            except (redis.RedisError, KafkaException, topics.TopicError, KafkaUnusable,
+                    *kinesis_source.UNREACHABLE) as error:  # fmt: skip
                 cause = (
                     redis_target.explain(error, self.target) if isinstance(error, redis.RedisError) else None
                 )
