@@ -47,20 +47,30 @@ def publish_sync(redis_url: str, published: ruleset.Ruleset) -> None:
 
 @contextlib.contextmanager
 def serve(
-    redis_url: str, kafka_bootstrap: str, log: Path, cors_origins: tuple[str, ...] = (), **env: str
+    redis_url: str,
+    kafka_bootstrap: str,
+    log: Path,
+    cors_origins: tuple[str, ...] = (),
+    *,
+    stack: str | None = None,
+    ready_within: float = 30,
+    **env: str,
 ) -> Iterator[Served]:
     """The API on sample.shop()'s ruleset until the block ends; `env` adds to its environment;
-    `cors_origins` lets pages of those origins call it."""
-    stack = new_stack()
-    namespace, _, name = stack.partition("/")
-    published = sample.shop(stack)
-    kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
-    api = published.config.api.model_copy(update={"cors_origins": cors_origins})
-    config = published.config.model_copy(
-        update={"namespace": namespace, "name": name, "kafka": kafka, "api": api}
-    )
-    topics.ensure(kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
-    publish_sync(redis_url, published.model_copy(update={"config": config}))
+    `cors_origins` lets pages of those origins call it. With `stack`, a stack whose ruleset someone
+    else (the operator) publishes is followed instead (`cors_origins` is then that ruleset's);
+    `ready_within`: seconds to become ready (several processes starting at once take longer)."""
+    if stack is None:
+        stack = new_stack()
+        namespace, _, name = stack.partition("/")
+        published = sample.shop(stack)
+        kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
+        api = published.config.api.model_copy(update={"cors_origins": cors_origins})
+        config = published.config.model_copy(
+            update={"namespace": namespace, "name": name, "kafka": kafka, "api": api}
+        )
+        topics.ensure(kafka_bootstrap, [kafka.events_topic, kafka.dead_letter_topic], kafka.partitions)
+        publish_sync(redis_url, published.model_copy(update={"config": config}))
     port, admin_port = ports.pick(None), ports.pick(None)
     environment = {**os.environ, "TAILOR_REDIS_URL": redis_url, "TAILOR_ADMIN_TOKEN": ADMIN_TOKEN, **env}
     with log.open("w") as output:
@@ -74,7 +84,7 @@ def serve(
         # Decide's readiness and the collector's come apart (the producer starts after the ruleset
         # loads): a test that posts events first would meet the collector's 503.
         checks = ["/readyz"] if env.get("TAILOR_API_ROUTES") == "decide" else ["/readyz", "/readyz/collector"]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_within
         while True:
             try:
                 if all(httpx.get(f"{served.admin}{path}", timeout=2).status_code == 200 for path in checks):
