@@ -213,3 +213,22 @@ async def test_evaluations_and_decides_share_one_rate_limit_per_user(live: Live)
             "/ofrep/v1/evaluate/flags/hero", json={"context": {"targetingKey": "calm"}}
         )
         assert other.status_code == 200
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_slot_with_nothing_to_show_leaves_the_value_to_the_code_default(live: Live) -> None:
+    shoes = ruleset.Matcher(feature="views", dimension="category", value="shoes", window="30m", threshold=2)
+    no_fallback = sample.build(
+        [sample.html_variant("promo", "hero")],
+        [ruleset.Rule(name="promo", slot="hero", audience=(shoes,), variants=("promo",))],
+    )
+    async with live(no_fallback) as api:
+        response = await api.client.post(
+            "/ofrep/v1/evaluate/flags/hero", json={"context": {"targetingKey": "new"}}
+        )
+        assert response.status_code == 200
+        evaluation = response.json()
+        assert (evaluation["key"], evaluation["reason"]) == ("hero", "DEFAULT")
+        assert "value" not in evaluation  # OFREP's code default: the caller's own value
+        assert "variant" not in evaluation
+        assert set(evaluation["metadata"]) == {"decisionId", "rulesetVersion"}
