@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -98,7 +99,10 @@ async def test_posted_events_are_counted_exactly_through_kinesis_across_a_killed
         await post(http, second)
         await post(http, first[:200])  # a client resending after a lost reply: the same ids
 
-        again = WorkerProcess(config.key, redis_url, **environment)
+        # Full pages for the one that resumes: it has 1,200 records or more to read.
+        again = WorkerProcess(
+            config.key, redis_url, **{**environment, "TAILOR_KINESIS_RECORDS_PER_CALL": "500"}
+        )
         workers.append(again)
         expected = dict.fromkeys(USERS, 100)
         wait_until(lambda: counted() == expected, 60, lambda: f"{counted()}\n{again.output()}")
@@ -122,3 +126,115 @@ async def test_posted_events_are_counted_exactly_through_kinesis_across_a_killed
         await collector.close()
         client.delete_stream(StreamName=stream)
         scratch.forget(redis_url, config.key)
+
+
+class ReshardedStream:
+    """A stream as AWS documents resharding, which moto does not show (docs/kinesis.md): a closed
+    parent keeps its records and ends its iterator after the last one (no NextShardIterator), its
+    children hold only what was written after the split or merge. Only the calls ShardReader makes."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, dict[str, Any]] = {}
+        self.sequence = 10**50  # AWS's are 56-digit numbers, increasing
+
+    def add(self, shard: str, *parents: str) -> None:
+        self.shards[shard] = {"records": [], "parents": parents, "closed": False}
+        for parent in parents:
+            self.shards[parent]["closed"] = True
+
+    def put(self, shard: str, count: int) -> None:
+        for _ in range(count):
+            self.sequence += 7
+            self.shards[shard]["records"].append(
+                {"SequenceNumber": str(self.sequence), "Data": f"{shard}:{self.sequence}".encode(),
+                 "PartitionKey": "u", "ApproximateArrivalTimestamp": datetime.now(UTC)}
+            )  # fmt: skip
+
+    def list_shards(self, **_: Any) -> dict[str, Any]:
+        listed = []
+        for shard, state in self.shards.items():
+            item: dict[str, Any] = {"ShardId": shard, "SequenceNumberRange": {}}
+            if state["parents"]:
+                item["ParentShardId"] = state["parents"][0]
+            if len(state["parents"]) > 1:
+                item["AdjacentParentShardId"] = state["parents"][1]
+            if state["closed"] and state["records"]:
+                item["SequenceNumberRange"]["EndingSequenceNumber"] = state["records"][-1]["SequenceNumber"]
+            listed.append(item)
+        return {"Shards": listed}
+
+    def get_shard_iterator(self, *, ShardId: str, ShardIteratorType: str, **more: Any) -> dict[str, str]:
+        records = self.shards[ShardId]["records"]
+        start = 0
+        if ShardIteratorType == "AFTER_SEQUENCE_NUMBER":
+            after = int(more["StartingSequenceNumber"])
+            start = sum(1 for record in records if int(record["SequenceNumber"]) <= after)
+        return {"ShardIterator": f"{ShardId}|{start}"}
+
+    def get_records(self, *, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        shard, position = ShardIterator.split("|")
+        state, start = self.shards[shard], int(position)
+        page = state["records"][start : start + Limit]
+        end = start + len(page)
+        finished = state["closed"] and end == len(state["records"])
+        return {"Records": page, "NextShardIterator": None if finished else f"{shard}|{end}"}
+
+    def close(self) -> None:
+        return None
+
+
+def test_parents_are_read_to_their_end_before_children_across_a_split_a_merge_and_a_restart(
+    redis_client: redis.Redis,
+) -> None:
+    stack = f"kinesis-test/{uuid.uuid4().hex[:8]}"
+    settings = kinesis_settings.KinesisSettings(
+        source="kinesis",
+        stream="resharded",
+        records_per_call=10,
+        idle_poll_seconds=0,
+        list_shards_seconds=0.001,
+    )
+    stream = ReshardedStream()
+    stream.add("s0")
+    stream.put("s0", 25)
+    stream.add("s1", "s0")  # split: s0 closed with 25 records, s1 and s2 take the writes after it
+    stream.add("s2", "s0")
+    stream.put("s1", 12)
+    stream.put("s2", 8)
+    stream.add("s3", "s1", "s2")  # merge
+    stream.put("s3", 5)
+    read: list[str] = []
+
+    def run(reader: kinesis_source.ShardReader, rounds: int) -> None:
+        for _ in range(rounds):
+            records = reader.take(15, 0)
+            newest: dict[int, int] = {}
+            for record in records:
+                value, partition, offset = record.value(), record.partition(), record.offset()
+                assert value is not None
+                assert partition is not None
+                assert offset is not None
+                read.append(value.decode().split(":")[0])
+                newest[partition] = max(newest.get(partition, -1), offset)
+            reader.store(newest)  # as the worker does after the batch's Redis write
+
+    try:
+        run(kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream), 4)
+        assert read.count("s0") == 25
+        assert "s3" not in read  # its parents are not both done yet
+        # A new reader (a restarted worker) resumes after the checkpoints and reads nothing twice.
+        run(kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream), 6)
+        assert [read.count(shard) for shard in ("s0", "s1", "s2", "s3")] == [25, 12, 8, 5]
+        last_parent = max(index for index, shard in enumerate(read) if shard != "s3")
+        assert read.index("s3") > last_parent  # the merged shard after both of its parents
+        assert read.index("s1") > max(index for index, shard in enumerate(read) if shard == "s0")
+        assert read.index("s2") > max(index for index, shard in enumerate(read) if shard == "s0")
+        checkpoints = redis_client.hgetall(kinesis_source.checkpoint_key(stack, "resharded"))
+        assert {shard: at for shard, at in checkpoints.items() if at == kinesis_source.SHARD_END}.keys() == {
+            "s0",
+            "s1",
+            "s2",
+        }
+        assert checkpoints["s3"] == stream.shards["s3"]["records"][-1]["SequenceNumber"]
+    finally:
+        redis_client.delete(kinesis_source.checkpoint_key(stack, "resharded"))

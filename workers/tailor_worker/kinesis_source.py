@@ -96,10 +96,18 @@ class _Shard:
 
 
 class ShardReader:
-    def __init__(self, settings: kinesis.KinesisSettings, client: redis.Redis, stack: str) -> None:
+    def __init__(
+        self,
+        settings: kinesis.KinesisSettings,
+        client: redis.Redis,
+        stack: str,
+        *,
+        kinesis_client: Any = None,
+    ) -> None:
+        """`kinesis_client`: a boto3 Kinesis client's face; default: made from `settings`."""
         self.settings = settings
         self.stream = settings.require_stream()
-        self._kinesis = settings.client()
+        self._kinesis = kinesis_client if kinesis_client is not None else settings.client()
         self._redis = client
         self._key = checkpoint_key(stack, self.stream)
         self._shards: dict[str, _Shard] = {}
