@@ -10,10 +10,11 @@ returned, and in every log line of the request: tailor.core.logs), and a problem
 anything unexpected.
 
 Two listeners: the public port (granian) serves the API shoppers and the shop call — /v1/decide,
-/v1/feedback, /v1/events, /openapi.json, /sdk/tailor.js — and the admin port (tailor_api.adminserver,
-`settings.admin_port`) serves /v1/explain, /v1/profiles/{user}, /metrics, /healthz, /readyz and
-/readyz/collector, with its own /openapi.json; both through this one router (`TailorApp` and
-`TailorApp.admin`). An admin path asked on the public port is a 404 that names the admin port.
+/v1/feedback, /v1/events, /v1/graphql, /openapi.json, /sdk/tailor.js — and the admin port
+(tailor_api.adminserver, `settings.admin_port`) serves /v1/explain, /v1/profiles/{user}, /metrics,
+/healthz, /readyz and /readyz/collector, with its own /openapi.json; both through this one router
+(`TailorApp` and `TailorApp.admin`). An admin path asked on the public port is a 404 that names the
+admin port.
 
 `settings.api_routes` says what this replica serves: `all`; `decide` (everything but POST /v1/events:
 no Kafka client); `collect` (POST /v1/events and the operational routes, for a collector Deployment
@@ -39,6 +40,7 @@ from tailor_api import (
     adminserver,
     decide_endpoint,
     feedback,
+    graphql_endpoint,
     identity,
     metrics,
     ofrep,
@@ -76,7 +78,7 @@ METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 COLLECT_ROUTES = frozenset(
     {"/v1/events", "/healthz", "/readyz", "/readyz/collector", "/metrics", "/openapi.json"}
 )
-PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js",
+PUBLIC_PATHS = ("/v1/decide", "/v1/feedback", "/v1/events", "/v1/graphql", "/openapi.json", "/sdk/tailor.js",
                 ofrep.BULK_PATH, ofrep.FLAG_LABEL)  # fmt: skip
 ADMIN_PATHS = ("/v1/explain", "/v1/profiles/{user}", "/v1/profiles/{user}/traits", "/healthz", "/readyz",
                "/readyz/collector", "/metrics", "/openapi.json")  # fmt: skip
@@ -100,10 +102,12 @@ class TailorApp:
         self.settings = settings
         self.runtime = runtime
         get, post = frozenset({"GET"}), frozenset({"POST"})
+        graphql = graphql_endpoint.Endpoint(introspection=settings.graphql_introspection)
         self.routes: dict[str, Route] = {
             "/v1/decide": Route("/v1/decide", get, decide_endpoint.handle, limited=True, user_in_query=True),
             "/v1/feedback": Route("/v1/feedback", post, feedback.handle, limited=True),
             "/v1/events": Route("/v1/events", post, collect, limited=True),
+            "/v1/graphql": Route("/v1/graphql", post, graphql, limited=True),  # REST's functions, in GraphQL
             "/openapi.json": Route("/openapi.json", get, self._openapi, limited=True),
             "/sdk/tailor.js": Route("/sdk/tailor.js", get, ops.Sdk(settings.sdk_path), limited=True),
             ofrep.BULK_PATH: Route(ofrep.BULK_PATH, post, ofrep.evaluate_flags, limited=True),
@@ -309,14 +313,10 @@ class AdminApp:
 
 async def collect(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
     """POST /v1/events: the collector's, once it runs with the served ruleset's Kafka settings."""
-    collector = runtime.collector
-    if collector is None or runtime.collector_config is None:
-        detail = "the event collector is not running (no ruleset with Kafka settings yet)"
-        return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
-    try:
-        who = runtime.identity.check(scope, time.time())
-    except identity.IdentityError as error:
-        return identity.refusal(error)
+    gate = runtime.events_gate(scope)
+    if isinstance(gate, web.Reply):
+        return gate
+    collector, who = gate
     return await collector.handle(scope, receive, who)
 
 

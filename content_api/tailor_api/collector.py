@@ -162,10 +162,9 @@ class Collector:
     ) -> web.Reply:
         """`who`: the user and session a verified identity token vouches for; every event must be
         theirs (userId and sessionId left out are taken from it)."""
-        config, kafka = self.config, self._producer
-        if config is None or kafka is None:
-            detail = "no stack configuration yet"
-            return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
+        config = self.config
+        if config is None or self._producer is None:
+            return _not_configured()
         limits = config.api
         try:
             body = await web.read_body(scope, receive, limits.max_body_bytes)
@@ -175,6 +174,16 @@ class Collector:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
             return web.problem(400, "invalid-json", "Body is not JSON", str(error))
+        outcome = await self.accept(document, who)
+        return outcome if isinstance(outcome, web.Reply) else web.json_reply(202, outcome)
+
+    async def accept(self, document: Any, who: identity.Identity | None = None) -> dict[str, Any] | web.Reply:
+        """One event or `{"events": [...]}`, parsed: `{"accepted", "rejected", "notCounted"}` once Kafka
+        acknowledged the valid ones, else the problem reply. Shared by REST and GraphQL."""
+        config, kafka = self.config, self._producer
+        if config is None or kafka is None:
+            return _not_configured()
+        limits = config.api
         if isinstance(document, dict) and "events" in document:
             items = document["events"]
             if not isinstance(items, list) or len(document) != 1:
@@ -221,7 +230,7 @@ class Collector:
         PRODUCED.labels(topic).inc(len(outgoing))
         if late:
             _LATE.inc(len(late))
-        return web.json_reply(202, {"accepted": len(outgoing), "rejected": rejected, "notCounted": late})
+        return {"accepted": len(outgoing), "rejected": rejected, "notCounted": late}
 
     def _prepare(
         self, items: list[Any], received_at: float, config: StackConfig
@@ -267,6 +276,11 @@ class Collector:
             user = item.get("userId") or item["anonymousId"]
             outgoing.append((user.encode(), orjson.dumps(item), headers))
         return outgoing, rejected, late
+
+
+def _not_configured() -> web.Reply:
+    detail = "no stack configuration yet"
+    return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
 
 
 def claim_events(items: list[Any], who: identity.Identity) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -163,6 +164,46 @@ async def decide_slots(
 
 
 async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
+    params = web.query(scope)
+    try:
+        user, session = web.single(params, "user"), web.single(params, "session")
+    except validation.InvalidParameter as error:
+        return web.invalid_parameter(error)
+    made = await decisions(runtime, scope, user, session, params.get("slot", []))
+    if isinstance(made, web.Reply):
+        return made
+    served, decided = made
+    return web.Reply(
+        200,
+        orjson.dumps({"decisions": listed(served, decided)}),
+        web.JSON,
+        [(b"x-tailor-ruleset-version", served.version_header), CACHE_PRIVATE],
+    )
+
+
+def listed(served: Engine, decided: Sequence[Served]) -> list[dict[str, Any]]:
+    """The decisions as /v1/decide lists them (GraphQL's Decision type has the same fields)."""
+    version = served.version
+    return [
+        {"slot": d.slot, "variant": d.variant.name if d.rule and d.variant else None, "rule": d.rule,
+         "content": d.variant.content if d.variant else None, "decisionId": d.decision_id,
+         "rulesetVersion": version}
+        for d in decided
+    ]  # fmt: skip
+
+
+async def decisions(
+    runtime: Runtime,
+    scope: web.Scope,
+    user: str | None,
+    session: str | None,
+    slots: list[str],
+    limit_route: str | None = None,
+) -> tuple[Engine, list[Served]] | web.Reply:
+    """Decide's whole request from its values (the query's, or GraphQL's arguments): the decisions and
+    the engine that made them, or the problem reply (not ready, identity, validation, unknown slot,
+    rate limit, Redis). `limit_route`: count the user against the per-user rate limit under this route
+    label, once validated (REST's decide is counted by the router, which reads the user in the query)."""
     served = runtime.engine
     signer = runtime.signer
     if served is None or signer is None:
@@ -171,28 +212,20 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     now = time.time()
     try:
         who = runtime.identity.check(scope, now)
-        user, session, plans = parse_request(web.query(scope), served, who)
+        user, session, plans = resolve(served, who, user, session, slots)
     except identity.IdentityError as error:
         return identity.refusal(error)
     except validation.InvalidParameter as error:
         return web.invalid_parameter(error)
     except LookupError as error:
         return unknown_slots(error.args[0], served)
+    if limit_route is not None and runtime.limiter.per_user is not None:
+        limited = await runtime.limiter.check(runtime.connection, limit_route, None, user)
+        if limited is not None:
+            return limited
     try:
         decided = await decide_slots(runtime, served, signer, user, session, plans, who is not None, now)
     except (resp.RedisUnavailable, resp.ReplyError) as error:
         return web.redis_unavailable(error)
-    version = served.version
-    out = [
-        {"slot": d.slot, "variant": d.variant.name if d.rule and d.variant else None, "rule": d.rule,
-         "content": d.variant.content if d.variant else None, "decisionId": d.decision_id,
-         "rulesetVersion": version}
-        for d in decided
-    ]  # fmt: skip
     metrics.decide_duration.observe(time.perf_counter() - started)
-    return web.Reply(
-        200,
-        orjson.dumps({"decisions": out}),
-        web.JSON,
-        [(b"x-tailor-ruleset-version", served.version_header), CACHE_PRIVATE],
-    )
+    return served, decided

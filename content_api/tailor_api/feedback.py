@@ -34,6 +34,11 @@ def parse(body: bytes) -> tuple[str, str] | web.Reply:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _invalid("body", 'the body must be JSON: {"decisionId": "...", "type": "click"}')
+    return check(document)
+
+
+def check(document: Any) -> tuple[str, str] | web.Reply:
+    """(decisionId, type) from a feedback document, or the 400 that says what is wrong with it."""
     if not isinstance(document, dict):
         return _invalid("body", 'the body must be a JSON object: {"decisionId": "...", "type": "click"}')
     decision_id, kind = document.get("decisionId"), document.get("type")
@@ -47,12 +52,10 @@ def parse(body: bytes) -> tuple[str, str] | web.Reply:
 
 
 async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
-    signer = runtime.signer
-    if signer is None:
+    if runtime.signer is None:
         return web.not_ready()
-    now = time.time()
     try:
-        who = runtime.identity.check(scope, now)
+        runtime.identity.check(scope, time.time())  # refused before the body is read
     except identity.IdentityError as error:
         return identity.refusal(error)
     try:
@@ -62,7 +65,23 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     parsed = parse(body)
     if isinstance(parsed, web.Reply):
         return parsed
-    decision_id, kind = parsed
+    outcome = await give(runtime, scope, *parsed)
+    return outcome if isinstance(outcome, web.Reply) else web.json_reply(202, {"status": outcome})
+
+
+async def give(
+    runtime: Runtime, scope: web.Scope, decision_id: str, kind: str, route: str = "/v1/feedback"
+) -> str | web.Reply:
+    """Count one checked feedback: "accepted", "duplicate", or the problem reply (identity, a decision
+    not ours, too old, rate limit, Redis). Shared by REST and GraphQL; `route` labels a 429."""
+    signer = runtime.signer
+    if signer is None:
+        return web.not_ready()
+    now = time.time()
+    try:
+        who = runtime.identity.check(scope, now)  # cached: a second check costs a dict lookup
+    except identity.IdentityError as error:
+        return identity.refusal(error)
     try:
         try:
             ref = signer.verify(decision_id)
@@ -81,7 +100,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     if refused is not None:
         return identity.refusal(refused)
     if runtime.limiter.per_user is not None:  # its user is known only now, from the verified id
-        limited = await runtime.limiter.check(runtime.connection, "/v1/feedback", None, ref.user)
+        limited = await runtime.limiter.check(runtime.connection, route, None, ref.user)
         if limited is not None:
             return limited
     max_age = runtime.settings.feedback_max_age_seconds
@@ -97,7 +116,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     try:
         (first,) = await runtime.connection.execute([("SET", once_key, 1, "NX", "EX", max_age)])
         if first is None:
-            return web.json_reply(202, {"status": "duplicate"})
+            return "duplicate"
         commands: list[resp.Command] = []
         if ref.rule and ref.variant and kind in MEASURE:
             commands.append(
@@ -117,7 +136,7 @@ async def handle(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
     metrics.feedback.labels(kind).inc()
     if kind == "click" and ref.rule and ref.variant:
         metrics.clicks.labels(ref.rule, ref.variant).inc()
-    return web.json_reply(202, {"status": "accepted"})
+    return "accepted"
 
 
 def not_for(who: identity.Identity | None, ref: tokens.DecisionRef) -> identity.IdentityError | None:

@@ -27,6 +27,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         404: "Unknown slot",
         408: f"The body did not arrive whole within {web.BODY_SECONDS:g} s",
         413: "Body too large",
+        415: "Not JSON (Content-Type: application/json)",
         503: "Not ready (no ruleset yet), Redis/Kafka unavailable, or the route is served by another "
         "replica (`tailor api --routes`); retry after Retry-After",
     }
@@ -364,6 +365,40 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/graphql": {
+                "post": {
+                    "operationId": "graphql",
+                    "summary": "GraphQL: the decide query, the feedback and events mutations",
+                    "description": "The schema, limits and errors: docs/content-api.md#graphql "
+                    "(introspection is off unless `tailor api --graphql-introspection`). A field refused "
+                    "as REST refuses it carries REST's problem in its error's `extensions`; Retry-After "
+                    "and WWW-Authenticate come as on REST. A document refused before it ran (syntax, "
+                    "validation, depth, cost, introspection) gets 200 with `errors` and no `data`, as "
+                    "GraphQL over HTTP asks of JSON replies; 400: the body is no GraphQL request.",
+                    "security": _IDENTITY_SECURITY,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["query"],
+                                    "properties": {
+                                        "query": {"type": "string"},
+                                        "variables": {"type": ["object", "null"]},
+                                        "operationName": {"type": ["string", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/GraphQLResult"}, "Executed"),
+                        "400": _json({"$ref": "#/components/schemas/GraphQLResult"}, "Not a GraphQL request"),
+                        **_problems(408, 413, 415, 503),
+                    },
+                }
+            },
             "/v1/explain": {
                 "get": {
                     "operationId": "explain",
@@ -569,6 +604,23 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                                     "id": {"type": "string"},
                                     "reason": {"enum": ["late"]},
                                     "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "GraphQLResult": {
+                    "type": "object",
+                    "properties": {
+                        "data": {"type": ["object", "null"]},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["message"],
+                                "properties": {
+                                    "message": {"type": "string"},
+                                    "extensions": {"type": "object"},
                                 },
                             },
                         },

@@ -54,6 +54,9 @@ class Collector(Protocol):
     async def handle(
         self, scope: web.Scope, receive: web.Receive, who: identity.Identity | None = None
     ) -> web.Reply: ...
+    async def accept(
+        self, document: Any, who: identity.Identity | None = None
+    ) -> dict[str, Any] | web.Reply: ...
 
 
 def load_collector() -> Collector:
@@ -371,6 +374,18 @@ class Runtime:
             rule: contextual.bound(stats.parse_segments(raw), context.max_segments)
             for (rule, context), raw in zip(contexts.items(), replies[count:], strict=True)
         }
+
+    def events_gate(self, scope: web.Scope) -> tuple[Collector, identity.Identity | None] | web.Reply:
+        """The collector and who the request is for, before events are taken (REST and GraphQL), or
+        the 503 (no collector running yet) or 401 (identity) to answer."""
+        collector = self.collector
+        if collector is None or self.collector_config is None:
+            detail = "the event collector is not running (no ruleset with Kafka settings yet)"
+            return web.problem(503, "collector-unavailable", "Collector unavailable", detail)
+        try:
+            return collector, self.identity.check(scope, time.time())
+        except identity.IdentityError as error:
+            return identity.refusal(error)
 
     def count_impression(self, rule: str, variant: str, segment: str | None = None) -> None:
         self.impressions[(rule, variant, segment)] += 1

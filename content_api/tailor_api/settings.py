@@ -70,6 +70,11 @@ class ApiSettings(redis_target.RedisClientSettings):
         description="what this replica serves: all; decide (decisions, feedback, admin: no Kafka client); "
         "collect (POST /v1/events only, for a collector Deployment of its own)",
     )
+    graphql_introspection: bool = Field(
+        default=False,
+        description="answer GraphQL introspection (__schema, __type) on /v1/graphql; off: the schema is "
+        "in docs/content-api.md, and a public endpoint need not describe itself to scrapers",
+    )
     # Where the Secret keys of the stack's Kafka security are (the operator mounts them there).
     kafka_secrets_dir: Path = Path(constants.KAFKA_SECRETS_DIR)
 

@@ -63,6 +63,13 @@ def register(subparsers: Any) -> None:
         help="what to serve: all (default); decide (decisions, feedback, admin; no Kafka client); collect "
         "(POST /v1/events and health, readiness, metrics); env TAILOR_API_ROUTES",
     )
+    parser.add_argument(
+        "--graphql-introspection",
+        action="store_true",
+        default=os.environ.get("TAILOR_GRAPHQL_INTROSPECTION", "").lower() in ("1", "true", "yes"),
+        help="answer introspection (__schema, __type) on /v1/graphql (default off: the schema is in "
+        "docs/content-api.md); env TAILOR_GRAPHQL_INTROSPECTION",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ["TAILOR_ADMIN_PORT"] = str(args.admin_port)
     os.environ["TAILOR_ADMIN_HOST"] = args.admin_host or args.host
     os.environ["TAILOR_ADMIN_PORT_SHARED"] = "true" if args.workers > 1 else "false"
+    os.environ["TAILOR_GRAPHQL_INTROSPECTION"] = "true" if args.graphql_introspection else "false"
     if args.admin_port and args.admin_port == args.port:
         print(
             f"tailor api: --admin-port {args.admin_port} is the public --port; give another", file=sys.stderr

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +54,18 @@ def serve(
     *,
     stack: str | None = None,
     ready_within: float = 30,
+    rules: Callable[[str], ruleset.Ruleset] = sample.shop,
     **env: str,
 ) -> Iterator[Served]:
-    """The API on sample.shop()'s ruleset until the block ends; `env` adds to its environment;
-    `cors_origins` lets pages of those origins call it. With `stack`, a stack whose ruleset someone
-    else (the operator) publishes is followed instead (`cors_origins` is then that ruleset's);
-    `ready_within`: seconds to become ready (several processes starting at once take longer)."""
+    """The API on the ruleset `rules(stack)` makes (sample.shop's by default) until the block ends;
+    `env` adds to its environment; `cors_origins` lets pages of those origins call it. With `stack`, a
+    stack whose ruleset someone else (the operator) publishes is followed instead (`cors_origins` is
+    then that ruleset's); `ready_within`: seconds to become ready (several processes starting at once
+    take longer)."""
     if stack is None:
         stack = new_stack()
         namespace, _, name = stack.partition("/")
-        published = sample.shop(stack)
+        published = rules(stack)
         kafka = published.config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap})
         api = published.config.api.model_copy(update={"cors_origins": cors_origins})
         config = published.config.model_copy(

@@ -27,7 +27,7 @@ def test_each_port_publishes_an_openapi_document_of_its_own_routes(server: tuple
     document = httpx.get(f"{public}/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
-        "/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js",
+        "/v1/decide", "/v1/feedback", "/v1/events", "/v1/graphql", "/openapi.json", "/sdk/tailor.js",
         "/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/{key}",
     }  # fmt: skip
     assert set(httpx.get(f"{admin}/openapi.json").json()["paths"]) == {
