@@ -43,58 +43,100 @@ def curve(expected: list[tuple[float, ...]], step: int) -> list[tuple[int, float
     ]
 
 
-def svg(curves: dict[str, list[tuple[int, float]]], target: float, impressions: int, note: str) -> str:
-    width, height, left, right, top, bottom = 760, 420, 70, 20, 40, 60
-    top_ctr = 0.09
-    plot_w, plot_h = width - left - right, height - top - bottom
-    step = impressions // len(curves["oracle"])
+def cumulative_regret(runs: list[tuple[sim.Run, list[float]]], step: int) -> list[tuple[int, float]]:
+    """(impressions so far, expected clicks lost against the oracle so far, averaged over the runs)."""
+    total = len(runs[0][0].expected)
+    return [
+        (
+            end,
+            statistics.fmean(
+                sum(b - g for b, g in zip(best[:end], r.expected[:end], strict=True)) for r, best in runs
+            ),
+        )
+        for end in range(step, total + 1, step)
+    ]
+
+
+def _panel(
+    parts: list[str],
+    top: int,
+    title: str,
+    ylabel: str,
+    curves: dict[str, list[tuple[int, float]]],
+    ymax: float,
+    ytick: float,
+    impressions: int,
+    target: float | None = None,
+) -> None:
+    width, height, left, right = 760, 330, 70, 20
+    plot_w, plot_h = width - left - right, height - 90
+    top += 40
 
     def x(n: float) -> float:
         return left + plot_w * n / impressions
 
-    def y(ctr: float) -> float:
-        return top + plot_h * (1 - ctr / top_ctr)
+    def y(v: float) -> float:
+        return top + plot_h * (1 - v / ymax)
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="22" font-size="14">CTR of what is served, per {step} '
-        f"impressions (mean of the seeds)</text>",
-    ]
-    for tick in range(0, 10):
-        ctr = tick / 100
+    parts.append(f'<text x="{left}" y="{top - 18}" font-size="14">{title}</text>')
+    for i in range(round(ymax / ytick) + 1):
+        v = i * ytick
         parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y(ctr):.1f}" y2="{y(ctr):.1f}" stroke="#ddd"/>'
+            f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
         )
-        parts.append(f'<text x="{left - 8}" y="{y(ctr) + 4:.1f}" text-anchor="end">{ctr:.2f}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
     for tick in range(0, impressions + 1, 1000):
         parts.append(
             f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>'
         )
         parts.append(f'<text x="{x(tick):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{tick}</text>')
+    middle = top + plot_h / 2
     parts.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 22}" text-anchor="middle">impressions</text>'
-        f'<text x="16" y="{top + plot_h / 2}" transform="rotate(-90 16 {top + plot_h / 2})" '
-        f'text-anchor="middle">click-through rate</text>'
+        f'<text x="{left + plot_w / 2}" y="{top + plot_h + 36}" text-anchor="middle">impressions</text>'
+        f'<text x="16" y="{middle}" transform="rotate(-90 16 {middle})" text-anchor="middle">{ylabel}</text>'
     )
-    parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" '
-        f'stroke="{COLOURS["oracle"]}" stroke-dasharray="5 4"/>'
-        f'<text x="{width - right - 4}" y="{y(target) + 14:.1f}" text-anchor="end" '
-        f'fill="{COLOURS["oracle"]}">90 % of the oracle</text>'
-    )
+    if target is not None:
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(target):.1f}" y2="{y(target):.1f}" '
+            f'stroke="{COLOURS["oracle"]}" stroke-dasharray="5 4"/>'
+            f'<text x="{width - right - 4}" y="{y(target) + 14:.1f}" text-anchor="end" '
+            f'fill="{COLOURS["oracle"]}">90 % of the oracle</text>'
+        )
     for policy, points in curves.items():
-        path = " ".join(f"{x(n):.1f},{y(ctr):.1f}" for n, ctr in points)
+        path = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in points)
         parts.append(f'<polyline fill="none" stroke="{COLOURS[policy]}" stroke-width="2" points="{path}"/>')
-    for i, policy in enumerate(("oracle", "contextual", "plain")):
-        ly = top + plot_h - 60 + 18 * i
+    legend_top = top + plot_h - 18 * len(curves) - 8 if target is not None else top + 16
+    for i, policy in enumerate(p for p in ("oracle", "contextual", "plain") if p in curves):
+        ly = legend_top + 18 * i
         parts.append(
             f'<line x1="{left + plot_w - 250}" x2="{left + plot_w - 225}" y1="{ly}" y2="{ly}" '
             f'stroke="{COLOURS[policy]}" stroke-width="2"/>'
             f'<text x="{left + plot_w - 220}" y="{ly + 4}">{LABELS[policy]}</text>'
         )
-    parts.append(f'<text x="{left}" y="{height - 6}" font-size="10" fill="#666">{note}</text>')
+
+
+def svg(
+    ctr: dict[str, list[tuple[int, float]]],
+    regret: dict[str, list[tuple[int, float]]],
+    target: float,
+    impressions: int,
+    note: str,
+) -> str:
+    """Two panels, drawn by hand: CTR per block of impressions, and cumulative regret."""
+    width, height = 760, 700
+    step = impressions // len(ctr["oracle"])
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    _panel(parts, 0, f"CTR of what is served, per {step} impressions (mean of the seeds)",
+           "click-through rate", ctr, 0.09, 0.01, impressions, target)  # fmt: skip
+    most = max(v for points in regret.values() for _, v in points)
+    tick = 20.0 if most <= 200 else 50.0
+    _panel(parts, 330, "Regret: expected clicks lost against the per-segment oracle, so far",
+           "clicks lost", regret, tick * (most // tick + 1), tick, impressions)  # fmt: skip
+    parts.append(f'<text x="70" y="{height - 8}" font-size="10" fill="#666">{note}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -173,11 +215,12 @@ def main() -> None:
             f" | {tail / oracle_tail:.3f} |"
         )  # fmt: skip
     curves = {p: curve(expected[p], args.step) for p in ("oracle", "contextual", "plain")}
+    regret = {p: cumulative_regret(runs[p], args.step) for p in ("contextual", "plain")}
     target = 0.9 * statistics.fmean(ctr for _, ctr in curves["oracle"])
     note = (f"bench/bandit_curve.py --seeds {args.seeds} --impressions {args.impressions} "
             f"--refresh {args.refresh}; tests/bandit_simulation.py SHOP")  # fmt: skip
     args.svg.parent.mkdir(parents=True, exist_ok=True)
-    args.svg.write_text(svg(curves, target, args.impressions, note))
+    args.svg.write_text(svg(curves, regret, target, args.impressions, note))
     print(f"curve written to {args.svg.relative_to(ROOT) if args.svg.is_relative_to(ROOT) else args.svg}")
 
 
