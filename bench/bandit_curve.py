@@ -46,7 +46,7 @@ def curve(expected: list[tuple[float, ...]], step: int) -> list[tuple[int, float
 def cumulative_regret(runs: list[tuple[sim.Run, list[float]]], step: int) -> list[tuple[int, float]]:
     """(impressions so far, expected clicks lost against the oracle so far, averaged over the runs)."""
     total = len(runs[0][0].expected)
-    return [
+    return [(0, 0.0)] + [
         (
             end,
             statistics.fmean(

@@ -87,6 +87,19 @@ def test_a_new_segment_starts_from_the_other_segments_estimate() -> None:
             for i in range(400)
         )
         assert low <= served["hero-b"] / 400 <= high, (weight, served)
+    # `pick` inlines `posterior` (explain's posteriorMean): the same draws, so the same choice.
+    own = {"hero-a": stats.VariantStats(30, 6)}
+    variants = sim.build_engine(True).slots["hero"].rules[0].variants[:2]
+    for i in range(50):
+        reference = random.Random(i)
+        draws = [
+            reference.betavariate(*contextual.posterior(everyone[v.name], own.get(v.name), 20.0))
+            for v in variants
+        ]
+        assert (
+            contextual.pick(variants, everyone, own, 20.0, random.Random(i))
+            == variants[draws.index(max(draws))]
+        )
     alpha, beta = contextual.prior(everyone["hero-b"], None, 20.0)
     assert alpha + beta == pytest.approx(22.0)  # 20 pseudo-impressions on a Beta(1, 1)
     assert alpha / (alpha + beta) == pytest.approx((1 + 20 * 201 / 2002) / 22)

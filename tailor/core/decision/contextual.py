@@ -48,6 +48,7 @@ class Segments:
 
 
 EMPTY: Final = Segments({}, frozenset())
+_NOTHING: Final = stats.VariantStats()
 
 
 def bound(per_segment: Mapping[str, BanditStats], max_segments: int) -> Segments:
@@ -71,13 +72,14 @@ def raw_value(context: ruleset.BanditContext, profile: Profile) -> str | None:
     if not counts:
         return None
     prefix = f"{source.feature}{SEPARATOR}{source.dimension}{SEPARATOR}"
-    best: tuple[int, str] | None = None
+    start = len(prefix)
+    best, best_n = None, 0
     for name, n in counts.items():
-        if n > 0 and name.startswith(prefix):
-            candidate = (-n, name[len(prefix) :])
-            if best is None or candidate < best:
-                best = candidate
-    return None if best is None else best[1]
+        if n >= best_n and n > 0 and name.startswith(prefix):
+            value = name[start:]
+            if n > best_n or best is None or value < best:
+                best, best_n = value, n
+    return best
 
 
 def segment_of(context: ruleset.BanditContext, profile: Profile, known: Segments) -> str:
@@ -123,14 +125,19 @@ def pick(
     weight: float,
     rng: random.Random,
 ) -> LoadedVariant:
-    """The variant with the highest draw from its segment posterior."""
+    """The variant with the highest draw from its segment posterior (`posterior`, inlined: this runs
+    on every decision of a contextual rule)."""
     best, best_draw = variants[0], -1.0
+    nothing = _NOTHING
     for variant in variants:
-        alpha, beta = posterior(
-            everyone.get(variant.name) if everyone else None,
-            segment.get(variant.name) if segment else None,
-            weight,
-        )
+        seen = everyone.get(variant.name, nothing) if everyone else nothing
+        own = segment.get(variant.name, nothing) if segment else nothing
+        others_impressions = max(0, seen.impressions - own.impressions)
+        others_clicks = min(max(0, seen.clicks - own.clicks), others_impressions)
+        rate = (others_clicks + 1) / (others_impressions + 2)
+        n = min(weight, others_impressions)
+        alpha = 1.0 + n * rate + own.clicks
+        beta = 1.0 + n * (1.0 - rate) + max(0, own.impressions - own.clicks)
         draw = rng.betavariate(alpha, beta)
         if draw > best_draw:
             best, best_draw = variant, draw
