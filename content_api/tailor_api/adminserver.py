@@ -5,7 +5,9 @@ or internals is answered here, on a port the Service for shoppers never exposes 
 "The admin port"). Granian listens on one address, so this port is served inside each server process
 by asyncio, beside the app and with the same routing (tailor_api.app drives both): requests are
 small GETs from probes, Prometheus and operators, one per connection (`Connection: close`), so
-HTTP/1.1's request line and headers are all it reads. With `tailor api --workers N` (N > 1) the socket
+HTTP/1.1's request line and headers are all it reads, and a body only where the route reads one
+(PUT /v1/profiles/{user}/traits), by its Content-Length: the route refuses a length over its limit
+before anything is read, and `web.read_body` bounds the time. With `tailor api --workers N` (N > 1) the socket
 is bound with SO_REUSEPORT, so every worker process listens and the kernel spreads connections (each
 worker's /metrics is its own, as on the public port); with one worker a port already taken fails the
 start, rather than sharing it with another process.
@@ -29,6 +31,8 @@ App = Callable[[web.Scope, web.Receive, web.Send], Awaitable[None]]
 # A request's head must arrive whole within this, and be at most this large: no slow or huge heads.
 HEAD_TIMEOUT_SECONDS = 10.0
 HEAD_LIMIT_BYTES = 16 * 1024
+# A body is read only by its Content-Length (no chunked bodies here), and never more than this.
+BODY_LIMIT_BYTES = 1024 * 1024
 
 
 async def start(app: App, host: str, port: int, *, shared: bool = False) -> asyncio.Server:
@@ -65,9 +69,19 @@ async def _serve_one(app: App, reader: asyncio.StreamReader, writer: asyncio.Str
         await writer.drain()
         return
     started: dict[str, Any] = {}
+    declared = web.header(scope, b"content-length") or b"0"
+    length = int(declared) if declared.isdigit() else 0
+    unread = [min(length, BODY_LIMIT_BYTES)]
 
     async def receive() -> web.Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        body = b""
+        if unread[0]:
+            try:
+                body = await reader.readexactly(unread[0])
+            except asyncio.IncompleteReadError as partial:  # the client left midway: what arrived
+                body = partial.partial
+            unread[0] = 0
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: web.Message) -> None:
         if message["type"] == "http.response.start":

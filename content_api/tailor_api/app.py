@@ -224,7 +224,6 @@ class TailorApp:
         route = routes.get(path)
         if route is None and admin_port and path.startswith(PROFILES_PREFIX):
             route = self.traits if path.endswith(traits_endpoint.SUFFIX) else self.profiles
-            route = self.profiles
         elif route is None and not admin_port and path.startswith(ofrep.FLAG_PREFIX):
             route = self.ofrep_flag
         cors_on = not admin_port and (self.cors_any or self.cors_origins)

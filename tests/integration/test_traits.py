@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sample
 import yaml
@@ -22,6 +23,7 @@ from pipeline_harness import Process, read_topic
 
 from tailor.core import topics
 from tailor.core.rules import ruleset
+from tailor.devstack import ports
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -152,6 +154,26 @@ async def test_a_trait_stops_applying_when_its_ttl_passes(live: Live) -> None:
             assert time.monotonic() < deadline, "the 1s trait still applied after 3s"
             await asyncio.sleep(0.05)
         assert time.monotonic() - written_at >= 0.9  # not before its TTL
+
+
+@on_the_loop
+async def test_a_put_through_the_real_admin_listener_reads_its_body(redis_url: str) -> None:
+    """The admin port's own HTTP server (tailor_api.adminserver), not the ASGI transport: it reads the
+    body by its Content-Length."""
+    admin_port = ports.pick(None)
+    async with running_api(redis_url, traits_ruleset(), admin_port=admin_port) as api:
+        await api.app.start_admin()  # what the server's lifespan does
+        try:
+            user = f"listener-{time.monotonic_ns()}"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin_port}", headers=ADMIN) as admin:
+                written = await admin.put(f"/v1/profiles/{user}/traits", json={"plan": "gold"})
+                assert written.status_code == 200, written.text
+                assert await served(api, user) == "gold"
+                refused = await admin.put(f"/v1/profiles/{user}/traits", content=b'{"plan": "platinum"}')
+                assert refused.status_code == 400, refused.text
+                assert refused.json()["errors"][0]["trait"] == "plan"
+        finally:
+            await api.app.stop_admin()
 
 
 # -- the traits topic ---------------------------------------------------------------------------------
