@@ -119,6 +119,9 @@ async def test_posted_events_are_counted_exactly_through_kinesis_across_a_killed
         # ... and it resumed after the checkpoints, not from the start of the stream (2,200 records).
         assert consumed < 2200, again.output()
         assert duplicates >= 200
+        behind = [line for line in again.scrape().splitlines()
+                  if line.startswith("tailor_worker_kinesis_behind_seconds{")]  # fmt: skip
+        assert len(behind) == 2, behind  # one per shard
         assert counted() == expected
         assert again.terminate() == 0, again.output()
     finally:

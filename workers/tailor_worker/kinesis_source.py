@@ -32,7 +32,7 @@ from redis.typing import EncodableT, FieldT
 
 from tailor.core import kinesis
 from tailor.core.logthrottle import RepeatThrottle
-from tailor_worker import deadletter
+from tailor_worker import deadletter, metrics
 
 log = logging.getLogger(__name__)
 log.addFilter(RepeatThrottle())
@@ -163,7 +163,7 @@ class ShardReader:
         self._checkpoint(updates)
 
     def refresh_lag(self, *, ask_broker: bool = False) -> None:
-        """No lag gauge for Kinesis yet (GetRecords' MillisBehindLatest is the figure to export)."""
+        """Kinesis's lag is set from each GetRecords (tailor_worker_kinesis_behind_seconds), in seconds."""
 
     def reaches_brokers(self, timeout: float = 1.0) -> bool:
         return True
@@ -231,6 +231,9 @@ class ShardReader:
             arrived = item["ApproximateArrivalTimestamp"]
             records.append(Record(shard.number, self._counter, item["Data"], item["PartitionKey"],
                                   int(arrived.timestamp() * 1000)))  # fmt: skip
+        behind = reply.get("MillisBehindLatest")
+        if behind is not None:
+            metrics.KINESIS_BEHIND.labels(self.stream, shard.id).set(behind / 1000.0)
         if records:
             shard.taken = self._counter
         else:

@@ -87,6 +87,12 @@ DEDUP_HITS = Counter(
 REDIS_ERRORS = Counter(
     "tailor_worker_redis_errors", "Failed Redis writes (the batch is retried).", registry=REGISTRY
 )
+KINESIS_BEHIND = Gauge(
+    "tailor_worker_kinesis_behind_seconds",
+    "Seconds the shard's last read is behind its newest record (GetRecords' MillisBehindLatest).",
+    ["stream", "shard"],
+    registry=REGISTRY,
+)
 PROFILE_CACHE_USERS = Gauge(
     "tailor_worker_profile_cache_users",
     "Users whose profile state the worker holds.",
