@@ -94,15 +94,33 @@ def command_keys(command: resp.Command) -> tuple[bytes | str | int | float, ...]
     return (command[1],)
 
 
-def command_slot(command: resp.Command) -> int | None:
-    """The slot `command` must run on (that of its first key), or None for a keyless command. The
-    others must share it (CROSSSLOT otherwise): Tailor's keys keep what one call touches under one tag."""
+def routing_key(command: resp.Command) -> bytes | str | int | float | None:
+    """The key whose slot `command` must run on (its first), or None for a keyless command. Its other
+    keys must share the slot (CROSSSLOT otherwise): Tailor's keys keep what one call touches under one
+    tag."""
     name = command[0]
     if name in _SCRIPTS:
-        return key_slot(command[3]) if int(command[2]) else None
+        return command[3] if int(command[2]) else None
     if name in _KEYLESS or len(command) < 2:
         return None
-    return key_slot(command[1])
+    return command[1]
+
+
+def command_slot(command: resp.Command) -> int | None:
+    """The slot `command` must run on, or None for a keyless command."""
+    key = routing_key(command)
+    return None if key is None else key_slot(key)
+
+
+def tag_prefix(key: str) -> str | None:
+    """`key` up to the end of its hash tag, or None without one: a key that starts with it has the
+    same tag (its first `{` and the `}` after it are at the same places), so the same slot."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[: end + 1]
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,12 +209,18 @@ class ClusterConnection:
 
     def _single_node(self, commands: Sequence[resp.Command]) -> Address | None:
         """The node serving every one of `commands` (the common case: one user's keys, one slot), or
-        None when they span nodes or a slot has no owner in the map."""
-        first = command_slot(commands[0])
-        address = self.owner(first)
+        None when they span nodes or a slot has no owner in the map. Keys under the first key's tag
+        are recognised by their prefix, without hashing them again."""
+        key = routing_key(commands[0])
+        slot = None if key is None else key_slot(key)
+        address = self.owner(slot)
+        prefix = tag_prefix(key) if type(key) is str else None
         for command in commands[1:]:
-            slot = command_slot(command)
-            if slot != first and self.owner(slot) != address:
+            other = routing_key(command)
+            if prefix is not None and type(other) is str and other.startswith(prefix):
+                continue
+            other_slot = None if other is None else key_slot(other)
+            if other_slot != slot and self.owner(other_slot) != address:
                 return None
         return address
 
@@ -205,20 +229,21 @@ class ClusterConnection:
         resp.Connection, but never a redirection: those are followed."""
         if self._owners is None:
             await self.reload()
-        everything = list(range(len(commands)))
         address = self._single_node(commands)
         if address is None:
+            everything = list(range(len(commands)))
             return await self._settle(commands, [None] * len(commands), everything, {}, wait=False)
         try:
             replies = await self.node(address).execute(commands)
         except resp.RedisUnavailable as error:
             self._suspects.add(address)
+            everything = list(range(len(commands)))
             return await self._settle(commands, [None] * len(commands), everything, {}, wait=True,
                                       failure=str(error))  # fmt: skip
         for reply in replies:
             if type(reply) is resp.ReplyError and str(reply).startswith(_RETRIED):
                 asks: dict[int, Address] = {}
-                todo, wait, failure = self._classify(replies, everything, asks)
+                todo, wait, failure = self._classify(replies, list(range(len(commands))), asks)
                 return await self._settle(commands, replies, todo, asks, wait=wait, failure=failure)
         return replies
 

@@ -10,6 +10,7 @@ import redis.crc
 import sample
 from tailor_api import resp, resp_cluster, user_context
 
+from tailor.core import redis_target
 from tailor.core.decision import caps, engine, keys
 from tailor.core.profile import traits
 from tailor.core.rules import ruleset
@@ -143,3 +144,32 @@ def test_every_call_the_api_makes_for_a_user_names_keys_of_that_users_slot_only(
     slots = {resp_cluster.key_slot(key) for command in calls for key in resp_cluster.command_keys(command)}
     assert slots == {resp_cluster.key_slot("{" + user + "}")}
     assert any(len(resp_cluster.command_keys(command)) > 1 for command in calls)  # the caps script's keys
+
+
+def test_a_pipeline_goes_to_one_node_only_when_every_key_is_served_there() -> None:
+    """The routing shortcut (keys under the first key's tag are not hashed again) against slots."""
+    connection = resp_cluster.ClusterConnection(redis_target.RedisTarget.parse("redis://127.0.0.1:7000/0"))
+    reply = [[0, 8191, [b"10.0.0.1", 7000]], [8192, 16383, [b"10.0.0.2", 7001]]]
+    connection._owners, connection._known = resp_cluster.build_slot_map(reply, "127.0.0.1")
+    one = ("10.0.0.1", 7000) if resp_cluster.key_slot("{alice}") < 8192 else ("10.0.0.2", 7001)
+    alice = [
+        ("HGETALL", "t:{alice}:s"),
+        ("ZCOUNT", "t:{alice}:cap", 0, "+inf"),
+        ("EVALSHA", "x", 1, "t:{alice}:c"),
+    ]
+    assert connection._single_node(alice) == one
+    assert connection._single_node([("PING",), *alice]) in (one, ("10.0.0.1", 7000))
+    other = next(
+        u for u in (f"u{n}" for n in range(100)) if connection.owner(resp_cluster.key_slot(u)) != one
+    )
+    assert connection._single_node([*alice, ("GET", f"t:{{{other}}}:x")]) is None
+    # Another tag in the same slot, or a key without a tag that hashes there, still goes to that node.
+    same = next(
+        u
+        for u in (f"v{n}" for n in range(100_000))
+        if resp_cluster.key_slot(u) == resp_cluster.key_slot("alice")
+    )
+    assert connection._single_node([*alice, ("GET", same), ("GET", f"z{{{same}}}")]) == one
+    assert resp_cluster.tag_prefix("t:{alice}:s") == "t:{alice}"
+    assert resp_cluster.tag_prefix("{alice") is None
+    assert resp_cluster.tag_prefix("t:{}{alice}") is None  # `{}` is no tag: the whole key is hashed
