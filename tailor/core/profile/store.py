@@ -197,6 +197,7 @@ class ProfileWriter:
         self.loads = 0  # users read from Redis (not in the cache)
         self.resets = 0  # users whose stored profile could not be read, started afresh
         self._refresh_slots = False  # a write to a Redis Cluster failed: read its slot map first
+        self._slots: dict[str, int] = {}  # a cluster's users' keys -> their slots
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """The users of these partitions are another worker's now (revoked or lost): never trust their
@@ -237,7 +238,9 @@ class ProfileWriter:
             if self._refresh_slots:
                 wires.ClusterWire.refresh(client)
                 self._refresh_slots = False
-            wire, per_call = wires.ClusterWire(client), 1
+            if len(self._slots) > 4 * self.cache_users:
+                self._slots.clear()
+            wire, per_call = wires.ClusterWire(client, self._slots), 1
         else:
             pool = client.connection_pool
             wire, per_call = wires.Wire(pool.get_connection()), self.users_per_call

@@ -86,8 +86,10 @@ class Wire:
 class ClusterWire:
     """Connections to the primaries of a Redis Cluster, for one batch (module docstring)."""
 
-    def __init__(self, client: rediscluster.RedisCluster) -> None:
+    def __init__(self, client: rediscluster.RedisCluster, slots: dict[str, int]) -> None:
         self.client = client
+        self._slots = slots  # key -> slot, kept by the caller across batches (a user's key keeps its slot)
+        self._routes: dict[int, tuple[str, Any]] = {}  # slot -> (node name, connection), this batch
         self._connections: dict[str, tuple[Any, Any]] = {}  # node name -> (pool, connection)
         self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)
         self._sent: collections.deque[tuple[Any, bytes]] = collections.deque()  # (connection, command)
@@ -105,10 +107,16 @@ class ClusterWire:
         return held[1]
 
     def send(self, packed: bytes, key: str) -> None:
-        node = self.client.nodes_manager.get_node_from_slot(redis.crc.key_slot(key.encode()))
-        connection = self._connection(node)
-        self._outgoing[node.name].append(packed)
-        self._sent.append((connection, packed))
+        # Per user and event: the slot and its route are looked up once (a batch's slot map holds).
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = redis.crc.key_slot(key.encode())
+        route = self._routes.get(slot)
+        if route is None:
+            node = self.client.nodes_manager.get_node_from_slot(slot)
+            route = self._routes[slot] = (node.name, self._connection(node))
+        self._outgoing[route[0]].append(packed)
+        self._sent.append((route[1], packed))
 
     def flush(self) -> None:
         for name, parts in self._outgoing.items():
