@@ -295,7 +295,7 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=100_000, help="the worker's backlog")
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--live-rate", type=int, default=10_000)
+    parser.add_argument("--live-rate", type=int, default=5_000)
     parser.add_argument("--live-seconds", type=float, default=5.0)
     parser.add_argument("--seconds", type=int, default=5, help="each saturation run (collector, decide)")
     parser.add_argument("--profile-users", type=int, default=2_000, help="users per profile class")
