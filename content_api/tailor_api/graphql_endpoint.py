@@ -1,7 +1,7 @@
 """POST /v1/graphql: decide, feedback and events through GraphQL, on the REST routes' own functions.
 
-The schema (SDL below) is bound to resolvers with ariadne on graphql-core (pyproject.toml says why
-ariadne); this router serves it like any other route. Every resolver calls the function its REST
+The schema (SDL below) is bound to resolvers with ariadne (pyproject.toml says why ariadne) and run by
+graphql-core's own execute; this router serves it like any other route. Every resolver calls the function its REST
 route calls — `decide_endpoint.decisions`, `feedback.check`/`give`, the collector's `accept` behind
 `Runtime.events_gate` — so validation, identity (the Authorization token), frequency caps, rate limits
 and errors are REST's: a refusal is REST's problem document, carried in the GraphQL error's
@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any, Final
 
 import orjson
 from ariadne import InterfaceType, MutationType, ObjectType, QueryType, ScalarType, make_executable_schema
-from ariadne import graphql as run_graphql
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -41,6 +41,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
+    execute,
     parse,
     specified_rules,
     validate,
@@ -367,24 +368,19 @@ def _field_cost(node: FieldNode, variables: Mapping[str, Any]) -> int:
 # --- the route ------------------------------------------------------------------------------------
 
 
-class _UnexpectedOnly(logging.Filter):
-    """ariadne logs every error of a result; only those no resolver meant (bugs) belong in our log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        original = getattr(error, "original_error", None)
-        return original is not None and not isinstance(original, (Problem, GraphQLError))
-
-
 log = logging.getLogger(__name__)
-errors_log = logging.getLogger(f"{__name__}.errors")
-errors_log.addFilter(_UnexpectedOnly())
-errors_log.addFilter(logthrottle.RepeatThrottle())
+log.addFilter(logthrottle.RepeatThrottle())  # a bug that fails every request: one line per cause per 10 s
 
 
-def _format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
+def _unexpected(error: GraphQLError) -> Exception | None:
+    """What a resolver raised that no one meant (a bug), if so; REST's refusals and GraphQL's own
+    errors are the client's business and stay out of the log."""
     original = error.original_error
-    if original is not None and not isinstance(original, (Problem, GraphQLError)):
+    return original if original is not None and not isinstance(original, (Problem, GraphQLError)) else None
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    if _unexpected(error) is not None:
         # As REST's 500: what failed is in the log, not in the reply (it may name internal addresses).
         internal = web.problem(500, "internal", "Internal error", "the server failed; it has been logged")
         formatted = GraphQLError(
@@ -399,10 +395,6 @@ def _format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
 class Checked:
     document: DocumentNode | None
     errors: Sequence[GraphQLError]
-
-
-def _no_validation(*_: Any, **__: Any) -> list[GraphQLError]:
-    return []  # validated once, when the document was first seen (Endpoint.checked)
 
 
 class Endpoint:
@@ -472,16 +464,21 @@ class Endpoint:
             return web.json_reply(200, {"errors": [{"message": detail, "extensions": {
                 "code": "too-costly", "cost": spent, "limit": MAX_COST}}]})  # fmt: skip
         context = Context(runtime, scope)
-        _, result = await run_graphql(
-            self.schema,
-            {"query": request["query"], "variables": variables, "operationName": operation_name},
-            context_value=context,
-            query_document=checked.document,
-            query_validator=_no_validation,
-            error_formatter=_format_error,
-            logger=errors_log,
-        )
-        return web.Reply(200, orjson.dumps(result), web.JSON, context.headers)
+        # graphql-core's own execute: ariadne's graphql() would parse and validate again, or call our
+        # cache for both, and format and log each error its way, ~60 us a request that this route cannot
+        # spare (docs/content-api.md#graphql: bench/graphql.py).
+        result = execute(self.schema, checked.document, context_value=context, variable_values=variables,
+                         operation_name=operation_name)  # fmt: skip
+        if isawaitable(result):
+            result = await result
+        reply: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            for failed in result.errors:
+                bug = _unexpected(failed)
+                if bug is not None:
+                    log.error("GraphQL field %s failed", failed.path, exc_info=bug)
+            reply["errors"] = [_format_error(failed) for failed in result.errors]
+        return web.Reply(200, orjson.dumps(reply), web.JSON, context.headers)
 
 
 def _request_error(message: str) -> web.Reply:
