@@ -26,13 +26,13 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import decide as bench_decide  # noqa: E402
+import decide as bench_decide
 
-from tailor.core import redis_target  # noqa: E402
-from tailor.devstack import ports, scratch  # noqa: E402
+from tailor.core import redis_target
+from tailor.devstack import ports, scratch
 
 QUERY = (
-    "query($u: String!, $s: String) { decide(slots: [\"hero\"], user: $u, session: $s) { slot variant rule "
+    'query($u: String!, $s: String) { decide(slots: ["hero"], user: $u, session: $s) { slot variant rule '
     "decisionId rulesetVersion content { type ... on HtmlContent { body } } } }"
 )
 # One body per request, its user varying as bench/decide.py's REST script varies it.
@@ -63,7 +63,9 @@ def check(port: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
     parser.add_argument("--users", type=int, default=10_000, help="distinct users (each with a profile)")
     parser.add_argument("--rounds", type=int, default=3, help="saturation rounds per side")
@@ -115,8 +117,9 @@ def main() -> int:
     for name, (rate, per_cpu) in medians.items():
         print(f"median {name:8} {rate:>9,.0f} {per_cpu:>10,.0f}")
     rest, graphql = medians["REST"], medians["GraphQL"]
-    print(f"GraphQL / REST, medians: decide/s {graphql[0] / rest[0]:.2f}, per CPU-s {graphql[1] / rest[1]:.2f} "
-          f"(target >= 0.5); load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"GraphQL / REST, medians: decide/s {graphql[0] / rest[0]:.2f}, "
+          f"per CPU-s {graphql[1] / rest[1]:.2f} (target >= 0.5); load {load}")  # fmt: skip
     return 0
 
 

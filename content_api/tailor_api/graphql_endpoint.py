@@ -1,21 +1,21 @@
 """POST /v1/graphql: decide, feedback and events through GraphQL, on the REST routes' own functions.
 
-The schema (SDL below) is bound to resolvers with ariadne (pyproject.toml says why ariadne) and run by
-graphql-core's own execute; this router serves it like any other route. Every resolver calls the function its REST
-route calls — `decide_endpoint.decisions`, `feedback.check`/`give`, the collector's `accept` behind
-`Runtime.events_gate` — so validation, identity (the Authorization token), frequency caps, rate limits
-and errors are REST's: a refusal is REST's problem document, carried in the GraphQL error's
-`extensions` (`status`, `type`, `title`, `detail`, `parameter`…), with its Retry-After or
-WWW-Authenticate header on the HTTP response.
+The schema (SDL below) is bound to resolvers with ariadne (pyproject.toml says why ariadne) and run
+by graphql-core's own execute; this router serves it like any other route. Every resolver calls the
+function its REST route calls (`decide_endpoint.decisions`, `feedback.check` and `give`, the
+collector's `accept` behind `Runtime.events_gate`), so validation, identity (the Authorization
+token), frequency caps, rate limits and errors are REST's: a refusal is REST's problem document,
+carried in the GraphQL error's `extensions` (`status`, `type`, `title`, `detail`, `parameter`...),
+with its Retry-After or WWW-Authenticate header on the HTTP response.
 
 What GraphQL adds, refused before anything runs (`{"errors": [...]}` and no data, with 200 as the
 GraphQL-over-HTTP spec asks of JSON replies to a well-formed request; a body that is no GraphQL
-request at all gets 400): documents of more than
-MAX_TOKENS tokens, selections deeper than MAX_DEPTH, operations that cost more than MAX_COST (each
-slot of a decide, each feedback and each events field costs one: the REST decide's 16 slots, whatever
-the aliases), and, unless `tailor api --graphql-introspection` (TAILOR_GRAPHQL_INTROSPECTION), the
-introspection fields `__schema` and `__type`. Parsed and validated documents are kept (a page sends
-the same few queries), so a decision pays for execution only (docs/content-api.md#graphql).
+request at all gets 400): documents of more than MAX_TOKENS tokens, selections deeper than
+MAX_DEPTH, operations that cost more than MAX_COST (each slot of a decide, each feedback and each
+events field costs one: the REST decide's 16 slots, whatever the aliases), and, unless
+`tailor api --graphql-introspection` (TAILOR_GRAPHQL_INTROSPECTION), the introspection fields
+`__schema` and `__type`. Parsed and validated documents are kept (a page sends the same few
+queries), so a decision pays for execution only (docs/content-api.md#graphql).
 """
 
 from __future__ import annotations
