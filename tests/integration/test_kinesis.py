@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 from tailor_api import web
@@ -241,3 +242,37 @@ def test_parents_are_read_to_their_end_before_children_across_a_split_a_merge_an
         assert checkpoints["s3"] == stream.shards["s3"]["records"][-1]["SequenceNumber"]
     finally:
         redis_client.delete(kinesis_source.checkpoint_key(stack, "resharded"))
+
+
+async def test_events_the_stream_did_not_store_get_a_503_and_the_same_batch_a_202_once_it_does(
+    kinesis: kinesis_emulator.KinesisEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    environment = {**kinesis_emulator.ENVIRONMENT, "TAILOR_EVENTS_SOURCE": "kinesis",
+                   "TAILOR_KINESIS_STREAM": stream,
+                   "TAILOR_KINESIS_ENDPOINT_URL": kinesis.endpoint}  # fmt: skip
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    collector = Collector()
+    await collector.start(scratch.stack_config("127.0.0.1:9", "kinesis-test"))
+    http = serve(collector)
+    client = kinesis_settings.KinesisSettings().client()
+    batch = {"events": events(3)}
+    try:
+        refused = await http.post("/v1/events", json=batch)  # the stream does not exist (yet)
+        assert refused.status_code == 503, refused.text
+        client.create_stream(StreamName=stream, ShardCount=1)
+        client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+        accepted = await http.post("/v1/events", json=batch)
+        assert accepted.status_code == 202, accepted.text
+        (shard,) = client.list_shards(StreamName=stream)["Shards"]
+        iterator = client.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        stored = client.get_records(ShardIterator=iterator)["Records"]
+        assert [orjson.loads(record["Data"])["id"] for record in stored] == [e["id"] for e in batch["events"]]
+        assert [record["PartitionKey"] for record in stored] == [e["userId"] for e in batch["events"]]
+    finally:
+        await http.aclose()
+        await collector.close()
+        client.delete_stream(StreamName=stream)

@@ -128,7 +128,11 @@ class ShardReader:
         when none had any, wait up to `wait_seconds` for the next poll."""
         self._checkpoint(self._finished())
         if time.monotonic() >= self._next_listing:
-            self._list_shards()
+            try:
+                self._list_shards()
+            except (BotoCoreError, ClientError) as error:  # read the shards known; list again later
+                log.warning("ListShards of %s failed, retrying: %s", self.stream, error)
+                self._next_listing = time.monotonic() + max(self.settings.idle_poll_seconds, 1.0)
         records: list[Record] = []
         for shard in list(self._shards.values()):
             if len(records) >= batch_size:
