@@ -379,6 +379,15 @@ class Runtime:
         """The collector and who the request is for, before events are taken (REST and GraphQL), or
         the 503 (no collector running yet) or 401 (identity) to answer."""
         collector = self.collector
+        if (
+            collector is None and self.settings.api_routes == "decide"
+        ):  # GraphQL's events, on a decide replica
+            name = self.stack.partition("/")[2]
+            detail = (
+                "this replica serves `tailor api --routes decide`: events are collected by the stack's "
+                f"collector (Service {name}-collector, spec.contentApi.collector.separate): send them there"
+            )
+            return web.problem(503, "served-elsewhere", "Route served elsewhere", detail)
         if collector is None or self.collector_config is None:
             detail = "the event collector is not running (no ruleset with Kafka settings yet)"
             return web.problem(503, "collector-unavailable", "Collector unavailable", detail)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from graphql import GraphQLError, get_introspection_query, parse
 from tailor_api import graphql_endpoint as endpoint
+from tailor_api.runtime import Runtime
+from tailor_api.settings import ApiSettings
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,13 @@ def test_a_bugs_message_stays_in_the_log_and_a_refusals_reaches_the_client() -> 
     )
     refusal = GraphQLError("x", original_error=endpoint.Problem(reply), path=["decide"])
     assert endpoint._format_error(refusal)["extensions"]["detail"] == "no rule serves slot x"
+
+
+def test_events_on_a_decisions_only_replica_are_sent_to_the_collector() -> None:
+    """GraphQL serves `--routes decide` too; its events mutation says where events go, as REST's does."""
+    settings = ApiSettings(stack="shop/main", redis_url="redis://127.0.0.1:1/0", api_routes="decide")
+    refused = Runtime(settings).events_gate({"headers": []})
+    assert isinstance(refused, endpoint.web.Reply)
+    assert refused.status == 503
+    assert b"served-elsewhere" in refused.body
+    assert b"main-collector" in refused.body
