@@ -13,6 +13,7 @@ import sample
 from api_harness import ADMIN_TOKEN, Live, live_factory, page_view
 
 from tailor.core import stats
+from tailor.core.profile import traits as profile_traits
 from tailor.core.rules import ruleset
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
@@ -153,6 +154,40 @@ async def test_a_click_counts_for_the_users_segment_and_explain_shows_its_counts
         segment = newcomer["slots"][0]["rules"][0]["segment"]
         assert segment["name"] == "(none)"
         assert segment["counts"][variant]["impressions"] == 0
+
+
+async def test_a_trait_is_the_segment_of_a_contextual_bandit_by_trait(live: Live) -> None:
+    """rotation.context.trait: the user's `plan` trait (written as traits are written) is their segment; the
+    click counts there, and a user without the trait is "(none)"."""
+    config = sample.stack_config()
+    plan = ruleset.Trait(name="plan", type="string", ttl_seconds=3600, values=("free", "gold"))
+    config = config.model_copy(update={"features": config.features.model_copy(update={"traits": (plan,)})})
+    published = sample.build(
+        [sample.html_variant("a", "hero"), sample.html_variant("b", "hero")],
+        [ruleset.Rule(name="by-plan", slot="hero", variants=("a", "b"), strategy="bandit",
+                      context=ruleset.BanditContext(trait="plan"))],
+        config=config,
+    )  # fmt: skip
+    async with live(published) as api:
+        now = time.time()  # the trait written as the workers and the admin route write it
+        write = profile_traits.write_command(api.stack, "u1", {"plan": plan}, {"plan": "gold"}, now, now)
+        await api.redis.execute_command(*profile_traits.with_source(write))
+        decision = (await api.decide("u1")).json()["decisions"][0]
+        clicked = await api.client.post(
+            "/v1/feedback", json={"decisionId": decision["decisionId"], "type": "click"}
+        )
+        assert clicked.status_code == 202
+        expected = {"gold": {decision["variant"]: stats.VariantStats(1, 1)}}
+        deadline = time.monotonic() + 10
+        while True:  # the impression is flushed in the background
+            raw = await api.redis.hgetall(stats.segment_key(api.stack, "by-plan"))
+            if stats.parse_segments(raw) == expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.parse_segments(raw) == expected
+        newcomer = (await api.admin.get("/v1/explain?slot=hero&user=u2&session=s1", headers=ADMIN)).json()
+        assert newcomer["slots"][0]["rules"][0]["segment"]["name"] == "(none)"
+        assert newcomer["slots"][0]["rules"][0]["segment"]["source"] == {"trait": "plan"}
 
 
 async def test_explain_needs_the_token_and_shows_every_check(live: Live) -> None:
