@@ -33,6 +33,14 @@ measured in turns), decisions/s at saturation, per CPU-second of the server and 
 decision, round by round, then p50/p99 at one fixed open-loop rate (--load of the plain saturation);
 the ratio TLS / plain and the load average beside each figure.
 
+    .venv/bin/python bench/decide.py --compare-traits [--rounds 3]
+
+measures the cost of per-user traits on decide (docs/traits.md): one server, one Redis, the ruleset
+republished without traits and with three declared traits and a first rule on one of them
+(`has(traits.churnRisk) && traits.churnRisk > 0.7`, which no user matches, so both serve the same
+variants), half the users holding traits; alternating rounds, decisions/s at saturation and per
+CPU-second of the server, with / without.
+
     .venv/bin/python bench/decide.py --compare-rate-limits [--rounds 3]
 
 measures the cost of the rate limits (tailor_api.ratelimit) on decide: one server, one Redis, the
@@ -72,7 +80,7 @@ import uvloop
 
 from tailor.core import redis_target
 from tailor.core.events import Event, occurrence
-from tailor.core.profile import store
+from tailor.core.profile import store, traits
 from tailor.core.rules import ruleset, versions
 from tailor.devstack import gobuild, paths, ports, scratch, secure_redis
 
@@ -544,6 +552,82 @@ def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
           f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
 
 
+def traits_ruleset(off: ruleset.Ruleset) -> ruleset.Ruleset:
+    """`off` with three declared traits and a first rule on one of them that no bench user matches."""
+    declared = (
+        ruleset.Trait(name="churnRisk", type="number", ttl_seconds=86400, minimum=0, maximum=1),
+        ruleset.Trait(name="plan", type="string", ttl_seconds=86400),
+        ruleset.Trait(name="newsletter", type="boolean", ttl_seconds=86400),
+    )
+    features = off.config.features.model_copy(update={"traits": declared})
+    at_risk = ruleset.Rule(name="at-risk", slot="hero", priority=1000, variants=("hero-trial",),
+                           when="has(traits.churnRisk) && traits.churnRisk > 0.7")  # fmt: skip
+    return off.model_copy(
+        update={
+            "config": off.config.model_copy(update={"features": features}),
+            "rules": (at_risk, *off.rules),
+        }
+    )
+
+
+def compare_traits(workdir: Path, args: argparse.Namespace) -> None:
+    """Decide without and with traits, on one server and Redis, in alternating rounds."""
+    url, redis_process = start_redis(workdir)
+    target = redis_target.RedisTarget.from_environment(url=url)
+    stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+    off = bench_ruleset(stack)
+    on = traits_ruleset(off)
+    asyncio.run(_publish(target, off))
+    populate(target, off, args.users)
+    client = target.client()
+    now = time.time()
+    for start in range(0, args.users, 2 * 500):  # every other user holds traits
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(args.users, start + 2 * 500), 2):
+            values = {"churnRisk": 0.5, "plan": "gold", "newsletter": True}
+            command = traits.write_command(
+                stack, f"u{i}", traits.declared(on.config.features.traits), values, now, now
+            )
+            pipe.eval(traits.SCRIPT, 1, *command[3:])
+        pipe.execute()
+    client.close()
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    port = ports.pick(None)
+    api = start_api(target, stack, port, workdir / "api.log", None)
+    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    print(f"bench/decide.py --compare-traits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
+          f"{args.users:,} users (half with traits), {args.seconds} s a run")  # fmt: skip
+    print(f"{'round':>5}  {'traits':6} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
+    try:
+        saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
+        for index in range(args.rounds):
+            for name, published in (("off", off), ("on", on)):
+                version = asyncio.run(_publish(target, published))
+                _wait_for_version(port, version)
+                decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
+                results[name].append((decide["rate"], per_cpu))
+                print(f"{index + 1:>5}  {name:6} {decide['rate']:>9,.0f} {per_cpu:>10,.0f} "
+                      f"{decide['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+    finally:
+        api.terminate()
+        api.wait(10)
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+        else:
+            scratch.forget(url, stack)
+    medians = {
+        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
+        for name, measured in results.items()
+    }
+    for name, (rate, per_cpu) in medians.items():
+        print(f"median {name:6} {rate:>9,.0f} {per_cpu:>10,.0f}")
+    print(f"with / without traits, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
+          f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
+
+
 def _wait_for_version(port: int, version: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -698,6 +782,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the cost of the rate limits on decide: off vs on, alternating rounds, same run",
     )
     parser.add_argument(
+        "--compare-traits",
+        action="store_true",
+        help="only the cost of per-user traits on decide: without vs with, alternating rounds, same run",
+    )
+    parser.add_argument(
         "--compare-identity",
         action="store_true",
         help="only the cost of signed identity: off / optional / required (cached and not), same run",
@@ -735,6 +824,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.compare_identity:
             compare_identity(workdir, args)
+            return 0
+        if args.compare_traits:
+            compare_traits(workdir, args)
             return 0
         url, redis_process = start_redis(workdir)
         target = redis_target.RedisTarget.from_environment(url=url)
