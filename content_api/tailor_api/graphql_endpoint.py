@@ -21,10 +21,11 @@ queries), so a decision pays for execution only (docs/content-api.md#graphql).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import Any, Final
+from types import CoroutineType
+from typing import Any, Final, TypeGuard
 
 import orjson
 from ariadne import InterfaceType, MutationType, ObjectType, QueryType, ScalarType, make_executable_schema
@@ -468,7 +469,7 @@ class Endpoint:
         # cache for both, and format and log each error its way, ~60 us a request that this route cannot
         # spare (docs/content-api.md#graphql: bench/graphql.py).
         result = execute(self.schema, checked.document, context_value=context, variable_values=variables,
-                         operation_name=operation_name)  # fmt: skip
+                         operation_name=operation_name, is_awaitable=_is_coroutine)  # fmt: skip
         if isawaitable(result):
             result = await result
         reply: dict[str, Any] = {"data": result.data}
@@ -479,6 +480,13 @@ class Endpoint:
                     log.error("GraphQL field %s failed", failed.path, exc_info=bug)
             reply["errors"] = [_format_error(failed) for failed in result.errors]
         return web.Reply(200, orjson.dumps(reply), web.JSON, context.headers)
+
+
+def _is_coroutine(value: object) -> TypeGuard[Awaitable[Any]]:
+    """graphql-core asks this of every value a field gives; its default also looks for futures and
+    `__await__`, but our resolvers give plain values or coroutines (async def), and one type check is
+    ~30 us cheaper per decision (of ~170, measured in-process)."""
+    return type(value) is CoroutineType
 
 
 def _request_error(message: str) -> web.Reply:
