@@ -74,7 +74,10 @@ def test_the_public_port_serves_the_api_and_404s_admin_routes_naming_the_admin_p
         assert refused.status_code == 404, (path, refused.text)
         assert "admin port" in refused.json()["detail"], refused.text
     public_paths = set(httpx.get(f"{server.public}/openapi.json", timeout=5).json()["paths"])
-    assert public_paths == {"/v1/decide", "/v1/feedback", "/v1/events", "/openapi.json", "/sdk/tailor.js"}
+    assert public_paths == {
+        "/v1/decide", "/v1/feedback", "/v1/events", "/v1/graphql", "/ofrep/v1/evaluate/flags",
+        "/ofrep/v1/evaluate/flags/{key}", "/openapi.json", "/sdk/tailor.js",
+    }  # fmt: skip
 
 
 def test_the_admin_port_serves_operations_and_admin_and_nothing_public(server: Server) -> None:
