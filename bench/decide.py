@@ -502,6 +502,56 @@ def compare(workdir: Path, baseline: Path, args: argparse.Namespace) -> None:
         print(f"median {name:10} {medians[0]:>11,.0f} {medians[1]:>9,.0f} {medians[2]:>10,.0f}")
 
 
+def stop(
+    api: subprocess.Popen[bytes], redis_process: subprocess.Popen[bytes] | None, url: str, stack: str
+) -> None:
+    """The bench's API gone, and its Redis (or, in a Redis it did not start, the stack's keys)."""
+    api.terminate()
+    api.wait(10)
+    if redis_process is not None:
+        redis_process.terminate()
+        redis_process.wait(10)
+    else:
+        scratch.forget(url, stack)
+
+
+Rounds = dict[str, list[tuple[float, float]]]  # per side: (decisions/s, decisions per CPU-second) a round
+
+
+def medians(results: Rounds, width: int = 6) -> dict[str, list[float]]:
+    """Each side's median decisions/s and per CPU-second, printed."""
+    middle = {
+        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
+        for name, measured in results.items()
+    }
+    for name, (rate, per_cpu) in middle.items():
+        print(f"median {name:{width}} {rate:>9,.0f} {per_cpu:>10,.0f}")
+    return middle
+
+
+def round_line(results: Rounds, index: int, name: str, run: dict[str, float], width: int = 6) -> None:
+    """Record one saturated run of side `name` and print its line."""
+    per_cpu = run["rate"] / run["cpu"] if run["cpu"] else float("nan")
+    results[name].append((run["rate"], per_cpu))
+    print(f"{index + 1:>5}  {name:{width}} {run['rate']:>9,.0f} {per_cpu:>10,.0f} "
+          f"{run['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
+def alternate(
+    target: redis_target.RedisTarget, port: int, pid: int, script: Path,
+    sides: dict[str, ruleset.Ruleset], args: argparse.Namespace, heading: str,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Decide under each side's ruleset in turn, `args.rounds` times, on one server: the medians."""
+    results: Rounds = {name: [] for name in sides}
+    print(f"{'round':>5}  {heading:6} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
+    saturate(port, pid, "/v1/decide", 3, script)  # warm-up
+    for index in range(args.rounds):
+        for name, published in sides.items():
+            _wait_for_version(port, asyncio.run(_publish(target, published)))
+            round_line(results, index, name, saturate(port, pid, "/v1/decide", args.seconds, script))
+    return medians(results)
+
+
 def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
     """Decide with the rate limits off and on, on one server and Redis, in alternating rounds."""
     url, redis_process = start_redis(workdir)
@@ -519,35 +569,12 @@ def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
     script.write_text(WRK_SCRIPT.format(users=args.users))
     port = ports.pick(None)
     api = start_api(target, stack, port, workdir / "api.log", None)
-    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     print(f"bench/decide.py --compare-rate-limits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
           f"{args.users:,} users, {args.seconds} s a run")  # fmt: skip
-    print(f"{'round':>5}  {'limits':6} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
     try:
-        saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
-        for index in range(args.rounds):
-            for name, published in (("off", off), ("on", on)):
-                version = asyncio.run(_publish(target, published))
-                _wait_for_version(port, version)
-                decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
-                per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
-                results[name].append((decide["rate"], per_cpu))
-                print(f"{index + 1:>5}  {name:6} {decide['rate']:>9,.0f} {per_cpu:>10,.0f} "
-                      f"{decide['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+        medians = alternate(target, port, api.pid, script, {"off": off, "on": on}, args, "limits")
     finally:
-        api.terminate()
-        api.wait(10)
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait(10)
-        else:
-            scratch.forget(url, stack)
-    medians = {
-        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
-        for name, measured in results.items()
-    }
-    for name, (rate, per_cpu) in medians.items():
-        print(f"median {name:6} {rate:>9,.0f} {per_cpu:>10,.0f}")
+        stop(api, redis_process, url, stack)
     print(f"on / off, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
           f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
 
@@ -595,35 +622,12 @@ def compare_traits(workdir: Path, args: argparse.Namespace) -> None:
     script.write_text(WRK_SCRIPT.format(users=args.users))
     port = ports.pick(None)
     api = start_api(target, stack, port, workdir / "api.log", None)
-    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     print(f"bench/decide.py --compare-traits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
           f"{args.users:,} users (half with traits), {args.seconds} s a run")  # fmt: skip
-    print(f"{'round':>5}  {'traits':6} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
     try:
-        saturate(port, api.pid, "/v1/decide", 3, script)  # warm-up
-        for index in range(args.rounds):
-            for name, published in (("off", off), ("on", on)):
-                version = asyncio.run(_publish(target, published))
-                _wait_for_version(port, version)
-                decide = saturate(port, api.pid, "/v1/decide", args.seconds, script)
-                per_cpu = decide["rate"] / decide["cpu"] if decide["cpu"] else float("nan")
-                results[name].append((decide["rate"], per_cpu))
-                print(f"{index + 1:>5}  {name:6} {decide['rate']:>9,.0f} {per_cpu:>10,.0f} "
-                      f"{decide['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+        medians = alternate(target, port, api.pid, script, {"off": off, "on": on}, args, "traits")
     finally:
-        api.terminate()
-        api.wait(10)
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait(10)
-        else:
-            scratch.forget(url, stack)
-    medians = {
-        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
-        for name, measured in results.items()
-    }
-    for name, (rate, per_cpu) in medians.items():
-        print(f"median {name:6} {rate:>9,.0f} {per_cpu:>10,.0f}")
+        stop(api, redis_process, url, stack)
     print(f"with / without traits, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
           f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
 

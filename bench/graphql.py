@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import decide as bench_decide
 
 from tailor.core import redis_target
-from tailor.devstack import ports, scratch
+from tailor.devstack import ports
 
 QUERY = (
     'query($u: String!, $s: String) { decide(slots: ["hero"], user: $u, session: $s) { slot variant rule '
@@ -85,7 +85,7 @@ def main() -> int:
         graphql_script.write_text(WRK_GRAPHQL.format(users=args.users, query=lua_string(QUERY)))
         port = ports.pick(None)
         api = bench_decide.start_api(target, stack, port, workdir / "api.log", None)
-        results: dict[str, list[tuple[float, float]]] = {"REST": [], "GraphQL": []}
+        results: bench_decide.Rounds = {"REST": [], "GraphQL": []}
         print(f"bench/graphql.py: server on core {bench_decide.SERVER_CORE}, wrk -c64 on core "
               f"{bench_decide.LOAD_CORE}, {args.users:,} users, {args.seconds} s a run")  # fmt: skip
         print(f"{'round':>5}  {'route':8} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load")
@@ -97,26 +97,12 @@ def main() -> int:
                 for name, path, script in (("REST", "/v1/decide", rest_script),
                                            ("GraphQL", "/v1/graphql", graphql_script)):  # fmt: skip
                     run = bench_decide.saturate(port, api.pid, path, args.seconds, script)
-                    per_cpu = run["rate"] / run["cpu"] if run["cpu"] else float("nan")
-                    results[name].append((run["rate"], per_cpu))
-                    print(f"{index + 1:>5}  {name:8} {run['rate']:>9,.0f} {per_cpu:>10,.0f} "
-                          f"{run['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+                    bench_decide.round_line(results, index, name, run, width=8)
             check(port)
         finally:
-            api.terminate()
-            api.wait(10)
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait(10)
-            else:
-                scratch.forget(url, stack)
-    medians = {
-        name: [sorted(column)[len(column) // 2] for column in zip(*measured, strict=True)]
-        for name, measured in results.items()
-    }
-    for name, (rate, per_cpu) in medians.items():
-        print(f"median {name:8} {rate:>9,.0f} {per_cpu:>10,.0f}")
-    rest, graphql = medians["REST"], medians["GraphQL"]
+            bench_decide.stop(api, redis_process, url, stack)
+    middle = bench_decide.medians(results, width=8)
+    rest, graphql = middle["REST"], middle["GraphQL"]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"GraphQL / REST, medians: decide/s {graphql[0] / rest[0]:.2f}, "
           f"per CPU-s {graphql[1] / rest[1]:.2f} (target >= 0.5); load {load}")  # fmt: skip

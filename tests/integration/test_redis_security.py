@@ -207,7 +207,8 @@ def test_the_api_decides_and_takes_events_and_the_worker_counts_over_tls(
 
     try:
         with httpx.Client(base_url=base, timeout=5) as http:
-            wait_until(lambda: _ready(admin_port) or not api.alive, 60, outputs)
+            # /readyz/collector: the collector's producer starts after decide is ready (and posts would 503).
+            wait_until(lambda: _ready(admin_port, "/readyz/collector") or not api.alive, 60, outputs)
             user = f"u-{uuid.uuid4().hex[:6]}"
             first = http.get("/v1/decide", params={"slot": "hero", "user": user}).json()["decisions"][0]
             assert first["rule"] is None  # the fallback: nothing counted yet
@@ -325,9 +326,9 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def _ready(admin_port: int) -> bool:
-    """The API's readiness, on its admin port."""
+def _ready(admin_port: int, path: str = "/readyz") -> bool:
+    """The API's readiness (`path`: /readyz, or /readyz/collector), on its admin port."""
     try:
-        return httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=5).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{admin_port}{path}", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False

@@ -191,7 +191,7 @@ def by_the_model(raw: bytes) -> occurrence.Occurrence | None:
 
 
 @both_readers
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(raw=raw_events())
 def test_whatever_the_lean_check_accepts_the_model_accepts_and_counts_alike(
     implementation: str, raw: bytes
@@ -201,7 +201,7 @@ def test_whatever_the_lean_check_accepts_the_model_accepts_and_counts_alike(
         assert by_the_model(raw) == lean
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(raw=raw_events())
 def test_wherever_the_compiled_check_answers_the_python_one_answers_alike(raw: bytes) -> None:
     native = read("native", raw)
@@ -228,7 +228,7 @@ def damaged(draw: st.DrawFn) -> bytes:
     return bytes(raw)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(raw=st.one_of(damaged(), st.binary(max_size=400)))
 def test_damaged_or_random_bytes_never_pass_the_compiled_check_unless_the_model_agrees(raw: bytes) -> None:
     native = read("native", raw)  # never raises: a damaged value is None, and the model decides
