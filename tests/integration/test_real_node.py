@@ -184,8 +184,16 @@ def test_pods_reach_a_service_by_name_the_apiserver_and_the_hosts_redis_from_ins
     # Cluster DNS: the Service by its full and its short name; a name outside the cluster is
     # answered NXDOMAIN at once (no upstream: the lookup never leaves the machine).
     for url in (f"http://server.{ns}.svc.cluster.local/", "http://server/"):
-        by_name = from_client("fetch", url)
-        assert by_name.stdout.startswith("200\n"), (url, by_name.stdout, by_name.stderr)
+        # Retried as the fetch by address above: on this node one fetch in many may time out awaiting
+        # the reply (a CI run: the name resolved, the request went, no headers within the client's
+        # timeout, right after the same Service answered by address). What is checked is that the
+        # names lead to the Service, not that no packet is ever late.
+        fetched = eventually(
+            lambda url=url: (r := from_client("fetch", url)).stdout.startswith("200\n") and r,
+            30,
+            f"pod -> {url}",
+        )
+        assert json.loads(fetched.stdout.split("\n", 1)[1])["pod"] == "server"
     outside = from_client("fetch", "http://tailor-test.invalid/")
     assert outside.returncode != 0
     assert "no such host" in outside.stderr, outside.stderr
