@@ -552,6 +552,26 @@ def alternate(
     return medians(results)
 
 
+def serve_both(
+    workdir: Path, redis: tuple[str, subprocess.Popen[bytes] | None], stack: str,
+    off: ruleset.Ruleset, on: ruleset.Ruleset, args: argparse.Namespace, heading: str, title: str,
+) -> dict[str, list[float]]:  # fmt: skip
+    """One `tailor api` on `redis` (published and populated), deciding under `off` and `on` in turn
+    (`alternate`); everything the bench started is stopped after. The medians."""
+    url, redis_process = redis
+    target = redis_target.RedisTarget.from_environment(url=url)
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    port = ports.pick(None)
+    api = start_api(target, stack, port, workdir / "api.log", None)
+    print(f"bench/decide.py {title}: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
+          f"{args.seconds} s a run")  # fmt: skip
+    try:
+        return alternate(target, port, api.pid, script, {"off": off, "on": on}, args, heading)
+    finally:
+        stop(api, redis_process, url, stack)
+
+
 def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
     """Decide with the rate limits off and on, on one server and Redis, in alternating rounds."""
     url, redis_process = start_redis(workdir)
@@ -565,16 +585,8 @@ def compare_rate_limits(workdir: Path, args: argparse.Namespace) -> None:
     on = off.model_copy(update={"config": off.config.model_copy(update={"api": api_config})})
     asyncio.run(_publish(target, off))
     populate(target, off, args.users)
-    script = workdir / "decide.lua"
-    script.write_text(WRK_SCRIPT.format(users=args.users))
-    port = ports.pick(None)
-    api = start_api(target, stack, port, workdir / "api.log", None)
-    print(f"bench/decide.py --compare-rate-limits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
-          f"{args.users:,} users, {args.seconds} s a run")  # fmt: skip
-    try:
-        medians = alternate(target, port, api.pid, script, {"off": off, "on": on}, args, "limits")
-    finally:
-        stop(api, redis_process, url, stack)
+    medians = serve_both(workdir, (url, redis_process), stack, off, on, args, "limits",
+                         f"--compare-rate-limits: {args.users:,} users")  # fmt: skip
     print(f"on / off, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
           f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
 
@@ -618,16 +630,8 @@ def compare_traits(workdir: Path, args: argparse.Namespace) -> None:
             pipe.eval(traits.SCRIPT, 1, *command[3:])
         pipe.execute()
     client.close()
-    script = workdir / "decide.lua"
-    script.write_text(WRK_SCRIPT.format(users=args.users))
-    port = ports.pick(None)
-    api = start_api(target, stack, port, workdir / "api.log", None)
-    print(f"bench/decide.py --compare-traits: server on core {SERVER_CORE}, load from core {LOAD_CORE}, "
-          f"{args.users:,} users (half with traits), {args.seconds} s a run")  # fmt: skip
-    try:
-        medians = alternate(target, port, api.pid, script, {"off": off, "on": on}, args, "traits")
-    finally:
-        stop(api, redis_process, url, stack)
+    medians = serve_both(workdir, (url, redis_process), stack, off, on, args, "traits",
+                         f"--compare-traits: {args.users:,} users (half with traits)")  # fmt: skip
     print(f"with / without traits, medians: decide/s {medians['on'][0] / medians['off'][0]:.2f}, "
           f"per CPU-s {medians['on'][1] / medians['off'][1]:.2f}; load {os.getloadavg()}")  # fmt: skip
 
