@@ -15,7 +15,9 @@ MAX_DEPTH, operations that cost more than MAX_COST (each slot of a decide, each 
 events field costs one: the REST decide's 16 slots, whatever the aliases), and, unless
 `tailor api --graphql-introspection` (TAILOR_GRAPHQL_INTROSPECTION), the introspection fields
 `__schema` and `__type`. Parsed and validated documents are kept (a page sends the same few
-queries), so a decision pays for execution only (docs/content-api.md#graphql).
+queries), and a query of one `decide` field is served by a plan compiled once per document
+(tailor_api.graphql_plan) instead of graphql-core's execute, which serves everything else
+(docs/content-api.md#graphql).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from tailor.core import logthrottle
-from tailor_api import decide_endpoint, feedback, web
+from tailor_api import decide_endpoint, feedback, graphql_plan, web
 from tailor_api.runtime import Runtime
 
 ROUTE: Final = "/v1/graphql"  # the `route` label of its metrics and rate limits
@@ -147,12 +149,6 @@ type EventsResult {
 '''
 
 _INTROSPECTION: Final = frozenset({"__schema", "__type"})
-_CONTENT_TYPES: Final = {
-    "html": "HtmlContent",
-    "text": "TextContent",
-    "json": "JsonContent",
-    "image": "ImageContent",
-}
 
 
 class Problem(Exception):
@@ -170,6 +166,9 @@ class Context:
     runtime: Runtime
     scope: web.Scope
     headers: web.Headers = field(default_factory=list)  # from problems: Retry-After, WWW-Authenticate
+    # decide's outcome when a plan made the decision but could not serve it (graphql_plan): the
+    # resolver returns it (or its refusal) rather than deciding twice.
+    settled: list[dict[str, Any]] | web.Reply | None = None
 
     def refuse(self, reply: web.Reply) -> Problem:
         problem = Problem(reply)
@@ -202,6 +201,10 @@ async def _decide(
     session: str | None = None,
 ) -> list[dict[str, Any]]:
     context: Context = info.context
+    if context.settled is not None:
+        if isinstance(context.settled, web.Reply):
+            raise context.refuse(context.settled)
+        return context.settled
     made = await decide_endpoint.decisions(context.runtime, context.scope, user, session, slots, ROUTE)
     if isinstance(made, web.Reply):
         raise context.refuse(made)
@@ -216,7 +219,7 @@ def _content(made: Mapping[str, Any], _: GraphQLResolveInfo[Context]) -> Any:
 
 @content.type_resolver
 def _content_type(value: Mapping[str, Any], *_: Any) -> str:
-    return _CONTENT_TYPES[value["type"]]
+    return graphql_plan.CONTENT_TYPES[value["type"]]
 
 
 def _image_field(name: str) -> Any:
@@ -396,6 +399,16 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
 class Checked:
     document: DocumentNode | None
     errors: Sequence[GraphQLError]
+    plans: dict[str | None, graphql_plan.Plan | None] = field(default_factory=dict)  # by operation name
+
+    def plan(self, operation_name: str | None) -> graphql_plan.Plan | None:
+        """The operation's plan (graphql_plan), compiled on first use; None when graphql-core runs it."""
+        if operation_name in self.plans:
+            return self.plans[operation_name]
+        found = None if self.document is None else graphql_plan.compile_plan(self.document, operation_name)
+        if len(self.plans) < 4:  # a document names a few operations; more are not worth keeping
+            self.plans[operation_name] = found
+        return found
 
 
 class Endpoint:
@@ -409,6 +422,7 @@ class Endpoint:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = tuple(rules)
         self.documents: dict[str, Checked] = {}
+        self.contents = graphql_plan.Contents()
 
     def checked(self, source: str) -> Checked:
         """The document parsed and validated, from the cache when this text was seen before."""
@@ -465,6 +479,19 @@ class Endpoint:
             return web.json_reply(200, {"errors": [{"message": detail, "extensions": {
                 "code": "too-costly", "cost": spent, "limit": MAX_COST}}]})  # fmt: skip
         context = Context(runtime, scope)
+        plan = checked.plan(operation_name)
+        arguments = None if plan is None else plan.arguments(variables)
+        if plan is not None and arguments is not None:
+            slots, user, session = arguments
+            made = await decide_endpoint.decisions(runtime, scope, user, session, slots, ROUTE)
+            if isinstance(made, web.Reply):
+                context.settled = made
+            else:
+                listed = decide_endpoint.listed(*made)
+                data = plan.project(listed, self.contents)
+                if data is not None:
+                    return web.Reply(200, orjson.dumps({"data": data}), web.JSON)
+                context.settled = listed
         # graphql-core's own execute: ariadne's graphql() would parse and validate again, or call our
         # cache for both, and format and log each error its way, ~60 us a request that this route cannot
         # spare (docs/content-api.md#graphql: bench/graphql.py).

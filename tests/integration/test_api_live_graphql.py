@@ -143,6 +143,24 @@ async def test_decide_serves_every_slot_with_its_content_typed_by_kind_as_rest_d
             made["variant"], made["rule"], made["rulesetVersion"])  # fmt: skip
 
 
+async def test_the_decide_plan_answers_as_graphql_cores_own_execution(server: Served) -> None:
+    """The DECIDE document is served by its plan (tailor_api.graphql_plan); the same document with an
+    @include, which no plan serves, by graphql-core's execute: the same JSON, decisionIds aside."""
+    source = DECIDE.document.loc.source.body  # type: ignore[union-attr]
+    executed = source.replace("slot variant", "slot @include(if: true) variant")
+    who = user()
+    variables = {"slots": ["hero", "note", "offer", "banner"], "user": who, "session": "s1"}
+    answers = []
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for document in (source, executed):
+            reply = await client.post("/v1/graphql", json={"query": document, "variables": variables})
+            answers.append(
+                reply.json(object_hook=lambda o: {k: v for k, v in o.items() if k != "decisionId"})
+            )
+    assert answers[0] == answers[1]
+    assert list(answers[0]["data"]["decide"][0]) == ["slot", "variant", "rule", "rulesetVersion", "content"]
+
+
 async def test_feedback_counts_once_and_refuses_what_rest_refuses(server: Served, session: Any) -> None:
     made = await session.execute(ask(DECIDE, {"slots": ["hero"], "user": user()}))
     decision_id = made["decide"][0]["decisionId"]
