@@ -103,6 +103,17 @@ class Collector:
         """Limits apply at once; new Kafka settings get a new producer (the old one drains first)."""
         await self._use(config)
 
+    @property
+    def kinesis_stream(self) -> str:
+        return self.kinesis.stream if self.kinesis.enabled else ""
+
+    def kinesis_state(self) -> tuple[bool, str, str] | None:
+        """The Kinesis stream's state (KinesisProducer.stream_state), None unless it is the source and
+        the producer runs. Blocks on a call to AWS: run it on a thread."""
+        if isinstance(self._producer, kinesis_producer.KinesisProducer):
+            return self._producer.stream_state()
+        return None
+
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.close()

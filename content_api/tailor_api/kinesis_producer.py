@@ -67,6 +67,24 @@ class KinesisProducer:
             pause = min(pause * 2, 1.0)
             pending = failed
 
+    def stream_state(self) -> tuple[bool, str, str]:
+        """(ok, what /readyz may say, the whole cause for the log): does the stream exist and take
+        records (DescribeStreamSummary; the collector's role needs kinesis:DescribeStreamSummary too)."""
+        import botocore.exceptions  # only Kinesis stacks load botocore
+
+        try:
+            reply = self._client.describe_stream_summary(StreamName=self.stream)
+        except botocore.exceptions.ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", "ClientError"))
+            return False, f"{code} (the reason is in this replica's log)", f"{code}: {error}"
+        except botocore.exceptions.BotoCoreError as error:
+            name = type(error).__name__
+            return False, f"{name} (the reason is in this replica's log)", f"{name}: {error}"
+        status = str(reply["StreamDescriptionSummary"]["StreamStatus"])
+        if status in ("ACTIVE", "UPDATING"):  # UPDATING (a reshard) still takes records
+            return True, "ok", "ok"
+        return False, f"the stream is {status}", f"the stream is {status}"
+
     async def close(self, flush_seconds: float = 10.0) -> None:
         """Nothing is queued: every send_all waited for its records."""
         self._client.close()

@@ -464,7 +464,7 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                     "operationId": "readyz",
                     "description": "Can this replica answer what it serves (decisions: a ruleset and "
                     "Redis; a collector of its own: a ruleset and the collector running). Kafka is "
-                    "reported in `checks.kafka`, never required.",
+                    "reported in `checks.kafka` (a Kinesis stream in `checks.kinesis`), never required.",
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready"),
                         "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not ready, and why"),
@@ -475,7 +475,8 @@ def _document(slots: Sequence[str]) -> dict[str, Any]:
                 "get": {
                     "operationId": "collectorReadyz",
                     "description": "Can events be collected now: a ruleset, the collector running and "
-                    "Kafka reachable (for monitors, not for probes). Not served by `--routes decide`.",
+                    "Kafka (or the Kinesis stream) reachable (for monitors, not for probes). Not served "
+                    "by `--routes decide`.",
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Readiness"}, "Collecting"),
                         "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not collecting, and why"),

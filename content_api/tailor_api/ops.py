@@ -30,7 +30,7 @@ async def readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> we
 async def collector_readyz(runtime: Runtime, scope: web.Scope, receive: web.Receive) -> web.Reply:
     """Can events be collected now: a ruleset, the collector running, and Kafka reachable. For
     monitors and dashboards; no probe should use it (a Kafka outage would empty the Service)."""
-    return await _readiness(runtime, ("ruleset", "collector", "kafka"))
+    return await _readiness(runtime, ("ruleset", "collector", runtime.source_check))
 
 
 async def _readiness(runtime: Runtime, needed: tuple[str, ...]) -> web.Reply:
@@ -64,7 +64,7 @@ async def _readiness(runtime: Runtime, needed: tuple[str, ...]) -> web.Reply:
             detail = f"not running: {error}" if error else "starting"
         checks["collector"] = {"ok": running, "detail": detail}
         ok, detail = runtime.kafka_state()
-        checks["kafka"] = {"ok": ok, "detail": detail}
+        checks[runtime.source_check] = {"ok": ok, "detail": detail}
     keys = runtime.identity_keys
     if keys is not None and runtime.decides:
         # Reported, never required: with no usable key every signed request gets a 401, and taking

@@ -57,6 +57,9 @@ class Collector(Protocol):
     async def accept(
         self, document: Any, who: identity.Identity | None = None
     ) -> dict[str, Any] | web.Reply: ...
+    @property
+    def kinesis_stream(self) -> str: ...  # "" unless the events go to a Kinesis stream
+    def kinesis_state(self) -> tuple[bool, str, str] | None: ...
 
 
 def load_collector() -> Collector:
@@ -432,7 +435,8 @@ class Runtime:
         return reply == b"PONG", "ok" if reply == b"PONG" else "unexpected reply to PING"
 
     def kafka_state(self) -> tuple[bool, str]:
-        """Could the stack's Kafka brokers be reached (metadata of the events topic), as last checked.
+        """Could the stack's Kafka brokers be reached (metadata of the events topic), or its Kinesis
+        stream (source_check), as last checked.
         Never waits: a check older than `kafka_check_seconds` starts a new one in the background, so a
         readiness probe is not held up by brokers that do not answer (the check waits seconds for them)."""
         if self.engine is None:
@@ -443,15 +447,28 @@ class Runtime:
             self._kafka_check = asyncio.create_task(self._check_kafka(), name="kafka-check")
         return ok, detail
 
+    @property
+    def source_check(self) -> str:
+        """The name of the events' source in /readyz's checks: kafka, or kinesis (docs/kinesis.md)."""
+        return "kinesis" if self.collector is not None and self.collector.kinesis_stream else "kafka"
+
     async def _check_kafka(self) -> None:
         served = self.engine
         if served is None:
             return
-        kafka = served.config.kafka
-        ok, detail, reason = await asyncio.to_thread(_kafka_metadata, kafka, self.settings.kafka_secrets_dir)
+        if self.collector is not None and self.collector.kinesis_stream:
+            state = await asyncio.to_thread(self.collector.kinesis_state)
+            ok, detail, reason = state or (False, "the collector is not running", "not running")
+            where = f"the Kinesis stream {self.collector.kinesis_stream}"
+        else:
+            kafka = served.config.kafka
+            ok, detail, reason = await asyncio.to_thread(
+                _kafka_metadata, kafka, self.settings.kafka_secrets_dir
+            )
+            where = f"Kafka at {kafka.bootstrap_servers}"
         # The brokers' addresses go to the log only: readiness bodies can reach clients.
         if not ok and detail != self._kafka_checked[2]:  # once per change: readiness asks every few seconds
-            log.warning("not ready: Kafka at %s: %s", kafka.bootstrap_servers, reason)
+            log.warning("not ready: %s: %s", where, reason)
         self._kafka_checked = (time.monotonic(), ok, detail)
         metrics.kafka_up.labels(self.stack).set(1 if ok else 0)
 

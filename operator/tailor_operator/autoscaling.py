@@ -190,7 +190,7 @@ def scaled_object(stack: builders.Stack) -> Manifest:
 def _security_metadata(stack: builders.Stack) -> dict[str, str]:
     """The trigger's plain security settings (KEDA reads `tls` and `sasl` from the trigger too): TLS on
     or off, the SASL mode, and for MSK IAM the token provider and region."""
-    security = stack.spec.kafka.security
+    security = stack.spec.kafka_security
     if security is None or security.protocol == "PLAINTEXT":
         return {}
     metadata: dict[str, str] = {}
@@ -214,7 +214,7 @@ def trigger_authentication(stack: builders.Stack) -> Manifest | None:
     service account (its eks.amazonaws.com/role-arn annotation): KEDA's own role must be trusted to
     assume it (docs/install.md, EKS). What KEDA cannot take: the OIDC token endpoint's own CA, and
     tls.verifyHostname false (KEDA then fails hostname verification: set authenticationRef yourself)."""
-    security = stack.spec.kafka.security
+    security = stack.spec.kafka_security
     if stack.spec.workers.autoscaling.authentication_ref is not None or security is None:
         return None
     if security.protocol == "PLAINTEXT":

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tailor.core import constants, durations, redis_target
+from tailor.core import constants, durations, kinesis, redis_target
 from tailor.core.rules import compiler, ruleset, signing, specs
 from tailor_operator import constants as names
 from tailor_operator import templates
@@ -397,7 +397,7 @@ def _wait_for_redis(stack: Stack) -> dict[str, Any]:
 
 def kafka_secret_files(stack: Stack) -> tuple[ruleset.SecretFile, ...]:
     """The Secret keys the stack's Kafka clients read (CA, client certificate and key, password...)."""
-    return compiler.kafka_security(stack.spec.kafka.security).secret_files()
+    return compiler.kafka_security(stack.spec.kafka_security).secret_files()
 
 
 def _kafka_secrets(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -502,11 +502,48 @@ def _worker_env(stack: Stack) -> list[dict[str, Any]]:
     ]
 
 
+def source_env(stack: Stack) -> list[dict[str, Any]]:
+    """With `spec.source.kind: kinesis`, what the pods that put or read events need to use the stream
+    (tailor.core.kinesis.KinesisSettings), and the access key from its Secret when the stack names one
+    (else boto3's chain finds the pod's own identity, IRSA). Nothing with Kafka: the ruleset says it all."""
+    source = stack.spec.kinesis
+    if source is None:
+        return []
+    env: list[dict[str, Any]] = [
+        {"name": kinesis.ENV_SOURCE, "value": kinesis.KINESIS},
+        {"name": kinesis.ENV_STREAM, "value": source.stream},
+        {"name": kinesis.ENV_REGION, "value": source.region},
+    ]
+    if source.endpoint:
+        env.append({"name": kinesis.ENV_ENDPOINT_URL, "value": source.endpoint})
+    ref = source.credentials_secret_ref
+    if ref is not None:
+        env += [
+            _from_secret(
+                kinesis.ENV_AWS_ACCESS_KEY_ID, specs.SecretKeyRef(name=ref.name, key=ref.access_key_id_key)
+            ),
+            _from_secret(
+                kinesis.ENV_AWS_SECRET_ACCESS_KEY,
+                specs.SecretKeyRef(name=ref.name, key=ref.secret_access_key_key),
+            ),
+        ]
+    return env
+
+
+def kinesis_secret_keys(stack: Stack) -> list[tuple[str, str]]:
+    """(Secret, key) of the stack's Kinesis access key, if it names one."""
+    source = stack.spec.kinesis
+    ref = source.credentials_secret_ref if source is not None else None
+    if ref is None:
+        return []
+    return [(ref.name, ref.access_key_id_key), (ref.name, ref.secret_access_key_key)]
+
+
 def keda_kafka_env(stack: Stack) -> list[dict[str, Any]]:
     """The worker's plain SASL login settings (user name; OIDC client id, token endpoint, scope,
     extensions) as env variables, where KEDA's TriggerAuthentication can read them
     (autoscaling.trigger_authentication). The workers themselves do not read them."""
-    security = stack.spec.kafka.security
+    security = stack.spec.kafka_security
     sasl = security.sasl if security is not None else None
     if sasl is None:
         return []
@@ -542,6 +579,7 @@ def worker_deployment(stack: Stack, checksum: str) -> Manifest:
             *_logging_env(stack),
             *_worker_env(stack),
             *keda_kafka_env(stack),
+            *source_env(stack),
         ],
         "ports": [{"name": "metrics", "containerPort": names.WORKER_METRICS_PORT, "protocol": "TCP"}],
         # /healthz fails once the consume loop has made no progress for a minute (a Redis write hung
@@ -655,6 +693,8 @@ def api_deployment(stack: Stack, checksum: str) -> Manifest:
             }
         )
     routes = "decide" if spec.content_api.collector.separate else None
+    if routes is None:
+        env += source_env(stack)  # it collects events
     # The Kafka Secrets go only where a Kafka client runs: not to a content API whose collector is apart.
     kafka_volumes, kafka_mounts = ([], []) if routes == "decide" else _kafka_secrets(stack)
     identity_volumes, identity_mounts, identity_env = _identity(stack)
@@ -675,7 +715,11 @@ def collector_deployment(stack: Stack, checksum: str) -> Manifest:
     kafka_volumes, kafka_mounts = _kafka_secrets(stack)
     identity_volumes, identity_mounts, identity_env = _identity(stack)
     container = _http_container(
-        stack, names.COLLECTOR, "collect", _redis_env(stack) + identity_env, kafka_mounts + identity_mounts
+        stack,
+        names.COLLECTOR,
+        "collect",
+        _redis_env(stack) + source_env(stack) + identity_env,
+        kafka_mounts + identity_mounts,
     )
     replicas = stack.spec.content_api.collector.replicas
     return _deployment(

@@ -4,8 +4,8 @@ collector and the workers share, and the boto3 client they make from them.
 Off by default: `TAILOR_EVENTS_SOURCE=kinesis` switches both sides, `TAILOR_KINESIS_STREAM` names the
 stream (made beforehand, by Terraform or `aws kinesis create-stream`), `TAILOR_KINESIS_REGION` its
 region, `TAILOR_KINESIS_ENDPOINT_URL` an emulator's address (moto's server in tests). Credentials come
-from boto3's own chain (the pod's IAM role through IRSA, AWS_* variables). Not yet a field of the
-PersonalizationStack (docs/kinesis.md, "What is left").
+from boto3's own chain (the pod's IAM role through IRSA, AWS_* variables). On Kubernetes the operator
+sets these variables from the PersonalizationStack's `spec.source`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ from typing import Any, Final, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The variables the operator gives the collector and worker pods of a stack whose spec.source is
+# Kinesis (tailor_operator.builders.source_env); the settings below read them.
+ENV_SOURCE: Final = "TAILOR_EVENTS_SOURCE"
+ENV_STREAM: Final = "TAILOR_KINESIS_STREAM"
+ENV_REGION: Final = "TAILOR_KINESIS_REGION"
+ENV_ENDPOINT_URL: Final = "TAILOR_KINESIS_ENDPOINT_URL"
+# boto3's own names for an access key (its credential chain reads them).
+ENV_AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
 
 KAFKA: Final = "kafka"
 KINESIS: Final = "kinesis"

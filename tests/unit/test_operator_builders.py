@@ -423,3 +423,42 @@ def test_workers_get_their_per_user_caps_memory_limit_and_a_liveness_from_loop_p
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     defaults = pod_spec(builders.worker_deployment(stack(), "c"))["containers"][0]["env"]
     assert {"name": "TAILOR_WORKER_EVENTS_PER_USER_PER_MINUTE", "value": "300"} in defaults
+
+
+def container_env(manifest: dict[str, Any]) -> dict[str, Any]:
+    """name -> value, or valueFrom's secretKeyRef as (secret, key)."""
+    env: dict[str, Any] = {}
+    for item in pod_spec(manifest)["containers"][0]["env"]:
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        env[item["name"]] = (ref["name"], ref["key"]) if ref else item.get("value")
+    return env
+
+
+def test_a_kinesis_source_reaches_the_pods_that_put_or_read_events_and_no_others() -> None:
+    source = {"kind": "kinesis", "kinesis": {"stream": "events", "region": "eu-west-1"}}
+    kinesis = stack(kafka=None, source=source, contentApi={"collector": {"separate": True}})
+    built = {m["metadata"]["name"]: m for m in builders.children(kinesis, "c") if m["kind"] == "Deployment"}
+    wanted = {"TAILOR_EVENTS_SOURCE": "kinesis", "TAILOR_KINESIS_STREAM": "events",
+              "TAILOR_KINESIS_REGION": "eu-west-1"}  # fmt: skip
+    for name in ("shop-worker", "shop-collector"):
+        env = container_env(built[name])
+        assert {k: env.get(k) for k in wanted} == wanted, name
+        # The pods' own identity (IRSA) unless a Secret is named; no emulator's endpoint.
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TAILOR_KINESIS_ENDPOINT_URL"} & set(env)
+    assert "TAILOR_EVENTS_SOURCE" not in container_env(built["shop-api"])  # decisions only: no events
+
+    keyed = {**source["kinesis"], "endpoint": "http://127.0.0.1:5000",
+             "credentialsSecretRef": {"name": "aws", "accessKeyIdKey": "id"}}  # fmt: skip
+    with_key = stack(kafka=None, source={"kind": "kinesis", "kinesis": keyed})
+    api = next(m for m in builders.children(with_key, "c") if m["metadata"]["name"] == "shop-api")
+    env = container_env(api)
+    assert env["TAILOR_KINESIS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert env["AWS_ACCESS_KEY_ID"] == ("aws", "id")
+    assert env["AWS_SECRET_ACCESS_KEY"] == ("aws", "AWS_SECRET_ACCESS_KEY")
+    assert builders.kinesis_secret_keys(with_key) == [("aws", "id"), ("aws", "AWS_SECRET_ACCESS_KEY")]
+    # Kafka stacks get none of it.
+    kafka_worker = next(m for m in builders.children(stack(), "c") if m["metadata"]["name"] == "shop-worker")
+    assert not [name for name in container_env(kafka_worker) if "KINESIS" in name or "EVENTS_SOURCE" in name]
+
+    with pytest.raises(ValueError, match=r"spec\.kafka is required unless"):
+        stack(kafka=None)

@@ -230,10 +230,13 @@ class ChildrenReconciler:
                 )
             )
             removed = [names.RECONCILIATION_PAUSED]
+            if stack.spec.kafka is None:
+                removed.append(names.KAFKA_CONNECTED)  # from before the source became Kinesis
             if not collecting_apart:
                 removed.append(names.COLLECTOR_READY)
             await self._book.update(stack.namespace, stack.name, source.generation, updates, remove=removed)
-            self._prober.request(stack, source.generation)  # reports KafkaConnected when it is done
+            if stack.spec.kafka is not None:  # a Kinesis stack has no Kafka to probe
+                self._prober.request(stack, source.generation)  # reports KafkaConnected when it is done
 
     async def on_child(
         self, source: specs.Source, status: Mapping[str, Any], child: Mapping[str, Any], event: str | None
@@ -321,6 +324,7 @@ class ChildrenReconciler:
         ]
         wanted = [(ref.name, ref.key) for ref in refs if ref is not None]
         wanted += [(file.secret, file.key) for file in builders.kafka_secret_files(stack)]
+        wanted += builders.kinesis_secret_keys(stack)
         for name, key in wanted:
             data = await self._read_secret(stack.namespace, name)
             if data is None or key not in data:

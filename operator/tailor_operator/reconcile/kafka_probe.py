@@ -66,6 +66,8 @@ class KafkaProber:
     async def check(self, stack: builders.Stack, generation: int) -> conditions.Condition | None:
         """KafkaConnected for the stack; None when there is nothing to say yet (a Secret is missing:
         Reconciled says so)."""
+        if stack.spec.kafka is None:
+            return None  # a Kinesis stack: no Kafka
         try:
             kafka = compiler.stack_config(stack.namespace, stack.name, stack.spec).kafka
         except ValueError:

@@ -100,14 +100,19 @@ class TopicsReconciler:
         generation = source.generation
         try:
             stack = children.parse_stack(source)
+            spec = stack.spec.kafka
             kafka = compiler.stack_config(source.namespace, source.name, stack.spec).kafka
-            wanted = wanted_topics(stack.spec.kafka, kafka)
+            wanted = wanted_topics(spec, kafka) if spec is not None else []
         except (children.InvalidStack, ValueError) as error:
             return conditions.make(names.TOPICS_READY, False, "InvalidSpec", str(error), generation), {}
+        if spec is None or stack.spec.kinesis is not None:
+            stream = stack.spec.kinesis.stream if stack.spec.kinesis is not None else ""
+            message = f"the events go through the Kinesis stream {stream}: no Kafka topics are used"
+            return conditions.make(names.TOPICS_READY, True, "KinesisSource", message, generation), {}
         fields = {"topics": {"events": kafka.events_topic, "deadLetter": kafka.dead_letter_topic}}
-        management = stack.spec.kafka.topics.management
+        management = spec.topics.management
         if management == "strimzi":
-            return await self._strimzi(stack, wanted, generation), fields
+            return await self._strimzi(stack, spec.topics.strimzi, wanted, generation), fields
         return await self._kafka(stack, kafka, wanted, management == "operator", generation), fields
 
     async def _kafka(
@@ -144,9 +149,12 @@ class TopicsReconciler:
         )
 
     async def _strimzi(
-        self, stack: builders.Stack, wanted: list[topics.Topic], generation: int
+        self,
+        stack: builders.Stack,
+        settings: specs.StrimziTopics | None,
+        wanted: list[topics.Topic],
+        generation: int,
     ) -> conditions.Condition:
-        settings = stack.spec.kafka.topics.strimzi
         assert settings is not None  # the CRD requires it with management: strimzi
         try:
             version = await self._kafka_topic_version()

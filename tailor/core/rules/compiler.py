@@ -197,10 +197,13 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
         windows.append(ruleset.Window(name=text, seconds=seconds, bucket_seconds=bucket_seconds(seconds)))
     lateness = spec.features.allowed_lateness
     chosen = None if lateness is None else _duration("features.allowedLateness", lateness)
-    events_topic, dead_letter_topic = topic_names(namespace, name, spec.kafka.topics)
+    # A Kinesis stack has no Kafka: its pods never read these settings (TAILOR_EVENTS_SOURCE=kinesis,
+    # docs/kinesis.md), which then name no brokers and the default topics.
+    kafka = spec.kafka or specs.KafkaSpec(bootstrap_servers="")
+    events_topic, dead_letter_topic = topic_names(namespace, name, kafka.topics)
     for where, retention in (
-        ("kafka.topics.retention", spec.kafka.topics.retention),
-        ("kafka.topics.deadLetterRetention", spec.kafka.topics.dead_letter_retention),
+        ("kafka.topics.retention", kafka.topics.retention),
+        ("kafka.topics.deadLetterRetention", kafka.topics.dead_letter_retention),
     ):
         if retention is not None:
             _duration(where, retention)
@@ -208,12 +211,12 @@ def stack_config(namespace: str, name: str, spec: specs.StackSpec) -> ruleset.St
         namespace=namespace,
         name=name,
         kafka=ruleset.KafkaConfig(
-            bootstrap_servers=spec.kafka.bootstrap_servers,
+            bootstrap_servers=kafka.bootstrap_servers,
             events_topic=events_topic,
             dead_letter_topic=dead_letter_topic,
-            traits_topic=traits_topic_name(namespace, name, spec.kafka.topics, bool(spec.traits)),
-            partitions=spec.kafka.partitions,
-            security=kafka_security(spec.kafka.security),
+            traits_topic=traits_topic_name(namespace, name, kafka.topics, bool(spec.traits)),
+            partitions=kafka.partitions,
+            security=kafka_security(kafka.security),
         ),
         features=ruleset.FeatureConfig(
             windows=tuple(windows),

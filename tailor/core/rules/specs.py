@@ -12,7 +12,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from tailor.core import constants
@@ -195,6 +195,28 @@ class KafkaSpec(SpecModel):
     security: KafkaSecuritySpec | None = None
 
 
+class KinesisCredentialsSecretRef(SpecModel):
+    """An AWS access key in a Secret; without one the pods use their own identity (IRSA)."""
+
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class KinesisSourceSpec(SpecModel):
+    stream: str
+    region: str
+    endpoint: str | None = None
+    credentials_secret_ref: KinesisCredentialsSecretRef | None = None
+
+
+class SourceSpec(SpecModel):
+    """spec.source: where the collector puts events and the workers read them (docs/kinesis.md)."""
+
+    kind: Literal["kafka", "kinesis"] = "kafka"
+    kinesis: KinesisSourceSpec | None = None
+
+
 class RedisTls(SpecModel):
     ca_secret_ref: CaSecretRef | None = None
     client_certificate_secret_ref: TlsSecretRef | None = None
@@ -324,7 +346,9 @@ class StackSpec(SpecModel):
     image: str = DEFAULT_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     kill_switch: bool = False
-    kafka: KafkaSpec
+    source: SourceSpec = SourceSpec()
+    # None only with a Kinesis source (the CRD's rule): then no Kafka is used (docs/kinesis.md).
+    kafka: KafkaSpec | None = None
     redis: RedisSpec
     features: FeaturesSpec = FeaturesSpec()
     traits: tuple[TraitSpec, ...] = ()
@@ -332,6 +356,24 @@ class StackSpec(SpecModel):
     content_api: ContentApiSpec = ContentApiSpec()
     logging: LoggingSpec = LoggingSpec()
     network_policies: NetworkPoliciesSpec = NetworkPoliciesSpec()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StackSpec:
+        # The CRD's CEL rules, for manifests read offline (tailor validate).
+        if self.source.kind == "kafka" and self.kafka is None:
+            raise ValueError("spec.kafka is required unless spec.source.kind is kinesis")
+        if (self.source.kind == "kinesis") != (self.source.kinesis is not None):
+            raise ValueError("spec.source.kinesis is required with source.kind kinesis, and only then")
+        return self
+
+    @property
+    def kinesis(self) -> KinesisSourceSpec | None:
+        """The stream the events go through when the source is Kinesis; None with Kafka."""
+        return self.source.kinesis if self.source.kind == "kinesis" else None
+
+    @property
+    def kafka_security(self) -> KafkaSecuritySpec | None:
+        return self.kafka.security if self.kafka is not None else None
 
 
 # --- ContentVariant ----------------------------------------------------------------------------------
