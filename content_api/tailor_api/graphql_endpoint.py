@@ -470,7 +470,13 @@ class Endpoint:
         checked = self.checked(request["query"])
         if checked.errors or checked.document is None:
             return web.json_reply(200, {"errors": [_format_error(error) for error in checked.errors]})
-        spent = cost(checked.document, operation_name, variables)
+        plan = checked.plan(operation_name)
+        # A plan's operation is its one decide field: the same cost, without walking the document.
+        spent = (
+            cost(checked.document, operation_name, variables)
+            if plan is None
+            else _field_cost(plan.node, variables)
+        )
         if spent > MAX_COST:
             detail = (
                 f"the operation costs {spent}: one per slot of each decide and one per feedback or events "
@@ -479,7 +485,6 @@ class Endpoint:
             return web.json_reply(200, {"errors": [{"message": detail, "extensions": {
                 "code": "too-costly", "cost": spent, "limit": MAX_COST}}]})  # fmt: skip
         context = Context(runtime, scope)
-        plan = checked.plan(operation_name)
         arguments = None if plan is None else plan.arguments(variables)
         if plan is not None and arguments is not None:
             slots, user, session = arguments

@@ -166,6 +166,9 @@ def test_a_planned_document_gets_graphql_cores_arguments_and_answer(
     plan = oracle[0].checked(source).plan(operation)
     assert plan is not None
     assert plan.arguments(variables) == arguments
+    document = oracle[0].checked(source).document
+    assert document is not None
+    assert endpoint._field_cost(plan.node, variables) == endpoint.cost(document, operation, variables)
     assert orjson.dumps({"data": plan.project(DECISIONS, graphql_plan.Contents())}) == expected
     assert b'"errors"' not in expected  # the control: the oracle answered every field
 
