@@ -4,6 +4,7 @@ keys routed to their slot's primary, a live slot migration followed through ASK 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from tailor.core.events.occurrence import Occurrence, from_event
 from tailor.core.profile import store
 from tailor.core.rules import versions
 from tailor.core.rules.ruleset import FeatureConfig, KafkaConfig, Ruleset, StackConfig, Window
-from tailor.devstack.redis_cluster import PRIMARIES, RedisCluster
+from tailor.devstack.redis_cluster import PRIMARIES, Node, RedisCluster
 
 NOW = 1_800_000_000.0
 
@@ -109,7 +110,12 @@ def test_the_profile_writer_counts_exactly_on_every_primary_and_through_a_slot_m
     slots = {redis_cluster.slot_of(store.profile_key(config.key, user)) for user in burst}
     assert len({redis_cluster.owner(slot).port for slot in list(slots)[:40]}) == PRIMARIES  # spread out
     writer = store.ProfileWriter(config)
+    calls_before = _calls(redis_cluster, "fcall")
     assert writer.write(client, burst, NOW) == store.Written(450, 0, 0)
+    # One guard call per primary and few dozen users (store.lua: KEYS), not one per user.
+    assert (
+        _calls(redis_cluster, "fcall") - calls_before <= 150 // store.ProfileWriter(config).users_per_call + 6
+    )
     # A fresh writer (nothing cached) replaying the burst while one user's slot migrates: the users
     # already moved are reached through ASK, the others at the old owner; nothing counts twice.
     moving = store.profile_key(config.key, "user-7")
@@ -133,6 +139,67 @@ def test_the_profile_writer_counts_exactly_on_every_primary_and_through_a_slot_m
     for user in ("user-0", "user-7", "user-149"):
         profile = store.read(client, config, user, None, NOW)
         assert profile.count("5m", "views", "category", "shoes") == 4, user
+    client.close()
+
+
+def _calls(cluster: RedisCluster, command: str, nodes: list[Node] | None = None) -> int:
+    """How many times `command` ran on `nodes` (default: every primary), from INFO commandstats."""
+    total = 0
+    for node in nodes or [n for n in cluster.nodes if n.running() and cluster.role(n) == "master"]:
+        with node.client() as raw:
+            total += int(raw.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+    return total
+
+
+def test_a_slot_migrating_mid_batch_sends_its_moved_users_on_their_own_and_counts_stay_exact(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A guard call holds the users of one primary. While one user's slot migrates (its profile already
+    moved), the old owner refuses that user in the call and writes the others; the writer sends it again
+    on its own, ASK takes it to the new owner, and WAIT is sent there too. When the moved user is the
+    key the call declares, the whole call is asked over and the new owner refuses the others instead."""
+    client = redis_cluster.target().client()
+    store.install(client)
+    config = _config()
+    burst = _burst(config, users=60, each=1)
+    moving = store.profile_key(config.key, "user-7")
+    slot = redis_cluster.slot_of(moving)
+    source = redis_cluster.owner(slot)
+    on_source = [
+        u
+        for u in burst
+        if redis_cluster.owner(redis_cluster.slot_of(store.profile_key(config.key, u))) is source
+    ]
+    others = [u for u in on_source if u != "user-7"]
+    assert 4 <= len(others) < 32  # one call per batch to the source: user-7 is first in it, or not
+    writer = store.ProfileWriter(config, wait_replicas=1)
+    assert writer.write(client, {u: burst[u] for u in on_source}, NOW).counted == len(on_source)  # cached
+    destination = next(
+        n for n in redis_cluster.nodes if n is not source and redis_cluster.role(n) == "master"
+    )
+    written: list[store.Written] = []
+    waits: list[int] = []
+
+    def while_migrating() -> None:
+        with source.client() as raw:
+            raw.execute_command("MIGRATE", "127.0.0.1", destination.port, moving, 0, 5000)
+        waits.append(_calls(redis_cluster, "wait", [destination]))
+        for order in (["user-7", *others], [*others[:2], "user-7", *others[2:]]):
+            more = _burst(config, users=60, each=1)
+            written.append(writer.write(client, {u: more[u] for u in order}, NOW))
+            waits.append(_calls(redis_cluster, "wait", [destination]))
+
+    redis_cluster.migrate_slot(slot, destination, between=while_migrating)
+    assert written == [store.Written(len(on_source), 0, 0)] * 2
+    # First batch: the call declared user-7, so the new owner took it and refused the others; second:
+    # the old owner refused user-7 alone.
+    assert writer.rerouted == len(others) + 1
+    # Only redirects reached the new owner (none of these users is its own): WAIT followed them.
+    assert [b - a for a, b in itertools.pairwise(waits)] == [1, 1]
+    for user in on_source:
+        assert store.read(client, config, user, None, NOW).count("5m", "views", "category", "shoes") == 3, (
+            user
+        )
     client.close()
 
 

@@ -149,10 +149,10 @@ def arguments(call: bytes) -> list[Any]:
     assert reader.gets() is False  # nothing after it
     at = 3 + int(command[2]) + len(HEAD)  # FCALL, function, number of keys, keys, head
     out: list[Any] = command[:at]
-    while at < len(command):  # per user: expected, version, flags, number of fields
-        fields = int(command[at + 3])
-        out += command[at : at + 4]
-        at += 4
+    while at < len(command):  # per user: profile, expected, version, flags, number of fields
+        fields = int(command[at + 4])
+        out += command[at : at + 5]
+        at += 5
         for _ in range(fields):
             out += [command[at], ordered(orjson.loads(command[at + 1]))]
             at += 2

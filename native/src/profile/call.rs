@@ -15,7 +15,7 @@ pub struct GuardedCall {
     function: String,
     head: Vec<String>,
     mark_prefix: String,
-    keys: Vec<u8>, // RESP bulk strings
+    keys: Vec<u8>, // RESP bulk strings: the first user's profile (the call's route)
     key_count: usize,
     args: Vec<u8>,
     arg_count: usize,
@@ -32,7 +32,7 @@ impl GuardedCall {
             function,
             head,
             mark_prefix,
-            keys: Vec::with_capacity(8 * 1024),
+            keys: Vec::with_capacity(256),
             key_count: 0,
             args: Vec::with_capacity(128 * 1024),
             arg_count: 0,
@@ -43,9 +43,9 @@ impl GuardedCall {
 
 #[pymethods]
 impl GuardedCall {
-    /// Add a user's write: its profile's key, the version expected and the new one, its flags, and
-    /// the ids of the events counted (marked); its changed fields come from `state` (whose flags this
-    /// clears).
+    /// Add a user's write: its profile's key (the first user's is also the call's one declared key),
+    /// the version expected and the new one, its flags, and the ids of the events counted (marked);
+    /// its changed fields come from `state` (whose flags this clears).
     fn add(
         &mut self,
         mut state: PyRefMut<'_, State>,
@@ -55,9 +55,13 @@ impl GuardedCall {
         flags: &str,
         ids: &Bound<'_, PyList>,
     ) -> PyResult<()> {
-        push_bulk(&mut self.keys, key.as_bytes());
-        self.key_count += 1;
+        if self.key_count == 0 {
+            // The call's route (store.lua: KEYS); each user's profile is among the arguments.
+            push_bulk(&mut self.keys, key.as_bytes());
+            self.key_count = 1;
+        }
         let args = &mut self.args;
+        push_bulk(args, key.as_bytes());
         push_bulk(args, expected.as_bytes());
         push_bulk(args, version.as_bytes());
         push_bulk(args, flags.as_bytes());
@@ -77,7 +81,7 @@ impl GuardedCall {
             args.extend_from_slice(id);
             args.extend_from_slice(b"\r\n");
         }
-        self.arg_count += 3 + 1 + 2 * fields + 1 + ids.len();
+        self.arg_count += 4 + 1 + 2 * fields + 1 + ids.len();
         self.users += 1;
         Ok(())
     }

@@ -6,8 +6,9 @@ same stored values, several times the CPU (docs/pipeline.md).
 Both are a `Counting`: `decode` the stored fields into a state (opaque to callers), `apply` new
 events to it, give its stored `fields`, and gather changed users' writes in a `guarded_call`, whose
 RESP bytes go to Redis as they are: one call of the guard function (tailor/core/profile/store.lua,
-whose arguments per user are: the expected version, the new one, flags, the changed fields as
-name/JSON pairs, the events' marks — a prefix and the event's id).
+which declares the first user's profile as its one key, and whose arguments per user are: the
+profile, the expected version, the new one, flags, the changed fields as name/JSON pairs, the events'
+marks — a prefix and the event's id).
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class ReferenceCall:
         ids: list[str],
     ) -> None:  # fmt: skip
         changed = profile_state.changes(state)
-        self.keys.append(key)
-        self.args += (expected, version, flags, len(changed))
+        if not self.keys:
+            self.keys.append(key)  # the call's route (store.lua: KEYS)
+        self.args += (key, expected, version, flags, len(changed))
         for name, value in changed:
             self.args += (name, value)
         self.args.append(len(ids))

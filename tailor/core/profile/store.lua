@@ -17,11 +17,14 @@
 -- builds a value; a hash, not a sorted set, keeps the marks, because a ZADD into a small sorted set scans and
 -- parses every score, a cost that grows with the marks (measured: docs/pipeline.md).
 --
---   KEYS: each user's profile
+--   KEYS: the first user's profile, and only it: a Redis Cluster routes the call by it, and refuses a
+--         call whose declared keys are in different slots (CROSSSLOT). The users' profiles are in
+--         ARGV; the function's flag 'allow-cross-slot-keys' lets one call write the users of every
+--         slot its node serves (the worker sends one call per node, tailor.core.profile.wires).
 --   ARGV: now, the profile's TTL (s), drop marks counted before this, start a pass that drops them
 --         only if the last one ended no later than this, the most marks a user may hold, the hash
 --         entries one pruning step may visit,
---         then for each user: expected version ('' for none), new version, flags ('d': check the
+--         then for each user: its profile, expected version ('' for none), new version, flags ('d': check the
 --         marks, 'p': prune: renew the TTL and drop old marks when due, 'x': give the TTL, 'c': check
 --         the marks' cap),
 --         n_fields, (field, value) * n_fields, n_marks, mark * n_marks ('#' + event id)
@@ -41,8 +44,15 @@
 -- worker asks for the check ('c') on a user's first write after loading it and then every few dozen
 -- marks, so the cap holds within that many and a shopper's write costs no HLEN.
 --   returns for each user: 1 written; 0 the version changed (nothing written); 2 over the marks cap
---           (nothing written); or the 1-based positions of the events counted already (nothing
---           written)
+--           (nothing written); 3 its profile is not this node's (a Redis Cluster's slot moved, or is
+--           migrating and the profile already left; nothing written: the worker sends the user again
+--           on its own, where MOVED and ASK route it); or the 1-based positions of the events counted
+--           already (nothing written)
+--
+-- A user's first command is its HMGET, through pcall: on a Redis Cluster a key of a slot this node does
+-- not serve is refused there ("non local key"), before anything of that user is written, so the other
+-- users of the call are written and that one is answered 3. Any other error ends the call, as it would
+-- for a single user.
 
 local VERSION = ' version' -- marks start with '#', the profile's fields are single letters
 local PRUNED = ' pruned'
@@ -52,10 +62,20 @@ local CHUNK = 1000 -- arguments per redis.call: well under Lua's stack limit
 
 -- The version, when the last pass of dropping marks ended, its cursor, then each mark (false when absent), in as few calls as
 -- the stack allows.
+-- nil when the profile is not this node's (a Redis Cluster's slot is served elsewhere).
 local function marks_of(profile, args, first, n)
-  if n == 0 then return redis.call('HMGET', profile, VERSION, PRUNED, CURSOR) end
+  local marks
+  if n == 0 then
+    marks = redis.pcall('HMGET', profile, VERSION, PRUNED, CURSOR)
+  else
+    marks = redis.pcall('HMGET', profile, VERSION, PRUNED, CURSOR, unpack(args, first, math.min(first + n - 1, first + CHUNK - 1)))
+  end
+  if marks.err then
+    if string.find(marks.err, 'non local key', 1, true) then return nil end
+    error(marks)
+  end
+  if n <= CHUNK then return marks end
   local last = first + n - 1
-  local marks = redis.call('HMGET', profile, VERSION, PRUNED, CURSOR, unpack(args, first, math.min(last, first + CHUNK - 1)))
   local from = first + CHUNK
   while from <= last do
     local to = math.min(last, from + CHUNK - 1)
@@ -92,18 +112,19 @@ local function write(keys, args)
   local max_marks, step = tonumber(args[5]), tonumber(args[6])
   local result = {}
   local a = 7
-  for u = 1, #keys do
-    local profile = keys[u]
-    local expected, version, flags = args[a], args[a + 1], args[a + 2]
-    local n_fields = tonumber(args[a + 3])
-    local fields = a + 4
+  while a <= #args do
+    local profile, expected, version, flags = args[a], args[a + 1], args[a + 2], args[a + 3]
+    local n_fields = tonumber(args[a + 4])
+    local fields = a + 5
     local n = tonumber(args[fields + 2 * n_fields])
     local ids = fields + 2 * n_fields + 1
     a = ids + n
 
     local check = string.find(flags, 'd', 1, true)
     local marks = marks_of(profile, args, ids, check and n or 0)
-    if (marks[1] or '') ~= expected then
+    if not marks then
+      result[#result + 1] = 3
+    elseif (marks[1] or '') ~= expected then
       result[#result + 1] = 0
     else
       local counted = {}
@@ -154,5 +175,5 @@ local function write(keys, args)
   return result
 end
 
--- Several users per call touch several slots: allowed on one node; on Redis Cluster, call per node.
+-- Several users per call touch several slots: allowed on one node (KEYS above).
 redis.register_function{function_name = '__WRITE__', callback = write, flags = {'allow-cross-slot-keys'}}

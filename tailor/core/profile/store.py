@@ -174,8 +174,7 @@ class ProfileWriter:
         wait_timeout_ms: int = 1000,
     ) -> None:  # fmt: skip
         # Several users per call spread the call's overhead; a call blocks Redis while it runs, so they
-        # stay a few dozen. On a Redis Cluster each call holds one user (users' keys are in different
-        # slots, and a call's keys must share one): `write` sees to it.
+        # stay a few dozen. On a Redis Cluster each call holds users of one node (store.lua: KEYS).
         self.stack = config.key
         self.plan = profile_state.Plan.of(config.features)
         self.counting = profile_counting.counting(self.plan)
@@ -196,6 +195,9 @@ class ProfileWriter:
         self.conflicts = 0  # users refused because another writer changed them (rebalances)
         self.loads = 0  # users read from Redis (not in the cache)
         self.resets = 0  # users whose stored profile could not be read, started afresh
+        # Users a Redis Cluster node refused as not its own (their slot moved, or is migrating) and
+        # written again in a call of their own.
+        self.rerouted = 0
         self._refresh_slots = False  # a write to a Redis Cluster failed: read its slot map first
         self._slots: dict[str, int] = {}  # a cluster's users' keys -> their slots
 
@@ -232,7 +234,8 @@ class ProfileWriter:
         Commands stream out on one connection as they are ready (the users' loads first, then each
         few dozen users' guarded writes) and the replies are read last, so Redis executes one chunk
         while the worker counts the next. On a Redis Cluster (`client` is a RedisCluster) the same
-        goes on one connection per primary, one user per guarded call (tailor.core.profile.wires)."""
+        goes on one connection per primary, each guarded call gathering users of one primary
+        (tailor.core.profile.wires)."""
         wire: wires.Wire | wires.ClusterWire
         if isinstance(client, rediscluster.RedisCluster):
             if self._refresh_slots:
@@ -240,11 +243,11 @@ class ProfileWriter:
                 self._refresh_slots = False
             if len(self._slots) > 4 * self.cache_users:
                 self._slots.clear()
-            wire, per_call = wires.ClusterWire(client, self._slots), 1
+            wire = wires.ClusterWire(client, self._slots)
         else:
             pool = client.connection_pool
-            wire, per_call = wires.Wire(pool.get_connection()), self.users_per_call
-        work = _Batch(self, batch, now, partitions or {}, wire, per_call)
+            wire = wires.Wire(pool.get_connection())
+        work = _Batch(self, batch, now, partitions or {}, wire)
         healthy = False
         try:
             work.run()
@@ -266,28 +269,47 @@ class ProfileWriter:
 _SEND_BYTES: Final = 64 * 1024
 
 
+# A user's write in a guarded call: user, entry, new version, counted, duplicates, expired, over the
+# per-minute cap, the minute its events count in, and the marks unchecked after it.
+_Write = tuple[str, _Cached, str, int, int, int, int, int, int]
+
+# The route of the calls that hold one user each: users a Redis Cluster node refused as not its own,
+# sent again where their own key routes them (MOVED, ASK).
+_ALONE: Final = "\0alone"
+
+
+class _Call:
+    """A guarded call being gathered for one route (a node, or `_ALONE`): the users' writes in it, and
+    the key it declares (its first user's: what routes it on a Redis Cluster)."""
+
+    __slots__ = ("call", "key", "writes")
+
+    def __init__(self, call: profile_counting.GuardedCall[Any]) -> None:
+        self.call = call
+        self.key = ""
+        self.writes: list[_Write] = []
+
+
 class _Batch:
-    """One batch's write on one connection. Users not cached are loaded (their version and the
-    batch's ids checked against their marks, then their document) while the cached ones are counted
-    and written; users refused by the guard go round again."""
+    """One batch's write on one connection (one per primary on a Redis Cluster). Users not cached are
+    loaded (their version and the batch's ids checked against their marks, then their document) while
+    the cached ones are counted and written; users refused by the guard go round again."""
 
     def __init__(
         self, writer: ProfileWriter, batch: Mapping[str, Sequence[Occurrence]], now: float,
-        partitions: Mapping[str, int], wire: wires.Wire | wires.ClusterWire, per_call: int,
+        partitions: Mapping[str, int], wire: wires.Wire | wires.ClusterWire,
     ) -> None:  # fmt: skip
         self.writer = writer
         self.now = now
         self.partitions = partitions
         self.wire = wire
-        self.per_call = per_call
-        self._call_key = ""  # the key of the user last added to the guarded call (the cluster's route)
         self.todo = batch
         self.counted = self.duplicates = self.expired = self.over_cap = 0
         self._in_flight: list[str] = []
-        # The users written by the calls sent, in order: user, entry, new version, counted,
-        # duplicates, expired, over the per-minute cap, the minute its events count in, and the marks
-        # unchecked after it.
-        self._writes: list[tuple[str, _Cached, str, int, int, int, int, int, int]] = []
+        self._alone: set[str] = set()  # users sent in calls of their own (`_ALONE`)
+        self._head: list[str] = []
+        self._open: dict[str, _Call] = {}  # route -> the call being gathered for it
+        self._sent: list[list[_Write]] = []  # the calls sent this round, in order: their users' writes
         self._size = 0
 
     @property
@@ -319,7 +341,7 @@ class _Batch:
             writer._drop_forgotten()
         cache, generations, partitions = writer._cache, writer._generations, self.partitions
         oldest = now - plan.dedup_ttl
-        head = [
+        self._head = [
             repr(now),
             str(plan.ttl),
             repr(oldest),
@@ -328,7 +350,6 @@ class _Batch:
             str(MARKS_PRUNE_STEP),
         ]
         writer.rate.advance(now)
-        per_call = self.per_call
         for _ in range(MAX_ATTEMPTS):
             todo = self.todo
             if not todo:
@@ -357,13 +378,9 @@ class _Batch:
                     entry.key,
                 )
 
-            call = writer.counting.guarded_call(WRITE_FUNCTION, head, MARK_PREFIX)
-            self._writes, sent = [], 0
+            self._sent = []
             for user, entry in hits:
-                self._count(user, todo[user], entry, None, False, call)
-                if call.users >= per_call:
-                    self._send(call.take(), self._call_key)
-                    sent += 1
+                self._count(user, todo[user], entry, None, False)
             if misses:
                 replies = self._read(len(misses))
                 writer.loads += len(misses)
@@ -375,19 +392,15 @@ class _Batch:
                     if not renew:
                         entry.version = version.decode()
                     known = {o.id for o, found in zip(todo[user], marks, strict=True) if found is not None}
-                    self._count(user, todo[user], entry, known, renew, call)
-                    if call.users >= per_call:
-                        self._send(call.take(), self._call_key)
-                        sent += 1
-            if call.users:
-                self._send(call.take(), self._call_key)
-                sent += 1
-            if not sent:
+                    self._count(user, todo[user], entry, known, renew)
+            for gathering in self._open.values():
+                if gathering.writes:
+                    self._send_call(gathering)
+            if not self._sent:
                 self.todo = {}
                 return
 
-            replies = self._read(sent)
-            outcomes = [outcome for reply in replies for outcome in reply]
+            replies = self._read(len(self._sent))
             refused: dict[str, Sequence[Occurrence]] = {}
             for (
                 user,
@@ -399,7 +412,8 @@ class _Batch:
                 over,
                 minute,
                 unchecked,
-            ), outcome in zip(self._writes, outcomes, strict=True):
+            ), outcome in (pair for writes, reply in zip(self._sent, replies, strict=True)
+                           for pair in zip(writes, reply, strict=True)):  # fmt: skip
                 if outcome == 1:
                     entry.version = version
                     entry.unchecked = unchecked
@@ -416,6 +430,14 @@ class _Batch:
                     self.over_cap += fresh_count + over
                     self.duplicates += duplicates
                     self.expired += expired
+                elif outcome == 3:
+                    # Not the node's (a Redis Cluster's slot moved or is migrating): nothing written;
+                    # its cached state has these events counted in, so it is reloaded, and sent on
+                    # its own, where Redis's MOVED or ASK for its key routes it.
+                    cache.pop(user, None)
+                    writer.rerouted += 1
+                    self._alone.add(user)
+                    refused[user] = todo[user]
                 else:
                     # Changed by another writer (0), or some events counted already: what Redis holds
                     # is the truth; reload and count again.
@@ -429,9 +451,8 @@ class _Batch:
             raise ProfileConflict(f"{len(self.todo)} users kept changing during the write; retry the batch")
 
     def _count(
-        self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool,
-        call: profile_counting.GuardedCall[Any],
-    ) -> None:  # fmt: skip
+        self, user: str, events: Sequence[Occurrence], entry: _Cached, known: set[str] | None, renew: bool
+    ) -> None:
         """Count the user's new events into its state and queue its guarded write. `known`: the ids
         found marked when it was just loaded (None: cached, the guard checks them)."""
         writer, now = self.writer, self.now
@@ -479,9 +500,25 @@ class _Batch:
         if unchecked >= MARKS_CHECK_EVERY:
             flags += "c"
             unchecked = 0
-        self._writes.append((user, entry, version, len(fresh), duplicates, expired, over, minute, unchecked))
-        call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
-        self._call_key = entry.key
+        alone = user in self._alone
+        route = _ALONE if alone else self.wire.node(entry.key)
+        gathering = self._open.get(route)
+        if gathering is None:
+            gathering = self._open[route] = _Call(
+                writer.counting.guarded_call(WRITE_FUNCTION, self._head, MARK_PREFIX)
+            )
+        if not gathering.writes:
+            gathering.key = entry.key
+        gathering.call.add(state, entry.key, entry.version, version, flags, [o.id for o in fresh])
+        write = (user, entry, version, len(fresh), duplicates, expired, over, minute, unchecked)
+        gathering.writes.append(write)
+        if alone or len(gathering.writes) >= writer.users_per_call:
+            self._send_call(gathering)
+
+    def _send_call(self, gathering: _Call) -> None:
+        self._send(gathering.call.take(), gathering.key)
+        self._sent.append(gathering.writes)
+        gathering.writes = []
 
 
 _UNLOADED: Final = profile_state.ProfileState()  # a placeholder, never counted into

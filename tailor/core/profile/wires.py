@@ -4,10 +4,13 @@ The writer (tailor.core.profile.store) streams packed commands out and reads the
 the order sent, without redis-py's per-command parsing (docs/pipeline.md). A wire does the routing:
 
 - `Wire`: one connection to one Redis (standalone). Commands are joined into one send.
-- `ClusterWire`: a Redis Cluster. Each command names the key it touches (the one key of an HMGET or a
-  guard call: the writer puts one user in each call on a cluster, since users' keys are in different
-  slots), goes to the primary of that key's slot on a connection of its own per node, and the replies
-  are read back in the global order sent (each node answers its own commands in order). A MOVED reply
+- `ClusterWire`: a Redis Cluster. Each command names the key it touches (the one key of an HMGET, or
+  the key a guard call declares: its first user's profile; the writer gathers the users of one node
+  into each call, `node`), goes to the primary of that key's slot on a connection of its own per node,
+  and the replies are read back in the global order sent (each node answers its own commands in
+  order). A guard call may reach a node that no longer serves some of its users (a slot moved since
+  the map was read, or is migrating): the guard answers those users "not here" and writes the others,
+  and the writer sends each refused user again in a call of its own. A MOVED reply
   (the slot has a new owner: a finished resharding or failover) refreshes the slot map and sends the
   command again to the new owner; ASK (the slot is migrating and the key already moved) sends it once
   to the node named, after ASKING. Both go on a connection of their own, so the replies still pending
@@ -62,6 +65,9 @@ class Wire:
         self.connection = connection
         self._outgoing: list[bytes] = []
 
+    def node(self, key: str) -> str:
+        return ""  # one Redis serves every key
+
     def send(self, packed: bytes, key: str) -> None:
         self._outgoing.append(packed)
 
@@ -91,6 +97,10 @@ class ClusterWire:
         self._slots = slots  # key -> slot, kept by the caller across batches (a user's key keeps its slot)
         self._routes: dict[int, tuple[str, Any]] = {}  # slot -> (node name, connection), this batch
         self._connections: dict[str, tuple[Any, Any]] = {}  # node name -> (pool, connection)
+        # node name -> (pool, connection) for redirected commands: apart from the batch's connection to
+        # the node, whose replies may be pending, and held to the end of the batch so that `confirm`
+        # WAITs on the connection that wrote (WAIT counts the replicas of its own client's writes).
+        self._redirects: dict[str, tuple[Any, Any]] = {}
         self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)
         self._sent: collections.deque[tuple[Any, bytes]] = collections.deque()  # (connection, command)
 
@@ -106,7 +116,7 @@ class ClusterWire:
             held = self._connections[node.name] = (pool, pool.get_connection())
         return held[1]
 
-    def send(self, packed: bytes, key: str) -> None:
+    def _route(self, key: str) -> tuple[str, Any]:
         # Per user and event: the slot and its route are looked up once (a batch's slot map holds).
         slot = self._slots.get(key)
         if slot is None:
@@ -115,6 +125,15 @@ class ClusterWire:
         if route is None:
             node = self.client.nodes_manager.get_node_from_slot(slot)
             route = self._routes[slot] = (node.name, self._connection(node))
+        return route
+
+    def node(self, key: str) -> str:
+        """The primary that serves `key`'s slot, as the slot map read last says (the guard calls of
+        its users are gathered into one)."""
+        return self._route(key)[0]
+
+    def send(self, packed: bytes, key: str) -> None:
+        route = self._route(key)
         self._outgoing[route[0]].append(packed)
         self._sent.append((route[1], packed))
 
@@ -134,9 +153,9 @@ class ClusterWire:
             return self._redirected(packed, moved)
 
     def confirm(self, replicas: int, timeout_ms: int) -> None:
-        """WAIT on every primary written (the redirected commands' nodes are not among them: a
-        slot that moved mid-batch is rare, and its next write is confirmed)."""
-        _wait([connection for _, connection in self._connections.values()], replicas, timeout_ms)
+        """WAIT on every connection that wrote: each primary's, and those of redirected commands."""
+        held = [*self._connections.values(), *self._redirects.values()]
+        _wait([connection for _, connection in held], replicas, timeout_ms)
 
     def _redirected(self, packed: bytes, error: redis.exceptions.ResponseError) -> Any:
         for _ in range(MAX_REDIRECTS):
@@ -149,9 +168,11 @@ class ClusterWire:
                 node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
             if node is None:
                 raise redis.exceptions.ClusterError(f"redirected to an unknown node: {error}")
-            pool = node.redis_connection.connection_pool
-            # A connection of its own: the batch's connection to that node may have replies pending.
-            connection = pool.get_connection()
+            held = self._redirects.get(node.name)
+            if held is None:
+                pool = node.redis_connection.connection_pool
+                held = self._redirects[node.name] = (pool, pool.get_connection())
+            connection = held[1]
             try:
                 if asking:
                     connection.send_packed_command([b"*1\r\n$6\r\nASKING\r\n" + packed])
@@ -160,17 +181,14 @@ class ClusterWire:
                     connection.send_packed_command([packed])
                 return connection.read_response(disable_decoding=True)
             except (redis.exceptions.AskError, redis.exceptions.MovedError) as again:
-                error = again
-            except BaseException:
-                connection.disconnect()
-                raise
-            finally:
-                pool.release(connection)
+                error = again  # its reply is read: the connection is clean for the next try
         raise redis.exceptions.ClusterError(f"still redirected after {MAX_REDIRECTS} tries: {error}")
 
     def close(self, healthy: bool) -> None:
-        for pool, connection in self._connections.values():
+        """Give the connections back (a failed batch's are closed: replies may be pending)."""
+        for pool, connection in [*self._connections.values(), *self._redirects.values()]:
             if not healthy:
                 connection.disconnect()
             pool.release(connection)
         self._connections.clear()
+        self._redirects.clear()
