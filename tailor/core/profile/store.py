@@ -199,7 +199,7 @@ class ProfileWriter:
         # written again in a call of their own.
         self.rerouted = 0
         self._refresh_slots = False  # a write to a Redis Cluster failed: read its slot map first
-        self._slots: dict[str, int] = {}  # a cluster's users' keys -> their slots
+        self._nodes: dict[str, str] = {}  # a cluster's users' keys -> their primaries' names
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """The users of these partitions are another worker's now (revoked or lost): never trust their
@@ -239,11 +239,11 @@ class ProfileWriter:
         wire: wires.Wire | wires.ClusterWire
         if isinstance(client, rediscluster.RedisCluster):
             if self._refresh_slots:
-                wires.ClusterWire.refresh(client)
+                wires.ClusterWire.refresh(client, self._nodes)
                 self._refresh_slots = False
-            if len(self._slots) > 4 * self.cache_users:
-                self._slots.clear()
-            wire = wires.ClusterWire(client, self._slots)
+            if len(self._nodes) > 4 * self.cache_users:
+                self._nodes.clear()
+            wire = wires.ClusterWire(client, self._nodes)
         else:
             pool = client.connection_pool
             wire = wires.Wire(pool.get_connection())

@@ -92,10 +92,12 @@ class Wire:
 class ClusterWire:
     """Connections to the primaries of a Redis Cluster, for one batch (module docstring)."""
 
-    def __init__(self, client: rediscluster.RedisCluster, slots: dict[str, int]) -> None:
+    def __init__(self, client: rediscluster.RedisCluster, nodes: dict[str, str]) -> None:
         self.client = client
-        self._slots = slots  # key -> slot, kept by the caller across batches (a user's key keeps its slot)
-        self._routes: dict[int, tuple[str, Any]] = {}  # slot -> (node name, connection), this batch
+        # key -> the name of the primary serving its slot, kept by the caller across batches (a batch
+        # holds thousands of users, mostly of different slots: a lookup in the client's slot map per
+        # user and batch cost more than the guard calls saved); emptied when the slot map is read again.
+        self._nodes = nodes
         self._connections: dict[str, tuple[Any, Any]] = {}  # node name -> (pool, connection)
         # node name -> (pool, connection) for redirected commands: apart from the batch's connection to
         # the node, whose replies may be pending, and held to the end of the batch so that `confirm`
@@ -105,37 +107,35 @@ class ClusterWire:
         self._sent: collections.deque[tuple[Any, bytes]] = collections.deque()  # (connection, command)
 
     @staticmethod
-    def refresh(client: rediscluster.RedisCluster) -> None:
-        """Read the slot map again (after a failed write: a node died, a replica may own its slots)."""
+    def refresh(client: rediscluster.RedisCluster, nodes: dict[str, str]) -> None:
+        """Read the slot map again (after a failed write: a node died, a replica may own its slots;
+        after MOVED), and forget the keys' nodes read from the old one."""
         client.nodes_manager.initialize()
-
-    def _connection(self, node: rediscluster.ClusterNode) -> Any:
-        held = self._connections.get(node.name)
-        if held is None:
-            pool = node.redis_connection.connection_pool
-            held = self._connections[node.name] = (pool, pool.get_connection())
-        return held[1]
-
-    def _route(self, key: str) -> tuple[str, Any]:
-        # Per user and event: the slot and its route are looked up once (a batch's slot map holds).
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = redis.crc.key_slot(key.encode())
-        route = self._routes.get(slot)
-        if route is None:
-            node = self.client.nodes_manager.get_node_from_slot(slot)
-            route = self._routes[slot] = (node.name, self._connection(node))
-        return route
+        nodes.clear()
 
     def node(self, key: str) -> str:
-        """The primary that serves `key`'s slot, as the slot map read last says (the guard calls of
-        its users are gathered into one)."""
-        return self._route(key)[0]
+        """The name of the primary that serves `key`'s slot, as the slot map read last says (the
+        guard calls of its users are gathered into one)."""
+        name = self._nodes.get(key)
+        if name is None:
+            slot = redis.crc.key_slot(key.encode())
+            name = self._nodes[key] = self.client.nodes_manager.get_node_from_slot(slot).name
+        return name
+
+    def _connection(self, name: str) -> Any:
+        held = self._connections.get(name)
+        if held is None:
+            node = self.client.get_node(node_name=name)  # type: ignore[no-untyped-call]
+            if node is None:  # gone from the map since the key's node was looked up
+                raise redis.exceptions.ClusterError(f"no node {name} in the slot map any more")
+            pool = node.redis_connection.connection_pool
+            held = self._connections[name] = (pool, pool.get_connection())
+        return held[1]
 
     def send(self, packed: bytes, key: str) -> None:
-        route = self._route(key)
-        self._outgoing[route[0]].append(packed)
-        self._sent.append((route[1], packed))
+        name = self.node(key)
+        self._outgoing[name].append(packed)
+        self._sent.append((self._connection(name), packed))
 
     def flush(self) -> None:
         for name, parts in self._outgoing.items():
@@ -161,10 +161,10 @@ class ClusterWire:
         for _ in range(MAX_REDIRECTS):
             asking = isinstance(error, redis.exceptions.AskError)
             if not asking:
-                self.refresh(self.client)
+                self.refresh(self.client, self._nodes)
             node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
             if node is None:
-                self.refresh(self.client)
+                self.refresh(self.client, self._nodes)
                 node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
             if node is None:
                 raise redis.exceptions.ClusterError(f"redirected to an unknown node: {error}")
