@@ -49,6 +49,9 @@ class KinesisSettings(BaseSettings):
     idle_poll_seconds: float = Field(0.2, ge=0.0)
     # How often the worker lists the shards again to find the children of a split or merge.
     list_shards_seconds: float = Field(10.0, gt=0.0)
+    # A worker's lease on a shard (and its presence among the stream's workers) lasts this long unless
+    # renewed (every third of it): a worker that dies loses its shards to the others after it.
+    lease_seconds: float = Field(10.0, ge=1.0)
 
     @property
     def enabled(self) -> bool:

@@ -68,6 +68,8 @@ async def test_posted_events_are_counted_exactly_through_kinesis_across_a_killed
     environment = {**kinesis_emulator.ENVIRONMENT, "TAILOR_EVENTS_SOURCE": "kinesis",
                    "TAILOR_KINESIS_STREAM": stream, "TAILOR_KINESIS_ENDPOINT_URL": kinesis.endpoint,
                    "TAILOR_KINESIS_IDLE_POLL_SECONDS": "0.05",
+                   # The killed worker's shards wait for its leases to expire before the next one reads.
+                   "TAILOR_KINESIS_LEASE_SECONDS": "1",
                    # Small pages (batches of 100 from 2 shards), so the worker is killed mid-stream.
                    "TAILOR_KINESIS_RECORDS_PER_CALL": "50"}  # fmt: skip
     for name, value in environment.items():
@@ -125,6 +127,71 @@ async def test_posted_events_are_counted_exactly_through_kinesis_across_a_killed
         assert len(behind) == 2, behind  # one per shard
         assert counted() == expected
         assert again.terminate() == 0, again.output()
+    finally:
+        await http.aclose()
+        await collector.close()
+        client.delete_stream(StreamName=stream)
+        scratch.forget(redis_url, config.key)
+
+
+async def test_two_workers_share_the_shards_and_when_one_is_sigkilled_the_other_takes_them_counting_exactly(
+    kinesis: kinesis_emulator.KinesisEmulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    workers: list[WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    environment = {**kinesis_emulator.ENVIRONMENT, "TAILOR_EVENTS_SOURCE": "kinesis",
+                   "TAILOR_KINESIS_STREAM": stream, "TAILOR_KINESIS_ENDPOINT_URL": kinesis.endpoint,
+                   "TAILOR_KINESIS_IDLE_POLL_SECONDS": "0.05", "TAILOR_KINESIS_RECORDS_PER_CALL": "50",
+                   "TAILOR_KINESIS_LEASE_SECONDS": "2"}  # fmt: skip
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    client = kinesis_settings.KinesisSettings().client()
+    client.create_stream(StreamName=stream, ShardCount=4)
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    shards = [shard["ShardId"] for shard in client.list_shards(StreamName=stream)["Shards"]]
+    config = scratch.stack_config("127.0.0.1:9", "kinesis-test")
+    await asyncio.to_thread(scratch.publish, redis_url, config, make_topics=False)
+    collector = Collector()
+    await collector.start(config)
+    http = serve(collector)
+    first, second = events(1000), events(1000)
+    a, b = (WorkerProcess(config.key, redis_url, **environment) for _ in range(2))
+    workers += [a, b]
+
+    def owners() -> list[str]:
+        """Each shard's lease holder, as the pid of its worker ('' when free)."""
+        held = [
+            redis_client.get(kinesis_source.lease_key(config.key, stream, shard)) or "" for shard in shards
+        ]
+        return [owner.split("-")[-2] if owner else "" for owner in held]
+
+    def counted() -> dict[str, int]:
+        return {user: views(redis_client, config, user) for user in USERS}
+
+    try:
+        pids = sorted([str(a.process.pid), str(b.process.pid)])
+        wait_until(lambda: sorted(owners()) == sorted(pids * 2), 30,
+                   lambda: f"{owners()} {pids}\n{a.output()}\n{b.output()}")  # fmt: skip
+        await post(http, first)
+        # a is SIGKILLed once it has checkpointed some of its shards and not counted all of its share.
+        key = kinesis_source.checkpoint_key(config.key, stream)
+        wait_until(lambda: redis_client.hlen(key) >= 3, 30, a.output)
+        a.kill()
+        assert sum(counted().values()) < 1000, "not mid-stream: every event of the first half was counted"
+        await post(http, second)
+        await post(http, first[:200])  # a client resending after a lost reply: the same ids
+        # b takes a's shards once their leases expire (2 s), from a's checkpoints.
+        wait_until(lambda: owners() == [str(b.process.pid)] * 4, 30, lambda: f"{owners()}\n{b.output()}")
+        expected = dict.fromkeys(USERS, 100)
+        wait_until(lambda: counted() == expected, 60, lambda: f"{counted()}\n{b.output()}")
+        duplicates = b.metric('tailor_worker_events_processed_total{outcome="duplicate"}')
+        assert duplicates >= 200, b.output()
+        assert b.terminate() == 0, b.output()
+        assert owners() == [""] * 4  # a stopped worker gives its leases up
+        assert counted() == expected
     finally:
         await http.aclose()
         await collector.close()
@@ -223,9 +290,11 @@ def test_parents_are_read_to_their_end_before_children_across_a_split_a_merge_an
             reader.store(newest)  # as the worker does after the batch's Redis write
 
     try:
-        run(kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream), 4)
+        first = kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream)
+        run(first, 4)
         assert read.count("s0") == 25
         assert "s3" not in read  # its parents are not both done yet
+        first.close()  # stopped: its leases given up
         # A new reader (a restarted worker) resumes after the checkpoints and reads nothing twice.
         run(kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream), 6)
         assert [read.count(shard) for shard in ("s0", "s1", "s2", "s3")] == [25, 12, 8, 5]
@@ -241,7 +310,8 @@ def test_parents_are_read_to_their_end_before_children_across_a_split_a_merge_an
         }
         assert checkpoints["s3"] == stream.shards["s3"]["records"][-1]["SequenceNumber"]
     finally:
-        redis_client.delete(kinesis_source.checkpoint_key(stack, "resharded"))
+        leftovers = redis_client.keys(f"tailor:{{{stack}}}:kinesis:*")
+        redis_client.delete(kinesis_source.checkpoint_key(stack, "resharded"), *leftovers)
 
 
 async def test_events_the_stream_did_not_store_get_a_503_and_the_same_batch_a_202_once_it_does(

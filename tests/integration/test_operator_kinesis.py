@@ -41,7 +41,7 @@ USERS = [f"kin{i}" for i in range(5)]
 
 
 def kinesis_stack(redis_url: str, source: dict[str, Any]) -> list[dict[str, Any]]:
-    """The shop example on `source` instead of Kafka: one worker (no shard leases yet), no spec.kafka."""
+    """The shop example on `source` instead of Kafka (no spec.kafka), with one worker."""
     documents = shop_documents(redis_url)
     spec = the_stack(documents)["spec"]
     del spec["kafka"]
@@ -69,7 +69,6 @@ def test_the_api_server_refuses_sources_that_cannot_work(
         (kinesis(credentialsSecretRef={}), "spec.source.kinesis.credentialsSecretRef.name: Required value"),
         ({**kinesis(), "kafka": {"bootstrapServers": "k:9092"}},
          "spec.kafka is not used with source.kind kinesis"),
-        ({**kinesis(), "workers": {"replicas": 2}}, "with source.kind kinesis run one worker"),
         ({**kinesis(), "workers": {"autoscaling": {"enabled": True}}},
          "workers.autoscaling scales on Kafka's consumer lag"),
         ({}, "spec.kafka is required unless spec.source.kind is kinesis"),

@@ -13,22 +13,32 @@ flight, and dedup makes that replay harmless. A shard closed by a split or merge
 and marked done (`SHARD_END`) once all its records are stored; its children are read only after every
 parent is done, so one user's events (one partition key) are counted in order across a reshard.
 
-One reader reads every shard of the stream: there are no leases between workers yet (docs/kinesis.md,
-"What is left").
+Several workers share a stream through shard leases in Redis (`Leases`): a worker reads only the shards
+it holds a lease on; a lease expires unless renewed, so the shards of a worker that died are taken by
+the others after `lease_seconds`; each worker aims at its fair share (the open shards divided by the
+live workers, which renew their presence alike) and gives up what it holds beyond it once nothing of
+that shard is in flight. A checkpoint is written only by the lease's owner, checked in the same Redis
+script that writes it (fenced): a worker that lost a shard mid-batch cannot move its checkpoint, and
+what the new owner reads again is dropped by dedup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
+import socket
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from tailor.core import kinesis
 from tailor.core.logthrottle import RepeatThrottle
@@ -40,6 +50,47 @@ log.addFilter(RepeatThrottle())
 SHARD_END: Final = "SHARD_END"
 
 
+def lease_key(stack: str, stream: str, shard: str) -> str:
+    """A shard's lease: the owning worker's id, with an expiry (same hash tag as the checkpoints)."""
+    return f"tailor:{{{stack}}}:kinesis:{stream}:lease:{shard}"
+
+
+def workers_key(stack: str, stream: str) -> str:
+    """The stream's live workers: a sorted set of worker ids scored by when their presence expires."""
+    return f"tailor:{{{stack}}}:kinesis:{stream}:workers"
+
+
+# Each lease key whose value is ARGV[1] gets the expiry ARGV[2] ms; returns 1 or 0 per key.
+_RENEW = """
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
+"""
+# KEYS[1] the checkpoints hash, KEYS[i+1] shard i's lease; ARGV[1] the owner, then (shard, at) pairs:
+# each checkpoint written only while ARGV[1] holds that shard's lease (the fence). Returns the count.
+_CHECKPOINT = """
+local written = 0
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('HSET', KEYS[1], ARGV[2 * i - 2], ARGV[2 * i - 1])
+    written = written + 1
+  end
+end
+return written
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def checkpoint_key(stack: str, stream: str) -> str:
     """The Redis hash of a stack's checkpoints in `stream`: shard id -> sequence number or SHARD_END."""
     return f"tailor:{{{stack}}}:kinesis:{stream}:checkpoints"
@@ -48,11 +99,14 @@ def checkpoint_key(stack: str, stream: str) -> str:
 class Record:
     """A Kinesis record as the batch classifier reads a Kafka message (lean_check, batch)."""
 
-    __slots__ = ("_arrived_ms", "_data", "_key", "_offset", "_partition")
+    __slots__ = ("_arrived_ms", "_data", "_key", "_offset", "_partition", "where")
 
-    def __init__(self, partition: int, offset: int, data: bytes, key: str, arrived_ms: int) -> None:
+    def __init__(
+        self, partition: int, offset: int, data: bytes, key: str, arrived_ms: int, where: str = ""
+    ) -> None:
         self._partition, self._offset, self._data = partition, offset, data
         self._key, self._arrived_ms = key, arrived_ms
+        self.where = where  # "<shard id> <sequence number>": where the stream keeps it (dead letters)
 
     def error(self) -> None:
         return None
@@ -103,13 +157,24 @@ class ShardReader:
         stack: str,
         *,
         kinesis_client: Any = None,
+        on_dropped: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """`kinesis_client`: a boto3 Kinesis client's face; default: made from `settings`."""
+        """`kinesis_client`: a boto3 Kinesis client's face; default: made from `settings`. `on_dropped`:
+        called with the partitions (shard numbers) of shards whose lease this worker gave up or lost."""
         self.settings = settings
         self.stream = settings.require_stream()
         self._kinesis = kinesis_client if kinesis_client is not None else settings.client()
         self._redis = client
         self._key = checkpoint_key(stack, self.stream)
+        self._stack = stack
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._held: set[str] = set()  # shards whose lease this worker holds
+        self._releasing: set[str] = set()  # held beyond the fair share: given up once nothing is in flight
+        self._next_leasing = 0.0
+        self._renew = client.register_script(_RENEW)
+        self._fenced_checkpoint = client.register_script(_CHECKPOINT)
+        self._release = client.register_script(_RELEASE)
+        self._on_dropped = on_dropped
         self._shards: dict[str, _Shard] = {}
         self._numbers: dict[int, _Shard] = {}
         self._done: set[str] = set()
@@ -133,10 +198,18 @@ class ShardReader:
             except (BotoCoreError, ClientError) as error:  # read the shards known; list again later
                 log.warning("ListShards of %s failed, retrying: %s", self.stream, error)
                 self._next_listing = time.monotonic() + max(self.settings.idle_poll_seconds, 1.0)
+        if time.monotonic() >= self._next_leasing:
+            try:
+                self._lease()
+            except redis.RedisError as error:  # the leases lapse unless renewed: read on, fenced
+                log.warning("could not renew the shard leases of %s: %s", self.stream, error)
+                self._next_leasing = time.monotonic() + 1.0
         records: list[Record] = []
         for shard in list(self._shards.values()):
             if len(records) >= batch_size:
                 break
+            if shard.id not in self._held or shard.id in self._releasing:
+                continue
             if not self._readable(shard) or time.monotonic() < shard.next_poll:
                 continue
             try:
@@ -157,9 +230,9 @@ class ShardReader:
         updates: dict[str, str] = {}
         for number, counter in newest.items():
             shard = self._numbers.get(number)
-            if shard is None:
-                continue
-            sequence = shard.sequences[counter]
+            sequence = shard.sequences.get(counter) if shard is not None else None
+            if shard is None or sequence is None:
+                continue  # its lease was lost meanwhile: the new owner reads it again
             shard.sequences = {c: s for c, s in shard.sequences.items() if c > counter}
             shard.stored = max(shard.stored, counter)
             updates[shard.id] = sequence
@@ -173,7 +246,92 @@ class ShardReader:
         return True
 
     def close(self) -> None:
+        """Give up every lease (each shard's checkpoint is where the last stored batch left it), so the
+        other workers take the shards at once rather than after the expiry."""
+        with contextlib.suppress(redis.RedisError):
+            for shard_id in list(self._held):
+                self._release(keys=[self._lease_key(shard_id)], args=[self.owner])
+            self._redis.zrem(workers_key(self._stack, self.stream), self.owner)
+        self._held.clear()
         self._kinesis.close()
+
+    # -- leases --------------------------------------------------------------------------------------
+
+    def _lease_key(self, shard_id: str) -> str:
+        return lease_key(self._stack, self.stream, shard_id)
+
+    def _lease(self) -> None:
+        """One round: say this worker is alive, renew its leases, give up what it holds beyond its fair
+        share and take free shards up to it. Every third of the lease's life."""
+        ttl_ms = int(self.settings.lease_seconds * 1000)
+        now_ms = int(time.time() * 1000)
+        present = workers_key(self._stack, self.stream)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(present, {self.owner: now_ms + ttl_ms})
+        pipe.zremrangebyscore(present, "-inf", now_ms)
+        pipe.zcard(present)
+        pipe.pexpire(present, 3 * ttl_ms)
+        live = max(1, int(pipe.execute()[2]))
+        self._refresh_checkpoints()
+        held = sorted(self._held)
+        if held:
+            renewed = self._renew(keys=[self._lease_key(s) for s in held], args=[self.owner, ttl_ms])
+            lost = [shard_id for shard_id, ok in zip(held, renewed, strict=True) if not int(ok)]
+            if lost:
+                log.warning("lost the leases of shards %s (expired): their new owners read on", lost)
+                self._drop(lost)
+        # The shards someone must read now: not done, parents done (children wait for their parents).
+        open_shards = [shard for shard in self._shards.values() if self._readable(shard)]
+        fair = math.ceil(len(open_shards) / live)
+        for shard_id in sorted(self._held - self._releasing)[fair:]:
+            self._releasing.add(shard_id)
+            log.info("giving up shard %s (%d workers share %d shards)", shard_id, live, len(open_shards))
+        for shard in self._shards.values():
+            if shard.id in self._releasing and shard.stored == shard.taken:
+                self._release(keys=[self._lease_key(shard.id)], args=[self.owner])
+                self._drop([shard.id])
+        for shard in open_shards:
+            if len(self._held) >= fair:
+                break
+            if shard.id in self._held:
+                continue
+            if self._redis.set(self._lease_key(shard.id), self.owner, nx=True, px=ttl_ms):
+                # Resume from the checkpoint its last owner stored (read again just above).
+                shard.iterator, shard.after, shard.closed = None, None, False
+                shard.taken = shard.stored = self._counter
+                shard.sequences.clear()
+                self._held.add(shard.id)
+                log.info("took the lease of shard %s at %s", shard.id, self._checkpoints.get(shard.id))
+        self._next_leasing = time.monotonic() + self.settings.lease_seconds / 3
+
+    def _drop(self, shard_ids: list[str]) -> None:
+        """No longer ours: forget what was taken and not stored (its new owner reads it again)."""
+        numbers = []
+        for shard_id in shard_ids:
+            self._held.discard(shard_id)
+            self._releasing.discard(shard_id)
+            shard = self._shards.get(shard_id)
+            if shard is not None:
+                shard.iterator, shard.after = None, None
+                shard.sequences.clear()
+                numbers.append(shard.number)
+            with contextlib.suppress(KeyError):
+                metrics.KINESIS_BEHIND.remove(self.stream, shard_id)
+        if numbers and self._on_dropped is not None:
+            self._on_dropped(numbers)
+
+    def _refresh_checkpoints(self) -> None:
+        """The other workers' progress: shards they finished (children may be readable now), and where
+        a shard this worker may take next resumes. Its own shards' checkpoints are its own to write."""
+        raw: dict[Any, Any] = cast(dict[Any, Any], self._redis.hgetall(self._key))
+        for key, value in raw.items():
+            shard_id, at = _text(key), _text(value)
+            if shard_id in self._held:
+                continue
+            self._checkpoints[shard_id] = at
+            if at == SHARD_END and shard_id not in self._done:
+                self._done.add(shard_id)
+                self._shards.pop(shard_id, None)
 
     # -- shards --------------------------------------------------------------------------------------
 
@@ -204,6 +362,7 @@ class ShardReader:
             shard = _Shard(shard_id, len(self._numbers), parents, ending=int(ending) if ending else None)
             self._shards[shard_id] = shard
             self._numbers[shard.number] = shard
+            self._next_leasing = 0.0  # a new shard to share out now
         self._next_listing = time.monotonic() + self.settings.list_shards_seconds
 
     def _at_end(self, shard: _Shard) -> bool:
@@ -234,7 +393,8 @@ class ShardReader:
             shard.sequences[self._counter] = shard.after = item["SequenceNumber"]
             arrived = item["ApproximateArrivalTimestamp"]
             records.append(Record(shard.number, self._counter, item["Data"], item["PartitionKey"],
-                                  int(arrived.timestamp() * 1000)))  # fmt: skip
+                                  int(arrived.timestamp() * 1000),
+                                  f"{shard.id} {item['SequenceNumber']}"))  # fmt: skip
         behind = reply.get("MillisBehindLatest")
         if behind is not None:
             metrics.KINESIS_BEHIND.labels(self.stream, shard.id).set(behind / 1000.0)
@@ -263,36 +423,49 @@ class ShardReader:
 
     def _finished(self) -> dict[str, str]:
         """Closed shards whose every record taken is stored: done, their children readable."""
-        done = [s for s in self._shards.values()
-                if s.id not in self._done and s.stored == s.taken and self._at_end(s)]  # fmt: skip
+        done = [s for s in self._shards.values() if s.id in self._held
+                and s.id not in self._done and s.stored == s.taken and self._at_end(s)]  # fmt: skip
         for shard in done:
             self._done.add(shard.id)
             del self._shards[shard.id]
+            self._held.discard(shard.id)  # its lease lapses by itself; its SHARD_END is written first
+            # Its last "behind" would stay exported for ever (and hold the lag alert firing).
+            with contextlib.suppress(KeyError):
+                metrics.KINESIS_BEHIND.remove(self.stream, shard.id)
             log.info("shard %s done: its children are read next", shard.id)
         if done:
-            self._next_listing = 0.0  # find the children now
+            self._next_listing = self._next_leasing = 0.0  # find the children and take them now
         return dict.fromkeys((shard.id for shard in done), SHARD_END)
 
     def _checkpoint(self, updates: dict[str, str]) -> None:
         if not updates:
             return
+        shards = sorted(updates)
+        pairs: list[EncodableT] = [self.owner]
+        for shard_id in shards:
+            pairs += [shard_id, updates[shard_id]]
         try:
-            fields: dict[FieldT, EncodableT] = {shard: at for shard, at in updates.items()}
-            self._redis.hset(self._key, mapping=fields)
+            written = self._fenced_checkpoint(
+                keys=[self._key, *(self._lease_key(shard_id) for shard_id in shards)], args=pairs
+            )
         except redis.RedisError as error:
             # The batch is counted already; a restart before the next checkpoint replays it (dedup).
-            log.warning("could not checkpoint %s: %s", sorted(updates), error)
+            log.warning("could not checkpoint %s: %s", shards, error)
             return
+        if int(written) < len(shards):
+            log.warning("checkpoints of %s not written: the lease of some is no longer ours", shards)
         self._checkpoints.update(updates)
 
 
 class LoggedDeadLetters:
-    """Dead letters without Kafka: logged and counted (a dead-letter stream is not made yet)."""
+    """Dead letters without Kafka: logged with where the stream keeps the record (shard and sequence
+    number, readable again with GetShardIterator AT_SEQUENCE_NUMBER until the stream's retention ends)
+    and counted; not copied anywhere (docs/kinesis.md, "Dead letters and traits")."""
 
     def send(self, letters: list[deadletter.DeadLetter]) -> bool:
         for letter in letters:
-            log.warning("dead letter (%s) from shard %s: %s", letter.reason, letter.message.partition(),
-                        letter.errors[:3])  # fmt: skip
+            where = cast(Record, letter.message).where
+            log.warning("dead letter (%s) at %s: %s", letter.reason, where, letter.errors[:3])
         return True
 
     def close(self) -> None:

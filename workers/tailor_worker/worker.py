@@ -343,7 +343,9 @@ class Worker:
             self._traits.start()
 
     def _connect_kinesis(self) -> None:
-        self._consumer = kinesis_source.ShardReader(self.kinesis, self.redis, self.stack)
+        self._consumer = kinesis_source.ShardReader(
+            self.kinesis, self.redis, self.stack, on_dropped=self._partitions_dropped
+        )
         self._dead_letters = kinesis_source.LoggedDeadLetters()
 
     def readiness(self) -> tuple[bool, str]:
