@@ -242,6 +242,13 @@ def compare(kind: str, kafka: str, args: argparse.Namespace) -> None:
     if kind == "cluster":
         print(f"worker events per worker CPU-second, cluster / single (best rounds): "
               f"{least_worker[first] / least_worker[second]:.2f}")  # fmt: skip
+        # Each round's pair ran back to back: on a shared box its ratio is the steadier figure.
+        pairs = [one[1] / other[1] for one, other in zip(runs[first], runs[second], strict=True)]
+        redis_pairs = [other[2] / one[2] for one, other in zip(runs[first], runs[second], strict=True)]
+        print(f"per round, worker events per CPU-second cluster / single: "
+              f"{', '.join(f'{pair:.2f}' for pair in pairs)} (median {statistics.median(pairs):.2f}); "
+              f"Redis CPU per event cluster / single: {', '.join(f'{pair:.2f}' for pair in redis_pairs)} "
+              f"(median {statistics.median(redis_pairs):.2f})")  # fmt: skip
 
 
 def compare_kafka(way: str, kafka: str, redis_url: str, args: argparse.Namespace) -> None:
