@@ -136,6 +136,9 @@ def test_the_profile_writer_counts_exactly_on_every_primary_and_through_a_slot_m
     # After it (MOVED for a writer whose slot map is old): one more event each, counted once.
     more = _burst(config, users=150, each=1)
     assert writer.write(client, more, NOW) == store.Written(150, 0, 0)
+    # user-7 went in the old owner's guard call (the writer's map was old): refused there (MOVED for the
+    # call, or "not here" for the user) and written on its own at the new owner.
+    assert writer.rerouted >= 1
     for user in ("user-0", "user-7", "user-149"):
         profile = store.read(client, config, user, None, NOW)
         assert profile.count("5m", "views", "category", "shoes") == 4, user
