@@ -47,6 +47,15 @@ measures the cost of the rate limits (tailor_api.ratelimit) on decide: one serve
 ruleset republished with limits off and on (per client and per user, too high to refuse anything)
 in alternating rounds; decisions/s at saturation and per CPU-second of the server, and on / off.
 
+    .venv/bin/python bench/decide.py --redis-cluster [--rounds 3]
+
+measures decide on a Redis Cluster against one Redis (issue 15's per-core ratio): one redis-server and
+a Redis Cluster of 3 primaries + 3 replicas (tailor.devstack.redis_cluster), every node persisting
+alike (AOF, appendfsync always, as bench/worker.py --redis-cluster), the same ruleset and users on
+each, a `tailor api` on each (both pinned to core 0, wrk on core 1), measured in alternating rounds:
+decisions/s at saturation, decisions per CPU-second of the server, and Redis CPU per decision (the six
+nodes' sum, replicas included, against the one server's); the medians and cluster / single.
+
     .venv/bin/python bench/decide.py --compare-identity [--rounds 2]
 
 measures the cost of signed user identity (docs/identity.md) on decide: one Redis, one ruleset, a
@@ -82,7 +91,7 @@ from tailor.core import redis_target
 from tailor.core.events import Event, occurrence
 from tailor.core.profile import store, traits
 from tailor.core.rules import ruleset, versions
-from tailor.devstack import gobuild, paths, ports, scratch, secure_redis
+from tailor.devstack import gobuild, paths, ports, redis_cluster, scratch, secure_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/sample.py: the sample rulesets, fixtures not shipped
@@ -529,12 +538,14 @@ def medians(results: Rounds, width: int = 6) -> dict[str, list[float]]:
     return middle
 
 
-def round_line(results: Rounds, index: int, name: str, run: dict[str, float], width: int = 6) -> None:
-    """Record one saturated run of side `name` and print its line."""
+def round_line(
+    results: Rounds, index: int, name: str, run: dict[str, float], width: int = 6, end: str = ""
+) -> None:
+    """Record one saturated run of side `name` and print its line (`end`: more columns after it)."""
     per_cpu = run["rate"] / run["cpu"] if run["cpu"] else float("nan")
     results[name].append((run["rate"], per_cpu))
     print(f"{index + 1:>5}  {name:{width}} {run['rate']:>9,.0f} {per_cpu:>10,.0f} "
-          f"{run['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"{run['errors']:>8,.0f}  {os.getloadavg()[0]:.2f}{end}")  # fmt: skip
 
 
 def alternate(
@@ -800,6 +811,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the cost of signed identity: off / optional / required (cached and not), same run",
     )
     parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="only decide on a Redis Cluster (3 primaries, 3 replicas) and on one Redis, alternating rounds",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="TREE",
@@ -810,8 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=2,
-        help="--compare-tls, --compare-rate-limits, --compare-identity, --baseline: saturation rounds per "
-        "side",
+        help="--compare-tls, --compare-rate-limits, --compare-identity, --redis-cluster, --baseline: "
+        "saturation rounds per side",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
@@ -835,6 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.compare_traits:
             compare_traits(workdir, args)
+            return 0
+        if args.redis_cluster:
+            compare_cluster(workdir, args)
             return 0
         url, redis_process = start_redis(workdir)
         target = redis_target.RedisTarget.from_environment(url=url)
@@ -888,6 +907,79 @@ async def _publish(target: redis_target.RedisTarget, published: ruleset.Ruleset)
     stored = await versions.publish(client, published)
     await client.aclose()
     return stored.version
+
+
+# --- decide on a Redis Cluster against one Redis --------------------------------------------------
+
+
+def compare_cluster(workdir: Path, args: argparse.Namespace) -> None:
+    """`tailor api` on one Redis and on a Redis Cluster (the same server otherwise), measured in turns."""
+    always = ("appendonly yes", "appendfsync always")  # as every cluster node (redis_cluster.node_conf)
+    single = secure_redis.start(workdir / "single-redis", tls=False, extra=always)
+    cluster: redis_cluster.RedisCluster | None = None
+    apis: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    script = workdir / "decide.lua"
+    script.write_text(WRK_SCRIPT.format(users=args.users))
+    results: Rounds = {"single": [], "cluster": []}
+    redis_per: dict[str, list[float]] = {"single": [], "cluster": []}
+    on_primaries: dict[str, list[float]] = {"single": [], "cluster": []}
+    try:
+        cluster = redis_cluster.start(workdir / "cluster")
+        nodes, primaries = cluster.nodes, cluster.nodes[: redis_cluster.PRIMARIES]
+
+        def single_cpu() -> tuple[float, float]:
+            return single.cpu_seconds(), single.cpu_seconds()
+
+        def cluster_cpu() -> tuple[float, float]:
+            return sum(n.cpu_seconds() for n in nodes), sum(n.cpu_seconds() for n in primaries)
+
+        # Each side's Redis CPU: all its nodes, and its primaries alone.
+        sides = {
+            "single": (single.target(client_pair=False), single_cpu),
+            "cluster": (cluster.target(), cluster_cpu),
+        }
+        for name, (target, _) in sides.items():
+            stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+            published = bench_ruleset(stack)
+            asyncio.run(_publish(target, published))
+            populate(target, published, args.users)
+            port = ports.pick(None)
+            apis[name] = (start_api(target, stack, port, workdir / f"api-{name}.log", args.app), port)
+            saturate(port, apis[name][0].pid, "/v1/decide", 3, script)  # warm-up: sessions, caches
+        print(f"bench/decide.py --redis-cluster: server on core {SERVER_CORE}, wrk -c64 on core "
+              f"{LOAD_CORE}, {args.users:,} users, {args.seconds} s a run; Redis CPU: the one server / "
+              "all six nodes")  # fmt: skip
+        print(f"{'round':>5}  {'Redis':7} {'decide/s':>9} {'per CPU-s':>10} {'non-2xx':>8}  load   "
+              "Redis µs/decision")  # fmt: skip
+        for index in range(args.rounds):
+            for name, (_, spent) in sides.items():
+                api, port = apis[name]
+                all_before, primaries_before = spent()
+                run = saturate(port, api.pid, "/v1/decide", args.seconds, script)
+                all_after, primaries_after = spent()
+                decisions = run["rate"] * args.seconds
+                redis_per[name].append((all_after - all_before) / decisions)
+                on_primaries[name].append((primaries_after - primaries_before) / decisions)
+                round_line(results, index, name, run, width=7, end=f"  {redis_per[name][-1] * 1e6:6.1f}"
+                           f" ({on_primaries[name][-1] * 1e6:.1f} on primaries)")  # fmt: skip
+    finally:
+        for api, _ in apis.values():
+            api.terminate()
+            api.wait(10)
+        single.stop()
+        if cluster is not None:
+            cluster.stop()
+    middle = medians(results, width=7)
+    redis_middle = {name: sorted(values)[len(values) // 2] for name, values in redis_per.items()}
+    primaries_middle = sorted(on_primaries["cluster"])[len(on_primaries["cluster"]) // 2]
+    one, many = middle["single"], middle["cluster"]
+    print(f"Redis CPU per decision, medians: single {redis_middle['single'] * 1e6:.1f} µs, "
+          f"cluster {redis_middle['cluster'] * 1e6:.1f} µs (all six nodes; "
+          f"{primaries_middle * 1e6:.1f} on the three primaries)")  # fmt: skip
+    redis_ratio = redis_middle["cluster"] / redis_middle["single"]
+    print(f"cluster / single, medians: decide/s {many[0] / one[0]:.2f}, per API CPU-s "
+          f"{many[1] / one[1]:.2f} (issue 15: >= 0.8), Redis CPU per decision {redis_ratio:.2f}x; "
+          f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
 
 
 # --- the cost of TLS to Redis ----------------------------------------------------------------------
