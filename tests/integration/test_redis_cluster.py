@@ -160,7 +160,8 @@ def test_a_slot_migrating_mid_batch_sends_its_moved_users_on_their_own_and_count
     """A guard call holds the users of one primary. While one user's slot migrates (its profile already
     moved), the old owner refuses that user in the call and writes the others; the writer sends it again
     on its own, ASK takes it to the new owner, and WAIT is sent there too. When the moved user is the
-    key the call declares, the whole call is asked over and the new owner refuses the others instead."""
+    key the call declares, the whole call meets ASK, which is not followed for several users: each is
+    sent on its own."""
     client = redis_cluster.target().client()
     store.install(client)
     config = _config()
@@ -194,9 +195,9 @@ def test_a_slot_migrating_mid_batch_sends_its_moved_users_on_their_own_and_count
 
     redis_cluster.migrate_slot(slot, destination, between=while_migrating)
     assert written == [store.Written(len(on_source), 0, 0)] * 2
-    # First batch: the call declared user-7, so the new owner took it and refused the others; second:
-    # the old owner refused user-7 alone.
-    assert writer.rerouted == len(others) + 1
+    # First batch: the call declared user-7 and met ASK, so all its users went on their own; second: the
+    # old owner refused user-7 alone.
+    assert writer.rerouted == len(on_source) + 1
     # Only redirects reached the new owner (none of these users is its own): WAIT followed them.
     assert [b - a for a, b in itertools.pairwise(waits)] == [1, 1]
     for user in on_source:

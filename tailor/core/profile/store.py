@@ -278,6 +278,10 @@ _Write = tuple[str, _Cached, str, int, int, int, int, int, int]
 _ALONE: Final = "\0alone"
 
 
+# The guard's answer for each user of a call that was not run (wires.ASKED): "not here" (store.lua).
+_NOT_HERE: Final = (3,)
+
+
 class _Call:
     """A guarded call being gathered for one route (a node, or `_ALONE`): the users' writes in it, and
     the key it declares (its first user's: what routes it on a Redis Cluster)."""
@@ -321,9 +325,9 @@ class _Batch:
         for user in self._in_flight:
             self.writer._cache.pop(user, None)
 
-    def _send(self, packed: bytes, key: str) -> None:
-        """Queue a command touching `key` (the cluster's route)."""
-        self.wire.send(packed, key)
+    def _send(self, packed: bytes, key: str, follow_ask: bool = True) -> None:
+        """Queue a command touching `key` (the cluster's route); `follow_ask`: wires.ClusterWire.send."""
+        self.wire.send(packed, key, follow_ask)
         self._size += len(packed)
         if self._size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
             self.wire.flush()
@@ -413,7 +417,8 @@ class _Batch:
                 minute,
                 unchecked,
             ), outcome in (pair for writes, reply in zip(self._sent, replies, strict=True)
-                           for pair in zip(writes, reply, strict=True)):  # fmt: skip
+                           for pair in zip(writes, _NOT_HERE * len(writes) if reply is wires.ASKED else reply,
+                                           strict=True)):  # fmt: skip
                 if outcome == 1:
                     entry.version = version
                     entry.unchecked = unchecked
@@ -516,7 +521,9 @@ class _Batch:
             self._send_call(gathering)
 
     def _send_call(self, gathering: _Call) -> None:
-        self._send(gathering.call.take(), gathering.key)
+        # A call of several users is not followed through ASK: ASKING would let the new owner serve
+        # every key of the migrating slot, also those still at the old owner; its users go on their own.
+        self._send(gathering.call.take(), gathering.key, follow_ask=len(gathering.writes) == 1)
         self._sent.append(gathering.writes)
         gathering.writes = []
 

@@ -10,7 +10,10 @@ the order sent, without redis-py's per-command parsing (docs/pipeline.md). A wir
   and the replies are read back in the global order sent (each node answers its own commands in
   order). A guard call may reach a node that no longer serves some of its users (a slot moved since
   the map was read, or is migrating): the guard answers those users "not here" and writes the others,
-  and the writer sends each refused user again in a call of its own. A MOVED reply
+  and the writer sends each refused user again in a call of its own. A call of several users that
+  meets ASK (the key it declares already left a migrating slot) is not followed: ASKING would let the
+  new owner serve every key of that slot, also those still at the old owner; `read` gives `ASKED` and
+  the writer sends each of its users on its own. A MOVED reply
   (the slot has a new owner: a finished resharding or failover) refreshes the slot map and sends the
   command again to the new owner; ASK (the slot is migrating and the key already moved) sends it once
   to the node named, after ASKING. Both go on a connection of their own, so the replies still pending
@@ -38,6 +41,13 @@ from tailor.core.profile import counting as profile_counting
 
 #: Redirections followed for one command before the write fails (and the batch is retried).
 MAX_REDIRECTS: Final = 5
+
+
+class _Asked:
+    """The reply `ClusterWire.read` gives for a command sent with `follow_ask=False` that met ASK."""
+
+
+ASKED: Final = _Asked()
 
 
 class NotReplicated(redis.exceptions.RedisError):
@@ -68,7 +78,7 @@ class Wire:
     def node(self, key: str) -> str:
         return ""  # one Redis serves every key
 
-    def send(self, packed: bytes, key: str) -> None:
+    def send(self, packed: bytes, key: str, follow_ask: bool = True) -> None:
         self._outgoing.append(packed)
 
     def flush(self) -> None:
@@ -104,7 +114,8 @@ class ClusterWire:
         # WAITs on the connection that wrote (WAIT counts the replicas of its own client's writes).
         self._redirects: dict[str, tuple[Any, Any]] = {}
         self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)
-        self._sent: collections.deque[tuple[Any, bytes]] = collections.deque()  # (connection, command)
+        # (connection, command, whether an ASK reply is followed), in the order sent
+        self._sent: collections.deque[tuple[Any, bytes, bool]] = collections.deque()
 
     @staticmethod
     def refresh(client: rediscluster.RedisCluster, nodes: dict[str, str]) -> None:
@@ -132,10 +143,12 @@ class ClusterWire:
             held = self._connections[name] = (pool, pool.get_connection())
         return held[1]
 
-    def send(self, packed: bytes, key: str) -> None:
+    def send(self, packed: bytes, key: str, follow_ask: bool = True) -> None:
+        """Queue `packed`, a command that declares `key`. `follow_ask=False`: an ASK reply is not
+        followed, and `read` gives `ASKED` for it instead."""
         name = self.node(key)
         self._outgoing[name].append(packed)
-        self._sent.append((self._connection(name), packed))
+        self._sent.append((self._connection(name), packed, follow_ask))
 
     def flush(self) -> None:
         for name, parts in self._outgoing.items():
@@ -144,22 +157,26 @@ class ClusterWire:
         self._outgoing.clear()
 
     def read(self) -> Any:
-        connection, packed = self._sent.popleft()
+        connection, packed, follow_ask = self._sent.popleft()
         try:
             return connection.read_response(disable_decoding=True)
         except redis.exceptions.AskError as asked:
-            return self._redirected(packed, asked)
+            return self._redirected(packed, asked) if follow_ask else ASKED
         except redis.exceptions.MovedError as moved:
-            return self._redirected(packed, moved)
+            return self._redirected(packed, moved, follow_ask)
 
     def confirm(self, replicas: int, timeout_ms: int) -> None:
         """WAIT on every connection that wrote: each primary's, and those of redirected commands."""
         held = [*self._connections.values(), *self._redirects.values()]
         _wait([connection for _, connection in held], replicas, timeout_ms)
 
-    def _redirected(self, packed: bytes, error: redis.exceptions.ResponseError) -> Any:
+    def _redirected(
+        self, packed: bytes, error: redis.exceptions.ResponseError, follow_ask: bool = True
+    ) -> Any:
         for _ in range(MAX_REDIRECTS):
             asking = isinstance(error, redis.exceptions.AskError)
+            if asking and not follow_ask:
+                return ASKED
             if not asking:
                 self.refresh(self.client, self._nodes)
             node = self.client.get_node(host=error.host, port=error.port)  # type: ignore[attr-defined,no-untyped-call]
