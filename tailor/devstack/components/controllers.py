@@ -47,6 +47,10 @@ class ControllerManager(_KubeController):
             # kwok's heartbeat stage renews the fake node's status every 20-45 s; the
             # default grace (50 s) is too close to that and would flap the node NotReady.
             "--node-monitor-grace-period=5m",
+            # The HPA controller looks at each HPA every second, not every 15 s: a change of an
+            # HPA's bounds is acted on in about a second, which the operator's autoscaling tests
+            # wait for (tests/integration/test_operator_pods.py).
+            "--horizontal-pod-autoscaler-sync-period=1s",
         ]
 
 
