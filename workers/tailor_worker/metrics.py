@@ -113,6 +113,12 @@ PROFILE_CONFLICTS = Counter(
     "Users' writes refused because another worker had changed them (rebalances); reloaded and recounted.",
     registry=REGISTRY,
 )
+PROFILE_REROUTED = Counter(
+    "tailor_worker_profile_rerouted",
+    "Users a Redis Cluster primary refused in a guard call as not its own (their slot moved or is "
+    "migrating): written again on their own where MOVED or ASK send them.",
+    registry=REGISTRY,
+)
 RULESET_VERSION = Gauge(
     "tailor_ruleset_version", "Ruleset version in use.", ["stack", "component"], registry=REGISTRY
 )

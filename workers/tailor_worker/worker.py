@@ -190,7 +190,7 @@ class Worker:
             return store.Written(0, 0, 0)
         writer = self._writer
         assert writer is not None
-        loads, conflicts, resets = writer.loads, writer.conflicts, writer.resets
+        loads, conflicts, resets, rerouted = writer.loads, writer.conflicts, writer.resets, writer.rerouted
         try:
             written = writer.write(self.redis, work.by_user, now, work.partition_of)
         except redis.RedisError as error:
@@ -208,6 +208,7 @@ class Worker:
             metrics.PROFILE_LOADS.inc(writer.loads - loads)
             metrics.PROFILE_CONFLICTS.inc(writer.conflicts - conflicts)
             metrics.PROFILE_RESETS.inc(writer.resets - resets)
+            metrics.PROFILE_REROUTED.inc(writer.rerouted - rerouted)
             metrics.PROFILE_CACHE_USERS.set(writer.cached_users)
         return written
 
