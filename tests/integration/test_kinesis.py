@@ -6,6 +6,7 @@ a new one resumes from the per-shard checkpoints."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ import pytest
 import redis
 from tailor_api import web
 from tailor_api.collector import Collector
-from tailor_worker import kinesis_source
+from tailor_worker import deadletter, kinesis_source
 from test_worker import WorkerProcess, views, wait_until
 
 from tailor.core import kinesis as kinesis_settings
@@ -312,6 +313,49 @@ def test_parents_are_read_to_their_end_before_children_across_a_split_a_merge_an
     finally:
         leftovers = redis_client.keys(f"tailor:{{{stack}}}:kinesis:*")
         redis_client.delete(kinesis_source.checkpoint_key(stack, "resharded"), *leftovers)
+
+
+def test_a_worker_that_lost_its_lease_cannot_move_the_checkpoint_and_dead_letters_name_their_record(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = f"kinesis-test/{uuid.uuid4().hex[:8]}"
+    settings = kinesis_settings.KinesisSettings(source="kinesis", stream="fenced", idle_poll_seconds=0)
+    stream = ReshardedStream()
+    stream.add("s0")
+    stream.put("s0", 10)
+    key = kinesis_source.checkpoint_key(stack, "fenced")
+    reader = kinesis_source.ShardReader(settings, redis_client, stack, kinesis_client=stream)
+
+    def take_and_store(count: int) -> list[Any]:
+        records = reader.take(count, 0)
+        newest = records[-1].offset()
+        assert newest is not None
+        reader.store({0: newest})  # as the worker does after the batch's Redis write
+        return records
+
+    def checkpoint_at(index: int) -> bool:
+        return bool(redis_client.hget(key, "s0") == stream.shards["s0"]["records"][index]["SequenceNumber"])
+
+    try:
+        take_and_store(4)
+        assert checkpoint_at(3)
+        # Its lease taken over (it stalled past the expiry): its next store must not move the checkpoint.
+        redis_client.set(kinesis_source.lease_key(stack, "fenced", "s0"), "another-worker")
+        second = take_and_store(4)
+        assert checkpoint_at(3)
+        # The control: while it owns the lease, its store moves the checkpoint.
+        redis_client.set(kinesis_source.lease_key(stack, "fenced", "s0"), reader.owner)
+        take_and_store(2)
+        assert checkpoint_at(9)
+
+        record = second[0]
+        letter = deadletter.DeadLetter(record, "invalid", [{"loc": "id", "msg": "missing"}])
+        with caplog.at_level(logging.WARNING, logger=kinesis_source.__name__):
+            kinesis_source.LoggedDeadLetters().send([letter])
+        sequence = stream.shards["s0"]["records"][4]["SequenceNumber"]
+        assert f"dead letter (invalid) at s0 {sequence}" in caplog.text
+    finally:
+        redis_client.delete(*redis_client.keys(f"tailor:{{{stack}}}:kinesis:*"))
 
 
 async def test_events_the_stream_did_not_store_get_a_503_and_the_same_batch_a_202_once_it_does(
