@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,22 +161,34 @@ def other_ca() -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-@pytest.mark.parametrize(
-    ("case", "reason"),
-    [("wrong-password", "KafkaAuthenticationFailed"), ("untrusted-ca", "KafkaCertificateUntrusted")],
-)
-def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_at_a_bounded_rate(
-    case: str, reason: str, secure: SecureEndpoints, redis_url: str, tmp_path: Path
-) -> None:
+WRONG_SETTINGS = {"wrong-password": "KafkaAuthenticationFailed", "untrusted-ca": "KafkaCertificateUntrusted"}
+
+
+@dataclass
+class Misconfigured:
+    """A worker and an API whose mounted Kafka Secrets are wrong in one way, and when they started."""
+
+    worker: Process
+    api: Process
+    metrics_port: int
+    admin_port: int
+    started: float
+
+    def close(self) -> None:
+        self.worker.close()
+        self.api.close()
+
+
+def start_misconfigured(case: str, secure: SecureEndpoints, redis_url: str, directory: Path) -> Misconfigured:
     bootstrap, spec = security("sasl-ssl-scram-sha-512", secure)
     config = secured_config(bootstrap, spec)
-    right = mounted(tmp_path / "right", secret_files(secure))
+    right = mounted(directory / "right", secret_files(secure))
     wrong = {"tailor-scram/password": b"not-the-password"} if case == "wrong-password" else {}
     wrong |= {"kafka-ca/ca.crt": other_ca()} if case == "untrusted-ca" else {}
     # The published settings are right (the topics are made with the right Secrets); the pods'
     # Secrets are not, as when a Secret is edited wrong or a CA bundle is stale.
     scratch.publish(redis_url, config, right)
-    secrets = {"TAILOR_KAFKA_SECRETS_DIR": str(mounted(tmp_path / "wrong", secret_files(secure, **wrong)))}
+    secrets = {"TAILOR_KAFKA_SECRETS_DIR": str(mounted(directory / "wrong", secret_files(secure, **wrong)))}
     metrics_port, api_port, admin_port = ports.pick(None), ports.pick(None), ports.pick(None)
     worker = Process(
         ["worker", "--stack", config.key, "--metrics-port", str(metrics_port)],
@@ -197,12 +210,36 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
         ],
         {"TAILOR_REDIS_URL": redis_url, **secrets},
     )
+    return Misconfigured(worker, api, metrics_port, admin_port, time.monotonic())
+
+
+@pytest.fixture(scope="module")
+def misconfigured(
+    secure: SecureEndpoints, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Misconfigured]]:
+    """Every case's worker and API, started together when the first case is tested: each test still
+    watches its own processes for half a minute from their start, but the half minutes overlap."""
+    running: dict[str, Misconfigured] = {}
     try:
-        started = time.monotonic()
+        for case in WRONG_SETTINGS:
+            running[case] = start_misconfigured(case, secure, redis_url, tmp_path_factory.mktemp(case))
+        yield running
+    finally:
+        for processes in running.values():
+            processes.close()
+
+
+@pytest.mark.parametrize(("case", "reason"), WRONG_SETTINGS.items())
+def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_at_a_bounded_rate(
+    case: str, reason: str, misconfigured: dict[str, Misconfigured]
+) -> None:
+    running = misconfigured[case]
+    worker, api = running.worker, running.api
+    try:
 
         def worker_readiness() -> httpx.Response | None:
             try:
-                return httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5)
+                return httpx.get(f"http://127.0.0.1:{running.metrics_port}/readyz", timeout=5)
             except httpx.HTTPError:
                 return None
 
@@ -214,7 +251,8 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
 
         def api_readiness() -> dict[str, Any]:
             try:
-                return dict(httpx.get(f"http://127.0.0.1:{admin_port}/readyz/collector", timeout=10).json())
+                url = f"http://127.0.0.1:{running.admin_port}/readyz/collector"
+                return dict(httpx.get(url, timeout=10).json())
             except httpx.HTTPError:
                 return {}
 
@@ -225,7 +263,7 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
         )
         # Half a minute of retrying: the worker is alive, still unready, and its log says why in a
         # bounded number of lines (librdkafka alone retries every few hundred ms per client).
-        time.sleep(max(0.0, 30 - (time.monotonic() - started)))
+        time.sleep(max(0.0, 30 - (time.monotonic() - running.started)))
         assert worker.alive, worker.output()
         assert api.alive, api.output()
         assert unready_with_reason()
@@ -237,8 +275,7 @@ def test_wrong_settings_leave_the_worker_running_unready_and_logging_the_cause_a
         assert reason in api_log
         assert len([line for line in api_log.splitlines() if reason in line]) <= 15, api_log
     finally:
-        worker.close()
-        api.close()
+        running.close()  # not left retrying through the module's other tests
 
 
 # --- the operator's view: Ready=False with the cause ------------------------------------------------------
