@@ -173,3 +173,37 @@ def test_a_pipeline_goes_to_one_node_only_when_every_key_is_served_there() -> No
     assert resp_cluster.tag_prefix("t:{alice}:s") == "t:{alice}"
     assert resp_cluster.tag_prefix("{alice") is None
     assert resp_cluster.tag_prefix("t:{}{alice}") is None  # `{}` is no tag: the whole key is hashed
+
+
+def test_the_routing_shortcut_agrees_with_routing_every_command_by_its_own_slot() -> None:
+    """_single_node (the first key's tag reused for the keys under it) against the plain rule: the node
+    when every command's slot has that owner (a keyless command's: any primary, the map's first), else
+    None; over first commands of every shape."""
+    connection = resp_cluster.ClusterConnection(redis_target.RedisTarget.parse("redis://127.0.0.1:7000/0"))
+    reply = [
+        [0, 5460, [b"10.0.0.1", 7000]],
+        [5461, 10922, [b"10.0.0.2", 7001]],
+        [10923, 16383, [b"10.0.0.3", 7002]],
+    ]
+    connection._owners, connection._known = resp_cluster.build_slot_map(reply, "127.0.0.1")
+    firsts: list[resp.Command] = [
+        ("HMGET", "t:{alice}:p", "w"), ("HMGET", "t:{}{alice}:p"), ("GET", "t:{alice"), ("GET", "alice"),
+        ("GET", b"t:{alice}:p"), ("EVALSHA", "x", 1, "t:{alice}:c"), ("EVALSHA", "x", 0), ("PING",),
+        ("FCALL", "f", 2, "t:{alice}:a", "t:{bob}:b"), ("GET", 7),
+    ]  # fmt: skip
+    others: list[resp.Command] = [
+        ("HGETALL", "t:{alice}:s"), ("HGETALL", "t:{alice"), ("GET", "t:{}{alice}:p"), ("GET", "alice"),
+        ("EVALSHA", "x", 1, "t:{alice}:c"), ("GET", "t:{bob}:x"), ("PING",), ("GET", "{alice}"),
+    ]  # fmt: skip
+
+    def plain(commands: list[resp.Command]) -> tuple[str, int] | None:
+        owners = {connection.owner(resp_cluster.command_slot(command)) for command in commands}
+        return owners.pop() if len(owners) == 1 else None
+
+    checked = 0
+    for first in firsts:
+        for other in others:
+            for commands in ([first, other], [first, other, other], [first, ("GET", "t:{alice}:z"), other]):
+                assert connection._single_node(commands) == plain(commands), commands
+                checked += 1
+    assert checked == len(firsts) * len(others) * 3
