@@ -145,6 +145,18 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 ],
             ),
             Panel(
+                "Kinesis: seconds behind",
+                "For stacks whose source is a Kinesis stream: how far behind its newest record the "
+                "most-behind shard is read (GetRecords' MillisBehindLatest; docs/kinesis.md).",
+                [
+                    Target(
+                        f"max by (namespace, stream) (tailor_worker_kinesis_behind_seconds{{{NS}}})",
+                        "{{namespace}}/{{stream}}",
+                    )
+                ],
+                unit="s",
+            ),
+            Panel(
                 "Events /s",
                 "Events through the pipeline: accepted and rejected by the collector, consumed "
                 "by the workers, and what the workers did with them.",

@@ -210,6 +210,7 @@ def test_dashboard_shows_what_operators_look_at() -> None:
         return [title for title, expr in targets if all(f in expr for f in fragments)]
 
     assert panels_with("tailor_worker_consumer_lag"), "stream lag"
+    assert panels_with("tailor_worker_kinesis_behind_seconds"), "Kinesis lag"
     assert panels_with("tailor_events_received_total", "rate("), "events/s"
     assert panels_with("tailor_worker_processing_seconds_bucket"), "processing time"
     assert panels_with("histogram_quantile(0.5,", "tailor_decide_duration_seconds_bucket"), "decision p50"
