@@ -13,7 +13,7 @@ The fair figure is the worker's own CPU per event: moto answers GetRecords from 
 own on the same two cores, so the Kinesis side's events/s are bounded by moto's speed, not the worker's
 nor AWS's (moto's CPU per event is printed beside, and its own raw read is the ceiling of that side).
 What the emulator makes unmeasurable: AWS's per-shard limits (2 MB/s and 5 GetRecords calls a second
-per shard for reads: on AWS one shard's reads top out near 2 MB/s, about 3,000 of these events a
+per shard for reads: on AWS one shard's reads top out near 2 MB/s, about 5,500 of these events a
 second, whatever the worker can do), network round trips to the AWS endpoint (GetRecords' latency;
 the worker asks again at once when a page was full), and TLS (moto here is plain HTTP; AWS is HTTPS).
 

@@ -25,6 +25,7 @@ what the new owner reads again is dropped by dedup.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
@@ -391,9 +392,10 @@ class ShardReader:
         for item in reply["Records"]:
             self._counter += 1
             shard.sequences[self._counter] = shard.after = item["SequenceNumber"]
-            arrived = item["ApproximateArrivalTimestamp"]
+            arrived = item["ApproximateArrivalTimestamp"]  # epoch seconds (KinesisSettings.client)
+            seconds = arrived.timestamp() if isinstance(arrived, datetime.datetime) else float(arrived)
             records.append(Record(shard.number, self._counter, item["Data"], item["PartitionKey"],
-                                  int(arrived.timestamp() * 1000),
+                                  int(seconds * 1000),
                                   f"{shard.id} {item['SequenceNumber']}"))  # fmt: skip
         behind = reply.get("MillisBehindLatest")
         if behind is not None:
