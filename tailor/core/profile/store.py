@@ -265,10 +265,6 @@ class ProfileWriter:
                 client.connection_pool.release(wire.connection)
 
 
-# Commands go out in writes of about this size: Redis works on one while the worker counts the next.
-_SEND_BYTES: Final = 64 * 1024
-
-
 # A user's write in a guarded call: user, entry, new version, counted, duplicates, expired, over the
 # per-minute cap, the minute its events count in, and the marks unchecked after it.
 _Write = tuple[str, _Cached, str, int, int, int, int, int, int]
@@ -314,7 +310,6 @@ class _Batch:
         self._head: list[str] = []
         self._open: dict[str, _Call] = {}  # route -> the call being gathered for it
         self._sent: list[list[_Write]] = []  # the calls sent this round, in order: their users' writes
-        self._size = 0
 
     @property
     def written(self) -> Written:
@@ -328,14 +323,9 @@ class _Batch:
     def _send(self, packed: bytes, key: str, follow_ask: bool = True) -> None:
         """Queue a command touching `key` (the cluster's route); `follow_ask`: wires.ClusterWire.send."""
         self.wire.send(packed, key, follow_ask)
-        self._size += len(packed)
-        if self._size >= _SEND_BYTES:  # a send is a system call: not one per few dozen users
-            self.wire.flush()
-            self._size = 0
 
     def _read(self, count: int) -> list[Any]:
         self.wire.flush()
-        self._size = 0
         read = self.wire.read
         return [read() for _ in range(count)]
 

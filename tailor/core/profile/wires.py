@@ -41,6 +41,9 @@ from tailor.core.profile import counting as profile_counting
 
 #: Redirections followed for one command before the write fails (and the batch is retried).
 MAX_REDIRECTS: Final = 5
+#: A connection's commands go out in writes of about this size (a send is a system call: not one per few
+#: dozen users), so Redis works on one while the worker counts the next.
+SEND_BYTES: Final = 64 * 1024
 
 
 class _Asked:
@@ -74,18 +77,23 @@ class Wire:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self._outgoing: list[bytes] = []
+        self._size = 0
 
     def node(self, key: str) -> str:
         return ""  # one Redis serves every key
 
     def send(self, packed: bytes, key: str, follow_ask: bool = True) -> None:
         self._outgoing.append(packed)
+        self._size += len(packed)
+        if self._size >= SEND_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         if self._outgoing:
             # Joined: redis-py makes one system call per item (two per user not cached).
             self.connection.send_packed_command([b"".join(self._outgoing)])
             self._outgoing = []
+            self._size = 0
 
     def read(self) -> Any:
         # Undecoded replies (bytes): redis-py's per-command parsing costs as much as the counting.
@@ -113,7 +121,8 @@ class ClusterWire:
         # the node, whose replies may be pending, and held to the end of the batch so that `confirm`
         # WAITs on the connection that wrote (WAIT counts the replicas of its own client's writes).
         self._redirects: dict[str, tuple[Any, Any]] = {}
-        self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)
+        self._outgoing: dict[str, list[bytes]] = collections.defaultdict(list)  # node name -> commands
+        self._sizes: dict[str, int] = collections.defaultdict(int)  # node name -> their bytes
         # (connection, command, whether an ASK reply is followed), in the order sent
         self._sent: collections.deque[tuple[Any, bytes, bool]] = collections.deque()
 
@@ -147,14 +156,20 @@ class ClusterWire:
         """Queue `packed`, a command that declares `key`. `follow_ask=False`: an ASK reply is not
         followed, and `read` gives `ASKED` for it instead."""
         name = self.node(key)
+        connection = self._connection(name)
         self._outgoing[name].append(packed)
-        self._sent.append((self._connection(name), packed, follow_ask))
+        self._sent.append((connection, packed, follow_ask))
+        self._sizes[name] += len(packed)
+        if self._sizes[name] >= SEND_BYTES:  # per node: sends as large as on one Redis
+            connection.send_packed_command([b"".join(self._outgoing.pop(name))])
+            del self._sizes[name]
 
     def flush(self) -> None:
         for name, parts in self._outgoing.items():
             if parts:
                 self._connections[name][1].send_packed_command([b"".join(parts)])
         self._outgoing.clear()
+        self._sizes.clear()
 
     def read(self) -> Any:
         connection, packed, follow_ask = self._sent.popleft()
