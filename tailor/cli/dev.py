@@ -41,6 +41,14 @@ def register(subparsers: Any) -> None:
         "kubelet, containerd, kube-proxy and an image registry, so pods run (needs root). "
         "Default: what the running stack has, else kwok",
     )
+    up.add_argument(
+        "--redis",
+        choices=devstack.REDIS_KINDS,
+        default=None,
+        help="single: one redis-server (the default); cluster: a Redis Cluster of six redis-server "
+        "nodes (3 primaries, 3 replicas), TAILOR_REDIS_MODE=cluster. "
+        "Default: what the running stack has, else single",
+    )
     up.set_defaults(handler=_guarded(_up))
     down = verbs.add_parser("down", help="stop every process this stack started")
     down.add_argument("--purge", action="store_true", help="also delete the stack's data")
@@ -76,7 +84,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stack = _stack(args)
-    stack.up(node=args.node)
+    stack.up(node=args.node, redis=args.redis)
     _print_status(stack)
     if stack.node == "real":
         _say(f"real node: push images to {stack.registry()}; pods reach the host at {devstack.NODE_ADDRESS}")

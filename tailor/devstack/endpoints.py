@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 KUBECONFIG = "KUBECONFIG"
 KAFKA_BOOTSTRAP = "TAILOR_KAFKA_BOOTSTRAP"
 REDIS_URL = "TAILOR_REDIS_URL"
-VARIABLES = (KUBECONFIG, KAFKA_BOOTSTRAP, REDIS_URL)
+#: "cluster" when TAILOR_REDIS_URL is a seed node of a Redis Cluster (`tailor dev up --redis cluster`);
+#: absent for one Redis, as before.
+REDIS_MODE = "TAILOR_REDIS_MODE"
+VARIABLES = (KUBECONFIG, KAFKA_BOOTSTRAP, REDIS_URL, REDIS_MODE)
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,15 @@ class Endpoints:
     kubeconfig: str | None = None
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
+    #: "cluster" for a Redis Cluster's seed node; None for one Redis.
+    redis_mode: str | None = None
 
     def as_env(self) -> dict[str, str]:
         pairs = {
             KUBECONFIG: self.kubeconfig,
             KAFKA_BOOTSTRAP: self.kafka_bootstrap,
             REDIS_URL: self.redis_url,
+            REDIS_MODE: self.redis_mode if self.redis_url else None,
         }
         return {key: value for key, value in pairs.items() if value}
 
@@ -87,4 +93,8 @@ def external(environ: Mapping[str, str], own: Endpoints, stack_root: Path) -> En
     redis_url = environ.get(REDIS_URL, "").strip() or None
     if redis_url is not None and own.redis_url and _same_redis(redis_url, own.redis_url):
         redis_url = None
-    return Endpoints(kubeconfig=kubeconfig, kafka_bootstrap=bootstrap, redis_url=redis_url)
+    # A given Redis keeps the mode given with it (a cluster of the user's own).
+    redis_mode = (environ.get(REDIS_MODE, "").strip() or None) if redis_url is not None else None
+    return Endpoints(
+        kubeconfig=kubeconfig, kafka_bootstrap=bootstrap, redis_url=redis_url, redis_mode=redis_mode
+    )

@@ -12,9 +12,12 @@ from collections.abc import Iterable
 HOST = "127.0.0.1"
 
 
-def is_free(port: int) -> bool:
-    """True when nothing listens on ``port`` (bind without SO_REUSEADDR to be strict)."""
+def is_free(port: int, *, reuse_address: bool = False) -> bool:
+    """True when nothing listens on ``port`` (bind without SO_REUSEADDR to be strict; with
+    ``reuse_address``, connections of a stopped server lingering in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse_address:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:

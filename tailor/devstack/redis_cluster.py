@@ -2,9 +2,11 @@
 
 The dev stack's Redis (components/redis.py) is one node. This is what a production Redis Cluster is
 in miniature: Debian's redis-server 7.0 with `cluster-enabled yes` on six free ports, the 16384 slots
-split in three ranges over the primaries, each primary with one replica, started only by the tests
-and benchmarks that ask for it (the `redis_cluster` fixture in tests/conftest.py), never by
-`tailor dev up`. docs/devstack.md#redis-cluster says how to use it.
+split in three ranges over the primaries, each primary with one replica. Two users: the tests and
+benchmarks that ask for one (the `redis_cluster` fixture in tests/conftest.py; `RedisCluster` below,
+whose nodes are children of the creating process), and `tailor dev up --redis cluster`, whose nodes
+are daemonized components of the stack (components/redis_cluster.py). Both form the cluster with
+`form` here. docs/devstack.md#redis-cluster says how to use it.
 
 The cluster is assembled by hand rather than with `redis-cli --cluster create`, so which node is a
 primary and which its replica is fixed (nodes 0-2 primaries, node 3+i the replica of node i): a
@@ -25,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,12 @@ SLOTS = 16384
 NODE_TIMEOUT_MS = 1000
 
 
-def node_conf(port: int, bus_port: int, directory: Path, extra: tuple[str, ...] = ()) -> str:
+def node_conf(
+    port: int, bus_port: int, directory: Path, extra: tuple[str, ...] = (), *, log_to_stdout: bool = False
+) -> str:
+    """redis.conf of one cluster node; its log in `directory`, or on stdout for a stack's component
+    (whose stdout is its log)."""
+    logfile = '""' if log_to_stdout else str(directory / "redis.log")
     return "\n".join(
         [
             "bind 127.0.0.1",
@@ -53,7 +60,7 @@ def node_conf(port: int, bus_port: int, directory: Path, extra: tuple[str, ...] 
             f"cluster-port {bus_port}",
             f"dir {directory}",
             "daemonize no",
-            f"logfile {directory / 'redis.log'}",
+            f"logfile {logfile}",
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
             f"cluster-node-timeout {NODE_TIMEOUT_MS}",
@@ -161,51 +168,18 @@ class RedisCluster:
                 log=node.log,
                 alive=node.running,
             )
-        primaries, replicas = self.nodes[:PRIMARIES], self.nodes[PRIMARIES:]
-        bounds = [SLOTS * i // PRIMARIES for i in range(PRIMARIES + 1)]
-        for epoch, node in enumerate(self.nodes, start=1):
-            with node.client() as client:
-                # Distinct epochs from the start, so no two primaries ever claim a slot with the same.
-                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
-        for node, first, end in zip(primaries, bounds, bounds[1:], strict=False):
-            with node.client() as client:
-                client.execute_command("CLUSTER ADDSLOTSRANGE", first, end - 1)
-        with self.nodes[0].client() as client:
-            for node in self.nodes[1:]:
-                client.execute_command("CLUSTER MEET", "127.0.0.1", node.port, node.bus_port)
-        probes.wait_until(
-            lambda: all(self._known_nodes(node) == len(self.nodes) for node in self.nodes),
-            what="every Redis cluster node to know the other five",
-            timeout=timeout,
-            log=self.nodes[0].log,
-        )
-        for primary, replica in zip(primaries, replicas, strict=True):
-            primary_id = primary.node_id()
-            with replica.client() as client:
-                client.execute_command("CLUSTER REPLICATE", primary_id)
+        form(self.nodes, timeout)
         self.wait_ok(timeout)
         return time.monotonic() - began
 
     def wait_ok(self, timeout: float = 60.0) -> None:
         """Until every running node says `cluster_state:ok` and every replica is in sync with a primary."""
         probes.wait_until(
-            self._settled, what="the Redis cluster to be ok", timeout=timeout, log=self.nodes[0].log
+            lambda: settled([node for node in self.nodes if node.running()]),
+            what="the Redis cluster to be ok",
+            timeout=timeout,
+            log=self.nodes[0].log,
         )
-
-    def _settled(self) -> bool:
-        for node in self.nodes:
-            if not node.running():
-                continue
-            if node.info("cluster").get("cluster_state") != "ok":
-                return False
-            replication = node.info("replication")
-            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-                return False
-        primaries = [node for node in self.nodes if node.running() and self.role(node) == "master"]
-        return len(primaries) >= PRIMARIES
-
-    def _known_nodes(self, node: Node) -> int:
-        return len(node.cluster_nodes())
 
     def _spawn(self, node: Node) -> None:
         server = shutil.which("redis-server")
@@ -278,7 +252,7 @@ class RedisCluster:
 
     def role(self, node: Node) -> str:
         """'master' or 'slave', as the node itself says."""
-        return node.info("replication").get("role", "")
+        return role(node)
 
     def primary(self, index: int) -> Node:
         return self.nodes[index]
@@ -357,6 +331,62 @@ class RedisCluster:
             for node in self.nodes
             if node.log.exists()
         )
+
+
+def role(node: Node) -> str:
+    """'master' or 'slave', as the node itself says."""
+    return node.info("replication").get("role", "")
+
+
+def formed(nodes: Sequence[Node]) -> bool:
+    """True when the nodes were made a cluster before (nodes.conf already knows the others or
+    slots), False when each still stands alone, as redis-server starts without a nodes.conf."""
+    return any(
+        int(node.info("cluster").get("cluster_known_nodes", "1")) > 1
+        or int(node.info("cluster").get("cluster_slots_assigned", "0")) > 0
+        for node in nodes
+    )
+
+
+def form(nodes: Sequence[Node], timeout: float = 60.0) -> None:
+    """Make six fresh, running nodes one cluster: the slots split in ranges over the first
+    PRIMARIES, every node MEETs the first, node PRIMARIES+i REPLICATEs node i. The layout is fixed so
+    a test can name the primary it kills and the replica that takes over (why not `redis-cli
+    --cluster create`). Returns before the replicas are in sync: `settled` says when they are."""
+    primaries, replicas = nodes[:PRIMARIES], nodes[PRIMARIES:]
+    bounds = [SLOTS * i // PRIMARIES for i in range(PRIMARIES + 1)]
+    for epoch, node in enumerate(nodes, start=1):
+        with node.client() as client:
+            # Distinct epochs from the start, so no two primaries ever claim a slot with the same.
+            client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+    for node, first, end in zip(primaries, bounds, bounds[1:], strict=False):
+        with node.client() as client:
+            client.execute_command("CLUSTER ADDSLOTSRANGE", first, end - 1)
+    with nodes[0].client() as client:
+        for node in nodes[1:]:
+            client.execute_command("CLUSTER MEET", "127.0.0.1", node.port, node.bus_port)
+    probes.wait_until(
+        lambda: all(len(node.cluster_nodes()) == len(nodes) for node in nodes),
+        what=f"every Redis cluster node to know the other {len(nodes) - 1}",
+        timeout=timeout,
+        log=nodes[0].log,
+    )
+    for primary, replica in zip(primaries, replicas, strict=True):
+        primary_id = primary.node_id()
+        with replica.client() as client:
+            client.execute_command("CLUSTER REPLICATE", primary_id)
+
+
+def settled(nodes: Sequence[Node]) -> bool:
+    """True when every node of `nodes` (the running ones) says `cluster_state:ok`, every replica
+    among them is in sync with its primary, and PRIMARIES of them are primaries."""
+    for node in nodes:
+        if node.info("cluster").get("cluster_state") != "ok":
+            return False
+        replication = node.info("replication")
+        if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+            return False
+    return sum(role(node) == "master" for node in nodes) >= PRIMARIES
 
 
 def start(directory: Path, *, extra: tuple[str, ...] = (), timeout: float = 60.0) -> RedisCluster:

@@ -5,6 +5,10 @@ through the environment instead), their ports, starting them in parallel in depe
 order, and stopping exactly what was started. Each component's recipe lives in
 ``components/``; builds in ``artifacts``.
 
+``up(redis="cluster")`` runs six redis-server cluster nodes (3 primaries, 3 replicas) instead of
+one Redis, forms them into a Redis Cluster the first time and restarts that cluster from its
+nodes.conf after; TAILOR_REDIS_URL is then a seed node and TAILOR_REDIS_MODE=cluster.
+
 ``up(node="real")`` adds a real node beside kwok's fake one: a registry, containerd, the
 kubelet and kube-proxy, on a bridge of their own (``nodenet``). `down` then also removes the
 pods' sandboxes, the bridge and the host settings the node changed, and fails if anything of
@@ -25,7 +29,18 @@ from pathlib import Path
 
 import redis
 
-from tailor.devstack import certs, endpoints, kubeconfig, nodecheck, nodenet, paths, ports, probes, procs
+from tailor.devstack import (
+    certs,
+    endpoints,
+    kubeconfig,
+    nodecheck,
+    nodenet,
+    paths,
+    ports,
+    probes,
+    procs,
+    redis_cluster,
+)
 from tailor.devstack.artifacts import Toolbox
 from tailor.devstack.components.apiserver import ApiServer
 from tailor.devstack.components.base import Component, StackContext
@@ -38,6 +53,7 @@ from tailor.devstack.components.kubelet import Kubelet
 from tailor.devstack.components.kubeproxy import KubeProxy
 from tailor.devstack.components.kwok import Kwok
 from tailor.devstack.components.redis import Redis
+from tailor.devstack.components.redis_cluster import NODE_CLASSES, RedisClusterNode
 from tailor.devstack.components.registry import HELLO_PORT, Registry
 from tailor.devstack.components.storage import Storage
 from tailor.devstack.endpoints import Endpoints
@@ -54,8 +70,18 @@ KUBE_COMPONENTS: tuple[type[Component], ...] = (
 )
 #: The real node, in start order (each after what it depends on).
 NODE_COMPONENTS: tuple[type[Component], ...] = (Registry, Containerd, CoreDns, Storage, Kubelet, KubeProxy)
-ALL_COMPONENTS: tuple[type[Component], ...] = (*KUBE_COMPONENTS, *NODE_COMPONENTS, Kafka, Redis)
+ALL_COMPONENTS: tuple[type[Component], ...] = (
+    *KUBE_COMPONENTS,
+    *NODE_COMPONENTS,
+    Kafka,
+    Redis,
+    *NODE_CLASSES,
+)
 NODE_KINDS = ("kwok", "real")
+#: `tailor dev up --redis`: one redis-server, or a Redis Cluster of six nodes.
+REDIS_KINDS = ("single", "cluster")
+#: How long the six nodes may take to form a cluster, or to agree again after a restart.
+CLUSTER_TIMEOUT = 60.0
 #: How long to wait for an external endpoint to answer.
 EXTERNAL_TIMEOUT = 10.0
 
@@ -153,7 +179,8 @@ class Stack:
         return self.tools.promtool
 
     def env(self) -> dict[str, str]:
-        """KUBECONFIG, TAILOR_KAFKA_BOOTSTRAP, TAILOR_REDIS_URL of the running stack."""
+        """KUBECONFIG, TAILOR_KAFKA_BOOTSTRAP, TAILOR_REDIS_URL (and TAILOR_REDIS_MODE for a
+        cluster) of the running stack."""
         return self.endpoints.as_env()
 
     def component(self, name: str) -> Component:
@@ -169,24 +196,33 @@ class Stack:
         """Build or fetch everything (cached by version; a second call does nothing)."""
         self.tools.build_all()
 
-    def up(self, node: str | None = None) -> Endpoints:
+    def up(self, node: str | None = None, redis: str | None = None) -> Endpoints:
         """Start every component that is not provided externally, and wait for health.
 
         ``node``: "kwok" (fake node only) or "real" (a kubelet, containerd and kube-proxy
-        beside it); None keeps a running stack's choice, else kwok.
+        beside it); None keeps a running stack's choice, else kwok. ``redis``: "single" (one
+        redis-server) or "cluster" (a Redis Cluster of six nodes); None keeps a running stack's
+        choice, else single.
         """
         with exclusive(self.paths.lock_file):
             node = self._choose_node(node)
+            redis_kind = self._choose_redis(redis)
             external = endpoints.external(self.environ, self.state.own, self.paths.root)
+            if redis_kind == "cluster" and node == "real" and external.redis_url is None:
+                raise DevstackError(
+                    "--redis cluster serves on loopback only, where pods on a real node cannot reach "
+                    "it: use --redis single with --node real"
+                )
             if node == "real" and external.kubeconfig is not None:
                 raise DevstackError(
                     f"KUBECONFIG={external.kubeconfig} points at another cluster: a real node joins "
                     "the stack's own apiserver; unset KUBECONFIG to use --node real."
                 )
-            selected = self._select(external, node)
+            selected = self._select(external, node, redis_kind)
             # Build (or find in the cache) first: builds use both cores, starts are cheap.
             self._prepare_tools(selected)
             self.state.node = node
+            self.state.redis = redis_kind
             self._context.real_node = node == "real"
             if self._context.real_node:
                 self._take_over_stale_node()
@@ -196,7 +232,8 @@ class Stack:
             own = Endpoints(
                 kubeconfig=str(self.paths.kubeconfig) if "kube-apiserver" in selected else None,
                 kafka_bootstrap=self._kafka().bootstrap() if "kafka" in selected else None,
-                redis_url=self._redis().url() if "redis" in selected else None,
+                redis_url=self._redis_url(selected),
+                redis_mode="cluster" if self._cluster_nodes(selected) else None,
             )
             self.state.own = own
             self.state.external = external
@@ -207,6 +244,9 @@ class Stack:
                 kubeconfig.write(self.paths.kubeconfig, self._apiserver().url(), self._context.certs)
             try:
                 self._start_parallel([self._components[name] for name in selected])
+                cluster = self._cluster_nodes(selected)
+                if cluster:
+                    self._form_cluster(cluster)
                 if self._context.real_node:
                     registry = Registry(self._context)
                     took = nodecheck.run(self._context.api, registry.hello_image(), HELLO_PORT)
@@ -238,7 +278,9 @@ class Stack:
         # Stop groups in parallel; within Kubernetes, dependents before dependencies
         # (the kubelet before containerd, which removes the pods' sandboxes as it stops).
         kube_order = [self._components[cls.name] for cls in reversed((*KUBE_COMPONENTS, *NODE_COMPONENTS))]
-        groups = [kube_order, [self._kafka()], [self._redis()]]
+        # A Redis cluster's replicas before its primaries: a replica never sees its primary gone and
+        # takes over in the moment between their stops.
+        groups = [kube_order, [self._kafka()], [self._redis(), *reversed(self._cluster_nodes())]]
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:
             for _ in pool.map(lambda group: [c.stop() for c in group], groups):
                 pass
@@ -370,6 +412,53 @@ class Stack:
             )
         return node
 
+    def _choose_redis(self, redis_kind: str | None) -> str:
+        """Like `_choose_node`: a running stack keeps its Redis until `tailor dev down`."""
+        if redis_kind is not None and redis_kind not in REDIS_KINDS:
+            raise DevstackError(f"unknown Redis {redis_kind!r}: choose one of {', '.join(REDIS_KINDS)}")
+        running = [c.name for c in self._components.values() if c.is_running()]
+        if redis_kind is None:
+            return self.state.redis if running else "single"
+        if running and redis_kind != self.state.redis:
+            raise DevstackError(
+                f"stack {self.name!r} runs with --redis {self.state.redis}: "
+                f"run `tailor dev down` first, then `tailor dev up --redis {redis_kind}`"
+            )
+        return redis_kind
+
+    def _redis_url(self, selected: list[str]) -> str | None:
+        if Redis.name in selected:
+            return self._redis().url()
+        cluster = self._cluster_nodes(selected)
+        return cluster[0].url() if cluster else None  # a seed: clients discover the other nodes
+
+    def _cluster_nodes(self, selected: list[str] | None = None) -> list[RedisClusterNode]:
+        """The Redis Cluster's node components (of `selected` only, when given), in index order."""
+        found = []
+        for cls in NODE_CLASSES:
+            if selected is None or cls.name in selected:
+                component = self._components[cls.name]
+                assert isinstance(component, RedisClusterNode)
+                found.append(component)
+        return found
+
+    def _form_cluster(self, components: list[RedisClusterNode]) -> None:
+        """Form the six running nodes into a cluster the first time; after that they restart as
+        one from their nodes.conf, and this only waits until they agree again."""
+        nodes = [component.node() for component in components]
+        try:
+            if not redis_cluster.formed(nodes):
+                redis_cluster.form(nodes, CLUSTER_TIMEOUT)
+                self.report("redis cluster: formed (3 primaries, 3 replicas)")
+        except redis.RedisError as error:
+            raise ComponentFailed(f"the Redis cluster could not be formed: {error}") from error
+        probes.wait_until(
+            lambda: redis_cluster.settled(nodes),
+            what="the Redis cluster to be ok (`tailor dev down --purge` starts it afresh)",
+            timeout=CLUSTER_TIMEOUT,
+            log=components[0].log,
+        )
+
     def registry(self) -> str:
         """host:port of the stack's OCI registry (push images there; pods pull them by reference)."""
         if self.state.node != "real":
@@ -427,7 +516,7 @@ class Stack:
         assert isinstance(component, Redis)
         return component
 
-    def _select(self, external: Endpoints, node: str) -> list[str]:
+    def _select(self, external: Endpoints, node: str, redis_kind: str = "single") -> list[str]:
         selected: list[str] = []
         if external.kubeconfig is None:
             selected += [cls.name for cls in KUBE_COMPONENTS]
@@ -436,7 +525,10 @@ class Stack:
         if external.kafka_bootstrap is None:
             selected.append(Kafka.name)
         if external.redis_url is None:
-            selected.append(Redis.name)
+            if redis_kind == "cluster":
+                selected += [cls.name for cls in NODE_CLASSES]
+            else:
+                selected.append(Redis.name)
         return selected
 
     def _prepare_tools(self, selected: list[str]) -> None:
@@ -447,7 +539,7 @@ class Stack:
         if "kafka" in selected:
             _ = self.tools.java
             _ = self.tools.kafka_libs
-        if "redis" in selected:
+        if "redis" in selected or self._cluster_nodes(selected):
             _ = self.tools.redis_server
         _ = self.tools.kubectl
         _ = self.tools.helm
@@ -456,6 +548,8 @@ class Stack:
         """Keep ports of running components; reuse previous ones when free; else new."""
         previous = dict(self._context.ports)
         chosen: dict[str, int] = {}
+        for node in self._cluster_nodes(selected):
+            chosen.update(self._recorded_cluster_ports(node))
         for name in selected:
             component = self._components[name]
             for key in component.port_keys:
@@ -467,6 +561,19 @@ class Stack:
                     chosen[key] = ports.pick(previous.get(key), chosen.values())
         self._context.ports.clear()
         self._context.ports.update(chosen)
+
+    def _recorded_cluster_ports(self, node: RedisClusterNode) -> dict[str, int]:
+        """A formed cluster node's ports, which must not change: every node's nodes.conf records
+        the others' addresses. redis-server binds with SO_REUSEADDR, so TIME_WAIT is no obstacle."""
+        recorded = node.recorded_ports()
+        taken = [port for port in recorded.values() if not ports.is_free(port, reuse_address=True)]
+        if taken and not node.is_running():
+            raise DevstackError(
+                f"{node.name} of stack {self.name!r} cannot get its port {taken[0]} back: the nodes "
+                "of a Redis cluster know each other by address; free it, or run "
+                "`tailor dev down --purge` to start a new cluster"
+            )
+        return recorded
 
     def _start_parallel(self, components: list[Component]) -> None:
         """Start each component once its dependencies are healthy; all in threads."""

@@ -27,6 +27,8 @@ class StackState:
     components: list[str] = field(default_factory=list)
     #: "kwok" (a fake node only) or "real" (a kubelet beside it): `tailor dev up --node`.
     node: str = "kwok"
+    #: "single" (one redis-server) or "cluster" (six cluster nodes): `tailor dev up --redis`.
+    redis: str = "single"
     updated: float = 0.0
 
     def endpoints(self) -> Endpoints:
@@ -35,6 +37,7 @@ class StackState:
             kubeconfig=self.external.kubeconfig or self.own.kubeconfig,
             kafka_bootstrap=self.external.kafka_bootstrap or self.own.kafka_bootstrap,
             redis_url=self.external.redis_url or self.own.redis_url,
+            redis_mode=self.external.redis_mode if self.external.redis_url else self.own.redis_mode,
         )
 
     def save(self, path: Path) -> None:
@@ -56,6 +59,7 @@ class StackState:
                 external=Endpoints(**data.get("external", {})),
                 components=[str(c) for c in data.get("components", [])],
                 node=str(data.get("node", "kwok")),
+                redis=str(data.get("redis", "single")),
                 updated=float(data.get("updated", 0.0)),
             )
         except (OSError, ValueError, TypeError):

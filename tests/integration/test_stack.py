@@ -22,7 +22,9 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from kubernetes import client as k8s_client
 
 from tailor import devstack
+from tailor.core import redis_target
 from tailor.devstack import procs
+from tailor.devstack.components.redis_cluster import RedisClusterNode
 from tailor.devstack.paths import StackPaths
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -303,3 +305,53 @@ def test_endpoints_given_in_the_environment_are_used_instead_of_starting_them(
         assert again.redis_url == partial.redis_url
     finally:
         partial.down(purge=True)
+
+
+@pytest.mark.kube
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_up_redis_cluster_forms_six_nodes_once_and_restarts_the_same_cluster_after_down(
+    stack: devstack.Stack, tmp_path: Path
+) -> None:
+    given = {"KUBECONFIG": str(stack.kubeconfig), "TAILOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap}
+    clustered = devstack.Stack("clustered", tmp_path, environ=given)
+    names = [f"redis-cluster-{index}" for index in range(6)]
+    try:
+        clustered.up(redis="cluster")
+        assert clustered.state.components == names  # only the cluster: the rest was given
+        env = clustered.env()
+        assert env["TAILOR_REDIS_MODE"] == "cluster"
+        assert {row.name: row.state for row in clustered.status()} == {
+            **dict.fromkeys(names, "running"),
+            "kubernetes": "external",
+            "kafka": "external",
+        }
+        components = [clustered.component(name) for name in names]
+        nodes = [component.node() for component in components if isinstance(component, RedisClusterNode)]
+        info = nodes[0].info("cluster")
+        assert (info["cluster_state"], info["cluster_size"], info["cluster_known_nodes"]) == ("ok", "3", "6")
+        assert sorted(node.info("replication")["role"] for node in nodes) == ["master"] * 3 + ["slave"] * 3
+        keys = {f"tailor:test:{{user-{i}}}:n": str(i) for i in range(30)}
+        with redis_target.RedisTarget.from_environment(env).client(decode_responses=True) as client:
+            for key, value in keys.items():
+                client.set(key, value)
+        for primary in nodes[:3]:  # the keys are spread: every primary holds some
+            with primary.client() as plain:
+                assert plain.dbsize() > 0
+        identities = [node.node_id() for node in nodes]
+        with pytest.raises(devstack.DevstackError, match="run `tailor dev down` first"):
+            clustered.up(redis="single")
+
+        records = [component.record() for component in components]
+        assert sorted(clustered.down()) == names
+        assert not any(record is not None and procs.is_running(record) for record in records)
+
+        clustered.up(redis="cluster")  # restarted from nodes.conf, not formed anew
+        assert [node.node_id() for node in nodes] == identities
+        with redis_target.RedisTarget.from_environment(clustered.env()).client(
+            decode_responses=True
+        ) as client:
+            assert {key: client.get(key) for key in keys} == keys
+    finally:
+        clustered.down(purge=True)
+    assert not (tmp_path / "clustered").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tailor.cli import main
-from tailor.devstack import Stack, toolchain
+from tailor.devstack import Stack, procs, toolchain
 from tailor.devstack.endpoints import Endpoints
 
 
@@ -54,3 +54,21 @@ def test_env_prints_exports_of_the_recorded_endpoints(
 def test_down_of_a_stack_never_started_is_a_no_op(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main.main(["dev", "--home", str(tmp_path), "down"]) == 0
     assert "nothing was running" in capsys.readouterr().err
+
+
+def test_switching_redis_kind_while_the_stack_runs_says_to_run_down_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = Stack("s1", tmp_path)
+    stack.state.redis = "cluster"
+    stack.state.components = ["redis-cluster-0"]
+    stack.state.save(stack.paths.state_file)
+    sleeper = procs.spawn(["sleep", "60"], log=tmp_path / "sleep.log")  # stands in for a running node
+    sleeper.save(stack.paths.pid_file("redis-cluster-0"))
+    try:
+        assert main.main(["dev", "--home", str(tmp_path), "--name", "s1", "up", "--redis", "single"]) == 1
+    finally:
+        procs.stop(sleeper, timeout=5.0)
+    error = capsys.readouterr().err
+    assert "runs with --redis cluster" in error
+    assert "run `tailor dev down` first, then `tailor dev up --redis single`" in error

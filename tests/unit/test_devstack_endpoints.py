@@ -72,3 +72,20 @@ def test_without_state_kafka_and_redis_values_are_external() -> None:
     environ = {"TAILOR_KAFKA_BOOTSTRAP": "127.0.0.1:40001"}
     result = endpoints.external(environ, Endpoints(), Path("/state/tailor/default"))
     assert result.kafka_bootstrap == "127.0.0.1:40001"
+
+
+def test_a_cluster_stack_exports_its_mode_and_a_single_redis_exports_none() -> None:
+    cluster = Endpoints(redis_url="redis://127.0.0.1:40002/0", redis_mode="cluster")
+    assert cluster.as_env() == {
+        "TAILOR_REDIS_URL": "redis://127.0.0.1:40002/0",
+        "TAILOR_REDIS_MODE": "cluster",
+    }
+    assert "TAILOR_REDIS_MODE" not in OWN.as_env()
+    assert endpoints.render_exports(cluster.as_env()).splitlines()[-1] == "export TAILOR_REDIS_MODE=cluster"
+
+
+def test_a_given_redis_keeps_the_mode_given_with_it_and_the_stacks_own_does_not() -> None:
+    given = {"TAILOR_REDIS_URL": "redis://10.0.0.5:7000/0", "TAILOR_REDIS_MODE": "cluster"}
+    assert endpoints.external(given, OWN, Path("/state/tailor/default")).redis_mode == "cluster"
+    own = {"TAILOR_REDIS_URL": OWN.redis_url or "", "TAILOR_REDIS_MODE": "cluster"}
+    assert endpoints.external(own, OWN, Path("/state/tailor/default")) == Endpoints()
