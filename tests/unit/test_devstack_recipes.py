@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
-from tailor.devstack import kafka_cluster, kwokstages
+from tailor.devstack import kafka_cluster, kwokstages, redis_cluster
 from tailor.devstack.components import kafka, kwok, redis
 
 
@@ -71,3 +73,16 @@ def test_fake_node_is_untainted_and_ready_only_with_a_true_ready_condition() -> 
     assert not kwok.node_ready(node)
     node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     assert kwok.node_ready(node)
+
+
+def test_a_stack_cluster_node_logs_to_its_component_log_and_names_its_bus_port(tmp_path: Path) -> None:
+    lines = redis_cluster.node_conf(17000, 17001, tmp_path, log_to_stdout=True).splitlines()
+    assert {
+        "port 17000",
+        "cluster-port 17001",
+        "cluster-enabled yes",
+        'logfile ""',
+        "appendfsync always",
+    } <= set(lines)
+    fixture_lines = redis_cluster.node_conf(17000, 17001, tmp_path).splitlines()
+    assert f"logfile {tmp_path / 'redis.log'}" in fixture_lines
