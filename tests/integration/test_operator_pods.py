@@ -483,11 +483,12 @@ def test_with_keda_installed_workers_scale_by_a_scaled_object_on_their_lag(
     assert trigger["authenticationRef"] == {"name": "kafka-auth", "kind": "TriggerAuthentication"}
     assert (found["spec"]["minReplicaCount"], found["spec"]["maxReplicaCount"]) == (0, 6)
     assert found["metadata"]["ownerReferences"][0]["name"] == "shop"
+    # The ScaledObject may be applied before the API's HPA: look once the whole stack is reconciled.
+    wait_for("Reconciled", lambda: condition(kube_api, namespace, "Reconciled").get("status") == "True")
     hpas = k8s_client.AutoscalingV2Api(kube_api).list_namespaced_horizontal_pod_autoscaler(namespace).items
     assert [h.metadata.name for h in hpas] == ["shop-api"], "KEDA runs the workers' HPA, not the operator"
 
     # KEDA scales the Deployment through its scale subresource; the operator leaves that alone.
-    wait_for("Reconciled", lambda: condition(kube_api, namespace, "Reconciled").get("status") == "True")
     _scale(kube_api, namespace, "shop-worker", 4)
     resyncs(operator, 3)
     assert deployment(kube_api, namespace, "shop-worker")["spec"]["replicas"] == 4
