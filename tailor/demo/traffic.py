@@ -186,7 +186,7 @@ class Snapshot:
     decides: int = 0
     impressions: int = 0  # decisions served by a rule (what the rules' stats count)
     clicks: int = 0
-    rule_clicks: int = 0  # clicks on decisions served by a rule (the fallback has no stats)
+    rule_clicks: int = 0  # clicks the API counted in a rule's stats (the fallback has none)
     conversions: int = 0
     purchases: int = 0
     errors: int = 0
@@ -348,7 +348,10 @@ class Traffic:
         for decision in decisions:
             rate = CLICK_RATES.get(decision.variant, DEFAULT_CLICK_RATE)
             if decision.decision_id and rng.random() < rate:
-                client.feedback(decision.decision_id, "click")
-                self.counters.add(clicks=1, rule_clicks=int(decision.rule is not None))
+                reply = client.feedback(decision.decision_id, "click")
+                # The API counts a click once per session and rule (docs/content-api.md, feedback): a
+                # second click of the same rule in a session is answered "duplicate" and not counted.
+                counted = decision.rule is not None and reply.body.get("status") == "accepted"
+                self.counters.add(clicks=1, rule_clicks=int(counted))
                 if decision.slot == HERO:
                     session.clicked_heroes.append(decision.decision_id)
