@@ -909,6 +909,21 @@ async def _publish(target: redis_target.RedisTarget, published: ruleset.Ruleset)
     return stored.version
 
 
+def serve_side(
+    target: redis_target.RedisTarget, name: str, workdir: Path, script: Path, args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], int]:
+    """One side of a same-run comparison: a fresh stack's ruleset published on `target`, its users
+    populated, a `tailor api` started on it and warmed up (sessions, caches); the process and port."""
+    stack = f"bench-{uuid.uuid4().hex[:6]}/main"
+    published = bench_ruleset(stack)
+    asyncio.run(_publish(target, published))
+    populate(target, published, args.users)
+    port = ports.pick(None)
+    api = start_api(target, stack, port, workdir / f"api-{name}.log", args.app)
+    saturate(port, api.pid, "/v1/decide", 3, script)
+    return api, port
+
+
 # --- decide on a Redis Cluster against one Redis --------------------------------------------------
 
 
@@ -939,13 +954,7 @@ def compare_cluster(workdir: Path, args: argparse.Namespace) -> None:
             "cluster": (cluster.target(), cluster_cpu),
         }
         for name, (target, _) in sides.items():
-            stack = f"bench-{uuid.uuid4().hex[:6]}/main"
-            published = bench_ruleset(stack)
-            asyncio.run(_publish(target, published))
-            populate(target, published, args.users)
-            port = ports.pick(None)
-            apis[name] = (start_api(target, stack, port, workdir / f"api-{name}.log", args.app), port)
-            saturate(port, apis[name][0].pid, "/v1/decide", 3, script)  # warm-up: sessions, caches
+            apis[name] = serve_side(target, name, workdir, script, args)
         print(f"bench/decide.py --redis-cluster: server on core {SERVER_CORE}, wrk -c64 on core "
               f"{LOAD_CORE}, {args.users:,} users, {args.seconds} s a run; Redis CPU: the one server / "
               "all six nodes")  # fmt: skip
@@ -999,14 +1008,8 @@ def compare_tls(workdir: Path, args: argparse.Namespace) -> None:
     per_cpu: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for name, server in servers.items():
-            target = server.target(client_pair=False)  # a CA bundle, as ElastiCache or Memorystore ask
-            stack = f"bench-{uuid.uuid4().hex[:6]}/main"
-            published = bench_ruleset(stack)
-            asyncio.run(_publish(target, published))
-            populate(target, published, args.users)
-            port = ports.pick(None)
-            apis[name] = (start_api(target, stack, port, workdir / f"api-{name}.log", args.app), port)
-            saturate(port, apis[name][0].pid, "/v1/decide", 3, script)  # warm-up
+            # A CA bundle without a client certificate, as ElastiCache or Memorystore ask.
+            apis[name] = serve_side(server.target(client_pair=False), name, workdir, script, args)
         for round_ in range(1, args.rounds + 1):
             for name, (api, port) in apis.items():
                 redis_before = servers[name].cpu_seconds()
