@@ -889,13 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 latency_phase(target, stack, port, bare_rate, args.seconds, [CEILING_PATH], 0)
             )
         finally:
-            api.terminate()
-            api.wait(10)
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait(10)
-            else:
-                scratch.forget(url, stack)  # a shared Redis: leave nothing of this run behind
+            stop(api, redis_process, url, stack)  # a shared Redis: leave nothing of this run behind
     if args.app:
         print(f"app: {args.app} (granian)")
     report(hello, decide, opened, same_rate, same_load, changes)
